@@ -1,0 +1,1 @@
+"""conformance layer (see spec.md)."""

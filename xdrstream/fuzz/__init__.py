@@ -1,0 +1,1 @@
+"""fuzz layer (see spec.md)."""

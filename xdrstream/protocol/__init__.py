@@ -1,0 +1,1 @@
+"""Protocol layer: framing, header, schemas and sans-I/O state machines. Does no I/O."""
