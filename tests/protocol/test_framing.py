@@ -1,0 +1,179 @@
+"""Frame decoder and header packing (spec.md §3, §4.1, §4.2)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xdrstream.protocol.errors import RemoteProtocolError
+from xdrstream.protocol.framing import (
+    HEADER_SIZE,
+    MAX_FRAME,
+    MIN_FRAME,
+    FrameDecoder,
+    Header,
+    MessageStatus,
+    MessageType,
+    pack_frame,
+    pack_header,
+    parse_header,
+)
+
+REMOTE_PROG = 0x20008086
+
+headers = st.builds(
+    Header,
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(-(2**31), 2**31 - 1),
+    st.sampled_from(list(MessageType)),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(list(MessageStatus)),
+)
+frames = st.tuples(headers, st.binary(max_size=300))
+
+
+def decode_all(decoder: FrameDecoder) -> list[tuple[Header, bytes, int]]:
+    out = []
+    while (frame := decoder.next_frame()) is not None:
+        out.append((frame.header, bytes(frame.payload), frame.offset))
+    return out
+
+
+def test_screenshot_data_message_is_byte_exact() -> None:
+    # tests/fixtures/libvirt/screenshot.pcapng: libvirtd sends the 33443-byte PNG as one
+    # STREAM/CONTINUE frame whose length word is 33471 (28 + 33443: no XDR padding).
+    payload = b"\x89PNG" + bytes(33443 - 4)
+    frame = pack_frame(Header(REMOTE_PROG, 1, 211, MessageType.STREAM, 7, 2), payload)
+    assert len(frame) == 33471
+    assert frame[:28] == struct.pack(">7I", 33471, REMOTE_PROG, 1, 211, 3, 7, 2)
+    decoder = FrameDecoder()
+    decoder.feed(frame)
+    [(header, body, offset)] = decode_all(decoder)
+    assert header == (REMOTE_PROG, 1, 211, MessageType.STREAM, 7, MessageStatus.CONTINUE)
+    assert body == payload and offset == 0
+
+
+def test_empty_stream_message_is_28_bytes() -> None:
+    # The download EOF / finish confirm in every libvirt capture: length word 28, no payload.
+    assert pack_header(Header(REMOTE_PROG, 1, 209, 3, 10, 0)) == struct.pack(
+        ">7I", 28, REMOTE_PROG, 1, 209, 3, 10, 0
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(frames, max_size=6), st.data())
+def test_any_split_gives_the_same_frames(
+    items: list[tuple[Header, bytes]], data: st.DataObject
+) -> None:
+    stream = b"".join(pack_frame(h, p) for h, p in items)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    decoder = FrameDecoder()
+    got = []
+    prev = 0
+    for cut in [*cuts, len(stream)]:
+        decoder.feed(stream[prev:cut])
+        got.extend(decode_all(decoder))
+        prev = cut
+    assert [(h, p) for h, p, _ in got] == [(h, p) for h, p in items]
+    offsets = [o for _, _, o in got]
+    expected_offsets = []
+    pos = 0
+    for _h, p in items:
+        expected_offsets.append(pos)
+        pos += MIN_FRAME + len(p)
+    assert offsets == expected_offsets
+    assert decoder.buffered == 0
+
+
+def test_one_byte_at_a_time_with_bytearray_and_memoryview_inputs() -> None:
+    frame = pack_frame(Header(1, 1, 1, 0, 5, 0), b"payload!")
+    decoder = FrameDecoder()
+    for i, byte in enumerate(frame):
+        chunk = bytearray([byte]) if i % 2 else memoryview(bytes([byte]))
+        decoder.feed(chunk)
+    [(header, payload, _)] = decode_all(decoder)
+    assert header.serial == 5 and payload == b"payload!"
+
+
+@pytest.mark.parametrize("length", [0, 1, 4, 27])
+def test_length_below_minimum_is_rejected_with_offset(length: int) -> None:
+    good = pack_frame(Header(1, 1, 1, 0, 0, 0))
+    decoder = FrameDecoder()
+    decoder.feed(good + struct.pack(">I", length))
+    assert decoder.next_frame() is not None
+    with pytest.raises(RemoteProtocolError, match=r"§3\.4") as info:
+        decoder.next_frame()
+    assert info.value.offset == len(good)
+    with pytest.raises(RemoteProtocolError):  # poisoned
+        decoder.feed(b"x")
+
+
+def test_length_above_limit_is_rejected_before_the_body_arrives() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack(">I", MAX_FRAME + 5))
+    with pytest.raises(RemoteProtocolError, match=r"§3\.4"):
+        decoder.next_frame()
+    # exactly at the limit is accepted (and waits for the body)
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack(">I", MAX_FRAME + 4))
+    assert decoder.next_frame() is None
+    small = FrameDecoder(max_frame=100)
+    small.feed(struct.pack(">I", 105))
+    with pytest.raises(RemoteProtocolError, match="exceeds the limit of 100"):
+        small.next_frame()
+
+
+@pytest.mark.parametrize(
+    ("word", "value", "section"), [(3, 7, "§4.1"), (3, -1, "§4.1"), (5, 3, "§4.2")]
+)
+def test_bad_type_or_status_word(word: int, value: int, section: str) -> None:
+    words = [1, 1, 1, 0, 9, 0]
+    words[word] = value
+    frame = struct.pack(">I6i", 28, *[w if w < 2**31 else w - 2**32 for w in words])
+    decoder = FrameDecoder()
+    decoder.feed(pack_frame(Header(1, 1, 1, 0, 8, 0)) + frame)
+    decoder.next_frame()
+    with pytest.raises(RemoteProtocolError, match=section.replace(".", r"\.")) as info:
+        decoder.next_frame()
+    assert info.value.offset == 28 + 4 + 4 * word
+
+
+def test_parse_header_short_input() -> None:
+    with pytest.raises(RemoteProtocolError, match=r"§3\.2"):
+        parse_header(bytes(HEADER_SIZE - 1))
+    assert parse_header(bytes(HEADER_SIZE)) == Header(0, 0, 0, 0, 0, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(1, 64))
+def test_random_bytes_give_frames_or_documented_errors(blob: bytes, step: int) -> None:
+    decoder = FrameDecoder(max_frame=256)
+    try:
+        for i in range(0, len(blob), step):
+            decoder.feed(blob[i : i + step])
+            for _, payload, _ in decode_all(decoder):
+                assert len(payload) <= 256 - HEADER_SIZE
+    except RemoteProtocolError as exc:
+        assert exc.section in {"§3.2", "§3.4", "§4.1", "§4.2"}
+        assert exc.offset is not None and 0 <= exc.offset <= len(blob)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(frames, min_size=1, max_size=4), st.data())
+def test_mutated_frames_give_frames_or_documented_errors(
+    items: list[tuple[Header, bytes]], data: st.DataObject
+) -> None:
+    stream = bytearray(b"".join(pack_frame(h, p) for h, p in items))
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(stream) - 1))
+        stream[pos] = data.draw(st.integers(0, 255))
+    decoder = FrameDecoder(max_frame=4096)
+    decoder.feed(bytes(stream))
+    try:
+        decode_all(decoder)
+    except RemoteProtocolError as exc:
+        assert exc.section in {"§3.4", "§4.1", "§4.2"}
