@@ -1,0 +1,190 @@
+"""Stream endpoints: the process at the far end of a restore or save (the QEMU stub or QEMU).
+
+libvirt hands QEMU its migration stream on a pipe (`-incoming fd:N` for a restore,
+`migrate fd:NAME` for a save) and relays the RPC stream into or out of that pipe. A
+`StreamEndpoint` is that arrangement seen from the server: a child process, the parent's end
+of the pipe (`fd`), and a verdict (`EndpointResult`) once the child is done.
+
+Restore: write the stream into `fd` (or `write()`), then `wait()`; closing the pipe is the
+end-of-stream the child needs before it can judge. Save: read `fd` (or `readinto()`) until
+EOF, then `wait()`. `wait()` closes the parent's end first, so a save that stops reading
+early makes the child fail with a broken pipe, which is the honest verdict. `abort()` kills
+the child. Used as a context manager, an endpoint without a verdict is aborted on exit, and
+every fd, temporary file and child is released on every path (kill + wait: no zombies).
+
+Drivers may switch `fd` to non-blocking mode and poll it themselves; `write()` and
+`readinto()` are blocking conveniences. A write into a restore pipe whose child has died
+raises `BrokenPipeError`: call `wait()` next, the verdict says why the child stopped.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import enum
+import fcntl
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO
+
+PIPE_SIZE = 1 << 20
+"""Pipe capacity asked for (Linux `F_SETPIPE_SZ`): fewer context switches per MiB."""
+
+STDERR_TAIL = 2000
+"""How many trailing characters of a child's stderr go into an error message."""
+
+
+class Direction(enum.Enum):
+    RESTORE = "restore"  # the stream flows into the endpoint (QEMU -incoming)
+    SAVE = "save"  # the stream flows out of the endpoint (QEMU migrate)
+
+
+@dataclass(frozen=True)
+class EndpointResult:
+    """The endpoint's verdict on one stream.
+
+    `ok` is true only when the child accepted (restore) or produced (save) the whole stream
+    and exited cleanly. `bytes` and `sha256` are what the child counted, where it counts
+    (the stub does; QEMU does not say, so they are None there).
+    """
+
+    ok: bool
+    bytes: int | None = None
+    sha256: str | None = None
+    error: str | None = None
+    exit_code: int | None = None
+
+
+class EndpointError(Exception):
+    """The endpoint could not be started or driven (not a verdict on the stream)."""
+
+
+def make_pipe(capacity: int = PIPE_SIZE) -> tuple[int, int]:
+    """A pipe (read, write), both close-on-exec, with a larger capacity where allowed."""
+    read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, capacity)
+    return read_fd, write_fd
+
+
+def close_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+class StreamEndpoint(abc.ABC):
+    """A child process fed by (restore) or feeding (save) the pipe end `fd`."""
+
+    def __init__(
+        self, direction: Direction, process: subprocess.Popen[bytes], fd: int, stderr: IO[bytes]
+    ) -> None:
+        self.direction = direction
+        self.process = process
+        self._fd = fd
+        self._stderr = stderr
+        self._result: EndpointResult | None = None
+
+    # -- the stream ------------------------------------------------------------------------
+    @property
+    def fd(self) -> int:
+        """The parent's end of the pipe: writable for a restore, readable for a save."""
+        if self._fd < 0:
+            raise ValueError(f"{self.direction.value} stream of pid {self.process.pid} is closed")
+        return self._fd
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of `data` into a restore stream (blocking)."""
+        if self.direction is not Direction.RESTORE:
+            raise ValueError("write() is for restore endpoints; a save endpoint is read")
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """Read the next bytes of a save stream into `buffer`; 0 means end of stream."""
+        if self.direction is not Direction.SAVE:
+            raise ValueError("readinto() is for save endpoints; a restore endpoint is written")
+        return os.readv(self.fd, [buffer])
+
+    def close_stream(self) -> None:
+        """Close the parent's end: end-of-stream for a restore, 'no more reading' for a save."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            close_fd(fd)
+
+    # -- the verdict -----------------------------------------------------------------------
+    @property
+    def result(self) -> EndpointResult | None:
+        return self._result
+
+    def wait(self, timeout: float | None = None) -> EndpointResult:
+        """Close the stream, then wait for the verdict.
+
+        Raises TimeoutError when the child has not finished within `timeout` seconds; the
+        child is left running (call `abort()`).
+        """
+        if self._result is None:
+            self.close_stream()
+            self._result = self._verdict(timeout)
+            self._release()
+        return self._result
+
+    def abort(self, reason: str = "aborted") -> EndpointResult:
+        """Kill the child unless it has already given its verdict; release everything."""
+        if self._result is None:
+            self.close_stream()
+            self._kill()
+            code = self.process.returncode
+            self._result = EndpointResult(ok=False, error=reason, exit_code=code)
+        self._release()
+        return self._result
+
+    def __enter__(self) -> StreamEndpoint:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        reason = "aborted" if exc is None else f"aborted: {type(exc).__name__}: {exc}"
+        self.abort(reason)
+
+    # -- for subclasses --------------------------------------------------------------------
+    @abc.abstractmethod
+    def _verdict(self, timeout: float | None) -> EndpointResult:
+        """Wait (bounded by `timeout`) for the child to finish and judge the stream."""
+
+    def _release_extra(self) -> None:  # noqa: B027 - optional hook
+        """Release subclass resources (sockets, temporary directories)."""
+
+    def _kill(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        self.process.wait()
+
+    def _release(self) -> None:
+        self.close_stream()
+        self._release_extra()
+        # a verdict without the child being gone would leave a zombie behind
+        self._kill()
+        self._stderr.close()
+
+    def stderr_tail(self) -> str:
+        """The end of the child's stderr (it goes to a temporary file: never blocks the child)."""
+        if self._stderr.closed:
+            return ""
+        self._stderr.seek(0, os.SEEK_END)
+        size = self._stderr.tell()
+        self._stderr.seek(max(0, size - STDERR_TAIL))
+        return self._stderr.read().decode("utf-8", "replace").strip()
+
+
+def stderr_file() -> IO[bytes]:
+    """An anonymous temporary file for a child's stderr."""
+    return tempfile.TemporaryFile(prefix="xdrstream-endpoint-")
