@@ -1,0 +1,206 @@
+"""Events of the sans-I/O engine (spec.md §12).
+
+Each event is a frozen, slotted dataclass.  The application passes events to
+:meth:`Connection.send` and receives them from :meth:`Connection.next_event`; the same class
+stands for the same protocol step in every variant, the engine chooses its wire form
+(spec.md §7, table in §12.2).
+
+``serial`` of a stream event is the serial of the stream's primary call (the stream's
+identity).  Who may send what:
+
+==================  ======  =====================================================
+event               sender  meaning
+==================  ======  =====================================================
+Call                client  call a procedure; opens its stream if it has one
+Reply               server  successful result (V3: concludes the stream)
+ErrorReply          server  failed call (V3: fails or concludes the stream)
+Message             either  notification without reply (serial 0)
+StreamData          data    bytes of the stream, in order
+StreamHole          data    ``length`` bytes of zeros (``@sparse`` procedures only)
+StreamEnd           server  end of a download's data (EOF)
+StreamFinish        client  upload: end of data, please commit; download (V1, V2):
+                            acknowledges StreamEnd
+StreamAbort         client  give the stream up
+StreamError         server  the stream failed (V1, V2)
+StreamConfirm       server  StreamFinish / StreamAbort done (V1, V2)
+StreamRead          client  V1 download: ask for one more chunk of <= max_bytes
+StreamAck           server  V1 upload: the oldest unacknowledged chunk is consumed
+KeepalivePing/Pong  either  keepalive program (§5)
+ConnectionClosed    peer    the peer closed its side (``receive_data(b"")``)
+==================  ======  =====================================================
+
+"data" is the client for uploads and the server for downloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteError:
+    """The error body of a failed reply or stream (spec.md §4.5, libvirt's layout).
+
+    ``dom`` = (name, uuid, id) and ``net`` = (name, uuid) exist for layout compatibility.
+    """
+
+    code: int
+    domain: int = 0
+    message: str | None = None
+    level: int = 2
+    str1: str | None = None
+    str2: str | None = None
+    str3: str | None = None
+    int1: int = 0
+    int2: int = 0
+    dom: tuple[str, bytes, int] | None = None
+    net: tuple[str, bytes] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """``serial`` from :meth:`Connection.next_serial`; ``args`` for the procedure's codec.
+    On the server ``known`` is False when the program, version or procedure is not
+    registered: ``args`` is then the raw payload and the only valid answer is ErrorReply."""
+
+    serial: int
+    program: int
+    version: int
+    procedure: int
+    args: Any = None
+    known: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    serial: int
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    serial: int
+    error: RemoteError
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Asynchronous notification (type MESSAGE, serial 0); ``body`` decoded with the
+    procedure's argument codec when known, else raw bytes."""
+
+    program: int
+    version: int
+    procedure: int
+    body: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamData:
+    """``data`` is sent without copying by :meth:`Connection.send_buffers`; received data
+    is a read-only memoryview that stays valid."""
+
+    serial: int
+    data: bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHole:
+    serial: int
+    length: int
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFinish:
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAbort:
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    serial: int
+    error: RemoteError
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfirm:
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRead:
+    serial: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAck:
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeepalivePing:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KeepalivePong:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    pass
+
+
+Event = (
+    Call
+    | Reply
+    | ErrorReply
+    | Message
+    | StreamData
+    | StreamHole
+    | StreamEnd
+    | StreamFinish
+    | StreamAbort
+    | StreamError
+    | StreamConfirm
+    | StreamRead
+    | StreamAck
+    | KeepalivePing
+    | KeepalivePong
+    | ConnectionClosed
+)
+
+StreamEvent = (
+    StreamData
+    | StreamHole
+    | StreamEnd
+    | StreamFinish
+    | StreamAbort
+    | StreamError
+    | StreamConfirm
+    | StreamRead
+    | StreamAck
+)
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by :meth:`Connection.next_event` when more bytes are needed.
+NEED_DATA: Final = _NeedData()

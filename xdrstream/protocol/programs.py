@@ -1,0 +1,124 @@
+"""What the engine knows of RPC programs: procedures, body codecs, stream declarations.
+
+A procedure declares a data stream in the comment just before its declaration in the ``.x``
+file (spec.md §6)::
+
+    /* Upload an image.
+     * @stream: upload v2
+     * @sparse
+     */
+    xs_restore_ret XS_PROC_RESTORE_V2(xs_restore_args) = 6;
+
+:func:`programs_from_schema` turns a schema compiled by :mod:`xdrstream.codec` into
+:class:`Program` objects; :class:`Program`/:class:`Procedure` can also be built by hand.
+A body codec is anything with ``pack(value) -> bytes`` and ``unpack(data) -> value``;
+``None`` stands for ``void``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Codec(Protocol):
+    def pack(self, value: Any, /) -> bytes: ...
+
+    def unpack(self, data: bytes | memoryview, /) -> Any: ...
+
+
+class Variant(enum.Enum):
+    """Streaming variant (spec.md §7)."""
+
+    V1 = "v1"  # call per chunk (§7.2)
+    V2 = "v2"  # stream messages after the reply, libvirt's (§7.3)
+    V3 = "v3"  # stream messages before the reply (§7.4)
+
+
+class Direction(enum.Enum):
+    """Which way the stream's data flows (spec.md §6)."""
+
+    UPLOAD = "upload"  # client -> server (e.g. restore)
+    DOWNLOAD = "download"  # server -> client (e.g. save)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMode:
+    variant: Variant
+    direction: Direction
+    sparse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Procedure:
+    number: int
+    name: str = ""
+    arg: Codec | None = None
+    result: Codec | None = None
+    stream: StreamMode | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    number: int
+    version: int
+    procedures: Mapping[int, Procedure] = field(default_factory=dict)
+    name: str = ""
+
+
+class AnnotationError(ValueError):
+    """An ``@stream``/``@sparse`` annotation that does not follow spec.md §6."""
+
+
+def stream_mode(annotations: Mapping[str, str], where: str = "procedure") -> StreamMode | None:
+    """The :class:`StreamMode` declared by a procedure's annotations (spec.md §6)."""
+    spec = annotations.get("stream")
+    sparse = "sparse" in annotations
+    if spec is None:
+        if sparse:
+            raise AnnotationError(f"§6: {where}: @sparse without @stream")
+        return None
+    words = spec.split()
+    directions = {d.value: d for d in Direction}
+    variants = {v.value: v for v in Variant}
+    if len(words) != 2 or words[0] not in directions or words[1] not in variants:
+        raise AnnotationError(
+            f"§6: {where}: @stream must be '<upload|download> <v1|v2|v3>', got {spec!r}"
+        )
+    if annotations.get("sparse", "").strip():
+        raise AnnotationError(f"§6: {where}: @sparse takes no value")
+    return StreamMode(variants[words[1]], directions[words[0]], sparse)
+
+
+def programs_from_schema(schema: Any) -> list[Program]:
+    """One :class:`Program` per (program, version) of a compiled schema."""
+    out: list[Program] = []
+    for prog_name, prog in schema.programs.items():
+        for vers_number, vers in prog.versions.items():
+            procs: dict[int, Procedure] = {}
+            for number, proc in vers.procedures.items():
+                mode = stream_mode(proc.annotations, f"{prog_name}.{proc.name}")
+                procs[int(number)] = Procedure(int(number), proc.name, proc.arg, proc.result, mode)
+            out.append(Program(int(prog.number), int(vers_number), procs, str(prog_name)))
+    return out
+
+
+class Registry:
+    """Programs a connection understands, indexed by (program, version)."""
+
+    def __init__(self, programs: Iterable[Program] = ()) -> None:
+        self._programs: dict[tuple[int, int], Program] = {}
+        for program in programs:
+            self.add(program)
+
+    def add(self, program: Program) -> None:
+        self._programs[(program.number, program.version)] = program
+
+    def lookup(self, prog: int, vers: int, proc: int) -> Procedure | None:
+        program = self._programs.get((prog, vers))
+        return None if program is None else program.procedures.get(proc)
+
+    def __iter__(self) -> Any:
+        return iter(self._programs.values())
