@@ -1,0 +1,322 @@
+"""Codec speed against the named peers, in one run (issue 2, "Speed").
+
+    .venv/bin/python benchmarks/codec.py [--quick]
+
+Packs and unpacks a libvirt-shaped message (rs_message of tests/codec/schemas/rich.x: the
+24-byte header, then a body with a string<256>, two unsigned hyper, an unsigned int, an
+int<> of 16 items and an optional nested struct) with xdrstream and with:
+  - xdrlib3, driven by hand with Packer/Unpacker;
+  - the stdlib xdrlib (where importable: it is gone in Python 3.13), the same hand code;
+  - construct, interpreted and `.compile()`d.
+Every peer's bytes are checked equal to ours before timing. xdrlib and xdrlib3 build the
+same dataclasses as we do; construct builds and parses its own Containers, and keeps the
+strings as bytes (its compiler cannot compute a UTF-8 length), so it skips the decoding.
+
+Then it unpacks a 256 KiB `opaque<>` zero-copy (checking the result is a memoryview over
+the input) and copying.
+
+Timing: timeit, the best (minimum) of several repeats of a loop sized to ~0.1 s. Prints a
+markdown table, and MET/MISSED per target; exits 0 either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import timeit
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import construct as c
+import xdrlib3
+
+from xdrstream.codec import load_schema
+
+RICH_X = Path(__file__).resolve().parent.parent / "tests" / "codec" / "schemas" / "rich.x"
+CHUNK_SIZE = 256 * 1024
+
+PACK_UNPACK_VS_XDRLIB3 = 3.0  # target: at least 3x xdrlib3 on pack and on unpack
+VS_COMPILED_CONSTRUCT = 1.0  # target: ahead of compiled construct
+
+
+def import_stdlib_xdrlib() -> ModuleType | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import xdrlib
+        except ImportError:
+            return None
+    return xdrlib
+
+
+# ---- the message ---------------------------------------------------------------------------
+
+
+def sample_message(schema: Any) -> Any:
+    s = schema
+    return s["rs_message"](
+        header=s["rs_header"](
+            prog=0x20008086,
+            vers=1,
+            proc=123,
+            type=s["rs_msg_type"].RS_MSG_REPLY,
+            serial=4242,
+            status=s["rs_msg_status"].RS_STATUS_OK,
+        ),
+        body=s["rs_body"](
+            name="/var/lib/libvirt/images/guest-0042.qcow2",
+            capacity=21474836480,
+            allocation=4831838208,
+            flags=0,
+            cpus=[n * 3 - 7 for n in range(16)],
+            domain=s["rs_domain_ref"](
+                name="guest-0042",
+                uuid=bytes.fromhex("5d2b6c1e9f0a4c7e8b3d2a1f0e9d8c7b"),
+                id=42,
+            ),
+        ),
+    )
+
+
+# ---- xdrlib3 / stdlib xdrlib, driven by hand (same API) ------------------------------------
+
+
+def xdrlib_codec(lib: ModuleType, schema: Any) -> tuple[Callable[[Any], bytes], Callable]:
+    Message, Header, Body, DomainRef = (
+        schema[n] for n in ("rs_message", "rs_header", "rs_body", "rs_domain_ref")
+    )
+    MsgType, MsgStatus = schema["rs_msg_type"], schema["rs_msg_status"]
+
+    def pack(m: Any) -> bytes:
+        p = lib.Packer()
+        h, b = m.header, m.body
+        p.pack_uint(h.prog)
+        p.pack_uint(h.vers)
+        p.pack_int(h.proc)
+        p.pack_enum(h.type)
+        p.pack_uint(h.serial)
+        p.pack_enum(h.status)
+        p.pack_string(b.name.encode())
+        p.pack_uhyper(b.capacity)
+        p.pack_uhyper(b.allocation)
+        p.pack_uint(b.flags)
+        p.pack_array(b.cpus, p.pack_int)
+        p.pack_bool(b.domain is not None)
+        if b.domain is not None:
+            p.pack_string(b.domain.name.encode())
+            p.pack_fopaque(16, b.domain.uuid)
+            p.pack_int(b.domain.id)
+        return p.get_buffer()
+
+    def unpack(data: bytes) -> Any:
+        u = lib.Unpacker(data)
+        header = Header(
+            prog=u.unpack_uint(),
+            vers=u.unpack_uint(),
+            proc=u.unpack_int(),
+            type=MsgType(u.unpack_enum()),
+            serial=u.unpack_uint(),
+            status=MsgStatus(u.unpack_enum()),
+        )
+        name = u.unpack_string().decode()
+        capacity, allocation = u.unpack_uhyper(), u.unpack_uhyper()
+        flags = u.unpack_uint()
+        cpus = u.unpack_array(u.unpack_int)
+        domain = None
+        if u.unpack_bool():
+            domain = DomainRef(
+                name=u.unpack_string().decode(), uuid=u.unpack_fopaque(16), id=u.unpack_int()
+            )
+        u.done()
+        body = Body(
+            name=name,
+            capacity=capacity,
+            allocation=allocation,
+            flags=flags,
+            cpus=cpus,
+            domain=domain,
+        )
+        return Message(header=header, body=body)
+
+    return pack, unpack
+
+
+# ---- construct -----------------------------------------------------------------------------
+
+
+def construct_message() -> c.Construct:
+    # XDR string<>: length, bytes, zero padding to 4 (Aligned does not compile here).
+    string = c.FocusedSeq(
+        "data",
+        "length" / c.Rebuild(c.Int32ub, c.len_(c.this.data)),
+        "data" / c.Bytes(c.this.length),
+        c.Padding(-c.this.length % 4),
+    )
+    header = c.Struct(
+        "prog" / c.Int32ub,
+        "vers" / c.Int32ub,
+        "proc" / c.Int32sb,
+        "type" / c.Int32sb,
+        "serial" / c.Int32ub,
+        "status" / c.Int32sb,
+    )
+    domain_ref = c.Struct("name" / string, "uuid" / c.Bytes(16), "id" / c.Int32sb)
+    body = c.Struct(
+        "name" / string,
+        "capacity" / c.Int64ub,
+        "allocation" / c.Int64ub,
+        "flags" / c.Int32ub,
+        "cpus" / c.PrefixedArray(c.Int32ub, c.Int32sb),
+        "domain_present" / c.Int32ub,
+        "domain" / c.If(c.this.domain_present == 1, domain_ref),
+    )
+    return c.Struct("header" / header, "body" / body, c.Terminated)
+
+
+def construct_value(m: Any) -> dict[str, Any]:
+    h, b = m.header, m.body
+    domain = None
+    if b.domain is not None:
+        domain = {"name": b.domain.name.encode(), "uuid": b.domain.uuid, "id": b.domain.id}
+    return {
+        "header": {
+            "prog": h.prog,
+            "vers": h.vers,
+            "proc": h.proc,
+            "type": int(h.type),
+            "serial": h.serial,
+            "status": int(h.status),
+        },
+        "body": {
+            "name": b.name.encode(),
+            "capacity": b.capacity,
+            "allocation": b.allocation,
+            "flags": b.flags,
+            "cpus": b.cpus,
+            "domain_present": int(domain is not None),
+            "domain": domain,
+        },
+    }
+
+
+# ---- timing --------------------------------------------------------------------------------
+
+
+def ops_per_second(fn: Callable[[], object], repeat: int, budget: float) -> float:
+    """Best-of-`repeat` rate, each repeat a loop sized to about `budget` seconds."""
+    timer = timeit.Timer(fn)
+    number, elapsed = timer.autorange()  # >= 0.2 s
+    number = max(1, int(number * budget / elapsed))
+    return number / min(timer.repeat(repeat=repeat, number=number))
+
+
+def zero_copy_unpack(codec: Any, data: bytes) -> Any:
+    """The codec's zero-copy unpack (the one place that knows how it is asked for)."""
+    return codec.unpack(data, zero_copy=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats")
+    args = parser.parse_args(argv)
+    repeat, budget = (3, 0.05) if args.quick else (5, 0.1)
+
+    schema = load_schema(RICH_X)
+    Message = schema["rs_message"]
+    message = sample_message(schema)
+    wire = Message.pack(message)
+    assert Message.unpack(wire) == message
+
+    peers: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {}
+    peers["xdrstream (ours)"] = (lambda: Message.pack(message), lambda: Message.unpack(wire))
+
+    libs = [("xdrlib3", xdrlib3)]
+    stdlib_xdrlib = import_stdlib_xdrlib()
+    if stdlib_xdrlib is not None:
+        libs.append(("xdrlib (stdlib)", stdlib_xdrlib))
+    for label, lib in libs:
+        pack, unpack = xdrlib_codec(lib, schema)
+        assert pack(message) == wire, f"{label} packs different bytes"
+        assert unpack(wire) == message, f"{label} unpacks a different value"
+        peers[label] = (lambda pack=pack: pack(message), lambda unpack=unpack: unpack(wire))
+
+    interpreted = construct_message()
+    compiled = interpreted.compile()
+    cvalue = construct_value(message)
+    for label, con in (("construct", interpreted), ("construct compiled", compiled)):
+        assert con.build(cvalue) == wire, f"{label} builds different bytes"
+        assert con.parse(wire).body.cpus == message.body.cpus
+        peers[label] = (
+            lambda con=con: con.build(cvalue),
+            lambda con=con: con.parse(wire),
+        )
+
+    print(f"Python {sys.version.split()[0]}; message: {len(wire)} bytes; best of {repeat}")
+    print()
+    rates = {
+        label: (ops_per_second(p, repeat, budget), ops_per_second(u, repeat, budget))
+        for label, (p, u) in peers.items()
+    }
+    ours_pack, ours_unpack = rates["xdrstream (ours)"]
+    print("| implementation     | pack ops/s | unpack ops/s | ours/it pack | ours/it unpack |")
+    print("|--------------------|-----------:|-------------:|-------------:|---------------:|")
+    for label, (pack_rate, unpack_rate) in rates.items():
+        print(
+            f"| {label:<18} | {pack_rate:>10,.0f} | {unpack_rate:>12,.0f} "
+            f"| {ours_pack / pack_rate:>11.2f}x | {ours_unpack / unpack_rate:>13.2f}x |"
+        )
+    if stdlib_xdrlib is None:
+        print("(stdlib xdrlib not importable on this Python: skipped)")
+
+    # -- 256 KiB opaque<>: zero-copy vs copying ----------------------------------------------
+    Chunk = schema["rs_chunk"]
+    chunk_wire = Chunk.pack(Chunk(data=bytes(range(256)) * (CHUNK_SIZE // 256)))
+    view = zero_copy_unpack(Chunk, chunk_wire).data
+    is_view = isinstance(view, memoryview) and view.obj is chunk_wire and len(view) == CHUNK_SIZE
+    copy_rate = ops_per_second(lambda: Chunk.unpack(chunk_wire), repeat, budget)
+    view_rate = ops_per_second(lambda: zero_copy_unpack(Chunk, chunk_wire), repeat, budget)
+    xdrlib3_rate = ops_per_second(
+        lambda: xdrlib3.Unpacker(chunk_wire).unpack_opaque(), repeat, budget
+    )
+    print()
+    print("| 256 KiB opaque<> unpack   | ops/s      | zero-copy/it |")
+    print("|---------------------------|-----------:|-------------:|")
+    for label, rate in (
+        ("xdrstream zero_copy=True", view_rate),
+        ("xdrstream (copying)", copy_rate),
+        ("xdrlib3 unpack_opaque", xdrlib3_rate),
+    ):
+        print(f"| {label:<25} | {rate:>10,.0f} | {view_rate / rate:>11.1f}x |")
+    print(f"zero-copy result is a memoryview over the input buffer: {is_view}")
+
+    # -- targets --------------------------------------------------------------------------------
+    x3_pack, x3_unpack = rates["xdrlib3"]
+    cc_pack, cc_unpack = rates["construct compiled"]
+    targets = [
+        (
+            f"pack   >= {PACK_UNPACK_VS_XDRLIB3:g}x xdrlib3",
+            ours_pack / x3_pack,
+            PACK_UNPACK_VS_XDRLIB3,
+        ),
+        (
+            f"unpack >= {PACK_UNPACK_VS_XDRLIB3:g}x xdrlib3",
+            ours_unpack / x3_unpack,
+            PACK_UNPACK_VS_XDRLIB3,
+        ),
+        ("pack   ahead of compiled construct", ours_pack / cc_pack, VS_COMPILED_CONSTRUCT),
+        ("unpack ahead of compiled construct", ours_unpack / cc_unpack, VS_COMPILED_CONSTRUCT),
+    ]
+    print()
+    print("Targets:")
+    for label, ratio, goal in targets:
+        met = ratio >= goal if goal > 1.0 else ratio > goal
+        print(f"  {'MET   ' if met else 'MISSED'} {label}: {ratio:.2f}x")
+    print(f"  {'MET   ' if is_view else 'MISSED'} 256 KiB opaque<> unpacks zero-copy (memoryview)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
