@@ -674,5 +674,22 @@ def start_stub_save(
     return _start_stub(Direction.SAVE, args, python or sys.executable)
 
 
+@dataclass(frozen=True)
+class StubLauncher:
+    """Starts stub endpoints (`sink.EndpointLauncher`): saves emit `save_size` bytes."""
+
+    check: Literal["full", "header"] = "full"
+    save_size: int = 64 << 20
+    seed: int = 0
+    faults: Faults = Faults()
+    python: str = ""
+
+    def restore(self) -> StubEndpoint:
+        return start_stub_restore(check=self.check, faults=self.faults, python=self.python)
+
+    def save(self) -> StubEndpoint:
+        return start_stub_save(self.save_size, self.seed, faults=self.faults, python=self.python)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO
+from typing import IO, Protocol
 
 PIPE_SIZE = 1 << 20
 """Pipe capacity asked for (Linux `F_SETPIPE_SZ`): fewer context switches per MiB."""
@@ -188,3 +188,15 @@ class StreamEndpoint(abc.ABC):
 def stderr_file() -> IO[bytes]:
     """An anonymous temporary file for a child's stderr."""
     return tempfile.TemporaryFile(prefix="xdrstream-endpoint-")
+
+
+class EndpointLauncher(Protocol):
+    """What a server needs to start endpoints: the stub and real QEMU both provide it."""
+
+    def restore(self) -> StreamEndpoint:
+        """Start an endpoint that reads a stream from its pipe (QEMU -incoming fd:N)."""
+        ...
+
+    def save(self) -> StreamEndpoint:
+        """Start an endpoint that writes a stream into its pipe (QEMU migrate fd:NAME)."""
+        ...

@@ -1,0 +1,131 @@
+"""Real QEMU as the stream endpoint: save a 16 MiB guest into a pipe, restore it into another."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from xdrstream.transport.qemu import QemuEndpoint, QemuLauncher, QMPClient, QMPError, find_qemu
+from xdrstream.transport.qemu_stub import StubLauncher, synthetic_bytes
+from xdrstream.transport.sink import EndpointError, EndpointLauncher
+
+pytestmark = [
+    pytest.mark.real_peers,
+    pytest.mark.skipif(find_qemu() is None, reason="not installed: qemu-system-x86_64"),
+]
+
+QEMU = QemuLauncher()
+
+
+def open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """No fd, no QEMU, no zombie outlives a test."""
+    before = open_fds()
+    yield
+    leaked = {fd for fd in open_fds() - before if os.path.exists(f"/proc/self/fd/{fd}")}
+    assert not leaked
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def save(launcher: EndpointLauncher) -> bytes:
+    with launcher.save() as endpoint:
+        buffer = bytearray(1 << 16)
+        chunks = []
+        while count := endpoint.readinto(buffer):
+            chunks.append(bytes(buffer[:count]))
+        result = endpoint.wait(timeout=30)
+    assert result.ok, result.error
+    return b"".join(chunks)
+
+
+def restore(launcher: EndpointLauncher, data: bytes) -> QemuEndpoint:
+    endpoint = launcher.restore()
+    assert isinstance(endpoint, QemuEndpoint)
+    with endpoint:
+        with contextlib.suppress(BrokenPipeError):  # QEMU gave up; the verdict says why
+            endpoint.write(data)
+        endpoint.wait(timeout=30)
+    return endpoint
+
+
+@pytest.fixture(scope="module")
+def guest_stream() -> bytes:
+    return save(QEMU)
+
+
+def test_a_saved_guest_stream_starts_with_qevm_version_3(guest_stream: bytes) -> None:
+    assert guest_stream[:8] == bytes.fromhex("5145564d00000003")
+    assert b"pc-i440fx-7.2" in guest_stream[:64]
+    assert len(guest_stream) > 100_000  # the RAM section of a 16 MiB guest
+
+
+def test_the_saved_stream_restores_into_another_qemu(guest_stream: bytes) -> None:
+    endpoint = restore(QEMU, guest_stream)
+    assert endpoint.result is not None
+    assert endpoint.result.ok, endpoint.result.error
+    assert endpoint.result.exit_code == 0  # quit after the verdict
+    assert endpoint.process.returncode == 0
+
+
+def test_a_truncated_stream_fails_the_restore_with_qemus_reason(guest_stream: bytes) -> None:
+    result = restore(QEMU, guest_stream[: len(guest_stream) // 2]).result
+    assert result is not None and not result.ok and result.exit_code == 1
+    assert result.error is not None and "load of migration failed" in result.error
+
+
+def test_a_stream_with_bad_magic_fails_the_restore(guest_stream: bytes) -> None:
+    result = restore(QEMU, b"X" + guest_stream[1:]).result
+    assert result is not None and not result.ok
+    assert result.error is not None and "Not a migration stream" in result.error
+
+
+def test_real_qemu_rejects_the_stubs_synthetic_machine() -> None:
+    result = restore(QEMU, synthetic_bytes(1 << 20, 0)).result
+    assert result is not None and not result.ok
+    assert result.error is not None and "xdrstream-synthetic" in result.error
+
+
+def test_the_stub_checks_a_real_qemu_stream_by_header_only(guest_stream: bytes) -> None:
+    for check, ok in (("header", True), ("full", False)):
+        with StubLauncher(check=check).restore() as endpoint:  # type: ignore[arg-type]
+            endpoint.write(guest_stream)
+            result = endpoint.wait(timeout=30)
+        assert result.ok is ok and result.bytes == len(guest_stream)
+
+
+def test_a_save_whose_reader_gives_up_fails() -> None:
+    with QEMU.save() as endpoint:
+        assert endpoint.readinto(bytearray(8)) == 8
+        result = endpoint.wait(timeout=30)
+    assert not result.ok
+    assert result.error is not None and "migration failed" in result.error
+
+
+def test_abort_kills_qemu_mid_restore(guest_stream: bytes) -> None:
+    with QEMU.restore() as endpoint:
+        endpoint.write(guest_stream[:1000])
+        result = endpoint.abort("client disconnected")
+    assert not result.ok and result.error == "client disconnected"
+    assert endpoint.process.returncode is not None
+
+
+def test_qmp_errors_are_reported_with_their_class() -> None:
+    with QEMU.restore() as endpoint:
+        assert isinstance(endpoint, QemuEndpoint)
+        with pytest.raises(QMPError, match="CommandNotFound"):
+            endpoint.qmp.execute("no-such-command")
+        assert isinstance(endpoint.qmp, QMPClient)
+        assert endpoint.qmp.greeting["QMP"]["version"]["qemu"]["major"] >= 7
+
+
+def test_a_missing_qemu_binary_is_a_clear_error() -> None:
+    with pytest.raises(EndpointError, match="QEMU not found: '/nonexistent/qemu'"):
+        QemuLauncher(binary="/nonexistent/qemu").restore()
