@@ -1,0 +1,619 @@
+"""Python source generation for a resolved schema model.
+
+Per struct/union/enum ``X`` the module defines the value class ``C_X`` and two functions:
+``p_X(v, out)`` appends the encoding of ``v`` to the bytearray ``out``; ``u_X(buf, off)``
+returns ``(value, new_offset)``. Structs and unions that can contain themselves take a
+third argument, the nesting depth, checked against ``MAX_DEPTH``. Typedefs of other types
+get ``pt_<name>``/``ut_<name>``, built-in types ``pb_<name>``/``ub_<name>``.
+
+Speed comes from doing at generation time what an interpreter does per value: consecutive
+fixed-size items (and the length/flag word of the item after them) are packed/unpacked by
+one precompiled ``struct.Struct``; nested fixed-size structs are flattened into that run;
+arrays of scalars are one ``struct`` call; opaque data is a slice of the input.
+
+The generated code validates everything but reports nothing itself: on invalid input it
+raises whatever is cheapest (``struct.error``, ``KeyError``, ``Invalid``...). The wrappers in
+:mod:`xdrstream.codec.runtime` catch that and let the exact, slow interpreter in
+:mod:`xdrstream.codec.interp` find the type path and offset for the error message. So the
+hot path carries no bookkeeping.
+"""
+
+from __future__ import annotations
+
+from xdrstream.codec import model as m
+from xdrstream.codec.model import XType
+
+BUILTINS: dict[str, XType] = {
+    "int": m.PRIMS["int"],
+    "unsigned int": m.PRIMS["unsigned int"],
+    "hyper": m.PRIMS["hyper"],
+    "unsigned hyper": m.PRIMS["unsigned hyper"],
+    "float": m.PRIMS["float"],
+    "double": m.PRIMS["double"],
+    "bool": m.BOOL,
+    "string": m.String(m.UINT_MAX),
+    "opaque": m.Opaque(False, m.UINT_MAX),
+}
+
+# Largest fixed array of scalars fused into a struct run (bigger ones get their own call).
+_MAX_FUSED_ARRAY = 32
+
+
+def builtin_ident(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+class _Fn:
+    """One generated function: lines plus a temporary-name counter."""
+
+    def __init__(self, depth: bool):
+        self.lines: list[str] = []
+        self.n = 0
+        self.depth = depth  # has the ``d`` parameter
+
+    def tmp(self) -> str:
+        self.n += 1
+        return f"t{self.n}"
+
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+
+class Generator:
+    def __init__(self, model: m.Model, max_depth: int):
+        self.model = model
+        self.max_depth = max_depth
+        self.structs: dict[str, str] = {}  # format -> global name
+        self.fusable_cache: dict[int, bool] = {}
+        self.out: list[str] = []
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def struct_const(self, fmt: str) -> str:
+        name = self.structs.get(fmt)
+        if name is None:
+            name = f"_S{len(self.structs)}"
+            self.structs[fmt] = name
+        return name
+
+    def fusable(self, t: XType) -> bool:
+        """Fixed-size types whose whole encoding is one struct format without checks on
+        padding: scalars, fixed arrays of scalars and structs made only of such."""
+        key = id(t)
+        cached = self.fusable_cache.get(key)
+        if cached is not None:
+            return cached
+        self.fusable_cache[key] = False  # guards against recursion
+        if isinstance(t, (m.Prim, m.Bool, m.Enum)):
+            result = True
+        elif isinstance(t, m.Array):
+            result = t.fixed and self.scalar(t.element) and t.size <= _MAX_FUSED_ARRAY
+        elif isinstance(t, m.Struct):
+            result = not t.recursive and all(self.fusable(f.type) for f in t.fields)
+        else:
+            result = False
+        self.fusable_cache[key] = result
+        return result
+
+    @staticmethod
+    def scalar(t: XType) -> bool:
+        return isinstance(t, (m.Prim, m.Bool, m.Enum))
+
+    @staticmethod
+    def scalar_fmt(t: XType) -> str:
+        if isinstance(t, m.Prim):
+            return t.fmt
+        return "I" if isinstance(t, m.Bool) else "i"
+
+    @staticmethod
+    def scalar_size(t: XType) -> int:
+        return t.size if isinstance(t, m.Prim) else 4
+
+    @staticmethod
+    def head_fmt(t: XType) -> str | None:
+        """Format of the 4-byte word that starts a variable-size item, if any."""
+        if isinstance(t, (m.String, m.Optional)) or (
+            isinstance(t, (m.Opaque, m.Array)) and not t.fixed
+        ):
+            return "I"
+        return None
+
+    def call_args(self, fn: _Fn, t: m.Struct | m.Union_) -> str:
+        if not t.recursive:
+            return ""
+        return ", d + 1" if fn.depth else ", 1"
+
+    # -- packing -----------------------------------------------------------------------------
+
+    def pack_seq(self, fn: _Fn, items: list[tuple[XType, str]], ind: int) -> None:
+        fmt: list[str] = []
+        args: list[str] = []
+
+        def flush() -> None:
+            if fmt:
+                s = self.struct_const(">" + "".join(fmt))
+                fn.emit(ind, f"out += {s}.pack({', '.join(args)})")
+                fmt.clear()
+                args.clear()
+
+        for t, expr in items:
+            if self.fusable(t):
+                f, a = self.pack_fixed(fn, t, expr, ind)
+                fmt.append(f)
+                args.extend(a)
+            elif self.head_fmt(t) is not None:
+                var = fn.tmp()
+                fn.emit(ind, f"{var} = {expr}")
+                head = self.pack_head(fn, t, var, ind)
+                fmt.append("I")
+                args.append(head)
+                flush()
+                self.pack_body(fn, t, var, head, ind)
+            else:
+                flush()
+                self.pack_other(fn, t, expr, ind)
+        flush()
+
+    def pack_fixed(self, fn: _Fn, t: XType, expr: str, ind: int) -> tuple[str, list[str]]:
+        if isinstance(t, m.Prim):
+            return t.fmt, [expr]
+        if isinstance(t, m.Bool):
+            return "I", [f"_BOOL[{expr}]"]
+        if isinstance(t, m.Enum):
+            var = fn.tmp()
+            fn.emit(ind, f"{var} = {expr}")
+            fn.emit(ind, f"if {var} not in _E_{t.ident}: raise _Invalid")
+            return "i", [var]
+        if isinstance(t, m.Array):
+            var = fn.tmp()
+            fn.emit(ind, f"{var} = {expr}")
+            fn.emit(
+                ind, f"if not isinstance({var}, _SEQ) or len({var}) != {t.size}: raise _Invalid"
+            )
+            return f"{t.size}{self.scalar_fmt(t.element)}", [
+                self.scalar_star(fn, t.element, var, ind)
+            ]
+        assert isinstance(t, m.Struct)
+        var = fn.tmp()
+        fn.emit(ind, f"{var} = {expr}")
+        fmts: list[str] = []
+        args: list[str] = []
+        for f in t.fields:
+            ff, aa = self.pack_fixed(fn, f.type, f"{var}.{f.py}", ind)
+            fmts.append(ff)
+            args.extend(aa)
+        return "".join(fmts), args
+
+    def scalar_star(self, fn: _Fn, elem: XType, var: str, ind: int) -> str:
+        """``*args`` expression for a sequence of scalars (after checking enum members)."""
+        if isinstance(elem, m.Bool):
+            return f"*map(_BOOL.__getitem__, {var})"
+        if isinstance(elem, m.Enum):
+            fn.emit(ind, f"if not _E_{elem.ident}.issuperset({var}): raise _Invalid")
+        return f"*{var}"
+
+    def pack_head(self, fn: _Fn, t: XType, var: str, ind: int) -> str:
+        """Emit checks for a variable-size item held in ``var``; return its head word."""
+        if isinstance(t, m.Optional):
+            return f"{var} is not None"
+        n = fn.tmp()
+        if isinstance(t, m.String):
+            fn.emit(ind, f"{var} = {var}.encode()")
+            fn.emit(ind, f"{n} = len({var})")
+        elif isinstance(t, m.Opaque):
+            fn.emit(
+                ind, f"if {var}.__class__ is not bytes and not _is_bytes({var}): raise _Invalid"
+            )
+            fn.emit(ind, f"{n} = len({var})")
+        else:
+            fn.emit(ind, f"if not isinstance({var}, _SEQ): raise _Invalid")
+            fn.emit(ind, f"{n} = len({var})")
+        assert isinstance(t, (m.String, m.Opaque, m.Array))
+        if t.size < m.UINT_MAX:
+            fn.emit(ind, f"if {n} > {t.size}: raise _Invalid")
+        return n
+
+    def pack_body(self, fn: _Fn, t: XType, var: str, head: str, ind: int) -> None:
+        if isinstance(t, m.Optional):
+            fn.emit(ind, f"if {var} is not None:")
+            self.pack_seq(fn, [(t.element, var)], ind + 1)
+        elif isinstance(t, (m.String, m.Opaque)):
+            fn.emit(ind, f"out += {var}")
+            fn.emit(ind, f"if {head} & 3: out += _PAD[{head} & 3]")
+        else:
+            assert isinstance(t, m.Array)
+            self.pack_elements(fn, t, var, head, ind)
+
+    def pack_elements(self, fn: _Fn, t: m.Array, var: str, count: str, ind: int) -> None:
+        if self.scalar(t.element):
+            star = self.scalar_star(fn, t.element, var, ind)
+            fmt = self.scalar_fmt(t.element)
+            if t.fixed:
+                s = self.struct_const(f">{t.size}{fmt}")
+                fn.emit(ind, f"out += {s}.pack({star})")
+            else:
+                fn.emit(ind, f"out += _pack(f'>{{{count}}}{fmt}', {star})")
+            return
+        item = fn.tmp()
+        fn.emit(ind, f"for {item} in {var}:")
+        self.pack_seq(fn, [(t.element, item)], ind + 1)
+
+    def pack_other(self, fn: _Fn, t: XType, expr: str, ind: int) -> None:
+        if isinstance(t, (m.Struct, m.Union_)):
+            fn.emit(ind, f"p_{t.ident}({expr}, out{self.call_args(fn, t)})")
+        elif isinstance(t, m.Opaque):
+            var = fn.tmp()
+            fn.emit(ind, f"{var} = {expr}")
+            fn.emit(
+                ind, f"if {var}.__class__ is not bytes and not _is_bytes({var}): raise _Invalid"
+            )
+            fn.emit(ind, f"if len({var}) != {t.size}: raise _Invalid")
+            fn.emit(ind, f"out += {var}")
+            if t.size & 3:
+                fn.emit(ind, f"out += {bytes(4 - (t.size & 3))!r}")
+        else:
+            assert isinstance(t, m.Array) and t.fixed
+            var = fn.tmp()
+            fn.emit(ind, f"{var} = {expr}")
+            fn.emit(
+                ind, f"if not isinstance({var}, _SEQ) or len({var}) != {t.size}: raise _Invalid"
+            )
+            self.pack_elements(fn, t, var, str(t.size), ind)
+
+    # -- unpacking ---------------------------------------------------------------------------
+
+    def unpack_seq(self, fn: _Fn, types: list[XType], ind: int) -> list[str]:
+        """Emit code decoding ``types`` in order at ``off``; return value expressions."""
+        fmt: list[str] = []
+        names: list[str] = []
+        results: list[str] = []
+
+        def flush() -> None:
+            if fmt:
+                full = ">" + "".join(fmt)
+                s = self.struct_const(full)
+                size = _struct_size(full)
+                target = ", ".join(names) + ("," if len(names) == 1 else "")
+                fn.emit(ind, f"{target} = {s}.unpack_from(buf, off)")
+                fn.emit(ind, f"off += {size}")
+                fmt.clear()
+                names.clear()
+
+        for t in types:
+            if self.fusable(t):
+                f, expr = self.unpack_fixed(fn, t, names)
+                fmt.append(f)
+                results.append(expr)
+            elif self.head_fmt(t) is not None:
+                head = fn.tmp()
+                fmt.append("I")
+                names.append(head)
+                flush()
+                results.append(self.unpack_body(fn, t, head, ind))
+            else:
+                flush()
+                results.append(self.unpack_other(fn, t, ind))
+        flush()
+        return results
+
+    def unpack_fixed(self, fn: _Fn, t: XType, names: list[str]) -> tuple[str, str]:
+        if self.scalar(t):
+            var = fn.tmp()
+            names.append(var)
+            return self.scalar_fmt(t), self.scalar_value(t, var)
+        if isinstance(t, m.Array):
+            vars_ = [fn.tmp() for _ in range(t.size)]
+            names.extend(vars_)
+            items = ", ".join(self.scalar_value(t.element, v) for v in vars_)
+            return f"{t.size}{self.scalar_fmt(t.element)}", f"[{items}]"
+        assert isinstance(t, m.Struct)
+        fmts: list[str] = []
+        exprs: list[str] = []
+        for f in t.fields:
+            ff, ee = self.unpack_fixed(fn, f.type, names)
+            fmts.append(ff)
+            exprs.append(ee)
+        return "".join(fmts), f"C_{t.ident}({', '.join(exprs)})"
+
+    @staticmethod
+    def scalar_value(t: XType, var: str) -> str:
+        if isinstance(t, m.Bool):
+            return f"_B[{var}]"
+        if isinstance(t, m.Enum):
+            return f"_M_{t.ident}[{var}]"
+        return var
+
+    def unpack_bytes(self, fn: _Fn, t: m.String | m.Opaque, n: str, ind: int) -> str:
+        """Bytes of length ``n`` (an expression or literal) plus zero padding at ``off``."""
+        end = fn.tmp()
+        padded = fn.tmp()
+        var = fn.tmp()
+        fn.emit(ind, f"{end} = off + {n}")
+        fixed = isinstance(t, m.Opaque) and t.fixed
+        if fixed:
+            fn.emit(ind, f"{padded} = {end} + {-t.size & 3}")
+            fn.emit(ind, f"if {padded} > len(buf): raise _Invalid")
+        else:
+            fn.emit(ind, f"{padded} = {end} + (-{n} & 3)")
+            bound = f"{n} > {t.size} or " if t.size < m.UINT_MAX else ""
+            fn.emit(ind, f"if {bound}{padded} > len(buf): raise _Invalid")
+        if not fixed or t.size & 3:
+            fn.emit(ind, f"if {padded} != {end} and buf[{end}:{padded}] != _Z[{padded} - {end}]:")
+            fn.emit(ind + 1, "raise _Invalid")
+        if isinstance(t, m.String):
+            fn.emit(ind, f"{var} = _str(buf[off:{end}], 'utf-8')")
+        else:
+            fn.emit(ind, f"{var} = buf[off:{end}]")
+        fn.emit(ind, f"off = {padded}")
+        return var
+
+    def unpack_body(self, fn: _Fn, t: XType, head: str, ind: int) -> str:
+        if isinstance(t, (m.String, m.Opaque)):
+            return self.unpack_bytes(fn, t, head, ind)
+        if isinstance(t, m.Optional):
+            var = fn.tmp()
+            fn.emit(ind, f"if {head} == 1:")
+            (expr,) = self.unpack_seq(fn, [t.element], ind + 1)
+            fn.emit(ind + 1, f"{var} = {expr}")
+            fn.emit(ind, f"elif {head} == 0:")
+            fn.emit(ind + 1, f"{var} = None")
+            fn.emit(ind, "else:")
+            fn.emit(ind + 1, "raise _Invalid")
+            return var
+        assert isinstance(t, m.Array)
+        return self.unpack_elements(fn, t, head, ind)
+
+    def unpack_elements(self, fn: _Fn, t: m.Array, count: str, ind: int) -> str:
+        var = fn.tmp()
+        elem = t.element
+        bound = f"{count} > {t.size} or " if not t.fixed and t.size < m.UINT_MAX else ""
+        if self.scalar(elem):
+            size = self.scalar_size(elem)
+            end = fn.tmp()
+            fn.emit(ind, f"{end} = off + {count} * {size}")
+            fn.emit(ind, f"if {bound}{end} > len(buf): raise _Invalid")
+            fmt = self.scalar_fmt(elem)
+            call = (
+                f"{self.struct_const(f'>{t.size}{fmt}')}.unpack_from(buf, off)"
+                if t.fixed
+                else f"_unpack_from(f'>{{{count}}}{fmt}', buf, off)"
+            )
+            if isinstance(elem, m.Bool):
+                fn.emit(ind, f"{var} = [_B[x] for x in {call}]")
+            elif isinstance(elem, m.Enum):
+                fn.emit(ind, f"{var} = [_M_{elem.ident}[x] for x in {call}]")
+            else:
+                fn.emit(ind, f"{var} = list({call})")
+            fn.emit(ind, f"off = {end}")
+            return var
+        least = max(int(self.model.min_size[id(elem)]), 1)
+        fn.emit(ind, f"if {bound}off + {count} * {least} > len(buf): raise _Invalid")
+        fn.emit(ind, f"{var} = []")
+        fn.emit(ind, f"for _ in range({count}):")
+        (expr,) = self.unpack_seq(fn, [elem], ind + 1)
+        fn.emit(ind + 1, f"{var}.append({expr})")
+        return var
+
+    def unpack_other(self, fn: _Fn, t: XType, ind: int) -> str:
+        var = fn.tmp()
+        if isinstance(t, (m.Struct, m.Union_)):
+            fn.emit(ind, f"{var}, off = u_{t.ident}(buf, off{self.call_args(fn, t)})")
+            return var
+        if isinstance(t, m.Opaque):
+            return self.unpack_bytes(fn, t, str(t.size), ind)
+        assert isinstance(t, m.Array) and t.fixed
+        return self.unpack_elements(fn, t, str(t.size), ind)
+
+    # -- functions per type ------------------------------------------------------------------
+
+    def function(self, name: str, params: str, fn: _Fn, doc: str) -> None:
+        self.out.append(f"def {name}({params}):")
+        self.out.append(f"    {doc!r}")
+        if fn.depth:
+            self.out.append("    if d > MAX_DEPTH: raise _TooDeep")
+        self.out.extend(fn.lines)
+        self.out.append("")
+        self.out.append("")
+
+    def gen_struct(self, t: m.Struct) -> None:
+        extra = ", d=1" if t.recursive else ""
+        fn = _Fn(t.recursive)
+        self.pack_seq(fn, [(f.type, f"v.{f.py}") for f in t.fields], 1)
+        self.function(f"p_{t.ident}", f"v, out{extra}", fn, f"Pack struct {t.name}.")
+        fn = _Fn(t.recursive)
+        exprs = self.unpack_seq(fn, [f.type for f in t.fields], 1)
+        fn.emit(1, f"return C_{t.ident}({', '.join(exprs)}), off")
+        self.function(f"u_{t.ident}", f"buf, off{extra}", fn, f"Unpack struct {t.name}.")
+
+    def label_test(self, var: str, labels: list[int]) -> str:
+        return " or ".join(f"{var} == {n}" for n in labels)
+
+    def gen_union(self, t: m.Union_) -> None:
+        extra = ", d=1" if t.recursive else ""
+        dtype = t.discriminant_type
+        assert dtype is not None
+        arms = [a for a in t.arms]
+        # pack
+        fn = _Fn(t.recursive)
+        disc = fn.tmp()
+        fn.emit(1, f"{disc} = v.{t.discriminant_py}")
+        keyword = "if"
+        for arm in arms:
+            fn.emit(1, f"{keyword} {self.label_test(disc, arm.labels)}:")
+            self.pack_arm(fn, dtype, disc, arm, 2)
+            keyword = "elif"
+        if arms:
+            fn.emit(1, "else:")
+        ind = 2 if arms else 1
+        if t.default is not None:
+            self.pack_arm(fn, dtype, disc, t.default, ind)
+        else:
+            fn.emit(ind, "raise _Invalid")
+        self.function(f"p_{t.ident}", f"v, out{extra}", fn, f"Pack union {t.name}.")
+        # unpack
+        fn = _Fn(t.recursive)
+        raw = fn.tmp()
+        fmt = "i" if not isinstance(dtype, m.Prim) or dtype.kind == "int" else "I"
+        fn.emit(1, f"{raw}, = {self.struct_const('>' + fmt)}.unpack_from(buf, off)")
+        fn.emit(1, "off += 4")
+        value = self.scalar_value(dtype, raw)
+        if value != raw:
+            dv = fn.tmp()
+            fn.emit(1, f"{dv} = {value}")
+            value = dv
+        keyword = "if"
+        for arm in arms:
+            fn.emit(1, f"{keyword} {self.label_test(raw, arm.labels)}:")
+            self.unpack_arm(fn, t, value, arm, 2)
+            keyword = "elif"
+        if arms:
+            fn.emit(1, "else:")
+        if t.default is not None:
+            self.unpack_arm(fn, t, value, t.default, ind)
+        else:
+            fn.emit(ind, "raise _Invalid")
+        self.function(f"u_{t.ident}", f"buf, off{extra}", fn, f"Unpack union {t.name}.")
+
+    def pack_arm(self, fn: _Fn, dtype: XType, disc: str, arm: m.Arm, ind: int) -> None:
+        items: list[tuple[XType, str]] = [(dtype, disc)]
+        if arm.type is not None:
+            items.append((arm.type, "v.value"))
+        self.pack_seq(fn, items, ind)
+
+    def unpack_arm(self, fn: _Fn, t: m.Union_, disc: str, arm: m.Arm, ind: int) -> None:
+        if arm.type is None:
+            fn.emit(ind, f"return C_{t.ident}({disc}, None), off")
+            return
+        (expr,) = self.unpack_seq(fn, [arm.type], ind)
+        fn.emit(ind, f"return C_{t.ident}({disc}, {expr}), off")
+
+    def gen_plain(self, prefix: str, ident: str, t: XType, label: str) -> None:
+        """Functions for a typedef or built-in type (recursion starts at depth 1)."""
+        fn = _Fn(False)
+        self.pack_seq(fn, [(t, "v")], 1)
+        self.function(f"p{prefix}_{ident}", "v, out", fn, f"Pack {label}.")
+        fn = _Fn(False)
+        (expr,) = self.unpack_seq(fn, [t], 1)
+        fn.emit(1, f"return {expr}, off")
+        self.function(f"u{prefix}_{ident}", "buf, off", fn, f"Unpack {label}.")
+
+    def gen_enum(self, t: m.Enum) -> None:
+        self.gen_plain("", t.ident, t, f"enum {t.name}")
+
+    # -- classes -----------------------------------------------------------------------------
+
+    def class_source(self, t: XType) -> list[str]:
+        lines: list[str] = []
+        if isinstance(t, m.Struct):
+            doc = f"struct {t.name}: " + "; ".join(
+                f"{m.type_label(f.type)} {f.name}"
+                + (f" (attribute {f.py})" if f.py != f.name else "")
+                for f in t.fields
+            )
+            lines += ["@_dataclass(slots=True)", f"class C_{t.ident}:", f"    {doc!r}"]
+            lines += [f"    {f.py}: _Any" for f in t.fields]
+        elif isinstance(t, m.Union_):
+            assert t.discriminant_type is not None
+            arms = []
+            for arm in (*t.arms, t.default):
+                if arm is None:
+                    continue
+                cases = ", ".join(str(n) for n in arm.labels) or "default"
+                body = "void" if arm.type is None else f"{m.type_label(arm.type)} {arm.name}"
+                arms.append(f"{cases}: {body}")
+            doc = (
+                f"union {t.name} switch ({m.type_label(t.discriminant_type)} {t.discriminant}): "
+                f"attribute {t.discriminant_py!r} holds the discriminant, 'value' the arm's "
+                f"value (None for void arms). Arms: " + "; ".join(arms)
+            )
+            lines += ["@_dataclass(slots=True)", f"class C_{t.ident}:", f"    {doc!r}"]
+            lines += [f"    {t.discriminant_py}: _Any", "    value: _Any = None"]
+        else:
+            assert isinstance(t, m.Enum)
+            lines += [f"class C_{t.ident}(_IntEnum):", f"    {f'enum {t.name}'!r}"]
+            lines += [f"    {py} = {n}" for py, n in t.py_members]
+            if not t.py_members:
+                lines.append("    pass")
+        lines.append(f"C_{t.ident}.__name__ = C_{t.ident}.__qualname__ = {t.name!r}")
+        if isinstance(t, m.Enum):
+            lines.append(f"_M_{t.ident} = {{e.value: e for e in C_{t.ident}}}")
+            lines.append(f"_E_{t.ident} = frozenset(_M_{t.ident})")
+        lines.append("")
+        return lines
+
+    # -- module ------------------------------------------------------------------------------
+
+    def generate(self, text: str) -> str:
+        model = self.model
+        body: list[str] = []
+        for c in model.compounds:
+            body += self.class_source(c)
+        for c in model.compounds:
+            if isinstance(c, m.Struct):
+                self.gen_struct(c)
+            elif isinstance(c, m.Union_):
+                self.gen_union(c)
+            else:
+                self.gen_enum(c)
+        for name, t in model.typedefs.items():
+            self.gen_plain("t", name, t, f"typedef {name}")
+        for name, t in BUILTINS.items():
+            self.gen_plain("b", builtin_ident(name), t, f"built-in {name}")
+        functions = self.out
+
+        table: list[str] = []
+        for name, t in model.types.items():
+            if isinstance(t, (m.Struct, m.Union_, m.Enum)):
+                table.append(f"    {name!r}: (C_{t.ident}, p_{t.ident}, u_{t.ident}),")
+            else:
+                table.append(f"    {name!r}: (None, pt_{name}, ut_{name}),")
+        for name in BUILTINS:
+            ident = builtin_ident(name)
+            table.append(f"    {name!r}: (None, pb_{ident}, ub_{ident}),")
+
+        head = [
+            f"# Generated by xdrstream from {model.filename!r}. Do not edit.",
+            '"""XDR codecs generated by xdrstream; SCHEMA is the xdrstream.codec.Schema."""',
+            "import struct as _struct",
+            "from dataclasses import dataclass as _dataclass",
+            "from enum import IntEnum as _IntEnum",
+            "from typing import Any as _Any",
+            "",
+            "from xdrstream.codec import runtime as _rt",
+            "",
+            f"MAX_DEPTH = {self.max_depth!r}",
+            "_Invalid = _rt.Invalid",
+            "_TooDeep = _rt.TooDeep",
+            "_is_bytes = _rt.is_bytes",
+            "_SEQ = (list, tuple)",
+            "_pack = _struct.pack",
+            "_unpack_from = _struct.unpack_from",
+            "_str = str",
+            "_Z = (b'', b'\\x00', b'\\x00\\x00', b'\\x00\\x00\\x00')",
+            "_PAD = (b'', b'\\x00\\x00\\x00', b'\\x00\\x00', b'\\x00')",
+            "_B = {0: False, 1: True}",
+            "_BOOL = {False: 0, True: 1}",
+        ]
+        for fmt, name in self.structs.items():
+            head.append(f"{name} = _struct.Struct({fmt!r})")
+        head.append("")
+        tail = [
+            "_TYPES = {",
+            *table,
+            "}",
+            f"_TEXT = {text!r}",
+            f"_FILENAME = {model.filename!r}",
+            "SCHEMA = _rt.build_schema(globals())",
+            "",
+        ]
+        return "\n".join([*head, *body, "", *functions, *tail])
+
+
+def _struct_size(fmt: str) -> int:
+    import struct
+
+    return struct.calcsize(fmt)
+
+
+def generate(model: m.Model, text: str, max_depth: int) -> str:
+    return Generator(model, max_depth).generate(text)

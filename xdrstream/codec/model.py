@@ -1,0 +1,583 @@
+"""Resolved type model: names bound, constants evaluated, sizes checked.
+
+The code generator and the (slow, exact) diagnosing interpreter both work on this model.
+Typedefs are transparent here: a reference to a typedef name is the typedef's target type
+object, so struct/union/enum objects are shared and may form cycles (``node *next``).
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from xdrstream.codec import ast
+from xdrstream.codec.errors import SchemaError
+
+UINT_MAX = 0xFFFFFFFF
+INF = float("inf")
+
+# Attribute names of generated classes that .x identifiers must not shadow.
+_RESERVED = frozenset({"pack", "unpack", "unpack_from"})
+_ENUM_RESERVED = _RESERVED | {"name", "value", "mro"}
+
+
+def py_name(name: str, reserved: frozenset[str] = _RESERVED) -> str:
+    """The Python attribute name for a ``.x`` identifier.
+
+    Keywords and ``pack``/``unpack``/``unpack_from`` get a trailing underscore
+    (``class`` -> ``class_``); names starting with an underscore get an ``x`` prefix
+    (``__init__`` -> ``x__init__``) so they are never private, mangled or special.
+    """
+    if name.startswith("_"):
+        name = "x" + name
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in reserved:
+        name += "_"
+    return name
+
+
+@dataclass(eq=False)
+class Prim:
+    kind: str  # int | uint | hyper | uhyper | float | double
+    fmt: str  # struct format character
+    size: int
+    xname: str  # .x spelling
+    lo: int = 0
+    hi: int = 0
+
+
+PRIMS: dict[str, Prim] = {
+    "int": Prim("int", "i", 4, "int", -(2**31), 2**31 - 1),
+    "unsigned int": Prim("uint", "I", 4, "unsigned int", 0, 2**32 - 1),
+    "hyper": Prim("hyper", "q", 8, "hyper", -(2**63), 2**63 - 1),
+    "unsigned hyper": Prim("uhyper", "Q", 8, "unsigned hyper", 0, 2**64 - 1),
+    "float": Prim("float", "f", 4, "float"),
+    "double": Prim("double", "d", 8, "double"),
+}
+
+
+@dataclass(eq=False)
+class Bool:
+    xname: str = "bool"
+
+
+BOOL = Bool()
+
+
+@dataclass(eq=False)
+class Enum:
+    name: str  # display name (.x name or ``outer.field`` for inline types)
+    ident: str  # unique Python identifier suffix for generated globals
+    members: dict[str, int] = field(default_factory=dict)  # .x member name -> value
+    py_members: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Opaque:
+    fixed: bool
+    size: int  # fixed length, or the bound of a variable-length opaque
+
+
+@dataclass(eq=False)
+class String:
+    size: int  # bound
+
+
+@dataclass(eq=False)
+class Array:
+    element: XType
+    fixed: bool
+    size: int
+
+
+@dataclass(eq=False)
+class Optional:
+    element: XType
+
+
+@dataclass(eq=False)
+class Field:
+    name: str  # .x name
+    py: str  # attribute name
+    type: XType
+
+
+@dataclass(eq=False)
+class Struct:
+    name: str
+    ident: str
+    fields: list[Field] = field(default_factory=list)
+    recursive: bool = False
+
+
+@dataclass(eq=False)
+class Arm:
+    labels: list[int]  # empty for default
+    name: str | None  # .x name of the arm declaration, None for void
+    type: XType | None  # None for void
+
+
+@dataclass(eq=False)
+class Union_:
+    name: str
+    ident: str
+    discriminant: str = ""  # .x name
+    discriminant_py: str = ""
+    discriminant_type: XType | None = None  # Prim int/uint, Enum or Bool
+    arms: list[Arm] = field(default_factory=list)
+    default: Arm | None = None
+    recursive: bool = False
+
+
+XType = Prim | Bool | Enum | Opaque | String | Array | Optional | Struct | Union_
+
+
+@dataclass(eq=False)
+class Model:
+    filename: str
+    types: dict[str, XType]  # every named definition (typedef/struct/union/enum) + inline ones
+    constants: dict[str, int]
+    compounds: list[Struct | Union_ | Enum]  # objects needing generated classes, in order
+    typedefs: dict[str, XType]  # typedef names whose target is not a class type
+    programs: list[ast.ProgramDef]
+    proc_types: dict[int, XType | None] = field(default_factory=dict)  # id(TypeSpec) -> type
+    min_size: dict[int, float] = field(default_factory=dict)  # id(type) -> minimum bytes
+
+
+def type_label(t: XType) -> str:
+    """Short .x-like description used in error messages."""
+    if isinstance(t, Prim):
+        return t.xname
+    if isinstance(t, Bool):
+        return "bool"
+    if isinstance(t, (Enum, Struct, Union_)):
+        kind = {Enum: "enum", Struct: "struct", Union_: "union"}[type(t)]
+        return f"{kind} {t.name}"
+    if isinstance(t, Opaque):
+        return f"opaque[{t.size}]" if t.fixed else f"opaque<{t.size}>"
+    if isinstance(t, String):
+        return f"string<{t.size}>"
+    if isinstance(t, Array):
+        inner = type_label(t.element)
+        return f"{inner}[{t.size}]" if t.fixed else f"{inner}<{t.size}>"
+    return f"{type_label(t.element)} *"
+
+
+class Resolver:
+    def __init__(self, spec: ast.Specification):
+        self.spec = spec
+        self.filename = spec.filename
+        self.constants: dict[str, int] = {}
+        self.const_defs: dict[str, ast.ConstDef] = {}
+        self.type_defs: dict[str, ast.TypeDef] = {}
+        self.types: dict[str, XType] = {}
+        self.resolving: set[str] = set()
+        self.compounds: list[Struct | Union_ | Enum] = []
+        self.typedefs: dict[str, XType] = {}
+        self.idents: set[str] = set()
+        self.const_resolving: set[str] = set()
+        self.pending: list[tuple[XType, ast.TypeSpec]] = []
+
+    def error(self, message: str, pos: ast.Pos) -> SchemaError:
+        return SchemaError(message, pos.filename, pos.line, pos.col)
+
+    def unique_ident(self, base: str) -> str:
+        ident = base.replace(".", "__")
+        n = 1
+        while ident in self.idents:
+            n += 1
+            ident = f"{base.replace('.', '__')}_{n}"
+        self.idents.add(ident)
+        return ident
+
+    # -- constants ---------------------------------------------------------------------------
+
+    def declare(self, name: str, pos: ast.Pos) -> None:
+        if name in self.const_defs or name in self.type_defs or name in self.enum_names:
+            raise self.error(f"{name!r} is already defined", pos)
+
+    def run(self) -> Model:
+        self.enum_names: dict[str, tuple[str, ast.Pos]] = {}  # member -> (owner type, pos)
+        programs: list[ast.ProgramDef] = []
+        # Pass 1: collect names so forward references work.
+        for d in self.spec.definitions:
+            if isinstance(d, ast.ConstDef):
+                self.declare(d.name, d.pos)
+                self.const_defs[d.name] = d
+            elif isinstance(d, ast.TypeDef):
+                self.declare(d.name, d.pos)
+                self.type_defs[d.name] = d
+            else:
+                programs.append(d)
+        self.collect_enum_members()
+        # Pass 2: resolve every named type.
+        for name in self.type_defs:
+            self.resolve_named(name, self.type_defs[name].pos)
+        model = Model(
+            self.filename, self.types, self.constants, self.compounds, self.typedefs, programs
+        )
+        self.resolve_programs(model)
+        # Pass 3: fill struct/union bodies (may refer to any type, including themselves).
+        self.fill_pending()
+        for name in self.const_defs:
+            self.const_value(name, self.const_defs[name].pos)
+        compute_min_sizes(model, self)
+        mark_recursive(model)
+        return model
+
+    def fill_pending(self) -> None:
+        while self.pending:
+            target, spec = self.pending.pop(0)
+            self.fill(target, spec)
+
+    def collect_enum_members(self) -> None:
+        """Enum members are constants visible everywhere; find them (also inline) up front."""
+
+        def walk(spec: ast.TypeSpec | None, owner: str) -> None:
+            if spec is None:
+                return
+            if isinstance(spec, ast.EnumSpec):
+                for member, _value, pos in spec.members:
+                    if member in self.enum_names or member in self.const_defs:
+                        raise self.error(f"{member!r} is already defined", pos)
+                    if member in self.type_defs:
+                        raise self.error(f"{member!r} is already defined as a type", pos)
+                    self.enum_names[member] = (owner, pos)
+            elif isinstance(spec, ast.StructSpec):
+                for f in spec.fields:
+                    walk(f.type, owner)
+            elif isinstance(spec, ast.UnionSpec):
+                walk(spec.discriminant.type, owner)
+                for arm in (*spec.arms, spec.default):
+                    if arm is not None and arm.declaration is not None:
+                        walk(arm.declaration.type, owner)
+            elif isinstance(spec, (ast.ArraySpec, ast.OptionalSpec)):
+                walk(spec.element, owner)
+
+        for d in self.spec.definitions:
+            if isinstance(d, ast.TypeDef):
+                walk(d.type, d.name)
+
+    def value(self, v: ast.Value) -> int:
+        if v.number is not None:
+            return v.number
+        assert v.name is not None
+        return self.const_value(v.name, v.pos)
+
+    def const_value(self, name: str, pos: ast.Pos) -> int:
+        if name in self.constants:
+            return self.constants[name]
+        if name in self.const_defs:
+            if name in self.const_resolving:
+                raise self.error(f"constant {name!r} is defined in terms of itself", pos)
+            self.const_resolving.add(name)
+            d = self.const_defs[name]
+            value = self.value(d.value)
+            self.const_resolving.discard(name)
+            self.constants[name] = value
+            return value
+        if name in self.enum_names:
+            # Members are known once their enum is resolved: do that now (forward reference).
+            self.resolve_named(self.enum_names[name][0], pos)
+            if name not in self.constants:
+                self.fill_pending()
+            if name not in self.constants:
+                raise self.error(f"enum member {name!r} is defined in terms of itself", pos)
+            return self.constants[name]
+        if name in ("TRUE", "FALSE"):
+            return 1 if name == "TRUE" else 0
+        if name in self.type_defs:
+            raise self.error(f"{name!r} is a type, not a constant", pos)
+        raise self.error(f"undefined constant {name!r}", pos)
+
+    def size(self, v: ast.Value | None, what: str) -> int:
+        if v is None:
+            return UINT_MAX
+        n = self.value(v)
+        if not 0 <= n <= UINT_MAX:
+            raise self.error(f"{what} {n} is outside 0..{UINT_MAX}", v.pos)
+        return n
+
+    # -- types -------------------------------------------------------------------------------
+
+    def resolve_named(self, name: str, pos: ast.Pos) -> XType:
+        if name in self.types:
+            return self.types[name]
+        d = self.type_defs.get(name)
+        if d is None:
+            if name in self.const_defs or name in self.enum_names:
+                raise self.error(f"{name!r} is a constant, not a type", pos)
+            raise self.error(f"undefined type {name!r}", pos)
+        if name in self.resolving:
+            raise self.error(
+                f"typedef {name!r} refers to itself without a struct or union in between", pos
+            )
+        self.resolving.add(name)
+        t = self.resolve(d.type, name)
+        self.resolving.discard(name)
+        self.types[name] = t
+        if not isinstance(t, (Struct, Union_, Enum)):
+            self.typedefs[name] = t
+        return t
+
+    def resolve(self, spec: ast.TypeSpec, owner: str) -> XType:
+        """Resolve a type specifier; ``owner`` names inline struct/union/enum types."""
+        if isinstance(spec, ast.PrimSpec):
+            if spec.name == "bool":
+                return BOOL
+            if spec.name == "void":
+                raise self.error(
+                    "'void' is only allowed as a union arm or procedure type", spec.pos
+                )
+            return PRIMS[spec.name]
+        if isinstance(spec, ast.NamedSpec):
+            if spec.name in ("TRUE", "FALSE"):
+                raise self.error(f"{spec.name!r} is a constant, not a type", spec.pos)
+            return self.resolve_named(spec.name, spec.pos)
+        if isinstance(spec, ast.OpaqueSpec):
+            if spec.fixed:
+                return Opaque(True, self.size(spec.size, "opaque length"))
+            return Opaque(False, self.size(spec.size, "opaque bound"))
+        if isinstance(spec, ast.StringSpec):
+            return String(self.size(spec.size, "string bound"))
+        if isinstance(spec, ast.ArraySpec):
+            element = self.resolve(spec.element, owner)
+            if spec.fixed:
+                return Array(element, True, self.size(spec.size, "array length"))
+            return Array(element, False, self.size(spec.size, "array bound"))
+        if isinstance(spec, ast.OptionalSpec):
+            return Optional(self.resolve(spec.element, owner))
+        if isinstance(spec, ast.EnumSpec):
+            enum = Enum(owner, self.unique_ident(owner))
+            self.compounds.append(enum)
+            self.types.setdefault(owner, enum)
+            self.fill_enum(enum, spec)
+            return enum
+        if isinstance(spec, ast.StructSpec):
+            struct = Struct(owner, self.unique_ident(owner))
+            self.compounds.append(struct)
+            self.types.setdefault(owner, struct)
+            self.pending.append((struct, spec))
+            return struct
+        union = Union_(owner, self.unique_ident(owner))
+        self.compounds.append(union)
+        self.types.setdefault(owner, union)
+        self.pending.append((union, spec))
+        return union
+
+    def fill_enum(self, enum: Enum, spec: ast.EnumSpec) -> None:
+        if enum.members or not spec.members:
+            return
+        previous = -1
+        seen_py: set[str] = set()
+        members: dict[str, int] = {}
+        for member, value, pos in spec.members:
+            if value.number is None and value.name is None:
+                n = previous + 1
+            elif value.name == member:
+                raise self.error(f"enum member {member!r} is defined in terms of itself", pos)
+            else:
+                n = self.value(value)
+            if not -(2**31) <= n <= 2**31 - 1:
+                raise self.error(f"enum value {n} of {member!r} is outside the int range", pos)
+            members[member] = n
+            self.constants[member] = n
+            py = py_name(member, _ENUM_RESERVED)
+            if py in seen_py:
+                raise self.error(f"enum member {member!r} clashes with another after renaming", pos)
+            seen_py.add(py)
+            enum.py_members.append((py, n))
+            previous = n
+        enum.members = members
+
+    def declaration_type(self, decl: ast.Declaration, owner: str) -> XType:
+        return self.resolve(decl.type, f"{owner}.{decl.name}")
+
+    def fill(self, target: XType, spec: ast.TypeSpec) -> None:
+        if isinstance(target, Struct):
+            assert isinstance(spec, ast.StructSpec)
+            seen: dict[str, str] = {}
+            for decl in spec.fields:
+                py = py_name(decl.name)
+                if decl.name in seen:
+                    raise self.error(
+                        f"duplicate member {decl.name!r} in struct {target.name}", decl.pos
+                    )
+                if py in seen.values():
+                    raise self.error(
+                        f"member {decl.name!r} clashes with another after renaming to {py!r}",
+                        decl.pos,
+                    )
+                seen[decl.name] = py
+                target.fields.append(Field(decl.name, py, self.declaration_type(decl, target.name)))
+            return
+        assert isinstance(target, Union_) and isinstance(spec, ast.UnionSpec)
+        disc = spec.discriminant
+        dtype = self.declaration_type(disc, target.name)
+        if not (
+            isinstance(dtype, (Enum, Bool))
+            or (isinstance(dtype, Prim) and dtype.kind in ("int", "uint"))
+        ):
+            raise self.error(
+                "union discriminant must be int, unsigned int, an enum or bool, "
+                f"not {type_label(dtype)}",
+                disc.pos,
+            )
+        target.discriminant = disc.name
+        target.discriminant_py = py_name(disc.name, _RESERVED | {"value"})
+        target.discriminant_type = dtype
+        seen_labels: set[int] = set()
+        for arm in spec.arms:
+            labels: list[int] = []
+            for label in arm.labels:
+                n = self.value(label)
+                if isinstance(dtype, Enum) and n not in dtype.members.values():
+                    raise self.error(f"case {n} is not a member of enum {dtype.name}", label.pos)
+                if isinstance(dtype, Bool) and n not in (0, 1):
+                    raise self.error(f"case {n} is not a bool value (TRUE or FALSE)", label.pos)
+                if isinstance(dtype, Prim) and not dtype.lo <= n <= dtype.hi:
+                    raise self.error(f"case {n} is outside the range of {dtype.xname}", label.pos)
+                if n in seen_labels:
+                    raise self.error(f"duplicate case {n}", label.pos)
+                seen_labels.add(n)
+                labels.append(n)
+            target.arms.append(self.arm(arm, labels, target.name))
+        if spec.default is not None:
+            target.default = self.arm(spec.default, [], target.name)
+
+    def arm(self, arm: ast.UnionArm, labels: list[int], owner: str) -> Arm:
+        if arm.declaration is None:
+            return Arm(labels, None, None)
+        return Arm(labels, arm.declaration.name, self.declaration_type(arm.declaration, owner))
+
+    # -- programs ----------------------------------------------------------------------------
+
+    def resolve_programs(self, model: Model) -> None:
+        seen_programs: set[int] = set()
+        for prog in model.programs:
+            for name, pos in [(prog.name, prog.pos)]:
+                self.define_constant(name, self.value(prog.number), pos)
+            number = self.value(prog.number)
+            if number in seen_programs:
+                raise self.error(f"duplicate program number {number}", prog.number.pos)
+            seen_programs.add(number)
+            seen_versions: set[int] = set()
+            for ver in prog.versions:
+                vnum = self.value(ver.number)
+                self.define_constant(ver.name, vnum, ver.pos)
+                if vnum in seen_versions:
+                    raise self.error(f"duplicate version number {vnum}", ver.number.pos)
+                seen_versions.add(vnum)
+                seen_procs: set[int] = set()
+                for proc in ver.procedures:
+                    pnum = self.value(proc.number)
+                    if not 0 <= pnum <= UINT_MAX:
+                        raise self.error(
+                            f"procedure number {pnum} is out of range", proc.number.pos
+                        )
+                    if pnum in seen_procs:
+                        raise self.error(f"duplicate procedure number {pnum}", proc.number.pos)
+                    seen_procs.add(pnum)
+                    self.define_constant(proc.name, pnum, proc.pos)
+                    if len(proc.args) > 1:
+                        raise self.error(
+                            f"procedure {proc.name} takes {len(proc.args)} arguments; only one "
+                            "(a struct) is supported",
+                            proc.pos,
+                        )
+                    for spec in (*proc.args, proc.result):
+                        if spec is not None:
+                            model.proc_types[id(spec)] = self.resolve(spec, proc.name)
+            if not 0 <= number <= UINT_MAX:
+                raise self.error(f"program number {number} is out of range", prog.number.pos)
+
+    def define_constant(self, name: str, value: int, pos: ast.Pos) -> None:
+        if name in self.constants and self.constants[name] != value:
+            raise self.error(f"{name!r} is already defined with another value", pos)
+        if name in self.type_defs:
+            raise self.error(f"{name!r} is already defined as a type", pos)
+        self.constants[name] = value
+
+
+def children(t: XType) -> Iterator[XType]:
+    if isinstance(t, (Array, Optional)):
+        yield t.element
+    elif isinstance(t, Struct):
+        for f in t.fields:
+            yield f.type
+    elif isinstance(t, Union_):
+        for arm in (*t.arms, t.default):
+            if arm is not None and arm.type is not None:
+                yield arm.type
+
+
+def all_types(model: Model) -> list[XType]:
+    seen: dict[int, XType] = {}
+    stack = list(model.types.values()) + [t for t in model.proc_types.values() if t is not None]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen[id(t)] = t
+        stack.extend(children(t))
+    return list(seen.values())
+
+
+def compute_min_sizes(model: Model, resolver: Resolver) -> None:
+    """Smallest encoding of each type (fixpoint, so recursion terminates); reject types
+    that have no finite encoding at all (``struct a { a x; }``)."""
+    types = all_types(model)
+    size: dict[int, float] = {id(t): INF for t in types}
+
+    def of(t: XType) -> float:
+        if isinstance(t, Prim):
+            return t.size
+        if isinstance(t, (Bool, Enum)):
+            return 4
+        if isinstance(t, Opaque):
+            return (t.size + 3) // 4 * 4 if t.fixed else 4
+        if isinstance(t, String):
+            return 4
+        if isinstance(t, Optional):
+            return 4
+        if isinstance(t, Array):
+            return t.size * size[id(t.element)] if t.fixed and t.size else (0 if t.fixed else 4)
+        if isinstance(t, Struct):
+            return sum(size[id(f.type)] for f in t.fields)
+        arms = [a for a in (*t.arms, t.default) if a is not None]
+        return 4 + min((size[id(a.type)] if a.type is not None else 0) for a in arms)
+
+    changed = True
+    while changed:
+        changed = False
+        for t in types:
+            n = of(t)
+            if n < size[id(t)]:
+                size[id(t)] = n
+                changed = True
+    for t in types:
+        if size[id(t)] == INF:
+            name = getattr(t, "name", type_label(t))
+            raise SchemaError(f"type {name!r} has no finite encoding", model.filename, 0, 0)
+    model.min_size = size
+
+
+def mark_recursive(model: Model) -> None:
+    """Mark structs/unions that can contain themselves (through any path)."""
+    compounds = [t for t in all_types(model) if isinstance(t, (Struct, Union_))]
+    for c in compounds:
+        stack = list(children(c))
+        seen: set[int] = set()
+        while stack:
+            t = stack.pop()
+            if t is c:
+                c.recursive = True
+                break
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            stack.extend(children(t))
+
+
+def resolve(spec: ast.Specification) -> Model:
+    return Resolver(spec).run()

@@ -1,0 +1,286 @@
+"""Runtime support for generated codec modules: the Schema object and the wrappers.
+
+Generated modules import this (``from xdrstream.codec import runtime``) and end with
+``SCHEMA = runtime.build_schema(globals())``.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from xdrstream.codec import ast
+from xdrstream.codec import model as m
+from xdrstream.codec.errors import CodecError, DecodeError, EncodeError, SchemaError
+from xdrstream.codec.interp import Interpreter, is_bytes
+
+__all__ = ["Codec", "Invalid", "Schema", "TooDeep", "build_schema", "is_bytes"]
+
+
+class Invalid(Exception):
+    """Raised by generated code for invalid input; never escapes the wrappers."""
+
+
+class TooDeep(Invalid):
+    """Raised by generated code when recursive types nest deeper than MAX_DEPTH."""
+
+
+PackFn = Callable[..., None]
+UnpackFn = Callable[..., tuple[Any, int]]
+
+
+def _view(data: Any) -> memoryview:
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view
+
+
+class Codec:
+    """Encoder/decoder for one type: ``pack``, ``unpack`` and ``unpack_from``.
+
+    ``unpack(data, zero_copy=False)`` decodes the whole buffer. With ``zero_copy=True``
+    every ``opaque`` value is a ``memoryview`` slice of ``data`` instead of a ``bytes``
+    copy (keep ``data`` alive and unchanged while you use them).
+    ``unpack_from(buf, offset=0, zero_copy=False)`` returns ``(value, end_offset)``.
+    """
+
+    pack: Callable[[Any], bytes]
+    unpack: Callable[..., Any]
+    unpack_from: Callable[..., tuple[Any, int]]
+
+    def __init__(self, schema: Schema, name: str, pack_fn: PackFn, unpack_fn: UnpackFn):
+        self.name = name
+        self.schema = schema
+        self.pack, self.unpack, self.unpack_from = _wrappers(schema, name, pack_fn, unpack_fn)
+
+    def __repr__(self) -> str:
+        return f"<xdrstream codec {self.name}>"
+
+
+def _wrappers(
+    schema: Schema, name: str, pack_fn: PackFn, unpack_fn: UnpackFn
+) -> tuple[Callable[[Any], bytes], Callable[..., Any], Callable[..., tuple[Any, int]]]:
+    # Closures, not methods: one call and no attribute lookups between the user and the
+    # generated function.
+    def pack(value: Any) -> bytes:
+        out = bytearray()
+        try:
+            pack_fn(value, out)
+        except Exception as exc:
+            raise schema.encode_error(name, value, exc) from None
+        return bytes(out)
+
+    def unpack(data: Any, zero_copy: bool = False) -> Any:
+        buf: Any
+        if zero_copy:
+            buf = _view(data)
+        elif data.__class__ is bytes:
+            buf = data
+        else:
+            buf = bytes(_view(data))
+        try:
+            value, end = unpack_fn(buf, 0)
+        except Exception as exc:
+            raise schema.decode_error(name, buf, 0, exc) from None
+        if end != len(buf):
+            raise DecodeError(f"{len(buf) - end} trailing bytes after the encoded value", name, end)
+        return value
+
+    def unpack_from(buf: Any, offset: int = 0, zero_copy: bool = False) -> tuple[Any, int]:
+        # (``buf`` is Any: it becomes a memoryview or bytes here.)
+        if zero_copy:
+            buf = _view(buf)
+        elif buf.__class__ is not bytes:
+            buf = bytes(_view(buf))
+        if not 0 <= offset <= len(buf):
+            raise DecodeError(f"offset outside the buffer of {len(buf)} bytes", name, offset)
+        try:
+            return unpack_fn(buf, offset)
+        except Exception as exc:
+            raise schema.decode_error(name, buf, offset, exc) from None
+
+    pack.__qualname__ = pack.__name__ = f"pack_{name}"
+    unpack.__qualname__ = unpack.__name__ = f"unpack_{name}"
+    unpack_from.__qualname__ = unpack_from.__name__ = f"unpack_from_{name}"
+    return pack, unpack, unpack_from
+
+
+BUILTIN_NAMES = (
+    "int",
+    "unsigned int",
+    "hyper",
+    "unsigned hyper",
+    "float",
+    "double",
+    "bool",
+    "string",
+    "opaque",
+)
+
+
+class Schema(Mapping[str, Any]):
+    """A compiled ``.x`` file.
+
+    ``schema[name]`` is the generated class of a struct/union/enum (with ``pack``,
+    ``unpack``, ``unpack_from`` classmethod-like attributes) or a :class:`Codec` for other
+    typedefs. ``schema.codec(name)`` returns the :class:`Codec` of any type name,
+    including the built-in ones (``int``, ``unsigned hyper``, ``string``, ``opaque``...).
+    """
+
+    def __init__(self, namespace: dict[str, Any], model: m.Model):
+        self._ns = namespace
+        self.model = model
+        self.filename: str = model.filename
+        self._codecs: dict[str, Codec] = {}
+        self._types: dict[str, Any] = {}
+        table: dict[str, tuple[Any, PackFn, UnpackFn]] = namespace["_TYPES"]
+        for name, (cls, pack_fn, unpack_fn) in table.items():
+            codec = Codec(self, name, pack_fn, unpack_fn)
+            self._codecs[name] = codec
+            if name in BUILTIN_NAMES and name not in model.types:
+                continue
+            if cls is not None:
+                cls.pack = staticmethod(codec.pack)
+                cls.unpack = staticmethod(codec.unpack)
+                cls.unpack_from = staticmethod(codec.unpack_from)
+                self._types[name] = cls
+            else:
+                self._types[name] = codec
+        self.constants: Mapping[str, int] = types.MappingProxyType(dict(model.constants))
+        self.programs: Mapping[str, ast.Program] = types.MappingProxyType(self._programs())
+
+    # -- Mapping ---------------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Any:
+        return self._types[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def __repr__(self) -> str:
+        return f"<xdrstream Schema {self.filename} ({len(self)} types)>"
+
+    def codec(self, name: str) -> Codec:
+        """The codec of a defined type or of a built-in type name (KeyError if neither)."""
+        return self._codecs[name]
+
+    @property
+    def max_depth(self) -> int:
+        return int(self._ns["MAX_DEPTH"])
+
+    @property
+    def source(self) -> str:
+        """The generated Python source of this schema."""
+        source = self._ns.get("__xdr_source__")
+        if source is None:
+            from xdrstream.codec.codegen import generate
+
+            source = generate(self.model, self._ns["_TEXT"], self.max_depth)
+            self._ns["__xdr_source__"] = source
+        return str(source)
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def xtype(self, name: str) -> m.XType:
+        if name in self.model.types:
+            return self.model.types[name]
+        from xdrstream.codec.codegen import BUILTINS
+
+        return BUILTINS[name]
+
+    def interpreter(self) -> Interpreter:
+        classes = {id(t): self._ns[f"C_{t.ident}"] for t in self.model.compounds}
+        interp = Interpreter(classes, self.max_depth)
+        interp.min_size = self.model.min_size
+        return interp
+
+    def decode_error(self, name: str, buf: Any, offset: int, exc: Exception) -> DecodeError:
+        """Explain why the generated decoder rejected ``buf`` (or passed on ``exc``)."""
+        if isinstance(exc, DecodeError):
+            return exc
+        try:
+            self.interpreter().decode(self.xtype(name), buf, offset, name)
+        except DecodeError as err:
+            return err
+        except RecursionError:
+            return DecodeError("nesting too deep for the Python stack", name, offset)
+        reason = "nesting too deep" if isinstance(exc, (TooDeep, RecursionError)) else "invalid"
+        return DecodeError(f"{reason} ({type(exc).__name__}: {exc})", name, offset)
+
+    def encode_error(self, name: str, value: Any, exc: Exception) -> EncodeError:
+        if isinstance(exc, EncodeError):
+            return exc
+        try:
+            self.interpreter().encode(self.xtype(name), value, name, bytearray())
+        except EncodeError as err:
+            return err
+        except RecursionError:
+            return EncodeError("nesting too deep for the Python stack", name, None)
+        reason = "nesting too deep" if isinstance(exc, (TooDeep, RecursionError)) else "invalid"
+        return EncodeError(f"{reason} ({type(exc).__name__}: {exc})", name, None)
+
+    # -- programs --------------------------------------------------------------------------
+
+    def _spec_codec(self, spec: ast.TypeSpec | None) -> tuple[str | None, Any]:
+        if spec is None:
+            return None, None
+        if isinstance(spec, ast.NamedSpec):
+            return spec.name, self._types[spec.name]
+        if isinstance(spec, ast.PrimSpec):
+            return spec.name, self._codecs[spec.name]
+        if isinstance(spec, ast.StringSpec):
+            return "string", self._codecs["string"]
+        if isinstance(spec, ast.OpaqueSpec):
+            return "opaque", self._codecs["opaque"]
+        raise SchemaError(
+            "a procedure argument or result must be a type name or a built-in type",
+            spec.pos.filename,
+            spec.pos.line,
+            spec.pos.col,
+        )
+
+    def _programs(self) -> dict[str, ast.Program]:
+        programs: dict[str, ast.Program] = {}
+        consts = self.model.constants
+        for prog in self.model.programs:
+            versions: dict[int, ast.Version] = {}
+            for ver in prog.versions:
+                procs: dict[int, ast.Procedure] = {}
+                for proc in ver.procedures:
+                    arg_type, arg = self._spec_codec(proc.args[0] if proc.args else None)
+                    result_type, result = self._spec_codec(proc.result)
+                    number = consts[proc.name]
+                    procs[number] = ast.Procedure(
+                        proc.name,
+                        number,
+                        arg_type,
+                        result_type,
+                        types.MappingProxyType(dict(proc.annotations)),
+                        arg,
+                        result,
+                    )
+                vnum = consts[ver.name]
+                versions[vnum] = ast.Version(ver.name, vnum, types.MappingProxyType(procs))
+            programs[prog.name] = ast.Program(
+                prog.name, consts[prog.name], types.MappingProxyType(versions)
+            )
+        return programs
+
+
+def build_schema(namespace: dict[str, Any]) -> Schema:
+    """Called at the end of a generated module with its ``globals()``."""
+    model = namespace.get("__xdr_model__")
+    if model is None:  # a module written by ``xdrstream compile``: rebuild the model
+        from xdrstream.codec.parser import parse
+
+        model = m.resolve(parse(namespace["_TEXT"], namespace["_FILENAME"]))
+    return Schema(namespace, model)
+
+
+# Re-exported for generated modules and users catching everything the codecs raise.
+_ = (CodecError,)
