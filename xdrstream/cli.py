@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("xdrstream.codec.commands",)
+COMMAND_MODULES: tuple[str, ...] = ("xdrstream.codec.commands", "xdrstream.protocol.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

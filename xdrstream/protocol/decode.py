@@ -1,0 +1,443 @@
+"""Describe the messages of a recorded byte stream or packet capture (pure, no I/O).
+
+Input is either a raw byte stream of frames (one direction of a connection, as written
+to a socket) or a pcap/pcapng capture (recognised by its magic number) whose TCP
+connections are rebuilt by :mod:`xdrstream.protocol.pcap`.  Frames are split by
+:class:`~xdrstream.protocol.framing.FrameDecoder` (spec.md §3), and each message is
+described with the header fields and names, and the body decoded with the schemas that
+know its program:
+
+* CALL / MESSAGE: the procedure's arguments; REPLY with status OK: its result;
+* REPLY or STREAM with status ERROR: the error body (§4.5), or an abort if it is empty;
+* STREAM with status CONTINUE: the payload size (stream data is not XDR);
+* STREAM_HOLE: the hole (§7.1.3); V1 stream calls and their replies: the V1 body (§7.2.1).
+
+Messages of a capture come in the order Wireshark shows them: by the number of the packet
+that completes each frame.  A stream that cannot be decoded further (bad length word,
+bad header, bytes missing from the capture, a frame cut off at the end) yields a
+:class:`StreamFailure` naming the byte offset after the messages before it.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import dataclasses
+import enum
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xdrstream.codec.errors import DecodeError
+from xdrstream.protocol import _bodies, schemas
+from xdrstream.protocol.errors import ProtocolError, RemoteProtocolError
+from xdrstream.protocol.framing import (
+    LEN_SIZE,
+    MAX_FRAME,
+    FrameDecoder,
+    Header,
+    MessageStatus,
+    MessageType,
+)
+from xdrstream.protocol.pcap import (
+    Direction,
+    TcpFlow,
+    TcpStream,
+    is_capture,
+    reassemble_capture,
+)
+from xdrstream.protocol.programs import (
+    Procedure,
+    Program,
+    Registry,
+    Variant,
+    programs_from_schema,
+)
+
+__all__ = [
+    "DEFAULT_SCHEMAS",
+    "DecodedMessage",
+    "Decoder",
+    "StreamFailure",
+    "jsonable",
+]
+
+#: Schemas every decoder knows: keepalive (message.x), the demo program, libvirt's remote.
+DEFAULT_SCHEMAS: tuple[str, ...] = ("message", "restore", "libvirt_remote")
+
+
+@dataclass(frozen=True)
+class DecodedMessage:
+    """One frame, described.
+
+    ``offset``: position of the length word in its direction's byte stream; ``packet``:
+    number of the capture packet that completed the frame (None for raw streams);
+    ``body``: the decoded body as plain JSON-able data, None when there is none or no
+    schema knows the procedure; ``body_error``: why the body did not decode.
+    """
+
+    header: Header
+    length: int
+    offset: int
+    payload_size: int
+    program_name: str | None = None
+    procedure_name: str | None = None
+    body: Any = None
+    body_error: str | None = None
+    direction: Direction | None = None
+    source: str | None = None
+    destination: str | None = None
+    packet: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON object of ``xdrstream decode --format json``."""
+        header = self.header
+        out: dict[str, Any] = {
+            "direction": None if self.direction is None else self.direction.value,
+            "source": self.source,
+            "destination": self.destination,
+            "packet": self.packet,
+            "offset": self.offset,
+            "length": self.length,
+            "program": header.prog,
+            "version": header.vers,
+            "procedure": header.proc,
+            "type": int(header.type),
+            "serial": header.serial,
+            "status": int(header.status),
+            "program_name": self.program_name,
+            "procedure_name": self.procedure_name,
+            "type_name": MessageType(header.type).name,
+            "status_name": MessageStatus(header.status).name,
+            "payload_size": self.payload_size,
+        }
+        if self.body is not None:
+            out["body"] = self.body
+        if self.body_error is not None:
+            out["body_error"] = self.body_error
+        return out
+
+
+@dataclass(frozen=True)
+class StreamFailure:
+    """A byte stream that could not be decoded past ``offset`` (stream offset)."""
+
+    message: str
+    offset: int
+    direction: Direction | None = None
+    source: str | None = None
+    destination: str | None = None
+    packet: int | None = None
+
+    def __str__(self) -> str:
+        where = f"byte offset {self.offset}"
+        if self.direction is not None:
+            where = f"{self.direction.value} {self.source} -> {self.destination}, stream {where}"
+            if self.packet is not None:
+                where += f" (packet {self.packet})"
+        return f"{where}: {self.message}"
+
+
+def jsonable(value: Any) -> Any:
+    """Codec values as JSON data: structs and unions become objects, enums their names,
+    opaque bytes ``{"hex": ...}`` (up to 64 bytes, else ``{"size": n, "base64": ...}``)."""
+    if value is None or isinstance(value, bool | str | float):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        if len(data) <= 64:
+            return {"hex": data.hex()}
+        return {"size": len(data), "base64": base64.b64encode(data).decode()}
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        if hasattr(value, "_asdict"):
+            return jsonable(value._asdict())
+        return [jsonable(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    slots = _slot_names(type(value))
+    if slots:
+        return {name.lstrip("_"): jsonable(getattr(value, name)) for name in slots}
+    if hasattr(value, "__dict__"):
+        return {k: jsonable(v) for k, v in vars(value).items() if not k.startswith("_")}
+    return repr(value)
+
+
+def _slot_names(cls: type) -> list[str]:
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        slots = klass.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [s for s in slots if s != "__weakref__"]
+    return names
+
+
+@dataclass(frozen=True)
+class _RawFrame:
+    header: Header
+    length: int
+    offset: int
+    payload: memoryview
+    packet: int | None
+
+
+class _ConnectionState:
+    """What body decoding needs to remember across frames: V1 stream calls by serial."""
+
+    def __init__(self) -> None:
+        self.v1_calls: dict[int, int] = {}  # serial -> V1 op
+
+
+class Decoder:
+    """Decodes frames with the procedures of the given programs."""
+
+    def __init__(self, programs: Iterable[Program], max_frame: int = MAX_FRAME) -> None:
+        self.registry = Registry(programs)
+        self.max_frame = max_frame
+        self._program_names = {(p.number, p.version): p.name for p in self.registry}
+
+    @classmethod
+    def with_schemas(
+        cls, extra: Sequence[Path] = (), names: Sequence[str] = DEFAULT_SCHEMAS
+    ) -> Decoder:
+        """A decoder for the built-in schemas ``names`` plus the ``.x`` files ``extra``."""
+        programs: list[Program] = []
+        for name in names:
+            programs += programs_from_schema(schemas.load(name))
+        if extra:
+            from xdrstream.codec import load_schema
+
+            for path in extra:
+                programs += programs_from_schema(load_schema(path))
+        return cls(programs)
+
+    # -- input kinds ---------------------------------------------------------------------
+
+    def decode(
+        self, data: bytes, port: int | None = None
+    ) -> Iterator[DecodedMessage | StreamFailure]:
+        """A capture if ``data`` starts with a pcap/pcapng magic number, else a raw stream.
+
+        ``port``: for captures, decode only connections with that TCP port (and take it
+        as the server's port when the handshake was not captured).
+        """
+        if is_capture(data):
+            return self.decode_capture(data, port)
+        return self.decode_stream(data)
+
+    def decode_stream(self, data: bytes | memoryview) -> Iterator[DecodedMessage | StreamFailure]:
+        """The frames of one direction of a connection."""
+        frames, failure = self._split(data, None)
+        state = _ConnectionState()
+        for frame in frames:
+            yield self._describe(frame, state)
+        if failure is not None:
+            yield failure
+
+    def decode_capture(
+        self, data: bytes, port: int | None = None
+    ) -> Iterator[DecodedMessage | StreamFailure]:
+        """The messages of every TCP connection of a capture (see the module docstring).
+
+        Raises :class:`~xdrstream.protocol.pcap.CaptureError` if ``data`` is no capture;
+        damage later in the file ends the output with a :class:`StreamFailure`.
+        """
+        reassembly = reassemble_capture(data, server_port=port)
+        flows = [
+            flow
+            for flow in reassembly.flows
+            if port is None or port in (flow.client.port, flow.server.port)
+        ]
+        for flow in flows:
+            yield from self._decode_flow(flow)
+        if reassembly.error is not None:
+            yield StreamFailure(str(reassembly.error), reassembly.error.offset)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _decode_flow(self, flow: TcpFlow) -> Iterator[DecodedMessage | StreamFailure]:
+        tagged: list[tuple[int, int, Direction, _RawFrame]] = []
+        failures: list[StreamFailure] = []
+        for rank, direction in enumerate(Direction):
+            stream = flow.stream(direction)
+            frames, failure = self._split(stream.data, stream)
+            tagged += [(frame.packet or 0, rank, direction, frame) for frame in frames]
+            if failure is not None:
+                source, destination = _ends(flow, direction)
+                failures.append(
+                    dataclasses.replace(
+                        failure, direction=direction, source=source, destination=destination
+                    )
+                )
+            elif stream.gap_at is not None:
+                source, destination = _ends(flow, direction)
+                failures.append(
+                    StreamFailure(
+                        f"the capture lost {stream.gap_length} bytes of this stream here",
+                        stream.gap_at,
+                        direction,
+                        source,
+                        destination,
+                    )
+                )
+        tagged.sort(key=lambda item: (item[0], item[1], item[3].offset))
+        state = _ConnectionState()
+        for _packet, _rank, direction, frame in tagged:
+            source, destination = _ends(flow, direction)
+            message = self._describe(frame, state)
+            yield dataclasses.replace(
+                message, direction=direction, source=source, destination=destination
+            )
+        yield from failures
+
+    def _split(
+        self, data: bytes | memoryview, stream: TcpStream | None
+    ) -> tuple[list[_RawFrame], StreamFailure | None]:
+        """Cut a byte stream into frames; a failure tells where and why it stopped."""
+        decoder = FrameDecoder(self.max_frame)
+        frames: list[_RawFrame] = []
+        decoder.feed(data)
+        starts = [] if stream is None else [start for start, _number in stream.packets]
+        try:
+            while (frame := decoder.next_frame()) is not None:
+                length = LEN_SIZE + 24 + len(frame.payload)
+                packet = (
+                    None
+                    if stream is None
+                    else _completing_packet(stream, starts, frame.offset, length)
+                )
+                frames.append(_RawFrame(frame.header, length, frame.offset, frame.payload, packet))
+        except RemoteProtocolError as exc:
+            offset = exc.offset if exc.offset is not None else decoder.offset
+            packet = None if stream is None else stream.packet_at(offset)
+            return frames, StreamFailure(str(exc), offset, packet=packet)
+        if decoder.buffered:
+            offset = decoder.offset
+            tail = bytes(data[offset : offset + LEN_SIZE])
+            if len(tail) < LEN_SIZE:
+                reason = f"stream ends inside a length word ({len(tail)} of {LEN_SIZE} bytes)"
+            else:
+                wanted = int.from_bytes(tail, "big")
+                reason = f"stream ends inside a frame: {decoder.buffered} of {wanted} bytes present"
+            packet = None if stream is None else stream.packet_at(offset)
+            return frames, StreamFailure(reason, offset, packet=packet)
+        return frames, None
+
+    def _describe(self, frame: _RawFrame, state: _ConnectionState) -> DecodedMessage:
+        header = frame.header
+        procedure = self.registry.lookup(header.prog, header.vers, header.proc)
+        program_name = self._program_names.get((header.prog, header.vers))
+        body: Any = None
+        error: str | None = None
+        try:
+            body = self._body(header, frame.payload, procedure, state)
+        except (ProtocolError, DecodeError) as exc:
+            error = str(exc)
+        return DecodedMessage(
+            header=header,
+            length=frame.length,
+            offset=frame.offset,
+            payload_size=len(frame.payload),
+            program_name=program_name,
+            procedure_name=None if procedure is None else procedure.name or None,
+            body=body,
+            body_error=error,
+            packet=frame.packet,
+        )
+
+    def _body(
+        self,
+        header: Header,
+        payload: memoryview,
+        procedure: Procedure | None,
+        state: _ConnectionState,
+    ) -> Any:
+        mtype, status = header.type, header.status
+        if mtype == MessageType.STREAM_HOLE:
+            length, flags = _bodies.unpack_hole(payload)
+            return {"length": length, "flags": flags}
+        if status == MessageStatus.ERROR and mtype in (
+            MessageType.REPLY,
+            MessageType.REPLY_WITH_FDS,
+            MessageType.STREAM,
+        ):
+            if mtype == MessageType.STREAM and not payload:
+                return {"abort": True}
+            return jsonable(_bodies.unpack_error(payload))
+        if mtype == MessageType.STREAM:
+            if status == MessageStatus.CONTINUE:
+                return {"data_bytes": len(payload)}
+            _expect_empty(payload, "a STREAM/OK message")
+            return None
+        if procedure is None:
+            return None
+        is_v1 = procedure.stream is not None and procedure.stream.variant is Variant.V1
+        if mtype in (MessageType.CALL, MessageType.CALL_WITH_FDS):
+            if status == MessageStatus.CONTINUE and is_v1:
+                stream, op, arg = _bodies.unpack_v1_call(payload)
+                state.v1_calls[header.serial] = op
+                return _v1_json({"stream": stream, "op": _v1_op_name(op)}, arg)
+            return _unpack(procedure.arg, payload, "arguments")
+        if mtype == MessageType.MESSAGE:
+            return _unpack(procedure.arg, payload, "arguments")
+        # REPLY with status OK
+        v1_op = state.v1_calls.pop(header.serial, None)
+        if v1_op is not None:
+            if v1_op == _bodies.V1Op.READ:
+                op, chunk = _bodies.unpack_v1_chunk(payload)
+                return _v1_json({"op": _v1_op_name(op)}, chunk)
+            _expect_empty(payload, "the reply to a V1 stream call")
+            return None
+        return _unpack(procedure.result, payload, "result")
+
+
+def _unpack(codec: Any, payload: memoryview, what: str) -> Any:
+    if codec is None:
+        _expect_empty(payload, f"void {what}")
+        return None
+    return jsonable(codec.unpack(payload))
+
+
+def _expect_empty(payload: memoryview, what: str) -> None:
+    if payload:
+        raise RemoteProtocolError(
+            f"{what} must have an empty payload, got {len(payload)} bytes", section="§4"
+        )
+
+
+def _v1_op_name(op: int) -> str:
+    names = {value: name for name, value in vars(_bodies.V1Op).items() if name.isupper()}
+    return names.get(op, str(op))
+
+
+def _v1_json(out: dict[str, Any], arg: Any) -> dict[str, Any]:
+    if isinstance(arg, bytes | memoryview):
+        out["data_bytes"] = len(arg)
+    elif isinstance(arg, tuple):
+        out["hole"] = {"length": arg[0], "flags": arg[1]}
+    elif isinstance(arg, int):
+        out["max_bytes"] = arg
+    return out
+
+
+def _ends(flow: TcpFlow, direction: Direction) -> tuple[str, str]:
+    if direction is Direction.CLIENT_TO_SERVER:
+        return str(flow.client), str(flow.server)
+    return str(flow.server), str(flow.client)
+
+
+def _completing_packet(
+    stream: TcpStream, starts: Sequence[int], offset: int, length: int
+) -> int | None:
+    """The packet whose arrival completed bytes [offset, offset+length): the highest packet
+    number among those that carried them (what Wireshark's reassembly reports).
+    ``starts``: the stream offsets of ``stream.packets``, for bisection."""
+    first = max(bisect.bisect_right(starts, offset) - 1, 0)
+    last = bisect.bisect_left(starts, offset + length)
+    numbers = [number for _start, number in stream.packets[first:last]]
+    return max(numbers) if numbers else None
