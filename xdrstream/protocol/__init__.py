@@ -1,1 +1,45 @@
-"""Protocol layer: framing, header, schemas and sans-I/O state machines. Does no I/O."""
+"""Protocol layer: framing, header, schemas and sans-I/O state machines. Does no I/O.
+
+Public API (spec.md §12)::
+
+    from xdrstream.protocol import Connection, Role, Limits, NEED_DATA, schemas
+    from xdrstream.protocol.events import Call, Reply, StreamData, ...
+    conn = Connection(Role.CLIENT, programs=[schemas.load("restore")])
+
+Modules: :mod:`.framing` (frames, header, FrameDecoder), :mod:`.events`,
+:mod:`.connection` (the engine), :mod:`.programs` (stream declarations), :mod:`._state`
+(the state tables of spec.md §9), :mod:`.errors`, :mod:`.schemas`.
+"""
+
+from xdrstream.protocol._state import Role
+from xdrstream.protocol.connection import Connection, Limits, StreamInfo
+from xdrstream.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from xdrstream.protocol.events import NEED_DATA, RemoteError
+from xdrstream.protocol.programs import (
+    Direction,
+    Procedure,
+    Program,
+    Registry,
+    StreamMode,
+    Variant,
+    programs_from_schema,
+)
+
+__all__ = [
+    "NEED_DATA",
+    "Connection",
+    "Direction",
+    "Limits",
+    "LocalProtocolError",
+    "Procedure",
+    "Program",
+    "ProtocolError",
+    "Registry",
+    "RemoteError",
+    "RemoteProtocolError",
+    "Role",
+    "StreamInfo",
+    "StreamMode",
+    "Variant",
+    "programs_from_schema",
+]

@@ -102,7 +102,13 @@ class Reader:
         return view
 
     def string(self, what: str) -> str:
-        return bytes(self.var_view(STRING_MAX, what)).decode("utf-8", "surrogateescape")
+        start = self.pos
+        raw = bytes(self.var_view(STRING_MAX, what))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.pos = start
+            raise self.fail(f"{what}: not UTF-8") from None
 
     def opt_string(self, what: str) -> str | None:
         return self.string(what) if self.flag(f"{what} presence") else None
@@ -119,7 +125,7 @@ class Reader:
 
 
 def _pack_string(value: str) -> bytes:
-    raw = value.encode("utf-8", "surrogateescape")
+    raw = value.encode("utf-8")
     return _U.pack(len(raw)) + raw + pad(len(raw))
 
 
@@ -147,20 +153,30 @@ def pack_error(error: RemoteError) -> bytes:
 
 def check_error(error: RemoteError) -> str | None:
     """Why ``error`` cannot be encoded, or None."""
-    for label, value in (("code", error.code), ("domain", error.domain)):
-        if not -(2**31) <= value < 2**31:
-            return f"{label} {value} is not a 32-bit int"
-    for label, value in (("level", error.level), ("int1", error.int1), ("int2", error.int2)):
-        if not -(2**31) <= value < 2**31:
-            return f"{label} {value} is not a 32-bit int"
-    for text in (error.message, error.str1, error.str2, error.str3):
-        if text is not None and len(text.encode("utf-8", "surrogateescape")) > STRING_MAX:
-            return f"string longer than {STRING_MAX} bytes"
+    ints = [("code", error.code), ("domain", error.domain), ("level", error.level)]
+    ints += [("int1", error.int1), ("int2", error.int2)]
+    texts = [error.message, error.str1, error.str2, error.str3]
     for ref in (error.dom, error.net):
-        if ref is not None and len(ref[1]) != UUID_SIZE:
-            return f"uuid must be {UUID_SIZE} bytes"
-    if error.dom is not None and not -(2**31) <= error.dom[2] < 2**31:
-        return "dom id is not a 32-bit int"
+        if ref is not None:
+            if len(ref[1]) != UUID_SIZE:
+                return f"uuid must be {UUID_SIZE} bytes"
+            texts.append(ref[0])
+    if error.dom is not None:
+        ints.append(("dom id", error.dom[2]))
+    for label, value in ints:
+        if not isinstance(value, int) or not -(2**31) <= value < 2**31:
+            return f"{label} {value!r} is not a 32-bit int"
+    for text in texts:
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            return f"{text!r} is not a str"
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{text!r} is not encodable as UTF-8"
+        if len(raw) > STRING_MAX:
+            return f"string longer than {STRING_MAX} bytes"
     return None
 
 

@@ -1,0 +1,308 @@
+"""The state tables of spec.md §9, as data.
+
+One table per role and kind of exchange: ``"call"`` (a procedure without stream) and
+``"<variant> <direction>"`` (a procedure with a stream).  A table maps
+``(state, message)`` to ``(next state, action)``:
+
+* message ``">Name"``: this role sends event ``Name``; ``"<Name"``: it receives it;
+* action ``send`` (allowed send), ``deliver`` (received, returned by ``next_event``),
+  ``drop`` (received and silently discarded, §10.2).
+
+A pair missing from a table is an error: ``LocalProtocolError`` for a send,
+``RemoteProtocolError`` for a receipt.  Every exchange starts in ``IDLE`` and is forgotten
+when it reaches ``CLOSED``; ``DRAINING`` serials are remembered a while to drop the peer's
+late messages (§10.2).  Guards that depend on counters (V1 window, outstanding calls,
+``@sparse``, sizes) are checked in code and cited there (§7).
+
+``spec.md`` holds the same tables; ``tests/protocol/test_spec_tables.py`` parses them and
+asserts equality.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+Transition = tuple[str, str]  # (next state, action)
+Table = Mapping[tuple[str, str], Transition]
+
+# Rows: "STATE message NEXT action"; whitespace-separated for readability.
+_ROWS: dict[tuple[str, str], str] = {
+    ("client", "call"): """
+        IDLE      >Call          CALLING  send
+        CALLING   <Reply         CLOSED   deliver
+        CALLING   <ErrorReply    CLOSED   deliver
+    """,
+    ("server", "call"): """
+        IDLE      <Call          CALLED   deliver
+        CALLED    >Reply         CLOSED   send
+        CALLED    >ErrorReply    CLOSED   send
+    """,
+    ("client", "v1 upload"): """
+        IDLE      >Call          CALLING    send
+        CALLING   <Reply         OPEN       deliver
+        CALLING   <ErrorReply    CLOSED     deliver
+        OPEN      >StreamData    OPEN       send
+        OPEN      >StreamHole    OPEN       send
+        OPEN      <StreamAck     OPEN       deliver
+        OPEN      >StreamFinish  FINISHING  send
+        OPEN      >StreamAbort   ABORTING   send
+        OPEN      <StreamError   CLOSED     deliver
+        FINISHING <StreamAck     FINISHING  deliver
+        FINISHING <StreamConfirm CLOSED     deliver
+        FINISHING <StreamError   CLOSED     deliver
+        ABORTING  <StreamAck     ABORTING   drop
+        ABORTING  <StreamConfirm CLOSED     deliver
+        ABORTING  <StreamError   CLOSED     deliver
+    """,
+    ("server", "v1 upload"): """
+        IDLE      <Call          CALLED     deliver
+        CALLED    >Reply         OPEN       send
+        CALLED    >ErrorReply    CLOSED     send
+        OPEN      <StreamData    OPEN       deliver
+        OPEN      <StreamHole    OPEN       deliver
+        OPEN      >StreamAck     OPEN       send
+        OPEN      <StreamFinish  FINISHING  deliver
+        OPEN      <StreamAbort   ABORTED    deliver
+        OPEN      >StreamError   DRAINING   send
+        FINISHING >StreamAck     FINISHING  send
+        FINISHING >StreamConfirm CLOSED     send
+        FINISHING >StreamError   CLOSED     send
+        ABORTED   >StreamConfirm CLOSED     send
+        ABORTED   >StreamError   CLOSED     send
+        DRAINING  <StreamData    DRAINING   drop
+        DRAINING  <StreamHole    DRAINING   drop
+        DRAINING  <StreamFinish  CLOSED     drop
+        DRAINING  <StreamAbort   CLOSED     drop
+    """,
+    ("client", "v1 download"): """
+        IDLE      >Call          CALLING    send
+        CALLING   <Reply         OPEN       deliver
+        CALLING   <ErrorReply    CLOSED     deliver
+        OPEN      >StreamRead    OPEN       send
+        OPEN      <StreamData    OPEN       deliver
+        OPEN      <StreamHole    OPEN       deliver
+        OPEN      <StreamEnd     EOF        deliver
+        OPEN      <StreamError   CLOSED     deliver
+        OPEN      >StreamAbort   ABORTING   send
+        EOF       >StreamFinish  FINISHING  send
+        EOF       >StreamAbort   ABORTING   send
+        FINISHING <StreamConfirm CLOSED     deliver
+        FINISHING <StreamError   CLOSED     deliver
+        ABORTING  <StreamData    ABORTING   drop
+        ABORTING  <StreamHole    ABORTING   drop
+        ABORTING  <StreamEnd     ABORTING   drop
+        ABORTING  <StreamConfirm CLOSED     deliver
+        ABORTING  <StreamError   CLOSED     deliver
+    """,
+    ("server", "v1 download"): """
+        IDLE      <Call          CALLED     deliver
+        CALLED    >Reply         OPEN       send
+        CALLED    >ErrorReply    CLOSED     send
+        OPEN      <StreamRead    OPEN       deliver
+        OPEN      >StreamData    OPEN       send
+        OPEN      >StreamHole    OPEN       send
+        OPEN      >StreamEnd     EOF        send
+        OPEN      >StreamError   DRAINING   send
+        OPEN      <StreamAbort   ABORTED    deliver
+        EOF       <StreamRead    EOF        drop
+        EOF       <StreamFinish  FINISHING  deliver
+        EOF       <StreamAbort   ABORTED    deliver
+        FINISHING >StreamConfirm CLOSED     send
+        FINISHING >StreamError   CLOSED     send
+        ABORTED   >StreamConfirm CLOSED     send
+        ABORTED   >StreamError   CLOSED     send
+        DRAINING  <StreamRead    DRAINING   drop
+        DRAINING  <StreamAbort   CLOSED     drop
+    """,
+    ("client", "v2 upload"): """
+        IDLE      >Call          CALLING    send
+        CALLING   <Reply         OPEN       deliver
+        CALLING   <ErrorReply    CLOSED     deliver
+        OPEN      >StreamData    OPEN       send
+        OPEN      >StreamHole    OPEN       send
+        OPEN      >StreamFinish  FINISHING  send
+        OPEN      >StreamAbort   ABORTING   send
+        OPEN      <StreamError   CLOSED     deliver
+        FINISHING <StreamConfirm CLOSED     deliver
+        FINISHING <StreamError   CLOSED     deliver
+        ABORTING  <StreamConfirm CLOSED     deliver
+        ABORTING  <StreamError   CLOSED     deliver
+    """,
+    ("server", "v2 upload"): """
+        IDLE      <Call          CALLED     deliver
+        CALLED    >Reply         OPEN       send
+        CALLED    >ErrorReply    CLOSED     send
+        OPEN      <StreamData    OPEN       deliver
+        OPEN      <StreamHole    OPEN       deliver
+        OPEN      <StreamFinish  FINISHING  deliver
+        OPEN      <StreamAbort   ABORTED    deliver
+        OPEN      >StreamError   DRAINING   send
+        FINISHING >StreamConfirm CLOSED     send
+        FINISHING >StreamError   CLOSED     send
+        ABORTED   >StreamConfirm CLOSED     send
+        ABORTED   >StreamError   CLOSED     send
+        DRAINING  <StreamData    DRAINING   drop
+        DRAINING  <StreamHole    DRAINING   drop
+        DRAINING  <StreamFinish  CLOSED     drop
+        DRAINING  <StreamAbort   CLOSED     drop
+    """,
+    ("client", "v2 download"): """
+        IDLE      >Call          CALLING    send
+        CALLING   <Reply         OPEN       deliver
+        CALLING   <ErrorReply    CLOSED     deliver
+        OPEN      <StreamData    OPEN       deliver
+        OPEN      <StreamHole    OPEN       deliver
+        OPEN      <StreamEnd     EOF        deliver
+        OPEN      <StreamError   CLOSED     deliver
+        OPEN      >StreamAbort   ABORTING   send
+        EOF       >StreamFinish  FINISHING  send
+        EOF       >StreamAbort   ABORTING   send
+        FINISHING <StreamConfirm CLOSED     deliver
+        FINISHING <StreamError   CLOSED     deliver
+        ABORTING  <StreamData    ABORTING   drop
+        ABORTING  <StreamHole    ABORTING   drop
+        ABORTING  <StreamEnd     ABORTING   drop
+        ABORTING  <StreamConfirm CLOSED     deliver
+        ABORTING  <StreamError   CLOSED     deliver
+    """,
+    ("server", "v2 download"): """
+        IDLE      <Call          CALLED     deliver
+        CALLED    >Reply         OPEN       send
+        CALLED    >ErrorReply    CLOSED     send
+        OPEN      >StreamData    OPEN       send
+        OPEN      >StreamHole    OPEN       send
+        OPEN      >StreamEnd     EOF        send
+        OPEN      >StreamError   DRAINING   send
+        OPEN      <StreamAbort   ABORTED    deliver
+        EOF       <StreamFinish  FINISHING  deliver
+        EOF       <StreamAbort   ABORTED    deliver
+        FINISHING >StreamConfirm CLOSED     send
+        FINISHING >StreamError   CLOSED     send
+        ABORTED   >StreamConfirm CLOSED     send
+        ABORTED   >StreamError   CLOSED     send
+        DRAINING  <StreamAbort   CLOSED     drop
+    """,
+    ("client", "v3 upload"): """
+        IDLE      >Call          OPEN       send
+        OPEN      >StreamData    OPEN       send
+        OPEN      >StreamHole    OPEN       send
+        OPEN      >StreamFinish  FINISHING  send
+        OPEN      >StreamAbort   ABORTING   send
+        OPEN      <ErrorReply    CLOSED     deliver
+        FINISHING <Reply         CLOSED     deliver
+        FINISHING <ErrorReply    CLOSED     deliver
+        ABORTING  <Reply         CLOSED     deliver
+        ABORTING  <ErrorReply    CLOSED     deliver
+    """,
+    ("server", "v3 upload"): """
+        IDLE      <Call          OPEN       deliver
+        OPEN      <StreamData    OPEN       deliver
+        OPEN      <StreamHole    OPEN       deliver
+        OPEN      <StreamFinish  FINISHING  deliver
+        OPEN      <StreamAbort   ABORTED    deliver
+        OPEN      >ErrorReply    DRAINING   send
+        FINISHING >Reply         CLOSED     send
+        FINISHING >ErrorReply    CLOSED     send
+        ABORTED   >Reply         CLOSED     send
+        ABORTED   >ErrorReply    CLOSED     send
+        DRAINING  <StreamData    DRAINING   drop
+        DRAINING  <StreamHole    DRAINING   drop
+        DRAINING  <StreamFinish  CLOSED     drop
+        DRAINING  <StreamAbort   CLOSED     drop
+    """,
+    ("client", "v3 download"): """
+        IDLE      >Call          OPEN       send
+        OPEN      <StreamData    OPEN       deliver
+        OPEN      <StreamHole    OPEN       deliver
+        OPEN      <StreamEnd     EOF        deliver
+        OPEN      <ErrorReply    CLOSED     deliver
+        OPEN      >StreamAbort   ABORTING   send
+        EOF       <Reply         CLOSED     deliver
+        EOF       <ErrorReply    CLOSED     deliver
+        ABORTING  <StreamData    ABORTING   drop
+        ABORTING  <StreamHole    ABORTING   drop
+        ABORTING  <StreamEnd     ABORTING   drop
+        ABORTING  <Reply         CLOSED     deliver
+        ABORTING  <ErrorReply    CLOSED     deliver
+    """,
+    ("server", "v3 download"): """
+        IDLE      <Call          OPEN       deliver
+        OPEN      >StreamData    OPEN       send
+        OPEN      >StreamHole    OPEN       send
+        OPEN      >StreamEnd     EOF        send
+        OPEN      >ErrorReply    DRAINING   send
+        OPEN      <StreamAbort   ABORTED    deliver
+        EOF       >Reply         DRAINING   send
+        EOF       >ErrorReply    DRAINING   send
+        EOF       <StreamAbort   EOF        drop
+        ABORTED   >Reply         CLOSED     send
+        ABORTED   >ErrorReply    CLOSED     send
+        DRAINING  <StreamAbort   CLOSED     drop
+    """,
+}
+
+
+def _parse(rows: str) -> dict[tuple[str, str], Transition]:
+    table: dict[tuple[str, str], Transition] = {}
+    for line in rows.strip().splitlines():
+        state, message, nxt, action = line.split()
+        table[(state, message)] = (nxt, action)
+    return table
+
+
+#: TABLES[(role, kind)] -- kind is "call" or e.g. "v2 download".
+TABLES: dict[tuple[Role, str], dict[tuple[str, str], Transition]] = {
+    (Role(role), kind): _parse(rows) for (role, kind), rows in _ROWS.items()
+}
+
+#: Section of spec.md that holds each kind's tables.
+SECTIONS: dict[str, str] = {
+    "call": "§9.1",
+    "v1 upload": "§9.2",
+    "v1 download": "§9.2",
+    "v2 upload": "§9.3",
+    "v2 download": "§9.3",
+    "v3 upload": "§9.4",
+    "v3 download": "§9.4",
+}
+
+#: Events a role can send / receive at all (for the every-pair tests).
+SENDS: dict[Role, tuple[str, ...]] = {
+    Role.CLIENT: ("Call", "StreamData", "StreamHole", "StreamFinish", "StreamAbort", "StreamRead"),
+    Role.SERVER: (
+        "Reply",
+        "ErrorReply",
+        "StreamData",
+        "StreamHole",
+        "StreamEnd",
+        "StreamError",
+        "StreamConfirm",
+        "StreamAck",
+    ),
+}
+RECEIVES: dict[Role, tuple[str, ...]] = {
+    Role.CLIENT: SENDS[Role.SERVER],
+    Role.SERVER: SENDS[Role.CLIENT],
+}
+
+
+def render_markdown() -> str:
+    """The tables in the markdown form spec.md §9 uses."""
+    out: list[str] = []
+    for (role, kind), table in TABLES.items():
+        out.append(f"<!-- state-table: {role.value} {kind} -->")
+        out.append(f"**{role.value.capitalize()}, {kind}**")
+        out.append("")
+        out.append("| state | message | next | action |")
+        out.append("|---|---|---|---|")
+        for (state, message), (nxt, action) in table.items():
+            out.append(f"| {state} | `{message}` | {nxt} | {action} |")
+        out.append("")
+    return "\n".join(out)
