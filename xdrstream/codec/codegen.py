@@ -206,7 +206,8 @@ class Generator:
             )
             fn.emit(ind, f"{n} = len({var})")
         else:
-            fn.emit(ind, f"if not isinstance({var}, _SEQ): raise _Invalid")
+            fn.emit(ind, f"if {var}.__class__ is not list and not isinstance({var}, _SEQ):")
+            fn.emit(ind + 1, "raise _Invalid")
             fn.emit(ind, f"{n} = len({var})")
         assert isinstance(t, (m.String, m.Opaque, m.Array))
         if t.size < m.UINT_MAX:
@@ -232,7 +233,7 @@ class Generator:
                 s = self.struct_const(f">{t.size}{fmt}")
                 fn.emit(ind, f"out += {s}.pack({star})")
             else:
-                fn.emit(ind, f"out += _pack(f'>{{{count}}}{fmt}', {star})")
+                fn.emit(ind, f"out += _SC_{fmt}[{count}].pack({star})")
             return
         item = fn.tmp()
         fn.emit(ind, f"for {item} in {var}:")
@@ -376,7 +377,7 @@ class Generator:
             call = (
                 f"{self.struct_const(f'>{t.size}{fmt}')}.unpack_from(buf, off)"
                 if t.fixed
-                else f"_unpack_from(f'>{{{count}}}{fmt}', buf, off)"
+                else f"_SC_{fmt}[{count}].unpack_from(buf, off)"
             )
             if isinstance(elem, m.Bool):
                 fn.emit(ind, f"{var} = [_B[x] for x in {call}]")
@@ -586,8 +587,7 @@ class Generator:
             "_TooDeep = _rt.TooDeep",
             "_is_bytes = _rt.is_bytes",
             "_SEQ = (list, tuple)",
-            "_pack = _struct.pack",
-            "_unpack_from = _struct.unpack_from",
+            *[f"_SC_{c} = _rt.StructCache({c!r})" for c in "iIqQfd"],
             "_str = str",
             "_Z = (b'', b'\\x00', b'\\x00\\x00', b'\\x00\\x00\\x00')",
             "_PAD = (b'', b'\\x00\\x00\\x00', b'\\x00\\x00', b'\\x00')",

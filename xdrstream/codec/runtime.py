@@ -6,6 +6,7 @@ Generated modules import this (``from xdrstream.codec import runtime``) and end 
 
 from __future__ import annotations
 
+import struct
 import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from xdrstream.codec import model as m
 from xdrstream.codec.errors import CodecError, DecodeError, EncodeError, SchemaError
 from xdrstream.codec.interp import Interpreter, is_bytes
 
-__all__ = ["Codec", "Invalid", "Schema", "TooDeep", "build_schema", "is_bytes"]
+__all__ = ["Codec", "Invalid", "Schema", "StructCache", "TooDeep", "build_schema", "is_bytes"]
 
 
 class Invalid(Exception):
@@ -24,6 +25,20 @@ class Invalid(Exception):
 
 class TooDeep(Invalid):
     """Raised by generated code when recursive types nest deeper than MAX_DEPTH."""
+
+
+class StructCache(dict[int, struct.Struct]):
+    """``cache[n]`` is ``struct.Struct(">{n}{code}")`` (an array of n scalars); big n uncached."""
+
+    def __init__(self, code: str):
+        super().__init__()
+        self.code = code
+
+    def __missing__(self, n: int) -> struct.Struct:
+        compiled = struct.Struct(f">{n}{self.code}")
+        if n <= 1024:
+            self[n] = compiled
+        return compiled
 
 
 PackFn = Callable[..., None]
