@@ -11,6 +11,7 @@ Import from tests as ``from realpeers import ...`` (``tests`` is on pytest's pyt
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -311,3 +312,61 @@ def tshark_fields(capture: Path, port: int, fields: Sequence[str] = TSHARK_FIELD
         command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=True
     )
     return result.stdout
+
+
+# ---- comparing our decoder with tshark -----------------------------------------------------
+
+#: One message: length, program, version, procedure, type, serial, status, hole length.
+Row = tuple[int, int, int, int, int, int, int, int | None]
+
+HOLE_TYPE = 6
+
+
+def rows_from_tshark(text: str) -> list[Row]:
+    """Rows from :func:`tshark_fields` output (a header line of field names is skipped).
+
+    A packet carrying several messages has comma-separated values; its hole lengths belong
+    to its messages of type 6, in order.
+    """
+    rows: list[Row] = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("libvirt."):
+            continue
+        columns = line.split("\t")
+        values = [[int(v, 0) for v in column.split(",") if v] for column in columns[:7]]
+        holes = [int(v, 0) for v in columns[7].split(",") if v] if len(columns) > 7 else []
+        count = len(values[0])
+        if any(len(column) != count for column in values):
+            raise ValueError(f"tshark line with uneven columns: {line!r}")
+        for index in range(count):
+            length, program, version, procedure, mtype, serial, status = (
+                column[index] for column in values
+            )
+            hole = holes.pop(0) if mtype == HOLE_TYPE else None
+            rows.append((length, program, version, procedure, mtype, serial, status, hole))
+        if holes:
+            raise ValueError(f"hole lengths left over in {line!r}")
+    return rows
+
+
+def rows_from_decode_json(text: str) -> list[Row]:
+    """Rows from the JSON lines of ``xdrstream decode --format json``."""
+    rows: list[Row] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        hole = item["body"]["length"] if item["type"] == HOLE_TYPE else None
+        rows.append(
+            (
+                item["length"],
+                item["program"],
+                item["version"],
+                item["procedure"],
+                item["type"],
+                item["serial"],
+                item["status"],
+                hole,
+            )
+        )
+    return rows
