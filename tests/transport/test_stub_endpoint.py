@@ -15,13 +15,14 @@ from xdrstream.transport.qemu_stub import (
     SECTION_SIZE,
     Faults,
     StubEndpoint,
+    StubLauncher,
     iter_synthetic,
     start_stub_restore,
     start_stub_save,
     synthetic_bytes,
     synthetic_sha256,
 )
-from xdrstream.transport.sink import Direction
+from xdrstream.transport.sink import Direction, EndpointLauncher, StreamEndpoint
 
 SIZE = 3 * SECTION_SIZE + 4321
 
@@ -46,7 +47,7 @@ def restore(endpoint: StubEndpoint, size: int = SIZE, seed: int = 0) -> None:
         endpoint.write(view)
 
 
-def read_all(endpoint: StubEndpoint) -> bytes:
+def read_all(endpoint: StreamEndpoint) -> bytes:
     buffer = bytearray(1 << 16)
     chunks = []
     while count := endpoint.readinto(buffer):
@@ -185,3 +186,23 @@ def test_a_stub_that_dies_without_a_report_is_explained() -> None:
 def test_the_wrong_direction_is_refused() -> None:
     with start_stub_restore() as endpoint, pytest.raises(ValueError, match="restore endpoint"):
         endpoint.readinto(bytearray(1))
+
+
+def test_restore_fault_close_early_breaks_the_writers_pipe() -> None:
+    with start_stub_restore(faults=Faults(close_early=2000)) as endpoint:
+        with pytest.raises(BrokenPipeError):
+            restore(endpoint)
+        result = endpoint.wait(timeout=30)
+    assert not result.ok and result.exit_code == EXIT_FAULT and result.bytes == 2000
+    assert result.error == "closed the stream early after 2000 bytes (fault injection)"
+
+
+def test_the_stub_launcher_saves_and_restores_through_the_common_interface() -> None:
+    launcher: EndpointLauncher = StubLauncher(save_size=SIZE, seed=3)
+    with launcher.save() as source:
+        data = read_all(source)
+        assert source.wait(timeout=30).ok
+    with launcher.restore() as sink:
+        sink.write(data)
+        result = sink.wait(timeout=30)
+    assert result.ok and result.sha256 == synthetic_sha256(SIZE, 3)

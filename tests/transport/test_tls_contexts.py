@@ -7,6 +7,7 @@ import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -59,7 +60,7 @@ class OneShotServer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.error: TLSError | None = None
-        self.peer_cert: dict[str, object] | None = None
+        self.peer_cert: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self._serve, args=(context,), daemon=True)
         self.thread.start()
 

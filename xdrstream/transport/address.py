@@ -134,9 +134,13 @@ def _parse_uri(text: str) -> Address:
         default = DEFAULT_TLS_PORT if tls else DEFAULT_TCP_PORT
         host = parts.hostname or "localhost"
         return Address(
-            "tcp", host=host, port=default if port is None else port, tls=tls,
-            driver=driver, uri_path=uri_path,
-        )  # fmt: skip
+            "tcp",
+            host=host,
+            port=default if port is None else port,
+            tls=tls,
+            driver=driver,
+            uri_path=uri_path,
+        )
     raise AddressError(
         f"invalid URI {text!r}: transport {transport!r} is not supported (unix, tcp, tls)"
     )

@@ -631,9 +631,10 @@ def _start_stub(direction: Direction, role_args: list[str], python: str) -> Stub
     stream_read, stream_write = make_pipe()
     report_read, report_write = os.pipe()
     child_fd, parent_fd = (
-        (stream_read, stream_write) if direction is Direction.RESTORE else
-        (stream_write, stream_read)
-    )  # fmt: skip
+        (stream_read, stream_write)
+        if direction is Direction.RESTORE
+        else (stream_write, stream_read)
+    )
     role = "incoming" if direction is Direction.RESTORE else "outgoing"
     command = [python, "-m", "xdrstream.transport.qemu_stub", role, "--fd", str(child_fd)]
     command += ["--report-fd", str(report_write), *role_args]

@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO, Protocol
+from typing import IO, Protocol, TypeVar
 
 PIPE_SIZE = 1 << 20
 """Pipe capacity asked for (Linux `F_SETPIPE_SZ`): fewer context switches per MiB."""
@@ -73,6 +73,9 @@ def make_pipe(capacity: int = PIPE_SIZE) -> tuple[int, int]:
 def close_fd(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+_Endpoint = TypeVar("_Endpoint", bound="StreamEndpoint")
 
 
 class StreamEndpoint(abc.ABC):
@@ -142,7 +145,7 @@ class StreamEndpoint(abc.ABC):
         self._release()
         return self._result
 
-    def __enter__(self) -> StreamEndpoint:
+    def __enter__(self: _Endpoint) -> _Endpoint:
         return self
 
     def __exit__(
