@@ -556,9 +556,10 @@ def compute_min_sizes(model: Model, resolver: Resolver) -> None:
                 size[id(t)] = n
                 changed = True
     for t in types:
-        if size[id(t)] == INF:
-            name = getattr(t, "name", type_label(t))
-            raise SchemaError(f"type {name!r} has no finite encoding", model.filename, 0, 0)
+        if size[id(t)] == INF and isinstance(t, (Struct, Union_)):
+            top = resolver.type_defs.get(t.name.split(".")[0])
+            pos = top.pos if top is not None else ast.Pos(model.filename, 0, 0)
+            raise resolver.error(f"type {t.name!r} has no finite encoding", pos)
     model.min_size = size
 
 
