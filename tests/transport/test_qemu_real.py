@@ -24,15 +24,23 @@ def open_fds() -> set[int]:
     return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
+def child_pids() -> set[int]:
+    """Children of this process, running or zombie (Linux /proc)."""
+    pids: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as children:
+            pids.update(int(pid) for pid in children.read().split())
+    return pids
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """No fd, no QEMU, no zombie outlives a test."""
-    before = open_fds()
+    before, children = open_fds(), child_pids()
     yield
     leaked = {fd for fd in open_fds() - before if os.path.exists(f"/proc/self/fd/{fd}")}
     assert not leaked
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    assert not child_pids() - children
 
 
 def save(launcher: EndpointLauncher) -> bytes:
