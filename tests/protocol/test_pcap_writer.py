@@ -89,9 +89,12 @@ def test_roundtrip_through_our_reader() -> None:
     assert times[0] == pytest.approx(1_700_000_000.0)
 
 
-def test_mixed_address_families_are_refused() -> None:
+def test_bad_endpoints_are_refused() -> None:
     connection = SyntheticConnection(Endpoint("127.0.0.1", 1), Endpoint("::1", 2), [])
     with pytest.raises(ValueError, match="address families differ"):
+        write_pcapng([connection])
+    connection = SyntheticConnection(Endpoint("::1", 70000), Endpoint("::1", 2), [])
+    with pytest.raises(ValueError, match="port 70000"):
         write_pcapng([connection])
 
 

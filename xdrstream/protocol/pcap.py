@@ -769,7 +769,8 @@ def write_pcapng(connections: Sequence[SyntheticConnection]) -> bytes:
     given connections, one after the other: SYN, SYN/ACK, ACK, the chunks as PSH/ACK
     segments of at most 32 KiB, then FIN/ACK from each side and a last ACK.
 
-    Raises ValueError for endpoints that are not IP addresses or mix IPv4 and IPv6.
+    Raises ValueError for endpoints that are not IP addresses, mix IPv4 and IPv6, or have
+    a port outside 0..65535.
     """
     shb_body = struct.pack(">IHHq", _PCAPNG_BYTE_ORDER_MAGIC, 1, 0, -1)
     out = [struct.pack(">II", _PCAPNG_SHB, 12 + len(shb_body)), shb_body]
@@ -779,6 +780,9 @@ def write_pcapng(connections: Sequence[SyntheticConnection]) -> bytes:
     out.append(struct.pack(">I", 12 + len(idb_body)))
     ident = 0
     for connection in connections:
+        for end in (connection.client, connection.server):
+            if not 0 <= end.port <= 0xFFFF:
+                raise ValueError(f"TCP port {end.port} of {end.host} is not in 0..65535")
         client = _Side(connection.client, _CLIENT_MAC, 0x1000_0000)
         server = _Side(connection.server, _SERVER_MAC, 0xF000_0000)
         clock = connection.start
