@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +23,7 @@ from xdrstream.transport.qemu_stub import (
     synthetic_bytes,
     synthetic_sha256,
 )
-from xdrstream.transport.sink import Direction, EndpointLauncher, StreamEndpoint
+from xdrstream.transport.sink import Direction, EndpointLauncher, EndpointResult, StreamEndpoint
 
 SIZE = 3 * SECTION_SIZE + 4321
 
@@ -214,3 +215,15 @@ def test_the_stub_launcher_saves_and_restores_through_the_common_interface() -> 
         sink.write(data)
         result = sink.wait(timeout=30)
     assert result.ok and result.sha256 == synthetic_sha256(SIZE, 3)
+
+
+def test_abort_from_another_thread_ends_a_wait_in_progress() -> None:
+    results: list[EndpointResult] = []
+    with start_stub_save(SIZE, faults=Faults(stall=60)) as endpoint:
+        waiter = threading.Thread(target=lambda: results.append(endpoint.wait(timeout=30)))
+        waiter.start()
+        aborted = endpoint.abort("client disconnected")
+        waiter.join(10)
+        assert not waiter.is_alive()
+    assert results == [aborted]
+    assert not aborted.ok and aborted.error == "client disconnected"

@@ -26,6 +26,7 @@ import fcntl
 import os
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Protocol, TypeVar
@@ -89,6 +90,8 @@ class StreamEndpoint(abc.ABC):
         self._fd = fd
         self._stderr = stderr
         self._result: EndpointResult | None = None
+        self._abort_reason: str | None = None
+        self._lock = threading.Lock()  # one verdict, even with abort() from another thread
 
     # -- the stream ------------------------------------------------------------------------
     @property
@@ -129,21 +132,37 @@ class StreamEndpoint(abc.ABC):
         Raises TimeoutError when the child has not finished within `timeout` seconds; the
         child is left running (call `abort()`).
         """
-        if self._result is None:
-            self.close_stream()
-            self._result = self._verdict(timeout)
-            self._release()
-        return self._result
+        with self._lock:
+            if self._result is None:
+                self.close_stream()
+                result = self._verdict(timeout)
+                if self._abort_reason is not None:  # killed by abort() meanwhile
+                    result = EndpointResult(
+                        ok=False, error=self._abort_reason, exit_code=self.process.returncode
+                    )
+                self._result = result
+                self._release()
+            return self._result
 
     def abort(self, reason: str = "aborted") -> EndpointResult:
-        """Kill the child unless it has already given its verdict; release everything."""
+        """Kill the child unless it has already given its verdict; release everything.
+
+        May be called from another thread while `wait()` runs there: the child is killed
+        first, which ends that wait, and both return the aborted verdict. (A thread blocked
+        writing or reading `fd` sees a broken pipe or EOF once the child is gone.)
+        """
         if self._result is None:
-            self.close_stream()
-            self._kill()
-            code = self.process.returncode
-            self._result = EndpointResult(ok=False, error=reason, exit_code=code)
-        self._release()
-        return self._result
+            self._abort_reason = reason
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        with self._lock:
+            if self._result is None:
+                self.close_stream()
+                self._kill()
+                code = self.process.returncode
+                self._result = EndpointResult(ok=False, error=reason, exit_code=code)
+            self._release()
+            return self._result
 
     def __enter__(self: _Endpoint) -> _Endpoint:
         return self
