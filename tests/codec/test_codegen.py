@@ -88,15 +88,15 @@ def test_optional_and_linked_list_exact_bytes(schema: Schema) -> None:
 
 
 def test_unions_exact_bytes(schema: Schema) -> None:
-    R, C, O, P = schema["result"], schema["color"], schema["opt"], schema["point"]
+    R, C, Opt, P = schema["result"], schema["color"], schema["opt"], schema["point"]
     assert R.pack(R(status=C.RED, value=-5)) == be("ii", 0, -5)
     assert R.pack(R(status=C.BLUE, value="ok")) == be("iI", 7, 2) + b"ok\0\0"
     assert R.pack(R(status=C.NEG)) == be("i", -2)  # default arm: void
     assert R.unpack(be("iI", 1, 1) + b"x\0\0\0") == R(status=C.GREEN, value="x")
     decoded = R.unpack(be("i", -2))
     assert decoded.status is C.NEG and decoded.value is None
-    assert O.pack(O(present=True, value=P(x=1, y=2))) == be("Iii", 1, 1, 2)
-    assert O.unpack(be("I", 0)) == O(present=False, value=None)
+    assert Opt.pack(Opt(present=True, value=P(x=1, y=2))) == be("Iii", 1, 1, 2)
+    assert Opt.unpack(be("I", 0)) == Opt(present=False, value=None)
     # The union class is documented in its docstring.
     assert "'value' the arm's value" in (R.__doc__ or "")
     assert "default: void" in (R.__doc__ or "")
