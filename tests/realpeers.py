@@ -212,6 +212,16 @@ def private_libvirtd(tcp: bool = False, attempts: int = 3) -> Iterator[Libvirtd]
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(name="libvirtd")
+def libvirtd_fixture() -> Iterator[Libvirtd]:
+    """pytest fixture: a private libvirtd listening on its Unix socket and on TCP (skips the
+    test where libvirtd, virsh or setpriv is missing).  Import ``libvirtd_fixture`` into a
+    test module (``# noqa: F401``) and ask for ``libvirtd``."""
+    require("libvirtd", "virsh", "setpriv")
+    with private_libvirtd(tcp=True) as daemon:
+        yield daemon
+
+
 @dataclass
 class Capture:
     """A finished tshark capture file."""

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from realpeers import (
+    Libvirtd,
+    libvirtd_fixture,  # noqa: F401 -- the libvirtd fixture
     private_libvirtd,
     require,
     rows_from_decode_json,
@@ -295,3 +297,19 @@ def test_live_virsh_session_agrees_with_tshark(tmp_path: Path) -> None:
     assert procedures[208] == 2 and procedures[209] == 2 and procedures[211] == 1
     assert procedures[2] == 5  # five connections, each closed
     assert any(row[7] is not None for row in ours)  # holes were compared too
+
+
+@pytest.mark.real_peers
+def test_private_libvirtd_starts_and_leaves_nothing_behind(libvirtd: Libvirtd) -> None:
+    assert libvirtd.process.poll() is None
+    assert libvirtd.socket_path.is_socket()
+    assert libvirtd.virsh("uri").stdout.startswith("qemu+unix:///session?socket=")
+    assert "qemu+tcp://127.0.0.1:" in libvirtd.virsh("uri", tcp=True).stdout
+    root, process = libvirtd.root, libvirtd.process
+    # the fixture's own teardown is checked by a second daemon run by hand
+    with private_libvirtd() as second:
+        assert second.tcp_port is None and second.root != root
+        second_process, second_root = second.process, second.root
+    assert second_process.returncode is not None  # reaped, not left running
+    assert not second_root.exists()
+    assert process.poll() is None  # the fixture's daemon is still up
