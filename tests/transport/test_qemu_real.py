@@ -137,3 +137,10 @@ def test_qmp_errors_are_reported_with_their_class() -> None:
 def test_a_missing_qemu_binary_is_a_clear_error() -> None:
     with pytest.raises(EndpointError, match="QEMU not found: '/nonexistent/qemu'"):
         QemuLauncher(binary="/nonexistent/qemu").restore()
+
+
+def test_a_qemu_that_fails_to_start_is_a_clear_error() -> None:
+    broken = QemuLauncher(extra_args=("-no-such-option",))
+    with pytest.raises(EndpointError, match="QEMU exited with code 1 before QMP was up") as info:
+        broken.save()
+    assert "invalid option" in str(info.value)  # QEMU's own words, from its stderr

@@ -165,7 +165,7 @@ class QemuEndpoint(StreamEndpoint):
         try:
             status = self._poll_migration(deadline)
             if status.get("status") != "completed":
-                detail = status.get("error-desc") or self.stderr_tail() or "no reason given"
+                detail = status.get("error-desc") or "no reason given"
                 return self._failure(f"migration {status.get('status')}: {detail}")
             run_state = self.qmp.execute("query-status")["status"]
         except QMPError as exc:
@@ -275,9 +275,13 @@ def _start(config: QemuLauncher, direction: Direction) -> QemuEndpoint:
             raise EndpointError(f"cannot start QEMU {command[0]!r}: {exc}") from exc
         try:
             qmp = QMPClient.connect(qmp_path, process)
-            if direction is Direction.SAVE:
-                qmp.execute("getfd", {"fdname": MIGRATION_FD_NAME}, fds=[child_fd])
-                qmp.execute("migrate", {"uri": f"fd:{MIGRATION_FD_NAME}"})
+            try:
+                if direction is Direction.SAVE:
+                    qmp.execute("getfd", {"fdname": MIGRATION_FD_NAME}, fds=[child_fd])
+                    qmp.execute("migrate", {"uri": f"fd:{MIGRATION_FD_NAME}"})
+            except BaseException:
+                qmp.close()
+                raise
         except QMPError as exc:
             stderr.seek(0)
             words = " ".join(stderr.read().decode("utf-8", "replace").split())
