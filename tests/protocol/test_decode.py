@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xdrstream.cli import main
+from xdrstream.protocol.decode import DecodedMessage, Decoder, StreamFailure
 from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
 from xdrstream.protocol.pcap import (
+    CaptureError,
     Direction,
     Endpoint,
     FlowChunk,
@@ -300,7 +304,6 @@ def test_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_long_strings_are_cut_in_text_only() -> None:
     from xdrstream.protocol.commands import print_messages
-    from xdrstream.protocol.decode import Decoder
 
     stream = frame(84, CALL, payload=xdr_string("p" * 1000))
     decoder = Decoder.with_schemas()
@@ -308,3 +311,80 @@ def test_long_strings_are_cut_in_text_only() -> None:
         out = io.StringIO()
         assert print_messages(decoder, stream, fmt, None, out, io.StringIO()) == 0
         assert expected in out.getvalue()
+
+
+def epb_blocks(capture: bytes) -> tuple[bytes, list[bytes]]:
+    """(section and interface blocks, packet blocks) of a big-endian pcapng file."""
+    head, packets, offset = b"", [], 0
+    while offset < len(capture):
+        kind, total = struct.unpack_from(">II", capture, offset)
+        block = capture[offset : offset + total]
+        if kind == 6:
+            packets.append(block)
+        else:
+            head += block
+        offset += total
+    return head, packets
+
+
+def test_concurrent_connections_in_packet_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head, first = epb_blocks(write_pcapng([connection(16509, 1)]))
+    _, second = epb_blocks(write_pcapng([connection(16600, 2)]))
+    mixed = [block for pair in zip(first, second, strict=True) for block in pair]
+    status, found, _ = run_decode(tmp_path, head + b"".join(mixed), capsys)
+    assert status == 0
+    assert [(m["serial"], m["packet"]) for m in found] == [(1, 7), (2, 8), (1, 9), (2, 10)]
+
+
+def test_port_that_no_connection_uses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, found, err = run_decode(
+        tmp_path, write_pcapng([connection(16509, 1)]), capsys, "--port", "9"
+    )
+    assert (status, found) == (1, [])
+    assert "no TCP connection of the capture uses port 9" in err
+
+
+def test_loss_inside_a_frame_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    up = Direction.CLIENT_TO_SERVER
+    big = frame(208, STREAM, CONTINUE, bytes(70_000), serial=3)  # three segments
+    chunks = [FlowChunk(up, frame(2, CALL)), FlowChunk(up, big)]
+    capture = write_pcapng([SyntheticConnection(Endpoint("::1", 5), Endpoint("::1", 6), chunks)])
+    head, packets = epb_blocks(capture)
+    damaged = head + b"".join(packets[:5] + packets[6:])  # lose the middle segment of `big`
+    status, found, err = run_decode(tmp_path, damaged, capsys)
+    assert status == 1 and [m["serial"] for m in found] == [1]
+    assert "stream byte offset 28" in err and "stream ends inside a frame" in err
+    assert "lost 32768 bytes of this stream at offset 32796" in err
+
+
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt" / "pool-info.pcapng"
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_damaged_captures_give_only_documented_errors(data: st.DataObject) -> None:
+    capture = bytearray(FIXTURE.read_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(capture) - 1))
+        capture[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(capture)))
+    decoder = Decoder.with_schemas()
+    try:
+        items = list(decoder.decode(bytes(capture[:cut])))
+    except CaptureError as exc:
+        assert exc.offset >= 0
+        return
+    for item in items:
+        assert isinstance(item, DecodedMessage | StreamFailure)
+        if isinstance(item, DecodedMessage):
+            json.dumps(item.as_json())
+
+
+@settings(max_examples=150, deadline=None)
+@given(stream=st.binary(max_size=400))
+def test_random_streams_give_only_documented_errors(stream: bytes) -> None:
+    items = list(Decoder.with_schemas().decode_stream(stream))
+    assert all(isinstance(item, DecodedMessage | StreamFailure) for item in items)
+    assert sum(isinstance(item, StreamFailure) for item in items) <= 1

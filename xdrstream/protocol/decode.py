@@ -253,47 +253,56 @@ class Decoder:
             for flow in reassembly.flows
             if port is None or port in (flow.client.port, flow.server.port)
         ]
-        for flow in flows:
-            yield from self._decode_flow(flow)
+        if port is not None and not flows and reassembly.flows:
+            yield StreamFailure(f"no TCP connection of the capture uses port {port}", 0)
+        # Frames of all connections, in the order of the packets that completed them.
+        tagged: list[tuple[int, int, int, int, Direction, _RawFrame]] = []
+        failures: list[StreamFailure] = []
+        for index, flow in enumerate(flows):
+            for rank, direction in enumerate(Direction):
+                frames, failure = self._frames_of(flow, direction)
+                tagged += [
+                    (frame.packet or 0, index, rank, frame.offset, direction, frame)
+                    for frame in frames
+                ]
+                if failure is not None:
+                    failures.append(failure)
+        tagged.sort(key=lambda item: item[:4])
+        states = [_ConnectionState() for _ in flows]
+        for _packet, index, _rank, _offset, direction, frame in tagged:
+            source, destination = _ends(flows[index], direction)
+            message = self._describe(frame, states[index])
+            yield dataclasses.replace(
+                message, direction=direction, source=source, destination=destination
+            )
+        yield from failures
         if reassembly.error is not None:
             yield StreamFailure(str(reassembly.error), reassembly.error.offset)
 
     # -- internals -----------------------------------------------------------------------
 
-    def _decode_flow(self, flow: TcpFlow) -> Iterator[DecodedMessage | StreamFailure]:
-        tagged: list[tuple[int, int, Direction, _RawFrame]] = []
-        failures: list[StreamFailure] = []
-        for rank, direction in enumerate(Direction):
-            stream = flow.stream(direction)
-            frames, failure = self._split(stream.data, stream)
-            tagged += [(frame.packet or 0, rank, direction, frame) for frame in frames]
-            if failure is not None:
-                source, destination = _ends(flow, direction)
-                failures.append(
-                    dataclasses.replace(
-                        failure, direction=direction, source=source, destination=destination
-                    )
+    def _frames_of(
+        self, flow: TcpFlow, direction: Direction
+    ) -> tuple[list[_RawFrame], StreamFailure | None]:
+        """The frames one side of a connection sent, and why its stream stopped early."""
+        stream = flow.stream(direction)
+        frames, failure = self._split(stream.data, stream)
+        source, destination = _ends(flow, direction)
+        if stream.gap_at is not None:
+            lost = f"the capture lost {stream.gap_length} bytes of this stream"
+            if failure is None:
+                failure = StreamFailure(
+                    f"{lost} here", stream.gap_at, packet=stream.packet_at(stream.gap_at - 1)
                 )
-            elif stream.gap_at is not None:
-                source, destination = _ends(flow, direction)
-                failures.append(
-                    StreamFailure(
-                        f"the capture lost {stream.gap_length} bytes of this stream here",
-                        stream.gap_at,
-                        direction,
-                        source,
-                        destination,
-                    )
+            else:  # most likely the frame was cut by the loss: say so
+                failure = dataclasses.replace(
+                    failure, message=f"{failure.message}; {lost} at offset {stream.gap_at}"
                 )
-        tagged.sort(key=lambda item: (item[0], item[1], item[3].offset))
-        state = _ConnectionState()
-        for _packet, _rank, direction, frame in tagged:
-            source, destination = _ends(flow, direction)
-            message = self._describe(frame, state)
-            yield dataclasses.replace(
-                message, direction=direction, source=source, destination=destination
+        if failure is not None:
+            failure = dataclasses.replace(
+                failure, direction=direction, source=source, destination=destination
             )
-        yield from failures
+        return frames, failure
 
     def _split(
         self, data: bytes | memoryview, stream: TcpStream | None
