@@ -97,6 +97,9 @@ def test_unions_exact_bytes(schema: Schema) -> None:
     assert decoded.status is C.NEG and decoded.value is None
     assert Opt.pack(Opt(present=True, value=P(x=1, y=2))) == be("Iii", 1, 1, 2)
     assert Opt.unpack(be("I", 0)) == Opt(present=False, value=None)
+    # Generic code reads any union's discriminant as ``.discriminant``.
+    assert decoded.discriminant is C.NEG
+    assert Opt(present=True, value=None).discriminant is True
     # The union class is documented in its docstring.
     assert "'value' the arm's value" in (R.__doc__ or "")
     assert "default: void" in (R.__doc__ or "")

@@ -27,7 +27,9 @@ Values (both directions):
   construct it with keywords: ``P(x=1, y=2)``.
 - ``union`` -> a generated dataclass with two attributes: the discriminant, named after its
   ``.x`` declaration (``switch (int kind)`` -> ``.kind``), and ``value``, the selected arm's
-  value (``None`` for ``void`` arms; ignored when encoding them). Its docstring lists the arms.
+  value (``None`` for ``void`` arms; ignored when encoding them). Construct it positionally
+  or by keyword: ``U(kind=1, value=5)``. The discriminant is also readable as
+  ``.discriminant`` for generic code. Its docstring lists the arms.
 - ``T *x`` (optional) -> ``None`` or the value; ``T x[n]``/``T x<n>`` -> ``list`` (encode
   also accepts tuples); ``opaque`` -> ``bytes`` (encode accepts bytes-like objects);
   ``string`` -> ``str`` (UTF-8).

@@ -529,6 +529,9 @@ class Generator:
             )
             lines += ["@_dataclass(slots=True)", f"class C_{t.ident}:", f"    {doc!r}"]
             lines += [f"    {t.discriminant_py}: _Any", "    value: _Any = None"]
+            if t.discriminant_py != "discriminant":
+                # Generic code can read any union's discriminant under one name.
+                lines.append(f"    discriminant = property(lambda self: self.{t.discriminant_py})")
         else:
             assert isinstance(t, m.Enum)
             lines += [f"class C_{t.ident}(_IntEnum):", f"    {f'enum {t.name}'!r}"]
