@@ -28,9 +28,10 @@ def is_bytes(value: object) -> bool:
 
 
 class Interpreter:
-    def __init__(self, classes: Mapping[int, Any], max_depth: int):
+    def __init__(self, classes: Mapping[int, Any], max_depth: int, min_size: Mapping[int, float]):
         self.classes = classes  # id(Struct/Union_/Enum) -> generated class
         self.max_depth = max_depth
+        self.min_size = min_size  # id(type) -> smallest encoding (Model.min_size)
 
     # -- decoding ----------------------------------------------------------------------------
 
@@ -147,8 +148,6 @@ class Interpreter:
 
     def least(self, t: XType) -> float:
         return self.min_size.get(id(t), 0)
-
-    min_size: Mapping[int, float] = {}
 
     @staticmethod
     def word(buf: Any, off: int, fmt: str, path: str, what: str) -> Any:
@@ -300,12 +299,4 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-def make_interpreter(
-    classes: Mapping[int, Any], max_depth: int, min_size: Mapping[int, float]
-) -> Interpreter:
-    interp = Interpreter(classes, max_depth)
-    interp.min_size = min_size
-    return interp
-
-
-__all__ = ["Interpreter", "is_bytes", "make_interpreter"]
+__all__ = ["Interpreter", "is_bytes"]

@@ -177,6 +177,7 @@ class Resolver:
         self.idents: set[str] = set()
         self.const_resolving: set[str] = set()
         self.pending: list[tuple[XType, ast.TypeSpec]] = []
+        self.enum_names: dict[str, tuple[str, ast.Pos]] = {}  # member -> (owner type, pos)
 
     def error(self, message: str, pos: ast.Pos) -> SchemaError:
         return SchemaError(message, pos.filename, pos.line, pos.col)
@@ -197,7 +198,6 @@ class Resolver:
             raise self.error(f"{name!r} is already defined", pos)
 
     def run(self) -> Model:
-        self.enum_names: dict[str, tuple[str, ast.Pos]] = {}  # member -> (owner type, pos)
         programs: list[ast.ProgramDef] = []
         # Pass 1: collect names so forward references work.
         for d in self.spec.definitions:

@@ -13,7 +13,7 @@ from typing import Any
 
 from xdrstream.codec import ast
 from xdrstream.codec import model as m
-from xdrstream.codec.errors import CodecError, DecodeError, EncodeError, SchemaError
+from xdrstream.codec.errors import DecodeError, EncodeError, SchemaError
 from xdrstream.codec.interp import Interpreter, is_bytes
 
 __all__ = ["Codec", "Invalid", "Schema", "StructCache", "TooDeep", "build_schema", "is_bytes"]
@@ -210,9 +210,7 @@ class Schema(Mapping[str, Any]):
 
     def interpreter(self) -> Interpreter:
         classes = {id(t): self._ns[f"C_{t.ident}"] for t in self.model.compounds}
-        interp = Interpreter(classes, self.max_depth)
-        interp.min_size = self.model.min_size
-        return interp
+        return Interpreter(classes, self.max_depth, self.model.min_size)
 
     def decode_error(self, name: str, buf: Any, offset: int, exc: Exception) -> DecodeError:
         """Explain why the generated decoder rejected ``buf`` (or passed on ``exc``)."""
@@ -295,7 +293,3 @@ def build_schema(namespace: dict[str, Any]) -> Schema:
 
         model = m.resolve(parse(namespace["_TEXT"], namespace["_FILENAME"]))
     return Schema(namespace, model)
-
-
-# Re-exported for generated modules and users catching everything the codecs raise.
-_ = (CodecError,)
