@@ -37,6 +37,7 @@ union opt switch (bool present) { case TRUE: point p; case FALSE: void; };
 typedef string name_t<MAXNAME>;
 typedef int ints<>;
 typedef opaque uuid[16];
+typedef point point_alias;
 """
 
 
@@ -121,6 +122,18 @@ def test_typedef_codecs_and_builtins(schema: Schema) -> None:
         schema["int"]  # built-ins only via codec()
     with pytest.raises(KeyError):
         schema["nope"]
+
+
+def test_typedef_of_a_struct_is_its_class(schema: Schema) -> None:
+    P = schema["point"]
+    assert schema["point_alias"] is P
+    # Errors through the class keep the struct's own name; the alias codec uses the alias.
+    with pytest.raises(DecodeError) as info:
+        P.unpack(b"")
+    assert info.value.path == "point.x"
+    with pytest.raises(DecodeError) as info:
+        schema.codec("point_alias").unpack(b"\0\0\0\0")
+    assert info.value.path == "point_alias.y"
 
 
 def test_value_classes(schema: Schema) -> None:

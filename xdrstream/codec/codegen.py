@@ -331,7 +331,10 @@ class Generator:
         var = fn.tmp()
         fn.emit(ind, f"{end} = off + {n}")
         fixed = isinstance(t, m.Opaque) and t.fixed
-        if fixed:
+        if fixed and not t.size & 3:
+            padded = end
+            fn.emit(ind, f"if {end} > len(buf): raise _Invalid")
+        elif fixed:
             fn.emit(ind, f"{padded} = {end} + {-t.size & 3}")
             fn.emit(ind, f"if {padded} > len(buf): raise _Invalid")
         else:

@@ -156,7 +156,9 @@ class Schema(Mapping[str, Any]):
             self._codecs[name] = codec
             if name in BUILTIN_NAMES and name not in model.types:
                 continue
-            if cls is not None:
+            if cls is not None and cls.__name__ != name:
+                self._types[name] = cls  # a typedef naming a struct/union/enum: its class
+            elif cls is not None:
                 cls.pack = staticmethod(codec.pack)
                 cls.unpack = staticmethod(codec.unpack)
                 cls.unpack_from = staticmethod(codec.unpack_from)
