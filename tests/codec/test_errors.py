@@ -236,3 +236,21 @@ def test_encode_errors_for_unions_and_numbers(schema: Schema) -> None:
     with pytest.raises(EncodeError) as info:
         schema.codec("int").pack(None)
     assert info.value.path == "int" and "int needs an int, not NoneType" in info.value.reason
+
+
+def test_values_whose_attributes_raise_give_encode_errors(schema: Schema) -> None:
+    class Hostile:
+        @property
+        def name(self) -> str:
+            raise RuntimeError("boom")
+
+    with pytest.raises(EncodeError) as info:
+        schema["item"].pack(Hostile())
+    assert info.value.path == "item" and "RuntimeError: boom" in info.value.reason
+
+
+def test_non_byte_inputs_are_type_errors_not_silent_decodes(schema: Schema) -> None:
+    with pytest.raises(TypeError):
+        schema["msg"].unpack(80)  # bytes(80) would be 80 zero bytes: refuse
+    with pytest.raises(TypeError):
+        schema["msg"].unpack("text")

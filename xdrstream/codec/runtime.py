@@ -224,6 +224,8 @@ class Schema(Mapping[str, Any]):
             return err
         except RecursionError:
             return DecodeError("nesting too deep for the Python stack", name, offset)
+        except Exception:  # never let the diagnosis replace the error being explained
+            pass
         reason = "nesting too deep" if isinstance(exc, (TooDeep, RecursionError)) else "invalid"
         return DecodeError(f"{reason} ({type(exc).__name__}: {exc})", name, offset)
 
@@ -236,6 +238,8 @@ class Schema(Mapping[str, Any]):
             return err
         except RecursionError:
             return EncodeError("nesting too deep for the Python stack", name, None)
+        except Exception:  # e.g. a property of the value raising: report the first failure
+            pass
         reason = "nesting too deep" if isinstance(exc, (TooDeep, RecursionError)) else "invalid"
         return EncodeError(f"{reason} ({type(exc).__name__}: {exc})", name, None)
 
