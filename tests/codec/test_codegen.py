@@ -168,8 +168,8 @@ def test_sanitised_identifiers() -> None:
     )
     W, K, U = schema["weird"], schema["kind"], schema["u"]
     fields = [f.name for f in dataclasses.fields(W)]
-    assert fields == ["class_", "from_", "pack_", "x__init__", "unpack_from_", "match_", "x_x", "k"]
-    value = W(class_=1, from_=2, pack_=3, x__init__=4, unpack_from_=5, match_=6, x_x=7, k=K.None_)
+    assert fields == ["class_", "from_", "pack_", "x__init__", "unpack_from_", "match", "x_x", "k"]
+    value = W(class_=1, from_=2, pack_=3, x__init__=4, unpack_from_=5, match=6, x_x=7, k=K.None_)
     assert W.unpack(W.pack(value)) == value
     assert W.pack(value) == be("iiiiiiii", 1, 2, 3, 4, 5, 6, 7, 3)
     assert [member.name for member in K] == ["name_", "value_", "None_", "x_private"]

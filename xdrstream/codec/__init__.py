@@ -36,7 +36,7 @@ Values (both directions):
 - Types defined inline in a declaration (``struct { ... } field;``) are named
   ``outer.field`` in the schema and in their class ``__name__``.
 
-Identifier renaming: a ``.x`` name that is a Python keyword or soft keyword, or one of
+Identifier renaming: a ``.x`` name that is a Python keyword (not a soft keyword), or one of
 ``pack``/``unpack``/``unpack_from`` (for enum members also ``name``/``value``/``mro``; for a
 union discriminant also ``value``) gets a trailing underscore (``class`` -> ``class_``);
 a name starting with ``_`` gets an ``x`` prefix (``__init__`` -> ``x__init__``). Two names

@@ -31,7 +31,8 @@ def py_name(name: str, reserved: frozenset[str] = _RESERVED) -> str:
     """
     if name.startswith("_"):
         name = "x" + name
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in reserved:
+    # Soft keywords (match, case, type...) are valid identifiers and stay as they are.
+    if keyword.iskeyword(name) or name in reserved:
         name += "_"
     return name
 
