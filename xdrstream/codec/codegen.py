@@ -20,6 +20,8 @@ hot path carries no bookkeeping.
 
 from __future__ import annotations
 
+import struct
+
 from xdrstream.codec import model as m
 from xdrstream.codec.model import XType
 
@@ -273,7 +275,7 @@ class Generator:
             if fmt:
                 full = ">" + "".join(fmt)
                 s = self.struct_const(full)
-                size = _struct_size(full)
+                size = struct.calcsize(full)
                 target = ", ".join(names) + ("," if len(names) == 1 else "")
                 fn.emit(ind, f"{target} = {s}.unpack_from(buf, off)")
                 fn.emit(ind, f"off += {size}")
@@ -613,12 +615,6 @@ class Generator:
             "",
         ]
         return "\n".join([*head, *body, "", *functions, *tail])
-
-
-def _struct_size(fmt: str) -> int:
-    import struct
-
-    return struct.calcsize(fmt)
 
 
 def generate(model: m.Model, text: str, max_depth: int) -> str:
