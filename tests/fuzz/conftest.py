@@ -1,0 +1,13 @@
+"""Shared fixtures of the fuzzing tests: every shipped schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_FILES = sorted(
+    [
+        *(ROOT / "xdrstream/protocol/schemas").glob("*.x"),
+        *(ROOT / "tests/codec/schemas").glob("*.x"),
+    ]
+)
