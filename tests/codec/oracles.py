@@ -1,13 +1,14 @@
 """Shared helpers of the differential tests: the rich.x schema and hand-written hypothesis
 strategies for its types (issue 2, "Correctness against independent implementations").
 
-Values are the codec's own Python values (dataclasses, IntEnums, union objects), so every
+Values are the codec's own Python values (dataclasses, IntEnums, union dataclasses), so every
 oracle (xdrlib3, construct, libtirpc) is checked against exactly what users handle. The
 only place that knows the generated union class's shape is `make_union`/`union_parts`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,20 @@ def rich_schema() -> Any:
 # ---- the generated union class: the one place that knows its shape -------------------------
 
 
+def _discriminant_name(cls: Any) -> str:
+    # Generated union classes are dataclasses of two fields: the discriminant (named after
+    # its .x declaration) and `value`, the arm's value.
+    return next(f.name for f in dataclasses.fields(cls) if f.name != "value")
+
+
 def make_union(cls: Any, discriminant: int, arm: Any = None) -> Any:
     """A value of union class `cls` with the given discriminant and arm value."""
-    return cls(discriminant, arm)
+    return cls(**{_discriminant_name(cls): discriminant, "value": arm})
 
 
 def union_parts(value: Any) -> tuple[int, Any]:
-    """(discriminant, arm value) of a union value; the arm value is None for void arms."""
-    return int(value.discriminant), value.value
+    """(discriminant as int, arm value) of a union value; the arm value is None when void."""
+    return int(getattr(value, _discriminant_name(type(value)))), value.value
 
 
 # ---- strategies ------------------------------------------------------------------------------
