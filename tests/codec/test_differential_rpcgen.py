@@ -185,6 +185,9 @@ def test_we_decode_libtirpc_encodings_and_reencode_them_identically(
     for name, theirs in records:
         value = schema[name].unpack(theirs)
         assert schema[name].pack(value) == theirs, name
+        viewed = schema[name].unpack(theirs, zero_copy=True)
+        assert viewed == value
+        assert schema[name].pack(viewed) == theirs, name
         # unpack_from agrees on where the value ends, also with bytes after it.
         assert schema[name].unpack_from(theirs + b"\0" * 8, 0) == (value, len(theirs))
 
@@ -381,22 +384,32 @@ def everything_with_flag_word(schema: Any, flag_word: int) -> bytes:
     return bytes(data)
 
 
-LENIENT_CASES: dict[str, tuple[str, Any]] = {
-    # case -> (type, bytes, or a function of the schema giving the bytes)
-    "bool 2": ("rs_everything", lambda s: everything_with_flag_word(s, 2)),
-    "undeclared enum value": ("rs_color", word(7)),
-    "non-zero padding": ("rs_chunk", word(1) + b"\x01\xff\x00\x00"),
-    "trailing bytes": ("rs_point", word(1) + word(2) + word(3)),
-    "optional-data flag 2": ("rs_list", word(2) + word(5) + word(1) + b"a\0\0\0" + word(0)),
-    "invalid UTF-8": ("rs_name", word(2) + b"\xff\xfe\0\0"),
+# case -> (type, bytes or a function of the schema giving them, DecodeError path, offset)
+LENIENT_CASES: dict[str, tuple[str, Any, str, int]] = {
+    "bool 2": (
+        "rs_everything",
+        lambda s: everything_with_flag_word(s, 2),
+        "rs_everything.flag",
+        28,
+    ),
+    "undeclared enum value": ("rs_color", word(7), "rs_color", 0),
+    "non-zero padding": ("rs_chunk", word(1) + b"\x01\xff\x00\x00", "rs_chunk.data", 5),
+    "trailing bytes": ("rs_point", word(1) + word(2) + word(3), "rs_point", 8),
+    "optional-data flag 2": (
+        "rs_list",
+        word(2) + word(5) + word(1) + b"a\0\0\0" + word(0),
+        "rs_list",
+        0,
+    ),
+    "invalid UTF-8": ("rs_name", word(2) + b"\xff\xfe\0\0", "rs_name", 4),
 }
 
-BOTH_REJECT_CASES: dict[str, tuple[str, Any]] = {
-    "string above its bound": ("rs_name", word(65) + b"a" * 68),
-    "union discriminant with no arm": ("rs_by_unsigned", word(5)),
-    "enum discriminant with no arm": ("rs_by_enum", word(0x7FFFFFFF)),
-    "truncated": ("rs_header", b"\0" * 23),
-    "length beyond the input": ("rs_chunk", word(0x7FFFFFF0) + b"\0" * 8),
+BOTH_REJECT_CASES: dict[str, tuple[str, Any, str, int]] = {
+    "string above its bound": ("rs_name", word(65) + b"a" * 68, "rs_name", 0),
+    "union discriminant with no arm": ("rs_by_unsigned", word(5), "rs_by_unsigned.kind", 0),
+    "enum discriminant with no arm": ("rs_by_enum", word(0x7FFFFFFF), "rs_by_enum.color", 0),
+    "truncated": ("rs_header", b"\0" * 23, "rs_header.status", 20),
+    "length beyond the input": ("rs_chunk", word(0x7FFFFFF0) + b"\0" * 8, "rs_chunk.data", 4),
 }
 
 
@@ -406,23 +419,27 @@ def case_bytes(schema: Any, spec: Any) -> bytes:
 
 @pytest.mark.parametrize("case", list(LENIENT_CASES))
 def test_libtirpc_accepts_what_we_reject(schema: Any, c_driver: CDriver, case: str) -> None:
-    type_name, spec = LENIENT_CASES[case]
+    type_name, spec, path, offset = LENIENT_CASES[case]
     data = case_bytes(schema, spec)
 
-    [(status, _consumed, _reencoded)] = c_driver.roundtrip([(type_name, data)])
+    [(status, consumed, _reencoded)] = c_driver.roundtrip([(type_name, data)])
     assert status == 0, "libtirpc became strict here: the case no longer shows a difference"
 
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError) as excinfo:
         schema[type_name].unpack(data)
+    assert (excinfo.value.path, excinfo.value.offset) == (path, offset)
+    if case == "trailing bytes":
+        assert consumed == offset  # both see the value end at the same byte
 
 
 @pytest.mark.parametrize("case", list(BOTH_REJECT_CASES))
 def test_libtirpc_and_we_both_reject(schema: Any, c_driver: CDriver, case: str) -> None:
-    type_name, spec = BOTH_REJECT_CASES[case]
+    type_name, spec, path, offset = BOTH_REJECT_CASES[case]
     data = case_bytes(schema, spec)
 
     [(status, _consumed, _reencoded)] = c_driver.roundtrip([(type_name, data)])
     assert status == 1
 
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError) as excinfo:
         schema[type_name].unpack(data)
+    assert (excinfo.value.path, excinfo.value.offset) == (path, offset)

@@ -413,6 +413,7 @@ def test_pack_matches_xdrlib3_and_xdrlib3_reads_ours(
     assert ours == xdrlib3_bytes(mirror, type_name, value)
     assert xdrlib3_value(mirror, type_name, ours) == value
     assert codec.unpack(ours) == value
+    assert codec.unpack(ours, zero_copy=True) == value  # opaque as memoryview slices
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
