@@ -1,0 +1,654 @@
+"""asyncio driver for the sans-I/O engine, both roles, over Unix sockets, TCP and TLS.
+
+    conn = await AsyncConnection.connect("unix:/run/x.sock", programs=[schema])
+    stream = await conn.open_stream(PROG, 1, PROC, args)   # a stream.Stream
+    result = await conn.call(PROG, 1, PROC_PING, None)     # plain call
+    await conn.close()
+
+    # server side: one connection per accepted socket, a handler task per call
+    conn = await AsyncConnection.accept(sock, programs=[schema], handler=handle, tls=ctx)
+    async def handle(stream: Stream) -> Any: ...   # returns a plain call's result
+
+I/O: the connection owns its socket in non-blocking mode.  One reader task receives into
+a reusable buffer (``sock_recv_into``), feeds the engine (which copies once, as its
+docstring says) and routes events to the exchanges; it stops reading while the engine's
+``reading_paused`` says a stream holds too much unconsumed data (spec.md §8.2).  Frames are
+written by the task that sends them, one at a time under a lock, with ``socket.sendmsg`` of
+the header and the caller's payload view (looping on partial sends, waiting for
+writability: the peer's pace is the sender's pace).  TLS runs on ``ssl.SSLObject`` over
+memory BIOs on the same socket: payloads are encrypted straight from the caller's buffer.
+PINGs are answered by a separate task, so reading never waits for writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
+
+from xdrstream.protocol import NEED_DATA, Connection, Limits, Registry, Role
+from xdrstream.protocol.events import (
+    Call,
+    ConnectionClosed,
+    Event,
+    KeepalivePing,
+    KeepalivePong,
+    Message,
+)
+from xdrstream.protocol.programs import Procedure, Program, programs_from_schema
+from xdrstream.transport import address as addresses
+from xdrstream.transport import tls as tlsmod
+from xdrstream.transport.errors import (
+    ERR_NO_SUPPORT,
+    ERR_OPERATION_INVALID,
+    ConnectionLost,
+    PeerTimeout,
+    StreamAborted,
+    TransportError,
+    remote_error,
+)
+from xdrstream.transport.options import Options
+from xdrstream.transport.stream import (
+    WAIT,
+    Exchange,
+    Op,
+    Stream,
+    T,
+    client_call,
+    make_exchange,
+    server_conclude,
+    server_fail,
+)
+
+Handler = Callable[[Stream], Awaitable[Any]]
+Buffers = list[bytes | bytearray | memoryview]
+
+TLS_PIECE = 256 * 1024
+"""Plaintext bytes encrypted before the ciphertext is written out (bounds the TLS buffer)."""
+
+
+def _advance(views: list[memoryview], sent: int) -> list[memoryview]:
+    """Drop ``sent`` bytes from the front of ``views``."""
+    while sent:
+        first = views[0]
+        if sent >= len(first):
+            sent -= len(first)
+            views.pop(0)
+        else:
+            views[0] = first[sent:]
+            sent = 0
+    return views
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def registry_of(programs: Iterable[Any] | Registry) -> Registry:
+    """A :class:`Registry` from programs or compiled schemas (as the engine accepts)."""
+    if isinstance(programs, Registry):
+        return programs
+    registry = Registry()
+    for item in programs:
+        for program in [item] if isinstance(item, Program) else programs_from_schema(item):
+            registry.add(program)
+    return registry
+
+
+class AsyncChannel:
+    """A plain non-blocking socket: ``recv_into`` a caller's buffer, ``send_all`` buffers
+    with ``sendmsg``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+
+    async def recv_into(self, view: memoryview) -> int:
+        return await self.loop.sock_recv_into(self.sock, view)
+
+    async def send_all(
+        self, buffers: Iterable[bytes | bytearray | memoryview], timeout: float | None
+    ) -> None:
+        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        while views:
+            try:
+                sent = self.sock.sendmsg(views)
+            except (BlockingIOError, InterruptedError):
+                await self._writable(timeout)
+                continue
+            views = _advance(views, sent)
+
+    async def _writable(self, timeout: float | None) -> None:
+        fd = self.sock.fileno()
+        if fd < 0:
+            raise ConnectionLost("the connection is closed")
+        future = self.loop.create_future()
+        self.loop.add_writer(fd, _resolve, future)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise PeerTimeout(
+                f"the peer stopped reading: no send progress for {timeout} s"
+            ) from None
+        finally:
+            self.loop.remove_writer(fd)
+
+    async def handshake(self, timeout: float) -> None:
+        return None
+
+    def peer_certificate(self) -> dict[str, Any] | None:
+        return None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+class AsyncTLSChannel(AsyncChannel):
+    """TLS on an ``ssl.SSLObject`` over memory BIOs, written and read on the plain socket."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: str | None = None,
+        peer: str = "",
+    ) -> None:
+        super().__init__(sock)
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._obj = context.wrap_bio(
+            self._in, self._out, server_side=server_side, server_hostname=server_hostname
+        )
+        self._lock = asyncio.Lock()  # ciphertext leaves in the order it was made
+        self._raw = memoryview(bytearray(256 * 1024))
+        self._peer = peer
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def handshake(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._handshake(), timeout)
+        except asyncio.TimeoutError:
+            raise tlsmod.TLSError(f"TLS handshake with {self._peer} timed out") from None
+        except (ssl.SSLError, OSError, ConnectionLost) as exc:
+            raise tlsmod.TLSError(
+                f"TLS handshake with {self._peer} failed: {tlsmod.describe(exc)}"
+            ) from exc
+
+    async def _handshake(self) -> None:
+        while True:
+            try:
+                self._obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._flush(None)
+                if not await self._fill():
+                    raise ConnectionLost("connection closed during the TLS handshake") from None
+        await self._flush(None)
+
+    async def _fill(self) -> bool:
+        count = await super().recv_into(self._raw)
+        if not count:
+            self._in.write_eof()
+            return False
+        self._in.write(self._raw[:count])
+        return True
+
+    async def _flush(self, timeout: float | None) -> None:
+        async with self._lock:
+            data = self._out.read()
+            if data:
+                await super().send_all([data], timeout)
+
+    def _flush_later(self) -> None:
+        if self._out.pending and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.ensure_future(self._flush(None))
+
+    async def recv_into(self, view: memoryview) -> int:
+        while True:
+            try:
+                count = cast(int, self._obj.read(len(view), view))
+                self._flush_later()  # e.g. a TLS 1.3 key update answer
+                return count
+            except ssl.SSLWantReadError:
+                self._flush_later()
+                await self._fill()
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return 0
+            except ssl.SSLError as exc:
+                raise tlsmod.TLSError(
+                    f"TLS error with {self._peer}: {tlsmod.describe(exc)}"
+                ) from exc
+
+    async def send_all(
+        self, buffers: Iterable[bytes | bytearray | memoryview], timeout: float | None
+    ) -> None:
+        async with self._lock:
+            for buffer in buffers:
+                view = memoryview(buffer).cast("B")
+                while view:
+                    view = view[self._obj.write(view[:TLS_PIECE]) :]
+                    if self._out.pending >= TLS_PIECE:
+                        await super().send_all([self._out.read()], timeout)
+            if self._out.pending:
+                await super().send_all([self._out.read()], timeout)
+
+    def peer_certificate(self) -> dict[str, Any] | None:
+        return self._obj.getpeercert()
+
+    def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        super().close()
+
+
+class AsyncConnection:
+    """One endpoint of a connection driven by asyncio (see the module docstring)."""
+
+    def __init__(
+        self,
+        channel: AsyncChannel,
+        role: Role,
+        programs: Iterable[Any] | Registry = (),
+        options: Options | None = None,
+        handler: Handler | None = None,
+        name: str = "",
+    ) -> None:
+        self.options = options or Options()
+        self.role = role
+        self.name = name
+        self._channel = channel
+        self._registry = registry_of(programs)
+        self.engine = Connection(
+            role, self._registry, Limits(stream_buffer=self.options.stream_buffer)
+        )
+        self._handler = handler
+        self._exchanges: dict[int, Exchange] = {}
+        self._write_lock = asyncio.Lock()
+        self._resume = asyncio.Event()
+        self._error: TransportError | None = None
+        self._closed = asyncio.Event()
+        self._last_rx = time.monotonic()
+        self._missed_pings = 0
+        self._pong_due = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reader: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ set-up
+    @classmethod
+    async def connect(
+        cls,
+        target: str | addresses.Address,
+        programs: Iterable[Any] | Registry = (),
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        options: Options | None = None,
+    ) -> AsyncConnection:
+        """Connect to ``unix:PATH``, ``tcp:HOST:PORT`` or ``tls:HOST:PORT`` (TLS also when
+        ``tls`` is given; ``tls:`` without a context verifies against the system CAs)."""
+        address = addresses.parse_address(target) if isinstance(target, str) else target
+        options = options or Options()
+        loop = asyncio.get_running_loop()
+        sock = await loop.run_in_executor(
+            None, addresses.connect, address, options.handshake_timeout
+        )
+        channel = cls._client_channel(sock, address, tls, server_hostname)
+        try:
+            await channel.handshake(options.handshake_timeout)
+        except BaseException:
+            channel.close()
+            raise
+        conn = cls(channel, Role.CLIENT, programs, options, name=str(address))
+        conn.start()
+        return conn
+
+    @staticmethod
+    def _client_channel(
+        sock: socket.socket,
+        address: addresses.Address,
+        tls: ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> AsyncChannel:
+        if tls is None and address.tls:
+            tls = tlsmod.client_context()
+        if tls is None:
+            return AsyncChannel(sock)
+        host = server_hostname or (address.host if address.kind == "tcp" else "localhost")
+        return AsyncTLSChannel(sock, tls, False, host, peer=str(address))
+
+    @classmethod
+    async def accept(
+        cls,
+        sock: socket.socket,
+        programs: Iterable[Any] | Registry,
+        handler: Handler,
+        *,
+        tls: ssl.SSLContext | None = None,
+        options: Options | None = None,
+        name: str = "",
+    ) -> AsyncConnection:
+        """Serve an accepted socket: TLS handshake (if ``tls``), then start reading."""
+        options = options or Options()
+        channel = (
+            AsyncTLSChannel(sock, tls, True, peer=name or "client")
+            if tls is not None
+            else AsyncChannel(sock)
+        )
+        try:
+            await channel.handshake(options.handshake_timeout)
+        except BaseException:
+            channel.close()
+            raise
+        conn = cls(channel, Role.SERVER, programs, options, handler, name)
+        conn.start()
+        return conn
+
+    def start(self) -> None:
+        self._reader = self._spawn(self._read_loop())
+        opts = self.options
+        if opts.keepalive_interval or opts.idle_timeout:
+            self._spawn(self._watchdog())
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ state
+    @property
+    def error(self) -> TransportError | None:
+        """Why the connection ended (None while it is usable)."""
+        return self._error
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        return self._channel.peer_certificate()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is not None:
+            return
+        if isinstance(exc, TransportError):
+            error = exc
+        elif isinstance(exc, tlsmod.TLSError):
+            error = ConnectionLost(str(exc))
+        else:
+            error = ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc if exc is not error else None
+        self._error = error
+        self._channel.close()
+        self._resume.set()
+        self._closed.set()
+        for ex in self._exchanges.values():
+            if ex.waker is not None:
+                ex.waker.set()
+
+    def _raise_error(self) -> None:
+        error = self._error
+        assert error is not None
+        raise type(error)(*error.args) from error
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        """Close the connection: exchanges in progress end with ConnectionLost, handler
+        tasks are cancelled and awaited (their clean-up runs)."""
+        self._fail(ConnectionLost("connection closed locally"))
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> AsyncConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ running ops
+    def _new_exchange(self, serial: int, kind: str, sparse: bool) -> Exchange:
+        ex = make_exchange(serial, self.role is Role.CLIENT, kind, sparse, self.options.chunk_size)
+        ex.waker = asyncio.Event()
+        ex.on_consumed = self._consumed
+        ex.info = lambda: self.engine.stream_info(serial)
+        self._exchanges[serial] = ex
+        return ex
+
+    def _consumed(self, serial: int, count: int) -> None:
+        info = self.engine.stream_info(serial)
+        if info is None or self._error is not None:
+            return
+        self.engine.stream_consumed(serial, min(count, info.unconsumed))
+        if not self.engine.reading_paused:
+            self._resume.set()
+
+    async def run(self, ex: Exchange, op: Op[T]) -> T:
+        """Run one stream operation: send what it yields, wait when it says WAIT."""
+        try:
+            step = next(op)
+            while True:
+                if step is WAIT:
+                    await self._wait(ex)
+                else:
+                    await self._send(step)  # type: ignore[arg-type]
+                step = op.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        finally:
+            op.close()
+            if ex.closed and self._exchanges.get(ex.serial) is ex:
+                del self._exchanges[ex.serial]
+
+    async def _wait(self, ex: Exchange) -> None:
+        timeout = self.options.timeout
+        while not ex.inbox:
+            if self._error is not None:
+                self._raise_error()
+            ex.waker.clear()
+            wait = None if timeout is None else max(0.0, self._last_rx + timeout - time.monotonic())
+            try:
+                await asyncio.wait_for(ex.waker.wait(), wait)
+            except asyncio.TimeoutError:
+                if timeout is not None and time.monotonic() - self._last_rx >= timeout:
+                    self._fail(
+                        PeerTimeout(f"{self.name or 'peer'}: nothing received for {timeout} s")
+                    )
+
+    async def _send(self, event: Event) -> None:
+        if self._error is not None:
+            self._raise_error()
+        async with self._write_lock:
+            if self._error is not None:
+                self._raise_error()
+            buffers = self.engine.send_buffers(event)
+            try:
+                await self._channel.send_all(buffers, self.options.timeout)
+            except BaseException as exc:  # a partly written frame ruins the connection
+                self._fail(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                self._raise_error()
+
+    # ------------------------------------------------------------------ client API
+    def _procedure(self, program: int, version: int, procedure: int) -> Procedure:
+        proc = self._registry.lookup(program, version, procedure)
+        if proc is None:
+            raise TransportError(
+                f"procedure {program:#x}/{version}/{procedure} is not in this connection's programs"
+            )
+        return proc
+
+    async def open_stream(
+        self, program: int, version: int, procedure: int, args: Any = None
+    ) -> Stream:
+        """Call ``procedure``; for V1/V2 wait for the reply that opens its stream (an error
+        reply raises RemoteFailure).  Plain calls are answered when this returns."""
+        if self._error is not None:
+            self._raise_error()
+        proc = self._procedure(program, version, procedure)
+        serial = self.engine.next_serial()
+        mode = proc.stream
+        kind = "call" if mode is None else f"{mode.variant.value} {mode.direction.value}"
+        ex = self._new_exchange(serial, kind, bool(mode and mode.sparse))
+        call = Call(serial, program, version, procedure, args)
+        try:
+            await self.run(ex, client_call(ex, call))
+        except BaseException:
+            if not ex.closed and self._exchanges.get(serial) is ex and ex.kind.value != "call":
+                with contextlib.suppress(Exception):
+                    del self._exchanges[serial]
+            raise
+        return Stream(self, ex, call)
+
+    async def call(self, program: int, version: int, procedure: int, args: Any = None) -> Any:
+        """A call without stream: its result (an error reply raises RemoteFailure)."""
+        stream = await self.open_stream(program, version, procedure, args)
+        if stream.direction != "call":
+            await stream.abort()
+            raise TransportError(f"procedure {procedure} has a stream: use open_stream()")
+        return stream.result
+
+    # ------------------------------------------------------------------ reading
+    async def _read_loop(self) -> None:
+        view = memoryview(bytearray(self.options.recv_buffer))
+        engine = self.engine
+        try:
+            while self._drain():
+                while engine.reading_paused and self._error is None:
+                    self._resume.clear()
+                    await self._resume.wait()
+                    self._last_rx = time.monotonic()  # we were not listening
+                if self._error is not None:
+                    return
+                count = await self._channel.recv_into(view)
+                self._last_rx = time.monotonic()
+                self._missed_pings = 0
+                engine.receive_data(view[:count] if count else b"")
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _drain(self) -> bool:
+        """Route every complete event; False once the connection is over."""
+        engine = self.engine
+        while self._error is None:
+            event = engine.next_event()
+            if event is NEED_DATA:
+                return True
+            kind = type(event)
+            if kind is KeepalivePing:
+                self._pong_due = True
+                self._spawn(self._send_pong())
+            elif kind is KeepalivePong or kind is Message:
+                pass  # any input counts as a sign of life; notifications are not used
+            elif kind is ConnectionClosed:
+                self._fail(ConnectionLost(f"{self.name or 'peer'}: connection closed by peer"))
+                return False
+            elif kind is Call:
+                self._incoming(event)  # type: ignore[arg-type]
+            else:
+                ex = self._exchanges.get(event.serial)  # type: ignore[union-attr]
+                if ex is not None:
+                    ex.inbox.append(cast(Event, event))
+                    ex.waker.set()
+        return False
+
+    async def _send_pong(self) -> None:
+        if self._pong_due:
+            self._pong_due = False
+            with contextlib.suppress(TransportError):
+                await self._send(KeepalivePong())
+
+    def _incoming(self, call: Call) -> None:
+        info = self.engine.stream_info(call.serial)
+        ex = self._new_exchange(
+            call.serial, info.kind if info else "call", bool(info and info.sparse)
+        )
+        stream = Stream(self, ex, call)
+        if not call.known:
+            error = remote_error(
+                ERR_NO_SUPPORT,
+                f"unknown procedure {call.procedure} of program {call.program:#x} "
+                f"version {call.version}",
+            )
+            self._spawn(self._refuse(ex, error))
+        elif self._handler is None or len(self._exchanges) > self.options.max_calls:
+            why = "no handler" if self._handler is None else "too many calls in progress"
+            self._spawn(self._refuse(ex, remote_error(ERR_OPERATION_INVALID, why)))
+        else:
+            self._spawn(self._handle(ex, stream))
+
+    async def _refuse(self, ex: Exchange, error: Any) -> None:
+        with contextlib.suppress(TransportError):
+            await self.run(ex, server_fail(ex, error))
+
+    async def _handle(self, ex: Exchange, stream: Stream) -> None:
+        assert self._handler is not None
+        failure: BaseException | None = None
+        value: Any = None
+        try:
+            value = await self._handler(stream)
+        except StreamAborted:
+            pass
+        except ConnectionLost:
+            return
+        except Exception as exc:
+            failure = exc
+        if self._error is None and not ex.closed:
+            with contextlib.suppress(TransportError):
+                await self.run(ex, server_conclude(ex, failure, value))
+
+    # ------------------------------------------------------------------ keepalive
+    async def _watchdog(self) -> None:
+        opts = self.options
+        periods = [p for p in (opts.keepalive_interval, opts.idle_timeout) if p]
+        tick = min(periods) / 2
+        seen = self._last_rx
+        last_ping = time.monotonic()
+        while self._error is None:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if self.engine.reading_paused:  # we stopped listening: the peer is not silent
+                seen = self._last_rx = now
+                continue
+            if (
+                opts.idle_timeout
+                and not self._exchanges
+                and now - self._last_rx >= opts.idle_timeout
+            ):
+                self._fail(
+                    PeerTimeout(f"{self.name or 'connection'}: idle for {opts.idle_timeout} s")
+                )
+                return
+            interval = opts.keepalive_interval
+            if not interval or now - last_ping < interval:
+                continue
+            if self._last_rx != seen:
+                seen = self._last_rx
+                self._missed_pings = 0
+            if now - self._last_rx < interval:
+                continue
+            if self._missed_pings >= opts.keepalive_count:
+                self._fail(
+                    PeerTimeout(
+                        f"{self.name or 'peer'}: no answer to {opts.keepalive_count} keepalive "
+                        f"pings ({interval} s apart)"
+                    )
+                )
+                return
+            self._missed_pings += 1
+            last_ping = now
+            with contextlib.suppress(TransportError):
+                await self._send(KeepalivePing())

@@ -1,0 +1,460 @@
+"""The reference client of ``restore.x``: blocking :class:`Client` and :class:`AsyncClient`.
+
+    from xdrstream.transport.client import Client
+    with Client.connect("unix:/tmp/x.sock") as client:          # or tcp:/tls: addresses
+        client.ping()
+        result = client.restore("guest.img", variant=2)          # path, file or iterable
+        result = client.save("out.img", variant=3, name="67108864:7")
+        print(result.bytes, result.holes, result.seconds, result.length)
+
+    async with await AsyncClient.connect("tcp:127.0.0.1:4000", tls=ctx) as client:
+        await client.restore(source, variant=1)
+        stream = await client.open_restore(variant=2, name="x")  # a stream.Stream
+        await stream.send(buf); await stream.finish()
+
+``restore(source, variant=1|2|3, name=..., sparse=True, progress=None)`` uploads ``source``:
+a path, a binary file object, or any iterable of bytes-like objects (and
+:class:`~.stream.Hole`).  From a regular file, holes are found with SEEK_DATA/SEEK_HOLE
+and sent as holes (spec.md §7.1.3) unless ``sparse=False``; data is read into one reused
+buffer.  ``save(dest, variant=..., name=...)`` downloads into a path or a binary file object
+(holes are recreated as holes in regular files, written as zeros elsewhere) or calls
+``dest(chunk)`` for each chunk when ``dest`` is callable.  Both return a
+:class:`TransferResult`; a server failure raises :class:`~.errors.RemoteFailure` (its
+``code`` and ``message`` are the server's), a lost connection
+:class:`~.errors.ConnectionLost`; an exception while reading the source or writing the
+destination aborts the stream and propagates.  ``progress(done_bytes)`` is called after each
+chunk, in the caller's thread.
+
+``Client(conn)`` wraps a :class:`~.blocking.BlockingConnection`; ``open_restore``/``open_save``
+return the raw stream for event-driven use; ``call(proc, args)`` makes any call of the
+program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import time
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
+
+from xdrstream.transport import address as addresses
+from xdrstream.transport import sparse as sparsemod
+from xdrstream.transport.aio import AsyncConnection
+from xdrstream.transport.blocking import BlockingConnection
+from xdrstream.transport.options import Options
+from xdrstream.transport.server import (
+    PROC_ECHO,
+    PROC_GET_INFO,
+    PROC_PING,
+    PROGRAM,
+    RESTORE_PROCS,
+    SAVE_PROCS,
+    VERSION,
+    schema,
+)
+from xdrstream.transport.stream import BlockingStream, Hole, Stream
+
+Source = str | os.PathLike[str] | BinaryIO | IO[bytes] | Iterable[Any]
+Dest = str | os.PathLike[str] | BinaryIO | IO[bytes] | Callable[[memoryview], Any]
+Progress = Callable[[int], Any]
+
+READ_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What a restore or save moved: ``bytes`` of data, ``holes`` bytes sent/received as
+    holes, ``length`` as the server's reply reports it, wall ``seconds``."""
+
+    bytes: int
+    holes: int
+    length: int
+    seconds: float
+    variant: int
+
+    @property
+    def total(self) -> int:
+        return self.bytes + self.holes
+
+
+def _procedure(table: dict[int, int], variant: int) -> int:
+    if variant not in table:
+        raise ValueError(f"variant must be 1, 2 or 3, not {variant!r}")
+    return table[variant]
+
+
+# --------------------------------------------------------------------------- sources
+def _iter_fd(fd: int, sparse: bool) -> Iterator[memoryview | Hole]:
+    buffer = bytearray(READ_BUFFER)
+    for item in sparsemod.iter_sparse(fd, buffer, sparse=sparse):
+        yield Hole(item.length) if isinstance(item, sparsemod.Hole) else item.view
+
+
+def iter_source(source: Source, sparse: bool = True) -> Iterator[memoryview | Hole]:
+    """``source`` as data views (valid until the next item) and holes."""
+    if isinstance(source, (str, os.PathLike)):
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            yield from _iter_fd(fd, sparse)
+        finally:
+            os.close(fd)
+        return
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source):
+            yield memoryview(source)
+        return
+    fileno = getattr(source, "fileno", None)
+    if fileno is not None and hasattr(source, "read"):
+        try:
+            fd = fileno()
+        except (OSError, ValueError):
+            fd = -1
+        if fd >= 0:
+            flush = getattr(source, "flush", None)
+            if callable(flush) and getattr(source, "writable", lambda: False)():
+                flush()
+            yield from _iter_fd(fd, sparse)
+            return
+    readinto = getattr(source, "readinto", None)
+    if readinto is not None:
+        view = memoryview(bytearray(READ_BUFFER))
+        while count := readinto(view):
+            yield view[:count]
+        return
+    items: Iterable[Any] = source
+    for item in items:
+        if isinstance(item, Hole):
+            yield item
+        elif len(item):
+            yield memoryview(item)
+
+
+class _Sink:
+    """Where a save goes: a sparse file, a file object or a callable."""
+
+    def __init__(self, dest: Dest) -> None:
+        self._close_fd = -1
+        self._writer: sparsemod.SparseWriter | None = None
+        self._write: Callable[[memoryview], Any] | None = None
+        if isinstance(dest, (str, os.PathLike)):
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            self._close_fd = fd
+            self._writer = sparsemod.SparseWriter(fd)
+            return
+        fileno = getattr(dest, "fileno", None)
+        if fileno is not None and hasattr(dest, "write"):
+            try:
+                fd = fileno()
+            except (OSError, ValueError):
+                fd = -1
+            if fd >= 0:
+                flush = getattr(dest, "flush", None)
+                if callable(flush):
+                    flush()
+                self._writer = sparsemod.SparseWriter(fd)
+                return
+        if hasattr(dest, "write"):
+            self._write = dest.write
+        elif callable(dest):
+            self._write = dest
+        else:
+            raise TypeError(
+                f"cannot save into {type(dest).__name__}: need a path, file or callable"
+            )
+        self._zeros = memoryview(bytes(1 << 16))
+
+    def data(self, view: memoryview) -> None:
+        if self._writer is not None:
+            self._writer.write(view)
+        else:
+            assert self._write is not None
+            self._write(view)
+
+    def hole(self, length: int) -> None:
+        if self._writer is not None:
+            self._writer.hole(length)
+            return
+        while length:
+            step = min(length, len(self._zeros))
+            self.data(self._zeros[:step])
+            length -= step
+
+    def close(self, ok: bool) -> None:
+        try:
+            if ok and self._writer is not None:
+                self._writer.finish()
+        finally:
+            if self._close_fd >= 0:
+                os.close(self._close_fd)
+                self._close_fd = -1
+
+
+def _length(result: Any) -> int:
+    return int(getattr(result, "length", 0) or 0)
+
+
+# --------------------------------------------------------------------------- blocking
+class Client:
+    """Blocking client of the ``restore.x`` program (see the module docstring)."""
+
+    def __init__(self, conn: BlockingConnection) -> None:
+        self.conn = conn
+        self.schema = schema()
+
+    @classmethod
+    def connect(
+        cls,
+        target: str | addresses.Address,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        options: Options | None = None,
+    ) -> Client:
+        conn = BlockingConnection.connect(
+            target, [schema()], tls=tls, server_hostname=server_hostname, options=options
+        )
+        return cls(conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def call(self, procedure: int, args: Any = None) -> Any:
+        return self.conn.call(PROGRAM, VERSION, procedure, args)
+
+    def ping(self) -> None:
+        self.call(PROC_PING)
+
+    def echo(self, data: bytes) -> bytes:
+        return bytes(self.call(PROC_ECHO, self.schema["xs_echo_args"](data=data)).data)
+
+    def info(self) -> Any:
+        return self.call(PROC_GET_INFO)
+
+    def open_restore(
+        self, variant: int = 2, name: str = "image", size_hint: int = 0
+    ) -> BlockingStream:
+        args = self.schema["xs_restore_args"](name=name, size_hint=size_hint, flags=0)
+        return self.conn.open_stream(PROGRAM, VERSION, _procedure(RESTORE_PROCS, variant), args)
+
+    def open_save(self, variant: int = 2, name: str = "image") -> BlockingStream:
+        args = self.schema["xs_save_args"](name=name, flags=0)
+        return self.conn.open_stream(PROGRAM, VERSION, _procedure(SAVE_PROCS, variant), args)
+
+    def restore(
+        self,
+        source: Source,
+        variant: int = 2,
+        *,
+        name: str = "image",
+        size_hint: int = 0,
+        sparse: bool = True,
+        progress: Progress | None = None,
+    ) -> TransferResult:
+        started = time.monotonic()
+        stream = self.open_restore(variant, name, size_hint)
+        sent = holes = 0
+        try:
+            for item in iter_source(source, sparse):
+                if isinstance(item, Hole):
+                    stream.send_hole(item.length)
+                    holes += item.length
+                else:
+                    stream.send(item)
+                    sent += len(item)
+                if progress is not None:
+                    progress(sent + holes)
+            result = stream.finish()
+        except BaseException:
+            _abort_quietly(stream)
+            raise
+        return TransferResult(sent, holes, _length(result), time.monotonic() - started, variant)
+
+    def save(
+        self,
+        dest: Dest,
+        variant: int = 2,
+        *,
+        name: str = "image",
+        progress: Progress | None = None,
+    ) -> TransferResult:
+        started = time.monotonic()
+        sink = _Sink(dest)
+        ok = False
+        received = holes = 0
+        try:
+            stream = self.open_save(variant, name)
+            try:
+                for chunk in stream:
+                    if isinstance(chunk, Hole):
+                        sink.hole(chunk.length)
+                        holes += chunk.length
+                    else:
+                        sink.data(chunk)
+                        received += len(chunk)
+                    if progress is not None:
+                        progress(received + holes)
+            except BaseException:
+                _abort_quietly(stream)
+                raise
+            ok = True
+        finally:
+            sink.close(ok)
+        length = _length(stream.result)
+        return TransferResult(received, holes, length, time.monotonic() - started, variant)
+
+
+def _abort_quietly(stream: BlockingStream) -> None:
+    if not stream.closed:
+        with contextlib.suppress(Exception):  # the first error matters; the connection may be gone
+            stream.abort()
+
+
+# --------------------------------------------------------------------------- asyncio
+class AsyncClient:
+    """asyncio client of the ``restore.x`` program (same methods as :class:`Client`)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.schema = schema()
+
+    @classmethod
+    async def connect(
+        cls,
+        target: str | addresses.Address,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        options: Options | None = None,
+    ) -> AsyncClient:
+        conn = await AsyncConnection.connect(
+            target, [schema()], tls=tls, server_hostname=server_hostname, options=options
+        )
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def call(self, procedure: int, args: Any = None) -> Any:
+        return await self.conn.call(PROGRAM, VERSION, procedure, args)
+
+    async def ping(self) -> None:
+        await self.call(PROC_PING)
+
+    async def echo(self, data: bytes) -> bytes:
+        result = await self.call(PROC_ECHO, self.schema["xs_echo_args"](data=data))
+        return bytes(result.data)
+
+    async def info(self) -> Any:
+        return await self.call(PROC_GET_INFO)
+
+    async def open_restore(
+        self, variant: int = 2, name: str = "image", size_hint: int = 0
+    ) -> Stream:
+        args = self.schema["xs_restore_args"](name=name, size_hint=size_hint, flags=0)
+        procedure = _procedure(RESTORE_PROCS, variant)
+        return await self.conn.open_stream(PROGRAM, VERSION, procedure, args)
+
+    async def open_save(self, variant: int = 2, name: str = "image") -> Stream:
+        args = self.schema["xs_save_args"](name=name, flags=0)
+        return await self.conn.open_stream(PROGRAM, VERSION, _procedure(SAVE_PROCS, variant), args)
+
+    async def restore(
+        self,
+        source: Source | AsyncIterable[Any],
+        variant: int = 2,
+        *,
+        name: str = "image",
+        size_hint: int = 0,
+        sparse: bool = True,
+        progress: Progress | None = None,
+    ) -> TransferResult:
+        """As :meth:`Client.restore`; ``source`` may also be an async iterable.  Reading a
+        local file happens on the event loop (page-cache reads are short)."""
+        started = time.monotonic()
+        stream = await self.open_restore(variant, name, size_hint)
+        sent = holes = 0
+        try:
+            if isinstance(source, AsyncIterable):
+                items: Any = source
+            else:
+                items = _AsyncWrap(iter_source(source, sparse))
+            async for item in items:
+                if isinstance(item, Hole):
+                    await stream.send_hole(item.length)
+                    holes += item.length
+                elif len(item):
+                    await stream.send(item)
+                    sent += len(item)
+                if progress is not None:
+                    progress(sent + holes)
+            result = await stream.finish()
+        except BaseException:
+            if not stream.closed:
+                with contextlib.suppress(Exception):
+                    await stream.abort()
+            raise
+        return TransferResult(sent, holes, _length(result), time.monotonic() - started, variant)
+
+    async def save(
+        self,
+        dest: Dest,
+        variant: int = 2,
+        *,
+        name: str = "image",
+        progress: Progress | None = None,
+    ) -> TransferResult:
+        started = time.monotonic()
+        sink = _Sink(dest)
+        ok = False
+        received = holes = 0
+        try:
+            stream = await self.open_save(variant, name)
+            try:
+                async for chunk in stream:
+                    if isinstance(chunk, Hole):
+                        sink.hole(chunk.length)
+                        holes += chunk.length
+                    else:
+                        sink.data(chunk)
+                        received += len(chunk)
+                    if progress is not None:
+                        progress(received + holes)
+            except BaseException:
+                if not stream.closed:
+                    with contextlib.suppress(Exception):
+                        await stream.abort()
+                raise
+            ok = True
+        finally:
+            sink.close(ok)
+        length = _length(stream.result)
+        return TransferResult(received, holes, length, time.monotonic() - started, variant)
+
+
+class _AsyncWrap:
+    def __init__(self, items: Iterator[Any]) -> None:
+        self._items = items
+
+    def __aiter__(self) -> _AsyncWrap:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return next(self._items)
+        except StopIteration:
+            raise StopAsyncIteration from None

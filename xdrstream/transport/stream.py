@@ -1,0 +1,647 @@
+"""The public stream API: :class:`Stream` (asyncio) and :class:`BlockingStream`.
+
+A stream object stands for one exchange (spec.md §2.3) on a driver's connection
+(:mod:`.aio` or :mod:`.blocking`): a call, its reply and, if the procedure declares one
+(§6), its data stream.  The same object serves both roles.
+
+Client side (returned by ``open_stream()``/``call()`` of the connection or the clients)::
+
+    stream = await conn.open_stream(proc, args)     # V1/V2: waits for the reply
+    await stream.send(buf)                          # upload: data, cut into frames
+    await stream.send_hole(length)                  # upload, @sparse procedures
+    result = await stream.finish()                  # upload: commit; V3: the reply
+    chunk = await stream.recv()                     # download: memoryview | Hole | None
+    async for chunk in stream: ...                  # download until the end
+    await stream.abort()                            # give up (either direction)
+
+Server side (handed to the handler of an incoming call)::
+
+    await stream.accept(result)                     # plain call: reply; V1/V2: open stream
+    chunk = await stream.recv()                     # upload: data | Hole | None (finished)
+    await stream.complete(result)                   # upload: confirm (V3: reply)
+    await stream.send(buf); await stream.send_hole(n)
+    await stream.end(result)                        # download: end of data (V3: reply)
+    await stream.fail(code, message)                # error reply / stream error
+
+``BlockingStream`` has the same methods without ``await`` (and plain iteration).  A stream
+is used by one task or thread at a time; different streams of one connection may be used
+concurrently.  Errors: :class:`~.errors.RemoteFailure` (the peer's error body, with
+``code`` and ``message``), :class:`~.errors.ConnectionLost`/:class:`~.errors.PeerTimeout`,
+:class:`~.errors.StreamAborted` (server: the client aborted), :class:`~.errors.StreamClosed`.
+
+Received data is a read-only ``memoryview`` that stays valid; sent buffers are passed to
+the socket without copying and may be reused when the call returns.
+
+How it works: every operation is written once, as a generator over the exchange state
+that yields the events to send and ``WAIT`` when it needs the peer's next event; the
+drivers run these generators with their own I/O (threads or asyncio).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar
+
+from xdrstream.protocol import RemoteError, StreamInfo, Variant
+from xdrstream.protocol._bodies import V1_CHUNK_MAX, V1_WINDOW
+from xdrstream.protocol.events import (
+    Call,
+    ErrorReply,
+    Event,
+    Reply,
+    StreamAbort,
+    StreamAck,
+    StreamConfirm,
+    StreamData,
+    StreamEnd,
+    StreamError,
+    StreamFinish,
+    StreamHole,
+    StreamRead,
+)
+from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD
+from xdrstream.transport.errors import (
+    ERR_INTERNAL,
+    ERR_OPERATION_ABORTED,
+    RemoteFailure,
+    ServerError,
+    StreamAborted,
+    StreamClosed,
+    TransportError,
+    remote_error,
+)
+
+T = TypeVar("T")
+
+DEFAULT_CHUNK = LEGACY_STREAM_PAYLOAD
+"""Data bytes per stream frame by default: what libvirt sends (spec.md §3.3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """``length`` bytes of zeros in a sparse stream (spec.md §7.1.3)."""
+
+    length: int
+
+
+Chunk = memoryview | Hole
+
+
+class _Wait:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "WAIT"
+
+
+WAIT: Final = _Wait()
+"""Yielded by an operation that needs the next event of its exchange."""
+
+Op = Generator[Event | _Wait, None, T]
+
+
+class Kind(enum.Enum):
+    CALL = "call"
+    UPLOAD = "upload"
+    DOWNLOAD = "download"
+
+
+class Exchange:
+    """Driver-side state of one exchange, keyed by its primary serial."""
+
+    def __init__(
+        self,
+        serial: int,
+        client: bool,
+        kind: Kind,
+        variant: Variant | None,
+        sparse: bool,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> None:
+        self.serial = serial
+        self.client = client
+        self.kind = kind
+        self.variant = variant
+        self.sparse = sparse
+        limit = V1_CHUNK_MAX if variant is Variant.V1 else chunk_size
+        self.chunk_size = max(1, min(chunk_size, limit))
+        self.inbox: deque[Event] = deque()
+        self.closed = False  # the exchange is over (for this endpoint)
+        self.result: Any = None  # the primary reply's result
+        self.outstanding = 0  # client V1: stream calls sent and not answered
+        self.read_sizes: deque[int] = deque()  # server V1 download: READs to answer
+        self.ack_due = False  # server V1 upload: last chunk handed out, not yet acked
+        self.accepted = False  # server: the reply opened the stream (V3: at once)
+        self.eof = False  # end of data seen / sent
+        self.aborted = False  # server: the client aborted; confirmation pending
+        # set by the driver
+        self.on_consumed: Callable[[int, int], None] = lambda serial, n: None
+        self.info: Callable[[], StreamInfo | None] = lambda: None
+        self.waker: Any = None
+
+    @property
+    def v1(self) -> bool:
+        return self.variant is Variant.V1
+
+    def __repr__(self) -> str:
+        what = (
+            self.kind.value if self.variant is None else f"{self.variant.value} {self.kind.value}"
+        )
+        return f"<exchange {self.serial} {what}{' closed' if self.closed else ''}>"
+
+
+# --------------------------------------------------------------------------- helpers
+def _pop(ex: Exchange) -> Op[Event]:
+    while not ex.inbox:
+        yield WAIT
+    event = ex.inbox.popleft()
+    if type(event) is StreamData:
+        ex.on_consumed(ex.serial, len(event.data))
+    return event
+
+
+def _unexpected(ex: Exchange, event: Event) -> TransportError:
+    return TransportError(f"{ex!r}: unexpected {type(event).__name__} (driver bug)")
+
+
+def _failed(ex: Exchange, error: RemoteError) -> RemoteFailure:
+    ex.closed = True
+    return RemoteFailure(error)
+
+
+def _open(ex: Exchange) -> None:
+    if ex.closed:
+        raise StreamClosed(f"{ex!r} has ended")
+
+
+def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def pieces(data: bytes | bytearray | memoryview, size: int) -> Iterator[memoryview]:
+    """``data`` as views of at most ``size`` bytes (no copy)."""
+    view = _byte_view(data)
+    for start in range(0, len(view), size):
+        yield view[start : start + size]
+
+
+# --------------------------------------------------------------------------- client
+def client_call(ex: Exchange, call: Call) -> Op[Any]:
+    """Send the primary call; V1/V2 and plain calls wait for the reply."""
+    yield call
+    if ex.variant is Variant.V3:
+        return None
+    event = yield from _pop(ex)
+    if type(event) is ErrorReply:
+        raise _failed(ex, event.error)
+    if type(event) is not Reply:
+        raise _unexpected(ex, event)
+    ex.result = event.result
+    if ex.kind is Kind.CALL:
+        ex.closed = True
+    return event.result
+
+
+def _upload_event(ex: Exchange, event: Event) -> None:
+    kind = type(event)
+    if kind is StreamAck:
+        ex.outstanding -= 1
+    elif kind is StreamError or kind is ErrorReply:
+        raise _failed(ex, event.error)  # type: ignore[union-attr]
+    else:
+        raise _unexpected(ex, event)
+
+
+def _upload_slot(ex: Exchange) -> Op[None]:
+    """Absorb acknowledgements and failures; V1: wait for a free window slot."""
+    while ex.inbox:
+        _upload_event(ex, ex.inbox.popleft())
+    if ex.v1:
+        while ex.outstanding >= V1_WINDOW:
+            _upload_event(ex, (yield from _pop(ex)))
+        ex.outstanding += 1
+
+
+def client_send(ex: Exchange, data: bytes | bytearray | memoryview) -> Op[None]:
+    _open(ex)
+    for piece in pieces(data, ex.chunk_size):
+        yield from _upload_slot(ex)
+        yield StreamData(ex.serial, piece)
+
+
+def client_send_hole(ex: Exchange, length: int) -> Op[None]:
+    _open(ex)
+    if length <= 0:
+        return
+    if not ex.sparse:  # the procedure has no holes: send the zeros
+        zeros = memoryview(bytes(min(length, ex.chunk_size)))
+        while length:
+            step = min(length, len(zeros))
+            yield from client_send(ex, zeros[:step])
+            length -= step
+        return
+    yield from _upload_slot(ex)
+    yield StreamHole(ex.serial, length)
+
+
+def client_finish(ex: Exchange) -> Op[Any]:
+    """Upload: end of data; wait for the confirmation (V3: the reply)."""
+    _open(ex)
+    yield from _upload_slot(ex)
+    yield StreamFinish(ex.serial)
+    while True:
+        event = yield from _pop(ex)
+        kind = type(event)
+        if kind is StreamAck:
+            ex.outstanding -= 1
+        elif kind is StreamConfirm or kind is Reply:
+            ex.closed = True
+            if kind is Reply:
+                ex.result = event.result  # type: ignore[union-attr]
+            return ex.result
+        elif kind is StreamError or kind is ErrorReply:
+            raise _failed(ex, event.error)  # type: ignore[union-attr]
+        else:
+            raise _unexpected(ex, event)
+
+
+def client_abort(ex: Exchange) -> Op[None]:
+    if ex.closed:
+        return
+    yield StreamAbort(ex.serial)
+    while True:
+        event = yield from _pop(ex)
+        if type(event) in (StreamConfirm, Reply, StreamError, ErrorReply):
+            ex.closed = True
+            return
+        # data, holes, acks and end of data sent before the peer saw the abort
+
+
+def client_recv(ex: Exchange) -> Op[Chunk | None]:
+    """Download: the next chunk; at the end, finish the exchange and return None."""
+    if ex.closed:
+        return None
+    while True:
+        if ex.v1:
+            while not ex.eof and ex.outstanding < V1_WINDOW:
+                ex.outstanding += 1
+                yield StreamRead(ex.serial, ex.chunk_size)
+        event = yield from _pop(ex)
+        kind = type(event)
+        if kind is StreamData:
+            ex.outstanding -= ex.v1
+            return memoryview(event.data)  # type: ignore[union-attr]
+        if kind is StreamHole:
+            ex.outstanding -= ex.v1
+            return Hole(event.length)  # type: ignore[union-attr]
+        if kind is StreamEnd:
+            ex.eof = True
+            ex.outstanding = 0  # later READs are cancelled (§7.2.3)
+            if ex.variant is not Variant.V3:
+                yield StreamFinish(ex.serial)
+            continue
+        if kind is StreamConfirm or kind is Reply:
+            ex.closed = True
+            if kind is Reply:
+                ex.result = event.result  # type: ignore[union-attr]
+            return None
+        if kind is StreamError or kind is ErrorReply:
+            raise _failed(ex, event.error)  # type: ignore[union-attr]
+        raise _unexpected(ex, event)
+
+
+# --------------------------------------------------------------------------- server
+def _server_aborted(ex: Exchange) -> StreamAborted:
+    ex.aborted = True
+    ex.ack_due = False
+    ex.read_sizes.clear()
+    return StreamAborted(f"{ex!r}: the client aborted the stream")
+
+
+def server_accept(ex: Exchange, result: Any) -> Op[None]:
+    _open(ex)
+    if ex.accepted:
+        raise TransportError(f"{ex!r} was already accepted")
+    ex.accepted = True
+    if ex.variant is Variant.V3:
+        ex.result = result
+        return
+    yield Reply(ex.serial, result)
+    if ex.kind is Kind.CALL:
+        ex.closed = True
+
+
+def _must_be_open(ex: Exchange) -> None:
+    _open(ex)
+    if ex.aborted:
+        raise StreamAborted(f"{ex!r}: the client aborted the stream")
+    if not ex.accepted:
+        raise TransportError(f"{ex!r}: accept() the call before streaming")
+
+
+def server_recv(ex: Exchange) -> Op[Chunk | None]:
+    """Upload: next chunk, or None when the client finished (then complete() or fail())."""
+    _must_be_open(ex)
+    if ex.eof:
+        return None
+    if ex.ack_due:  # the application came back: the previous chunk is consumed (§7.2.2)
+        ex.ack_due = False
+        yield StreamAck(ex.serial)
+    event = yield from _pop(ex)
+    kind = type(event)
+    if kind is StreamData or kind is StreamHole:
+        ex.ack_due = ex.v1
+        if kind is StreamData:
+            return memoryview(event.data)  # type: ignore[union-attr]
+        return Hole(event.length)  # type: ignore[union-attr]
+    if kind is StreamFinish:
+        ex.eof = True
+        return None
+    if kind is StreamAbort:
+        raise _server_aborted(ex)
+    raise _unexpected(ex, event)
+
+
+def server_complete(ex: Exchange, result: Any) -> Op[None]:
+    """Upload: the data is committed; confirm (V3: reply with ``result``)."""
+    _must_be_open(ex)
+    if not ex.eof:
+        raise TransportError(f"{ex!r}: complete() before the client finished the upload")
+    yield Reply(ex.serial, result) if ex.variant is Variant.V3 else StreamConfirm(ex.serial)
+    ex.closed = True
+
+
+def _download_event(ex: Exchange, event: Event) -> None:
+    kind = type(event)
+    if kind is StreamRead:
+        ex.read_sizes.append(event.max_bytes)  # type: ignore[union-attr]
+    elif kind is StreamAbort:
+        raise _server_aborted(ex)
+    else:
+        raise _unexpected(ex, event)
+
+
+def _download_slot(ex: Exchange) -> Op[int]:
+    """Bytes the next data answer may carry (V1: wait for a READ)."""
+    while ex.inbox:
+        _download_event(ex, ex.inbox.popleft())
+    if not ex.v1:
+        return ex.chunk_size
+    while not ex.read_sizes:
+        _download_event(ex, (yield from _pop(ex)))
+    return ex.read_sizes.popleft()
+
+
+def server_send(ex: Exchange, data: bytes | bytearray | memoryview) -> Op[None]:
+    _must_be_open(ex)
+    view = _byte_view(data)
+    while view:
+        size = yield from _download_slot(ex)
+        yield StreamData(ex.serial, view[:size])
+        view = view[size:]
+
+
+def server_send_hole(ex: Exchange, length: int) -> Op[None]:
+    _must_be_open(ex)
+    if length <= 0:
+        return
+    if not ex.sparse:
+        zeros = memoryview(bytes(min(length, ex.chunk_size)))
+        while length:
+            step = min(length, len(zeros))
+            yield from server_send(ex, zeros[:step])
+            length -= step
+        return
+    yield from _download_slot(ex)
+    yield StreamHole(ex.serial, length)
+
+
+def server_end(ex: Exchange, result: Any) -> Op[None]:
+    """Download: end of data; V1/V2 wait for the client's finish and confirm; V3 reply."""
+    _must_be_open(ex)
+    yield from _download_slot(ex)
+    yield StreamEnd(ex.serial)
+    ex.eof = True
+    ex.read_sizes.clear()
+    if ex.variant is Variant.V3:
+        yield Reply(ex.serial, result)
+        ex.closed = True
+        return
+    while True:
+        event = yield from _pop(ex)
+        kind = type(event)
+        if kind is StreamFinish or kind is StreamAbort:
+            yield StreamConfirm(ex.serial)
+            ex.closed = True
+            return
+        if kind is not StreamRead:
+            raise _unexpected(ex, event)
+
+
+def server_fail(ex: Exchange, error: RemoteError) -> Op[None]:
+    """Fail the call or stream with ``error`` (whatever its state)."""
+    if ex.closed:
+        return
+    if ex.kind is Kind.CALL or not ex.accepted or ex.variant is Variant.V3:
+        yield ErrorReply(ex.serial, error)
+    elif ex.variant is Variant.V2:
+        yield StreamError(ex.serial, error)
+    else:  # V1 answers the oldest outstanding stream call; wait for one (§7.2.5)
+        while not _v1_outstanding(ex):
+            event = yield from _pop(ex)
+            if type(event) is StreamAbort:
+                ex.aborted = True
+        yield StreamError(ex.serial, error)
+    ex.closed = True
+
+
+def _v1_outstanding(ex: Exchange) -> int:
+    info = ex.info()
+    return info.outstanding if info is not None else 0
+
+
+def server_conclude(ex: Exchange, exc: BaseException | None, value: Any) -> Op[None]:
+    """After the handler returned (or raised): end the exchange if it has not ended."""
+    if ex.closed:
+        return
+    if ex.aborted:
+        if ex.variant is Variant.V3:
+            yield ErrorReply(ex.serial, remote_error(ERR_OPERATION_ABORTED, "stream aborted"))
+        else:
+            yield StreamConfirm(ex.serial)
+        ex.closed = True
+        return
+    if exc is None and ex.kind is Kind.CALL:
+        yield Reply(ex.serial, value)
+        ex.closed = True
+        return
+    yield from server_fail(ex, error_body(exc))
+
+
+def error_body(exc: BaseException | None) -> RemoteError:
+    """The error body a server sends for a handler's exception."""
+    if isinstance(exc, ServerError):
+        return remote_error(exc.code, exc.message)
+    if isinstance(exc, RemoteFailure):
+        return exc.error
+    if exc is None:
+        return remote_error(ERR_INTERNAL, "the handler ended without completing the stream")
+    return remote_error(ERR_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+
+# --------------------------------------------------------------------------- objects
+class AsyncRunner(Protocol):
+    async def run(self, ex: Exchange, op: Op[T]) -> T: ...
+
+
+class SyncRunner(Protocol):
+    def run(self, ex: Exchange, op: Op[T]) -> T: ...
+
+
+class _Base:
+    def __init__(self, ex: Exchange, call: Call | None = None) -> None:
+        self._ex = ex
+        self.call = call  # server: the incoming call (procedure, args)
+
+    @property
+    def serial(self) -> int:
+        return self._ex.serial
+
+    @property
+    def closed(self) -> bool:
+        return self._ex.closed
+
+    @property
+    def sparse(self) -> bool:
+        return self._ex.sparse
+
+    @property
+    def variant(self) -> Variant | None:
+        return self._ex.variant
+
+    @property
+    def direction(self) -> str:
+        """ "call", "upload" or "download"."""
+        return self._ex.kind.value
+
+    @property
+    def result(self) -> Any:
+        """The primary reply's result (V1/V2: from the opening reply; V3: the final one)."""
+        return self._ex.result
+
+    @property
+    def args(self) -> Any:
+        return None if self.call is None else self.call.args
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._ex!r}>"
+
+
+class Stream(_Base):
+    """An exchange on an asyncio connection (see the module docstring)."""
+
+    def __init__(self, driver: AsyncRunner, ex: Exchange, call: Call | None = None) -> None:
+        super().__init__(ex, call)
+        self._driver = driver
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        ex = self._ex
+        await self._driver.run(ex, client_send(ex, data) if ex.client else server_send(ex, data))
+
+    async def send_hole(self, length: int) -> None:
+        ex = self._ex
+        op = client_send_hole(ex, length) if ex.client else server_send_hole(ex, length)
+        await self._driver.run(ex, op)
+
+    async def recv(self) -> Chunk | None:
+        ex = self._ex
+        return await self._driver.run(ex, client_recv(ex) if ex.client else server_recv(ex))
+
+    async def finish(self) -> Any:
+        return await self._driver.run(self._ex, client_finish(self._ex))
+
+    async def abort(self) -> None:
+        await self._driver.run(self._ex, client_abort(self._ex))
+
+    async def accept(self, result: Any = None) -> None:
+        await self._driver.run(self._ex, server_accept(self._ex, result))
+
+    async def complete(self, result: Any = None) -> None:
+        await self._driver.run(self._ex, server_complete(self._ex, result))
+
+    async def end(self, result: Any = None) -> None:
+        await self._driver.run(self._ex, server_end(self._ex, result))
+
+    async def fail(self, code: int, message: str) -> None:
+        await self._driver.run(self._ex, server_fail(self._ex, remote_error(code, message)))
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Chunk]:
+        while (chunk := await self.recv()) is not None:
+            yield chunk
+
+
+class BlockingStream(_Base):
+    """An exchange on a blocking connection (see the module docstring)."""
+
+    def __init__(self, driver: SyncRunner, ex: Exchange, call: Call | None = None) -> None:
+        super().__init__(ex, call)
+        self._driver = driver
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        ex = self._ex
+        self._driver.run(ex, client_send(ex, data) if ex.client else server_send(ex, data))
+
+    def send_hole(self, length: int) -> None:
+        ex = self._ex
+        op = client_send_hole(ex, length) if ex.client else server_send_hole(ex, length)
+        self._driver.run(ex, op)
+
+    def recv(self) -> Chunk | None:
+        ex = self._ex
+        return self._driver.run(ex, client_recv(ex) if ex.client else server_recv(ex))
+
+    def finish(self) -> Any:
+        return self._driver.run(self._ex, client_finish(self._ex))
+
+    def abort(self) -> None:
+        self._driver.run(self._ex, client_abort(self._ex))
+
+    def accept(self, result: Any = None) -> None:
+        self._driver.run(self._ex, server_accept(self._ex, result))
+
+    def complete(self, result: Any = None) -> None:
+        self._driver.run(self._ex, server_complete(self._ex, result))
+
+    def end(self, result: Any = None) -> None:
+        self._driver.run(self._ex, server_end(self._ex, result))
+
+    def fail(self, code: int, message: str) -> None:
+        self._driver.run(self._ex, server_fail(self._ex, remote_error(code, message)))
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while (chunk := self.recv()) is not None:
+            yield chunk
+
+
+def make_exchange(serial: int, client: bool, kind: str, sparse: bool, chunk_size: int) -> Exchange:
+    """An :class:`Exchange` of engine kind ``kind``: "call" or "<variant> <direction>"."""
+    if kind == "call":
+        return Exchange(serial, client, Kind.CALL, None, False, chunk_size)
+    variant_text, direction = kind.split()
+    return Exchange(serial, client, Kind(direction), Variant(variant_text), sparse, chunk_size)
+
+
+def iter_items(items: Iterable[bytes | bytearray | memoryview | Hole]) -> Iterator[Chunk]:
+    """Normalise an iterable of buffers and holes into views and :class:`Hole`s."""
+    for item in items:
+        if isinstance(item, Hole):
+            yield item
+        elif len(item):
+            yield memoryview(item)
