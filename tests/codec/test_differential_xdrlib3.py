@@ -416,7 +416,11 @@ def test_pack_matches_xdrlib3_and_xdrlib3_reads_ours(
     assert codec.unpack(ours, zero_copy=True) == value  # opaque as memoryview slices
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_everything_stream_of_values_decodes_in_sequence(
     schema: Any, mirror: XdrlibMirror, strategies: RichStrategies, data: st.DataObject
