@@ -104,7 +104,7 @@ class CDriver:
         results = []
         for (status,), text in self._words_and_blobs(out, 2):
             assert status == 0, "libtirpc failed to decode a fixed value"
-            lines = text.decode().split("\n")[:-1]  # one "key=value\\n" per field
+            lines = text.decode().split("\n")[:-1]  # one "key=value" line per field
             results.append(dict(line.split("=", 1) for line in lines))
         assert len(results) == len(items)
         return results
