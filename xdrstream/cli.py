@@ -12,7 +12,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("xdrstream.codec.commands", "xdrstream.protocol.commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "xdrstream.codec.commands",
+    "xdrstream.protocol.commands",
+    "xdrstream.transport.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,564 @@
+"""``xdrstream serve``, ``xdrstream restore`` and ``xdrstream save``.
+
+    xdrstream serve --listen unix:/tmp/x.sock                    # QEMU stub endpoints
+    xdrstream serve --listen tcp:127.0.0.1:4000 --tls-cert C --tls-key K [--tls-ca CA
+                    [--require-client-cert]] [--qemu qemu-system-x86_64 | --images DIR]
+    xdrstream restore guest.img --connect unix:/tmp/x.sock --variant 2
+    xdrstream save out.img --connect tls:127.0.0.1:4000 --tls-ca CA --variant 3 --size 64M
+
+Output: on a terminal, a progress bar (bytes, rate, ETA) and a summary line; otherwise one
+JSON line per command, e.g. for ``restore``/``save``::
+
+    {"direction": "restore", "variant": 2, "bytes": 67108864, "data_bytes": ..,
+     "hole_bytes": .., "seconds": 0.41, "mb_per_s": 163.2, "sha256": "..", ...}
+
+``sha256`` is the digest of the image's content, holes included: of what ``restore`` sent,
+and of the file ``save`` wrote. ``serve`` prints ``{"listening": "unix:/tmp/x.sock"}``, then one
+``{"endpoint": {...}}`` line per endpoint verdict (ok, bytes, sha256, error, exit code of the
+stub or QEMU) -- on a terminal, the same as text. SIGINT or SIGTERM stop it cleanly: every
+connection is closed, every endpoint killed, the Unix socket file removed.
+
+Errors are one line on stderr, ``xdrstream COMMAND: error: ...``, with these exit codes:
+
+    1  the transfer failed: the server's error (e.g. the stub rejected the stream), the
+       connection was lost, a protocol error
+    2  usage, or a local file that cannot be read or written
+    3  could not connect: refused, no such socket, TLS handshake or verification failure
+    4  the peer stalled longer than --timeout
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import hashlib
+import json
+import os
+import re
+import signal
+import ssl
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from xdrstream.protocol import ProtocolError
+from xdrstream.transport import address as addresses
+from xdrstream.transport import tls as tlsmod
+from xdrstream.transport.progress import Meter, terminal_console
+from xdrstream.transport.sink import EndpointLauncher, EndpointResult
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CONNECT = 3
+EXIT_TIMEOUT = 4
+
+EXIT_CODES = """exit codes:
+  0  done: the endpoint accepted (restore) or produced (save) the whole stream
+  1  the transfer failed: server error (e.g. stream rejected), connection lost, protocol error
+  2  usage, or a local file that cannot be read or written
+  3  could not connect: refused, no such socket, TLS handshake or verification failure
+  4  the peer stalled longer than --timeout
+"""
+
+DEFAULT_VARIANT = 2
+DEFAULT_SAVE_SIZE = 64 << 20
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9._+-]{1,255}")  # what the reference server accepts
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
+_UNITS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
+
+
+class CommandError(Exception):
+    """A failure to report as one line with this exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- argument types -------------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    """``67108864``, ``64M``, ``64MiB``, ``1G``: binary units (``k``/``M``/``G``/``T``)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 1048576, 64M, 1GiB)")
+    return int(match.group(1)) << _UNITS[match.group(2).lower()]
+
+
+def _address(text: str) -> addresses.Address:
+    try:
+        return addresses.parse_address(text)
+    except addresses.AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _nonnegative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+# --- registration ---------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    _register_serve(subparsers)
+    _register_transfer(subparsers, "restore")
+    _register_transfer(subparsers, "save")
+
+
+def _tls_client_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TLS (implied by a tls: address or --tls-ca)")
+    group.add_argument("--tls-ca", metavar="FILE", help="CA that signed the server certificate")
+    group.add_argument("--tls-cert", metavar="FILE", help="client certificate (mutual TLS)")
+    group.add_argument("--tls-key", metavar="FILE", help="client key (mutual TLS)")
+    group.add_argument(
+        "--tls-hostname", metavar="NAME", help="name the server certificate must carry"
+    )
+
+
+def _register_transfer(subparsers: Any, command: str) -> None:
+    restore = command == "restore"
+    parser = subparsers.add_parser(
+        command,
+        help=(
+            "upload an image into the server's QEMU (or stub)"
+            if restore
+            else "download an image the server's QEMU (or stub) saves"
+        ),
+        description=(
+            "Restore: stream FILE to the server, which feeds it to a QEMU stand-in (or QEMU) "
+            "like `-incoming fd:N`; succeeds only when the endpoint accepted the whole stream."
+            if restore
+            else "Save: stream the server's QEMU stand-in (or QEMU) migration output into OUT."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", metavar="FILE" if restore else "OUT", help="image file")
+    parser.add_argument(
+        "--connect",
+        "-c",
+        type=_address,
+        required=True,
+        metavar="ADDR",
+        help=f"server address: {addresses.FORMS}",
+    )
+    parser.add_argument(
+        "--variant",
+        type=int,
+        choices=(1, 2, 3),
+        default=DEFAULT_VARIANT,
+        help="stream variant: 1 call per chunk, 2 libvirt's (default), 3 data before reply",
+    )
+    parser.add_argument(
+        "--name",
+        help=(
+            "image name (default: the file's name)"
+            if restore
+            else "image name (default: SIZE:SEED of --size/--seed, else the server's default)"
+        ),
+    )
+    if restore:
+        parser.add_argument(
+            "--dense", action="store_true", help="send holes as zeros (default: sparse)"
+        )
+    else:
+        parser.add_argument(
+            "--size",
+            type=parse_size,
+            help="length of the stub's synthetic stream (the server's default otherwise)",
+        )
+        parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up when the server makes no progress for this long (default 60)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the JSON line even on a terminal, no bar"
+    )
+    _tls_client_options(parser)
+    parser.set_defaults(func=run_restore if restore else run_save)
+
+
+def _register_serve(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve restore.x: restores into and saves from the QEMU stub (or QEMU)",
+        description=(
+            "Listen and serve the restore.x program. Each restore starts a QEMU stand-in "
+            "process (the stub; real QEMU with --qemu) and streams the data into its pipe, as "
+            "libvirt feeds `-incoming fd:N`; each save streams such a process's output. "
+            "Prints where it listens; SIGINT/SIGTERM stop it cleanly."
+        ),
+    )
+    parser.add_argument(
+        "--listen",
+        "-l",
+        type=_address,
+        required=True,
+        metavar="ADDR",
+        help="unix:PATH, tcp:HOST:PORT (port 0: any free port) or tls:HOST:PORT",
+    )
+    tls = parser.add_argument_group("TLS (with --tls-cert and --tls-key)")
+    tls.add_argument("--tls-cert", metavar="FILE", help="server certificate")
+    tls.add_argument("--tls-key", metavar="FILE", help="server key")
+    tls.add_argument("--tls-ca", metavar="FILE", help="CA that client certificates must chain to")
+    tls.add_argument(
+        "--require-client-cert",
+        action="store_true",
+        help="mutual TLS: refuse clients without a valid certificate (needs --tls-ca)",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--qemu",
+        metavar="PATH",
+        help="run real QEMU (e.g. qemu-system-x86_64) instead of the stub",
+    )
+    where.add_argument(
+        "--images", metavar="DIR", type=Path, help="store named images as files in DIR instead"
+    )
+    parser.add_argument(
+        "--save-size",
+        type=parse_size,
+        default=DEFAULT_SAVE_SIZE,
+        help="length of the stub's stream for saves without a SIZE[:SEED] name (default 64M)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the stub's save stream")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="fail a stream whose client or endpoint makes no progress this long (default 60)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="close connections idle (no exchange, no input) this long (default: never)",
+    )
+    parser.add_argument(
+        "--keepalive",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="ping a silent client after this long; 5 missed pings close it (default: off)",
+    )
+    faults = parser.add_argument_group(
+        "stub fault injection (for tests; see python -m xdrstream.transport.qemu_stub -h)"
+    )
+    faults.add_argument("--stub-check", choices=("full", "header"), default="full")
+    faults.add_argument("--stub-fail-after", type=_nonnegative, metavar="N")
+    faults.add_argument("--stub-close-early", type=_nonnegative, metavar="N")
+    faults.add_argument("--stub-stall", type=_positive_float, metavar="SECONDS")
+    faults.add_argument("--stub-stall-after", type=_nonnegative, default=0, metavar="N")
+    faults.add_argument("--stub-exit-code", type=int, metavar="C")
+    parser.set_defaults(func=run_serve)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def classify(exc: BaseException) -> CommandError:
+    """The message and exit code of a failure of a client command."""
+    # imported here: the errors module pulls in the whole driver stack
+    from xdrstream.transport.errors import ConnectionLost, PeerTimeout, RemoteFailure
+
+    if isinstance(exc, CommandError):
+        return exc
+    if isinstance(exc, addresses.ConnectError):
+        return CommandError(f"cannot connect: {exc}", EXIT_CONNECT)
+    if isinstance(exc, tlsmod.TLSError):
+        return CommandError(f"TLS failure: {exc}", EXIT_CONNECT)
+    if isinstance(exc, ssl.SSLError):
+        return CommandError(f"TLS failure: {tlsmod.describe(exc)}", EXIT_CONNECT)
+    if isinstance(exc, RemoteFailure):
+        return CommandError(f"server error: {exc.message or f'code {exc.code}'}", EXIT_FAILED)
+    if isinstance(exc, PeerTimeout):
+        return CommandError(f"timed out: {exc}", EXIT_TIMEOUT)
+    if isinstance(exc, ConnectionLost):
+        cause = exc.__cause__
+        if isinstance(cause, tlsmod.TLSError | ssl.SSLError):
+            return classify(cause)
+        return CommandError(f"connection lost: {exc}", EXIT_FAILED)
+    if isinstance(exc, ProtocolError):
+        return CommandError(f"protocol error: {exc}", EXIT_FAILED)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return CommandError(f"{exc.filename}: {exc.strerror or exc}", EXIT_USAGE)
+    return CommandError(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+def _fail(command: str, error: CommandError) -> int:
+    print(f"xdrstream {command}: error: {_one_line(str(error))}", file=sys.stderr)
+    return error.code
+
+
+# --- restore and save -----------------------------------------------------------------------
+
+
+def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    wanted = args.connect.tls or any((args.tls_ca, args.tls_cert, args.tls_key))
+    if not wanted:
+        return None
+    return tlsmod.client_context(args.tls_ca, args.tls_cert, args.tls_key)
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    from xdrstream.transport.client import Client
+    from xdrstream.transport.options import Options
+
+    tls = _client_tls(args)
+    options = Options(timeout=args.timeout)
+    return Client.connect(args.connect, tls=tls, server_hostname=args.tls_hostname, options=options)
+
+
+def _hashed(items: Iterable[Any], digest: Any, hole_type: type[Any]) -> Iterator[Any]:
+    """Pass the source's items through, hashing their content (holes as zeros)."""
+    zeros = memoryview(bytes(1 << 20))
+    for item in items:
+        if isinstance(item, hole_type):
+            left = item.length
+            while left:
+                step = min(left, len(zeros))
+                digest.update(zeros[:step])
+                left -= step
+        else:
+            digest.update(item)
+        yield item
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(1 << 20)
+    with open(path, "rb", buffering=0) as file:
+        while count := file.readinto(buffer):
+            digest.update(memoryview(buffer)[:count])
+    return digest.hexdigest()
+
+
+def _default_name(path: str) -> str:
+    base = os.path.basename(path)
+    return base if _IMAGE_NAME.fullmatch(base) and base not in (".", "..") else "image"
+
+
+def _report(
+    direction: str,
+    args: argparse.Namespace,
+    result: Any,
+    sha256: str,
+    meter: Meter,
+    out: TextIO,
+    as_json: bool,
+) -> None:
+    total = result.bytes + result.holes
+    seconds = result.seconds
+    rate = total / seconds / 1e6 if seconds > 0 else 0.0
+    if as_json:
+        record = {
+            "direction": direction,
+            "variant": args.variant,
+            "file": args.file,
+            "address": str(args.connect),
+            "bytes": total,
+            "data_bytes": result.bytes,
+            "hole_bytes": result.holes,
+            "server_length": result.length,
+            "seconds": round(seconds, 6),
+            "mb_per_s": round(rate, 3),
+            "sha256": sha256,
+        }
+        print(json.dumps(record), file=out, flush=True)
+        return
+    verb = "restored" if direction == "restore" else "saved"
+    holes = f", {result.holes} in holes" if result.holes else ""
+    print(
+        f"{verb} {args.file}: {total} bytes{holes} via V{args.variant} in {seconds:.2f} s "
+        f"({rate:.1f} MB/s), sha256 {sha256}",
+        file=out,
+        flush=True,
+    )
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    from xdrstream.transport.client import iter_source
+    from xdrstream.transport.stream import Hole
+
+    try:
+        size = os.stat(args.file).st_size
+        # open now: a missing or unreadable FILE is a local error, before any connection
+        os.close(os.open(args.file, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        return _fail("restore", CommandError(f"cannot read {args.file}: {exc.strerror}", 2))
+    console = None if args.json else terminal_console()
+    digest = hashlib.sha256()
+    name = args.name or _default_name(args.file)
+    try:
+        with _connect(args) as client, Meter(f"restore V{args.variant}", size, console) as meter:
+            items = _hashed(iter_source(args.file, sparse=not args.dense), digest, Hole)
+            result = client.restore(
+                items,
+                variant=args.variant,
+                name=name,
+                size_hint=size,
+                progress=lambda done: meter.advance(done - meter.bytes),
+            )
+    except Exception as exc:
+        return _fail("restore", classify(exc))
+    _report("restore", args, result, digest.hexdigest(), meter, sys.stdout, console is None)
+    return EXIT_OK
+
+
+def run_save(args: argparse.Namespace) -> int:
+    out_dir = os.path.dirname(os.path.abspath(args.file))
+    if not os.path.isdir(out_dir):
+        return _fail("save", CommandError(f"cannot write {args.file}: no such directory", 2))
+    if args.name is not None:
+        name = args.name
+    elif args.size is not None:
+        name = f"{args.size}:{args.seed}"
+    else:
+        name = "image"
+    console = None if args.json else terminal_console()
+    try:
+        with _connect(args) as client, Meter(f"save V{args.variant}", args.size, console) as meter:
+            result = client.save(
+                args.file,
+                variant=args.variant,
+                name=name,
+                progress=lambda done: meter.advance(done - meter.bytes),
+            )
+        sha256 = file_sha256(args.file)
+    except Exception as exc:
+        return _fail("save", classify(exc))
+    _report("save", args, result, sha256, meter, sys.stdout, console is None)
+    return EXIT_OK
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+class _ReportedResults(collections.deque[EndpointResult]):
+    """The server's verdict log, printing each verdict as it is recorded."""
+
+    def __init__(self, emit: Callable[[EndpointResult], None], maxlen: int) -> None:
+        super().__init__(maxlen=maxlen)
+        self._emit = emit
+
+    def append(self, result: EndpointResult) -> None:
+        super().append(result)
+        self._emit(result)
+
+
+def _launcher(args: argparse.Namespace) -> EndpointLauncher:
+    if args.qemu is not None:
+        from xdrstream.transport.qemu import QemuLauncher
+
+        return QemuLauncher(binary=args.qemu)
+    from xdrstream.transport.qemu_stub import Faults, StubLauncher
+
+    faults = Faults(
+        fail_after=args.stub_fail_after,
+        close_early=args.stub_close_early,
+        stall=args.stub_stall,
+        stall_after=args.stub_stall_after,
+        exit_code=args.stub_exit_code,
+    )
+    return StubLauncher(
+        check=args.stub_check, save_size=args.save_size, seed=args.seed, faults=faults
+    )
+
+
+def _server_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.listen.tls:
+            raise CommandError("a tls: address needs --tls-cert and --tls-key", EXIT_USAGE)
+        if args.tls_ca is not None or args.require_client_cert:
+            raise CommandError("--tls-ca/--require-client-cert need --tls-cert", EXIT_USAGE)
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise CommandError("TLS needs both --tls-cert and --tls-key", EXIT_USAGE)
+    try:
+        return tlsmod.server_context(
+            args.tls_cert, args.tls_key, args.tls_ca, args.require_client_cert
+        )
+    except tlsmod.TLSError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from xdrstream.transport.options import Options
+    from xdrstream.transport.server import RestoreServer
+
+    as_json = not sys.stdout.isatty()
+
+    def emit(record: dict[str, Any], text: str) -> None:
+        print(json.dumps(record) if as_json else text, flush=True)
+
+    def verdict(result: EndpointResult) -> None:
+        record = {
+            "ok": result.ok,
+            "bytes": result.bytes,
+            "sha256": result.sha256,
+            "error": result.error,
+            "exit_code": result.exit_code,
+        }
+        state = "accepted" if result.ok else f"FAILED ({result.error})"
+        emit({"endpoint": record}, f"endpoint {state}: {result.bytes} bytes, {result.sha256}")
+
+    try:
+        tls = _server_tls(args)
+        if args.images is not None and not args.images.is_dir():
+            raise CommandError(f"--images {args.images}: no such directory", EXIT_USAGE)
+        options = Options(
+            timeout=args.timeout,
+            idle_timeout=args.idle_timeout,
+            keepalive_interval=args.keepalive,
+        )
+        server = RestoreServer(
+            args.listen, tls=tls, launcher=_launcher(args), images=args.images, options=options
+        )
+    except CommandError as exc:
+        return _fail("serve", exc)
+    server.results = _ReportedResults(verdict, server.results.maxlen or 256)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            address = await server.start()
+        except OSError as exc:  # ListenError: one line naming the address
+            return _fail("serve", CommandError(str(exc), EXIT_CONNECT))
+        if tls is not None and address.kind == "tcp":
+            address = addresses.Address("tcp", host=address.host, port=address.port, tls=True)
+        emit({"listening": str(address)}, f"listening on {address}")
+        serving = asyncio.ensure_future(server.serve_forever())
+        try:
+            await stop.wait()
+        finally:
+            serving.cancel()
+            await server.close()
+            await asyncio.gather(serving, return_exceptions=True)
+        return EXIT_OK
+
+    return asyncio.run(main())
