@@ -38,7 +38,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from xdrstream.protocol import schemas
 from xdrstream.transport import address as addresses
@@ -53,10 +53,16 @@ from xdrstream.transport.errors import (
 )
 from xdrstream.transport.options import Options
 from xdrstream.transport.qemu_stub import StubLauncher
-from xdrstream.transport.sink import EndpointError, EndpointLauncher, EndpointResult
+from xdrstream.transport.sink import (
+    EndpointError,
+    EndpointLauncher,
+    EndpointResult,
+    StreamEndpoint,
+)
 from xdrstream.transport.stream import Hole, Stream
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROGRAM = 0x58445253
 VERSION = 1
@@ -202,23 +208,49 @@ class RestoreServer:
         return self._schema[type_name](length=length)
 
     # -- endpoints ------------------------------------------------------------------------
-    async def _start_endpoint(self, start: Callable[[], Any]) -> Any:
-        loop = asyncio.get_running_loop()
+    @staticmethod
+    async def _settle(
+        call: Callable[[], T],
+        on_cancel: Callable[[], Any] | None = None,
+        cleanup: Callable[[T], Any] | None = None,
+    ) -> T:
+        """Run ``call`` in a thread and see it finish even if this task is cancelled (an
+        endpoint started or judged in a thread must not be forgotten): ``on_cancel``
+        hurries it, ``cleanup(result)`` undoes it, then CancelledError propagates."""
+        future = asyncio.get_running_loop().run_in_executor(None, call)
+        cancelled = False
+        while not future.done():
+            try:
+                await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if not cancelled and on_cancel is not None:
+                    on_cancel()
+                cancelled = True
+        result = future.result()
+        if cancelled:
+            if cleanup is not None:
+                cleanup(result)
+            raise asyncio.CancelledError
+        return result
+
+    async def _start_endpoint(self, start: Callable[[], StreamEndpoint]) -> StreamEndpoint:
         try:
-            return await loop.run_in_executor(None, start)
+            return await self._settle(start, cleanup=lambda endpoint: endpoint.abort())
         except (EndpointError, OSError) as exc:
             raise ServerError(ERR_OPERATION_FAILED, f"cannot start the endpoint: {exc}") from exc
 
-    async def _verdict(self, endpoint: Any) -> EndpointResult:
-        loop = asyncio.get_running_loop()
+    async def _verdict(self, endpoint: StreamEndpoint) -> EndpointResult:
         try:
-            result: EndpointResult = await loop.run_in_executor(
-                None, endpoint.wait, self.options.timeout
+            result = await self._settle(
+                lambda: endpoint.wait(self.options.timeout), on_cancel=endpoint.process.kill
             )
         except TimeoutError as exc:
             raise ServerError(ERR_OPERATION_TIMEOUT, str(exc)) from exc
         self.results.append(result)
         return result
+
+    async def _abort(self, endpoint: StreamEndpoint, reason: str) -> None:
+        await self._settle(lambda: endpoint.abort(reason))
 
     async def _fd_ready(self, fd: int, write: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -250,7 +282,6 @@ class RestoreServer:
 
     async def _restore(self, stream: Stream) -> None:
         endpoint = await self._start_endpoint(self.launcher.restore)
-        loop = asyncio.get_running_loop()
         try:
             await stream.accept(self._ret("xs_restore_ret", 0))
             fd = endpoint.fd
@@ -281,7 +312,7 @@ class RestoreServer:
             self._bytes += total
             await stream.complete(self._ret("xs_restore_ret", total))
         finally:
-            await loop.run_in_executor(None, endpoint.abort, "restore ended early")
+            await self._abort(endpoint, "restore ended early")
 
     async def _save(self, stream: Stream) -> None:
         launcher = self.launcher
@@ -290,7 +321,6 @@ class RestoreServer:
             seed = int(spec.group(2)) if spec.group(2) is not None else launcher.seed
             launcher = dataclasses.replace(launcher, save_size=int(spec.group(1)), seed=seed)
         endpoint = await self._start_endpoint(launcher.save)
-        loop = asyncio.get_running_loop()
         try:
             await stream.accept(self._ret("xs_save_ret", 0))
             fd = endpoint.fd
@@ -307,7 +337,7 @@ class RestoreServer:
                 )
             await stream.end(self._ret("xs_save_ret", total))
         finally:
-            await loop.run_in_executor(None, endpoint.abort, "save ended early")
+            await self._abort(endpoint, "save ended early")
 
     # -- named image files ----------------------------------------------------------------
     def _image(self, name: str) -> Path:

@@ -1,0 +1,307 @@
+"""The reference server: errors, aborts, disconnects, concurrency, sparse images, mutual
+TLS and resource leaks (file descriptors and child processes of this process, where the
+server runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from xdrstream.protocol import Procedure, Program, programs_from_schema
+from xdrstream.transport import qemu_stub, sparse
+from xdrstream.transport.aio import AsyncConnection
+from xdrstream.transport.blocking import BlockingConnection
+from xdrstream.transport.client import AsyncClient, Client
+from xdrstream.transport.errors import ConnectionLost, RemoteFailure
+from xdrstream.transport.options import Options
+from xdrstream.transport.server import PROGRAM, VERSION, RestoreServer, ServerThread, schema
+from xdrstream.transport.tls import client_context, server_context
+
+VARIANTS = [1, 2, 3]
+
+
+def children() -> set[int]:
+    """Child processes of this process (zombies included)."""
+    pids: set[int] = set()
+    base = f"/proc/{os.getpid()}/task"
+    for task in os.listdir(base):
+        try:
+            with open(f"{base}/{task}/children") as listing:
+                pids.update(int(pid) for pid in listing.read().split())
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return pids
+
+
+def describe(pids: set[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                words = cmdline.read().split(b"\0")
+            out.append(f"{pid}: {b' '.join(words).decode()}")
+        except OSError:
+            out.append(f"{pid}: gone")
+    return out
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def wait_until(predicate: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return bool(predicate())  # type: ignore[operator]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerThread]:
+    with ServerThread(RestoreServer(f"unix:{tmp_path}/xs.sock")) as running:
+        yield running
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_abort_kills_the_stub(server: ServerThread, variant: int) -> None:
+    before = children()
+    with Client.connect(server.address) as client:
+        stream = client.open_restore(variant)
+        stream.send(qemu_stub.synthetic_bytes(qemu_stub.MIN_SIZE + 300_000, 1)[:200_000])
+        assert wait_until(lambda: children() - before)  # the stub is running
+        stream.abort()
+        assert stream.closed
+        # the server kills the stub before it confirms the abort
+        assert children() <= before
+        assert not server.server.results or server.server.results[-1].bytes != 200_000
+        client.ping()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_client_disconnect_kills_the_stub(server: ServerThread, variant: int) -> None:
+    before = children()
+    client = Client.connect(server.address)
+    stream = client.open_restore(variant)
+    stream.send(b"QEVM" + bytes(100_000))
+    assert wait_until(lambda: children() - before)
+    client.close()  # mid-stream
+    assert wait_until(lambda: children() <= before)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_save_abort_kills_the_stub(server: ServerThread, variant: int) -> None:
+    before = children()
+    with Client.connect(server.address) as client:
+        stream = client.open_save(variant, name=str(64 << 20))
+        first = stream.recv()
+        assert isinstance(first, memoryview) and len(first) > 0
+        stream.abort()
+        assert children() <= before
+        client.ping()
+
+
+def test_unknown_procedure_gets_an_error_reply(server: ServerThread) -> None:
+    known = next(p for p in programs_from_schema(schema()) if p.number == PROGRAM)
+    extended = Program(PROGRAM, VERSION, {**known.procedures, 99: Procedure(99, "NOPE")})
+    with BlockingConnection.connect(server.address, [extended]) as conn:
+        with pytest.raises(RemoteFailure) as info:
+            conn.call(PROGRAM, VERSION, 99)
+        assert info.value.code == 3  # VIR_ERR_NO_SUPPORT
+        assert "unknown procedure 99" in info.value.message
+        conn.call(PROGRAM, VERSION, 1)  # and the connection goes on
+
+    async def main() -> None:
+        async with await AsyncConnection.connect(server.address, [extended]) as conn:
+            with pytest.raises(RemoteFailure, match="unknown procedure 99"):
+                await conn.call(PROGRAM, VERSION, 99)
+            await conn.call(PROGRAM, VERSION, 1)
+
+    asyncio.run(main())
+
+
+def test_concurrent_streams_on_one_connection_never_mix(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """Uploads and downloads of every variant at once on one asyncio connection: each
+    stream's bytes arrive whole and only where they belong."""
+    sizes = {v: qemu_stub.MIN_SIZE + v * 1_300_001 for v in VARIANTS}
+
+    async def main(address: str, tmp: Path) -> None:
+        client = await AsyncClient.connect(address)
+        async with client:
+
+            async def upload(variant: int, seed: int) -> None:
+                data = qemu_stub.synthetic_bytes(sizes[variant], seed)
+                stream = await client.open_restore(variant, name=f"u{seed}")
+                view = memoryview(data)
+                for start in range(0, len(view), 70_001):
+                    await stream.send(view[start : start + 70_001])
+                await stream.finish()
+
+            async def download(variant: int, seed: int) -> None:
+                out = tmp / f"d{variant}-{seed}"
+                result = await client.save(out, variant, name=f"{sizes[variant]}:{seed}")
+                assert result.bytes == sizes[variant]
+                digest = hashlib.sha256(out.read_bytes()).hexdigest()
+                assert digest == qemu_stub.synthetic_sha256(sizes[variant], seed)
+
+            jobs = [upload(v, 100 + v) for v in VARIANTS] + [upload(v, 200 + v) for v in VARIANTS]
+            jobs += [download(v, 300 + v) for v in VARIANTS]
+            await asyncio.gather(*jobs)
+
+    asyncio.run(main(str(server.address), tmp_path))
+    verdicts = [r for r in server.server.results if r.ok and r.sha256]
+    expected = {
+        qemu_stub.synthetic_sha256(sizes[v], seed) for v in VARIANTS for seed in (100 + v, 200 + v)
+    }
+    assert expected <= {r.sha256 for r in verdicts}
+    assert len(verdicts) == 9  # 6 restores + 3 saves, each judged once
+
+
+def test_many_blocking_clients_and_threads_at_once(server: ServerThread, tmp_path: Path) -> None:
+    """Several clients, several threads per connection, restores and saves mixed."""
+    size = qemu_stub.MIN_SIZE + 1_000_003
+    errors: list[BaseException] = []
+    digests: list[str] = []
+    lock = threading.Lock()
+
+    def work(client: Client, index: int) -> None:
+        try:
+            variant = 1 + index % 3
+            data = qemu_stub.synthetic_bytes(size, index)
+            client.restore([data], variant=variant, name=f"c{index}")
+            out = tmp_path / f"save{index}"
+            client.save(out, variant=variant, name=f"{size}:{index}")
+            with lock:
+                digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+        except BaseException as exc:
+            errors.append(exc)
+
+    clients = [Client.connect(server.address) for _ in range(3)]
+    try:
+        threads = [threading.Thread(target=work, args=(clients[i % 3], i)) for i in range(9)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for client in clients:
+            client.close()
+    assert not errors, errors
+    assert sorted(digests) == sorted(qemu_stub.synthetic_sha256(size, i) for i in range(9))
+    restored = {r.sha256 for r in server.server.results if r.ok}
+    assert {qemu_stub.synthetic_sha256(size, i) for i in range(9)} <= restored
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sparse_round_trip_keeps_holes(tmp_path: Path, variant: int) -> None:
+    if not sparse.supports_holes(str(tmp_path)):
+        pytest.skip(f"{tmp_path} does not keep holes (no SEEK_DATA support)")
+    images = tmp_path / "images"
+    images.mkdir()
+    source = tmp_path / "sparse.img"
+    mib = 1 << 20
+    with open(source, "wb") as out:
+        out.write(os.urandom(mib))  # data, hole, data, trailing hole
+        out.seek(5 * mib)
+        out.write(os.urandom(mib // 2))
+        out.truncate(9 * mib)
+    copy = tmp_path / "copy.img"
+    server = RestoreServer(f"unix:{tmp_path}/xs.sock", images=images)
+    with ServerThread(server) as running, Client.connect(running.address) as client:
+        sent = client.restore(source, variant=variant, name="disk")
+        got = client.save(copy, variant=variant, name="disk")
+        assert client.info().images == 1
+        with pytest.raises(RemoteFailure, match="no image named"):
+            client.save(tmp_path / "x", variant=variant, name="missing")
+    assert sent.holes == 4 * mib + 3 * mib + mib // 2 and sent.bytes == mib + mib // 2
+    assert got.holes == sent.holes and got.bytes == sent.bytes
+    stored = images / "disk"
+    for path in (stored, copy):
+        assert path.read_bytes() == source.read_bytes()
+        extents = list(sparse.iter_extents(os.open(path, os.O_RDONLY)))
+        assert [e.kind for e in extents] == ["data", "hole", "data", "hole"]
+        assert os.stat(path).st_blocks * 512 < 3 * mib
+
+
+def test_mutual_tls_refuses_clients_without_a_valid_certificate(tmp_path: Path) -> None:
+    ca, stranger_ca = trustme.CA(), trustme.CA()
+    files = {
+        "ca": ca.cert_pem,
+        "server": ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem,
+        "client": ca.issue_cert("client.example").private_key_and_cert_chain_pem,
+        "stranger": stranger_ca.issue_cert("client.example").private_key_and_cert_chain_pem,
+    }
+    for name, blob in files.items():
+        blob.write_to_path(str(tmp_path / f"{name}.pem"))
+    server = tmp_path / "server.pem"  # key and certificate in one file
+    context = server_context(server, server, tmp_path / "ca.pem", require_client_cert=True)
+    with ServerThread(RestoreServer("tcp:127.0.0.1:0", tls=context)) as running:
+        address = str(running.address)
+        good = client_context(tmp_path / "ca.pem", tmp_path / "client.pem")
+        with Client.connect(address, tls=good) as client:
+            client.ping()
+            client.restore([qemu_stub.synthetic_bytes(qemu_stub.MIN_SIZE, 2)], variant=2)
+        refusals = {None: "certificate required", tmp_path / "stranger.pem": "unknown ca"}
+        for certificate, reason in refusals.items():
+            bad = client_context(tmp_path / "ca.pem", certificate)
+            with pytest.raises(ConnectionLost) as info, Client.connect(address, tls=bad) as client:
+                client.ping()
+            assert "TLS error" in str(info.value) and reason in str(info.value)
+
+
+def test_nothing_leaks(tmp_path: Path) -> None:
+    """fds and child processes before == after a server with finished, failed, aborted and
+    disconnected streams."""
+    fds, kids = open_fds(), children()
+    with ServerThread(RestoreServer(f"unix:{tmp_path}/xs.sock")) as running:
+        for variant in VARIANTS:
+            data = qemu_stub.synthetic_bytes(qemu_stub.MIN_SIZE + 500_000, variant)
+            with Client.connect(running.address) as client:
+                client.restore([data], variant=variant)
+                client.save(tmp_path / "out", variant=variant, name=f"{len(data)}:1")
+                with pytest.raises(RemoteFailure):
+                    client.restore([b"XXXX" + data[4:]], variant=variant)
+                stream = client.open_restore(variant)
+                stream.send(data[:100_000])
+                stream.abort()
+            client = Client.connect(running.address)
+            client.open_restore(variant).send(data[:100_000])
+            client.close()
+
+            async def abandon(address: str = str(running.address), v: int = variant) -> None:
+                async_client = await AsyncClient.connect(address)
+                stream = await async_client.open_save(v, name=str(8 << 20))
+                await stream.recv()
+                await async_client.close()
+
+            asyncio.run(abandon())
+        assert wait_until(lambda: not (children() - kids)), describe(children() - kids)
+    assert children() <= kids
+    assert wait_until(lambda: open_fds() <= fds), (open_fds(), fds)
+
+
+def test_server_close_kills_endpoints_in_progress(tmp_path: Path) -> None:
+    kids = children()
+    running = ServerThread(RestoreServer(f"unix:{tmp_path}/xs.sock")).start()
+    client = Client.connect(running.address, options=Options(timeout=10))
+    stream = client.open_restore(2)
+    stream.send(b"QEVM" + bytes(50_000))
+    assert wait_until(lambda: children() - kids)
+    running.stop()
+    assert children() <= kids
+    with pytest.raises(ConnectionLost):
+        for _ in range(100):
+            stream.send(bytes(100_000))
+        stream.finish()
+    client.close()
