@@ -33,6 +33,7 @@ import dataclasses
 import logging
 import os
 import re
+import signal
 import socket
 import ssl
 import threading
@@ -43,6 +44,7 @@ from typing import Any, TypeVar
 from xdrstream.protocol import schemas
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse
+from xdrstream.transport import tls as tlsmod
 from xdrstream.transport.aio import AsyncConnection, _resolve
 from xdrstream.transport.errors import (
     ERR_INVALID_ARG,
@@ -52,6 +54,7 @@ from xdrstream.transport.errors import (
     ServerError,
 )
 from xdrstream.transport.options import Options
+from xdrstream.transport.qemu import QemuLauncher
 from xdrstream.transport.qemu_stub import StubLauncher
 from xdrstream.transport.sink import (
     EndpointError,
@@ -389,6 +392,52 @@ class RestoreServer:
             await stream.end(self._ret("xs_save_ret", total))
         finally:
             os.close(fd)
+
+
+def build_server(
+    listen: str | addresses.Address,
+    *,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
+    require_client_cert: bool | None = None,
+    qemu: str | None = None,
+    images: str | os.PathLike[str] | None = None,
+    options: Options | None = None,
+) -> RestoreServer:
+    """A server from command-line style settings: TLS when ``tls_cert`` is given (client
+    certificates verified against ``tls_ca`` and, by default, required when a CA is given,
+    as libvirtd does); ``qemu`` = path of a QEMU binary to use real QEMU instead of the
+    stub; ``images`` = directory of named image files instead of either."""
+    context = None
+    if tls_cert is not None:
+        if require_client_cert is None:
+            require_client_cert = tls_ca is not None
+        context = tlsmod.server_context(tls_cert, tls_key or tls_cert, tls_ca, require_client_cert)
+    elif tls_key is not None or tls_ca is not None:
+        raise tlsmod.TLSError("TLS needs a server certificate (--tls-cert)")
+    launcher: EndpointLauncher | None = QemuLauncher(binary=qemu) if qemu else None
+    return RestoreServer(listen, tls=context, launcher=launcher, images=images, options=options)
+
+
+def run(server: RestoreServer, on_ready: Callable[[addresses.Address], Any] | None = None) -> None:
+    """Serve until interrupted (KeyboardInterrupt or SIGTERM), then close everything."""
+
+    async def main() -> None:
+        address = await server.start()
+        if on_ready is not None:
+            on_ready(address)
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, _resolve, stop)
+        try:
+            await stop
+        finally:
+            await server.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 class ServerThread:

@@ -1,0 +1,457 @@
+"""The blocking and asyncio drivers on real socket pairs: the blocking server role, both
+client drivers, partial sends, backpressure (bounded memory), failure paths of each
+variant, stall timeouts, keepalive and idle timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from xdrstream.protocol import Role
+from xdrstream.protocol.framing import (
+    KEEPALIVE_PING,
+    KEEPALIVE_PONG,
+    KEEPALIVE_PROGRAM,
+    KEEPALIVE_VERSION,
+    Header,
+    MessageType,
+    pack_header,
+)
+from xdrstream.transport.aio import AsyncChannel, AsyncConnection
+from xdrstream.transport.blocking import BlockingConnection, SocketChannel
+from xdrstream.transport.errors import (
+    ConnectionLost,
+    PeerTimeout,
+    RemoteFailure,
+    ServerError,
+    StreamAborted,
+)
+from xdrstream.transport.options import Options
+from xdrstream.transport.server import (
+    PROC_ECHO,
+    PROGRAM,
+    RESTORE_PROCS,
+    SAVE_PROCS,
+    VERSION,
+    schema,
+)
+from xdrstream.transport.stream import BlockingStream, Hole, Stream
+
+S = schema()
+VARIANTS = [1, 2, 3]
+MIB = 1 << 20
+
+
+def small_buffers(sock: socket.socket) -> socket.socket:
+    """Tiny kernel buffers: every large frame goes out in many partial sends."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+def pattern(size: int, seed: int) -> bytes:
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+class BlockingServer:
+    """A blocking-driver server for restore.x kept in memory: uploads are hashed (holes
+    as zeros), downloads come from ``blobs`` (a Hole item is sent as a hole)."""
+
+    def __init__(self, sock: socket.socket, options: Options | None = None) -> None:
+        self.conn = BlockingConnection(SocketChannel(sock), Role.SERVER, [S], options)
+        self.conn.start()
+        self.received: dict[str, tuple[str, int, int]] = {}
+        self.blobs: dict[str, list[bytes | Hole]] = {}
+        self.hold = threading.Event()  # handlers that should stall wait on it
+        self.thread = threading.Thread(target=self.conn.serve, args=(self.handle,), daemon=True)
+        self.thread.start()
+
+    def handle(self, stream: BlockingStream) -> Any:
+        assert stream.call is not None
+        proc, args = stream.call.procedure, stream.args
+        if proc == PROC_ECHO:
+            return S["xs_echo_ret"](data=bytes(args.data))
+        if proc in RESTORE_PROCS.values():
+            stream.accept(S["xs_restore_ret"](length=0))
+            if args.name == "stall":
+                self.hold.wait(10)
+            if args.name.startswith("fail"):
+                stream.recv()
+                raise ServerError(55, f"refused {args.name}")
+            digest, data, holes = hashlib.sha256(), 0, 0
+            while (chunk := stream.recv()) is not None:
+                if isinstance(chunk, Hole):
+                    digest.update(bytes(chunk.length))
+                    holes += chunk.length
+                else:
+                    digest.update(chunk)
+                    data += len(chunk)
+            self.received[args.name] = (digest.hexdigest(), data, holes)
+            stream.complete(S["xs_restore_ret"](length=data + holes))
+            return None
+        assert proc in SAVE_PROCS.values()
+        stream.accept(S["xs_save_ret"](length=0))
+        total = 0
+        for item in self.blobs[args.name]:
+            if isinstance(item, Hole):
+                stream.send_hole(item.length)
+                total += item.length
+            else:
+                stream.send(item)
+                total += len(item)
+        stream.end(S["xs_save_ret"](length=total))
+        return None
+
+    def close(self) -> None:
+        self.hold.set()
+        self.conn.close()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def restore_args(name: str) -> Any:
+    return S["xs_restore_args"](name=name, size_hint=0, flags=0)
+
+
+def save_args(name: str) -> Any:
+    return S["xs_save_args"](name=name, flags=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_blocking_server_role_with_blocking_client_and_partial_sends(
+    pair: tuple[socket.socket, socket.socket], variant: int
+) -> None:
+    client_sock, server_sock = (small_buffers(s) for s in pair)
+    server = BlockingServer(server_sock)
+    data = pattern(3 * MIB + 12345, variant)
+    server.blobs["sparse"] = [data[:MIB], Hole(5 * MIB), data[MIB:]]
+    client = BlockingConnection(SocketChannel(client_sock), Role.CLIENT, [S])
+    client.start()
+    try:
+        echo = client.call(PROGRAM, VERSION, PROC_ECHO, S["xs_echo_args"](data=b"x" * 60000))
+        assert echo.data == b"x" * 60000
+        up = client.open_stream(PROGRAM, VERSION, RESTORE_PROCS[variant], restore_args("up"))
+        up.send(data[:MIB])  # one call, many frames
+        up.send_hole(2 * MIB)
+        up.send(data[MIB:])
+        result = up.finish()
+        expected = hashlib.sha256(data[:MIB] + bytes(2 * MIB) + data[MIB:]).hexdigest()
+        assert server.received["up"] == (expected, len(data), 2 * MIB)
+        if variant == 3:
+            assert result.length == len(data) + 2 * MIB
+
+        down = client.open_stream(PROGRAM, VERSION, SAVE_PROCS[variant], save_args("sparse"))
+        got = bytearray()
+        holes = []
+        for chunk in down:
+            if isinstance(chunk, Hole):
+                holes.append(chunk.length)
+                got += bytes(chunk.length)
+            else:
+                got += chunk
+        assert holes == [5 * MIB]
+        assert bytes(got) == data[:MIB] + bytes(5 * MIB) + data[MIB:]
+        assert down.closed and down.recv() is None
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_blocking_server_role_with_async_client(
+    pair: tuple[socket.socket, socket.socket], variant: int
+) -> None:
+    client_sock, server_sock = (small_buffers(s) for s in pair)
+    server = BlockingServer(server_sock)
+    data = pattern(2 * MIB + 7, variant)
+    server.blobs["d"] = [data]
+
+    async def main() -> bytes:
+        client = AsyncConnection(AsyncChannel(client_sock), Role.CLIENT, [S])
+        client.start()
+        async with client:
+            up = await client.open_stream(
+                PROGRAM, VERSION, RESTORE_PROCS[variant], restore_args("u")
+            )
+            await up.send(data)
+            await up.finish()
+            down = await client.open_stream(PROGRAM, VERSION, SAVE_PROCS[variant], save_args("d"))
+            got = bytearray()
+            async for chunk in down:
+                assert isinstance(chunk, memoryview)
+                got += chunk
+            return bytes(got)
+
+    try:
+        assert asyncio.run(main()) == data
+        assert server.received["u"] == (hashlib.sha256(data).hexdigest(), len(data), 0)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_server_failure_mid_upload_reaches_the_client(
+    pair: tuple[socket.socket, socket.socket], variant: int
+) -> None:
+    """§7.2.5 / §7.3.3 / §7.4.3: the server fails while the client is still sending."""
+    server = BlockingServer(pair[1])
+    client = BlockingConnection(SocketChannel(pair[0]), Role.CLIENT, [S])
+    client.start()
+    try:
+        up = client.open_stream(PROGRAM, VERSION, RESTORE_PROCS[variant], restore_args("fail1"))
+        with pytest.raises(RemoteFailure) as info:
+            for _ in range(200):
+                up.send(bytes(256 * 1024))
+            up.finish()
+        assert info.value.code == 55 and info.value.message == "refused fail1"
+        assert up.closed
+        # the late frames were dropped, the connection carries on
+        echo = client.call(PROGRAM, VERSION, PROC_ECHO, S["xs_echo_args"](data=b"ok"))
+        assert echo.data == b"ok"
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_async_server_role_abort_and_failure(
+    pair: tuple[socket.socket, socket.socket], variant: int
+) -> None:
+    """An asyncio server handler sees the client's abort as StreamAborted; a handler
+    exception becomes an error the client raises with its message."""
+    seen: list[str] = []
+
+    async def handler(stream: Stream) -> Any:
+        args = stream.args
+        await stream.accept(S["xs_restore_ret"](length=0))
+        if args.name == "boom":
+            await stream.recv()
+            raise RuntimeError("disk on fire")
+        try:
+            while await stream.recv() is not None:
+                pass
+        except StreamAborted:
+            seen.append("aborted")
+            raise
+        return None
+
+    async def main() -> None:
+        server = AsyncConnection(AsyncChannel(pair[1]), Role.SERVER, [S], handler=handler)
+        server.start()
+        client = AsyncConnection(AsyncChannel(pair[0]), Role.CLIENT, [S])
+        client.start()
+        proc = RESTORE_PROCS[variant]
+        up = await client.open_stream(PROGRAM, VERSION, proc, restore_args("a"))
+        await up.send(bytes(MIB))
+        await up.abort()
+        assert up.closed
+        up = await client.open_stream(PROGRAM, VERSION, proc, restore_args("boom"))
+        with pytest.raises(RemoteFailure, match="RuntimeError: disk on fire"):
+            for _ in range(100):
+                await up.send(bytes(65536))
+            await up.finish()
+        await client.close()
+        await server.close()
+
+    asyncio.run(main())
+    assert seen == ["aborted"]
+
+
+@pytest.mark.parametrize("driver", ["blocking", "async"])
+def test_slow_reader_bounds_what_is_buffered(
+    pair: tuple[socket.socket, socket.socket], driver: str
+) -> None:
+    """A download the application does not read: the client stops reading the socket
+    once a stream holds ``stream_buffer`` unconsumed bytes, and the server's sender waits
+    (it has not produced everything); reading on delivers every byte."""
+    limit = 2 * MIB
+    server = BlockingServer(pair[1])
+    data = pattern(48 * MIB, 3)
+    server.blobs["big"] = [data[i : i + MIB] for i in range(0, len(data), MIB)]
+    options = Options(stream_buffer=limit, recv_buffer=256 * 1024)
+
+    def check(engine: Any, serial: int) -> None:
+        info = engine.stream_info(serial)
+        assert info is not None
+        assert info.unconsumed <= limit + options.recv_buffer
+        assert engine.buffered <= options.recv_buffer + 256 * 1024
+        assert engine.reading_paused
+
+    try:
+        if driver == "blocking":
+            client = BlockingConnection(SocketChannel(pair[0]), Role.CLIENT, [S], options)
+            client.start()
+            with client:
+                down = client.open_stream(PROGRAM, VERSION, SAVE_PROCS[2], save_args("big"))
+                first = down.recv()
+                assert isinstance(first, memoryview)
+                time.sleep(0.5)
+                check(client.engine, down.serial)
+                got = hashlib.sha256(first)
+                for chunk in down:
+                    assert isinstance(chunk, memoryview)
+                    got.update(chunk)
+        else:
+
+            async def main() -> Any:
+                client = AsyncConnection(AsyncChannel(pair[0]), Role.CLIENT, [S], options)
+                client.start()
+                async with client:
+                    proc = SAVE_PROCS[2]
+                    down = await client.open_stream(PROGRAM, VERSION, proc, save_args("big"))
+                    first = await down.recv()
+                    assert isinstance(first, memoryview)
+                    await asyncio.sleep(0.5)
+                    check(client.engine, down.serial)
+                    digest = hashlib.sha256(first)
+                    async for chunk in down:
+                        assert isinstance(chunk, memoryview)
+                        digest.update(chunk)
+                    return digest
+
+            got = asyncio.run(main())
+        assert got.hexdigest() == hashlib.sha256(data).hexdigest()
+    finally:
+        server.close()
+
+
+def test_stalled_peer_makes_the_sender_time_out(pair: tuple[socket.socket, socket.socket]) -> None:
+    """The server's handler stops consuming: the server stops reading, the client's send
+    waits and then gives up with PeerTimeout instead of buffering."""
+    server = BlockingServer(pair[1], Options(stream_buffer=MIB))
+    client = BlockingConnection(SocketChannel(pair[0]), Role.CLIENT, [S], Options(timeout=0.5))
+    client.start()
+    sent = 0
+    try:
+        up = client.open_stream(PROGRAM, VERSION, RESTORE_PROCS[2], restore_args("stall"))
+        with pytest.raises(PeerTimeout, match="stopped reading"):
+            for _ in range(400):
+                up.send(bytes(256 * 1024))
+                sent += 256 * 1024
+        assert sent < 16 * MIB  # bounded by buffers, not by the 100 MiB offered
+        assert isinstance(client.error, PeerTimeout)
+        with pytest.raises(ConnectionLost):
+            client.call(PROGRAM, VERSION, PROC_ECHO, S["xs_echo_args"](data=b""))
+    finally:
+        client.close()
+        server.close()
+
+
+def silent_peer(sock: socket.socket, stop: threading.Event, answer: bool) -> threading.Thread:
+    """Reads everything; answers PINGs with PONGs only if ``answer``."""
+    pong = pack_header(
+        Header(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KEEPALIVE_PONG, MessageType.MESSAGE, 0, 0)
+    )
+
+    def run() -> None:
+        sock.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            if answer:
+                for _ in range(data.count(KEEPALIVE_PROGRAM.to_bytes(4, "big"))):
+                    sock.sendall(pong)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("driver", ["blocking", "async"])
+@pytest.mark.parametrize("answer", [True, False])
+def test_keepalive_declares_a_silent_peer_dead(
+    pair: tuple[socket.socket, socket.socket], driver: str, answer: bool
+) -> None:
+    stop = threading.Event()
+    thread = silent_peer(pair[1], stop, answer)
+    options = Options(timeout=None, keepalive_interval=0.1, keepalive_count=3)
+    try:
+        if driver == "blocking":
+            conn = BlockingConnection(SocketChannel(pair[0]), Role.CLIENT, [S], options)
+            conn.start()
+            time.sleep(1.0)
+            error = conn.error
+            conn.close()
+        else:
+
+            async def main() -> Any:
+                conn = AsyncConnection(AsyncChannel(pair[0]), Role.CLIENT, [S], options)
+                conn.start()
+                await asyncio.sleep(1.0)
+                error = conn.error
+                await conn.close()
+                return error
+
+            error = asyncio.run(main())
+    finally:
+        stop.set()
+        thread.join()
+    if answer:
+        assert error is None  # PONGs keep the connection alive
+    else:
+        assert isinstance(error, PeerTimeout) and "no answer to 3 keepalive pings" in str(error)
+
+
+@pytest.mark.parametrize("driver", ["blocking", "async"])
+def test_pings_are_answered_and_idle_connections_closed(
+    pair: tuple[socket.socket, socket.socket], driver: str
+) -> None:
+    """Server role: a PING gets a PONG (§5); with nothing in progress and nothing received
+    for ``idle_timeout`` the server closes the connection."""
+    options = Options(idle_timeout=0.6)
+    ping = pack_header(
+        Header(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KEEPALIVE_PING, MessageType.MESSAGE, 0, 0)
+    )
+    expected_pong = pack_header(
+        Header(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KEEPALIVE_PONG, MessageType.MESSAGE, 0, 0)
+    )
+    raw = pair[0]
+    raw.settimeout(5)
+
+    def exercise() -> tuple[bytes, bytes]:
+        raw.sendall(ping)
+        answer = raw.recv(100)
+        eof = raw.recv(100)  # the server closes the idle connection
+        return answer, eof
+
+    if driver == "blocking":
+        conn = BlockingConnection(SocketChannel(pair[1]), Role.SERVER, [S], options)
+        conn.start()
+        answer, eof = exercise()
+        conn.close()
+    else:
+
+        async def main() -> tuple[bytes, bytes]:
+            async def never(stream: Stream) -> None:
+                raise AssertionError("no call expected")
+
+            conn = AsyncConnection(AsyncChannel(pair[1]), Role.SERVER, [S], options, never)
+            conn.start()
+            result = await asyncio.get_running_loop().run_in_executor(None, exercise)
+            await conn.close()
+            return result
+
+        answer, eof = asyncio.run(main())
+    assert answer == expected_pong
+    assert eof == b""
