@@ -13,10 +13,11 @@ JSON line per command, e.g. for ``restore``/``save``::
      "hole_bytes": .., "seconds": 0.41, "mb_per_s": 163.2, "sha256": "..", ...}
 
 ``sha256`` is the digest of the image's content, holes included: of what ``restore`` sent,
-and of the file ``save`` wrote. ``serve`` prints ``{"listening": "unix:/tmp/x.sock"}``, then one
-``{"endpoint": {...}}`` line per endpoint verdict (ok, bytes, sha256, error, exit code of the
-stub or QEMU) -- on a terminal, the same as text. SIGINT or SIGTERM stop it cleanly: every
-connection is closed, every endpoint killed, the Unix socket file removed.
+and of the file ``save`` wrote (a failed save removes OUT: no partial image is left).
+``serve`` prints ``{"listening": "unix:/tmp/x.sock"}``, then one ``{"endpoint": {...}}``
+line per endpoint verdict (ok, bytes, sha256, error, exit code of the stub or QEMU) -- on a
+terminal, the same as text. SIGINT or SIGTERM stop it cleanly: every connection is closed,
+every endpoint killed, the Unix socket file removed.
 
 Errors are one line on stderr, ``xdrstream COMMAND: error: ...``, with these exit codes:
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -296,15 +298,30 @@ def classify(exc: BaseException) -> CommandError:
     if isinstance(exc, PeerTimeout):
         return CommandError(f"timed out: {exc}", EXIT_TIMEOUT)
     if isinstance(exc, ConnectionLost):
-        cause = exc.__cause__
-        if isinstance(cause, tlsmod.TLSError | ssl.SSLError):
+        cause = _tls_cause(exc)
+        if cause is not None:
             return classify(cause)
-        return CommandError(f"connection lost: {exc}", EXIT_FAILED)
+        text = str(exc)
+        if text.startswith("TLS "):  # the driver's TLS failures after the handshake
+            return CommandError(f"TLS failure: {text}", EXIT_CONNECT)
+        prefix = "" if text.startswith("connection lost") else "connection lost: "
+        return CommandError(f"{prefix}{text}", EXIT_FAILED)
     if isinstance(exc, ProtocolError):
         return CommandError(f"protocol error: {exc}", EXIT_FAILED)
     if isinstance(exc, OSError) and exc.filename is not None:
         return CommandError(f"{exc.filename}: {exc.strerror or exc}", EXIT_USAGE)
     return CommandError(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+def _tls_cause(exc: BaseException) -> BaseException | None:
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, tlsmod.TLSError | ssl.SSLError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _fail(command: str, error: CommandError) -> int:
@@ -439,7 +456,11 @@ def run_save(args: argparse.Namespace) -> int:
         name = "image"
     console = None if args.json else terminal_console()
     try:
-        with _connect(args) as client, Meter(f"save V{args.variant}", args.size, console) as meter:
+        client = _connect(args)
+    except Exception as exc:
+        return _fail("save", classify(exc))
+    try:
+        with client, Meter(f"save V{args.variant}", args.size, console) as meter:
             result = client.save(
                 args.file,
                 variant=args.variant,
@@ -448,6 +469,10 @@ def run_save(args: argparse.Namespace) -> int:
             )
         sha256 = file_sha256(args.file)
     except Exception as exc:
+        # OUT was truncated when the save began: leave no partial image behind
+        with contextlib.suppress(OSError):
+            if os.path.isfile(args.file):
+                os.unlink(args.file)
         return _fail("save", classify(exc))
     _report("save", args, result, sha256, meter, sys.stdout, console is None)
     return EXIT_OK
