@@ -27,10 +27,19 @@ import contextlib
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
-from xdrstream.protocol import NEED_DATA, Connection, Limits, Registry, Role
+from xdrstream.protocol import (
+    NEED_DATA,
+    Connection,
+    Limits,
+    LocalProtocolError,
+    Registry,
+    RemoteError,
+    Role,
+)
 from xdrstream.protocol.events import (
     Call,
     ConnectionClosed,
@@ -145,9 +154,14 @@ class AsyncChannel:
     def peer_certificate(self) -> dict[str, Any] | None:
         return None
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
+        """Stop both directions (pending reads see end of input); the fd stays open
+        until close(), so no callback registered on it can meet a reused fd number."""
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.shutdown()
         self.sock.close()
 
 
@@ -179,6 +193,9 @@ class AsyncTLSChannel(AsyncChannel):
         except asyncio.TimeoutError:
             raise tlsmod.TLSError(f"TLS handshake with {self._peer} timed out") from None
         except (ssl.SSLError, OSError, ConnectionLost) as exc:
+            if isinstance(exc, ssl.SSLError):  # tell the peer why (the alert is queued)
+                with contextlib.suppress(Exception):
+                    await self._flush(1.0)
             raise tlsmod.TLSError(
                 f"TLS handshake with {self._peer} failed: {tlsmod.describe(exc)}"
             ) from exc
@@ -279,6 +296,9 @@ class AsyncConnection:
         self._last_rx = time.monotonic()
         self._missed_pings = 0
         self._pong_due = False
+        self._ponger: asyncio.Task[None] | None = None
+        self._refusals: deque[tuple[Exchange, RemoteError]] = deque()
+        self._refuser: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
 
@@ -385,7 +405,7 @@ class AsyncConnection:
             error = ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}")
         error.__cause__ = exc if exc is not error else None
         self._error = error
-        self._channel.close()
+        self._channel.shutdown()
         self._resume.set()
         self._closed.set()
         for ex in self._exchanges.values():
@@ -409,6 +429,7 @@ class AsyncConnection:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._channel.close()
 
     async def __aenter__(self) -> AsyncConnection:
         return self
@@ -441,7 +462,11 @@ class AsyncConnection:
                 if step is WAIT:
                     await self._wait(ex)
                 else:
-                    await self._send(step)  # type: ignore[arg-type]
+                    try:
+                        await self._send(step)  # type: ignore[arg-type]
+                    except LocalProtocolError as exc:  # the operation decides (see _emit)
+                        step = op.throw(exc)
+                        continue
                 step = op.send(None)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
@@ -460,7 +485,9 @@ class AsyncConnection:
             try:
                 await asyncio.wait_for(ex.waker.wait(), wait)
             except asyncio.TimeoutError:
-                if timeout is not None and time.monotonic() - self._last_rx >= timeout:
+                if self.engine.reading_paused:  # we are not listening: not the peer's fault
+                    self._last_rx = time.monotonic()
+                elif timeout is not None and time.monotonic() - self._last_rx >= timeout:
                     self._fail(
                         PeerTimeout(f"{self.name or 'peer'}: nothing received for {timeout} s")
                     )
@@ -525,7 +552,9 @@ class AsyncConnection:
         engine = self.engine
         try:
             while self._drain():
-                while engine.reading_paused and self._error is None:
+                while self._error is None and (
+                    engine.reading_paused or len(self._refusals) >= self.options.max_calls
+                ):
                     self._resume.clear()
                     await self._resume.wait()
                     self._last_rx = time.monotonic()  # we were not listening
@@ -550,7 +579,8 @@ class AsyncConnection:
             kind = type(event)
             if kind is KeepalivePing:
                 self._pong_due = True
-                self._spawn(self._send_pong())
+                if self._ponger is None or self._ponger.done():
+                    self._ponger = self._spawn(self._send_pongs())
             elif kind is KeepalivePong or kind is Message:
                 pass  # any input counts as a sign of life; notifications are not used
             elif kind is ConnectionClosed:
@@ -565,8 +595,9 @@ class AsyncConnection:
                     ex.waker.set()
         return False
 
-    async def _send_pong(self) -> None:
-        if self._pong_due:
+    async def _send_pongs(self) -> None:
+        """Answer PINGs (§5) without making the reader wait for the socket."""
+        while self._pong_due:
             self._pong_due = False
             with contextlib.suppress(TransportError):
                 await self._send(KeepalivePong())
@@ -583,16 +614,25 @@ class AsyncConnection:
                 f"unknown procedure {call.procedure} of program {call.program:#x} "
                 f"version {call.version}",
             )
-            self._spawn(self._refuse(ex, error))
+            self._refuse(ex, error)
         elif self._handler is None or len(self._exchanges) > self.options.max_calls:
             why = "no handler" if self._handler is None else "too many calls in progress"
-            self._spawn(self._refuse(ex, remote_error(ERR_OPERATION_INVALID, why)))
+            self._refuse(ex, remote_error(ERR_OPERATION_INVALID, why))
         else:
             self._spawn(self._handle(ex, stream))
 
-    async def _refuse(self, ex: Exchange, error: Any) -> None:
-        with contextlib.suppress(TransportError):
-            await self.run(ex, server_fail(ex, error))
+    def _refuse(self, ex: Exchange, error: RemoteError) -> None:
+        """Queue an error reply; one task sends them (the reader pauses if they pile up)."""
+        self._refusals.append((ex, error))
+        if self._refuser is None or self._refuser.done():
+            self._refuser = self._spawn(self._send_refusals())
+
+    async def _send_refusals(self) -> None:
+        while self._refusals:
+            ex, error = self._refusals.popleft()
+            self._resume.set()
+            with contextlib.suppress(TransportError):
+                await self.run(ex, server_fail(ex, error))
 
     async def _handle(self, ex: Exchange, stream: Stream) -> None:
         assert self._handler is not None

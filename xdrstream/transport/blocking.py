@@ -30,7 +30,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from xdrstream.protocol import NEED_DATA, Connection, Limits, Registry, Role
+from xdrstream.protocol import (
+    NEED_DATA,
+    Connection,
+    Limits,
+    LocalProtocolError,
+    Registry,
+    Role,
+)
 from xdrstream.protocol.events import (
     Call,
     ConnectionClosed,
@@ -171,6 +178,9 @@ class TLSChannel(SocketChannel):
                         raise ConnectionLost("connection closed during the TLS handshake") from None
             self.flush(timeout)
         except (ssl.SSLError, OSError, ConnectionLost) as exc:
+            if isinstance(exc, ssl.SSLError):  # tell the peer why (the alert is queued)
+                with contextlib.suppress(Exception):
+                    self.flush(1.0)
             raise tlsmod.TLSError(
                 f"TLS handshake with {self._peer} failed: {tlsmod.describe(exc)}"
             ) from exc
@@ -387,7 +397,11 @@ class BlockingConnection:
                 if step is WAIT:
                     self._wait(ex)
                 else:
-                    self._send(step)  # type: ignore[arg-type]
+                    try:
+                        self._send(step)  # type: ignore[arg-type]
+                    except LocalProtocolError as exc:  # the operation decides (see _emit)
+                        step = op.throw(exc)
+                        continue
                 step = op.send(None)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
@@ -407,15 +421,13 @@ class BlockingConnection:
                 if timeout is None:
                     self._cond.wait()
                     continue
+                if self.engine.reading_paused:  # we are not listening: not the peer's fault
+                    self._last_rx = time.monotonic()
                 left = self._last_rx + timeout - time.monotonic()
-                if left <= 0:
-                    self._cond.release()
-                    try:
-                        self._fail(
-                            PeerTimeout(f"{self.name or 'peer'}: nothing received for {timeout} s")
-                        )
-                    finally:
-                        self._cond.acquire()
+                if left <= 0:  # (the condition's lock is re-entrant)
+                    self._fail(
+                        PeerTimeout(f"{self.name or 'peer'}: nothing received for {timeout} s")
+                    )
                     continue
                 self._cond.wait(left)
 
@@ -522,7 +534,9 @@ class BlockingConnection:
                 with self._cond:
                     if not self._drain():
                         return
-                    while engine.reading_paused and self._error is None:
+                    while self._error is None and (
+                        engine.reading_paused or len(self._refusals) >= self.options.max_calls
+                    ):
                         self._cond.wait()
                         self._last_rx = time.monotonic()  # we were not listening
                     if self._error is not None:
@@ -614,6 +628,9 @@ class BlockingConnection:
                     self._send(KeepalivePong())
                 for ex, error in refusals:
                     self.run(ex, server_fail(ex, error))
+                if refusals:
+                    with self._cond:
+                        self._cond.notify_all()
                 now = time.monotonic()
                 if paused:
                     seen = self._last_rx = now

@@ -18,7 +18,8 @@ a path, a binary file object, or any iterable of bytes-like objects (and
 and sent as holes (spec.md §7.1.3) unless ``sparse=False``; data is read into one reused
 buffer.  ``save(dest, variant=..., name=...)`` downloads into a path or a binary file object
 (holes are recreated as holes in regular files, written as zeros elsewhere) or calls
-``dest(chunk)`` for each chunk when ``dest`` is callable.  Both return a
+``dest(chunk)`` for each chunk when ``dest`` is callable (a path is removed again if the
+save fails).  Both return a
 :class:`TransferResult`; a server failure raises :class:`~.errors.RemoteFailure` (its
 ``code`` and ``message`` are the server's), a lost connection
 :class:`~.errors.ConnectionLost`; an exception while reading the source or writing the
@@ -137,11 +138,13 @@ class _Sink:
 
     def __init__(self, dest: Dest) -> None:
         self._close_fd = -1
+        self._path: str | os.PathLike[str] | None = None
         self._writer: sparsemod.SparseWriter | None = None
         self._write: Callable[[memoryview], Any] | None = None
         if isinstance(dest, (str, os.PathLike)):
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             self._close_fd = fd
+            self._path = dest
             self._writer = sparsemod.SparseWriter(fd)
             return
         fileno = getattr(dest, "fileno", None)
@@ -190,6 +193,9 @@ class _Sink:
             if self._close_fd >= 0:
                 os.close(self._close_fd)
                 self._close_fd = -1
+            if not ok and self._path is not None:  # no half-saved file left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(self._path)
 
 
 def _length(result: Any) -> int:
