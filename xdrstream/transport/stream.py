@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterat
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
-from xdrstream.protocol import RemoteError, StreamInfo, Variant
+from xdrstream.protocol import LocalProtocolError, RemoteError, StreamInfo, Variant
 from xdrstream.protocol._bodies import V1_CHUNK_MAX, V1_WINDOW
 from xdrstream.protocol.events import (
     Call,
@@ -163,6 +163,23 @@ def _pop(ex: Exchange) -> Op[Event]:
     return event
 
 
+def _emit(ex: Exchange, event: Event) -> Op[None]:
+    """Send ``event``.  If the engine refuses it because the peer ended the exchange (or
+    reached the end of data) meanwhile, the peer's event, still in the inbox, explains."""
+    try:
+        yield event
+    except LocalProtocolError:
+        for pending in ex.inbox:
+            kind = type(pending)
+            if kind is StreamError or kind is ErrorReply:
+                raise _failed(ex, pending.error) from None  # type: ignore[union-attr]
+            if kind is StreamAbort and not ex.client:
+                raise _server_aborted(ex) from None
+            if kind is StreamEnd and type(event) is StreamRead:
+                return  # the READ came too late: end of data is on its way (§7.2.3)
+        raise
+
+
 def _unexpected(ex: Exchange, event: Event) -> TransportError:
     return TransportError(f"{ex!r}: unexpected {type(event).__name__} (driver bug)")
 
@@ -230,7 +247,7 @@ def client_send(ex: Exchange, data: bytes | bytearray | memoryview) -> Op[None]:
     _open(ex)
     for piece in pieces(data, ex.chunk_size):
         yield from _upload_slot(ex)
-        yield StreamData(ex.serial, piece)
+        yield from _emit(ex, StreamData(ex.serial, piece))
 
 
 def client_send_hole(ex: Exchange, length: int) -> Op[None]:
@@ -245,14 +262,14 @@ def client_send_hole(ex: Exchange, length: int) -> Op[None]:
             length -= step
         return
     yield from _upload_slot(ex)
-    yield StreamHole(ex.serial, length)
+    yield from _emit(ex, StreamHole(ex.serial, length))
 
 
 def client_finish(ex: Exchange) -> Op[Any]:
     """Upload: end of data; wait for the confirmation (V3: the reply)."""
     _open(ex)
     yield from _upload_slot(ex)
-    yield StreamFinish(ex.serial)
+    yield from _emit(ex, StreamFinish(ex.serial))
     while True:
         event = yield from _pop(ex)
         kind = type(event)
@@ -272,7 +289,10 @@ def client_finish(ex: Exchange) -> Op[Any]:
 def client_abort(ex: Exchange) -> Op[None]:
     if ex.closed:
         return
-    yield StreamAbort(ex.serial)
+    try:
+        yield from _emit(ex, StreamAbort(ex.serial))
+    except RemoteFailure:  # the peer ended the exchange first: nothing left to abort
+        return
     while True:
         event = yield from _pop(ex)
         if type(event) in (StreamConfirm, Reply, StreamError, ErrorReply):
@@ -289,7 +309,7 @@ def client_recv(ex: Exchange) -> Op[Chunk | None]:
         if ex.v1:
             while not ex.eof and ex.outstanding < V1_WINDOW:
                 ex.outstanding += 1
-                yield StreamRead(ex.serial, ex.chunk_size)
+                yield from _emit(ex, StreamRead(ex.serial, ex.chunk_size))
         event = yield from _pop(ex)
         kind = type(event)
         if kind is StreamData:
@@ -302,7 +322,7 @@ def client_recv(ex: Exchange) -> Op[Chunk | None]:
             ex.eof = True
             ex.outstanding = 0  # later READs are cancelled (§7.2.3)
             if ex.variant is not Variant.V3:
-                yield StreamFinish(ex.serial)
+                yield from _emit(ex, StreamFinish(ex.serial))
             continue
         if kind is StreamConfirm or kind is Reply:
             ex.closed = True
@@ -330,7 +350,7 @@ def server_accept(ex: Exchange, result: Any) -> Op[None]:
     if ex.variant is Variant.V3:
         ex.result = result
         return
-    yield Reply(ex.serial, result)
+    yield from _emit(ex, Reply(ex.serial, result))
     if ex.kind is Kind.CALL:
         ex.closed = True
 
@@ -350,7 +370,7 @@ def server_recv(ex: Exchange) -> Op[Chunk | None]:
         return None
     if ex.ack_due:  # the application came back: the previous chunk is consumed (§7.2.2)
         ex.ack_due = False
-        yield StreamAck(ex.serial)
+        yield from _emit(ex, StreamAck(ex.serial))
     event = yield from _pop(ex)
     kind = type(event)
     if kind is StreamData or kind is StreamHole:
@@ -371,7 +391,9 @@ def server_complete(ex: Exchange, result: Any) -> Op[None]:
     _must_be_open(ex)
     if not ex.eof:
         raise TransportError(f"{ex!r}: complete() before the client finished the upload")
-    yield Reply(ex.serial, result) if ex.variant is Variant.V3 else StreamConfirm(ex.serial)
+    yield from _emit(
+        ex, Reply(ex.serial, result) if ex.variant is Variant.V3 else StreamConfirm(ex.serial)
+    )
     ex.closed = True
 
 
@@ -401,7 +423,7 @@ def server_send(ex: Exchange, data: bytes | bytearray | memoryview) -> Op[None]:
     view = _byte_view(data)
     while view:
         size = yield from _download_slot(ex)
-        yield StreamData(ex.serial, view[:size])
+        yield from _emit(ex, StreamData(ex.serial, view[:size]))
         view = view[size:]
 
 
@@ -417,25 +439,25 @@ def server_send_hole(ex: Exchange, length: int) -> Op[None]:
             length -= step
         return
     yield from _download_slot(ex)
-    yield StreamHole(ex.serial, length)
+    yield from _emit(ex, StreamHole(ex.serial, length))
 
 
 def server_end(ex: Exchange, result: Any) -> Op[None]:
     """Download: end of data; V1/V2 wait for the client's finish and confirm; V3 reply."""
     _must_be_open(ex)
     yield from _download_slot(ex)
-    yield StreamEnd(ex.serial)
+    yield from _emit(ex, StreamEnd(ex.serial))
     ex.eof = True
     ex.read_sizes.clear()
     if ex.variant is Variant.V3:
-        yield Reply(ex.serial, result)
+        yield from _emit(ex, Reply(ex.serial, result))
         ex.closed = True
         return
     while True:
         event = yield from _pop(ex)
         kind = type(event)
         if kind is StreamFinish or kind is StreamAbort:
-            yield StreamConfirm(ex.serial)
+            yield from _emit(ex, StreamConfirm(ex.serial))
             ex.closed = True
             return
         if kind is not StreamRead:
@@ -447,15 +469,15 @@ def server_fail(ex: Exchange, error: RemoteError) -> Op[None]:
     if ex.closed:
         return
     if ex.kind is Kind.CALL or not ex.accepted or ex.variant is Variant.V3:
-        yield ErrorReply(ex.serial, error)
+        yield from _emit(ex, ErrorReply(ex.serial, error))
     elif ex.variant is Variant.V2:
-        yield StreamError(ex.serial, error)
+        yield from _emit(ex, StreamError(ex.serial, error))
     else:  # V1 answers the oldest outstanding stream call; wait for one (§7.2.5)
         while not _v1_outstanding(ex):
             event = yield from _pop(ex)
             if type(event) is StreamAbort:
                 ex.aborted = True
-        yield StreamError(ex.serial, error)
+        yield from _emit(ex, StreamError(ex.serial, error))
     ex.closed = True
 
 
@@ -470,13 +492,15 @@ def server_conclude(ex: Exchange, exc: BaseException | None, value: Any) -> Op[N
         return
     if ex.aborted:
         if ex.variant is Variant.V3:
-            yield ErrorReply(ex.serial, remote_error(ERR_OPERATION_ABORTED, "stream aborted"))
+            yield from _emit(
+                ex, ErrorReply(ex.serial, remote_error(ERR_OPERATION_ABORTED, "stream aborted"))
+            )
         else:
-            yield StreamConfirm(ex.serial)
+            yield from _emit(ex, StreamConfirm(ex.serial))
         ex.closed = True
         return
     if exc is None and ex.kind is Kind.CALL:
-        yield Reply(ex.serial, value)
+        yield from _emit(ex, Reply(ex.serial, value))
         ex.closed = True
         return
     yield from server_fail(ex, error_body(exc))
