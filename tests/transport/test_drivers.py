@@ -32,6 +32,8 @@ from xdrstream.transport.errors import (
     RemoteFailure,
     ServerError,
     StreamAborted,
+    StreamClosed,
+    TransportError,
 )
 from xdrstream.transport.options import Options
 from xdrstream.transport.server import (
@@ -455,3 +457,28 @@ def test_pings_are_answered_and_idle_connections_closed(
         answer, eof = asyncio.run(main())
     assert answer == expected_pong
     assert eof == b""
+
+
+def test_misuse_is_refused_clearly(pair: tuple[socket.socket, socket.socket]) -> None:
+    server = BlockingServer(pair[1])
+    server.blobs["b"] = [b"abc"]
+    client = BlockingConnection(SocketChannel(pair[0]), Role.CLIENT, [S])
+    client.start()
+    try:
+        down = client.open_stream(PROGRAM, VERSION, SAVE_PROCS[2], save_args("b"))
+        with pytest.raises(TransportError, match="for upload streams"):
+            down.send(b"x")
+        assert bytes(down.recv() or b"") == b"abc"
+        assert down.recv() is None and down.closed
+        up = client.open_stream(PROGRAM, VERSION, RESTORE_PROCS[2], restore_args("u"))
+        with pytest.raises(TransportError, match="for download streams"):
+            up.recv()
+        up.send(b"data")
+        up.finish()
+        with pytest.raises(StreamClosed):
+            up.send(b"more")
+        with pytest.raises(TransportError, match="use open_stream"):
+            client.call(PROGRAM, VERSION, RESTORE_PROCS[2], restore_args("v"))
+    finally:
+        client.close()
+        server.close()

@@ -189,7 +189,9 @@ def _failed(ex: Exchange, error: RemoteError) -> RemoteFailure:
     return RemoteFailure(error)
 
 
-def _open(ex: Exchange) -> None:
+def _open(ex: Exchange, kind: Kind | None = None) -> None:
+    if kind is not None and ex.kind is not kind:
+        raise TransportError(f"{ex!r}: this operation is for {kind.value} streams")
     if ex.closed:
         raise StreamClosed(f"{ex!r} has ended")
 
@@ -244,14 +246,14 @@ def _upload_slot(ex: Exchange) -> Op[None]:
 
 
 def client_send(ex: Exchange, data: bytes | bytearray | memoryview) -> Op[None]:
-    _open(ex)
+    _open(ex, Kind.UPLOAD)
     for piece in pieces(data, ex.chunk_size):
         yield from _upload_slot(ex)
         yield from _emit(ex, StreamData(ex.serial, piece))
 
 
 def client_send_hole(ex: Exchange, length: int) -> Op[None]:
-    _open(ex)
+    _open(ex, Kind.UPLOAD)
     if length <= 0:
         return
     if not ex.sparse:  # the procedure has no holes: send the zeros
@@ -267,7 +269,7 @@ def client_send_hole(ex: Exchange, length: int) -> Op[None]:
 
 def client_finish(ex: Exchange) -> Op[Any]:
     """Upload: end of data; wait for the confirmation (V3: the reply)."""
-    _open(ex)
+    _open(ex, Kind.UPLOAD)
     yield from _upload_slot(ex)
     yield from _emit(ex, StreamFinish(ex.serial))
     while True:
@@ -303,6 +305,8 @@ def client_abort(ex: Exchange) -> Op[None]:
 
 def client_recv(ex: Exchange) -> Op[Chunk | None]:
     """Download: the next chunk; at the end, finish the exchange and return None."""
+    if ex.kind is not Kind.DOWNLOAD:
+        raise TransportError(f"{ex!r}: recv() is for download streams")
     if ex.closed:
         return None
     while True:
@@ -355,8 +359,8 @@ def server_accept(ex: Exchange, result: Any) -> Op[None]:
         ex.closed = True
 
 
-def _must_be_open(ex: Exchange) -> None:
-    _open(ex)
+def _must_be_open(ex: Exchange, kind: Kind) -> None:
+    _open(ex, kind)
     if ex.aborted:
         raise StreamAborted(f"{ex!r}: the client aborted the stream")
     if not ex.accepted:
@@ -365,7 +369,7 @@ def _must_be_open(ex: Exchange) -> None:
 
 def server_recv(ex: Exchange) -> Op[Chunk | None]:
     """Upload: next chunk, or None when the client finished (then complete() or fail())."""
-    _must_be_open(ex)
+    _must_be_open(ex, Kind.UPLOAD)
     if ex.eof:
         return None
     if ex.ack_due:  # the application came back: the previous chunk is consumed (§7.2.2)
@@ -388,7 +392,7 @@ def server_recv(ex: Exchange) -> Op[Chunk | None]:
 
 def server_complete(ex: Exchange, result: Any) -> Op[None]:
     """Upload: the data is committed; confirm (V3: reply with ``result``)."""
-    _must_be_open(ex)
+    _must_be_open(ex, Kind.UPLOAD)
     if not ex.eof:
         raise TransportError(f"{ex!r}: complete() before the client finished the upload")
     yield from _emit(
@@ -419,7 +423,7 @@ def _download_slot(ex: Exchange) -> Op[int]:
 
 
 def server_send(ex: Exchange, data: bytes | bytearray | memoryview) -> Op[None]:
-    _must_be_open(ex)
+    _must_be_open(ex, Kind.DOWNLOAD)
     view = _byte_view(data)
     while view:
         size = yield from _download_slot(ex)
@@ -428,7 +432,7 @@ def server_send(ex: Exchange, data: bytes | bytearray | memoryview) -> Op[None]:
 
 
 def server_send_hole(ex: Exchange, length: int) -> Op[None]:
-    _must_be_open(ex)
+    _must_be_open(ex, Kind.DOWNLOAD)
     if length <= 0:
         return
     if not ex.sparse:
@@ -444,7 +448,7 @@ def server_send_hole(ex: Exchange, length: int) -> Op[None]:
 
 def server_end(ex: Exchange, result: Any) -> Op[None]:
     """Download: end of data; V1/V2 wait for the client's finish and confirm; V3 reply."""
-    _must_be_open(ex)
+    _must_be_open(ex, Kind.DOWNLOAD)
     yield from _download_slot(ex)
     yield from _emit(ex, StreamEnd(ex.serial))
     ex.eof = True
