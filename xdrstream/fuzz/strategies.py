@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 
 from xdrstream.codec import Codec, Schema
 from xdrstream.codec import model as m
+from xdrstream.fuzz.values import discriminant_value, minimal_value
 from xdrstream.protocol import NEED_DATA, Connection, LocalProtocolError, Role
 from xdrstream.protocol._bodies import V1_CHUNK_MAX
 from xdrstream.protocol._state import TABLES
@@ -247,7 +248,7 @@ class _Builder:
         return isinstance(t, (m.Struct, m.Union_)) and t.recursive
 
     def discriminant(self, t: m.Union_, n: int) -> Any:
-        return _discriminant(self.classes, t, n)
+        return discriminant_value(self.classes, t, n)
 
     def union(self, t: m.Union_, depth: int, exhausted: bool) -> st.SearchStrategy[Any]:
         if exhausted:
@@ -264,16 +265,6 @@ class _Builder:
             discs = others.map(lambda n: self.discriminant(t, n))
             options.append(st.tuples(discs, value).map(lambda dv: cls(*dv)))
         return st.one_of(options)
-
-
-def _discriminant(classes: Any, t: m.Union_, n: int) -> Any:
-    """The Python value of discriminant ``n`` (enum member, bool or int)."""
-    dtype = t.discriminant_type
-    if isinstance(dtype, m.Enum):
-        return classes[id(dtype)](n)
-    if isinstance(dtype, m.Bool):
-        return bool(n)
-    return n
 
 
 def _default_labels(t: m.Union_) -> st.SearchStrategy[int] | None:
@@ -318,58 +309,6 @@ def strategy_for(
     together with its ``schema``. Overrides from :func:`register` apply."""
     owner, name = _resolve(schema_type, schema)
     return _builder(owner, budget).of(owner.xtype(name))
-
-
-def minimal_value(schema: Schema, t: m.XType) -> Any:
-    """A value of ``t`` with the smallest encoding (``Model.min_size``): what recursion
-    falls back to when the budget is spent."""
-    classes = schema.interpreter().classes
-    sizes = schema.model.min_size
-
-    def size(x: m.XType | None) -> float:
-        return 0 if x is None else sizes.get(id(x), 0)
-
-    def build(x: m.XType, guard: int) -> Any:
-        if guard > 10_000:
-            raise RecursionError(f"no finite minimal value for {m.type_label(t)}")
-        if isinstance(x, m.Prim):
-            return 0.0 if x.kind in ("float", "double") else max(x.lo, 0)
-        if isinstance(x, m.Bool):
-            return False
-        if isinstance(x, m.Enum):
-            cls = classes[id(x)]
-            return cls(min(x.members.values(), key=abs))
-        if isinstance(x, m.String):
-            return ""
-        if isinstance(x, m.Opaque):
-            return bytes(x.size) if x.fixed else b""
-        if isinstance(x, m.Optional):
-            return None
-        if isinstance(x, m.Array):
-            return [build(x.element, guard + 1) for _ in range(x.size)] if x.fixed else []
-        if isinstance(x, m.Struct):
-            return classes[id(x)](*(build(f.type, guard + 1) for f in x.fields))
-        arms: list[tuple[m.Arm, int]] = [(a, a.labels[0]) for a in x.arms]
-        if x.default is not None:
-            others = _default_discriminant(x)
-            if others is not None:
-                arms.append((x.default, others))
-        arm, label = min(arms, key=lambda pair: size(pair[0].type))
-        disc = _discriminant(classes, x, label)
-        return classes[id(x)](disc, None if arm.type is None else build(arm.type, guard + 1))
-
-    return build(t, 0)
-
-
-def _default_discriminant(t: m.Union_) -> int | None:
-    labels = {n for arm in t.arms for n in arm.labels}
-    dtype = t.discriminant_type
-    if isinstance(dtype, m.Enum):
-        return next((n for n in dtype.members.values() if n not in labels), None)
-    if isinstance(dtype, m.Bool):
-        return next((n for n in (0, 1) if n not in labels), None)
-    assert isinstance(dtype, m.Prim)
-    return next(n for n in itertools.count(0) if n not in labels)
 
 
 # -- protocol: error bodies, frames, sessions ------------------------------------------------

@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""atheris harness: a client and a server Connection fed records in both directions.
+
+    python fuzz/fuzz_session.py [-atheris_runs=N] [-seed=S] [corpus_dir]
+
+The per-input logic is :func:`xdrstream.fuzz.harnesses.session_one`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _entry import run
+
+if __name__ == "__main__":
+    run("session")
