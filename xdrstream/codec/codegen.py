@@ -9,7 +9,8 @@ get ``pt_<name>``/``ut_<name>``, built-in types ``pb_<name>``/``ub_<name>``.
 Speed comes from doing at generation time what an interpreter does per value: consecutive
 fixed-size items (and the length/flag word of the item after them) are packed/unpacked by
 one precompiled ``struct.Struct``; nested fixed-size structs are flattened into that run;
-arrays of scalars are one ``struct`` call; opaque data is a slice of the input.
+arrays of scalars are one ``struct`` call; opaque data is a slice of the input. Packing
+appends to one bytearray (measured a little faster than joining a list of parts).
 
 The generated code validates everything but reports nothing itself: on invalid input it
 raises whatever is cheapest (``struct.error``, ``KeyError``, ``Invalid``...). The wrappers in
