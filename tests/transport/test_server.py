@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -129,15 +131,36 @@ def test_unknown_procedure_gets_an_error_reply(server: ServerThread) -> None:
     asyncio.run(main())
 
 
-def test_concurrent_streams_on_one_connection_never_mix(
-    server: ServerThread, tmp_path: Path
-) -> None:
+@dataclass
+class Endpoint:
+    thread: ServerThread
+    tls: ssl.SSLContext | None
+
+
+@pytest.fixture(params=["unix", "tls"])
+def either(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Endpoint]:
+    """A stub server over a Unix socket, or over TCP with TLS."""
+    if request.param == "unix":
+        with ServerThread(RestoreServer(f"unix:{tmp_path}/xs.sock")) as running:
+            yield Endpoint(running, None)
+        return
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem")
+    )
+    context = server_context(tmp_path / "server.pem", tmp_path / "server.pem")
+    with ServerThread(RestoreServer("tcp:127.0.0.1:0", tls=context)) as running:
+        yield Endpoint(running, client_context(tmp_path / "ca.pem"))
+
+
+def test_concurrent_streams_on_one_connection_never_mix(either: Endpoint, tmp_path: Path) -> None:
     """Uploads and downloads of every variant at once on one asyncio connection: each
     stream's bytes arrive whole and only where they belong."""
     sizes = {v: qemu_stub.MIN_SIZE + v * 1_300_001 for v in VARIANTS}
 
     async def main(address: str, tmp: Path) -> None:
-        client = await AsyncClient.connect(address)
+        client = await AsyncClient.connect(address, tls=either.tls)
         async with client:
 
             async def upload(variant: int, seed: int) -> None:
@@ -159,8 +182,8 @@ def test_concurrent_streams_on_one_connection_never_mix(
             jobs += [download(v, 300 + v) for v in VARIANTS]
             await asyncio.gather(*jobs)
 
-    asyncio.run(main(str(server.address), tmp_path))
-    verdicts = [r for r in server.server.results if r.ok and r.sha256]
+    asyncio.run(main(str(either.thread.address), tmp_path))
+    verdicts = [r for r in either.thread.server.results if r.ok and r.sha256]
     expected = {
         qemu_stub.synthetic_sha256(sizes[v], seed) for v in VARIANTS for seed in (100 + v, 200 + v)
     }
@@ -168,7 +191,7 @@ def test_concurrent_streams_on_one_connection_never_mix(
     assert len(verdicts) == 9  # 6 restores + 3 saves, each judged once
 
 
-def test_many_blocking_clients_and_threads_at_once(server: ServerThread, tmp_path: Path) -> None:
+def test_many_blocking_clients_and_threads_at_once(either: Endpoint, tmp_path: Path) -> None:
     """Several clients, several threads per connection, restores and saves mixed."""
     size = qemu_stub.MIN_SIZE + 1_000_003
     errors: list[BaseException] = []
@@ -187,7 +210,7 @@ def test_many_blocking_clients_and_threads_at_once(server: ServerThread, tmp_pat
         except BaseException as exc:
             errors.append(exc)
 
-    clients = [Client.connect(server.address) for _ in range(3)]
+    clients = [Client.connect(either.thread.address, tls=either.tls) for _ in range(3)]
     try:
         threads = [threading.Thread(target=work, args=(clients[i % 3], i)) for i in range(9)]
         for thread in threads:
@@ -199,7 +222,7 @@ def test_many_blocking_clients_and_threads_at_once(server: ServerThread, tmp_pat
             client.close()
     assert not errors, errors
     assert sorted(digests) == sorted(qemu_stub.synthetic_sha256(size, i) for i in range(9))
-    restored = {r.sha256 for r in server.server.results if r.ok}
+    restored = {r.sha256 for r in either.thread.server.results if r.ok}
     assert {qemu_stub.synthetic_sha256(size, i) for i in range(9)} <= restored
 
 
