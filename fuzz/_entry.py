@@ -23,12 +23,10 @@ MEMORY_CHECK_EVERY = 64
 MEMORY_FACTOR = int(os.environ.get("XDRSTREAM_FUZZ_MEMORY_FACTOR", "512"))
 
 
-def _seed_corpus(name: str, argv: list[str]) -> None:
+def _seed_corpus(name: str, argv: list[str], corpus: Any) -> None:
     dirs = [Path(a) for a in argv[1:] if not a.startswith("-")]
     if not dirs:
         return
-    from xdrstream.fuzz import corpus
-
     target = dirs[0]
     if not target.exists() or not any(target.iterdir()):
         corpus.write_corpus(name, target)
@@ -48,9 +46,10 @@ def run(name: str, argv: list[str] | None = None) -> None:
     import atheris
 
     argv = list(sys.argv if argv is None else argv)
-    _seed_corpus(name, argv)
+    # Instrument before anything imports xdrstream (seeding the corpus would).
     with atheris.instrument_imports(include=["xdrstream"]):
-        from xdrstream.fuzz import harnesses
+        from xdrstream.fuzz import corpus, harnesses
+    _seed_corpus(name, argv, corpus)
     harness = harnesses.HARNESSES[name]
     harnesses.prepare()
     _instrument_generated(atheris)
