@@ -328,3 +328,21 @@ def test_server_close_kills_endpoints_in_progress(tmp_path: Path) -> None:
             stream.send(bytes(100_000))
         stream.finish()
     client.close()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_abort_is_prompt_even_when_the_stub_stalls(tmp_path: Path, variant: int) -> None:
+    """The stub stops reading (a 60 s stall): the server's pipe is full, yet the client's
+    abort kills the stub at once instead of waiting for the pipe."""
+    launcher = qemu_stub.StubLauncher(faults=qemu_stub.Faults(stall=60, stall_after=0))
+    kids = children()
+    server = RestoreServer(f"unix:{tmp_path}/xs.sock", launcher=launcher)
+    with ServerThread(server) as running, Client.connect(running.address) as client:
+        stream = client.open_restore(variant)
+        stream.send(bytes((1 << 20) + 300_000))  # more than the pipe holds; V1: < window
+        assert wait_until(lambda: children() - kids)
+        started = time.monotonic()
+        stream.abort()
+        assert time.monotonic() - started < 30  # not the stall's 60 s
+        assert children() <= kids
+        client.ping()

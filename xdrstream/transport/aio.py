@@ -47,6 +47,7 @@ from xdrstream.protocol.events import (
     KeepalivePing,
     KeepalivePong,
     Message,
+    StreamAbort,
 )
 from xdrstream.protocol.programs import Procedure, Program, programs_from_schema
 from xdrstream.transport import address as addresses
@@ -441,6 +442,7 @@ class AsyncConnection:
     def _new_exchange(self, serial: int, kind: str, sparse: bool) -> Exchange:
         ex = make_exchange(serial, self.role is Role.CLIENT, kind, sparse, self.options.chunk_size)
         ex.waker = asyncio.Event()
+        ex.abort_event = asyncio.Event()
         ex.on_consumed = self._consumed
         ex.info = lambda: self.engine.stream_info(serial)
         self._exchanges[serial] = ex
@@ -593,6 +595,8 @@ class AsyncConnection:
                 if ex is not None:
                     ex.inbox.append(cast(Event, event))
                     ex.waker.set()
+                    if kind is StreamAbort and ex.abort_event is not None:
+                        ex.abort_event.set()
         return False
 
     async def _send_pongs(self) -> None:

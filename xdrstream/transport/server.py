@@ -52,6 +52,7 @@ from xdrstream.transport.errors import (
     ERR_OPERATION_FAILED,
     ERR_OPERATION_TIMEOUT,
     ServerError,
+    StreamAborted,
 )
 from xdrstream.transport.options import Options
 from xdrstream.transport.qemu import QemuLauncher
@@ -255,33 +256,41 @@ class RestoreServer:
     async def _abort(self, endpoint: StreamEndpoint, reason: str) -> None:
         await self._settle(lambda: endpoint.abort(reason))
 
-    async def _fd_ready(self, fd: int, write: bool) -> None:
+    async def _fd_ready(self, fd: int, write: bool, stream: Stream) -> None:
+        """Wait until the pipe can move data; give up when the client aborts meanwhile
+        (a stalled endpoint must not delay the abort) or after ``options.timeout``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         (loop.add_writer if write else loop.add_reader)(fd, _resolve, future)
+        aborted = asyncio.ensure_future(stream.wait_abort_requested())
         try:
-            await asyncio.wait_for(future, self.options.timeout)
-        except asyncio.TimeoutError:
+            done, _ = await asyncio.wait(
+                {future, aborted}, timeout=self.options.timeout, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            (loop.remove_writer if write else loop.remove_reader)(fd)
+            aborted.cancel()
+        if aborted in done:
+            raise StreamAborted("the client aborted while the endpoint's pipe was blocked")
+        if not done:
             raise ServerError(
                 ERR_OPERATION_TIMEOUT,
                 f"the endpoint stalled: its pipe made no progress for {self.options.timeout} s",
-            ) from None
-        finally:
-            (loop.remove_writer if write else loop.remove_reader)(fd)
+            )
 
-    async def _write_pipe(self, fd: int, data: memoryview) -> None:
+    async def _write_pipe(self, fd: int, data: memoryview, stream: Stream) -> None:
         while data:
             try:
                 data = data[os.write(fd, data) :]
             except BlockingIOError:
-                await self._fd_ready(fd, write=True)
+                await self._fd_ready(fd, True, stream)
 
-    async def _read_pipe(self, fd: int, view: memoryview) -> int:
+    async def _read_pipe(self, fd: int, view: memoryview, stream: Stream) -> int:
         while True:
             try:
                 return os.readv(fd, [view])
             except BlockingIOError:
-                await self._fd_ready(fd, write=False)
+                await self._fd_ready(fd, False, stream)
 
     async def _restore(self, stream: Stream) -> None:
         endpoint = await self._start_endpoint(self.launcher.restore)
@@ -297,11 +306,11 @@ class RestoreServer:
                         left = chunk.length
                         while left:
                             step = min(left, len(zeros))
-                            await self._write_pipe(fd, zeros[:step])
+                            await self._write_pipe(fd, zeros[:step], stream)
                             left -= step
                         total += chunk.length
                     else:
-                        await self._write_pipe(fd, chunk)
+                        await self._write_pipe(fd, chunk, stream)
                         total += len(chunk)
             except BrokenPipeError:  # the endpoint stopped reading: its verdict says why
                 result = await self._verdict(endpoint)
@@ -330,7 +339,7 @@ class RestoreServer:
             os.set_blocking(fd, False)
             view = memoryview(bytearray(self.options.chunk_size))
             total = 0
-            while count := await self._read_pipe(fd, view):
+            while count := await self._read_pipe(fd, view, stream):
                 await stream.send(view[:count])
                 total += count
             result = await self._verdict(endpoint)

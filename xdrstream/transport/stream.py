@@ -141,6 +141,7 @@ class Exchange:
         self.on_consumed: Callable[[int, int], None] = lambda serial, n: None
         self.info: Callable[[], StreamInfo | None] = lambda: None
         self.waker: Any = None
+        self.abort_event: Any = None  # server: set when the client's abort arrives
 
     @property
     def v1(self) -> bool:
@@ -494,6 +495,9 @@ def server_conclude(ex: Exchange, exc: BaseException | None, value: Any) -> Op[N
     """After the handler returned (or raised): end the exchange if it has not ended."""
     if ex.closed:
         return
+    if not ex.aborted and any(type(event) is StreamAbort for event in ex.inbox):
+        ex.aborted = True  # the handler gave up before reading up to the abort
+        ex.inbox.clear()
     if ex.aborted:
         if ex.variant is Variant.V3:
             yield from _emit(
@@ -562,6 +566,11 @@ class _Base:
         return self._ex.result
 
     @property
+    def abort_requested(self) -> bool:
+        """Server: the client's abort has arrived (it may still be behind queued data)."""
+        return self._ex.aborted or any(type(e) is StreamAbort for e in self._ex.inbox)
+
+    @property
     def args(self) -> Any:
         return None if self.call is None else self.call.args
 
@@ -575,6 +584,13 @@ class Stream(_Base):
     def __init__(self, driver: AsyncRunner, ex: Exchange, call: Call | None = None) -> None:
         super().__init__(ex, call)
         self._driver = driver
+
+    async def wait_abort_requested(self) -> None:
+        """Server: return once the client's abort has arrived (for handlers blocked on
+        something else, e.g. a stalled pipe, that should give up promptly)."""
+        if self.abort_requested:
+            return
+        await self._ex.abort_event.wait()
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         ex = self._ex
