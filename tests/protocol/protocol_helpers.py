@@ -7,7 +7,7 @@ from typing import Any
 
 from xdrstream.protocol import NEED_DATA, Connection, Role, schemas
 from xdrstream.protocol import _bodies as bodies
-from xdrstream.protocol.events import Event, RemoteError
+from xdrstream.protocol.events import ConnectionClosed, Event, RemoteError
 from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
 
 RESTORE = schemas.load("restore")
@@ -63,12 +63,15 @@ def pair(**kwargs: Any) -> tuple[Connection, Connection]:
 
 
 def drain(conn: Connection) -> list[Event]:
+    """Events until NEED_DATA, or up to and including ConnectionClosed (which repeats)."""
     out: list[Event] = []
     while True:
         event = conn.next_event()
         if event is NEED_DATA:
             return out
         out.append(event)  # type: ignore[arg-type]
+        if isinstance(event, ConnectionClosed):
+            return out
 
 
 def deliver(dst: Connection, data: bytes) -> list[Event]:

@@ -176,7 +176,7 @@ class Connection:
     def __init__(
         self,
         role: Role,
-        programs: Iterable[Any] | Registry = (),
+        programs: Iterable[Any] | Registry = (),  # compiled schemas, Program or Registry
         limits: Limits | None = None,
     ) -> None:
         self.role = role
@@ -186,9 +186,14 @@ class Connection:
             for item in programs:
                 if isinstance(item, Program):
                     self._registry.add(item)
-                else:  # a schema compiled by xdrstream.codec
+                elif isinstance(item, Registry):
+                    for program in item:
+                        self._registry.add(program)
+                elif hasattr(item, "programs"):  # a schema compiled by xdrstream.codec
                     for program in programs_from_schema(item):
                         self._registry.add(program)
+                else:
+                    raise TypeError(f"programs: expected schemas or Program objects, got {item!r}")
         self._decoder = FrameDecoder(self.limits.max_frame)
         self._exchanges: dict[int, _Exchange] = {}
         self._v1_calls: dict[int, _Exchange] = {}  # V1 stream-call serial -> exchange
