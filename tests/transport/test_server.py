@@ -216,7 +216,8 @@ def test_many_blocking_clients_and_threads_at_once(either: Endpoint, tmp_path: P
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(60)
+            thread.join(240)  # generous: the machine may be shared and loaded
+        assert not [t for t in threads if t.is_alive()], "transfers hung"
     finally:
         for client in clients:
             client.close()
