@@ -85,7 +85,7 @@ def test_abort_kills_the_stub(server: ServerThread, variant: int) -> None:
         assert stream.closed
         # the server kills the stub before it confirms the abort
         assert children() <= before
-        assert not server.server.results or server.server.results[-1].bytes != 200_000
+        assert not server.server.results  # killed, never asked for a verdict
         client.ping()
 
 

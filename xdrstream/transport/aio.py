@@ -533,10 +533,9 @@ class AsyncConnection:
         call = Call(serial, program, version, procedure, args)
         try:
             await self.run(ex, client_call(ex, call))
-        except BaseException:
-            if not ex.closed and self._exchanges.get(serial) is ex and ex.kind.value != "call":
-                with contextlib.suppress(Exception):
-                    del self._exchanges[serial]
+        except BaseException:  # e.g. cancelled: later frames of this exchange are dropped
+            if self._exchanges.get(serial) is ex:
+                del self._exchanges[serial]
             raise
         return Stream(self, ex, call)
 
