@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trustme
 
 from xdrstream.protocol import Role
 from xdrstream.protocol.framing import (
@@ -25,7 +26,7 @@ from xdrstream.protocol.framing import (
     pack_header,
 )
 from xdrstream.transport.aio import AsyncChannel, AsyncConnection
-from xdrstream.transport.blocking import BlockingConnection, SocketChannel
+from xdrstream.transport.blocking import BlockingConnection, SocketChannel, TLSChannel
 from xdrstream.transport.errors import (
     ConnectionLost,
     PeerTimeout,
@@ -45,6 +46,7 @@ from xdrstream.transport.server import (
     schema,
 )
 from xdrstream.transport.stream import BlockingStream, Hole, Stream
+from xdrstream.transport.tls import client_context, server_context
 
 S = schema()
 VARIANTS = [1, 2, 3]
@@ -490,3 +492,61 @@ def test_misuse_is_refused_clearly(pair: tuple[socket.socket, socket.socket]) ->
     finally:
         client.close()
         server.close()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_blocking_server_role_over_tls(
+    pair: tuple[socket.socket, socket.socket], tmp_path: Any, variant: int
+) -> None:
+    """Both ends on the blocking driver with TLS (SSLObject over the socket pair), with
+    a client certificate the server verifies."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem")
+    )
+    ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "client.pem")
+    )
+    server_ctx = server_context(
+        tmp_path / "server.pem", tmp_path / "server.pem", tmp_path / "ca.pem", True
+    )
+    client_ctx = client_context(tmp_path / "ca.pem", tmp_path / "client.pem")
+    accepted: list[BlockingConnection] = []
+    acceptor = threading.Thread(
+        target=lambda: accepted.append(BlockingConnection.accept(pair[1], [S], tls=server_ctx))
+    )
+    acceptor.start()
+    channel = TLSChannel(small_buffers(pair[0]), client_ctx, False, "localhost", "pair")
+    channel.handshake(10)
+    acceptor.join(10)
+    client = BlockingConnection(channel, Role.CLIENT, [S])
+    client.start()
+    server_conn = accepted[0]
+    assert server_conn.peer_certificate is not None  # the client's, verified
+    received: list[bytes] = []
+    data = pattern(2 * MIB + 1, variant)
+
+    def handler(stream: BlockingStream) -> None:
+        if stream.direction == "upload":
+            stream.accept(S["xs_restore_ret"](length=0))
+            received.append(b"".join(bytes(c) for c in stream if isinstance(c, memoryview)))
+            stream.complete(S["xs_restore_ret"](length=len(received[-1])))
+        else:
+            stream.accept(S["xs_save_ret"](length=0))
+            stream.send(data[::-1])
+            stream.end(S["xs_save_ret"](length=len(data)))
+
+    serving = threading.Thread(target=server_conn.serve, args=(handler,), daemon=True)
+    serving.start()
+    try:
+        up = client.open_stream(PROGRAM, VERSION, RESTORE_PROCS[variant], restore_args("t"))
+        up.send(data)
+        up.finish()
+        assert received == [data]
+        down = client.open_stream(PROGRAM, VERSION, SAVE_PROCS[variant], save_args("t"))
+        assert b"".join(bytes(c) for c in down if isinstance(c, memoryview)) == data[::-1]
+    finally:
+        client.close()
+        server_conn.close()
+        serving.join(10)
