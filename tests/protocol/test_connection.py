@@ -462,3 +462,29 @@ def test_mutated_sessions_give_events_or_remote_errors(data: st.DataObject) -> N
 
 def test_max_frame_constant_is_libvirts() -> None:
     assert MAX_FRAME == 33554432
+
+
+def test_receive_into_gives_large_payloads_in_place() -> None:
+    client, server = pair()
+    serial = open_stream("v2 upload", client, server)
+    payload = bytes(range(256)) * 1200  # 300 KiB, one frame
+    wire = client.send(StreamData(serial, payload)) + client.send(StreamFinish(serial))
+    events = []
+    pos = 0
+    buffers = []
+    while pos < len(wire):
+        buf = server.get_buffer(65536)
+        n = min(len(buf), 65536, len(wire) - pos)
+        buf[:n] = wire[pos : pos + n]
+        buffers.append(buf.obj)
+        server.buffer_updated(n)
+        pos += n
+        events += drain(server)
+    data, finish = events
+    assert isinstance(data, StreamData) and bytes(data.data) == payload
+    assert isinstance(data.data, memoryview) and any(data.data.obj is b for b in buffers)
+    assert finish == StreamFinish(serial)
+    server.buffer_updated(0)  # the peer closed
+    assert isinstance(server.next_event(), ConnectionClosed)
+    with pytest.raises(LocalProtocolError, match=r"§12\.1"):
+        server.get_buffer()

@@ -177,3 +177,54 @@ def test_mutated_frames_give_frames_or_documented_errors(
         decode_all(decoder)
     except RemoteProtocolError as exc:
         assert exc.section in {"§3.4", "§4.1", "§4.2"}
+
+
+def feed_into(decoder: FrameDecoder, data: bytes, sizes: list[int], modes: list[bool]) -> list:
+    """Deliver ``data`` in pieces of ``sizes`` (cycled), alternating feed() and
+    get_buffer()/buffer_updated() as ``modes`` says; returns the decoded frames."""
+    out = []
+    pos = 0
+    i = 0
+    while pos < len(data):
+        size = sizes[i % len(sizes)]
+        if modes[i % len(modes)]:
+            buf = decoder.get_buffer(size)
+            n = min(len(buf), len(data) - pos, size)
+            buf[:n] = data[pos : pos + n]
+            decoder.buffer_updated(n)
+        else:
+            n = min(size, len(data) - pos)
+            decoder.feed(data[pos : pos + n])
+        pos += n
+        i += 1
+        out.extend(decode_all(decoder))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(headers, st.binary(max_size=300) | st.just(bytes(70000))), max_size=5),
+    st.lists(st.integers(1, 100000), min_size=1, max_size=5),
+    st.lists(st.booleans(), min_size=1, max_size=5),
+)
+def test_receive_into_and_feed_mix_gives_the_same_frames(
+    items: list[tuple[Header, bytes]], sizes: list[int], modes: list[bool]
+) -> None:
+    stream = b"".join(pack_frame(h, p) for h, p in items)
+    got = feed_into(FrameDecoder(), stream, sizes, modes)
+    assert [(h, p) for h, p, _ in got] == [(h, p) for h, p in items]
+
+
+def test_large_payload_is_received_in_place() -> None:
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    frame = pack_frame(Header(1, 1, 1, MessageType.STREAM, 3, 2), payload)
+    decoder = FrameDecoder()
+    decoder.feed(frame[:100])  # header and a little payload arrive first
+    buf = decoder.get_buffer()
+    assert len(buf) == len(frame) - 100  # exactly the rest of this frame
+    buf[:] = frame[100:]
+    decoder.buffer_updated(len(buf))
+    got = decoder.next_frame()
+    assert got is not None and bytes(got.payload) == payload
+    assert got.payload.obj is buf.obj and got.payload.readonly  # no copy after the transport's
+    assert decoder.buffered == 0 and decoder.offset == len(frame)

@@ -17,6 +17,8 @@ Usage, h11-style::
   Any split of the input, down to one byte at a time, yields the same events.
 * ``send(event) -> bytes``; ``send_buffers(event) -> list`` returns the same bytes as a
   list of buffers whose stream payload is the caller's own object (no copy).
+* ``get_buffer()`` / ``buffer_updated(n)``: the same, receiving in place (zero-copy for
+  large stream payloads).
 * ``next_serial()`` allocates a client serial (V1 stream calls use the same counter).
 * Flow control numbers (§8): ``buffered``, ``stream_info(serial)``,
   ``stream_consumed(serial, n)``, ``reading_paused``.
@@ -280,6 +282,41 @@ class Connection:
                 section="§8.1",
             )
         self._decoder.feed(data)
+
+    def get_buffer(self, sizehint: int = 65536) -> memoryview:
+        """Receive in place (``sock.recv_into``, asyncio ``BufferedProtocol``): a writable
+        buffer for the next bytes; then call :meth:`buffer_updated`.  A large frame's payload
+        is received directly into its final buffer, so stream data is copied only by the
+        transport.  Mixing this with :meth:`receive_data` gives the same events."""
+        if self._error is not None:
+            raise self._error
+        if self._eof:
+            raise LocalProtocolError("get_buffer after end of input", section="§12.1")
+        room = self.limits.max_receive_buffer - self._decoder.buffered
+        if room <= 0:
+            raise LocalProtocolError(
+                f"receive buffer holds {self._decoder.buffered} bytes: drain next_event() "
+                "before reading more",
+                section="§8.1",
+            )
+        try:
+            return self._decoder.get_buffer(min(sizehint, room))
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` bytes were written into the buffer of the last :meth:`get_buffer`
+        (0 means the peer closed its side, like ``receive_data(b"")``)."""
+        if self._error is not None:
+            raise self._error
+        if nbytes == 0:
+            self.receive_data(b"")
+            return
+        try:
+            self._decoder.buffer_updated(nbytes)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc), section="§12.1") from None
 
     def next_event(self) -> Event | _NeedData:
         """The next event, or ``NEED_DATA``.  After the peer closed, ``ConnectionClosed``

@@ -24,8 +24,9 @@ Public names:
   :func:`pack_header` / :func:`parse_header`; :func:`pack_frame` (header + payload).
 * :class:`Frame` -- a decoded frame: ``header``, ``payload`` (a read-only ``memoryview``
   that stays valid and may be kept), ``offset`` of its length word in the byte stream.
-* :class:`FrameDecoder` -- incremental: ``feed(data)`` then ``next_frame()`` until it
-  returns ``None``; any split of the input gives the same frames.
+* :class:`FrameDecoder` -- incremental: ``feed(data)`` (or ``get_buffer()`` +
+  ``buffer_updated(n)`` to receive in place) then ``next_frame()`` until it returns
+  ``None``; any split of the input gives the same frames.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ _STATUSES = frozenset(_STATUS_BY_VALUE)
 _HEADER = struct.Struct(">IIiiIi")
 _LEN_HEADER = struct.Struct(">IIIiiIi")
 _LEN = struct.Struct(">I")
+_EMPTY = memoryview(b"")
 
 
 class Header(NamedTuple):
@@ -161,13 +163,25 @@ class FrameDecoder:
     buffered further.
 
     Fed ``bytes`` objects are kept by reference (other buffer types are copied once, since
-    their owner may reuse them).  A frame that lies inside one fed chunk is returned as a
-    ``memoryview`` slice of it -- no copy at all; a frame spread over several chunks is
+    their owner may reuse them).  A payload that lies inside one fed chunk is returned as a
+    ``memoryview`` slice of it -- no copy at all; a payload spread over several chunks is
     joined once.  Payload views stay valid: the decoder never writes to a buffer it handed
     out.  After an error the decoder is poisoned: every later call re-raises it.
     """
 
-    __slots__ = ("_avail", "_chunks", "_error", "_head", "_max_frame", "_stream_offset")
+    __slots__ = (
+        "_avail",
+        "_big",
+        "_big_filled",
+        "_big_header",
+        "_big_start",
+        "_chunks",
+        "_error",
+        "_head",
+        "_max_frame",
+        "_scratch",
+        "_stream_offset",
+    )
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         if not HEADER_SIZE <= max_frame <= 0xFFFFFFFF - LEN_SIZE:
@@ -178,6 +192,12 @@ class FrameDecoder:
         self._avail = 0  # unread bytes over all chunks
         self._stream_offset = 0  # stream offset of the next unread byte
         self._error: RemoteProtocolError | None = None
+        # receive-into mode (get_buffer): the payload of a large frame is filled in place
+        self._big: bytearray | None = None
+        self._big_filled = 0
+        self._big_header: Header | None = None
+        self._big_start = 0
+        self._scratch: bytearray | None = None
 
     @property
     def max_frame(self) -> int:
@@ -186,18 +206,83 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned in a frame."""
-        return self._avail
+        return self._avail + (MIN_FRAME + self._big_filled if self._big is not None else 0)
 
     @property
     def offset(self) -> int:
         """Stream offset of the next unread byte."""
         return self._stream_offset
 
+    def get_buffer(self, sizehint: int = 65536) -> memoryview:
+        """A writable buffer to receive the next bytes into (``recv_into``, asyncio's
+        ``BufferedProtocol``); report how many were written with :meth:`buffer_updated`.
+
+        While a frame with at least 64 KiB still to come is being received, the buffer is
+        the rest of that frame's own payload, so the transport's copy is the only one.
+        Otherwise it is a fresh buffer of ``sizehint`` bytes that the decoder keeps.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._big is None:
+            self._start_big()
+        if self._big is not None:
+            return memoryview(self._big)[self._big_filled :]
+        self._scratch = bytearray(max(sizehint, 1))
+        return memoryview(self._scratch)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` bytes were written at the start of the last :meth:`get_buffer`."""
+        if self._error is not None:
+            raise self._error
+        if self._big is not None:
+            if not 0 <= nbytes <= len(self._big) - self._big_filled:
+                raise ValueError(f"buffer_updated({nbytes}): beyond the buffer")
+            self._big_filled += nbytes
+            self._stream_offset += nbytes
+            return
+        scratch = self._scratch
+        if scratch is None or not 0 <= nbytes <= len(scratch):
+            raise ValueError(f"buffer_updated({nbytes}) without a matching get_buffer()")
+        self._scratch = None
+        if nbytes:
+            self._chunks.append(memoryview(scratch)[:nbytes].toreadonly())
+            self._avail += nbytes
+
+    _BIG = 65536
+
+    def _start_big(self) -> None:
+        """Enter receive-into mode if the next frame's head is here and >= 64 KiB are due."""
+        if self._avail < MIN_FRAME:
+            return
+        length = self._peek_length()
+        if length - LEN_SIZE > self._max_frame or length - self._avail < self._BIG:
+            return  # invalid lengths are reported by next_frame
+        start = self._stream_offset
+        head = self._take(MIN_FRAME)
+        try:
+            header = parse_header(head, LEN_SIZE, stream_offset=start + LEN_SIZE)
+        except RemoteProtocolError as exc:
+            raise self._fail(exc) from None
+        big = bytearray(length - MIN_FRAME)
+        have = self._avail  # all buffered bytes belong to this frame's payload
+        if have:
+            big[:have] = self._take(have)
+        self._big, self._big_filled, self._big_header, self._big_start = big, have, header, start
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
             raise self._error
         if not data:
             return
+        if self._big is not None:  # fill the frame being received in place first
+            room = len(self._big) - self._big_filled
+            part = memoryview(data)[:room]
+            self._big[self._big_filled : self._big_filled + len(part)] = part
+            self._big_filled += len(part)
+            self._stream_offset += len(part)
+            if len(part) == len(data):
+                return
+            data = memoryview(data)[room:]
         view = memoryview(data if isinstance(data, bytes) else bytes(data))
         self._chunks.append(view.cast("B") if view.format != "B" else view)
         self._avail += len(view)
@@ -215,19 +300,19 @@ class FrameDecoder:
                 head = 0
             self._head = head
         else:
-            joined = bytearray()
+            parts = []
             need = n
             while need:
                 chunk = chunks[0]
                 part = chunk[head : head + need]
-                joined += part
+                parts.append(part)
                 need -= len(part)
                 head += len(part)
                 if head == len(chunk):
                     chunks.popleft()
                     head = 0
             self._head = head
-            out = memoryview(bytes(joined))
+            out = memoryview(b"".join(parts))  # the one copy
         self._avail -= n
         self._stream_offset += n
         return out
@@ -251,6 +336,16 @@ class FrameDecoder:
     def next_frame(self) -> Frame | None:
         if self._error is not None:
             raise self._error
+        big = self._big
+        if big is not None:
+            if self._big_filled < len(big):
+                return None
+            assert self._big_header is not None
+            frame = Frame(self._big_header, memoryview(big).toreadonly(), self._big_start)
+            self._big = None
+            self._big_header = None
+            self._big_filled = 0
+            return frame
         if self._avail < LEN_SIZE:
             return None
         length = self._peek_length()
@@ -274,9 +369,12 @@ class FrameDecoder:
             )
         if self._avail < length:
             return None
-        frame = self._take(length)
+        # Header and payload are taken separately so that a payload lying inside one fed
+        # chunk (e.g. written with writev as header + payload) is never copied.
+        head = self._take(MIN_FRAME)
         try:
-            header = parse_header(frame, LEN_SIZE, stream_offset=start + LEN_SIZE)
+            header = parse_header(head, LEN_SIZE, stream_offset=start + LEN_SIZE)
         except RemoteProtocolError as exc:
             raise self._fail(exc) from None
-        return Frame(header, frame[MIN_FRAME:], start)
+        payload = self._take(length - MIN_FRAME) if length > MIN_FRAME else _EMPTY
+        return Frame(header, payload, start)
