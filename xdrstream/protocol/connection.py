@@ -521,7 +521,10 @@ class Connection:
         if ex.mode.variant is not Variant.V1:
             raise self._remote(frame, f"stream {stream} is not a V1 stream", "§7.2.1")
         chunk_serial = frame.header.serial
-        if chunk_serial in self._exchanges or chunk_serial in self._v1_calls:
+        other = self._exchanges.get(chunk_serial)
+        if other is not None and other.state == "DRAINING" and other is not ex:
+            self._set_state(other, "CLOSED")  # a DRAINING serial is free (§4.3.2)
+        elif other is not None or chunk_serial in self._v1_calls:
             raise self._remote(frame, "serial is already in use", "§4.3")
         event: Event
         if op == V1Op.DATA:
