@@ -488,3 +488,14 @@ def test_receive_into_gives_large_payloads_in_place() -> None:
     assert isinstance(server.next_event(), ConnectionClosed)
     with pytest.raises(LocalProtocolError, match=r"§12\.1"):
         server.get_buffer()
+
+
+def test_consuming_data_of_a_stream_that_ended_is_fine() -> None:
+    client, server = pair(limits=Limits(stream_buffer=10))
+    serial = open_stream("v2 upload", client, server)
+    deliver(server, client.send(StreamData(serial, bytes(50))))
+    assert server.reading_paused
+    server.send(StreamError(serial, ERR))  # the server ends it before consuming the data
+    assert not server.reading_paused
+    server.stream_consumed(serial, 50)  # the application catches up: no error
+    assert server.stream_info(serial).state == "DRAINING"  # type: ignore[union-attr]

@@ -243,9 +243,12 @@ class Connection:
 
     def stream_consumed(self, serial: int, nbytes: int) -> None:
         """Report that the application has consumed ``nbytes`` of stream ``serial``'s
-        delivered data (§8.2).  Unknown serials are ignored (the stream may be closed)."""
+        delivered data (§8.2).  Streams that have ended are ignored: their count was
+        released when they ended."""
         ex = self._exchanges.get(serial)
         if ex is None or self.limits.stream_buffer is None:
+            return
+        if ex.state == "DRAINING":  # its count was released when it ended
             return
         if nbytes < 0 or nbytes > ex.unconsumed:
             raise LocalProtocolError(
