@@ -9,13 +9,14 @@
     conn = await AsyncConnection.accept(sock, programs=[schema], handler=handle, tls=ctx)
     async def handle(stream: Stream) -> Any: ...   # returns a plain call's result
 
-I/O: the connection owns its socket in non-blocking mode.  One reader task receives into
-a reusable buffer (``sock_recv_into``), feeds the engine (which copies once, as its
-docstring says) and routes events to the exchanges; it stops reading while the engine's
-``reading_paused`` says a stream holds too much unconsumed data (spec.md §8.2).  Frames are
-written by the task that sends them, one at a time under a lock, with ``socket.sendmsg`` of
-the header and the caller's payload view (looping on partial sends, waiting for
-writability: the peer's pace is the sender's pace).  TLS runs on ``ssl.SSLObject`` over
+I/O: the connection owns its socket in non-blocking mode.  One reader task receives with
+``sock_recv_into`` straight into the engine's buffer (``Connection.get_buffer``: a large
+stream payload is written by the kernel into the very buffer the application gets, so the
+kernel's copy is the only one) and routes events to the exchanges; it stops reading while
+the engine's ``reading_paused`` says a stream holds too much unconsumed data (spec.md §8.2).
+Frames are written by the task that sends them, one at a time under a lock, with
+``socket.sendmsg`` of the header and the caller's payload view (looping on partial sends,
+waiting for writability: the peer's pace is the sender's pace).  TLS runs on ``ssl.SSLObject`` over
 memory BIOs on the same socket: payloads are encrypted straight from the caller's buffer.
 PINGs are answered by a separate task, so reading never waits for writing.
 """
@@ -549,8 +550,8 @@ class AsyncConnection:
 
     # ------------------------------------------------------------------ reading
     async def _read_loop(self) -> None:
-        view = memoryview(bytearray(self.options.recv_buffer))
         engine = self.engine
+        hint = self.options.recv_buffer
         try:
             while self._drain():
                 while self._error is None and (
@@ -561,10 +562,11 @@ class AsyncConnection:
                     self._last_rx = time.monotonic()  # we were not listening
                 if self._error is not None:
                     return
-                count = await self._channel.recv_into(view)
+                # receive in place: a large payload lands in its final buffer (§12.1)
+                count = await self._channel.recv_into(engine.get_buffer(hint))
                 self._last_rx = time.monotonic()
                 self._missed_pings = 0
-                engine.receive_data(view[:count] if count else b"")
+                engine.buffer_updated(count)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -592,7 +594,7 @@ class AsyncConnection:
             else:
                 ex = self._exchanges.get(event.serial)  # type: ignore[union-attr]
                 if ex is not None:
-                    ex.inbox.append(cast(Event, event))
+                    ex.inbox.append(event)
                     ex.waker.set()
                     if kind is StreamAbort and ex.abort_event is not None:
                         ex.abort_event.set()

@@ -8,8 +8,9 @@
     # server role: conn = BlockingConnection.accept(sock, programs=[schema], tls=ctx)
     while (stream := conn.next_call()) is not None: ...   # or conn.serve(handler)
 
-Threads: a reader thread receives into a reusable buffer (``recv_into``), feeds the engine
-and routes events to the exchanges; it stops reading while the engine's ``reading_paused``
+Threads: a reader thread receives with ``recv_into`` straight into the engine's buffer
+(``Connection.get_buffer``: large payloads are received in place, the kernel's copy is the
+only one) and routes events to the exchanges; it stops reading while the engine's ``reading_paused``
 holds (spec.md §8.2).  A control thread answers PINGs, sends keepalive PINGs and enforces
 the idle timeout, so the reader never waits for the socket's write side.  Application
 threads send their own frames, one at a time under a lock, with ``socket.sendmsg`` of the
@@ -527,8 +528,8 @@ class BlockingConnection:
 
     # ------------------------------------------------------------------ threads
     def _read_loop(self) -> None:
-        view = memoryview(bytearray(self.options.recv_buffer))
         engine = self.engine
+        hint = self.options.recv_buffer
         try:
             while True:
                 with self._cond:
@@ -541,12 +542,15 @@ class BlockingConnection:
                         self._last_rx = time.monotonic()  # we were not listening
                     if self._error is not None:
                         return
-                count = self._channel.recv_into(view)
+                    # receive in place: a large payload lands in its final buffer (§12.1);
+                    # only this thread touches the engine's receive side
+                    buffer = engine.get_buffer(hint)
+                count = self._channel.recv_into(buffer)
                 with self._cond:
                     if self._error is not None:
                         return
                     self._last_rx = time.monotonic()
-                    engine.receive_data(view[:count] if count else b"")
+                    engine.buffer_updated(count)
                 if self._channel.needs_flush:
                     with self._cond:
                         self._cond.notify_all()
@@ -577,7 +581,7 @@ class BlockingConnection:
             else:
                 ex = self._exchanges.get(event.serial)  # type: ignore[union-attr]
                 if ex is not None:
-                    ex.inbox.append(cast(Event, event))
+                    ex.inbox.append(event)
         return False
 
     def _incoming(self, call: Call) -> None:

@@ -18,9 +18,10 @@ class Options:
     without input send a PING; after ``count`` unanswered PINGs the peer is dead.  PINGs
     from the peer are always answered.  ``idle_timeout``: close a connection that has no
     exchange in progress and received nothing for that long (servers).
-    ``chunk_size``: data bytes per stream frame sent; ``recv_buffer``: size of the
-    reusable receive buffer; ``stream_buffer``: per-stream received bytes not yet taken
-    by the application above which reading stops (spec.md §8.2);
+    ``chunk_size``: data bytes per stream frame sent; ``recv_buffer``: bytes asked for
+    per read (the engine's ``get_buffer`` hint: large payloads are received in place);
+    ``stream_buffer``: per-stream received bytes not yet taken by the application above
+    which reading stops (spec.md §8.2);
     ``max_calls``: exchanges one connection may have in progress (server: more are
     refused with an error reply).
     """
@@ -30,7 +31,7 @@ class Options:
     keepalive_count: int = 5
     idle_timeout: float | None = None
     chunk_size: int = LEGACY_STREAM_PAYLOAD
-    recv_buffer: int = 1 << 20
+    recv_buffer: int = 256 * 1024
     stream_buffer: int = 4 << 20
     max_calls: int = 256
     handshake_timeout: float = 10.0
