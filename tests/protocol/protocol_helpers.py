@@ -69,7 +69,7 @@ def drain(conn: Connection) -> list[Event]:
         event = conn.next_event()
         if event is NEED_DATA:
             return out
-        out.append(event)  # type: ignore[arg-type]
+        out.append(event)
         if isinstance(event, ConnectionClosed):
             return out
 

@@ -112,7 +112,7 @@ class Pair(RuleBasedStateMachine):
         else:
             conn.receive_data(data)
         while (event := conn.next_event()) is not NEED_DATA:
-            self.check(event, side)  # type: ignore[arg-type]
+            self.check(event, side)
 
     def check(self, event: Event, side: str) -> None:
         kind = self.kind.get(getattr(event, "serial", -1), "")

@@ -49,6 +49,7 @@ from xdrstream.protocol.events import (
     KeepalivePing,
     KeepalivePong,
     Message,
+    NeedData,
     RemoteError,
     Reply,
     StreamAbort,
@@ -60,7 +61,6 @@ from xdrstream.protocol.events import (
     StreamFinish,
     StreamHole,
     StreamRead,
-    _NeedData,
 )
 from xdrstream.protocol.framing import (
     HEADER_SIZE,
@@ -321,7 +321,7 @@ class Connection:
         except ValueError as exc:
             raise LocalProtocolError(str(exc), section="§12.1") from None
 
-    def next_event(self) -> Event | _NeedData:
+    def next_event(self) -> Event | NeedData:
         """The next event, or ``NEED_DATA``.  After the peer closed, ``ConnectionClosed``
         (repeatedly)."""
         if self._error is not None:

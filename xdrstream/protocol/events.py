@@ -34,6 +34,7 @@ ConnectionClosed    peer    the peer closed its side (``receive_data(b"")``)
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -195,12 +196,15 @@ StreamEvent = (
 )
 
 
-class _NeedData:
-    __slots__ = ()
+class NeedData(enum.Enum):
+    """Type of the :data:`NEED_DATA` sentinel: an enum, so that ``if event is NEED_DATA``
+    narrows the event's type for type checkers."""
+
+    NEED_DATA = "NEED_DATA"
 
     def __repr__(self) -> str:
         return "NEED_DATA"
 
 
 #: Returned by :meth:`Connection.next_event` when more bytes are needed.
-NEED_DATA: Final = _NeedData()
+NEED_DATA: Final = NeedData.NEED_DATA
