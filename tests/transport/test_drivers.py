@@ -550,3 +550,36 @@ def test_blocking_server_role_over_tls(
         client.close()
         server_conn.close()
         serving.join(10)
+
+
+@pytest.mark.parametrize("driver", ["blocking", "async"])
+def test_a_call_to_a_silent_peer_times_out(
+    pair: tuple[socket.socket, socket.socket], driver: str
+) -> None:
+    """The peer reads our call but never answers: after ``timeout`` seconds without any
+    input the wait ends with PeerTimeout and the connection is closed."""
+    stop = threading.Event()
+    thread = silent_peer(pair[1], stop, answer=False)
+    options = Options(timeout=0.5)
+    echo = S["xs_echo_args"](data=b"?")
+    try:
+        if driver == "blocking":
+            conn = BlockingConnection(SocketChannel(pair[0]), Role.CLIENT, [S], options)
+            conn.start()
+            with conn, pytest.raises(PeerTimeout, match=r"nothing received for 0\.5 s"):
+                conn.call(PROGRAM, VERSION, PROC_ECHO, echo)
+            assert isinstance(conn.error, PeerTimeout)
+        else:
+
+            async def main() -> None:
+                conn = AsyncConnection(AsyncChannel(pair[0]), Role.CLIENT, [S], options)
+                conn.start()
+                async with conn:
+                    with pytest.raises(PeerTimeout, match=r"nothing received for 0\.5 s"):
+                        await conn.call(PROGRAM, VERSION, PROC_ECHO, echo)
+                    assert isinstance(conn.error, PeerTimeout)
+
+            asyncio.run(main())
+    finally:
+        stop.set()
+        thread.join()
