@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xdrstream.codec.commands",
     "xdrstream.protocol.commands",
     "xdrstream.transport.commands",
+    "xdrstream.fuzz.commands",
 )
 
 

@@ -1,0 +1,132 @@
+"""The live-target fuzzer (xdrstream.fuzz.live, ``xdrstream fuzz``): it finds, minimises,
+saves and replays the planted bugs of tests/fuzz/buggy_server.py, judges answers with the
+client engine, and runs clean against the reference server."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xdrstream.cli import main
+from xdrstream.fuzz import trace
+from xdrstream.fuzz.corpus import canonical_sessions
+from xdrstream.fuzz.live import (
+    LiveFuzzer,
+    Target,
+    client_event,
+    judge,
+    parse_address,
+    parse_duration,
+    replay,
+)
+from xdrstream.protocol import Role
+from xdrstream.protocol.framing import Header, pack_frame
+
+BUGGY = Path(__file__).resolve().parent / "buggy_server.py"
+XDRSTREAM = shutil.which("xdrstream") or str(Path(sys.executable).parent / "xdrstream")
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    # AF_UNIX paths are limited to 108 bytes: keep them short.
+    directory = Path(tempfile.mkdtemp(prefix="xsfz", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def buggy_target(sock_dir: Path, timeout: float = 0.5) -> Target:
+    address = f"unix:{sock_dir / 'buggy.sock'}"
+    return Target(address, f"{sys.executable} {BUGGY} {address}", timeout)
+
+
+def test_parse_address_and_duration() -> None:
+    assert parse_address("unix:/tmp/x") == (1, "/tmp/x")
+    assert parse_address("tcp:127.0.0.1:99")[1] == ("127.0.0.1", 99)
+    assert parse_address("localhost:5")[1] == ("localhost", 5)
+    with pytest.raises(ValueError, match="unix:PATH"):
+        parse_address("nowhere")
+    assert [parse_duration(t) for t in ("60s", "2m", "1.5", "1h")] == [60, 120, 1.5, 3600]
+    for bad in ("", "x", "-1s", "0"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def _session(index: int) -> tuple[list[bytes], bytes]:
+    session = canonical_sessions()[index]
+    sent = [f for r, f in session if r is Role.CLIENT]
+    answers = b"".join(f for r, f in session if r is Role.SERVER)
+    return sent, answers
+
+
+def test_judge_accepts_valid_answers_of_every_canonical_session() -> None:
+    for session in canonical_sessions():
+        sent = [f for r, f in session if r is Role.CLIENT]
+        answers = b"".join(f for r, f in session if r is Role.SERVER)
+        assert all(client_event(f) is not None for f in sent)
+        assert judge(sent, answers) is None
+
+
+def test_judge_reports_answers_the_client_engine_rejects() -> None:
+    sent, answers = _session(2)  # echo: call + reply
+    prog, vers, proc, mtype, serial, status = struct.unpack_from(">IIIiIi", answers, 4)
+    wrong_serial = pack_frame(Header(prog, vers, proc, mtype, serial + 5, status), answers[28:])
+    assert "no call is waiting" in (judge(sent, wrong_serial) or "")
+    assert "closed inside a frame" in (judge(sent, answers[:-2]) or "")
+    # Our own invalid frame: nothing to judge (the server must just close).
+    assert judge([sent[0][:-4]], answers) is None
+
+
+@pytest.mark.slow
+def test_cli_finds_minimises_saves_and_replays_planted_bugs(sock_dir: Path) -> None:
+    target = buggy_target(sock_dir)
+    out = sock_dir / "findings"
+    argv = ["fuzz", "--target", target.address, "--spawn", str(target.spawn)]
+    argv += ["--duration", "30s", "--seed", "1", "--timeout", "0.5s", "--out", str(out)]
+    assert main(argv) == 1
+    found = {trace.load_meta(p)["kind"]: p for p in sorted(out.glob("finding-*.jsonl"))}
+    assert {"crash", "hang"} <= set(found)
+    # The crash is minimised to the one frame that carries the planted bug.
+    (crash,) = [f for role, f in trace.load(found["crash"]) if role is Role.CLIENT]
+    (proc,) = struct.unpack_from(">i", crash, 12)  # header words after the length word
+    mtype, _serial, status, name_length = struct.unpack_from(">iIiI", crash, 16)
+    assert proc in (4, 6, 8, 10) and mtype == status == 0 and name_length > 255
+    assert "exited with status 3" in trace.load_meta(found["crash"])["detail"]
+    # Replaying each reproducer reproduces its bug on a fresh server.
+    for kind, path in found.items():
+        if kind in ("crash", "hang"):
+            assert main([*argv[:5], "--timeout", "0.5s", "--replay", str(path)]) == 1
+            target.start()
+            try:
+                assert replay(target, path).kind == kind
+            finally:
+                target.stop()
+
+
+def test_campaign_stops_at_max_findings_and_restarts_the_spawned_server(sock_dir: Path) -> None:
+    fuzzer = LiveFuzzer(buggy_target(sock_dir), seed=3, minimize_runs=4)
+    summary = fuzzer.run(30, max_findings=1)
+    assert len(summary.findings) == 1 and summary.execs >= 1
+    assert summary.findings[0].kind in ("crash", "hang")
+    assert fuzzer.target.process is None  # stopped at the end
+
+
+def test_unreachable_target_is_reported(sock_dir: Path) -> None:
+    assert main(["fuzz", "--target", f"unix:{sock_dir / 'none.sock'}", "--duration", "1s"]) == 2
+
+
+@pytest.mark.slow
+def test_short_campaign_runs_clean_against_the_reference_server(sock_dir: Path) -> None:
+    address = f"unix:{sock_dir / 'ref.sock'}"
+    target = Target(address, f"{XDRSTREAM} serve --listen {address}", 1.0)
+    fuzzer = LiveFuzzer(target, seed=11, out=sock_dir / "findings")
+    summary = fuzzer.run(8)
+    details = [f"{f.kind}: {f.detail}" for f in summary.findings]
+    assert not summary.findings, details
+    assert summary.execs > 50
+    assert len(summary.states) > 5  # replies, errors, stream frames of several procedures
