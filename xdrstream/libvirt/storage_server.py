@@ -1,0 +1,626 @@
+"""A libvirt storage server on a directory of files, for unmodified ``virsh``.
+
+    server = StorageServer("unix:/tmp/x/libvirt-sock", "/srv/images", pool="images")
+    await server.start(); await server.serve_forever(); await server.close()
+    with StorageServerThread(server) as running: ...          # in a background thread
+
+    virsh -c 'qemu+unix:///session?socket=/tmp/x/libvirt-sock' vol-upload --pool images disk.img IN
+
+The directory is one storage pool (named after the directory unless ``pool`` is given;
+UUID derived from its path), always active and persistent, never autostarted; its regular
+files whose names do not start with a dot are the volumes (key and path: the file's
+absolute path; type "file").  The server answers what virsh calls for ``vol-upload``,
+``vol-download`` (``--sparse`` too), ``vol-list``, ``vol-info``, ``vol-path``,
+``vol-dumpxml``, ``pool-list``, ``pool-info`` and ``pool-dumpxml``, plus the connection
+set-up (AUTH_LIST "none", CONNECT_SUPPORTS_FEATURE: keepalive and close callbacks,
+CONNECT_OPEN/CLOSE).  Keepalive PINGs are answered by the driver.
+
+Volumes behave as in libvirtd's directory pools: an upload writes into the existing file
+from ``offset`` without truncating it; a hole seeks and sets the file's size to the hole's
+end (libvirt's fdstream does the same); a download reads ``[offset, offset + length)``
+and, when sparse, sends the file's holes (SEEK_DATA/SEEK_HOLE) as STREAM_HOLE.
+
+Errors have libvirt's shape (:func:`~xdrstream.libvirt.errors.libvirt_error`): a missing
+volume is code 50 / domain 18, a missing pool 49 / 18, and a procedure that this server
+does not implement is answered as libvirtd's dispatcher answers an unknown one:
+VIR_ERR_RPC (39), VIR_FROM_RPC (7), "unknown procedure: N"; the connection goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import html
+import logging
+import os
+import socket
+import ssl
+import stat
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xdrstream.libvirt import remote
+from xdrstream.libvirt.errors import (
+    VIR_ERR_INTERNAL_ERROR,
+    VIR_ERR_INVALID_ARG,
+    VIR_ERR_NO_DOMAIN,
+    VIR_ERR_NO_STORAGE_POOL,
+    VIR_ERR_NO_STORAGE_VOL,
+    VIR_ERR_OPERATION_FAILED,
+    VIR_ERR_RPC,
+    VIR_ERR_SYSTEM_ERROR,
+    VIR_FROM_REMOTE,
+    VIR_FROM_RPC,
+    VIR_FROM_STORAGE,
+    VIR_FROM_STREAMS,
+    LibvirtError,
+    libvirt_error,
+)
+from xdrstream.protocol import Procedure, Registry, programs_from_schema
+from xdrstream.transport import address as addresses
+from xdrstream.transport import sparse
+from xdrstream.transport.aio import AsyncConnection
+from xdrstream.transport.options import Options
+from xdrstream.transport.stream import Hole, Stream
+
+log = logging.getLogger(__name__)
+
+VIR_FROM_QEMU = 10
+LIB_VERSION = 9_000_000  # the libvirt version we answer like (9.0.0)
+_SUPPORTED_FEATURES = {remote.FEATURE_PROGRAM_KEEPALIVE, remote.FEATURE_REMOTE_CLOSE_CALLBACK}
+# calls allowed before CONNECT_OPEN
+_PRE_OPEN = {remote.AUTH_LIST, remote.CONNECT_SUPPORTS_FEATURE, remote.CONNECT_OPEN}
+
+
+class _RawBody:
+    """Codec that keeps a body as bytes: the arguments of procedures we do not know."""
+
+    def pack(self, value: Any, /) -> bytes:
+        return bytes(value)
+
+    def unpack(self, data: bytes | memoryview, /) -> Any:
+        return bytes(data)
+
+
+class _RemoteRegistry(Registry):
+    """The remote program with every procedure number "known": calls that libvirt_remote.x
+    does not declare reach the handler (raw arguments), which answers them with libvirt's
+    unknown-procedure error instead of the driver's generic refusal."""
+
+    _RAW = _RawBody()
+
+    def lookup(self, prog: int, vers: int, proc: int) -> Procedure | None:
+        found = super().lookup(prog, vers, proc)
+        if found is None and prog == remote.PROGRAM and vers == remote.VERSION:
+            return Procedure(proc, "", self._RAW, None)
+        return found
+
+
+@dataclass
+class _Session:
+    """Per-connection state."""
+
+    opened: bool = False
+    name: str | None = None
+
+
+def _no_vol(how: str) -> LibvirtError:
+    return libvirt_error(
+        VIR_ERR_NO_STORAGE_VOL, VIR_FROM_STORAGE, f"no storage vol with matching {how}"
+    )
+
+
+class StorageServer:
+    """Serves libvirt's remote program for one directory pool (see the module docstring)."""
+
+    def __init__(
+        self,
+        listen: str | addresses.Address,
+        directory: str | os.PathLike[str],
+        *,
+        pool: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        options: Options | None = None,
+    ) -> None:
+        self.listen_address = addresses.parse_address(listen) if isinstance(listen, str) else listen
+        self.directory = Path(directory).resolve()
+        if not self.directory.is_dir():
+            raise NotADirectoryError(f"libvirt storage: {self.directory} is not a directory")
+        self.pool_name = pool or self.directory.name or "default"
+        self.pool_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"file://{self.directory}").bytes
+        self.tls = tls
+        self.options = options or Options()
+        self.address: addresses.Address | None = None
+        self.schema = remote.schema()
+        self._registry = _RemoteRegistry(programs_from_schema(self.schema))
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._connections: set[AsyncConnection] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        types = self.schema
+        self._handlers: dict[int, Callable[[_Session, Stream], Awaitable[Any]]] = {
+            remote.AUTH_LIST: self._auth_list,
+            remote.CONNECT_SUPPORTS_FEATURE: self._supports_feature,
+            remote.CONNECT_OPEN: self._connect_open,
+            remote.CONNECT_CLOSE: self._void,
+            remote.CONNECT_REGISTER_CLOSE_CALLBACK: self._void,
+            remote.CONNECT_UNREGISTER_CLOSE_CALLBACK: self._void,
+            remote.CONNECT_GET_TYPE: self._value(types["vir_get_type_ret"](type="xdrstream")),
+            remote.CONNECT_GET_VERSION: self._value(
+                types["vir_get_version_ret"](hv_ver=LIB_VERSION)
+            ),
+            remote.CONNECT_GET_LIB_VERSION: self._value(
+                types["vir_get_lib_version_ret"](lib_ver=LIB_VERSION)
+            ),
+            remote.CONNECT_GET_URI: self._get_uri,
+            remote.CONNECT_LIST_ALL_STORAGE_POOLS: self._list_pools,
+            remote.STORAGE_POOL_LOOKUP_BY_NAME: self._pool_by_name,
+            remote.STORAGE_POOL_LOOKUP_BY_VOLUME: self._pool_by_volume,
+            remote.STORAGE_POOL_GET_INFO: self._pool_info,
+            remote.STORAGE_POOL_GET_XML_DESC: self._pool_xml,
+            remote.STORAGE_POOL_GET_AUTOSTART: self._pool_flag(
+                "vir_pool_get_autostart_ret", "autostart", 0
+            ),
+            remote.STORAGE_POOL_IS_ACTIVE: self._pool_flag("vir_pool_is_active_ret", "active", 1),
+            remote.STORAGE_POOL_IS_PERSISTENT: self._pool_flag(
+                "vir_pool_is_persistent_ret", "persistent", 1
+            ),
+            remote.STORAGE_POOL_LIST_ALL_VOLUMES: self._list_volumes,
+            remote.STORAGE_VOL_LOOKUP_BY_NAME: self._vol_by_name,
+            remote.STORAGE_VOL_LOOKUP_BY_KEY: self._vol_by_key,
+            remote.STORAGE_VOL_LOOKUP_BY_PATH: self._vol_by_path,
+            remote.STORAGE_VOL_GET_INFO: self._vol_info,
+            remote.STORAGE_VOL_GET_XML_DESC: self._vol_xml,
+            remote.STORAGE_VOL_GET_PATH: self._vol_path,
+            remote.STORAGE_VOL_UPLOAD: self._upload,
+            remote.STORAGE_VOL_DOWNLOAD: self._download,
+            remote.DOMAIN_LOOKUP_BY_NAME: self._no_domain,
+            remote.DOMAIN_SCREENSHOT: self._no_domain,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> addresses.Address:
+        """Listen; returns the bound address (port 0 becomes the real port)."""
+        sock = addresses.listen(self.listen_address)
+        sock.setblocking(False)
+        self._sock = sock
+        self.address = addresses.bound_address(sock, self.listen_address)
+        self._accepting = asyncio.ensure_future(self._accept_loop())
+        return self.address
+
+    async def serve_forever(self) -> None:
+        if self._accepting is None:
+            await self.start()
+        assert self._accepting is not None
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._accepting
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (streams in progress end)."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            if self.listen_address.kind == "unix":
+                with contextlib.suppress(OSError):
+                    os.unlink(self.listen_address.path)
+        for conn in list(self._connections):
+            await conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None
+        while True:
+            try:
+                sock, peer = await loop.sock_accept(self._sock)
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.ensure_future(self._serve_connection(sock, str(peer or "unix")))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve_connection(self, sock: socket.socket, peer: str) -> None:
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = _Session()
+        try:
+            conn = await AsyncConnection.accept(
+                sock,
+                self._registry,
+                functools.partial(self.handle, session),
+                tls=self.tls,
+                options=self.options,
+                name=peer,
+            )
+        except Exception as exc:  # TLS refused, peer gone during the handshake
+            log.info("connection from %s refused: %s", peer, exc)
+            return
+        self._connections.add(conn)
+        try:
+            await conn.wait_closed()
+        finally:
+            self._connections.discard(conn)
+            await conn.close()
+
+    # ------------------------------------------------------------------ dispatch
+    async def handle(self, session: _Session, stream: Stream) -> Any:
+        assert stream.call is not None
+        proc = stream.call.procedure
+        handler = self._handlers.get(proc)
+        if handler is None:  # as libvirtd's dispatcher answers (virnetserverprogram.c)
+            raise libvirt_error(VIR_ERR_RPC, VIR_FROM_RPC, f"unknown procedure: {proc}")
+        if not session.opened and proc not in _PRE_OPEN:
+            raise libvirt_error(VIR_ERR_INTERNAL_ERROR, VIR_FROM_REMOTE, "connection not open")
+        return await handler(session, stream)
+
+    @staticmethod
+    async def _void(session: _Session, stream: Stream) -> None:
+        return None
+
+    @staticmethod
+    def _value(value: Any) -> Callable[[_Session, Stream], Awaitable[Any]]:
+        async def answer(session: _Session, stream: Stream) -> Any:
+            return value
+
+        return answer
+
+    async def _auth_list(self, session: _Session, stream: Stream) -> Any:
+        return self.schema["vir_auth_list_ret"](types=[remote.AUTH_NONE])
+
+    async def _supports_feature(self, session: _Session, stream: Stream) -> Any:
+        supported = int(stream.args.feature in _SUPPORTED_FEATURES)
+        return self.schema["vir_supports_feature_ret"](supported=supported)
+
+    async def _connect_open(self, session: _Session, stream: Stream) -> None:
+        session.opened = True
+        session.name = stream.args.name
+
+    async def _get_uri(self, session: _Session, stream: Stream) -> Any:
+        return self.schema["vir_get_uri_ret"](uri=session.name or "qemu:///session")
+
+    @staticmethod
+    async def _no_domain(session: _Session, stream: Stream) -> None:
+        raise libvirt_error(VIR_ERR_NO_DOMAIN, VIR_FROM_QEMU, "this server has no domains")
+
+    # ------------------------------------------------------------------ pools
+    def _pool(self) -> Any:
+        return self.schema["vir_pool"](name=self.pool_name, uuid=self.pool_uuid)
+
+    def _check_pool(self, pool: Any) -> None:
+        if pool.name != self.pool_name or bytes(pool.uuid) != self.pool_uuid:
+            raise libvirt_error(
+                VIR_ERR_NO_STORAGE_POOL,
+                VIR_FROM_STORAGE,
+                f"no storage pool with matching uuid '{uuid.UUID(bytes=bytes(pool.uuid))}' "
+                f"({pool.name})",
+            )
+
+    async def _list_pools(self, session: _Session, stream: Stream) -> Any:
+        flags = stream.args.flags
+        # our pool: active, persistent, not autostarted; each flag pair filters
+        wanted = all(
+            not flags & (yes | no) or flags & yes
+            for yes, no in (
+                (remote.LIST_ACTIVE, remote.LIST_INACTIVE),
+                (remote.LIST_PERSISTENT, remote.LIST_TRANSIENT),
+                (remote.LIST_NO_AUTOSTART, remote.LIST_AUTOSTART),
+            )
+        )
+        pools = [self._pool()] if wanted else []
+        return self.schema["vir_list_all_pools_ret"](
+            pools=pools if stream.args.need_results else [], ret=len(pools)
+        )
+
+    async def _pool_by_name(self, session: _Session, stream: Stream) -> Any:
+        if stream.args.name != self.pool_name:
+            raise libvirt_error(
+                VIR_ERR_NO_STORAGE_POOL,
+                VIR_FROM_STORAGE,
+                f"no storage pool with matching name '{stream.args.name}'",
+            )
+        return self.schema["vir_pool_lookup_by_name_ret"](pool=self._pool())
+
+    async def _pool_by_volume(self, session: _Session, stream: Stream) -> Any:
+        self._volume_path(stream.args.vol)
+        return self.schema["vir_pool_lookup_by_volume_ret"](pool=self._pool())
+
+    def _pool_flag(
+        self, type_name: str, field: str, value: int
+    ) -> Callable[[_Session, Stream], Awaitable[Any]]:
+
+        async def answer(session: _Session, stream: Stream) -> Any:
+            self._check_pool(stream.args.pool)
+            return self.schema[type_name](**{field: value})
+
+        return answer
+
+    def _fs_numbers(self) -> tuple[int, int, int]:
+        st = os.statvfs(self.directory)
+        capacity = st.f_blocks * st.f_frsize
+        return capacity, capacity - st.f_bfree * st.f_frsize, st.f_bavail * st.f_frsize
+
+    async def _pool_info(self, session: _Session, stream: Stream) -> Any:
+        self._check_pool(stream.args.pool)
+        capacity, allocation, available = self._fs_numbers()
+        return self.schema["vir_pool_get_info_ret"](
+            state=remote.POOL_RUNNING,
+            capacity=capacity,
+            allocation=allocation,
+            available=available,
+        )
+
+    async def _pool_xml(self, session: _Session, stream: Stream) -> Any:
+        self._check_pool(stream.args.pool)
+        capacity, allocation, available = self._fs_numbers()
+        xml = (
+            "<pool type='dir'>\n"
+            f"  <name>{html.escape(self.pool_name)}</name>\n"
+            f"  <uuid>{uuid.UUID(bytes=self.pool_uuid)}</uuid>\n"
+            f"  <capacity unit='bytes'>{capacity}</capacity>\n"
+            f"  <allocation unit='bytes'>{allocation}</allocation>\n"
+            f"  <available unit='bytes'>{available}</available>\n"
+            "  <source>\n  </source>\n"
+            f"  <target>\n    <path>{html.escape(str(self.directory))}</path>\n  </target>\n"
+            "</pool>\n"
+        )
+        return self.schema["vir_xml_desc_ret"](xml=xml)
+
+    # ------------------------------------------------------------------ volumes
+    def _volume_names(self) -> list[str]:
+        names = []
+        for entry in os.scandir(self.directory):
+            if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                names.append(entry.name)
+        return sorted(names)
+
+    def _vol(self, name: str) -> Any:
+        key = str(self.directory / name)
+        return self.schema["vir_vol"](pool=self.pool_name, name=name, key=key)
+
+    def _file(self, name: str, how: str) -> Path:
+        """The volume file ``name``; a missing one raises libvirt's "no storage vol"."""
+        if not name or name.startswith(".") or "/" in name or "\0" in name:
+            raise _no_vol(how)
+        path = self.directory / name
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            raise _no_vol(how) from None
+        if not stat.S_ISREG(mode):
+            raise _no_vol(how)
+        return path
+
+    def _volume_path(self, vol: Any) -> Path:
+        if vol.pool != self.pool_name:
+            raise _no_vol(f"name '{vol.name}'")
+        return self._file(vol.name, f"name '{vol.name}'")
+
+    def _by_path(self, text: str, how: str) -> Any:
+        path = Path(text)
+        if path.parent != self.directory:
+            raise _no_vol(how)
+        return self._vol(self._file(path.name, how).name)
+
+    async def _list_volumes(self, session: _Session, stream: Stream) -> Any:
+        self._check_pool(stream.args.pool)
+        vols = [self._vol(name) for name in self._volume_names()]
+        return self.schema["vir_pool_list_all_volumes_ret"](
+            vols=vols if stream.args.need_results else [], ret=len(vols)
+        )
+
+    async def _vol_by_name(self, session: _Session, stream: Stream) -> Any:
+        self._check_pool(stream.args.pool)
+        name = stream.args.name
+        self._file(name, f"name '{name}'")
+        return self.schema["vir_vol_lookup_by_name_ret"](vol=self._vol(name))
+
+    async def _vol_by_key(self, session: _Session, stream: Stream) -> Any:
+        key = stream.args.key
+        return self.schema["vir_vol_lookup_by_name_ret"](vol=self._by_path(key, f"key {key}"))
+
+    async def _vol_by_path(self, session: _Session, stream: Stream) -> Any:
+        text = stream.args.path
+        vol = self._by_path(text, f"path '{text}'")
+        return self.schema["vir_vol_lookup_by_name_ret"](vol=vol)
+
+    async def _vol_info(self, session: _Session, stream: Stream) -> Any:
+        st = os.stat(self._volume_path(stream.args.vol))
+        return self.schema["vir_vol_get_info_ret"](
+            type=remote.VOL_FILE, capacity=st.st_size, allocation=st.st_blocks * 512
+        )
+
+    async def _vol_path(self, session: _Session, stream: Stream) -> Any:
+        return self.schema["vir_vol_get_path_ret"](name=str(self._volume_path(stream.args.vol)))
+
+    async def _vol_xml(self, session: _Session, stream: Stream) -> Any:
+        path = self._volume_path(stream.args.vol)
+        st = os.stat(path)
+        xml = (
+            "<volume type='file'>\n"
+            f"  <name>{html.escape(path.name)}</name>\n"
+            f"  <key>{html.escape(str(path))}</key>\n"
+            f"  <capacity unit='bytes'>{st.st_size}</capacity>\n"
+            f"  <allocation unit='bytes'>{st.st_blocks * 512}</allocation>\n"
+            f"  <target>\n    <path>{html.escape(str(path))}</path>\n"
+            "    <format type='raw'/>\n  </target>\n"
+            "</volume>\n"
+        )
+        return self.schema["vir_xml_desc_ret"](xml=xml)
+
+    @staticmethod
+    def _transfer_flags(args: Any) -> bool:
+        if args.flags & ~remote.SPARSE_STREAM:
+            raise libvirt_error(
+                VIR_ERR_INVALID_ARG, VIR_FROM_STORAGE, f"unsupported flags ({args.flags:#x})"
+            )
+        return bool(args.flags & remote.SPARSE_STREAM)
+
+    async def _upload(self, session: _Session, stream: Stream) -> None:
+        args = stream.args
+        is_sparse = self._transfer_flags(args)
+        path = self._volume_path(args.vol)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.lseek(fd, args.offset, os.SEEK_SET)
+            await stream.accept(None)
+            left = args.length or None  # bytes the upload may still write (None: no limit)
+            position = args.offset
+            while (chunk := await stream.recv()) is not None:
+                size = chunk.length if isinstance(chunk, Hole) else len(chunk)
+                if left is not None and size > left:
+                    raise libvirt_error(
+                        VIR_ERR_SYSTEM_ERROR,
+                        VIR_FROM_STREAMS,
+                        f"cannot write to stream: more than the {args.length} bytes asked for",
+                    )
+                if isinstance(chunk, Hole):
+                    if not is_sparse:
+                        raise libvirt_error(
+                            VIR_ERR_INVALID_ARG, VIR_FROM_STREAMS, "hole in a non-sparse upload"
+                        )
+                    position = os.lseek(fd, chunk.length, os.SEEK_CUR)
+                    os.ftruncate(fd, position)  # as libvirt's fdstream: the size ends here
+                else:
+                    _write_all(fd, chunk)
+                    position += size
+                if left is not None:
+                    left -= size
+            await stream.complete(None)
+        except OSError as exc:
+            raise libvirt_error(
+                VIR_ERR_SYSTEM_ERROR, VIR_FROM_STREAMS, f"cannot write {path}: {exc.strerror}"
+            ) from exc
+        finally:
+            os.close(fd)
+
+    async def _download(self, session: _Session, stream: Stream) -> None:
+        args = stream.args
+        is_sparse = self._transfer_flags(args)
+        path = self._volume_path(args.vol)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if args.offset > size:
+                raise libvirt_error(
+                    VIR_ERR_INVALID_ARG,
+                    VIR_FROM_STORAGE,
+                    f"offset {args.offset} is beyond the volume's {size} bytes",
+                )
+            end = min(size, args.offset + args.length) if args.length else size
+            await stream.accept(None)
+            buffer = memoryview(bytearray(self.options.chunk_size))
+            for kind, start, stop in _extents(fd, args.offset, end, is_sparse):
+                if kind == "hole":
+                    await stream.send_hole(stop - start)
+                    continue
+                while start < stop:
+                    count = os.preadv(fd, [buffer[: min(len(buffer), stop - start)]], start)
+                    if count == 0:
+                        raise libvirt_error(
+                            VIR_ERR_OPERATION_FAILED,
+                            VIR_FROM_STREAMS,
+                            f"{path} shrank while being read (no data at {start})",
+                        )
+                    await stream.send(buffer[:count])
+                    start += count
+            await stream.end(None)
+        except OSError as exc:
+            raise libvirt_error(
+                VIR_ERR_SYSTEM_ERROR, VIR_FROM_STREAMS, f"cannot read {path}: {exc.strerror}"
+            ) from exc
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _extents(fd: int, start: int, end: int, holes: bool) -> list[tuple[str, int, int]]:
+    """The file's data and holes within [start, end) (all data when not ``holes``)."""
+    if not holes:
+        return [("data", start, end)] if end > start else []
+    out: list[tuple[str, int, int]] = []
+    for extent in sparse.iter_extents(fd, end):
+        lo, hi = max(extent.offset, start), min(extent.offset + extent.length, end)
+        if lo < hi:
+            out.append((extent.kind, lo, hi))
+    return out
+
+
+class StorageServerThread:
+    """Runs a :class:`StorageServer` on its own event loop in a background thread;
+    ``with StorageServerThread(server) as running:`` starts it (``running.address``), and
+    on exit closes every connection and joins the thread."""
+
+    def __init__(self, server: StorageServer) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="xdrstream-libvirt", daemon=True)
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Future[None] | None = None
+
+    @property
+    def address(self) -> addresses.Address:
+        assert self.server.address is not None
+        return self.server.address
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.get_running_loop().create_future()
+        try:
+            await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            return
+        finally:
+            self._started.set()
+        try:
+            await self._stop
+        finally:
+            await self.server.close()
+
+    def start(self) -> StorageServerThread:
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            stop = self._stop
+            if stop is not None:
+                self.loop.call_soon_threadsafe(
+                    lambda: None if stop.done() else stop.set_result(None)
+                )
+            self._thread.join()
+
+    def __enter__(self) -> StorageServerThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
