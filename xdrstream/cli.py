@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xdrstream.protocol.commands",
     "xdrstream.transport.commands",
     "xdrstream.fuzz.commands",
+    "xdrstream.libvirt.commands",
 )
 
 

@@ -235,6 +235,12 @@ def _register_serve(subparsers: Any) -> None:
     where.add_argument(
         "--images", metavar="DIR", type=Path, help="store named images as files in DIR instead"
     )
+    where.add_argument(  # libvirt's remote program instead of restore.x (xdrstream.libvirt)
+        "--libvirt-storage",
+        metavar="DIR",
+        type=Path,
+        help="serve DIR as a libvirt storage pool for virsh instead (see libvirt-serve)",
+    )
     parser.add_argument(
         "--save-size",
         type=parse_size,
@@ -530,6 +536,10 @@ def _server_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    if args.libvirt_storage is not None:
+        from xdrstream.libvirt.commands import run_storage_server
+
+        return run_storage_server(args)
     from xdrstream.transport.options import Options
     from xdrstream.transport.server import RestoreServer
 
