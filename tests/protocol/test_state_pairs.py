@@ -135,6 +135,7 @@ SCRIPTS: dict[str, list[list[tuple[str, str]]]] = {
         [(C, "Call"), (SV, "Reply"), (SV, "StreamEnd"), (C, "StreamAbort"), (SV, "StreamError")],
         [(C, "Call"), (SV, "Reply"), (SV, "StreamEnd"), (C, "StreamFinish"), (SV, "StreamError")],
         [(C, "Call"), (SV, "Reply"), (SV, "StreamError")],
+        [(C, "Call"), (SV, "Reply"), (SV, "StreamEnd"), (SV, "StreamError")],
         [(C, "Call"), (SV, "ErrorReply")],
     ],
     "v3 upload": [

@@ -211,6 +211,8 @@ class Pair(RuleBasedStateMachine):
                             actions.append(("hole", serial))
                 elif state in ("FINISHING", "ABORTED"):
                     actions += [("confirm", serial), ("error", serial)]
+                elif state == "EOF":
+                    actions.append(("error", serial))
             elif head is not None:  # V1: answer the oldest outstanding stream call
                 actions.append(("error", serial))
                 if head in (V1Op.DATA, V1Op.HOLE):

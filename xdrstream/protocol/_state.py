@@ -164,6 +164,7 @@ _ROWS: dict[tuple[str, str], str] = {
         OPEN      >StreamAbort   ABORTING   send
         EOF       >StreamFinish  FINISHING  send
         EOF       >StreamAbort   ABORTING   send
+        EOF       <StreamError   CLOSED     deliver
         FINISHING <StreamConfirm CLOSED     deliver
         FINISHING <StreamError   CLOSED     deliver
         ABORTING  <StreamData    ABORTING   drop
@@ -183,10 +184,12 @@ _ROWS: dict[tuple[str, str], str] = {
         OPEN      <StreamAbort   ABORTED    deliver
         EOF       <StreamFinish  FINISHING  deliver
         EOF       <StreamAbort   ABORTED    deliver
+        EOF       >StreamError   DRAINING   send
         FINISHING >StreamConfirm CLOSED     send
         FINISHING >StreamError   CLOSED     send
         ABORTED   >StreamConfirm CLOSED     send
         ABORTED   >StreamError   CLOSED     send
+        DRAINING  <StreamFinish  CLOSED     drop
         DRAINING  <StreamAbort   CLOSED     drop
     """,
     ("client", "v3 upload"): """
