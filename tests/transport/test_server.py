@@ -5,6 +5,7 @@ server runs)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import ssl
@@ -347,3 +348,31 @@ def test_abort_is_prompt_even_when_the_stub_stalls(tmp_path: Path, variant: int)
         assert time.monotonic() - started < 30  # not the stall's 60 s
         assert children() <= kids
         client.ping()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_disconnect_is_noticed_while_reading_is_paused(tmp_path: Path, variant: int) -> None:
+    """The stub stalls, so the server stops reading the client (§8.2); a client that goes
+    away meanwhile is still noticed and the stub killed (§3.5)."""
+    launcher = qemu_stub.StubLauncher(faults=qemu_stub.Faults(stall=60, stall_after=0))
+    kids = children()
+    server = RestoreServer(
+        f"unix:{tmp_path}/xs.sock", launcher=launcher, options=Options(stream_buffer=1 << 20)
+    )
+    with ServerThread(server) as running:
+        client = Client.connect(running.address)
+        stream = client.open_restore(variant)
+
+        def flood() -> None:
+            with contextlib.suppress(ConnectionLost):
+                for _ in range(64):
+                    stream.send(bytes(1 << 20))
+
+        sender = threading.Thread(target=flood)
+        sender.start()
+        assert wait_until(lambda: children() - kids)
+        time.sleep(0.5)  # the pipe and the server's stream buffer fill up
+        assert sender.is_alive()  # held back, not buffered without bound
+        client.close()
+        sender.join(10)
+        assert wait_until(lambda: children() <= kids), describe(children() - kids)

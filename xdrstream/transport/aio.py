@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import ssl
 import time
@@ -79,6 +80,8 @@ Handler = Callable[[Stream], Awaitable[Any]]
 Buffers = list[bytes | bytearray | memoryview]
 
 TLS_PIECE = 256 * 1024
+PAUSE_CHECK = 0.25
+"""Seconds between checks for a peer that hung up while reading is paused."""
 """Plaintext bytes encrypted before the ciphertext is written out (bounds the TLS buffer)."""
 
 
@@ -93,6 +96,19 @@ def _advance(views: list[memoryview], sent: int) -> list[memoryview]:
             views[0] = first[sent:]
             sent = 0
     return views
+
+
+_HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+
+
+def peer_gone(sock: socket.socket) -> bool:
+    """Whether ``sock``'s peer hung up (Linux POLLRDHUP: even with unread data queued)."""
+    fd = sock.fileno()
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, _HANGUP)
+    return any(events & _HANGUP for _, events in poller.poll(0))
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -152,6 +168,11 @@ class AsyncChannel:
 
     async def handshake(self, timeout: float) -> None:
         return None
+
+    def peer_gone(self) -> bool:
+        """Whether the peer closed or reset the connection, even with unread data left
+        (checked while reading is paused, when end of input cannot be read)."""
+        return peer_gone(self.sock)
 
     def peer_certificate(self) -> dict[str, Any] | None:
         return None
@@ -558,8 +579,11 @@ class AsyncConnection:
                     engine.reading_paused or len(self._refusals) >= self.options.max_calls
                 ):
                     self._resume.clear()
-                    await self._resume.wait()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._resume.wait(), PAUSE_CHECK)
                     self._last_rx = time.monotonic()  # we were not listening
+                    if self._channel.peer_gone():  # §3.5: exchanges in progress end
+                        self._fail(ConnectionLost(f"{self.name or 'peer'}: connection closed"))
                 if self._error is not None:
                     return
                 # receive in place: a large payload lands in its final buffer (§12.1)

@@ -49,7 +49,7 @@ from xdrstream.protocol.events import (
 )
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
-from xdrstream.transport.aio import TLS_PIECE, _advance, registry_of
+from xdrstream.transport.aio import PAUSE_CHECK, TLS_PIECE, _advance, peer_gone, registry_of
 from xdrstream.transport.errors import (
     ERR_NO_SUPPORT,
     ERR_OPERATION_INVALID,
@@ -116,6 +116,9 @@ class SocketChannel:
 
     def handshake(self, timeout: float) -> None:
         return None
+
+    def peer_gone(self) -> bool:
+        return peer_gone(self.sock)
 
     def peer_certificate(self) -> dict[str, Any] | None:
         return None
@@ -538,8 +541,10 @@ class BlockingConnection:
                     while self._error is None and (
                         engine.reading_paused or len(self._refusals) >= self.options.max_calls
                     ):
-                        self._cond.wait()
+                        self._cond.wait(PAUSE_CHECK)
                         self._last_rx = time.monotonic()  # we were not listening
+                        if self._channel.peer_gone():  # §3.5: exchanges in progress end
+                            self._fail(ConnectionLost(f"{self.name or 'peer'}: connection closed"))
                     if self._error is not None:
                         return
                     # receive in place: a large payload lands in its final buffer (§12.1);
