@@ -122,7 +122,7 @@ class Outcome:
         return lines[0]
 
 
-def run_cli(leaks: Leaks, *args: str, timeout: float = 30.0) -> Outcome:
+def run_cli(leaks: Leaks, *args: str, timeout: float = 20.0) -> Outcome:
     done = subprocess.run(
         xdrstream(*args),
         env=leaks.env(),
