@@ -1,0 +1,460 @@
+"""Stream throughput, memory and concurrency of the transport, in one run (issue 4).
+
+    .venv/bin/python benchmarks/streams.py [--size 1G] [--rss-size 4G] [--streams 16]
+                                           [--repeat 2] [--quick]
+
+Every stream is a synthetic QEMU migration stream (QEVM v3, `qemu_stub.iter_synthetic`)
+generated in the client process and restored over a Unix socket into a QEMU stub process,
+which checks its framing and computes its SHA-256; the stub's SHA-256 must equal the
+expected one for every stream. Client, server and stub are separate processes.
+
+1. Throughput: `--size` bytes through each variant (V1 with its pipelining window of 8
+   calls) with `xdrstream serve` and `Client.restore`, against a baseline of plain Python
+   moving the same bytes client socket -> server -> pipe -> reading process with no
+   protocol: the client `sendall`s the same generated sections; the server `recv_into`s a
+   reused 1 MiB buffer and `os.write`s it into the pipe of the same stub (same checks, same
+   hashing), then sends the stub's verdict back. Throughput is measured in the client from
+   connect to the server's verdict (process start-up excluded), best of `--repeat` runs,
+   runs interleaved. Targets: V2 and V3 >= 80% of the baseline, V1 >= 60%.
+2. Memory: `--rss-size` bytes per variant with a fresh server; the peak RSS of the server
+   (VmHWM in /proc/PID/status, read before it stops) and of the client process
+   (getrusage ru_maxrss) must each stay under 64 MiB.
+3. Concurrency: `--streams` client processes, each restoring `--size / --streams` bytes with
+   its own seed, started together (each connects, then waits for a common go); none may
+   lose or mix data (every stub's SHA-256 matches its stream's), and the aggregate
+   throughput (all bytes / first start to last end) must be >= 70% of the single-stream
+   throughput of the same variant.
+
+Prints a markdown table per part, the ratios, MET/MISSED per target; exits 0 either way
+(1 only if a stream failed or lost data). The machine's other load shows in the numbers:
+compare ratios, not absolute rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from xdrstream.transport.qemu_stub import (
+    MIN_SIZE,
+    iter_synthetic,
+    start_stub_restore,
+    synthetic_sha256,
+)
+
+GIB = 1 << 30
+MIB = 1 << 20
+VARIANTS = (1, 2, 3)
+BASELINE_BUFFER = MIB
+STEP_TIMEOUT = 600.0
+
+TARGET_RATIO = {1: 0.60, 2: 0.80, 3: 0.80}  # of the baseline's throughput
+TARGET_RSS = 64 * MIB  # peak RSS of client and server each
+TARGET_CONCURRENT = 0.70  # aggregate of N streams / single stream
+
+
+def parse_size(text: str) -> int:
+    units = {"": 0, "K": 10, "M": 20, "G": 30}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in units else ""
+    return int(text[: len(text) - len(unit)]) << units[unit]
+
+
+def maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def vmhwm_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+# --- workers (child processes of the benchmark) ---------------------------------------------
+
+
+def _wait_for_go() -> None:
+    print(json.dumps({"ready": True}), flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise SystemExit("no go")
+
+
+def worker_client(args: argparse.Namespace) -> dict[str, Any]:
+    """Restore one synthetic stream with the reference client."""
+    from xdrstream.transport.client import Client
+
+    client = Client.connect(f"unix:{args.connect}")
+    try:
+        if args.wait_go:
+            _wait_for_go()
+        start = time.monotonic()
+        result = client.restore(
+            iter_synthetic(args.size, args.seed), variant=args.variant, name=f"s{args.seed}"
+        )
+        end = time.monotonic()
+    finally:
+        client.close()
+    return {"bytes": result.bytes, "start": start, "end": end, "maxrss": maxrss_bytes()}
+
+
+def worker_baseline_client(args: argparse.Namespace) -> dict[str, Any]:
+    """Send one synthetic stream on a plain socket; wait for the server's verdict."""
+    start = time.monotonic()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with sock:
+        sock.connect(args.connect)
+        sent = 0
+        for view in iter_synthetic(args.size, args.seed):
+            sock.sendall(view)
+            sent += len(view)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    end = time.monotonic()
+    verdict = json.loads(reply)
+    if not verdict["ok"]:
+        raise RuntimeError(f"baseline stream failed: {verdict['error']}")
+    return {"bytes": sent, "start": start, "end": end, "maxrss": maxrss_bytes()}
+
+
+def worker_baseline_server(args: argparse.Namespace) -> None:
+    """Accept one connection, relay it into a stub's pipe, answer with the stub's verdict."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(args.listen)
+    listener.listen(1)
+    print(json.dumps({"listening": args.listen}), flush=True)
+    conn, _ = listener.accept()
+    listener.close()
+    with conn:
+        endpoint = start_stub_restore()
+        buffer = bytearray(BASELINE_BUFFER)
+        view = memoryview(buffer)
+        with endpoint:
+            fd = endpoint.fd
+            while count := conn.recv_into(buffer):
+                data = view[:count]
+                while data:
+                    data = data[os.write(fd, data) :]
+            result = endpoint.wait()
+        verdict = {"ok": result.ok, "sha256": result.sha256, "error": result.error}
+        print(json.dumps({"endpoint": verdict, "vmhwm": vmhwm_bytes(os.getpid())}), flush=True)
+        conn.sendall(json.dumps(verdict).encode())
+    os.unlink(args.listen)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    if args.worker == "baseline-server":
+        worker_baseline_server(args)
+        return 0
+    run = worker_client if args.worker == "client" else worker_baseline_client
+    try:
+        record = run(args)
+    except Exception as exc:
+        record = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(record), flush=True)
+    return 0 if "error" not in record else 1
+
+
+# --- the benchmark's side -------------------------------------------------------------------
+
+
+class Child:
+    """A child process whose stdout is JSON lines, read by a thread into a queue."""
+
+    def __init__(self, command: list[str], stdin: bool = False) -> None:
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._errors: list[str] = []
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True),
+            threading.Thread(target=self._drain, args=(self.process.stderr,), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with contextlib.suppress(ValueError):
+                self.lines.put(json.loads(line))
+        self.lines.put(None)
+
+    def _drain(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._errors.append(line.rstrip())
+
+    def line(self, key: str, timeout: float = STEP_TIMEOUT) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"{self.name}: no {key!r} within {timeout} s") from None
+            if line is None:
+                self.process.wait()
+                tail = " | ".join(self._errors[-3:]) or f"exit code {self.process.returncode}"
+                raise RuntimeError(f"{self.name} ended without {key!r}: {tail}")
+            if key in line:
+                return line
+
+    @property
+    def name(self) -> str:
+        return f"pid {self.process.pid}"
+
+    def send(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for thread in self._threads:
+            thread.join(5)
+        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+        return self.process.returncode
+
+
+def _me(*worker: str) -> list[str]:
+    return [sys.executable, os.path.abspath(__file__), "--worker", *worker]
+
+
+@contextlib.contextmanager
+def protocol_server(work: Path) -> Iterator[tuple[Child, str]]:
+    path = work / "xdrstream.sock"
+    command = [sys.executable, "-m", "xdrstream.cli", "serve", "--listen", f"unix:{path}"]
+    server = Child(command)
+    try:
+        server.line("listening")
+        yield server, str(path)
+    finally:
+        server.stop()
+
+
+@dataclass
+class Run:
+    label: str
+    bytes: int
+    seconds: float
+    client_rss: int = 0
+    server_rss: int = 0
+    ok: bool = True
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+def run_client(socket_path: str, worker: str, variant: int, size: int, seed: int) -> Run:
+    command = _me(worker, "--connect", socket_path, "--size", str(size), "--seed", str(seed))
+    command += ["--variant", str(variant)]
+    client = Child(command)
+    try:
+        record = client.line("bytes")
+    finally:
+        client.stop()
+    label = "baseline" if worker == "baseline-client" else f"V{variant}"
+    return Run(label, record["bytes"], record["end"] - record["start"], record["maxrss"])
+
+
+def protocol_run(work: Path, variant: int, size: int, seed: int) -> Run:
+    with protocol_server(work) as (server, path):
+        run = run_client(path, "client", variant, size, seed)
+        verdict = server.line("endpoint")["endpoint"]
+        run.server_rss = vmhwm_bytes(server.process.pid)
+    expected = synthetic_sha256(size, seed)
+    if not verdict["ok"] or verdict["sha256"] != expected:
+        run.ok, run.note = False, f"stub: ok={verdict['ok']} error={verdict['error']}"
+    return run
+
+
+def baseline_run(work: Path, size: int, seed: int) -> Run:
+    path = str(work / "baseline.sock")
+    server = Child(_me("baseline-server", "--listen", path))
+    try:
+        server.line("listening")
+        run = run_client(path, "baseline-client", 0, size, seed)
+        report = server.line("endpoint")
+    finally:
+        server.stop()
+    run.server_rss = report["vmhwm"]
+    if report["endpoint"]["sha256"] != synthetic_sha256(size, seed):
+        run.ok, run.note = False, "baseline stub saw other bytes"
+    return run
+
+
+@dataclass
+class Concurrent:
+    variant: int
+    streams: int
+    bytes: int
+    seconds: float
+    lost: int
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+def concurrent_run(work: Path, variant: int, streams: int, size: int) -> Concurrent:
+    seeds = [1000 + index for index in range(streams)]
+    errors: list[str] = []
+    with protocol_server(work) as (server, path):
+        clients = []
+        for seed in seeds:
+            command = _me("client", "--connect", path, "--size", str(size), "--seed", str(seed))
+            clients.append(Child([*command, "--variant", str(variant), "--wait-go"], stdin=True))
+        try:
+            for client in clients:
+                client.line("ready")
+            for client in clients:
+                client.send("go")
+            records = []
+            for client in clients:
+                try:
+                    records.append(client.line("bytes"))
+                except RuntimeError as exc:
+                    errors.append(str(exc))
+        finally:
+            for client in clients:
+                client.stop()
+        verdicts = []
+        for _ in range(len(records)):
+            verdicts.append(server.line("endpoint", 30)["endpoint"])
+    expected = {synthetic_sha256(size, seed) for seed in seeds}
+    seen = [v["sha256"] for v in verdicts if v["ok"]]
+    lost = len(expected - set(seen)) + (len(seen) - len(set(seen)))
+    total = sum(r["bytes"] for r in records)
+    span = max(r["end"] for r in records) - min(r["start"] for r in records) if records else 0
+    return Concurrent(variant, streams, total, span, lost, errors)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+def mib(value: int) -> str:
+    return f"{value / MIB:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--size", type=parse_size, default=GIB, help="bytes per run (1G)")
+    parser.add_argument("--rss-size", type=parse_size, default=4 * GIB, help="memory run (4G)")
+    parser.add_argument("--streams", type=int, default=16, help="concurrent streams (16)")
+    parser.add_argument("--repeat", type=int, default=2, help="throughput runs, best kept (2)")
+    parser.add_argument(
+        "--quick", action="store_true", help="64M, 256M for memory, 1 repeat: a smoke run"
+    )
+    parser.add_argument("--worker", choices=("client", "baseline-client", "baseline-server"))
+    parser.add_argument("--connect", help=argparse.SUPPRESS)
+    parser.add_argument("--listen", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--wait-go", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return run_worker(args)
+    if args.quick:
+        args.size, args.rss_size, args.repeat = 64 * MIB, 256 * MIB, 1
+    per_stream = max(MIN_SIZE, args.size // args.streams)
+
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="xdrstream-bench-") as name:
+        work = Path(name)
+
+        print(f"## 1. Throughput: {args.size / GIB:g} GiB over a Unix socket into the stub\n")
+        best: dict[str, Run] = {}
+        for attempt in range(args.repeat):
+            runs = [baseline_run(work, args.size, attempt)]
+            runs += [protocol_run(work, v, args.size, attempt) for v in VARIANTS]
+            for run in runs:
+                failures += not run.ok
+                if run.label not in best or run.rate > best[run.label].rate:
+                    best[run.label] = run
+        base = best["baseline"]
+        print("| run | MB/s | vs baseline | target | result |")
+        print("|---|---:|---:|---:|---|")
+        print(f"| baseline (plain sockets) | {base.rate:.0f} | 1.00 | | |")
+        for variant in VARIANTS:
+            run = best[f"V{variant}"]
+            ratio = run.rate / base.rate
+            target = TARGET_RATIO[variant]
+            print(
+                f"| V{variant} | {run.rate:.0f} | {ratio:.2f} | >= {target:.2f} | "
+                f"{verdict(ratio >= target and run.ok)} {run.note} |"
+            )
+
+        print(f"\n## 2. Peak RSS while streaming {args.rss_size / GIB:g} GiB\n")
+        print("| run | client MiB | server MiB | target | result |")
+        print("|---|---:|---:|---:|---|")
+        memory = [baseline_run(work, args.rss_size, 99)]
+        memory += [protocol_run(work, v, args.rss_size, 99) for v in VARIANTS]
+        for run in memory:
+            failures += not run.ok
+            ok = run.client_rss < TARGET_RSS and run.server_rss < TARGET_RSS
+            result = "(reference)" if run.label == "baseline" else verdict(ok and run.ok)
+            print(
+                f"| {run.label} | {mib(run.client_rss)} | {mib(run.server_rss)} | "
+                f"< {mib(TARGET_RSS)} | {result} {run.note} |"
+            )
+
+        print(
+            f"\n## 3. {args.streams} concurrent streams of {per_stream / MIB:g} MiB "
+            "(one server, one client process each)\n"
+        )
+        print("| variant | aggregate MB/s | single MB/s | ratio | lost | target | result |")
+        print("|---|---:|---:|---:|---:|---:|---|")
+        for variant in VARIANTS:
+            result = concurrent_run(work, variant, args.streams, per_stream)
+            single = best[f"V{variant}"].rate
+            ratio = result.rate / single if single else 0.0
+            failures += bool(result.lost or result.errors)
+            ok = ratio >= TARGET_CONCURRENT and not result.lost and not result.errors
+            print(
+                f"| V{variant} | {result.rate:.0f} | {single:.0f} | {ratio:.2f} | "
+                f"{result.lost} | >= {TARGET_CONCURRENT:.2f}, 0 lost | {verdict(ok)} "
+                f"{'; '.join(result.errors)[:200]} |"
+            )
+    print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
