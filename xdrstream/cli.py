@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xdrstream.transport.commands",
     "xdrstream.fuzz.commands",
     "xdrstream.libvirt.commands",
+    "xdrstream.conformance.commands",
 )
 
 

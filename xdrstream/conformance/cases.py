@@ -1,0 +1,1572 @@
+"""The catalogue's server cases (see :mod:`xdrstream.conformance.catalogue`).
+
+Positive cases drive a client-role engine (:class:`~xdrstream.protocol.Connection`) that
+judges every frame the server sends against spec.md's state tables; negative cases craft
+raw frames the engine would refuse to send. Uploads carry the QEMU stub's synthetic
+migration stream (the reference server feeds it to the stub, which accepts only a whole,
+well-formed stream); downloads ask for ``SIZE:SEED`` (the stub produces that stream) and
+compare length and SHA-256 with the expected one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from xdrstream.conformance.catalogue import ANY, LIBVIRT, Context, Skip, case
+from xdrstream.conformance.peer import Closed, Peer, Silence, Violation
+from xdrstream.protocol import _bodies, programs_from_schema, schemas
+from xdrstream.protocol.events import (
+    Call,
+    ErrorReply,
+    KeepalivePing,
+    KeepalivePong,
+    Reply,
+    StreamAbort,
+    StreamAck,
+    StreamConfirm,
+    StreamData,
+    StreamEnd,
+    StreamError,
+    StreamFinish,
+    StreamHole,
+    StreamRead,
+)
+from xdrstream.protocol.framing import (
+    KEEPALIVE_PING,
+    KEEPALIVE_PROGRAM,
+    KEEPALIVE_VERSION,
+    MAX_FRAME,
+    Frame,
+    Header,
+    MessageStatus,
+    MessageType,
+    pack_frame,
+)
+from xdrstream.transport.qemu_stub import synthetic_bytes, synthetic_sha256
+
+PROG = 0x58445253
+VERS = 1
+PING, ECHO, INFO = 1, 2, 3
+RESTORE_PROC = {1: 4, 2: 6, 3: 8}
+SAVE_PROC = {1: 5, 2: 7, 3: 9}
+RESTORE_DENSE, SAVE_DENSE = 10, 11
+LIBVIRT_PROG = 0x20008086
+LV_OPEN, LV_AUTH_LIST, LV_DOMAIN_LOOKUP, LV_POOL_LOOKUP = 1, 66, 23, 84
+LV_VOL_LOOKUP, LV_UPLOAD, LV_DOWNLOAD, LV_SCREENSHOT = 95, 208, 209, 211
+
+IMAGE_SIZE = 200_000
+IMAGE_SEED = 7
+CHUNK = 65536
+
+CALL, REPLY, MESSAGE, STREAM, HOLE = (
+    MessageType.CALL,
+    MessageType.REPLY,
+    MessageType.MESSAGE,
+    MessageType.STREAM,
+    MessageType.STREAM_HOLE,
+)
+OK, ERROR, CONTINUE = MessageStatus.OK, MessageStatus.ERROR, MessageStatus.CONTINUE
+
+
+# ---- encoding helpers -----------------------------------------------------------------------
+def _restore_schema() -> Any:
+    return schemas.load("restore")
+
+
+def _procedure(proc: int) -> Any:
+    return programs_from_schema(_restore_schema())[0].procedures[proc]
+
+
+def restore_args(name: str = "conformance", flags: int = 0) -> Any:
+    return _restore_schema()["xs_restore_args"](name=name, size_hint=0, flags=flags)
+
+
+def save_args(name: str, flags: int = 0) -> Any:
+    return _restore_schema()["xs_save_args"](name=name, flags=flags)
+
+
+def pack_args(proc: int, value: Any) -> bytes:
+    return bytes(_procedure(proc).arg.pack(value))
+
+
+def raw(
+    proc: int,
+    mtype: int,
+    serial: int,
+    status: int = OK,
+    payload: bytes = b"",
+    prog: int = PROG,
+    vers: int = VERS,
+) -> bytes:
+    return pack_frame(Header(prog, vers, proc, mtype, serial, status), payload)
+
+
+def image(size: int = IMAGE_SIZE, seed: int = IMAGE_SEED) -> bytes:
+    return synthetic_bytes(size, seed)
+
+
+def chunks(data: bytes, size: int = CHUNK) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def probe_call(ctx: Context, serial: int) -> bytes:
+    """A call any target answers: PING of restore.x, AUTH_LIST of libvirt's program."""
+    if ctx.program == "libvirt":
+        return raw(LV_AUTH_LIST, CALL, serial, prog=LIBVIRT_PROG)
+    return raw(PING, CALL, serial)
+
+
+# ---- waiting helpers ------------------------------------------------------------------------
+def wait_frame(peer: Peer, serial: int, mtypes: Sequence[int], what: str) -> Frame:
+    """Skip frames of other exchanges and keepalive until one of ``mtypes`` for ``serial``."""
+    while True:
+        try:
+            frame = peer.frame(what=what)
+        except Closed:
+            raise Violation(f"the connection closed while waiting for {what}") from None
+        header = frame.header
+        if header.prog == KEEPALIVE_PROGRAM:
+            continue
+        if header.serial == serial and header.type in mtypes:
+            return frame
+
+
+def alive(peer: Peer, ctx: Context, section: str, serial: int = 0x40000000) -> None:
+    """The connection still works: a call sent now is answered (raw, fresh serial)."""
+    try:
+        peer.send_raw(probe_call(ctx, serial))
+        frame = wait_frame(peer, serial, [REPLY], "the reply to a probe call")
+    except (Violation, Closed) as exc:
+        raise Violation(f"{section}: the connection must continue, but: {exc}") from None
+    if ctx.program == "restore" and frame.header.status != OK:
+        raise Violation(f"{section}: the probe PING failed: {_error_text(frame)}")
+
+
+def _error_text(frame: Frame) -> str:
+    try:
+        error = _bodies.unpack_error(frame.payload)
+    except Exception as exc:
+        return f"(error body does not decode: {exc})"
+    return f"code {error.code} domain {error.domain}: {error.message}"
+
+
+def expect_error_reply(peer: Peer, serial: int, section: str) -> Frame:
+    frame = wait_frame(peer, serial, [REPLY], f"an ERROR reply to serial {serial}")
+    if frame.header.status != ERROR:
+        raise Violation(f"{section}: expected an ERROR reply, got status {frame.header.status}")
+    try:
+        error = _bodies.unpack_error(frame.payload)
+    except Exception as exc:
+        raise Violation(f"§4.5: the error body does not decode: {exc}") from None
+    if error.code == 0:
+        raise Violation("§4.5: the error body has code 0 (no error)")
+    return frame
+
+
+def open_raw(peer: Peer, proc: int, serial: int, args: bytes) -> None:
+    """Open a V1/V2 stream with raw frames: call, then wait for its OK reply."""
+    peer.send_raw(raw(proc, CALL, serial, OK, args))
+    frame = wait_frame(peer, serial, [REPLY], "the primary reply")
+    if frame.header.status != OK:
+        raise Violation(f"the primary call failed: {_error_text(frame)}")
+
+
+# ---- engine-driven transfers ----------------------------------------------------------------
+Item = bytes | int  # data, or a hole of that many bytes
+
+
+def upload(
+    peer: Peer,
+    variant: int,
+    items: Iterable[Item],
+    proc: int | None = None,
+    args: Any = None,
+    between: Any = None,
+) -> Any:
+    """A whole upload through the engine; returns the final result (V2: the reply's)."""
+    proc = RESTORE_PROC[variant] if proc is None else proc
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, proc, restore_args() if args is None else args))
+    result = None
+    if variant in (1, 2):
+        reply = peer.expect_event((Reply, ErrorReply), "the primary reply")
+        if isinstance(reply, ErrorReply):
+            raise Violation(f"the server refused the upload: {reply.error}")
+        result = reply.result
+    for index, item in enumerate(items):
+        if variant == 1:
+            info = peer.engine.stream_info(serial)
+            while info is not None and info.window == 0:
+                event = peer.expect_event((StreamAck, StreamError), "a V1 acknowledgement")
+                if isinstance(event, StreamError):
+                    raise Violation(f"the server failed the upload: {event.error}")
+                info = peer.engine.stream_info(serial)
+        if isinstance(item, int):
+            peer.send(StreamHole(serial, item))
+        else:
+            peer.send(StreamData(serial, item))
+        if between is not None:
+            between(peer, index)
+    peer.send(StreamFinish(serial))
+    while True:
+        event = peer.event(what="the end of the upload")
+        if variant == 1 and isinstance(event, StreamAck):
+            continue
+        if variant in (1, 2) and isinstance(event, StreamConfirm):
+            return result
+        if variant == 3 and isinstance(event, Reply):
+            return event.result
+        raise Violation(f"expected the upload's confirmation, got {event!r}"[:300])
+
+
+def download(
+    peer: Peer,
+    variant: int,
+    name: str,
+    proc: int | None = None,
+    on_data: Any = None,
+) -> tuple[int, str, Any]:
+    """A whole download through the engine; returns (bytes, sha256 with holes as zeros,
+    result)."""
+    proc = SAVE_PROC[variant] if proc is None else proc
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, proc, save_args(name)))
+    result = None
+    if variant in (1, 2):
+        reply = peer.expect_event((Reply, ErrorReply), "the primary reply")
+        if isinstance(reply, ErrorReply):
+            raise Violation(f"the server refused the download: {reply.error}")
+        result = reply.result
+    digest = hashlib.sha256()
+    total = 0
+    while True:
+        if variant == 1:
+            info = peer.engine.stream_info(serial)
+            while info is not None and info.state == "OPEN" and info.window > 0:
+                peer.send(StreamRead(serial, _bodies.V1_CHUNK_MAX))
+                info = peer.engine.stream_info(serial)
+        event = peer.event(what="download data")
+        if isinstance(event, StreamData):
+            digest.update(event.data)
+            total += len(event.data)
+            if on_data is not None:
+                on_data(peer, total)
+        elif isinstance(event, StreamHole):
+            digest.update(bytes(event.length))
+            total += event.length
+        elif isinstance(event, StreamEnd):
+            break
+        elif isinstance(event, (StreamError, ErrorReply)):
+            raise Violation(f"the server failed the download: {event.error}")
+        else:
+            raise Violation(f"unexpected {event!r} during a download"[:300])
+    if variant in (1, 2):
+        peer.send(StreamFinish(serial))
+        peer.expect_event(StreamConfirm, "the confirmation of StreamFinish")
+    else:
+        reply = peer.expect_event((Reply, ErrorReply), "the V3 reply after the end of data")
+        if isinstance(reply, ErrorReply):
+            raise Violation(f"the V3 download ended with an error: {reply.error}")
+        result = reply.result
+    return total, digest.hexdigest(), result
+
+
+def check_download(
+    peer: Peer, variant: int, size: int, section: str, proc: int | None = None
+) -> Any:
+    total, sha, result = download(peer, variant, f"{size}:{IMAGE_SEED}", proc)
+    if total != size or sha != synthetic_sha256(size, IMAGE_SEED):
+        raise Violation(
+            f"{section}: received {total} bytes (SHA-256 {sha[:16]}...), expected {size} "
+            f"bytes of the endpoint's stream"
+        )
+    if variant == 3 and getattr(result, "length", size) != size:  # V1/V2: the primary reply
+        raise Violation(f"{section}: the result says {result.length} bytes, sent {size}")
+    return result
+
+
+def check_upload(peer: Peer, variant: int, items: list[Item], section: str, **kw: Any) -> None:
+    result = upload(peer, variant, items, **kw)
+    size = sum(i if isinstance(i, int) else len(i) for i in items)
+    if variant == 3:  # V1/V2 results come with the primary reply, before the data
+        length = getattr(result, "length", None)
+        if length is not None and length != size:
+            raise Violation(f"{section}: the server stored {length} bytes, {size} were sent")
+
+
+def with_hole(data: bytes, start: int, length: int) -> list[Item]:
+    """``data`` with [start, start+length) sent as a hole (the stub skips payload bytes)."""
+    return [*chunks(data[:start]), length, *chunks(data[start + length :])]
+
+
+# ============================================================================== §3 framing
+def _closes_on(ctx: Context, data: bytes, section: str, shutdown: bool = False) -> None:
+    peer = ctx.connect()
+    peer.send_raw(data)
+    if shutdown:
+        peer.shutdown_write()
+    peer.expect_close(section)
+
+
+@case(
+    "3.2/1",
+    "a header with an unknown message type (7) closes the connection",
+    requirement="§3.2: a receiver MUST reject a header whose type is not one of §4.1",
+    expect="connection closed, no answer",
+    programs=ANY,
+)
+def _unknown_type(ctx: Context) -> None:
+    _closes_on(
+        ctx, probe_call(ctx, 1)[:16] + (7).to_bytes(4, "big") + probe_call(ctx, 1)[20:], "§3.2"
+    )
+
+
+@case(
+    "3.2/2",
+    "a header with an unknown status (3) closes the connection",
+    requirement="§3.2: a receiver MUST reject a header whose status is not one of §4.2",
+    expect="connection closed, no answer",
+    programs=ANY,
+)
+def _unknown_status(ctx: Context) -> None:
+    frame = probe_call(ctx, 1)
+    _closes_on(ctx, frame[:24] + (3).to_bytes(4, "big") + frame[28:], "§3.2")
+
+
+@case(
+    "3.3/1",
+    "a V2 data frame of 1 MiB (larger than libvirt's 262120) is accepted",
+    requirement="§3.3: a receiver MUST accept every frame up to its limit (xdrstream: "
+    "XS_PAYLOAD_MAX)",
+    expect="upload confirmed",
+)
+def _large_frame(ctx: Context) -> None:
+    data = image(3 << 20)
+    check_upload(ctx.connect(), 2, chunks(data, 1 << 20), "§3.3")
+
+
+@case(
+    "3.4/1",
+    "an undersized length word (27) closes the connection",
+    requirement="§3.4: a length below 28 MUST break the connection",
+    expect="connection closed, no answer",
+    programs=ANY,
+)
+def _length_27(ctx: Context) -> None:
+    frame = probe_call(ctx, 1)
+    _closes_on(ctx, (27).to_bytes(4, "big") + frame[4:], "§3.4")
+
+
+@case(
+    "3.4/2",
+    "an oversized length word (2^32-1) closes the connection before the frame is sent",
+    requirement="§3.4: the length MUST be checked as soon as its 4 bytes arrive, before "
+    "buffering the frame",
+    expect="connection closed while the rest of the frame is still unsent",
+    programs=ANY,
+)
+def _length_huge(ctx: Context) -> None:
+    frame = probe_call(ctx, 1)
+    _closes_on(ctx, (0xFFFFFFFF).to_bytes(4, "big") + frame[4:], "§3.4")
+
+
+@case(
+    "3.4/3",
+    "a length word one above the limit (XS_MESSAGE_MAX + 5) closes the connection",
+    requirement="§3.4: a length above the receiver's limit plus 4 is refused without "
+    "reading the frame",
+    expect="connection closed, no answer",
+    programs=ANY,
+)
+def _length_limit(ctx: Context) -> None:
+    frame = probe_call(ctx, 1)
+    _closes_on(ctx, (MAX_FRAME + 5).to_bytes(4, "big") + frame[4:], "§3.4")
+
+
+@case(
+    "3.4/4",
+    "no resynchronisation: a valid call after a bad length word is not answered",
+    requirement="§3.4: the receiver MUST NOT try to resynchronise",
+    expect="connection closed, the following call unanswered",
+    programs=ANY,
+)
+def _no_resync(ctx: Context) -> None:
+    _closes_on(ctx, (12).to_bytes(4, "big") + bytes(8) + probe_call(ctx, 2), "§3.4")
+
+
+@case(
+    "3.5/1",
+    "end of input inside a frame (truncated call) closes the connection",
+    requirement="§3.5: the bytes MUST end at a frame boundary; a truncated frame is a "
+    "protocol error",
+    expect="connection closed, no answer",
+    programs=ANY,
+)
+def _truncated(ctx: Context) -> None:
+    frame = probe_call(ctx, 1)
+    _closes_on(ctx, frame[:-1] if len(frame) > 28 else frame[:20], "§3.5", shutdown=True)
+
+
+@case(
+    "3.5/2",
+    "end of input inside a length word closes the connection",
+    requirement="§3.5: a truncated last frame is a protocol error",
+    expect="connection closed, no answer",
+    programs=ANY,
+)
+def _truncated_length(ctx: Context) -> None:
+    _closes_on(ctx, probe_call(ctx, 1) + b"\0\0", "§3.5", shutdown=True)
+
+
+# ============================================================================== §4 messages
+@case(
+    "4.3.2/1",
+    "a call whose serial is in use (an open stream's) closes the connection",
+    requirement="§4.3.2: a server receiving a call whose serial is in use MUST treat it as "
+    "a protocol error",
+    expect="connection closed, no answer to the second call",
+)
+def _serial_in_use(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[2], 7, pack_args(6, restore_args()))
+    peer.send_raw(raw(PING, CALL, 7))
+    peer.expect_close("§4.3.2")
+
+
+@case(
+    "4.3.2/2",
+    "a serial is free again once its exchange ended: the same serial twice is answered twice",
+    requirement="§4.3.2, §7.1.4: after its end an exchange's serial is free again",
+    expect="two replies",
+    programs=ANY,
+)
+def _serial_reuse(ctx: Context) -> None:
+    peer = ctx.connect()
+    for _ in range(2):
+        peer.send_raw(probe_call(ctx, 9))
+        wait_frame(peer, 9, [REPLY], "the reply to serial 9")
+
+
+@case(
+    "4.3.3/1",
+    "a reply carries its call's serial (arbitrary, non-sequential serials)",
+    requirement="§4.3.3: a REPLY carries the serial of the call it answers",
+    expect="replies with serials 0xfffffffe and 12345",
+    programs=ANY,
+)
+def _reply_serial(ctx: Context) -> None:
+    peer = ctx.connect()
+    peer.send_raw(probe_call(ctx, 0xFFFFFFFE) + probe_call(ctx, 12345))
+    seen = set()
+    while len(seen) < 2:
+        frame = peer.frame(what="two replies")
+        if frame.header.prog == KEEPALIVE_PROGRAM:
+            continue
+        if frame.header.type != REPLY or frame.header.serial not in (0xFFFFFFFE, 12345):
+            raise Violation(f"§4.3.3: unexpected frame {frame.header}")
+        seen.add(frame.header.serial)
+
+
+@case(
+    "4.3.4/1",
+    "a stream frame whose procedure differs from its exchange's closes the connection",
+    requirement="§4.3.4: a frame naming an exchange with another prog/vers/proc is a "
+    "protocol error",
+    expect="connection closed, no answer",
+)
+def _mismatched_proc(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    peer.send_raw(raw(SAVE_PROC[2], STREAM, 3, CONTINUE, image()[:1000]))
+    peer.expect_close("§4.3.4")
+
+
+@case(
+    "4.4.1/1",
+    "a plain call gets exactly one reply: PING (void) and ECHO (its argument back)",
+    requirement="§4.4.1: the server answers every call with exactly one REPLY",
+    expect="REPLY/OK with an empty payload; REPLY/OK echoing the data",
+)
+def _plain_calls(ctx: Context) -> None:
+    peer = ctx.connect()
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, PING))
+    peer.expect_event(Reply, "the PING reply")
+    serial = peer.engine.next_serial()
+    data = bytes(range(256)) * 17
+    peer.send(Call(serial, PROG, VERS, ECHO, _restore_schema()["xs_echo_args"](data=data)))
+    reply = peer.expect_event(Reply, "the ECHO reply")
+    if bytes(reply.result.data) != data:
+        raise Violation("§4.4.1: ECHO returned other data")
+    peer.expect_silence(0.2, "§4.4.1: nothing after the single reply")
+
+
+def _unknown(ctx: Context, prog: int, vers: int, proc: int, section: str) -> None:
+    peer = ctx.connect()
+    peer.send_raw(raw(proc, CALL, 5, OK, b"", prog=prog, vers=vers))
+    expect_error_reply(peer, 5, section)
+    alive(peer, ctx, section)
+
+
+@case(
+    "4.4.2/1",
+    "a call of an unknown program gets an ERROR reply and the connection continues",
+    requirement="§4.4.2, §10.1: an unknown program MUST be answered with an ERROR reply",
+    expect="REPLY/ERROR with an error body; later calls answered",
+    programs=ANY,
+)
+def _unknown_program(ctx: Context) -> None:
+    _unknown(ctx, 0x1234567, 1, 1, "§4.4.2")
+
+
+@case(
+    "4.4.2/2",
+    "a call of an unknown version gets an ERROR reply and the connection continues",
+    requirement="§4.4.2: an unknown version MUST be answered with an ERROR reply",
+    expect="REPLY/ERROR with an error body; later calls answered",
+    programs=ANY,
+)
+def _unknown_version(ctx: Context) -> None:
+    prog = LIBVIRT_PROG if ctx.program == "libvirt" else PROG
+    _unknown(ctx, prog, 99, 1, "§4.4.2")
+
+
+@case(
+    "4.4.2/3",
+    "a call of an unknown procedure gets an ERROR reply and the connection continues",
+    requirement="§4.4.2: an unknown procedure MUST be answered with an ERROR reply",
+    expect="REPLY/ERROR with an error body; later calls answered",
+    programs=ANY,
+)
+def _unknown_procedure(ctx: Context) -> None:
+    prog = LIBVIRT_PROG if ctx.program == "libvirt" else PROG
+    _unknown(ctx, prog, 1, 999999, "§4.4.2")
+
+
+@case(
+    "4.4.2/4",
+    "arguments with trailing bytes close the connection",
+    requirement="§4.4.2: a body that does not decode as the procedure's type is a protocol error",
+    expect="connection closed, no answer",
+)
+def _trailing_args(ctx: Context) -> None:
+    _closes_on(ctx, raw(PING, CALL, 1, OK, b"\0\0\0\0"), "§4.4.2")
+
+
+@case(
+    "4.5/1",
+    "an error body decodes exactly, with a non-zero code and a level of 1 or 2",
+    requirement="§4.5: the error body is virNetMessageError; receivers MUST reject one that "
+    "does not decode exactly",
+    expect="a decodable error body",
+    programs=ANY,
+)
+def _error_body(ctx: Context) -> None:
+    peer = ctx.connect()
+    prog = LIBVIRT_PROG if ctx.program == "libvirt" else PROG
+    peer.send_raw(raw(999999, CALL, 4, OK, b"", prog=prog))
+    frame = expect_error_reply(peer, 4, "§4.5")
+    error = _bodies.unpack_error(frame.payload)
+    if error.level not in (1, 2):
+        raise Violation(f"§4.5: error level {error.level} is neither 1 nor 2")
+
+
+@case(
+    "4.6/1",
+    "a notification (MESSAGE) from the client gets no reply and the connection continues",
+    requirement="§4.6: a MESSAGE gets no reply and belongs to no exchange",
+    expect="no answer; later calls answered",
+)
+def _notification(ctx: Context) -> None:
+    peer = ctx.connect()
+    peer.send_raw(raw(PING, MESSAGE, 0))
+    peer.expect_silence(0.3, "§4.6: a notification must get no reply")
+    alive(peer, ctx, "§4.6")
+
+
+@case(
+    "4.7/1",
+    "pipelined calls are all answered",
+    requirement="§4.7: a client MAY send new calls while earlier calls are unanswered",
+    expect="five replies with the five serials",
+    programs=ANY,
+)
+def _pipelined(ctx: Context) -> None:
+    peer = ctx.connect()
+    peer.send_raw(b"".join(probe_call(ctx, s) for s in range(20, 25)))
+    seen: set[int] = set()
+    while len(seen) < 5:
+        frame = peer.frame(what="five replies")
+        if frame.header.type == REPLY:
+            seen.add(frame.header.serial)
+    if seen != set(range(20, 25)):
+        raise Violation(f"§4.7: replies for serials {sorted(seen)}, expected 20..24")
+
+
+@case(
+    "4.7/2",
+    "interleaved streams: a V2 upload and a V2 download on one connection both complete",
+    requirement="§4.7: frames of different exchanges MAY be interleaved arbitrarily",
+    expect="both streams complete; the download's SHA-256 matches",
+)
+def _interleaved_streams(ctx: Context) -> None:
+    peer = ctx.connect()
+    up = peer.engine.next_serial()
+    peer.send(Call(up, PROG, VERS, RESTORE_PROC[2], restore_args()))
+    peer.expect_event(Reply, "the upload's reply")
+    down = peer.engine.next_serial()
+    size = 600_000
+    peer.send(Call(down, PROG, VERS, SAVE_PROC[2], save_args(f"{size}:{IMAGE_SEED}")))
+    digest, got, pieces = hashlib.sha256(), 0, chunks(image(), 16384)
+    confirmed, down_done = False, False
+    for piece in pieces:
+        peer.send(StreamData(up, piece))
+    peer.send(StreamFinish(up))
+    while not (confirmed and down_done):
+        event = peer.event(what="events of both streams")
+        if isinstance(event, Reply) and event.serial == down:
+            continue
+        if isinstance(event, StreamData) and event.serial == down:
+            digest.update(event.data)
+            got += len(event.data)
+        elif isinstance(event, StreamEnd) and event.serial == down:
+            peer.send(StreamFinish(down))
+        elif isinstance(event, StreamConfirm):
+            if event.serial == up:
+                confirmed = True
+            else:
+                down_done = True
+        else:
+            raise Violation(f"§4.7: unexpected {event!r}"[:300])
+    if got != size or digest.hexdigest() != synthetic_sha256(size, IMAGE_SEED):
+        raise Violation(f"§4.7: the interleaved download delivered {got} wrong bytes")
+
+
+@case(
+    "4.7/3",
+    "calls during an open stream are answered and the stream completes",
+    requirement="§4.7: a client MAY send new calls while streams are open",
+    expect="PING replies during a V2 upload; upload confirmed",
+)
+def _calls_during_stream(ctx: Context) -> None:
+    def ping(peer: Peer, index: int) -> None:
+        if index == 1:
+            serial = peer.engine.next_serial()
+            peer.send(Call(serial, PROG, VERS, PING))
+            peer.expect_event(Reply, "the PING reply during the stream")
+
+    check_upload(ctx.connect(), 2, chunks(image()), "§4.7", between=ping)
+
+
+@case(
+    "4.8/1",
+    "CALL_WITH_FDS is a protocol error",
+    requirement="§4.8: a receiver MUST treat descriptor passing as a protocol error",
+    expect="connection closed, no answer",
+)
+def _with_fds(ctx: Context) -> None:
+    _closes_on(ctx, raw(PING, MessageType.CALL_WITH_FDS, 1), "§4.8")
+
+
+# ============================================================================== §5 keepalive
+@case(
+    "5/1",
+    "a keepalive PING is answered with a PONG",
+    requirement="§5: an endpoint that receives a PING SHOULD answer with a PONG promptly",
+    expect="MESSAGE PONG, serial 0",
+    programs=ANY,
+    level="SHOULD",
+)
+def _ping_pong(ctx: Context) -> None:
+    peer = ctx.connect()
+    peer.send(KeepalivePing())
+    while True:
+        frame = peer.frame(what="a keepalive PONG")
+        if frame.header.prog == KEEPALIVE_PROGRAM and frame.header.proc == 2:
+            if frame.header.serial != 0 or frame.payload:
+                raise Violation("§5: a PONG has serial 0 and an empty payload")
+            return
+
+
+@case(
+    "5/2",
+    "a keepalive PING with a payload closes the connection",
+    requirement="§5: a non-empty keepalive payload is a protocol error",
+    expect="connection closed, no answer",
+)
+def _bad_keepalive(ctx: Context) -> None:
+    frame = raw(
+        KEEPALIVE_PING, MESSAGE, 0, OK, b"\0\0\0\1", prog=KEEPALIVE_PROGRAM, vers=KEEPALIVE_VERSION
+    )
+    _closes_on(ctx, frame, "§5")
+
+
+@case(
+    "5/3",
+    "keepalive during a long download: the PONG comes between data frames",
+    requirement="§5 with §4.7: keepalive MAY be sent at any time and SHOULD be answered "
+    "promptly, also while a stream flows",
+    expect="a PONG before the end of data; download complete",
+    level="SHOULD",
+)
+def _keepalive_in_stream(ctx: Context) -> None:
+    peer = ctx.connect()
+    state = {"sent": False, "pong": False}
+    original = peer.event
+
+    def event(timeout: float | None = None, what: str = "an event") -> Any:
+        got = original(timeout, what)
+        if isinstance(got, KeepalivePong):
+            state["pong"] = True
+            return original(timeout, what)
+        return got
+
+    def on_data(peer: Peer, total: int) -> None:
+        if not state["sent"] and total >= 1 << 20:
+            state["sent"] = True
+            peer.send(KeepalivePing())
+
+    peer.event = event  # type: ignore[method-assign]
+    size = 8 << 20
+    total, sha, _ = download(peer, 2, f"{size}:{IMAGE_SEED}", on_data=on_data)
+    if total != size or sha != synthetic_sha256(size, IMAGE_SEED):
+        raise Violation("§5: the download around the keepalive was damaged")
+    if not state["pong"]:
+        raise Violation("§5: no PONG arrived while the stream was flowing")
+
+
+# ============================================================================== §6, §7.1
+@case(
+    "6.4/1",
+    "the declaration is honoured: a dense V2 procedure (RESTORE_DENSE) uploads without holes",
+    requirement="§6.4: both endpoints MUST use the same declaration for a procedure",
+    expect="upload confirmed",
+)
+def _dense(ctx: Context) -> None:
+    check_upload(ctx.connect(), 2, chunks(image()), "§6.4", proc=RESTORE_DENSE)
+
+
+@case(
+    "7.1.1/1",
+    "a stream frame for a serial with no open stream closes the connection (wrong serial)",
+    requirement="§7.1.1: a frame that names no open stream is a protocol error",
+    expect="connection closed, no answer",
+)
+def _unknown_stream(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    peer.send_raw(raw(RESTORE_PROC[2], STREAM, 4, CONTINUE, image()[:1000]))
+    peer.expect_close("§7.1.1")
+
+
+@case(
+    "7.1.2/1",
+    "re-chunking: an upload in odd chunk sizes (1, 7, 4093 ... bytes) is accepted whole",
+    requirement="§7.1.2: chunk boundaries carry no meaning; the receiver MUST deliver the "
+    "bytes in order",
+    expect="upload confirmed (the endpoint accepts only the exact stream)",
+)
+def _rechunk(ctx: Context) -> None:
+    data, out, at = image(), [], 0
+    for size in [1, 7, 4093, 1, 65536, 3] * 100:
+        if at >= len(data):
+            break
+        out.append(data[at : at + size])
+        at += size
+    out += chunks(data[at:])
+    check_upload(ctx.connect(), 2, out, "§7.1.2")
+
+
+@case(
+    "7.1.2/2",
+    "a download larger than one frame arrives complete and in order (SHA-256)",
+    requirement="§7.1.2: the receiver gets the bytes in order",
+    expect="3 MiB with the endpoint's SHA-256",
+)
+def _download_order(ctx: Context) -> None:
+    check_download(ctx.connect(), 2, 3 << 20, "§7.1.2")
+
+
+@case(
+    "7.1.2/3",
+    "an empty data chunk from the client (empty STREAM/CONTINUE in an upload) is refused",
+    requirement="§7.1.2, §7.3.1: chunks have at least one byte; a client never sends an "
+    "empty STREAM/CONTINUE",
+    expect="connection closed, no answer",
+)
+def _empty_chunk(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    peer.send_raw(raw(RESTORE_PROC[2], STREAM, 3, CONTINUE))
+    peer.expect_close("§7.1.2")
+
+
+@case(
+    "7.1.3/1",
+    "a hole in a sparse upload is accepted as zeros",
+    requirement="§7.1.3: in a @sparse stream the data sender MAY send a hole",
+    expect="upload confirmed, stored length counts the hole",
+)
+def _hole_ok(ctx: Context) -> None:
+    check_upload(ctx.connect(), 2, with_hole(image(), 100_000, 50_000), "§7.1.3")
+
+
+def _bad_hole(ctx: Context, proc: int, body: bytes, section: str) -> None:
+    peer = ctx.connect()
+    open_raw(peer, proc, 3, pack_args(proc, restore_args()))
+    peer.send_raw(raw(proc, HOLE, 3, CONTINUE, body))
+    peer.expect_close(section)
+
+
+@case(
+    "7.1.3/2",
+    "a hole in a stream not declared @sparse closes the connection",
+    requirement="§7.1.3: a hole in a stream not declared @sparse is a protocol error",
+    expect="connection closed, no answer",
+)
+def _hole_dense(ctx: Context) -> None:
+    _bad_hole(ctx, RESTORE_DENSE, _bodies.pack_hole(4096, 0), "§7.1.3")
+
+
+@case(
+    "7.1.3/3",
+    "a hole with non-zero flags closes the connection",
+    requirement="§7.1.3: a hole with non-zero flags is a protocol error",
+    expect="connection closed, no answer",
+)
+def _hole_flags(ctx: Context) -> None:
+    _bad_hole(ctx, RESTORE_PROC[2], _bodies.pack_hole(4096, 1), "§7.1.3")
+
+
+@case(
+    "7.1.3/4",
+    "a hole with a negative length closes the connection",
+    requirement="§7.1.3: a negative hole length is a protocol error",
+    expect="connection closed, no answer",
+)
+def _hole_negative(ctx: Context) -> None:
+    body = (-4096).to_bytes(8, "big", signed=True) + bytes(4)
+    _bad_hole(ctx, RESTORE_PROC[2], body, "§7.1.3")
+
+
+@case(
+    "7.1.4/1",
+    "server failure before the stream opens: a bad argument gets an ERROR reply (no stream)",
+    requirement="§7.1.4, §7.3.1: an ERROR reply to the primary call means no stream",
+    expect="REPLY/ERROR; later calls answered",
+)
+def _refused_before_open(ctx: Context) -> None:
+    peer = ctx.connect()
+    peer.send_raw(raw(RESTORE_PROC[2], CALL, 3, OK, pack_args(6, restore_args(flags=1))))
+    expect_error_reply(peer, 3, "§7.1.4")
+    alive(peer, ctx, "§7.1.4")
+
+
+# ============================================================================== §7.2 V1
+@case(
+    "7.2.1/1",
+    "V1: the server answers pipelined stream calls in the order received",
+    requirement="§7.2.1: the server MUST answer the V1 stream calls of one stream in order",
+    expect="eight acknowledgements in serial order",
+)
+def _v1_order(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[1], 1, pack_args(4, restore_args()))
+    data = image()
+    frames = b""
+    for index, piece in enumerate(chunks(data, 25_000)[:8]):
+        body = _bodies.v1_data_prefix(1, len(piece)) + piece + _bodies.pad(len(piece))
+        frames += raw(RESTORE_PROC[1], CALL, 10 + index, CONTINUE, body)
+    peer.send_raw(frames)
+    for index in range(8):
+        frame = wait_frame(peer, 10 + index, [REPLY], f"the acknowledgement of call {10 + index}")
+        if frame.header.status != OK:
+            raise Violation(f"§7.2.1: call {10 + index} failed: {_error_text(frame)}")
+        later = [f.header.serial for f in peer.received if f.header.serial > 10 + index]
+        if later:
+            raise Violation(f"§7.2.1: serial {later[0]} was answered before {10 + index}")
+
+
+@case(
+    "7.2.1/2",
+    "a STREAM frame for a V1 stream closes the connection",
+    requirement="§7.2.1: V1 streams use no STREAM frames; receiving one is a protocol error",
+    expect="connection closed, no answer",
+)
+def _v1_stream_frame(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[1], 1, pack_args(4, restore_args()))
+    peer.send_raw(raw(RESTORE_PROC[1], STREAM, 1, CONTINUE, image()[:100]))
+    peer.expect_close("§7.2.1")
+
+
+@case(
+    "7.2.2/1",
+    "V1 upload with a hole: data calls acknowledged, FINISH confirmed",
+    requirement="§7.2.2: every chunk is acknowledged; FINISH is confirmed after commit",
+    expect="StreamAck per chunk, StreamConfirm",
+)
+def _v1_upload(ctx: Context) -> None:
+    check_upload(ctx.connect(), 1, with_hole(image(), 100_000, 50_000), "§7.2.2")
+
+
+@case(
+    "7.2.3/1",
+    "V1 download with pipelined READs: data, end of data, FINISH confirmed",
+    requirement="§7.2.3: data only in answer to READ; the end of data cancels later READs",
+    expect="the endpoint's bytes (SHA-256), StreamEnd, StreamConfirm",
+)
+def _v1_download(ctx: Context) -> None:
+    check_download(ctx.connect(), 1, 1 << 20, "§7.2.3")
+
+
+@case(
+    "7.2.4/1",
+    "a ninth outstanding V1 stream call closes the connection",
+    requirement="§7.2.4: a call beyond the window of 8 MUST be treated as a protocol error",
+    expect="connection closed",
+)
+def _v1_window(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[1], 1, pack_args(4, restore_args()))
+    frames = b"".join(
+        raw(
+            RESTORE_PROC[1],
+            CALL,
+            10 + i,
+            CONTINUE,
+            _bodies.v1_data_prefix(1, 1) + b"Q" + _bodies.pad(1),
+        )
+        for i in range(9)
+    )
+    peer.send_raw(frames)
+    while True:  # acknowledgements of the first calls may come; the 9th must end it all
+        try:
+            frame = peer.frame(what="the connection to close after the 9th call")
+        except Closed:
+            return
+        if frame.header.serial == 18:
+            raise Violation("§7.2.4: the ninth outstanding call was answered")
+
+
+@case(
+    "7.2.5/1",
+    "V1 client abort: the ABORT call is confirmed and the connection continues",
+    requirement="§7.2.5: the server answers ABORT with an OK reply (or ERROR)",
+    expect="REPLY to the ABORT call; later calls answered",
+)
+def _v1_abort(ctx: Context) -> None:
+    peer = ctx.connect()
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[1], restore_args()))
+    peer.expect_event(Reply, "the primary reply")
+    peer.send(StreamData(serial, image()[:50_000]))
+    peer.send(StreamAbort(serial))
+    while True:
+        event = peer.event(what="the abort's confirmation")
+        if isinstance(event, (StreamConfirm, StreamError)):
+            break
+    alive(peer, ctx, "§7.2.5")
+
+
+@case(
+    "7.2.5/2",
+    "V1 server failure: a rejected stream fails a stream call; later calls are dropped",
+    requirement="§7.2.5, §10.2: the server fails the oldest call, drops the stream's late calls",
+    expect="REPLY/ERROR to a stream call; no reply to later calls; connection continues",
+)
+def _v1_failure(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[1], 1, pack_args(4, restore_args()))
+    junk = b"not a migration stream" * 100
+    body = _bodies.v1_data_prefix(1, len(junk)) + junk + _bodies.pad(len(junk))
+    peer.send_raw(raw(RESTORE_PROC[1], CALL, 2, CONTINUE, body))
+    finish = raw(RESTORE_PROC[1], CALL, 3, CONTINUE, _bodies.pack_v1_call(1, _bodies.V1Op.FINISH))
+    peer.send_raw(finish)
+    frame = wait_frame(peer, 2, [REPLY], "the reply to the data call")
+    if frame.header.status == OK:
+        frame = wait_frame(peer, 3, [REPLY], "the reply to FINISH")
+    if frame.header.status != ERROR:
+        raise Violation("§7.2.5: the rejected stream was confirmed")
+    alive(peer, ctx, "§7.2.5")
+
+
+# ============================================================================== §7.3 V2
+@case(
+    "7.3.1/1",
+    "V2 upload: reply, data, finish, confirmation",
+    requirement="§7.3.1: the server confirms StreamFinish with an empty STREAM/OK once committed",
+    expect="REPLY/OK, STREAM/OK",
+)
+def _v2_upload(ctx: Context) -> None:
+    check_upload(ctx.connect(), 2, chunks(image()), "§7.3.1")
+
+
+@case(
+    "7.3.1/2",
+    "stream data before the primary reply closes the connection",
+    requirement="§7.3.1: the client MUST NOT send stream frames before the successful reply",
+    expect="connection closed (no stream is open yet)",
+)
+def _v2_data_early(ctx: Context) -> None:
+    peer = ctx.connect()
+    peer.send_raw(
+        raw(RESTORE_PROC[2], CALL, 3, OK, pack_args(6, restore_args()))
+        + raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, image()[:1000])
+    )
+    peer.expect_close("§7.3.1")
+
+
+@case(
+    "7.3.1/3",
+    "stream data after StreamFinish closes the connection",
+    requirement="§9.3: data is not allowed in FINISHING; a missing table pair is a protocol error",
+    expect="connection closed, no confirmation",
+)
+def _v2_data_after_finish(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    data = image()
+    peer.send_raw(
+        raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, data)
+        + raw(RESTORE_PROC[2], STREAM, 3, OK)
+        + raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, data[:100])
+    )
+    peer.expect_close("§9.3")
+
+
+@case(
+    "7.3.1/4",
+    "StreamFinish twice closes the connection",
+    requirement="§9.3: a second finish in FINISHING is a protocol error",
+    expect="connection closed",
+)
+def _v2_finish_twice(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    peer.send_raw(
+        raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, image())
+        + raw(RESTORE_PROC[2], STREAM, 3, OK)
+        + raw(RESTORE_PROC[2], STREAM, 3, OK)
+    )
+    peer.expect_close("§9.3")
+
+
+@case(
+    "7.3.1/5",
+    "the server rejects a stream its endpoint refuses: finish answered with STREAM/ERROR",
+    requirement="§7.3.1: the server answers StreamFinish with STREAM/ERROR if committing failed",
+    expect="STREAM/ERROR with an error body; connection continues",
+)
+def _v2_rejected(ctx: Context) -> None:
+    peer = ctx.connect()
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[2], restore_args()))
+    peer.expect_event(Reply, "the primary reply")
+    peer.send(StreamData(serial, image()[:150_000]))  # truncated stream
+    peer.send(StreamFinish(serial))
+    event = peer.expect_event((StreamError, StreamConfirm), "the answer to StreamFinish")
+    if isinstance(event, StreamConfirm):
+        raise Violation("§7.3.1: a truncated stream was confirmed as committed")
+    alive(peer, ctx, "§7.3.1")
+
+
+@case(
+    "7.3.2/1",
+    "V2 download: reply, data, empty STREAM/CONTINUE at the end, finish confirmed",
+    requirement="§7.3.2: the end of data is an empty STREAM/CONTINUE; the server confirms "
+    "StreamFinish",
+    expect="the endpoint's bytes (SHA-256), StreamEnd, StreamConfirm",
+)
+def _v2_download(ctx: Context) -> None:
+    check_download(ctx.connect(), 2, 1 << 20, "§7.3.2")
+
+
+@case(
+    "7.3.3/1",
+    "V2 upload abort: the server confirms and the connection continues",
+    requirement="§7.3.3: the server stops and confirms an abort with STREAM/OK (or STREAM/ERROR)",
+    expect="STREAM/OK or STREAM/ERROR; later calls answered",
+)
+def _v2_abort_upload(ctx: Context) -> None:
+    peer = ctx.connect()
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[2], restore_args()))
+    peer.expect_event(Reply, "the primary reply")
+    peer.send(StreamData(serial, image()[:50_000]))
+    peer.send(StreamAbort(serial))
+    peer.expect_event((StreamConfirm, StreamError), "the abort's confirmation")
+    alive(peer, ctx, "§7.3.3")
+
+
+@case(
+    "7.3.3/2",
+    "stream data after a client abort closes the connection",
+    requirement="§9.3: data is not allowed in ABORTED; a missing table pair is a protocol error",
+    expect="connection closed",
+)
+def _v2_data_after_abort(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    peer.send_raw(
+        raw(RESTORE_PROC[2], STREAM, 3, ERROR) + raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, b"x")
+    )
+    while True:  # the abort's confirmation may come first; then the close
+        try:
+            frame = peer.frame(what="the connection to close")
+        except Closed:
+            return
+        if frame.header.type != STREAM or frame.header.status not in (OK, ERROR):
+            raise Violation(f"§9.3: unexpected answer {frame.header}")
+
+
+@case(
+    "7.3.3/3",
+    "V2 download abort mid-stream: confirmed, late data dropped, connection continues",
+    requirement="§7.3.3: the client MAY abort a download at any time before StreamFinish",
+    expect="STREAM/OK (or STREAM/ERROR); later calls answered",
+)
+def _v2_abort_download(ctx: Context) -> None:
+    peer = ctx.connect()
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, SAVE_PROC[2], save_args(f"{16 << 20}:1")))
+    peer.expect_event(Reply, "the primary reply")
+    peer.expect_event(StreamData, "some data")
+    peer.send(StreamAbort(serial))
+    while True:
+        event = peer.event(what="the abort's confirmation")
+        if isinstance(event, (StreamConfirm, StreamError)):
+            break
+    alive(peer, ctx, "§7.3.3")
+
+
+@case(
+    "7.3.3/4",
+    "a client abort with a payload closes the connection",
+    requirement="§7.3.3: a client abort with a non-empty payload is a protocol error",
+    expect="connection closed, no answer",
+)
+def _v2_abort_payload(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    peer.send_raw(raw(RESTORE_PROC[2], STREAM, 3, ERROR, b"\0\0\0\1"))
+    peer.expect_close("§7.3.3")
+
+
+@case(
+    "7.3.3/5",
+    "V2 server failure mid-upload: STREAM/ERROR, late frames dropped, serial reusable",
+    requirement="§7.3.3, §10.2: after STREAM/ERROR the server drops the stream's late frames",
+    expect="STREAM/ERROR; late data and finish ignored; later calls answered",
+)
+def _v2_failure(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    junk = raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, b"not a migration stream" * 50)
+    deadline = time.monotonic() + peer.timeout
+    while True:  # the server learns of the rejection when it next writes to its endpoint
+        peer.send_raw(junk)
+        try:
+            frame = peer.frame(0.05, "STREAM/ERROR for the rejected stream")
+        except Silence:
+            if time.monotonic() > deadline:
+                raise Violation("§7.3.3: no STREAM/ERROR for a stream the endpoint rejected")
+            continue
+        except Closed:
+            raise Violation("§7.3.3: the connection closed instead of STREAM/ERROR") from None
+        if frame.header.serial == 3:
+            break
+    if frame.header.status != ERROR or not frame.payload:
+        raise Violation(f"§7.3.3: expected STREAM/ERROR with a body, got {frame.header}")
+    peer.send_raw(
+        raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, b"late") + raw(RESTORE_PROC[2], STREAM, 3, OK)
+    )
+    alive(peer, ctx, "§10.2")
+    peer.send_raw(raw(PING, CALL, 3))
+    wait_frame(peer, 3, [REPLY], "the reply to a new call reusing the failed serial")
+
+
+@case(
+    "7.3.4/1",
+    "V2 sparse upload: a large STREAM_HOLE in the data direction is accepted",
+    requirement="§7.3.4: holes are STREAM_HOLE/CONTINUE {length, 0} in the data direction",
+    expect="upload confirmed (data and hole add up to the endpoint's stream)",
+)
+def _v2_hole_roundtrip(ctx: Context) -> None:
+    check_upload(ctx.connect(), 2, with_hole(image(), 20_000, 150_000), "§7.3.4")
+
+
+# ============================================================================== §7.4 V3
+@case(
+    "7.4.1/1",
+    "V3 upload: data right after the call, finish, then the reply",
+    requirement="§7.4.1: the client MAY send data immediately after the call",
+    expect="REPLY/OK after StreamFinish with the stored length",
+)
+def _v3_upload(ctx: Context) -> None:
+    check_upload(ctx.connect(), 3, with_hole(image(), 100_000, 50_000), "§7.4.1")
+
+
+@case(
+    "7.4.1/2",
+    "V3 upload: no successful reply before StreamFinish (1 s pause before finishing)",
+    requirement="§7.4.1: the server MUST NOT send a successful reply before StreamFinish",
+    expect="silence until the finish, then REPLY/OK",
+)
+def _v3_no_early_reply(ctx: Context) -> None:
+    peer = ctx.connect()
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[3], restore_args()))
+    for piece in chunks(image()):
+        peer.send(StreamData(serial, piece))
+    peer.expect_silence(1.0, "§7.4.1: the server replied before StreamFinish")
+    peer.send(StreamFinish(serial))
+    peer.expect_event(Reply, "the reply after StreamFinish")
+
+
+@case(
+    "7.4.2/1",
+    "V3 download: data, empty STREAM/CONTINUE, then the reply",
+    requirement="§7.4.2: end of data as in V2; the reply ends the exchange",
+    expect="the endpoint's bytes (SHA-256), StreamEnd, REPLY/OK",
+)
+def _v3_download(ctx: Context) -> None:
+    check_download(ctx.connect(), 3, 1 << 20, "§7.4.2")
+
+
+@case(
+    "7.4.3/1",
+    "V3 early error: an ERROR reply while data flows; late frames dropped",
+    requirement="§7.4.3: after an early ERROR reply the server MUST drop the stream's frames "
+    "that still arrive",
+    expect="REPLY/ERROR; late data and finish ignored; a call reusing the serial answered",
+)
+def _v3_early_error(ctx: Context) -> None:
+    peer = ctx.connect()
+    data = image()
+    peer.send_raw(raw(RESTORE_PROC[3], CALL, 3, OK, pack_args(8, restore_args(flags=1))))
+    expect_error_reply(peer, 3, "§7.4.3")
+    peer.send_raw(
+        raw(RESTORE_PROC[3], STREAM, 3, CONTINUE, data[:30_000])
+        + raw(RESTORE_PROC[3], STREAM, 3, OK)
+    )
+    alive(peer, ctx, "§7.4.3")
+    peer.send_raw(raw(PING, CALL, 3))
+    wait_frame(peer, 3, [REPLY], "the reply to a new call reusing the DRAINING serial")
+
+
+@case(
+    "7.4.3/2",
+    "V3 upload abort: the server stops and sends the primary reply",
+    requirement="§7.4.3: the server stops, drops late frames and sends the primary REPLY",
+    expect="REPLY (ERROR expected, OK allowed); later calls answered",
+)
+def _v3_abort_upload(ctx: Context) -> None:
+    peer = ctx.connect()
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[3], restore_args()))
+    peer.send(StreamData(serial, image()[:50_000]))
+    peer.send(StreamAbort(serial))
+    peer.expect_event((Reply, ErrorReply), "the primary reply after the abort")
+    alive(peer, ctx, "§7.4.3")
+
+
+@case(
+    "7.4.3/3",
+    "V3 download abort: the server stops and sends the primary reply",
+    requirement="§7.4.3: the client drops data in flight; the server replies",
+    expect="REPLY (ERROR expected); later calls answered",
+)
+def _v3_abort_download(ctx: Context) -> None:
+    peer = ctx.connect()
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, SAVE_PROC[3], save_args(f"{16 << 20}:1")))
+    peer.expect_event(StreamData, "some data")
+    peer.send(StreamAbort(serial))
+    while True:
+        event = peer.event(what="the primary reply after the abort")
+        if isinstance(event, (Reply, ErrorReply)):
+            break
+    alive(peer, ctx, "§7.4.3")
+
+
+@case(
+    "7.4.3/4",
+    "V3 upload of a stream the endpoint refuses ends with an ERROR reply",
+    requirement="§7.4: the reply reports the outcome of the whole operation, data included",
+    expect="REPLY/ERROR after StreamFinish",
+)
+def _v3_rejected(ctx: Context) -> None:
+    peer = ctx.connect()
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[3], restore_args()))
+    peer.send(StreamData(serial, image()[:150_000]))
+    peer.send(StreamFinish(serial))
+    peer.expect_event(ErrorReply, "an ERROR reply for the truncated stream")
+    alive(peer, ctx, "§7.4")
+
+
+# ============================================================================== §8, §10
+@case(
+    "8.2/1",
+    "a client that stops reading a download: the server stays responsive, nothing is lost",
+    requirement="§8.2, §8.3: flow control holds the sender back without losing data; other "
+    "connections are served meanwhile",
+    expect="a PING on a second connection answered during the stall; download complete",
+)
+def _stop_reading(ctx: Context) -> None:
+    peer = ctx.connect()
+    size = 48 << 20
+    stalled = {"done": False}
+
+    def on_data(peer: Peer, total: int) -> None:
+        if not stalled["done"] and total >= 1 << 20:
+            stalled["done"] = True
+            time.sleep(1.0)
+            other = ctx.connect()
+            alive(other, ctx, "§8.2")
+
+    total, sha, _ = download(peer, 2, f"{size}:{IMAGE_SEED}", on_data=on_data)
+    if total != size or sha != synthetic_sha256(size, IMAGE_SEED):
+        raise Violation(f"§8.2: after the stall {total} bytes arrived with the wrong digest")
+
+
+@case(
+    "10.1/1",
+    "after a protocol error nothing more is processed: a call behind a bad frame is not answered",
+    requirement="§10.1: the endpoint MUST stop processing the input and MUST close",
+    expect="connection closed, the following call unanswered",
+    programs=ANY,
+)
+def _stop_processing(ctx: Context) -> None:
+    bad = probe_call(ctx, 1)
+    bad = bad[:16] + (9).to_bytes(4, "big") + bad[20:]
+    _closes_on(ctx, bad + probe_call(ctx, 2), "§10.1")
+
+
+@case(
+    "10.1/2",
+    "the exchanges in progress end with the connection: a protocol error during a stream",
+    requirement="§10.1: all exchanges on the connection end; the offending frame is not answered",
+    expect="connection closed, no confirmation for the open stream",
+)
+def _error_in_stream(ctx: Context) -> None:
+    peer = ctx.connect()
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    peer.send_raw(raw(RESTORE_PROC[2], 9, 3, CONTINUE, b"x"))
+    peer.expect_close("§10.1")
+
+
+@case(
+    "10.2/1",
+    "DRAINING: 20 failed V3 uploads with late frames each; all late frames dropped",
+    requirement="§10.2: a server MUST remember at least the 16 most recent DRAINING serials",
+    expect="an ERROR reply each; late frames ignored; connection continues",
+)
+def _draining_many(ctx: Context) -> None:
+    peer = ctx.connect()
+    first = b"".join(
+        raw(RESTORE_PROC[3], CALL, 100 + i, OK, pack_args(8, restore_args(flags=1)))
+        for i in range(20)
+    )
+    peer.send_raw(first)
+    for i in range(20):
+        expect_error_reply(peer, 100 + i, "§10.2")
+    late = b"".join(raw(RESTORE_PROC[3], STREAM, 100 + i, CONTINUE, b"late") for i in range(4, 20))
+    peer.send_raw(late)
+    alive(peer, ctx, "§10.2")
+
+
+@case(
+    "10.3/1",
+    "a whole session of every variant on one connection, judged frame by frame",
+    requirement="§10.3: an implementation MUST NOT send what this specification forbids",
+    expect="every frame the server sends is allowed by §9's tables",
+)
+def _mixed_session(ctx: Context) -> None:
+    peer = ctx.connect()
+    for variant in (1, 2, 3):
+        check_upload(peer, variant, chunks(image()), "§10.3")
+        check_download(peer, variant, 300_000, "§10.3")
+
+
+# ============================================================================== libvirt (V2)
+def _libvirt_call(peer: Peer, proc: int, args: Any, what: str) -> Any:
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, LIBVIRT_PROG, 1, proc, args))
+    reply = peer.expect_event((Reply, ErrorReply), what)
+    if isinstance(reply, ErrorReply):
+        raise Skip(f"libvirt refused {what}: {reply.error.message}")
+    return reply.result
+
+
+def _libvirt_open(ctx: Context, uri: str | None = None) -> tuple[Peer, Any]:
+    peer = ctx.connect()
+    schema = schemas.load("libvirt_remote")
+    _libvirt_call(
+        peer,
+        LV_OPEN,
+        schema["vir_connect_open_args"](name=uri or ctx.libvirt.uri, flags=0),
+        "CONNECT_OPEN",
+    )
+    return peer, schema
+
+
+def _libvirt_volume(ctx: Context) -> tuple[Peer, Any, Any]:
+    if ctx.libvirt.pool is None or ctx.libvirt.volume is None:
+        raise Skip("needs --libvirt-pool and --libvirt-volume (a volume the case may overwrite)")
+    peer, schema = _libvirt_open(ctx)
+    pool = _libvirt_call(
+        peer,
+        LV_POOL_LOOKUP,
+        schema["vir_pool_lookup_by_name_args"](name=ctx.libvirt.pool),
+        "STORAGE_POOL_LOOKUP_BY_NAME",
+    ).pool
+    vol = _libvirt_call(
+        peer,
+        LV_VOL_LOOKUP,
+        schema["vir_vol_lookup_by_name_args"](pool=pool, name=ctx.libvirt.volume),
+        "STORAGE_VOL_LOOKUP_BY_NAME",
+    ).vol
+    return peer, schema, vol
+
+
+def _libvirt_download(peer: Peer, proc: int, args: Any) -> tuple[bytes, int]:
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, LIBVIRT_PROG, 1, proc, args))
+    reply = peer.expect_event((Reply, ErrorReply), "the primary reply")
+    if isinstance(reply, ErrorReply):
+        raise Violation(f"libvirt refused the download: {reply.error.message}")
+    data, holes = bytearray(), 0
+    while True:
+        event = peer.event(what="download data")
+        if isinstance(event, StreamData):
+            data += event.data
+        elif isinstance(event, StreamHole):
+            data += bytes(event.length)
+            holes += 1
+        elif isinstance(event, StreamEnd):
+            break
+        else:
+            raise Violation(f"unexpected {event!r}"[:300])
+    peer.send(StreamFinish(serial))
+    peer.expect_event(StreamConfirm, "the confirmation of StreamFinish")
+    return bytes(data), holes
+
+
+@case(
+    "7.3.2/2",
+    "libvirt: a V2 screenshot download (test driver) ends with an empty STREAM/CONTINUE",
+    requirement="§7.3.2: the V2 download sequence of libvirt's DOMAIN_SCREENSHOT",
+    expect="REPLY/OK, data, StreamEnd, StreamConfirm; a non-empty image",
+    programs=LIBVIRT,
+)
+def _lv_screenshot(ctx: Context) -> None:
+    peer, schema = _libvirt_open(ctx)
+    dom = _libvirt_call(
+        peer,
+        LV_DOMAIN_LOOKUP,
+        schema["vir_domain_lookup_by_name_args"](name=ctx.libvirt.domain),
+        "DOMAIN_LOOKUP_BY_NAME",
+    ).dom
+    data, _ = _libvirt_download(
+        peer, LV_SCREENSHOT, schema["vir_domain_screenshot_args"](dom=dom, screen=0, flags=0)
+    )
+    if not data:
+        raise Violation("§7.3.2: the screenshot stream was empty")
+
+
+@case(
+    "7.3.1/6",
+    "libvirt: V2 volume upload then download round-trips with equal SHA-256",
+    requirement="§7.3.1, §7.3.2: libvirt's STORAGE_VOL_UPLOAD/DOWNLOAD sequences",
+    expect="upload confirmed; the download returns the same bytes",
+    programs=LIBVIRT,
+)
+def _lv_roundtrip(ctx: Context) -> None:
+    peer, schema, vol = _libvirt_volume(ctx)
+    data = image(300_000, 3)
+    serial = peer.engine.next_serial()
+    args = schema["vir_vol_transfer_args"](vol=vol, offset=0, length=len(data), flags=0)
+    peer.send(Call(serial, LIBVIRT_PROG, 1, LV_UPLOAD, args))
+    peer.expect_event(Reply, "the upload's reply")
+    for piece in chunks(data, _LEGACY):
+        peer.send(StreamData(serial, piece))
+    peer.send(StreamFinish(serial))
+    peer.expect_event(StreamConfirm, "the upload's confirmation")
+    got, _ = _libvirt_download(
+        peer,
+        LV_DOWNLOAD,
+        schema["vir_vol_transfer_args"](vol=vol, offset=0, length=len(data), flags=0),
+    )
+    if hashlib.sha256(got).digest() != hashlib.sha256(data).digest():
+        raise Violation(f"§7.3: downloaded {len(got)} bytes differ from the {len(data)} uploaded")
+
+
+@case(
+    "7.3.4/2",
+    "libvirt: sparse upload and sparse download carry holes as STREAM_HOLE",
+    requirement="§7.3.4: holes are STREAM_HOLE/CONTINUE frames with the sparse flags",
+    expect="the downloaded image equals the uploaded one; holes arrive as holes",
+    programs=LIBVIRT,
+)
+def _lv_sparse(ctx: Context) -> None:
+    peer, schema, vol = _libvirt_volume(ctx)
+    size, data_len = 1 << 20, 64 << 10
+    payload = image(200_000, 4)[:data_len]
+    serial = peer.engine.next_serial()
+    args = schema["vir_vol_transfer_args"](vol=vol, offset=0, length=0, flags=1)
+    peer.send(Call(serial, LIBVIRT_PROG, 1, LV_UPLOAD, args))
+    peer.expect_event(Reply, "the upload's reply")
+    peer.send(StreamData(serial, payload))
+    peer.send(StreamHole(serial, size - data_len))
+    peer.send(StreamFinish(serial))
+    peer.expect_event(StreamConfirm, "the upload's confirmation")
+    got, holes = _libvirt_download(
+        peer, LV_DOWNLOAD, schema["vir_vol_transfer_args"](vol=vol, offset=0, length=size, flags=1)
+    )
+    expected = payload + bytes(size - data_len)
+    if got[:size] != expected:
+        raise Violation(f"§7.3.4: the sparse round trip changed the data ({len(got)} bytes)")
+    if holes == 0:
+        raise Violation("§7.3.4: the sparse download sent no STREAM_HOLE")
+
+
+@case(
+    "7.3.3/6",
+    "libvirt: aborting a screenshot download is confirmed and the connection continues",
+    requirement="§7.3.3: the client MAY abort a download before StreamFinish",
+    expect="STREAM/OK or STREAM/ERROR; later calls answered",
+    programs=LIBVIRT,
+)
+def _lv_abort(ctx: Context) -> None:
+    peer, schema = _libvirt_open(ctx)
+    dom = _libvirt_call(
+        peer,
+        LV_DOMAIN_LOOKUP,
+        schema["vir_domain_lookup_by_name_args"](name=ctx.libvirt.domain),
+        "DOMAIN_LOOKUP_BY_NAME",
+    ).dom
+    serial = peer.engine.next_serial()
+    peer.send(
+        Call(
+            serial,
+            LIBVIRT_PROG,
+            1,
+            LV_SCREENSHOT,
+            schema["vir_domain_screenshot_args"](dom=dom, screen=0, flags=0),
+        )
+    )
+    peer.expect_event(Reply, "the primary reply")
+    peer.send(StreamAbort(serial))
+    while True:
+        event = peer.event(what="the abort's confirmation")
+        if isinstance(event, (StreamConfirm, StreamError)):
+            break
+    alive(peer, ctx, "§7.3.3")
+
+
+_LEGACY = 262120

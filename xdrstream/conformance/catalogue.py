@@ -1,0 +1,193 @@
+"""The case catalogue: what a conforming server (or client) must do, one case per check.
+
+A :class:`Case` has an id that follows spec.md's sections (``4.3.2/1`` is the first case of
+§4.3.2), a one-line title, the requirement it checks (the spec's rule, paraphrased), the
+behaviour it expects of the target (reply, error reply with code, close, ignore...), the
+programs it applies to (``restore`` = the demonstration program of §11.2, ``libvirt`` =
+libvirt's remote program of §11.3), its level (``MUST`` or ``SHOULD``: SHOULD cases only
+run with ``--strict``) and a function that drives it. The function gets a :class:`Context`
+(connect, helpers) and raises :class:`~xdrstream.conformance.peer.Violation` when the target
+fails, :class:`Skip` when the case cannot run; returning means pass.
+
+Cases live in :mod:`xdrstream.conformance.cases` (server under test) and are registered with
+:func:`case`. :func:`select` filters them by glob patterns (``4.*``, ``7.3.1/2``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ssl
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from xdrstream.conformance.peer import Closed, Peer, Violation
+from xdrstream.protocol import Program, programs_from_schema, schemas
+from xdrstream.transport import address as addresses
+
+__all__ = [
+    "CATALOGUE",
+    "Case",
+    "Context",
+    "LibvirtSettings",
+    "Result",
+    "Skip",
+    "case",
+    "run_case",
+    "select",
+]
+
+RESTORE = frozenset({"restore"})
+LIBVIRT = frozenset({"libvirt"})
+ANY = frozenset({"restore", "libvirt"})
+
+
+class Skip(Exception):
+    """The case cannot run against this target; the message says why."""
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    title: str
+    requirement: str
+    expect: str
+    run: Callable[[Context], None]
+    programs: frozenset[str] = RESTORE
+    level: str = "MUST"
+
+    @property
+    def section(self) -> str:
+        return self.id.split("/", 1)[0]
+
+    def sort_key(self) -> tuple[Any, ...]:
+        section, _, number = self.id.partition("/")
+        return (*(int(p) for p in section.split(".")), int(number or 0))
+
+
+CATALOGUE: dict[str, Case] = {}
+
+
+def case(
+    case_id: str,
+    title: str,
+    *,
+    requirement: str,
+    expect: str,
+    programs: frozenset[str] = RESTORE,
+    level: str = "MUST",
+) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
+    """Register the decorated function as catalogue case ``case_id``."""
+
+    def register(function: Callable[[Context], None]) -> Callable[[Context], None]:
+        if case_id in CATALOGUE:
+            raise ValueError(f"duplicate case id {case_id}")
+        CATALOGUE[case_id] = Case(case_id, title, requirement, expect, function, programs, level)
+        return function
+
+    return register
+
+
+def all_cases() -> list[Case]:
+    import xdrstream.conformance.cases  # noqa: F401  (registers the cases)
+
+    return sorted(CATALOGUE.values(), key=Case.sort_key)
+
+
+def select(
+    cases: Iterable[Case], include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[Case]:
+    """Cases whose id matches one of ``include`` (all if empty) and none of ``exclude``.
+    A pattern without ``/`` also matches every case of that section (``7.3.1``)."""
+
+    def matches(case_id: str, pattern: str) -> bool:
+        if fnmatch.fnmatchcase(case_id, pattern):
+            return True
+        return "/" not in pattern and fnmatch.fnmatchcase(case_id.split("/")[0], pattern)
+
+    out = []
+    for item in cases:
+        if include and not any(matches(item.id, p) for p in include):
+            continue
+        if any(matches(item.id, p) for p in exclude):
+            continue
+        out.append(item)
+    return out
+
+
+@dataclass(frozen=True)
+class LibvirtSettings:
+    """What libvirt cases need: the URI to open and the objects to stream from/to."""
+
+    uri: str = "test:///default"
+    domain: str = "test"
+    pool: str | None = None
+    volume: str | None = None
+
+
+@dataclass
+class Context:
+    """Everything a case needs to reach the target."""
+
+    address: addresses.Address
+    program: str = "restore"
+    tls: ssl.SSLContext | None = None
+    timeout: float = 5.0
+    libvirt: LibvirtSettings = field(default_factory=LibvirtSettings)
+    peers: list[Peer] = field(default_factory=list)
+
+    def programs(self) -> list[Program]:
+        name = "libvirt_remote" if self.program == "libvirt" else "restore"
+        return programs_from_schema(schemas.load(name))
+
+    def connect(self) -> Peer:
+        try:
+            peer = Peer(self.address, self.programs(), tls=self.tls, timeout=self.timeout)
+        except (OSError, ssl.SSLError) as exc:
+            raise Violation(f"cannot connect to {self.address}: {exc}") from None
+        self.peers.append(peer)
+        return peer
+
+    def close_all(self) -> None:
+        while self.peers:
+            self.peers.pop().close()
+
+
+@dataclass(frozen=True)
+class Result:
+    case: Case
+    outcome: str  # "pass", "fail", "skip", "error"
+    detail: str = ""
+    seconds: float = 0.0
+
+
+def run_case(item: Case, context: Context, strict: bool = False) -> Result:
+    """Run one case on fresh connections; every connection it opened is closed after."""
+    if context.program not in item.programs:
+        return Result(item, "skip", f"applies to {', '.join(sorted(item.programs))} only")
+    if item.level != "MUST" and not strict:
+        return Result(item, "skip", f"{item.level}-level case: run with --strict")
+    started = time.monotonic()
+    try:
+        item.run(context)
+        outcome, detail = "pass", ""
+    except Skip as exc:
+        outcome, detail = "skip", str(exc)
+    except Violation as exc:
+        outcome, detail = "fail", str(exc)
+    except Closed as exc:
+        outcome, detail = "fail", f"the target closed the connection unexpectedly ({exc})"
+    except Exception as exc:  # a bug in the case or an I/O failure: report, do not crash
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        outcome = "error"
+        detail = f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})"
+    finally:
+        context.close_all()
+    return Result(item, outcome, detail, time.monotonic() - started)
+
+
+def run_cases(cases: Iterable[Case], context: Context, strict: bool = False) -> Iterator[Result]:
+    for item in cases:
+        yield run_case(item, context, strict)

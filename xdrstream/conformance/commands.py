@@ -1,0 +1,320 @@
+"""``xdrstream conformance ...`` and ``xdrstream trace ...``.
+
+    xdrstream conformance run --target unix:/tmp/s [--cases '4.*'] [--exclude 8.2/1]
+                              [--strict] [--junit out.xml] [--json out.json] [--timeout 5]
+                              [--program auto|restore|libvirt] [--tls-ca CA ...]
+    xdrstream conformance run --list                 # the catalogue, nothing is run
+    xdrstream conformance replay --target ADDR [TRACE ...]   # committed traces by default
+    xdrstream conformance serve --listen ADDR [TRACE ...]    # test a client
+    xdrstream trace show FILE                        # ladder diagram
+    xdrstream trace export --pcapng OUT FILE         # for Wireshark's libvirt dissector
+    xdrstream trace record --listen ADDR --upstream ADDR -o FILE [--cases ...]
+
+Exit codes: 0 all cases passed (or were skipped), 1 a case failed, 2 usage or unreadable
+input, 3 the target cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from xdrstream.conformance import report
+from xdrstream.conformance.catalogue import Context, LibvirtSettings, all_cases, run_case, select
+from xdrstream.conformance.peer import Closed, Peer, Violation
+from xdrstream.transport import address as addresses
+from xdrstream.transport import tls as tlsmod
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
+
+
+def register(subparsers: Any) -> None:
+    conformance = subparsers.add_parser(
+        "conformance",
+        help="test a server (or client) implementation against spec.md",
+        description="Run the case catalogue against a server, replay recorded traces, or "
+        "play the server side of traces for a client under test.",
+    )
+    sub = conformance.add_subparsers(dest="conformance_command", metavar="ACTION", required=True)
+    run = sub.add_parser("run", help="run the case catalogue against a server")
+    _target_options(run, required=False)
+    run.add_argument("--list", action="store_true", help="print the catalogue and exit")
+    run.add_argument(
+        "--cases",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only cases matching (e.g. '4.*', '7.3.1', '7.3.1/2'); repeatable",
+    )
+    run.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out matching cases; repeatable",
+    )
+    run.add_argument("--strict", action="store_true", help="also run SHOULD-level cases")
+    run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    run.add_argument("--json", metavar="FILE", help="write a JSON report")
+    run.set_defaults(func=cmd_run)
+
+    replay = sub.add_parser("replay", help="replay traces' client sides against a server")
+    _target_options(replay, required=True)
+    replay.add_argument(
+        "traces",
+        nargs="*",
+        metavar="TRACE",
+        help="trace files (default: the committed traces for the program)",
+    )
+    replay.set_defaults(func=cmd_replay)
+
+    serve = sub.add_parser("serve", help="play traces' server sides for a client under test")
+    serve.add_argument("--listen", required=True, metavar="ADDR")
+    serve.add_argument(
+        "--count",
+        type=int,
+        default=0,
+        help="stop after this many connections (0: until interrupted)",
+    )
+    serve.add_argument("--timeout", type=float, default=10.0)
+    serve.add_argument("--json", metavar="FILE", help="write the per-trace results as JSON")
+    serve.add_argument(
+        "traces",
+        nargs="*",
+        metavar="TRACE",
+        help="trace files (default: the committed restore.x traces)",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    trace = subparsers.add_parser(
+        "trace", help="show, export or record conformance traces (JSON Lines)"
+    )
+    tsub = trace.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
+    show = tsub.add_parser("show", help="print a trace as a decoded ladder diagram")
+    show.add_argument("file", metavar="FILE")
+    show.set_defaults(func=cmd_show)
+    export = tsub.add_parser("export", help="write a trace as a pcapng capture")
+    export.add_argument("--pcapng", required=True, metavar="OUT")
+    export.add_argument("--port", type=int, default=16509, help="server TCP port in the capture")
+    export.add_argument("file", metavar="FILE")
+    export.set_defaults(func=cmd_export)
+    record = tsub.add_parser("record", help="relay one session byte for byte and record it")
+    record.add_argument("--listen", required=True, metavar="ADDR")
+    record.add_argument("--upstream", required=True, metavar="ADDR")
+    record.add_argument("-o", "--output", required=True, metavar="FILE")
+    record.add_argument(
+        "--sessions", type=int, default=1, help="connections to relay before writing the trace"
+    )
+    record.add_argument("--description", default="")
+    record.add_argument("--cases", default="", help="comma-separated case ids covered")
+    record.add_argument("--program", default="restore", choices=["restore", "libvirt"])
+    record.set_defaults(func=cmd_record)
+
+
+def _target_options(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--target",
+        required=required,
+        metavar="ADDR",
+        help="unix:PATH, tcp:HOST:PORT or tls:HOST:PORT",
+    )
+    parser.add_argument(
+        "--program",
+        default="auto",
+        choices=["auto", "restore", "libvirt"],
+        help="program the target serves (auto: ask it)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for each expected answer"
+    )
+    parser.add_argument("--tls-ca", metavar="FILE")
+    parser.add_argument("--tls-cert", metavar="FILE")
+    parser.add_argument("--tls-key", metavar="FILE")
+    parser.add_argument(
+        "--libvirt-uri",
+        default="test:///default",
+        help="URI the libvirt cases open (default test:///default)",
+    )
+    parser.add_argument("--libvirt-domain", default="test")
+    parser.add_argument("--libvirt-pool", help="storage pool for the volume cases")
+    parser.add_argument("--libvirt-volume", help="volume the volume cases may overwrite")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"xdrstream conformance: error: {message}", file=sys.stderr)
+    return code
+
+
+def context_from_args(args: argparse.Namespace) -> Context:
+    """A :class:`Context` from the target options (raises AddressError / TLSError)."""
+    address = addresses.parse_address(args.target)
+    tls: ssl.SSLContext | None = None
+    if address.tls or args.tls_ca or args.tls_cert:
+        tls = tlsmod.client_context(args.tls_ca, args.tls_cert, args.tls_key)
+    return Context(
+        address=address,
+        tls=tls,
+        timeout=args.timeout,
+        libvirt=LibvirtSettings(
+            uri=args.libvirt_uri,
+            domain=args.libvirt_domain,
+            pool=args.libvirt_pool,
+            volume=args.libvirt_volume,
+        ),
+    )
+
+
+def detect_program(context: Context) -> str:
+    """``restore`` if the target answers restore.x's PING, else ``libvirt`` if it answers
+    libvirt's AUTH_LIST. Raises Violation when it answers neither."""
+    from xdrstream.conformance.cases import LIBVIRT_PROG, LV_AUTH_LIST, PING, raw
+    from xdrstream.protocol.framing import MessageStatus, MessageType
+
+    for program, probe in (
+        ("restore", raw(PING, MessageType.CALL, 0)),
+        ("libvirt", raw(LV_AUTH_LIST, MessageType.CALL, 0, prog=LIBVIRT_PROG)),
+    ):
+        peer = Peer(context.address, [], tls=context.tls, timeout=context.timeout)
+        try:
+            peer.send_raw(probe)
+            frame = peer.frame(what="the answer to a probe call")
+            if frame.header.type == MessageType.REPLY and frame.header.status == MessageStatus.OK:
+                return program
+        except (Closed, Violation):
+            pass
+        finally:
+            peer.close()
+    raise Violation("the target answers neither restore.x's PING nor libvirt's AUTH_LIST")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    console = Console(stderr=False, highlight=False)
+    cases = select(all_cases(), args.cases, args.exclude)
+    if args.list:
+        report.print_catalogue(cases, console)
+        return EXIT_OK
+    if not args.target:
+        return _fail("--target is required (or use --list)", EXIT_USAGE)
+    if not cases:
+        return _fail("no case matches --cases/--exclude", EXIT_USAGE)
+    try:
+        context = context_from_args(args)
+    except (addresses.AddressError, tlsmod.TLSError, OSError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        context.program = detect_program(context) if args.program == "auto" else args.program
+    except (OSError, ssl.SSLError, addresses.ConnectError) as exc:
+        return _fail(f"cannot reach {args.target}: {exc}", EXIT_CONNECT)
+    except Violation as exc:
+        return _fail(f"{args.target}: {exc}; choose --program", EXIT_CONNECT)
+    results = []
+    for item in cases:
+        result = run_case(item, context, args.strict)
+        results.append(result)
+    report.print_table(
+        results, console, f"xdrstream conformance: {args.target} ({context.program})"
+    )
+    if args.junit:
+        report.write_junit(args.junit, results)
+    if args.json:
+        report.write_json(
+            args.json, results, target=args.target, program=context.program, strict=args.strict
+        )
+    return report.exit_code(results)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from xdrstream.conformance import replay
+
+    console = Console(highlight=False)
+    try:
+        context = context_from_args(args)
+        context.program = detect_program(context) if args.program == "auto" else args.program
+    except (addresses.AddressError, tlsmod.TLSError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (OSError, Violation) as exc:
+        return _fail(f"cannot reach {args.target}: {exc}", EXIT_CONNECT)
+    paths = [Path(p) for p in args.traces] or replay.committed_traces(context.program)
+    results = [replay.replay_file(path, context) for path in paths]
+    replay.print_results(results, console)
+    return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from xdrstream.conformance import replay
+
+    console = Console(highlight=False)
+    paths = [Path(p) for p in args.traces] or replay.committed_traces("restore")
+    try:
+        address = addresses.parse_address(args.listen)
+        server = replay.TraceServer(address, paths, timeout=args.timeout)
+    except (addresses.AddressError, OSError, ValueError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    console.print(f"conformance server listening on {server.address} ({len(paths)} traces)")
+    try:
+        server.serve(count=args.count or None, on_result=lambda r: replay.print_one(r, console))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    if args.json:
+        replay.write_json(args.json, server.results)
+    return EXIT_FAILED if any(not r.ok for r in server.results) else EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from xdrstream.conformance import ladder
+    from xdrstream.conformance.trace import TraceError, read
+
+    try:
+        trace = read(args.file)
+    except (OSError, TraceError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    sys.stdout.write(ladder.render(trace))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from xdrstream.conformance import ladder
+    from xdrstream.conformance.trace import TraceError, read
+
+    try:
+        trace = read(args.file)
+        Path(args.pcapng).write_bytes(ladder.to_pcapng(trace, args.port))
+    except (OSError, TraceError, ValueError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    return EXIT_OK
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from xdrstream.conformance import recorder
+    from xdrstream.conformance.trace import write
+
+    try:
+        listen = addresses.parse_address(args.listen)
+        upstream = addresses.parse_address(args.upstream)
+        proxy = recorder.RecordingProxy(listen, upstream)
+    except (addresses.AddressError, OSError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    print(f"recording proxy listening on {proxy.address}, upstream {upstream}", flush=True)
+    try:
+        sessions = proxy.record(args.sessions)
+    except KeyboardInterrupt:
+        sessions = proxy.sessions
+    finally:
+        proxy.close()
+    program = "libvirt_remote" if args.program == "libvirt" else "restore"
+    trace = recorder.to_trace(
+        sessions,
+        programs=[program],
+        description=args.description,
+        cases=[c for c in args.cases.split(",") if c],
+    )
+    write(args.output, trace)
+    print(f"wrote {args.output}: {len(trace.frames)} frames", flush=True)
+    return EXIT_OK

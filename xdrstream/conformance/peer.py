@@ -1,0 +1,264 @@
+"""A test client's end of one connection to the implementation under test.
+
+:class:`Peer` owns a socket (Unix, TCP, optionally TLS) and reads the target's frames with
+its own :class:`~xdrstream.protocol.framing.FrameDecoder`. Cases use it two ways:
+
+* through a client-role :class:`~xdrstream.protocol.Connection` (``send``/``event``): the
+  engine encodes our events and *judges* every frame the target sends (a frame that the
+  state tables of spec.md §9 do not allow raises :class:`Violation`);
+* raw (``send_raw``/``frame``/``expect_close``) for frames the engine refuses to produce.
+
+Every wait is bounded by the peer's timeout; running out of time raises :class:`Violation`
+with what was awaited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from xdrstream.protocol import (
+    NEED_DATA,
+    Connection,
+    Limits,
+    Program,
+    RemoteProtocolError,
+    Role,
+)
+from xdrstream.protocol.events import (
+    ConnectionClosed,
+    Event,
+    KeepalivePing,
+    KeepalivePong,
+)
+from xdrstream.protocol.framing import (
+    KEEPALIVE_PROGRAM,
+    MAX_FRAME,
+    Frame,
+    FrameDecoder,
+    Header,
+    MessageType,
+    pack_header,
+)
+from xdrstream.transport import address as addresses
+
+__all__ = ["Closed", "Peer", "Silence", "Violation", "frame_bytes"]
+
+
+class Violation(AssertionError):
+    """The target did not behave as the case requires (the message says how, citing §)."""
+
+
+class Silence(Violation):
+    """Nothing arrived in time."""
+
+
+class Closed(Exception):
+    """The target closed the connection (end of input or reset)."""
+
+
+def frame_bytes(frame: Frame) -> bytes:
+    return pack_header(frame.header, len(frame.payload)) + bytes(frame.payload)
+
+
+class Peer:
+    """One connection to the target (see the module docstring)."""
+
+    def __init__(
+        self,
+        address: addresses.Address,
+        programs: Sequence[Program],
+        *,
+        tls: ssl.SSLContext | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.timeout = timeout
+        sock = addresses.connect(address, timeout=timeout)
+        if tls is not None:
+            server_name = address.host if address.kind == "tcp" else None
+            sock = tls.wrap_socket(sock, server_hostname=server_name)
+        self.sock = sock
+        self.engine = Connection(Role.CLIENT, programs=programs, limits=Limits(stream_buffer=None))
+        self._decoder = FrameDecoder(MAX_FRAME)
+        self._events: deque[Event] = deque()
+        self._eof = False
+        self.received: list[Frame] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def shutdown_write(self) -> None:
+        """End of input for the target (spec.md §3.5)."""
+        with contextlib.suppress(OSError):
+            if isinstance(self.sock, ssl.SSLSocket):
+                self.sock.unwrap()
+            else:
+                self.sock.shutdown(socket.SHUT_WR)
+
+    # -- sending -----------------------------------------------------------------------
+    def send(self, event: Event) -> None:
+        self.send_raw(self.engine.send(event))
+
+    def send_raw(self, data: bytes) -> None:
+        try:
+            self.sock.settimeout(self.timeout)
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise Violation(
+                f"the target stopped reading: a send blocked {self.timeout} s"
+            ) from None
+        except OSError as exc:
+            raise Closed(f"send failed: {exc}") from None
+
+    # -- receiving ---------------------------------------------------------------------
+    def _recv(self, deadline: float) -> bool:
+        """Read once; False at end of input."""
+        if self._eof:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(1 << 20)
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            data = b""
+        except TimeoutError:
+            raise
+        except OSError:
+            data = b""
+        if not data:
+            self._eof = True
+            return False
+        self._decoder.feed(data)
+        return True
+
+    def frame(self, timeout: float | None = None, what: str = "a frame") -> Frame:
+        """The next frame from the target; :class:`Closed` at end of input (spec.md §3.5:
+        a cut-off frame is a :class:`Violation`)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            try:
+                frame = self._decoder.next_frame()
+            except RemoteProtocolError as exc:
+                raise Violation(f"the target sent an invalid frame: {exc}") from None
+            if frame is not None:
+                self.received.append(frame)
+                return frame
+            try:
+                more = self._recv(deadline)
+            except TimeoutError:
+                raise Silence(
+                    f"waited {self.timeout if timeout is None else timeout} s for {what}"
+                ) from None
+            if not more:
+                if self._decoder.buffered:
+                    raise Violation(
+                        f"§3.5: the target closed inside a frame ({self._decoder.buffered} "
+                        "bytes of it sent)"
+                    )
+                raise Closed("end of input")
+
+    def event(self, timeout: float | None = None, what: str = "an event") -> Event:
+        """The next event from the engine that judges the target's frames. Keepalive PINGs
+        are answered and skipped; end of input gives ConnectionClosed."""
+        while True:
+            while self._events:
+                event = self._events.popleft()
+                if isinstance(event, KeepalivePing):
+                    self.send(KeepalivePong())
+                    continue
+                return event
+            try:
+                frame = self.frame(timeout, what)
+            except Closed:
+                self.engine.receive_data(b"")
+                self._drain()
+                if not self._events:
+                    return ConnectionClosed()
+                continue
+            self.engine.receive_data(frame_bytes(frame))
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                event = self.engine.next_event()
+            except RemoteProtocolError as exc:
+                raise Violation(f"the target broke the protocol: {exc}") from None
+            if event is NEED_DATA:
+                return
+            assert not isinstance(event, type(NEED_DATA))
+            self._events.append(event)
+            if isinstance(event, ConnectionClosed):
+                return
+
+    def expect_event(self, kind: type[Any] | tuple[type[Any], ...], what: str) -> Any:
+        event = self.event(what=what)
+        if not isinstance(event, kind):
+            raise Violation(f"expected {what}, got {_describe(event)}")
+        return event
+
+    def expect_close(self, section: str, timeout: float | None = None) -> None:
+        """The target must close the connection without answering (spec.md §10.1).
+        Keepalive messages may still arrive; anything else is a violation."""
+        while True:
+            try:
+                frame = self.frame(timeout, "the target to close the connection")
+            except Closed:
+                return
+            except Violation as exc:
+                raise Violation(
+                    f"{section}: the target must close the connection (§10.1): {exc}"
+                ) from None
+            header = frame.header
+            if header.type == MessageType.MESSAGE and header.prog == KEEPALIVE_PROGRAM:
+                continue
+            raise Violation(
+                f"{section}: the target answered instead of closing the connection (§10.1 "
+                f"forbids answering the offending frame): got {_header_text(header)}"
+            )
+
+    def expect_silence(self, seconds: float, what: str) -> None:
+        """Nothing but keepalive may arrive for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                frame = self.frame(left, what)
+            except Silence:
+                return
+            except Closed:
+                raise Violation(f"the connection closed while waiting ({what})") from None
+            if frame.header.prog == KEEPALIVE_PROGRAM:
+                continue
+            raise Violation(f"{what}: got {_header_text(frame.header)}")
+
+
+def _header_text(header: Header) -> str:
+    try:
+        mtype = MessageType(header.type).name
+    except ValueError:
+        mtype = str(header.type)
+    status = getattr(header.status, "name", str(header.status))
+    return f"{mtype}/{status} serial {header.serial} proc {header.proc}"
+
+
+def _describe(event: object) -> str:
+    text = repr(event)
+    return text if len(text) < 160 else text[:157] + "..."
