@@ -228,3 +228,25 @@ def test_large_payload_is_received_in_place() -> None:
     assert got is not None and bytes(got.payload) == payload
     assert got.payload.obj is buf.obj and got.payload.readonly  # no copy after the transport's
     assert decoder.buffered == 0 and decoder.offset == len(frame)
+
+
+def test_dripped_bytes_cost_no_per_read_overhead() -> None:
+    # A peer sending one byte per read must not make the decoder hold more than a small
+    # multiple of the bytes it buffers (§8.1): small reads are gathered in one buffer.
+    import tracemalloc
+
+    frame = pack_frame(Header(1, 1, 1, MessageType.STREAM, 1, 2), bytes(60000))
+    decoder = FrameDecoder()
+    tracemalloc.start()
+    try:
+        for i in range(len(frame) - 1):
+            decoder.feed(frame[i : i + 1])
+            assert decoder.next_frame() is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert decoder.buffered == len(frame) - 1
+    assert peak < 3 * len(frame), peak
+    decoder.feed(frame[-1:])
+    got = decoder.next_frame()
+    assert got is not None and bytes(got.payload) == bytes(60000)

@@ -89,6 +89,7 @@ _HEADER = struct.Struct(">IIiiIi")
 _LEN_HEADER = struct.Struct(">IIIiiIi")
 _LEN = struct.Struct(">I")
 _EMPTY = memoryview(b"")
+_SMALL = 4096  # reads below this size are gathered into one buffer
 
 
 class Header(NamedTuple):
@@ -181,6 +182,7 @@ class FrameDecoder:
         "_max_frame",
         "_scratch",
         "_stream_offset",
+        "_tail",
     )
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
@@ -189,7 +191,10 @@ class FrameDecoder:
         self._max_frame = max_frame
         self._chunks: deque[memoryview] = deque()
         self._head = 0  # read position inside _chunks[0]
-        self._avail = 0  # unread bytes over all chunks
+        self._avail = 0  # unread bytes over all chunks and the tail
+        # Small reads are gathered here (after the chunks) instead of becoming chunks of
+        # their own, so a peer dripping bytes costs no per-read overhead (§8.1).
+        self._tail = bytearray()
         self._stream_offset = 0  # stream offset of the next unread byte
         self._error: RemoteProtocolError | None = None
         # receive-into mode (get_buffer): the payload of a large frame is filled in place
@@ -244,8 +249,13 @@ class FrameDecoder:
         if scratch is None or not 0 <= nbytes <= len(scratch):
             raise ValueError(f"buffer_updated({nbytes}) without a matching get_buffer()")
         self._scratch = None
-        if nbytes:
+        if nbytes >= _SMALL:
+            if self._tail:
+                self._flush_tail()
             self._chunks.append(memoryview(scratch)[:nbytes].toreadonly())
+            self._avail += nbytes
+        elif nbytes:
+            self._tail += memoryview(scratch)[:nbytes]
             self._avail += nbytes
 
     _BIG = 65536
@@ -257,6 +267,8 @@ class FrameDecoder:
         length = self._peek_length()
         if length - LEN_SIZE > self._max_frame or length - self._avail < self._BIG:
             return  # invalid lengths are reported by next_frame
+        if self._tail:
+            self._flush_tail()
         start = self._stream_offset
         head = self._take(MIN_FRAME)
         try:
@@ -283,9 +295,19 @@ class FrameDecoder:
             if len(part) == len(data):
                 return
             data = memoryview(data)[room:]
+        if len(data) < _SMALL:
+            self._tail += data
+            self._avail += len(data)
+            return
+        if self._tail:
+            self._flush_tail()
         view = memoryview(data if isinstance(data, bytes) else bytes(data))
         self._chunks.append(view.cast("B") if view.format != "B" else view)
         self._avail += len(view)
+
+    def _flush_tail(self) -> None:
+        self._chunks.append(memoryview(bytes(self._tail)))
+        self._tail.clear()
 
     def _take(self, n: int) -> memoryview:
         """Remove and return the next ``n`` (<= _avail) bytes; zero-copy within a chunk."""
@@ -318,15 +340,19 @@ class FrameDecoder:
         return out
 
     def _peek_length(self) -> int:
-        first = self._chunks[0]
-        if len(first) - self._head >= LEN_SIZE:
-            return int(_LEN.unpack_from(first, self._head)[0])
+        """The next length word (``_avail >= 4``), from the chunks and then the tail."""
+        if self._chunks:
+            first = self._chunks[0]
+            if len(first) - self._head >= LEN_SIZE:
+                return int(_LEN.unpack_from(first, self._head)[0])
         word = bytearray()
-        for chunk in self._chunks:
-            start = self._head if chunk is first else 0
+        for i, chunk in enumerate(self._chunks):
+            start = self._head if i == 0 else 0
             word += chunk[start : start + LEN_SIZE - len(word)]
             if len(word) == LEN_SIZE:
                 break
+        if len(word) < LEN_SIZE:
+            word += self._tail[: LEN_SIZE - len(word)]
         return int(_LEN.unpack(word)[0])
 
     def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
@@ -369,6 +395,8 @@ class FrameDecoder:
             )
         if self._avail < length:
             return None
+        if self._tail:
+            self._flush_tail()
         # Header and payload are taken separately so that a payload lying inside one fed
         # chunk (e.g. written with writev as header + payload) is never copied.
         head = self._take(MIN_FRAME)
