@@ -53,7 +53,7 @@ def test_sparse_upload_and_download_keep_content_and_holes(
     make_file(source, SPARSE_SIZE, SPARSE_PIECES)
     with LibvirtClient.open(daemon.uri(tcp=tcp)) as client:
         vol = client.lookup_volume("tpool", name)
-        sent = client.upload(vol, source, sparse=True)
+        sent = client.upload(vol, source, sparse=True, checksum=True)
         assert sent.sha256 == sha256(source)
         assert sent.holes == SPARSE_SIZE - sum(length for _, length in SPARSE_PIECES)
         # the pool's file is what we sent, holes included
@@ -69,7 +69,7 @@ def test_sparse_upload_and_download_keep_content_and_holes(
         assert layout(check) == layout(source)
         # our download recreates the holes
         out = tmp_path / "out.bin"
-        got = client.download(vol, out, sparse=True)
+        got = client.download(vol, out, sparse=True, checksum=True)
     assert got.sha256 == sha256(source) == sha256(out)
     assert got.holes == sent.holes
     assert layout(out) == layout(source)
@@ -84,7 +84,7 @@ def test_dense_upload_and_download_match_virsh(daemon: Libvirtd, tcp: bool, tmp_
     make_random_file(source, size)
     with LibvirtClient.open(daemon.uri(tcp=tcp)) as client:
         vol = client.lookup_volume("tpool", name)
-        sent = client.upload(vol, source)
+        sent = client.upload(vol, source, checksum=True)
         assert (sent.data, sent.holes) == (size, 0)
         assert sha256(volume_file) == sha256(source)
         check = _readable_dir(daemon, f"check-{name}") / "virsh.bin"
@@ -92,7 +92,7 @@ def test_dense_upload_and_download_match_virsh(daemon: Libvirtd, tcp: bool, tmp_
         assert result.returncode == 0, result.stderr
         assert sha256(check) == sha256(source)
         out = tmp_path / "out.bin"
-        got = client.download(vol, out)
+        got = client.download(vol, out, checksum=True)
     assert got.sha256 == sha256(source) == sha256(out)
     assert (got.data, got.holes) == (size, 0)
 

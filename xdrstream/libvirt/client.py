@@ -58,11 +58,12 @@ DEFAULT_KEEPALIVE_COUNT = 5
 @dataclass(frozen=True)
 class Transfer:
     """What an upload or download moved: ``data`` bytes, ``holes`` bytes as holes, the
-    SHA-256 of the whole content (holes as zeros) and wall ``seconds``."""
+    SHA-256 of the whole content (holes as zeros; None unless ``checksum=True`` was asked:
+    hashing costs about as much as the transfer itself) and wall ``seconds``."""
 
     data: int
     holes: int
-    sha256: str
+    sha256: str | None
     seconds: float
 
     @property
@@ -71,28 +72,30 @@ class Transfer:
 
 
 class _Digest:
-    """SHA-256 of data and holes (holes hashed as zeros, 1 MiB at a time)."""
+    """Byte counts and, if asked, the SHA-256 of data and holes (holes hashed as zeros)."""
 
     _ZEROS = memoryview(bytes(1 << 20))
 
-    def __init__(self) -> None:
-        self.hash = hashlib.sha256()
+    def __init__(self, checksum: bool) -> None:
+        self.hash = hashlib.sha256() if checksum else None
         self.data = 0
         self.holes = 0
 
     def add(self, view: memoryview) -> None:
-        self.hash.update(view)
+        if self.hash is not None:
+            self.hash.update(view)
         self.data += len(view)
 
     def hole(self, length: int) -> None:
         self.holes += length
-        while length:
+        while self.hash is not None and length:
             step = min(length, len(self._ZEROS))
             self.hash.update(self._ZEROS[:step])
             length -= step
 
     def result(self, started: float) -> Transfer:
-        return Transfer(self.data, self.holes, self.hash.hexdigest(), time.monotonic() - started)
+        digest = None if self.hash is None else self.hash.hexdigest()
+        return Transfer(self.data, self.holes, digest, time.monotonic() - started)
 
 
 class LibvirtClient:
@@ -239,17 +242,19 @@ class LibvirtClient:
         sparse: bool = False,
         offset: int = 0,
         length: int = 0,
+        checksum: bool = False,
     ) -> Transfer:
         """Upload the file ``source`` into ``vol`` from ``offset`` (``length`` 0: all of
         it).  With ``sparse`` the file's holes (SEEK_DATA/SEEK_HOLE) go as STREAM_HOLE and
-        the daemon recreates them; without, holes are read and sent as zeros."""
+        the daemon recreates them; without, holes are read and sent as zeros.
+        ``checksum``: also compute the SHA-256 of what was sent."""
         started = time.monotonic()
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         try:
             stream = self._open_stream(
                 remote.STORAGE_VOL_UPLOAD, self._transfer_args(vol, offset, length, sparse)
             )
-            digest = _Digest()
+            digest = _Digest(checksum)
             try:
                 for item in sparsemod.iter_sparse(fd, bytearray(READ_BUFFER), sparse=sparse):
                     if isinstance(item, sparsemod.Hole):
@@ -276,15 +281,17 @@ class LibvirtClient:
         sparse: bool = False,
         offset: int = 0,
         length: int = 0,
+        checksum: bool = False,
     ) -> Transfer:
         """Download ``vol`` (from ``offset``, ``length`` 0: to its end) into the file
         ``dest`` (created or truncated).  With ``sparse`` the daemon sends holes, which are
-        recreated as holes (seek, and the final size set with ftruncate)."""
+        recreated as holes (seek, and the final size set with ftruncate).
+        ``checksum``: also compute the SHA-256 of what arrived."""
         started = time.monotonic()
         stream = self._open_stream(
             remote.STORAGE_VOL_DOWNLOAD, self._transfer_args(vol, offset, length, sparse)
         )
-        digest = _Digest()
+        digest = _Digest(checksum)
         ok = False
         try:
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
