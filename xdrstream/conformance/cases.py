@@ -288,7 +288,7 @@ def check_download(
     return result
 
 
-def check_upload(peer: Peer, variant: int, items: list[Item], section: str, **kw: Any) -> None:
+def check_upload(peer: Peer, variant: int, items: Sequence[Item], section: str, **kw: Any) -> None:
     result = upload(peer, variant, items, **kw)
     size = sum(i if isinstance(i, int) else len(i) for i in items)
     if variant == 3:  # V1/V2 results come with the primary reply, before the data
@@ -460,7 +460,7 @@ def _serial_reuse(ctx: Context) -> None:
 def _reply_serial(ctx: Context) -> None:
     peer = ctx.connect()
     peer.send_raw(probe_call(ctx, 0xFFFFFFFE) + probe_call(ctx, 12345))
-    seen = set()
+    seen: set[int] = set()
     while len(seen) < 2:
         frame = peer.frame(what="two replies")
         if frame.header.prog == KEEPALIVE_PROGRAM:
@@ -1173,7 +1173,9 @@ def _v2_failure(ctx: Context) -> None:
             frame = peer.frame(0.05, "STREAM/ERROR for the rejected stream")
         except Silence:
             if time.monotonic() > deadline:
-                raise Violation("§7.3.3: no STREAM/ERROR for a stream the endpoint rejected")
+                raise Violation(
+                    "§7.3.3: no STREAM/ERROR for a stream the endpoint rejected"
+                ) from None
             continue
         except Closed:
             raise Violation("§7.3.3: the connection closed instead of STREAM/ERROR") from None

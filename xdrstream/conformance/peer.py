@@ -82,6 +82,19 @@ class Peer:
         if tls is not None:
             server_name = address.host if address.kind == "tcp" else None
             sock = tls.wrap_socket(sock, server_hostname=server_name)
+        self._setup(sock, programs, timeout)
+
+    @classmethod
+    def from_socket(
+        cls, sock: socket.socket, programs: Sequence[Program] = (), timeout: float = 5.0
+    ) -> Peer:
+        """A peer on an accepted socket (the engine is still client-role: use raw mode)."""
+        peer = cls.__new__(cls)
+        peer._setup(sock, programs, timeout)
+        return peer
+
+    def _setup(self, sock: socket.socket, programs: Sequence[Program], timeout: float) -> None:
+        self.timeout = timeout
         self.sock = sock
         self.engine = Connection(Role.CLIENT, programs=programs, limits=Limits(stream_buffer=None))
         self._decoder = FrameDecoder(MAX_FRAME)
