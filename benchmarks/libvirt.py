@@ -11,7 +11,9 @@ socket with a volume file of the same size. Runs are interleaved, best of `--rep
    `LibvirtClient.upload` / `download` in this process (connect, AUTH_LIST ... CONNECT_CLOSE
    included), both against libvirtd. Target: ours >= virsh (ratio >= 1.0) each way.
 2. Server: the same `virsh vol-upload` into libvirtd and into our server.
-   Target: our server >= 1.5x libvirtd.
+   Target: our server >= 1.5x libvirtd.  For scale, the same upload into our server with
+   the file writes turned off (a sink: it parses every frame and drops the data) shows
+   how fast virsh itself can send; no server can beat that.
 
 Every transfer's result is checked (SHA-256 of the volume file or the downloaded file
 equals the source's). `--profile` runs cProfile over one upload through our server (in the
@@ -83,14 +85,41 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def serve_as_sink(directory: str, sock: str) -> None:
+    """Our storage server with uploads dropped instead of written (the `--sink` bound)."""
+    import asyncio
+
+    from xdrstream.libvirt import storage_server
+
+    storage_server._write_all = lambda fd, data: None  # only for this measurement
+    server = storage_server.StorageServer(f"unix:{sock}", directory, pool="bench")
+
+    async def run() -> None:
+        await server.start()
+        print("listening (sink)", flush=True)
+        try:
+            await server.serve_forever()
+        finally:
+            await server.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
 @contextlib.contextmanager
-def our_server(directory: Path, sock: Path, profile: Path | None) -> Iterator[None]:
+def our_server(
+    directory: Path, sock: Path, profile: Path | None, sink: bool = False
+) -> Iterator[None]:
     command = [sys.executable]
     if profile is not None:
         command += ["-m", "cProfile", "-o", str(profile)]
-    command += ["-m", "xdrstream.cli", "libvirt-serve", str(directory)]
+    if sink:
+        command += [__file__, "--serve-sink", str(directory), str(sock)]
+    else:
+        command += ["-m", "xdrstream.cli", "libvirt-serve", str(directory)]
+        command += ["--listen", f"unix:{sock}", "--pool", "bench"]
     process = subprocess.Popen(
-        [*command, "--listen", f"unix:{sock}", "--pool", "bench"],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -122,6 +151,8 @@ class Bench:
         self.libvirt_volume = daemon.root / "pool-tpool" / "bench"
         self.ours_dir = work / "ours"
         self.ours_sock = work / "ours.sock"
+        self.sink_dir = work / "sink"
+        self.sink_sock = work / "sink.sock"
         self.failures: list[str] = []
 
     @property
@@ -139,9 +170,10 @@ class Bench:
         virsh(
             self.libvirt_uri, "vol-create-as", "tpool", "bench", str(self.size), "--format", "raw"
         )
-        self.ours_dir.mkdir()
-        with open(self.ours_dir / "bench", "wb") as out:
-            out.truncate(self.size)
+        for directory in (self.ours_dir, self.sink_dir):
+            directory.mkdir()
+            with open(directory / "bench", "wb") as out:
+                out.truncate(self.size)
 
     def check(self, what: str, path: Path) -> None:
         if sha256(path) != self.expected:
@@ -160,6 +192,10 @@ class Bench:
 
     def pool(self, uri: str) -> str:
         return "tpool" if uri == self.libvirt_uri else "bench"
+
+    def virsh_upload_to_sink(self) -> float:
+        uri = f"qemu+unix:///session?socket={self.sink_sock}"
+        return timed(lambda: virsh(uri, "vol-upload", "--pool", "bench", "bench", str(self.source)))
 
     def virsh_download(self) -> float:
         out = self.work / "virsh.out"
@@ -199,7 +235,11 @@ def main() -> int:
     parser.add_argument("--size", type=parse_size, default=1 << 30, help="bytes (default 1G)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement, best kept")
     parser.add_argument("--profile", action="store_true", help="cProfile our client and server")
+    parser.add_argument("--serve-sink", nargs=2, metavar=("DIR", "SOCK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_sink:
+        serve_as_sink(*args.serve_sink)
+        return 0
     size = args.size
     with private_libvirtd() as daemon:
         work = Path(tempfile.mkdtemp(prefix="xdrstream-bench-libvirt-", dir=daemon.root))
@@ -212,7 +252,10 @@ def main() -> int:
         def record(name: str, seconds: float) -> None:
             best[name] = min(best.get(name, float("inf")), seconds)
 
-        with our_server(bench.ours_dir, bench.ours_sock, profile):
+        with (
+            our_server(bench.ours_dir, bench.ours_sock, profile),
+            our_server(bench.sink_dir, bench.sink_sock, None, sink=True),
+        ):
             for _ in range(args.repeat):
                 record(
                     "virsh upload -> libvirtd",
@@ -225,6 +268,7 @@ def main() -> int:
                     "virsh upload -> our server",
                     bench.virsh_upload(bench.ours_uri, bench.ours_dir / "bench", "virsh -> ours"),
                 )
+                record("virsh upload -> sink (bound)", bench.virsh_upload_to_sink())
                 record("virsh download <- libvirtd", bench.virsh_download())
                 record("our client download <- libvirtd", bench.client_download())
         if args.profile:
@@ -271,6 +315,8 @@ def print_report(size: int, repeat: int, best: dict[str, float], failures: list[
     print(f"  our client upload   vs virsh: {up:.2f}x")
     print(f"  our client download vs virsh: {down:.2f}x")
     print(f"  virsh -> our server vs virsh -> libvirtd: {server:.2f}x")
+    bound = best["virsh upload -> libvirtd"] / best["virsh upload -> sink (bound)"]
+    print(f"  virsh -> sink (no writes, any server's bound) vs virsh -> libvirtd: {bound:.2f}x")
     print("\nTargets:")
     for ok, text in (
         (up >= 1.0, f"our client upload >= virsh: {up:.2f}x"),
