@@ -87,7 +87,8 @@ def test_cli_finds_minimises_saves_and_replays_planted_bugs(sock_dir: Path) -> N
     target = buggy_target(sock_dir)
     out = sock_dir / "findings"
     argv = ["fuzz", "--target", target.address, "--spawn", str(target.spawn)]
-    argv += ["--duration", "30s", "--seed", "1", "--timeout", "0.5s", "--out", str(out)]
+    argv += ["--duration", "40s", "--seed", "1", "--timeout", "0.5s", "--out", str(out)]
+    argv += ["--max-findings", "2"]
     assert main(argv) == 1
     found = {trace.load_meta(p)["kind"]: p for p in sorted(out.glob("finding-*.jsonl"))}
     assert {"crash", "hang"} <= set(found)

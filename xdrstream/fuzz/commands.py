@@ -32,6 +32,9 @@ def register(subparsers: Any) -> None:
         "--timeout", default="1s", help="time the server may stay silent (default 1s)"
     )
     parser.add_argument(
+        "--max-findings", type=int, default=10, help="stop after this many (default 10)"
+    )
+    parser.add_argument(
         "--replay", type=Path, metavar="TRACE", help="send a saved finding again instead"
     )
     parser.set_defaults(func=run_fuzz)
@@ -61,6 +64,7 @@ def run_fuzz(args: argparse.Namespace) -> int:
             out=args.out,
             spawn=args.spawn,
             timeout=timeout,
+            max_findings=args.max_findings,
             status=sys.stderr if sys.stderr.isatty() else None,
         )
     except (ConnectionError, OSError) as exc:

@@ -171,8 +171,17 @@ def _stream_script(pair: _Pair, serial: int, kind: str, result: object) -> None:
         pair.send(s, Reply(serial, result))
 
 
-def capture_sessions(directory: Path = CAPTURES) -> list[SessionFrames]:
-    """Frames of every TCP connection in the committed libvirt captures."""
+def _shrink(frame: bytes, limit: int) -> bytes:
+    """A STREAM data frame cut to ``limit`` payload bytes (chunk boundaries carry no
+    meaning, spec.md §7.1.2), so that seeds stay small and fast; other frames unchanged."""
+    if len(frame) - 28 <= limit or frame[16:20] != b"\0\0\0\x03" or frame[24:28] != b"\0\0\0\x02":
+        return frame
+    return struct.pack(">I", 28 + limit) + frame[4:28] + frame[28 : 28 + limit]
+
+
+def capture_sessions(directory: Path = CAPTURES, chunk_limit: int = 1024) -> list[SessionFrames]:
+    """Frames of every TCP connection in the committed libvirt captures (stream data
+    frames cut to ``chunk_limit`` bytes)."""
     out: list[SessionFrames] = []
     for path in sorted(directory.glob("*.pcapng")):
         for flow in reassemble_capture(path.read_bytes()).flows:
@@ -186,7 +195,9 @@ def capture_sessions(directory: Path = CAPTURES) -> list[SessionFrames]:
                 offset = 0
                 for frame in frames:
                     packet = stream.packet_at(offset) or 0
-                    timed.append((packet, int(role is Role.SERVER), role, frame))
+                    timed.append(
+                        (packet, int(role is Role.SERVER), role, _shrink(frame, chunk_limit))
+                    )
                     offset += len(frame)
             if timed:
                 timed.sort(key=lambda item: (item[0], item[1]))

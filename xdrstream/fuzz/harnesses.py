@@ -248,7 +248,7 @@ def _drain(conn: Connection, on_event: Callable[[Event], None]) -> None:
         event = conn.next_event()
         if event is NEED_DATA or isinstance(event, ConnectionClosed):
             return  # (after end of input ConnectionClosed repeats)
-        on_event(event)  # type: ignore[arg-type]
+        on_event(event)
 
 
 def _reads(data: bytes, size: int) -> Iterable[bytes]:

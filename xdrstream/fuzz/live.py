@@ -3,9 +3,9 @@
 Each case is a list of client frames, a valid seed session's client side (canonical
 ``restore.x`` conversations and the libvirt captures, :mod:`xdrstream.fuzz.corpus`)
 mutated by :class:`~xdrstream.fuzz.mutators.Mutator`. It goes over a fresh connection:
-all frames are sent, the write side is shut down (end of input, spec.md §3.5) and the
-answers are read until the server closes. The server must close within ``timeout`` of its
-last byte. Findings:
+all frames are sent, the answers are read until the server falls quiet, then the write
+side is shut down (end of input, spec.md §3.5) and the rest is read until the server
+closes. The server must close within ``timeout`` of its last byte. Findings:
 
 * ``crash`` -- the server process started with ``spawn`` exited, or the target no longer
   accepts connections;
@@ -15,8 +15,10 @@ last byte. Findings:
   raises RemoteProtocolError on the server's bytes;
 * ``growth`` -- the spawned process's RSS or open file descriptors keep growing.
 
-Each finding is minimised (frames removed while the finding persists) and saved as a trace
-(:mod:`xdrstream.fuzz.trace`) that :func:`replay` runs again.
+Each finding is re-run on its own (also the few cases before it: a crash can show a case
+late) and minimised (frames removed while the finding persists), then saved as a trace
+(:mod:`xdrstream.fuzz.trace`) that :func:`replay` runs again. A hang or violation that does
+not happen again is listed in ``Summary.unconfirmed`` instead (timing on a loaded machine).
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ class Target:
         self.family, self.sockaddr = parse_address(address)
         self.spawn = spawn
         self.timeout = timeout
+        # Silence after which the answers are taken as complete and end of input is sent.
+        self.quiet = min(0.02, timeout / 10)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -179,7 +183,8 @@ class Target:
 
 
 def run_case(target: Target, frames: Sequence[bytes], settle: float = 0.0) -> Outcome:
-    """Send ``frames`` on a fresh connection, half-close, read until the server closes.
+    """Send ``frames`` on a fresh connection, read the answers until the server is quiet
+    (``target.quiet``), half-close, read until the server closes (``target.timeout``).
 
     ``settle``: seconds to give a spawned process that may be dying (its sockets close a
     moment before it exits) before the case counts as survived; the campaign uses 0 and
@@ -189,24 +194,21 @@ def run_case(target: Target, frames: Sequence[bytes], settle: float = 0.0) -> Ou
     except OSError as exc:
         return _dead(target, f"cannot connect: {exc}")
     answers = bytearray()
-    closed = False
     with sock:
-        with contextlib.suppress(OSError):  # the server may close early (bad input): fine
+        deadline = time.monotonic() + 20 * target.timeout
+        with contextlib.suppress(OSError):  # the server may close early (bad input)
             for frame in frames:
                 sock.sendall(frame)
-            sock.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + 20 * target.timeout
-        try:
-            while len(answers) < READ_CAP and time.monotonic() < deadline:
-                data = sock.recv(65536)
-                if not data:
-                    closed = True
-                    break
-                answers += data
-        except TimeoutError:
-            pass
-        except OSError:
-            closed = True  # reset by the server: it gave up on us, which is allowed
+        # Let the server answer before it sees end of input: at end of input it may
+        # abandon exchanges in progress (spec.md §3.5).
+        sock.settimeout(target.quiet)
+        state = _read(sock, answers, deadline)
+        if state is False:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(target.timeout)
+            state = _read(sock, answers, deadline)
+        closed = state is True
     if settle and target.process is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             target.process.wait(settle)
@@ -222,6 +224,22 @@ def run_case(target: Target, frames: Sequence[bytes], settle: float = 0.0) -> Ou
     if problem is not None:
         return Outcome("violation", problem, bytes(answers))
     return Outcome("ok", "", bytes(answers))
+
+
+def _read(sock: socket.socket, answers: bytearray, deadline: float) -> bool | None:
+    """Read answers: True when the peer closed (or reset: it may give up on bad input),
+    False after the socket's timeout of silence, None at the deadline or READ_CAP."""
+    while len(answers) < READ_CAP and time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            return False
+        except OSError:
+            return True
+        if not data:
+            return True
+        answers += data
+    return None
 
 
 def _dead(target: Target, detail: str, answers: bytes = b"") -> Outcome:
@@ -355,6 +373,7 @@ class Summary:
     seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
     states: set[tuple[int, int, int]] = field(default_factory=set)
+    unconfirmed: list[Finding] = field(default_factory=list)  # did not reproduce
 
     @property
     def execs_per_second(self) -> float:
@@ -533,6 +552,13 @@ class LiveFuzzer:
                     break
         if not confirmed:
             outcome.detail += " (not reproduced on replay)"
+            if outcome.kind in ("hang", "violation"):
+                # Timing (a loaded machine, a slow server) without a reproducer: noted,
+                # not counted; a crash is evidence on its own (the process is gone).
+                self.summary.unconfirmed.append(
+                    Finding(outcome.kind, outcome.detail, frames, outcome.answers)
+                )
+                return
         final_signature = (outcome.kind, outcome.detail.split(":")[0])
         if final_signature != signature and final_signature in self._signatures:
             return
@@ -566,12 +592,13 @@ def main_campaign(
     out: Path | None = None,
     spawn: str | None = None,
     timeout: float = 1.0,
+    max_findings: int = 10,
     status: TextIO | None = sys.stderr,
     report: Callable[[str], None] = print,
 ) -> int:
     """Run a campaign and print its summary; 0 = no finding, 1 = findings."""
     fuzzer = LiveFuzzer(Target(target, spawn, timeout), seed=seed, out=out, status=status)
-    summary = fuzzer.run(duration)
+    summary = fuzzer.run(duration, max_findings)
     report(
         f"{summary.execs} execs in {summary.seconds:.1f}s ({summary.execs_per_second:.0f}/s), "
         f"{len(summary.states)} distinct answers, {len(summary.findings)} findings"
@@ -579,4 +606,6 @@ def main_campaign(
     for finding in summary.findings:
         where = f" -> {finding.path}" if finding.path else ""
         report(f"  {finding.kind}: {finding.detail} ({len(finding.frames)} frames){where}")
+    for finding in summary.unconfirmed:
+        report(f"  unconfirmed {finding.kind}: {finding.detail}")
     return 1 if summary.findings else 0

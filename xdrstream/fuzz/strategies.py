@@ -617,6 +617,6 @@ def replay(session: Session, role: Role, schemas: Sequence[Schema]) -> list[Even
             continue
         conn.receive_data(step.data)
         while (event := conn.next_event()) is not NEED_DATA:
-            received.append(event)  # type: ignore[arg-type]
+            received.append(event)
     assert conn.buffered == 0
     return received
