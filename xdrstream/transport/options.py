@@ -31,7 +31,7 @@ class Options:
     keepalive_count: int = 5
     idle_timeout: float | None = None
     chunk_size: int = LEGACY_STREAM_PAYLOAD
-    recv_buffer: int = 256 * 1024
+    recv_buffer: int = 16 * 1024  # small: a large payload's bulk then arrives in place
     stream_buffer: int = 4 << 20
     max_calls: int = 256
     handshake_timeout: float = 10.0
