@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +157,28 @@ def test_unknown_procedures_get_libvirts_rpc_error(pool: Path, tmp_path: Path) -
         VIR_FROM_RPC,
         "unknown procedure: 6",
     )
+
+
+def test_libvirt_serve_refuses_a_missing_directory(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "xdrstream.cli", "libvirt-serve", str(tmp_path / "nope")]
+    result = subprocess.run(
+        [*command, "--listen", f"unix:{tmp_path / 's'}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nope'}: no such directory" in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_download_that_fails_leaves_no_file(pool: Path, tmp_path: Path) -> None:
+    make_random_file(pool / "v.img", 100)
+    out = tmp_path / "out.bin"
+    with _client(pool, tmp_path) as client:
+        vol = client.lookup_volume("store", "v.img")
+        with pytest.raises(LibvirtError) as caught:
+            client.download(vol, out, offset=1000)  # beyond the end: the server refuses
+    assert caught.value.code == 8
+    assert not out.exists()

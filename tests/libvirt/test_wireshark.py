@@ -24,6 +24,7 @@ from realpeers import (
     require,
     rows_from_decode_json,
     rows_from_tshark,
+    stop_process,
     tshark_capture,
     tshark_fields,
 )
@@ -60,9 +61,12 @@ def server(pool: Path) -> Iterator[StorageServerThread]:
 
 
 def _session(port: int, pool: Path, work: Path) -> None:
+    _session_over(f"qemu+tcp://127.0.0.1:{port}/session", pool, work)
+
+
+def _session_over(uri: str, pool: Path, work: Path) -> None:
     """One client session touching every message type: calls, an error reply, sparse and
     dense streams both ways, a stream error, keepalive while idle, clean close."""
-    uri = f"qemu+tcp://127.0.0.1:{port}/session"
     with LibvirtClient.open(uri, keepalive=0.3, keepalive_count=5) as client:
         images = client.lookup_pool("images")
         assert [v.name for v in client.list_volumes(images)] == [
@@ -182,6 +186,50 @@ def test_tshark_agrees_with_our_decoder_on_our_trace_export(
         Endpoint("127.0.0.1", relay.client_port), Endpoint("127.0.0.1", port), relay.chunks
     )
     export.write_bytes(write_pcapng([connection]))
+    theirs = rows_from_tshark(tshark_fields(export, port))
+    ours = _decode_rows(export, port)
+    assert ours == theirs
+    _check_session_rows(ours)
+
+
+def test_tshark_agrees_with_our_decoder_on_a_recorded_trace_export(
+    server: StorageServerThread, pool: Path, tmp_path: Path
+) -> None:
+    """The conformance tools: `xdrstream trace record` relays and records the session,
+    `xdrstream trace export --pcapng` writes the capture that tshark reads."""
+    require("tshark")
+    cli = [sys.executable, "-m", "xdrstream.cli", "trace"]
+    trace = tmp_path / "session.jsonl"
+    listen = tmp_path / "recorder.sock"
+    upstream = f"tcp:127.0.0.1:{server.address.port}"
+    record = [*cli, "record", "--listen", f"unix:{listen}", "--upstream", upstream]
+    recorder = subprocess.Popen(
+        [*record, "-o", str(trace), "--sessions", "1", "--program", "libvirt"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert recorder.stdout is not None
+        assert "listening" in recorder.stdout.readline()
+        _session_over(f"qemu+unix:///session?socket={listen}", pool, tmp_path)
+        recorder.wait(30)
+    finally:
+        stop_process(recorder)  # type: ignore[arg-type]
+        for pipe in (recorder.stdout, recorder.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert recorder.returncode == 0
+    port = 16509
+    export = tmp_path / "export.pcapng"
+    result = subprocess.run(
+        [*cli, "export", "--pcapng", str(export), "--port", str(port), str(trace)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
     theirs = rows_from_tshark(tshark_fields(export, port))
     ours = _decode_rows(export, port)
     assert ours == theirs

@@ -329,14 +329,20 @@ class LibvirtClient:
         args = self.schema["vir_domain_screenshot_args"](dom=domain, screen=screen, flags=0)
         stream = self._open_stream(remote.DOMAIN_SCREENSHOT, args)
         mime = stream.result.mime
-        with open(dest, "wb") as out:
-            for chunk in _chunks(stream):
-                if isinstance(chunk, Hole):  # a screenshot stream has no holes
-                    _abort_quietly(stream)
-                    raise libvirt_error(
-                        VIR_ERR_OPERATION_FAILED, VIR_FROM_STREAMS, "hole in a screenshot stream"
-                    )
-                out.write(chunk)
+        ok = False
+        try:
+            with open(dest, "wb") as out:
+                for chunk in _chunks(stream):
+                    if isinstance(chunk, Hole):  # the procedure is not @sparse: cannot happen
+                        raise libvirt_error(
+                            VIR_ERR_OPERATION_FAILED, VIR_FROM_STREAMS, "hole in a screenshot"
+                        )
+                    out.write(chunk)
+            ok = True
+        finally:
+            if not ok:
+                with contextlib.suppress(OSError):
+                    os.unlink(dest)
         return str(mime) if mime is not None else ""
 
 
