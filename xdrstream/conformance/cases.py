@@ -418,7 +418,7 @@ def _truncated(ctx: Context) -> None:
     programs=ANY,
 )
 def _truncated_length(ctx: Context) -> None:
-    _closes_on(ctx, probe_call(ctx, 1) + b"\0\0", "§3.5", shutdown=True)
+    _closes_on(ctx, b"\0\0", "§3.5", shutdown=True)
 
 
 # ============================================================================== §4 messages
