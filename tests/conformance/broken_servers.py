@@ -234,7 +234,7 @@ class BrokenServer:
         fault = self.fault
         with link.lock:
             ends = header.type == MessageType.STREAM and header.status != MessageStatus.CONTINUE
-            if ends or header.type == MessageType.REPLY and header.status == MessageStatus.ERROR:
+            if ends or (header.type == MessageType.REPLY and header.status == MessageStatus.ERROR):
                 link.open_streams.discard(header.serial)
             if header.status == MessageStatus.ERROR and header.type in (
                 MessageType.REPLY,

@@ -12,7 +12,8 @@ Each accepted connection gets its own upstream connection and two relay threads;
 chunk read is logged, then forwarded unchanged, so the proxy adds no framing of its
 own. A session ends when both directions have reached end of input (a reset counts as end of
 input); each side's shutdown is passed on. :func:`to_trace` cuts each direction's bytes at
-frame boundaries (the length word) and orders the frames by the time they were complete;
+frame boundaries (the length word; after an impossible length word the rest of that
+direction is kept as one partial line) and orders the frames by the time they were complete;
 the bytes of a frame cut off by the close become a ``partial`` line. Plain TCP/Unix only: a
 TLS session would be recorded encrypted.
 """
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from xdrstream.conformance.trace import C2S, S2C, Trace, TraceFrame
+from xdrstream.protocol.framing import LEN_SIZE, MAX_FRAME, MIN_FRAME
 from xdrstream.transport import address as addresses
 
 __all__ = ["RecordingProxy", "Session", "split_session", "to_trace"]
@@ -167,6 +169,7 @@ class RecordingProxy:
 def split_session(session: Session) -> list[TraceFrame]:
     """The session's frames in the order they were complete on the wire."""
     pending: dict[str, bytearray] = {C2S: bytearray(), S2C: bytearray()}
+    broken: set[str] = set()  # directions that sent an impossible length word
     out: list[TraceFrame] = []
     for _seq, when, direction, data in sorted(session.chunks):
         buffer = pending[direction]
@@ -177,9 +180,10 @@ def split_session(session: Session) -> list[TraceFrame]:
             out.append(TraceFrame(direction, time=when, close=True))
             continue
         buffer += data
-        while len(buffer) >= 4:
+        while len(buffer) >= 4 and direction not in broken:
             length = int.from_bytes(buffer[:4], "big")
-            if length < 4:  # cannot make progress: keep the rest as one partial frame
+            if not MIN_FRAME <= length <= MAX_FRAME + LEN_SIZE:
+                broken.add(direction)  # no frame boundary after this: one partial line
                 break
             if len(buffer) < length:
                 break

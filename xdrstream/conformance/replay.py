@@ -303,12 +303,13 @@ def replay(trace: Trace, context: Context, name: str = "trace") -> ReplayResult:
         peer = context.connect()
     except Violation as exc:
         return ReplayResult(name, False, str(exc), trace.cases)
+    player = _Player(peer, trace, C2S)
     try:
-        player = _Player(peer, trace, C2S)
         player.run()
         difference = player.verdict()
     except Violation as exc:
-        difference = str(exc)
+        so_far = player.verdict()
+        difference = str(exc) + (f"; received so far differs at {so_far}" if so_far else "")
     finally:
         context.close_all()
     return ReplayResult(name, difference is None, difference or "", trace.cases)
@@ -441,7 +442,8 @@ class TraceServer:
             player.run(remap)
             difference = player.verdict()
         except Violation as exc:
-            difference = str(exc)
+            so_far = player.verdict()
+            difference = str(exc) + (f"; received so far differs at {so_far}" if so_far else "")
         return ReplayResult(name, difference is None, difference or "", trace.cases, "client")
 
     def _record(self, result: ReplayResult) -> ReplayResult:
