@@ -118,7 +118,7 @@ def test_normalise_renumbers_serials_and_merges_data() -> None:
         ]
 
     assert replay.normalise(session(0, 100)) == replay.normalise(session(77, 1500))
-    shorter = session(0, 100)[:-2] + [session(0, 100)[-1]]
+    shorter = [*session(0, 100)[:-2], session(0, 100)[-1]]
     assert replay.compare(replay.normalise(session(0, 100)), replay.normalise(shorter))
 
 

@@ -1,0 +1,133 @@
+"""``xdrstream conformance run/replay/serve`` and ``xdrstream trace show/export``."""
+
+from __future__ import annotations
+
+import json
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from broken_servers import BrokenServer, Fault
+
+from xdrstream.cli import main
+from xdrstream.conformance import replay
+from xdrstream.transport import address as addresses
+from xdrstream.transport.client import Client
+from xdrstream.transport.options import Options
+
+
+def test_list_prints_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conformance", "run", "--list", "--cases", "7.3.*"]) == 0
+    out = capsys.readouterr().out
+    assert "7.3.1/2" in out and "7.4.1/1" not in out
+    assert "expect:" in out
+
+
+def test_run_writes_junit_and_json_and_passes(
+    reference_server: addresses.Address, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junit, report = tmp_path / "r.xml", tmp_path / "r.json"
+    code = main([
+        "conformance", "run", "--target", str(reference_server), "--cases", "4.*",
+        "--cases", "7.3.2/2", "--exclude", "4.6/1", "--junit", str(junit), "--json", str(report),
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "4.4.2/3" in out and "(restore)" in out
+    document = json.loads(report.read_text())
+    assert document["program"] == "restore"
+    ids = {r["id"]: r for r in document["results"]}
+    assert "4.6/1" not in ids and ids["4.3.2/1"]["outcome"] == "pass"
+    assert ids["7.3.2/2"]["outcome"] == "skip" and "libvirt" in ids["7.3.2/2"]["detail"]
+    assert document["summary"]["fail"] == 0
+    root = ET.parse(junit).getroot()
+    cases = root.findall(".//testcase")
+    assert len(cases) == len(ids)
+    assert root.find(".//testsuite[@name='§4.3.2']") is not None
+    assert len(root.findall(".//skipped")) == 1
+
+
+def test_run_fails_with_exit_1_and_reports_the_failure(
+    reference_server: addresses.Address, short_dir: Path, tmp_path: Path
+) -> None:
+    junit, report = tmp_path / "r.xml", tmp_path / "r.json"
+    with BrokenServer(Fault.SERIAL_IN_USE, reference_server, short_dir / "cli.sock") as broken:
+        code = main([
+            "conformance", "run", "--target", str(broken.address), "--cases", "4.3.*",
+            "--timeout", "1", "--junit", str(junit), "--json", str(report),
+        ])  # fmt: skip
+    assert code == 1
+    results = {r["id"]: r for r in json.loads(report.read_text())["results"]}
+    assert results["4.3.2/1"]["outcome"] == "fail"
+    assert "answered instead of closing" in results["4.3.2/1"]["detail"]
+    assert results["4.3.2/2"]["outcome"] == "pass"
+    failure = ET.parse(junit).getroot().find(".//testcase/failure")
+    assert failure is not None and "§4.3.2" in (failure.text or "")
+
+
+def test_should_cases_run_only_with_strict(
+    reference_server: addresses.Address, tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    assert main(["conformance", "run", "--target", str(reference_server), "--cases", "5/1",
+                 "--json", str(report)]) == 0  # fmt: skip
+    [result] = json.loads(report.read_text())["results"]
+    assert result["outcome"] == "skip" and "--strict" in result["detail"]
+    assert main(["conformance", "run", "--target", str(reference_server), "--cases", "5/1",
+                 "--strict", "--json", str(report)]) == 0  # fmt: skip
+    [result] = json.loads(report.read_text())["results"]
+    assert result["outcome"] == "pass"
+
+
+def test_unreachable_target_and_bad_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["conformance", "run", "--target", f"unix:{tmp_path / 'none.sock'}"]) == 3
+    assert "cannot reach" in capsys.readouterr().err
+    assert main(["conformance", "run"]) == 2
+    assert main(["conformance", "run", "--target", "bogus"]) == 2
+    assert main(["conformance", "run", "--target", "tcp:127.0.0.1:1", "--cases", "99.*"]) == 2
+
+
+def test_replay_command(
+    reference_server: addresses.Address, capsys: pytest.CaptureFixture[str]
+) -> None:
+    traces = [str(replay.traces_dir() / n) for n in ("v3-upload.jsonl", "unknown-program.jsonl")]
+    assert main(["conformance", "replay", "--target", str(reference_server), *traces]) == 0
+    assert "2 of 2 traces replayed identically" in capsys.readouterr().out
+
+
+def test_serve_command_reports_client_results(short_dir: Path, tmp_path: Path) -> None:
+    listen = short_dir / "serve-cli.sock"
+    report = tmp_path / "serve.json"
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(main([
+        "conformance", "serve", "--listen", f"unix:{listen}", "--count", "1",
+        "--json", str(report)])))  # fmt: skip
+    thread.start()
+    for _ in range(250):
+        if listen.exists():
+            break
+        threading.Event().wait(0.02)
+    with Client.connect(f"unix:{listen}", options=Options(chunk_size=16384)) as client:
+        client.save(lambda chunk: None, 2, name="200000:7")
+    thread.join(20)
+    assert codes == [0]
+    document = json.loads(report.read_text())
+    assert document["passed_cases"] == ["7.3.2/1"] and document["failed_cases"] == []
+
+
+def test_trace_show_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = replay.traces_dir() / "v2-upload-rejected.jsonl"
+    assert main(["trace", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "XS_PROC_RESTORE_V2" in out and "──────▶" in out and "◀──────" in out
+    assert '"code":9' in out  # the error body is decoded
+    out_file = tmp_path / "t.pcapng"
+    assert main(["trace", "export", "--pcapng", str(out_file), str(path)]) == 0
+    assert out_file.read_bytes()[:4] == bytes.fromhex("0a0d0d0a")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"xdrstream_trace": 9}\n')
+    assert main(["trace", "show", str(bad)]) == 2
+    assert "line 1" in capsys.readouterr().err
