@@ -15,6 +15,7 @@ socket with a volume file of the same size. Runs are interleaved, best of `--rep
    the file writes turned off (a sink: it parses every frame and drops the data) shows
    how fast virsh itself can send; no server can beat that.
 
+Each timed transfer starts after `sync` (no earlier transfer's dirty pages to write back).
 Every transfer's result is checked (SHA-256 of the volume file or the downloaded file
 equals the source's). `--profile` runs cProfile over one upload through our server (in the
 server process) and one client upload and download, and prints the top functions.
@@ -80,6 +81,10 @@ def virsh(uri: str, *args: str) -> None:
 
 
 def timed(action: Callable[[], object]) -> float:
+    """Wall time of ``action``, started with no dirty pages pending: every transfer writes
+    ~1 GiB into the page cache, and without the sync a later transfer would pay for the
+    writeback of an earlier one (the kernel throttles writers above its dirty limits)."""
+    os.sync()
     started = time.perf_counter()
     action()
     return time.perf_counter() - started
