@@ -137,8 +137,13 @@ def _target_options(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--tls-key", metavar="FILE")
     parser.add_argument(
         "--libvirt-uri",
+        default="qemu:///session",
+        help="URI the libvirt volume cases open (default qemu:///session)",
+    )
+    parser.add_argument(
+        "--libvirt-domain-uri",
         default="test:///default",
-        help="URI the libvirt cases open (default test:///default)",
+        help="URI the screenshot cases open (default test:///default)",
     )
     parser.add_argument("--libvirt-domain", default="test")
     parser.add_argument("--libvirt-pool", help="storage pool for the volume cases")
@@ -162,6 +167,7 @@ def context_from_args(args: argparse.Namespace) -> Context:
         timeout=args.timeout,
         libvirt=LibvirtSettings(
             uri=args.libvirt_uri,
+            domain_uri=args.libvirt_domain_uri,
             domain=args.libvirt_domain,
             pool=args.libvirt_pool,
             volume=args.libvirt_volume,
