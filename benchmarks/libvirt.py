@@ -96,7 +96,7 @@ def serve_as_sink(directory: str, sock: str) -> None:
 
     from xdrstream.libvirt import storage_server
 
-    storage_server._write_all = lambda fd, data: None  # only for this measurement
+    storage_server._write_all = lambda fd, views, offset: None  # only for this measurement
     server = storage_server.StorageServer(f"unix:{sock}", directory, pool="bench")
 
     async def run() -> None:

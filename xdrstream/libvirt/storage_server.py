@@ -39,7 +39,9 @@ import ssl
 import stat
 import threading
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -473,11 +475,10 @@ class StorageServer:
         is_sparse = self._transfer_flags(args)
         path = self._volume_path(args.vol)
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        writer = _VolumeWriter(fd, args.offset)
         try:
-            os.lseek(fd, args.offset, os.SEEK_SET)
             await stream.accept(None)
             left = args.length or None  # bytes the upload may still write (None: no limit)
-            position = args.offset
             while (chunk := await stream.recv()) is not None:
                 size = chunk.length if isinstance(chunk, Hole) else len(chunk)
                 if left is not None and size > left:
@@ -491,19 +492,19 @@ class StorageServer:
                         raise libvirt_error(
                             VIR_ERR_INVALID_ARG, VIR_FROM_STREAMS, "hole in a non-sparse upload"
                         )
-                    position = os.lseek(fd, chunk.length, os.SEEK_CUR)
-                    os.ftruncate(fd, position)  # as libvirt's fdstream: the size ends here
+                    await writer.hole(chunk.length)
                 else:
-                    _write_all(fd, chunk)
-                    position += size
+                    await writer.write(chunk)
                 if left is not None:
                     left -= size
+            await writer.flush()
             await stream.complete(None)
         except OSError as exc:
             raise libvirt_error(
                 VIR_ERR_SYSTEM_ERROR, VIR_FROM_STREAMS, f"cannot write {path}: {exc.strerror}"
             ) from exc
         finally:
+            writer.close()
             os.close(fd)
 
     async def _download(self, session: _Session, stream: Stream) -> None:
@@ -545,9 +546,76 @@ class StorageServer:
             os.close(fd)
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        data = data[os.write(fd, data) :]
+def _write_all(fd: int, views: list[memoryview], offset: int) -> None:
+    """``os.pwritev`` until every byte of ``views`` is written at ``offset``."""
+    while views:
+        written = os.pwritev(fd, views, offset)
+        offset += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
+class _VolumeWriter:
+    """Writes an upload into its volume from one worker thread, so that the event loop
+    goes on reading the socket while the file is written (libvirtd overlaps the two with
+    its fdstream thread as well).  Data is gathered into batches of ``BATCH`` bytes, at
+    most ``DEPTH`` batches are in flight; operations run in order.  A hole sets the file
+    size to the hole's end, as libvirt's fdstream does (seek, then ftruncate)."""
+
+    BATCH = 1 << 20
+    DEPTH = 2
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self.fd = fd
+        self.position = offset  # where the next data goes
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="xdrstream-volume")
+        self._batch: list[memoryview] = []
+        self._batch_at = offset
+        self._batch_bytes = 0
+        self._pending: deque[asyncio.Future[None]] = deque()
+
+    async def write(self, data: memoryview) -> None:
+        self._batch.append(data)
+        self._batch_bytes += len(data)
+        self.position += len(data)
+        if self._batch_bytes >= self.BATCH:
+            await self._submit_batch()
+
+    async def hole(self, length: int) -> None:
+        await self._submit_batch()
+        self.position += length
+        self._batch_at = self.position
+        end = self.position
+        await self._submit(lambda: os.ftruncate(self.fd, end))
+
+    async def flush(self) -> None:
+        """Write what is gathered and wait for every operation (raises their OSError)."""
+        await self._submit_batch()
+        while self._pending:
+            await self._pending.popleft()
+
+    def close(self) -> None:
+        """Stop the worker (an operation in progress completes first)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        for future in self._pending:
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: the upload already failed for its own reason
+
+    async def _submit_batch(self) -> None:
+        if not self._batch:
+            return
+        views, at = self._batch, self._batch_at
+        self._batch, self._batch_bytes = [], 0
+        self._batch_at = self.position
+        await self._submit(lambda: _write_all(self.fd, views, at))
+
+    async def _submit(self, operation: Callable[[], None]) -> None:
+        self._pending.append(asyncio.wrap_future(self._executor.submit(operation)))
+        while len(self._pending) > self.DEPTH:
+            await self._pending.popleft()
 
 
 def _extents(fd: int, start: int, end: int, holes: bool) -> list[tuple[str, int, int]]:
