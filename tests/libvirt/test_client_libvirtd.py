@@ -10,11 +10,13 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import TlsLibvirtd
 from libvirt_helpers import KiB, MiB, layout, make_file, make_random_file, sha256, virsh
 from realpeers import Libvirtd
 
 from xdrstream.libvirt import LibvirtClient, LibvirtError
 from xdrstream.libvirt.errors import VIR_ERR_NO_STORAGE_VOL, VIR_FROM_STORAGE
+from xdrstream.transport import tls
 
 pytestmark = [pytest.mark.real_peers, pytest.mark.timeout(60)]
 
@@ -157,3 +159,22 @@ def test_an_upload_longer_than_asked_fails_with_the_daemons_stream_error(
         # the stream failed, the connection did not
         assert client.volume_info(vol).capacity == MiB
     assert os.path.getsize(source) == 2 * MiB
+
+
+def test_tls_connection_with_a_client_certificate(tls_daemon: TlsLibvirtd) -> None:
+    context = tls.client_context(tls_daemon.ca, tls_daemon.client_cert, tls_daemon.client_key)
+    with LibvirtClient.open(tls_daemon.uri, tls=context) as client:
+        assert client.uri() == "qemu:///session"
+        assert client.keepalive_supported
+        with pytest.raises(LibvirtError) as caught:
+            client.lookup_pool("nopool")
+    assert (caught.value.code, caught.value.domain) == (49, 18)
+
+
+def test_tls_refused_without_a_client_certificate(tls_daemon: TlsLibvirtd) -> None:
+    """libvirtd refuses a client without a certificate: no confirmation byte arrives."""
+    context = tls.client_context(tls_daemon.ca)
+    with pytest.raises(LibvirtError) as caught:
+        LibvirtClient.open(tls_daemon.uri, tls=context, timeout=10).close()
+    assert (caught.value.code, caught.value.domain) == (39, 7)
+    assert "server verification" in caught.value.message

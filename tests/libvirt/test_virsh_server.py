@@ -25,6 +25,7 @@ from realpeers import (
 from xdrstream.libvirt import LibvirtClient, LibvirtError, remote
 from xdrstream.libvirt.storage_server import StorageServer, StorageServerThread
 from xdrstream.protocol import Procedure, Program, programs_from_schema
+from xdrstream.transport import tls
 from xdrstream.transport.blocking import BlockingConnection
 from xdrstream.transport.errors import RemoteFailure
 
@@ -242,3 +243,38 @@ def test_xdrstream_serve_libvirt_storage_serves_virsh(tmp_path: Path) -> None:
             process.stderr.close()
     assert process.returncode == 0
     assert not os.path.exists(sock)
+
+
+def test_virsh_over_tls_with_client_certificates(tmp_path: Path) -> None:
+    """virsh (gnutls) against our server over TLS: certificates both ways, libvirt's
+    confirmation byte after the handshake, then an upload."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    client_cert = ca.issue_cert("client.example")
+    pki = tmp_path / "pki"  # virsh's pkipath= layout
+    pki.mkdir()
+    ca.cert_pem.write_to_path(str(pki / "cacert.pem"))
+    client_cert.cert_chain_pems[0].write_to_path(str(pki / "clientcert.pem"))
+    client_cert.private_key_pem.write_to_path(str(pki / "clientkey.pem"))
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    context = tls.server_context(
+        tmp_path / "server.pem", tmp_path / "server.pem", pki / "cacert.pem", True
+    )
+    directory = tmp_path / "images"
+    directory.mkdir()
+    (directory / "disk.img").touch()
+    source = tmp_path / "source.bin"
+    make_random_file(source, MiB + 3)
+    server = StorageServer("tcp:127.0.0.1:0", directory, tls=context)
+    with StorageServerThread(server) as running:
+        uri = f"qemu+tls://127.0.0.1:{running.address.port}/session?pkipath={pki}"
+        result = virsh(uri, "vol-upload", "--pool", "images", "disk.img", str(source))
+        assert result.returncode == 0, result.stderr
+        assert sha256(directory / "disk.img") == sha256(source)
+        # without a client certificate the handshake is refused: a clean error, no hang
+        (pki / "clientcert.pem").unlink()
+        (pki / "clientkey.pem").unlink()
+        result = virsh(uri, "pool-list", timeout=20)
+        assert result.returncode == 1
+        assert "error" in result.stderr

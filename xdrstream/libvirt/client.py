@@ -10,8 +10,9 @@
         mime = client.screenshot("test", "shot.png")
 
 URIs: ``DRIVER+unix:///PATH?socket=SOCKET``, ``DRIVER+tcp://HOST[:PORT]/PATH``,
-``DRIVER+tls://HOST[:PORT]/PATH`` (``tls=`` gives the client context), and the short forms
-of :mod:`xdrstream.transport.address`.  The connection runs on the project's blocking
+``DRIVER+tls://HOST[:PORT]/PATH`` (``tls=`` gives the client context; after the handshake
+the client waits for libvirt's one-byte certificate confirmation), and the short forms of
+:mod:`xdrstream.transport.address`.  The connection runs on the project's blocking
 driver (:class:`~xdrstream.transport.blocking.BlockingConnection`), which answers the
 daemon's keepalive PINGs and sends its own after ``keepalive`` seconds of silence.
 
@@ -29,6 +30,7 @@ import contextlib
 import hashlib
 import os
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,14 +40,18 @@ from xdrstream.libvirt import remote
 from xdrstream.libvirt.errors import (
     VIR_ERR_NO_SUPPORT,
     VIR_ERR_OPERATION_FAILED,
+    VIR_ERR_RPC,
     VIR_FROM_REMOTE,
+    VIR_FROM_RPC,
     VIR_FROM_STREAMS,
     LibvirtError,
     libvirt_error,
 )
+from xdrstream.protocol import Role
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse as sparsemod
-from xdrstream.transport.blocking import BlockingConnection
+from xdrstream.transport import tls as tlsmod
+from xdrstream.transport.blocking import BlockingConnection, SocketChannel, TLSChannel
 from xdrstream.transport.errors import RemoteFailure
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import BlockingStream, Hole
@@ -128,9 +134,9 @@ class LibvirtClient:
         options = Options(
             timeout=timeout, keepalive_interval=keepalive, keepalive_count=keepalive_count
         )
-        conn = BlockingConnection.connect(
-            address, [remote.schema()], tls=tls, server_hostname=server_hostname, options=options
-        )
+        channel = _channel(address, tls, server_hostname, options.handshake_timeout)
+        conn = BlockingConnection(channel, Role.CLIENT, [remote.schema()], options, str(address))
+        conn.start()
         client = cls(conn, name if name is not None else remote.connect_name(address))
         try:
             client._handshake()
@@ -344,6 +350,49 @@ class LibvirtClient:
                 with contextlib.suppress(OSError):
                     os.unlink(dest)
         return str(mime) if mime is not None else ""
+
+
+def _channel(
+    address: addresses.Address,
+    tls: ssl.SSLContext | None,
+    server_hostname: str | None,
+    timeout: float,
+) -> SocketChannel:
+    """A connected channel; over TLS, handshake and then libvirt's confirmation byte."""
+    sock = addresses.connect(address, timeout)
+    if tls is None and not address.tls:
+        return SocketChannel(sock)
+    context = tls or tlsmod.client_context()
+    host = server_hostname or (address.host if address.kind == "tcp" else "localhost")
+    channel = TLSChannel(sock, context, False, host, peer=str(address))
+    try:
+        channel.handshake(timeout)
+        _tls_confirmation(channel, str(address), timeout)
+    except BaseException:
+        channel.close()
+        raise
+    return channel
+
+
+def _tls_confirmation(channel: TLSChannel, peer: str, timeout: float) -> None:
+    """After the TLS handshake a libvirt server checks the client's certificate and sends
+    one byte, 1 for success, before any RPC message (libvirt's virnetclient.c)."""
+    byte = memoryview(bytearray(1))
+    timer = threading.Timer(timeout, channel.shutdown)  # a silent server: recv sees EOF
+    timer.start()
+    try:
+        count = channel.recv_into(byte)
+        what = "closed the connection" if count == 0 else f"sent {bytes(byte).hex()}"
+    except tlsmod.TLSError as exc:  # e.g. the server's alert about our certificate
+        count, what = 0, str(exc)
+    finally:
+        timer.cancel()
+    if count != 1 or byte[0] != 1:
+        raise libvirt_error(
+            VIR_ERR_RPC,
+            VIR_FROM_RPC,
+            f"server verification (of our certificate or IP address) failed: {peer} {what}",
+        )
 
 
 def _chunks(stream: BlockingStream) -> Iterator[memoryview | Hole]:

@@ -13,7 +13,8 @@ absolute path; type "file").  The server answers what virsh calls for ``vol-uplo
 ``vol-download`` (``--sparse`` too), ``vol-list``, ``vol-info``, ``vol-path``,
 ``vol-dumpxml``, ``pool-list``, ``pool-info`` and ``pool-dumpxml``, plus the connection
 set-up (AUTH_LIST "none", CONNECT_SUPPORTS_FEATURE: keepalive and close callbacks,
-CONNECT_OPEN/CLOSE).  Keepalive PINGs are answered by the driver.
+CONNECT_OPEN/CLOSE).  Keepalive PINGs are answered by the driver.  Over TLS the server
+sends libvirt's one-byte confirmation after the handshake, as virsh expects.
 
 Volumes behave as in libvirtd's directory pools: an upload writes into the existing file
 from ``offset`` without truncating it; a hole seeks and sets the file's size to the hole's
@@ -63,16 +64,17 @@ from xdrstream.libvirt.errors import (
     LibvirtError,
     libvirt_error,
 )
-from xdrstream.protocol import Procedure, Registry, programs_from_schema
+from xdrstream.protocol import Procedure, Registry, Role, programs_from_schema
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse
-from xdrstream.transport.aio import AsyncConnection
+from xdrstream.transport.aio import AsyncChannel, AsyncConnection, AsyncTLSChannel
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import Hole, Stream
 
 log = logging.getLogger(__name__)
 
 VIR_FROM_QEMU = 10
+TLS_CONFIRMATION = b"\x01"  # sent after the TLS handshake, before any message (libvirt)
 LIB_VERSION = 9_000_000  # the libvirt version we answer like (9.0.0)
 _SUPPORTED_FEATURES = {remote.FEATURE_PROGRAM_KEEPALIVE, remote.FEATURE_REMOTE_CLOSE_CALLBACK}
 # calls allowed before CONNECT_OPEN
@@ -135,6 +137,11 @@ class StorageServer:
             raise NotADirectoryError(f"libvirt storage: {self.directory} is not a directory")
         self.pool_name = pool or self.directory.name or "default"
         self.pool_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"file://{self.directory}").bytes
+        if tls is not None:
+            # libvirt clients poll once and read the confirmation byte as the first record
+            # after the handshake; a TLS 1.3 session ticket arriving first makes that read
+            # fail with EAGAIN ("Unable to read TLS confirmation"), so issue none.
+            tls.num_tickets = 0
         self.tls = tls
         self.options = options or Options()
         self.address: addresses.Address | None = None
@@ -238,18 +245,23 @@ class StorageServer:
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = _Session()
+        options = self.options
+        channel = (
+            AsyncTLSChannel(sock, self.tls, True, peer=peer)
+            if self.tls is not None
+            else AsyncChannel(sock)
+        )
         try:
-            conn = await AsyncConnection.accept(
-                sock,
-                self._registry,
-                functools.partial(self.handle, session),
-                tls=self.tls,
-                options=self.options,
-                name=peer,
-            )
+            await channel.handshake(options.handshake_timeout)
+            if self.tls is not None:  # libvirt's confirmation: the client's certificate is OK
+                await channel.send_all([TLS_CONFIRMATION], options.timeout)
         except Exception as exc:  # TLS refused, peer gone during the handshake
             log.info("connection from %s refused: %s", peer, exc)
+            channel.close()
             return
+        handler = functools.partial(self.handle, session)
+        conn = AsyncConnection(channel, Role.SERVER, self._registry, options, handler, peer)
+        conn.start()
         self._connections.add(conn)
         try:
             await conn.wait_closed()
