@@ -25,6 +25,12 @@ expected one for every stream. Client, server and stub are separate processes.
    throughput (all bytes / first start to last end) must be >= 70% of the single-stream
    throughput of the same variant.
 
+Each table also gives the CPU seconds per GiB of the client(s), the server and the stub(s)
+(getrusage in the workers; /proc/PID/stat of the server, its reaped stubs as its children's
+time; process start-up excluded): where the time goes, and a measure that the machine's
+other load disturbs far less than throughput does. `--chunk-size` sets the data bytes per
+frame the protocol clients send (default: the transport's, libvirt's 262120).
+
 Prints a markdown table per part, the ratios, MET/MISSED per target; exits 0 either way
 (1 only if a stream failed or lost data). The machine's other load shows in the numbers:
 compare ratios, not absolute rates.
@@ -79,6 +85,20 @@ def maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def proc_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of a running process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return (utime + stime) / tick, (cutime + cstime) / tick
+
+
 def vmhwm_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -99,8 +119,11 @@ def _wait_for_go() -> None:
 def worker_client(args: argparse.Namespace) -> dict[str, Any]:
     """Restore one synthetic stream with the reference client."""
     from xdrstream.transport.client import Client
+    from xdrstream.transport.options import Options
 
-    client = Client.connect(f"unix:{args.connect}")
+    options = Options() if args.chunk_size is None else Options(chunk_size=args.chunk_size)
+    cpu = cpu_seconds()
+    client = Client.connect(f"unix:{args.connect}", options=options)
     try:
         if args.wait_go:
             _wait_for_go()
@@ -111,11 +134,18 @@ def worker_client(args: argparse.Namespace) -> dict[str, Any]:
         end = time.monotonic()
     finally:
         client.close()
-    return {"bytes": result.bytes, "start": start, "end": end, "maxrss": maxrss_bytes()}
+    return {
+        "bytes": result.bytes,
+        "start": start,
+        "end": end,
+        "maxrss": maxrss_bytes(),
+        "cpu": cpu_seconds() - cpu,
+    }
 
 
 def worker_baseline_client(args: argparse.Namespace) -> dict[str, Any]:
     """Send one synthetic stream on a plain socket; wait for the server's verdict."""
+    cpu = cpu_seconds()
     start = time.monotonic()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with sock:
@@ -132,7 +162,13 @@ def worker_baseline_client(args: argparse.Namespace) -> dict[str, Any]:
     verdict = json.loads(reply)
     if not verdict["ok"]:
         raise RuntimeError(f"baseline stream failed: {verdict['error']}")
-    return {"bytes": sent, "start": start, "end": end, "maxrss": maxrss_bytes()}
+    return {
+        "bytes": sent,
+        "start": start,
+        "end": end,
+        "maxrss": maxrss_bytes(),
+        "cpu": cpu_seconds() - cpu,
+    }
 
 
 def worker_baseline_server(args: argparse.Namespace) -> None:
@@ -143,6 +179,7 @@ def worker_baseline_server(args: argparse.Namespace) -> None:
     print(json.dumps({"listening": args.listen}), flush=True)
     conn, _ = listener.accept()
     listener.close()
+    cpu = cpu_seconds()
     with conn:
         endpoint = start_stub_restore()
         buffer = bytearray(BASELINE_BUFFER)
@@ -155,7 +192,13 @@ def worker_baseline_server(args: argparse.Namespace) -> None:
                     data = data[os.write(fd, data) :]
             result = endpoint.wait()
         verdict = {"ok": result.ok, "sha256": result.sha256, "error": result.error}
-        print(json.dumps({"endpoint": verdict, "vmhwm": vmhwm_bytes(os.getpid())}), flush=True)
+        report = {
+            "endpoint": verdict,
+            "vmhwm": vmhwm_bytes(os.getpid()),
+            "cpu": cpu_seconds() - cpu,
+            "stub_cpu": cpu_seconds(resource.RUSAGE_CHILDREN),
+        }
+        print(json.dumps(report), flush=True)
         conn.sendall(json.dumps(verdict).encode())
     os.unlink(args.listen)
 
@@ -269,6 +312,9 @@ class Run:
     seconds: float
     client_rss: int = 0
     server_rss: int = 0
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+    stub_cpu: float = 0.0
     ok: bool = True
     note: str = ""
 
@@ -277,23 +323,32 @@ class Run:
         return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
 
 
+CLIENT_OPTIONS: list[str] = []  # --chunk-size, passed on to the protocol clients
+
+
 def run_client(socket_path: str, worker: str, variant: int, size: int, seed: int) -> Run:
     command = _me(worker, "--connect", socket_path, "--size", str(size), "--seed", str(seed))
     command += ["--variant", str(variant)]
+    if worker == "client":
+        command += CLIENT_OPTIONS
     client = Child(command)
     try:
         record = client.line("bytes")
     finally:
         client.stop()
     label = "baseline" if worker == "baseline-client" else f"V{variant}"
-    return Run(label, record["bytes"], record["end"] - record["start"], record["maxrss"])
+    seconds = record["end"] - record["start"]
+    return Run(label, record["bytes"], seconds, record["maxrss"], client_cpu=record["cpu"])
 
 
 def protocol_run(work: Path, variant: int, size: int, seed: int) -> Run:
     with protocol_server(work) as (server, path):
+        idle_cpu, _ = proc_cpu_seconds(server.process.pid)  # start-up: not the stream's
         run = run_client(path, "client", variant, size, seed)
         verdict = server.line("endpoint")["endpoint"]
         run.server_rss = vmhwm_bytes(server.process.pid)
+        run.server_cpu, run.stub_cpu = proc_cpu_seconds(server.process.pid)
+        run.server_cpu -= idle_cpu
     expected = synthetic_sha256(size, seed)
     if not verdict["ok"] or verdict["sha256"] != expected:
         run.ok, run.note = False, f"stub: ok={verdict['ok']} error={verdict['error']}"
@@ -310,6 +365,7 @@ def baseline_run(work: Path, size: int, seed: int) -> Run:
     finally:
         server.stop()
     run.server_rss = report["vmhwm"]
+    run.server_cpu, run.stub_cpu = report["cpu"], report["stub_cpu"]
     if report["endpoint"]["sha256"] != synthetic_sha256(size, seed):
         run.ok, run.note = False, "baseline stub saw other bytes"
     return run
@@ -323,6 +379,9 @@ class Concurrent:
     seconds: float
     lost: int
     errors: list[str] = field(default_factory=list)
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+    stub_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -336,10 +395,12 @@ def concurrent_run(work: Path, variant: int, streams: int, size: int) -> Concurr
         clients = []
         for seed in seeds:
             command = _me("client", "--connect", path, "--size", str(size), "--seed", str(seed))
-            clients.append(Child([*command, "--variant", str(variant), "--wait-go"], stdin=True))
+            command += ["--variant", str(variant), "--wait-go", *CLIENT_OPTIONS]
+            clients.append(Child(command, stdin=True))
         try:
             for client in clients:
                 client.line("ready")
+            server_cpu, stub_cpu = proc_cpu_seconds(server.process.pid)
             for client in clients:
                 client.send("go")
             records = []
@@ -354,12 +415,16 @@ def concurrent_run(work: Path, variant: int, streams: int, size: int) -> Concurr
         verdicts = []
         for _ in range(len(records)):
             verdicts.append(server.line("endpoint", 30)["endpoint"])
+        server_end, stub_end = proc_cpu_seconds(server.process.pid)
     expected = {synthetic_sha256(size, seed) for seed in seeds}
     seen = [v["sha256"] for v in verdicts if v["ok"]]
     lost = len(expected - set(seen)) + (len(seen) - len(set(seen)))
     total = sum(r["bytes"] for r in records)
     span = max(r["end"] for r in records) - min(r["start"] for r in records) if records else 0
-    return Concurrent(variant, streams, total, span, lost, errors)
+    result = Concurrent(variant, streams, total, span, lost, errors)
+    result.client_cpu = sum(r["cpu"] for r in records)
+    result.server_cpu, result.stub_cpu = server_end - server_cpu, stub_end - stub_cpu
+    return result
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -367,6 +432,13 @@ def concurrent_run(work: Path, variant: int, streams: int, size: int) -> Concurr
 
 def verdict(ok: bool) -> str:
     return "MET" if ok else "MISSED"
+
+
+def cpu_cells(run: Run | Concurrent) -> str:
+    per_gib = GIB / run.bytes
+    return ", ".join(
+        f"{cpu * per_gib:.2f}" for cpu in (run.client_cpu, run.server_cpu, run.stub_cpu)
+    )
 
 
 def mib(value: int) -> str:
@@ -382,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="64M, 256M for memory, 1 repeat: a smoke run"
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=parse_size,
+        help="data bytes per stream frame the client sends (default: the transport's)",
+    )
     parser.add_argument("--worker", choices=("client", "baseline-client", "baseline-server"))
     parser.add_argument("--connect", help=argparse.SUPPRESS)
     parser.add_argument("--listen", help=argparse.SUPPRESS)
@@ -394,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.rss_size, args.repeat = 64 * MIB, 256 * MIB, 1
     per_stream = max(MIN_SIZE, args.size // args.streams)
+    if args.chunk_size is not None:
+        CLIENT_OPTIONS[:] = ["--chunk-size", str(args.chunk_size)]
+        print(f"(protocol clients send {args.chunk_size} data bytes per frame)\n")
 
     failures = 0
     with tempfile.TemporaryDirectory(prefix="xdrstream-bench-") as name:
@@ -409,16 +489,16 @@ def main(argv: list[str] | None = None) -> int:
                 if run.label not in best or run.rate > best[run.label].rate:
                     best[run.label] = run
         base = best["baseline"]
-        print("| run | MB/s | vs baseline | target | result |")
-        print("|---|---:|---:|---:|---|")
-        print(f"| baseline (plain sockets) | {base.rate:.0f} | 1.00 | | |")
+        print("| run | MB/s | vs baseline | target | result | CPU s/GiB: client, server, stub |")
+        print("|---|---:|---:|---:|---|---|")
+        print(f"| baseline (plain sockets) | {base.rate:.0f} | 1.00 | | | {cpu_cells(base)} |")
         for variant in VARIANTS:
             run = best[f"V{variant}"]
             ratio = run.rate / base.rate
             target = TARGET_RATIO[variant]
             print(
                 f"| V{variant} | {run.rate:.0f} | {ratio:.2f} | >= {target:.2f} | "
-                f"{verdict(ratio >= target and run.ok)} {run.note} |"
+                f"{verdict(ratio >= target and run.ok)} {run.note} | {cpu_cells(run)} |"
             )
 
         print(f"\n## 2. Peak RSS while streaming {args.rss_size / GIB:g} GiB\n")
@@ -439,8 +519,11 @@ def main(argv: list[str] | None = None) -> int:
             f"\n## 3. {args.streams} concurrent streams of {per_stream / MIB:g} MiB "
             "(one server, one client process each)\n"
         )
-        print("| variant | aggregate MB/s | single MB/s | ratio | lost | target | result |")
-        print("|---|---:|---:|---:|---:|---:|---|")
+        print(
+            "| variant | aggregate MB/s | single MB/s | ratio | lost | target | result "
+            "| CPU s/GiB: clients, server, stubs (single stream) |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---|---|")
         for variant in VARIANTS:
             result = concurrent_run(work, variant, args.streams, per_stream)
             single = best[f"V{variant}"].rate
@@ -450,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| V{variant} | {result.rate:.0f} | {single:.0f} | {ratio:.2f} | "
                 f"{result.lost} | >= {TARGET_CONCURRENT:.2f}, 0 lost | {verdict(ok)} "
-                f"{'; '.join(result.errors)[:200]} |"
+                f"{'; '.join(result.errors)[:200]} | {cpu_cells(result)} "
+                f"({cpu_cells(best[f'V{variant}'])}) |"
             )
     print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
     return 1 if failures else 0

@@ -227,6 +227,12 @@ def test_missing_file_is_a_local_error_before_connecting(leaks: Leaks, tmp_path:
     )
 
 
+def test_a_directory_is_not_an_image(leaks: Leaks, tmp_path: Path) -> None:
+    outcome = run_cli(leaks, "restore", str(tmp_path), "--connect", f"unix:{tmp_path}/none")
+    assert outcome.code == 2
+    assert outcome.error == f"xdrstream restore: error: cannot read {tmp_path}: Is a directory"
+
+
 def test_save_into_a_missing_directory_is_a_local_error(leaks: Leaks, tmp_path: Path) -> None:
     out = tmp_path / "no" / "such" / "dir.img"
     outcome = run_cli(leaks, "save", str(out), "--connect", f"unix:{tmp_path}/none")

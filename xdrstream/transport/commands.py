@@ -34,12 +34,14 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import signal
 import ssl
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -388,7 +390,6 @@ def _report(
     args: argparse.Namespace,
     result: Any,
     sha256: str,
-    meter: Meter,
     out: TextIO,
     as_json: bool,
 ) -> None:
@@ -426,11 +427,14 @@ def run_restore(args: argparse.Namespace) -> int:
     from xdrstream.transport.stream import Hole
 
     try:
-        size = os.stat(args.file).st_size
+        info = os.stat(args.file)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
         # open now: a missing or unreadable FILE is a local error, before any connection
         os.close(os.open(args.file, os.O_RDONLY | os.O_CLOEXEC))
     except OSError as exc:
         return _fail("restore", CommandError(f"cannot read {args.file}: {exc.strerror}", 2))
+    size = info.st_size
     console = None if args.json else terminal_console()
     digest = hashlib.sha256()
     name = args.name or _default_name(args.file)
@@ -446,7 +450,7 @@ def run_restore(args: argparse.Namespace) -> int:
             )
     except Exception as exc:
         return _fail("restore", classify(exc))
-    _report("restore", args, result, digest.hexdigest(), meter, sys.stdout, console is None)
+    _report("restore", args, result, digest.hexdigest(), sys.stdout, console is None)
     return EXIT_OK
 
 
@@ -480,7 +484,7 @@ def run_save(args: argparse.Namespace) -> int:
             if os.path.isfile(args.file):
                 os.unlink(args.file)
         return _fail("save", classify(exc))
-    _report("save", args, result, sha256, meter, sys.stdout, console is None)
+    _report("save", args, result, sha256, sys.stdout, console is None)
     return EXIT_OK
 
 
