@@ -373,3 +373,11 @@ def test_serve_on_tcp_port_zero_prints_the_real_port(leaks: Leaks) -> None:
         with socket.create_connection((host, int(port)), timeout=5):
             pass
         wait_until(lambda: server.process.poll() is None, 1, "the server survives a hang-up")
+
+
+def test_serve_refuses_a_missing_qemu(leaks: Leaks, tmp_path: Path) -> None:
+    missing = tmp_path / "qemu-system-none"
+    outcome = run_cli(leaks, "serve", "--listen", f"unix:{tmp_path}/x.sock", "--qemu", str(missing))
+    assert outcome.code == 2
+    assert outcome.error == f"xdrstream serve: error: --qemu {missing}: no such executable"
+    assert not (tmp_path / "x.sock").exists()

@@ -39,7 +39,7 @@ SIZE = 24 * SECTION_SIZE  # far more than pipe, socket and stream buffers hold t
 SEED = 3
 MIB = str(1 << 20)
 VARIANTS = [1, 2, 3]
-CLEANUP = 5.0  # seconds within which a fault must be cleaned up
+CLEANUP = 10.0  # seconds within which a fault must be cleaned up (a bound, not a wait)
 STALL = "30"  # seconds a stalled stub sleeps: far longer than any test waits
 
 

@@ -505,8 +505,10 @@ class _ReportedResults(collections.deque[EndpointResult]):
 
 def _launcher(args: argparse.Namespace) -> EndpointLauncher:
     if args.qemu is not None:
-        from xdrstream.transport.qemu import QemuLauncher
+        from xdrstream.transport.qemu import QemuLauncher, find_qemu
 
+        if find_qemu(args.qemu) is None:
+            raise CommandError(f"--qemu {args.qemu}: no such executable", EXIT_USAGE)
         return QemuLauncher(binary=args.qemu)
     from xdrstream.transport.qemu_stub import Faults, StubLauncher
 
