@@ -159,3 +159,40 @@ def test_record_command_writes_a_trace(
     trace = read(out)
     assert trace.cases == ["4.4.1/1"] and trace.description == "a ping"
     assert [f.direction for f in trace.frames if not f.close] == [C2S, S2C]
+
+
+CLIENT_CASES = ["4.4.3/1", "4.4.3/2", "3.4/5", "7.3.3/7"]
+
+
+@pytest.mark.parametrize("case_id", CLIENT_CASES)
+def test_reference_client_passes_the_client_cases(case_id: str, short_dir: Path) -> None:
+    name = make_traces.client_case_name(case_id)
+    address = addresses.parse_address(f"unix:{short_dir / (name + '.sock')}")
+    with replay.TraceServer(address, replay.committed_traces("restore"), timeout=3) as server:
+        server.start()
+        with pytest.raises(TransportError):  # the misbehaving server fails the save
+            with Client.connect(server.address, options=OPTIONS) as client:
+                client.save(lambda chunk: None, 2, name=name)
+        server.close()
+    [result] = server.results
+    assert (result.ok, result.detail, result.cases) == (True, "", [case_id])
+
+
+def test_a_client_that_does_not_close_fails_the_client_case(short_dir: Path) -> None:
+    from xdrstream.conformance.cases import SAVE_PROC, pack_args, raw, save_args
+
+    name = make_traces.client_case_name("4.4.3/1")
+    address = addresses.parse_address(f"unix:{short_dir / 'lazy.sock'}")
+    call = raw(SAVE_PROC[2], 0, 0, 0, pack_args(SAVE_PROC[2], save_args(name)))
+    with replay.TraceServer(address, replay.committed_traces("restore"), timeout=0.5) as server:
+        server.start()
+        with socket.socket(socket.AF_UNIX) as sock:  # ignores the bad reply, stays connected
+            sock.connect(str(server.address.path))
+            sock.sendall(call)
+            for _ in range(100):
+                if server.results:
+                    break
+                threading.Event().wait(0.05)
+        server.close()
+    [result] = server.results
+    assert not result.ok and "did not close" in result.detail

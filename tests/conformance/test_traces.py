@@ -91,7 +91,11 @@ def test_reference_server_replays_every_committed_trace(
     results = [replay.replay_file(p, context) for p in replay.committed_traces("restore")]
     assert len(results) >= 20
     assert [(r.name, r.detail) for r in results if not r.ok] == []
-    assert sum(r.skipped for r in results) == 2  # v1-download, v1-upload-client-abort
+    skipped = {r.name for r in results if r.skipped}
+    assert {n for n in skipped if not n.startswith("client-")} == {
+        "v1-download.jsonl",  # timing: see their replay_note
+        "v1-upload-client-abort.jsonl",
+    }
 
 
 def test_replay_catches_a_server_that_loses_a_chunk(

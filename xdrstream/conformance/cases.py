@@ -1583,3 +1583,39 @@ _LEGACY = 262120
 #: The volume cases use [0, 1 MiB) sparse (7.3.4/2) and [1 MiB, 1 MiB + 300000) dense
 #: (7.3.1/6): a fresh sparse volume of 2 MiB serves both, in any order, any number of times.
 _DENSE_AT = 1 << 20
+
+
+# ============================================================================== client cases
+# Played by ``xdrstream conformance serve`` from the synthetic traces ``client-*.jsonl``
+# (make_traces.client_case_traces): the client under test starts a V2 save of the image named
+# ``client-<case id with '-' for '/' and '.'>`` and must react as expected.
+def _client_case(ctx: Context) -> None:
+    raise Skip("a client case: run `xdrstream conformance serve` and point the client at it")
+
+
+for _id, _title, _requirement in (
+    (
+        "4.4.3/1",
+        "client: a REPLY for a serial the client is not waiting for closes the connection",
+        "§4.4.3: a client receiving a REPLY for a serial it is not waiting for treats it as a "
+        "protocol error",
+    ),
+    (
+        "4.4.3/2",
+        "client: a REPLY with status CONTINUE closes the connection",
+        "§4.4.3: a REPLY with status CONTINUE is a protocol error",
+    ),
+    (
+        "3.4/5",
+        "client: an undersized length word from the server closes the connection",
+        "§3.4: a length below 28 MUST break the connection (both roles)",
+    ),
+    (
+        "7.3.3/7",
+        "client: a STREAM/ERROR mid-download ends the stream; no StreamFinish follows",
+        "§7.3.3, §9.3: after StreamError the exchange is CLOSED for the client",
+    ),
+):
+    case(_id, _title, requirement=_requirement,
+         expect="the client sends nothing more and closes the connection",
+         role="client")(_client_case)  # fmt: skip

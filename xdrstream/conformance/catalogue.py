@@ -60,6 +60,9 @@ class Case:
     #: program -> why a real implementation of it is known to behave otherwise (the case is
     #: skipped with that reason for it; a spec gap listed in the report)
     deviations: Mapping[str, str] = field(default_factory=dict)
+    #: "server": run against a server by ``conformance run``; "client": a server behaviour
+    #: played by ``conformance serve`` from a trace (``client-*.jsonl``) to a client under test
+    role: str = "server"
 
     @property
     def section(self) -> str:
@@ -82,6 +85,7 @@ def case(
     programs: frozenset[str] = RESTORE,
     level: str = "MUST",
     deviations: Mapping[str, str] | None = None,
+    role: str = "server",
 ) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
     """Register the decorated function as catalogue case ``case_id``."""
 
@@ -89,7 +93,7 @@ def case(
         if case_id in CATALOGUE:
             raise ValueError(f"duplicate case id {case_id}")
         CATALOGUE[case_id] = Case(
-            case_id, title, requirement, expect, function, programs, level, deviations or {}
+            case_id, title, requirement, expect, function, programs, level, deviations or {}, role
         )
         return function
 
@@ -173,6 +177,8 @@ class Result:
 
 def run_case(item: Case, context: Context, strict: bool = False) -> Result:
     """Run one case on fresh connections; every connection it opened is closed after."""
+    if item.role == "client":
+        return Result(item, "skip", "a client case: run `xdrstream conformance serve`")
     if context.program not in item.programs:
         return Result(item, "skip", f"applies to {', '.join(sorted(item.programs))} only")
     if context.program in item.deviations:

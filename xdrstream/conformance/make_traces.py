@@ -9,6 +9,8 @@ sockets in a temporary directory:
 * ``v{1,2,3}-{upload,download}``: the reference client (:class:`~xdrstream.transport.client.
   Client`, 16 KiB chunks) restoring the stub's synthetic stream of 200000 bytes with a hole
   in the middle, and saving one (``200000:7``);
+* client cases (``client-*``): synthetic server sides that misbehave after a V2 save of
+  the image named ``client-<case id>``, for ``conformance serve``;
 * error paths: catalogue cases run through the proxy with the conformance client (server
   rejects a stream, client aborts, unknown procedure, keepalive, V3 early error, data before
   the reply, bad length word ...), one trace per case.
@@ -28,6 +30,8 @@ from pathlib import Path
 from xdrstream.conformance import recorder
 from xdrstream.conformance.catalogue import CATALOGUE, Context, all_cases, run_case
 from xdrstream.conformance.trace import C2S, S2C, Trace, TraceFrame, write
+from xdrstream.protocol import _bodies
+from xdrstream.protocol.events import RemoteError
 from xdrstream.protocol.decode import DecodedMessage, Decoder
 from xdrstream.protocol.pcap import Direction, reassemble_capture
 from xdrstream.transport import address as addresses
@@ -168,6 +172,48 @@ def case_traces(upstream: addresses.Address, work: Path) -> dict[str, Trace]:
     return out
 
 
+def client_case_name(case_id: str) -> str:
+    """The save name a client under test asks for to get client case ``case_id``."""
+    return "client-" + case_id.replace("/", "-").replace(".", "-")
+
+
+def client_case_traces() -> dict[str, Trace]:
+    """Synthetic traces of the catalogue's client cases: the server misbehaves after a V2
+    save call, the expected client side is to send nothing more and close."""
+    from xdrstream.conformance.cases import SAVE_PROC, pack_args, raw, save_args
+
+    proc = SAVE_PROC[2]
+    ok_ret = bytes(8)  # xs_save_ret {length = 0}
+    error = _bodies.pack_error(RemoteError(code=9, domain=38, message="synthetic failure"))
+    bad_server: dict[str, list[bytes]] = {
+        "4.4.3/1": [raw(proc, 1, 1, 0, ok_ret)],
+        "4.4.3/2": [raw(proc, 1, 0, 2, ok_ret)],
+        "3.4/5": [(20).to_bytes(4, "big") + bytes(16)],
+        "7.3.3/7": [
+            raw(proc, 1, 0, 0, ok_ret),
+            raw(proc, 3, 0, 2, b"x" * 1000),
+            raw(proc, 3, 0, 1, error),
+        ],  # fmt: skip
+    }
+    out: dict[str, Trace] = {}
+    for case_id, frames in bad_server.items():
+        name = client_case_name(case_id)
+        call = raw(proc, 0, 0, 0, pack_args(proc, save_args(name)))
+        lines = [TraceFrame(C2S, call)]
+        lines += [TraceFrame(S2C, f, partial=len(f) < 28) for f in frames]
+        lines += [TraceFrame(C2S, close=True), TraceFrame(S2C, close=True)]
+        out[name] = Trace(
+            lines,
+            variant="v2",
+            direction="download",
+            description=f"{case_id}: {CATALOGUE[case_id].title}",
+            cases=[case_id],
+            extra={"source": "make_traces (synthetic)", "client_must_close": True,
+                   "replay": False, "replay_note": "a client case: for conformance serve"},
+        )  # fmt: skip
+    return out
+
+
 def capture_trace(pcapng: Path, port: int) -> list[TraceFrame]:
     """The frames of a capture's (first) libvirt connection in the order Wireshark shows
     them, with capture-relative times left out (the capture helper's UDP probes skipped)."""
@@ -220,6 +266,7 @@ def generate(out: Path, fixtures: Path | None) -> list[Path]:
         with ServerThread(RestoreServer(f"unix:{work / 'server.sock'}")) as server:
             traces = client_traces(server.address, work)
             traces.update(case_traces(server.address, work))
+    traces.update(client_case_traces())
     if fixtures is not None and (fixtures / "captures.json").exists():
         traces.update(libvirt_traces(fixtures))
     for name, trace in sorted(traces.items()):

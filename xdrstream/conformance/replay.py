@@ -274,7 +274,9 @@ class _Player:
             if not frame.partial:
                 played.append((self.we, frame.data))
         self._receive_until(_progress(played, self.they), "the rest of the recorded session")
-        if any(f.close and f.direction == self.they for f in self.trace.frames):
+        if self.trace.extra.get("client_must_close") and self.we == S2C:
+            self._expect_close()
+        elif any(f.close and f.direction == self.they for f in self.trace.frames):
             with contextlib.suppress(Silence):  # the recorded peer closed: expect it here too
                 while not self.closed:
                     try:
@@ -282,6 +284,19 @@ class _Player:
                     except Closed:
                         break
                     self.got.append((self.they, frame_bytes(late)))
+
+    def _expect_close(self) -> None:
+        """The client case demands that the client closes (after nothing more)."""
+        while not self.closed:
+            try:
+                frame = self.peer.frame(what="the client to close the connection")
+            except Closed:
+                return
+            except Silence:
+                raise Violation(
+                    f"the client did not close the connection within {self.peer.timeout} s"
+                ) from None
+            self.got.append((self.they, frame_bytes(frame)))
 
     def verdict(self) -> str | None:
         expected = normalise(
