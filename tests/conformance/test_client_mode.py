@@ -170,9 +170,9 @@ def test_reference_client_passes_the_client_cases(case_id: str, short_dir: Path)
     address = addresses.parse_address(f"unix:{short_dir / (name + '.sock')}")
     with replay.TraceServer(address, replay.committed_traces("restore"), timeout=3) as server:
         server.start()
-        with pytest.raises(TransportError):  # the misbehaving server fails the save
-            with Client.connect(server.address, options=OPTIONS) as client:
-                client.save(lambda chunk: None, 2, name=name)
+        # the misbehaving server fails the save
+        with pytest.raises(TransportError), Client.connect(server.address, options=OPTIONS) as c:
+            c.save(lambda chunk: None, 2, name=name)
         server.close()
     [result] = server.results
     assert (result.ok, result.detail, result.cases) == (True, "", [case_id])

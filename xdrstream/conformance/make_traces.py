@@ -31,8 +31,8 @@ from xdrstream.conformance import recorder
 from xdrstream.conformance.catalogue import CATALOGUE, Context, all_cases, run_case
 from xdrstream.conformance.trace import C2S, S2C, Trace, TraceFrame, write
 from xdrstream.protocol import _bodies
-from xdrstream.protocol.events import RemoteError
 from xdrstream.protocol.decode import DecodedMessage, Decoder
+from xdrstream.protocol.events import RemoteError
 from xdrstream.protocol.pcap import Direction, reassemble_capture
 from xdrstream.transport import address as addresses
 from xdrstream.transport.client import Client
@@ -193,7 +193,7 @@ def client_case_traces() -> dict[str, Trace]:
             raw(proc, 1, 0, 0, ok_ret),
             raw(proc, 3, 0, 2, b"x" * 1000),
             raw(proc, 3, 0, 1, error),
-        ],  # fmt: skip
+        ],
     }
     out: dict[str, Trace] = {}
     for case_id, frames in bad_server.items():
