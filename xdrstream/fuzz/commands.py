@@ -32,6 +32,9 @@ def register(subparsers: Any) -> None:
         "--timeout", default="1s", help="time the server may stay silent (default 1s)"
     )
     parser.add_argument(
+        "--pace", default="0s", help="pause between cases (e.g. 20ms; default none)"
+    )
+    parser.add_argument(
         "--max-findings", type=int, default=10, help="stop after this many (default 10)"
     )
     parser.add_argument(
@@ -44,6 +47,7 @@ def run_fuzz(args: argparse.Namespace) -> int:
     try:
         duration = live.parse_duration(args.duration)
         timeout = live.parse_duration(args.timeout)
+        pace = 0.0 if args.pace in ("0", "0s") else live.parse_duration(args.pace)
         target = live.Target(args.target, args.spawn, timeout)
     except ValueError as exc:
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
@@ -65,6 +69,7 @@ def run_fuzz(args: argparse.Namespace) -> int:
             spawn=args.spawn,
             timeout=timeout,
             max_findings=args.max_findings,
+            pace=pace,
             status=sys.stderr if sys.stderr.isatty() else None,
         )
     except (ConnectionError, OSError) as exc:

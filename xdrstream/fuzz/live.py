@@ -307,7 +307,8 @@ def judge(sent: Sequence[bytes], answers: bytes, complete: bool = True) -> str |
 
     A client engine follows the conversation: each of our frames (decoded on its own,
     :func:`client_event`) is replayed as a client send as early as the client's state
-    allows, and the server's frames are fed to it when the next send needs them. A
+    allows (in order within its exchange), and the server's frames are fed to it in
+    between. A
     RemoteProtocolError of the client is a violation. Judging stops (None) at the first of
     our frames that the client cannot send the same way: invalid, unknown procedure, or a
     V1 stream call whose serial differs from what the client would choose.
@@ -317,13 +318,20 @@ def judge(sent: Sequence[bytes], answers: bytes, complete: bool = True) -> str |
     pending = list(sent)
     try:
         for frame in frames:
-            while pending:
-                mirrored = _mirror(client, pending[0])
+            # Exchanges interleave freely (spec.md §4.7): only a blocked frame of the same
+            # exchange (serial) holds a later one back.
+            blocked: set[int] = set()
+            for own in list(pending):
+                serial = _exchange_serial(own)
+                if serial in blocked:
+                    continue
+                mirrored = _mirror(client, own)
                 if mirrored is None:
                     return None  # our own side left the protocol: nothing more to judge
-                if not mirrored:
-                    break
-                pending.pop(0)
+                if mirrored:
+                    pending.remove(own)
+                else:
+                    blocked.add(serial)
             client.receive_data(frame)
             while (event := client.next_event()) is not NEED_DATA:
                 if isinstance(event, StreamData):
@@ -335,6 +343,18 @@ def judge(sent: Sequence[bytes], answers: bytes, complete: bool = True) -> str |
     except RemoteProtocolError as exc:
         return f"server answer rejected by the client engine: {exc}"
     return None
+
+
+def _exchange_serial(frame: bytes) -> int:
+    """The exchange a client frame belongs to: the stream of a V1 stream call, else the
+    header serial (keepalives: -1)."""
+    event = client_event(frame)
+    if event is None or isinstance(event, (KeepalivePing, KeepalivePong)):
+        return -1
+    return int(getattr(event, "serial", -1))
+
+
+_STREAM_EVENTS = (StreamData, StreamHole, StreamFinish, StreamAbort, StreamRead)
 
 
 def _mirror(client: Connection, frame: bytes) -> bool | None:
@@ -349,6 +369,8 @@ def _mirror(client: Connection, frame: bytes) -> bool | None:
         for _ in range(64):  # keep the serial counter in step (V1 stream calls use it)
             if client.next_serial() >= event.serial:
                 break
+    elif isinstance(event, _STREAM_EVENTS) and client.stream_info(event.serial) is None:
+        return None  # a stream the client never opened: the server must reject it
     try:
         data = client.send(event)
     except LocalProtocolError:
@@ -409,6 +431,7 @@ class LiveFuzzer:
         seeds: Sequence[Sequence[bytes]] | None = None,
         minimize_runs: int = 48,
         growth_check_every: int = 200,
+        pace: float = 0.0,
     ) -> None:
         self.target = target
         self.seed = seed
@@ -421,6 +444,7 @@ class LiveFuzzer:
             seeds = [[f for role, f in s if role is Role.CLIENT] for s in sessions]
         self.seeds = [list(s) for s in seeds if s]
         self.minimize_runs = minimize_runs
+        self.pace = pace  # seconds between cases (0: as fast as the target answers)
         self.growth_check_every = growth_check_every
         self.summary = Summary()
         self._signatures: set[tuple[str, str]] = set()
@@ -458,6 +482,8 @@ class LiveFuzzer:
                     if not self._restart():
                         break
                 baseline = self._check_growth(baseline, frames)
+                if self.pace:
+                    time.sleep(self.pace)
                 now = time.monotonic()
                 if self.status is not None and now - last_status >= 1:
                     last_status = now
@@ -552,6 +578,10 @@ class LiveFuzzer:
                     break
         if not confirmed:
             outcome.detail += " (not reproduced on replay)"
+            if outcome.kind == "crash" and self.target.spawn is None:
+                outcome.detail += (
+                    "; the target is not ours to restart: any recent case may be the cause"
+                )
             if outcome.kind in ("hang", "violation"):
                 # Timing (a loaded machine, a slow server) without a reproducer: noted,
                 # not counted; a crash is evidence on its own (the process is gone).
@@ -571,10 +601,11 @@ class LiveFuzzer:
 
 
 def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``2m``, ``1h``, ``1.5s`` -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    scale = units.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in units else text
+    """``90``, ``90s``, ``2m``, ``1h``, ``1.5s``, ``20ms`` -> seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    suffix = next((u for u in units if text.endswith(u) and text[: -len(u)]), "")
+    scale = units.get(suffix, 1)
+    number = text[: len(text) - len(suffix)]
     try:
         value = float(number) * scale
     except ValueError:
@@ -593,11 +624,14 @@ def main_campaign(
     spawn: str | None = None,
     timeout: float = 1.0,
     max_findings: int = 10,
+    pace: float = 0.0,
     status: TextIO | None = sys.stderr,
     report: Callable[[str], None] = print,
 ) -> int:
     """Run a campaign and print its summary; 0 = no finding, 1 = findings."""
-    fuzzer = LiveFuzzer(Target(target, spawn, timeout), seed=seed, out=out, status=status)
+    fuzzer = LiveFuzzer(
+        Target(target, spawn, timeout), seed=seed, out=out, status=status, pace=pace
+    )
     summary = fuzzer.run(duration, max_findings)
     report(
         f"{summary.execs} execs in {summary.seconds:.1f}s ({summary.execs_per_second:.0f}/s), "
