@@ -131,3 +131,30 @@ def test_trace_show_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str
     bad.write_text('{"xdrstream_trace": 9}\n')
     assert main(["trace", "show", str(bad)]) == 2
     assert "line 1" in capsys.readouterr().err
+
+
+def test_run_over_mutual_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trustme = pytest.importorskip("trustme")
+    from xdrstream.transport import tls
+    from xdrstream.transport.server import RestoreServer, ServerThread
+
+    ca = trustme.CA()
+    pems = {
+        "ca": ca.cert_pem,
+        "server": ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem,
+        "client": ca.issue_cert("client.example").private_key_and_cert_chain_pem,
+    }
+    for name, blob in pems.items():
+        blob.write_to_path(str(tmp_path / f"{name}.pem"))
+    context = tls.server_context(tmp_path / "server.pem", tmp_path / "server.pem",
+                                 tmp_path / "ca.pem", require_client_cert=True)  # fmt: skip
+    with ServerThread(RestoreServer("tcp:127.0.0.1:0", tls=context)) as server:
+        target = f"tls:127.0.0.1:{server.address.port}"
+        cases = ["--cases", "4.4.*", "--cases", "7.3.1/1", "--cases", "3.4/1", "--cases", "7.4.*"]
+        client = ["--tls-ca", str(tmp_path / "ca.pem"), "--tls-cert", str(tmp_path / "client.pem")]
+        assert main(["conformance", "run", "--target", target, *client, *cases]) == 0
+        out = capsys.readouterr().out
+        assert "7.3.1/1" in out and "fail" not in out
+        # without a client certificate the server refuses the handshake: unreachable
+        assert main(["conformance", "run", "--target", target, "--tls-ca",
+                     str(tmp_path / "ca.pem"), *cases]) == 3  # fmt: skip
