@@ -1,13 +1,15 @@
 """A tiny restore.x server with planted bugs, for testing the live fuzzer.
 
-    python tests/fuzz/buggy_server.py unix:/path/to.sock
+    python tests/fuzz/buggy_server.py unix:/path/to.sock [crash,hang,leak]
 
-It answers correctly with the xdrstream engine (calls, streams of every variant) except:
+It answers correctly with the xdrstream engine (calls, streams of every variant) except
+for the planted bugs chosen (default ``crash,hang``):
 
 * CRASH: a restore call (procedures 4, 6, 8, 10) whose image-name length prefix exceeds the
   bound of 255 makes the whole process exit with status 3 (it "trusts" the length);
 * HANG: a frame whose length word is below 28 makes the connection wait forever instead of
-  closing it (spec.md §3.4 says: close).
+  closing it (spec.md §3.4 says: close);
+* LEAK: every connection opens /dev/null and never closes it (descriptors grow).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from xdrstream.protocol.events import (
 
 RESTORE = schemas.load("restore")
 RESTORES = {4, 6, 8, 10}
+BUGS = set((sys.argv[2] if len(sys.argv) > 2 else "crash,hang").split(","))
+LEAKED: list[int] = []
 
 
 def planted(buffer: bytes) -> None:
@@ -45,7 +49,7 @@ def planted(buffer: bytes) -> None:
     pos = 0
     while len(buffer) - pos >= 4:
         (length,) = struct.unpack_from(">I", buffer, pos)
-        if length < 28:
+        if length < 28 and "hang" in BUGS:
             while True:  # HANG: never answers, never closes
                 time.sleep(3600)
         if len(buffer) - pos < length:
@@ -53,7 +57,7 @@ def planted(buffer: bytes) -> None:
         proc, mtype, status = struct.unpack_from(">iiI", buffer, pos + 12)
         if proc in RESTORES and mtype == 0 and status == 0 and length >= 32:
             (name_length,) = struct.unpack_from(">I", buffer, pos + 28)
-            if name_length > 255:
+            if name_length > 255 and "crash" in BUGS:
                 os._exit(3)  # CRASH
         pos += length
 
@@ -104,6 +108,8 @@ def answer(conn: Connection, event: object) -> bytes:
 
 
 def serve_connection(sock: socket.socket) -> None:
+    if "leak" in BUGS:
+        LEAKED.append(os.open(os.devnull, os.O_RDONLY))  # LEAK
     conn = Connection(Role.SERVER, [RESTORE])
     seen = b""
     with sock:

@@ -124,6 +124,16 @@ def test_campaign_stops_at_max_findings_and_restarts_the_spawned_server(sock_dir
     assert fuzzer.target.process is None  # stopped at the end
 
 
+def test_descriptor_growth_of_the_spawned_server_is_reported(sock_dir: Path) -> None:
+    address = f"unix:{sock_dir / 'leaky.sock'}"
+    target = Target(address, f"{sys.executable} {BUGGY} {address} leak", 0.5)
+    fuzzer = LiveFuzzer(target, seed=2, growth_check_every=25, out=sock_dir / "findings")
+    summary = fuzzer.run(60, max_findings=1)
+    assert [f.kind for f in summary.findings] == ["growth"]
+    assert "fds" in summary.findings[0].detail
+    assert list((sock_dir / "findings").glob("finding-001-growth.jsonl"))
+
+
 def test_unreachable_target_is_reported(sock_dir: Path) -> None:
     assert main(["fuzz", "--target", f"unix:{sock_dir / 'none.sock'}", "--duration", "1s"]) == 2
 
