@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,23 +93,16 @@ def timed(action: Callable[[], object]) -> float:
 
 def serve_as_sink(directory: str, sock: str) -> None:
     """Our storage server with uploads dropped instead of written (the `--sink` bound)."""
-    import asyncio
-
     from xdrstream.libvirt import storage_server
 
-    storage_server._write_all = lambda fd, views, offset: None  # only for this measurement
+    storage_server._write_all = lambda fd, data: None  # only for this measurement
     server = storage_server.StorageServer(f"unix:{sock}", directory, pool="bench")
-
-    async def run() -> None:
-        await server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with server:
         print("listening (sink)", flush=True)
-        try:
-            await server.serve_forever()
-        finally:
-            await server.close()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        while not stop.wait(0.5):
+            pass
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from realpeers import NOBODY, Libvirtd, free_tcp_port, private_libvirtd, require, stop_process
 
-from xdrstream.libvirt.storage_server import StorageServer, StorageServerThread
+from xdrstream.libvirt.storage_server import StorageServer
 from xdrstream.transport.sparse import supports_holes
 
 
@@ -34,7 +34,7 @@ class OurServer:
 
     directory: Path
     socket: Path
-    running: StorageServerThread
+    running: StorageServer
 
     @property
     def uri(self) -> str:
@@ -47,7 +47,7 @@ def our_server(tmp_path: Path) -> Iterator[OurServer]:
     directory.mkdir()
     sock = tmp_path / "libvirt-sock"
     server = StorageServer(f"unix:{sock}", directory)
-    with StorageServerThread(server) as running:
+    with server as running:
         yield OurServer(directory, sock, running)
 
 

@@ -14,7 +14,7 @@ from libvirt_helpers import KiB, MiB, layout, make_file, make_random_file, sha25
 
 from xdrstream.libvirt import LibvirtClient, LibvirtError, remote
 from xdrstream.libvirt.errors import VIR_ERR_RPC, VIR_FROM_RPC
-from xdrstream.libvirt.storage_server import StorageServer, StorageServerThread
+from xdrstream.libvirt.storage_server import StorageServer
 from xdrstream.transport import tls
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,7 +40,7 @@ def uri(request: pytest.FixtureRequest, pool: Path, tmp_path: Path) -> Iterator[
         context = tls.server_context(tmp_path / "server.pem", tmp_path / "server.pem")
         client_options["tls"] = tls.client_context(tmp_path / "ca.pem")
     listen = f"unix:{tmp_path / 'sock'}" if kind == "unix" else "tcp:127.0.0.1:0"
-    with StorageServerThread(StorageServer(listen, pool, pool="store", tls=context)) as running:
+    with StorageServer(listen, pool, pool="store", tls=context) as running:
         if kind == "unix":
             yield f"qemu+unix:///session?socket={tmp_path / 'sock'}", client_options
         else:
@@ -72,7 +72,7 @@ def _client(pool: Path, tmp_path: Path) -> Iterator[LibvirtClient]:
     """Our server on a Unix socket and our client opened on it (short URI form)."""
     sock = tmp_path / "s"
     with (
-        StorageServerThread(StorageServer(f"unix:{sock}", pool)),
+        StorageServer(f"unix:{sock}", pool),
         LibvirtClient.open(f"unix:{sock}") as client,
     ):
         yield client
@@ -126,7 +126,7 @@ def test_calls_before_connect_open_are_refused(pool: Path, tmp_path: Path) -> No
     from xdrstream.transport.blocking import BlockingConnection
     from xdrstream.transport.errors import RemoteFailure
 
-    with StorageServerThread(StorageServer(f"unix:{tmp_path / 's'}", pool)) as _:
+    with StorageServer(f"unix:{tmp_path / 's'}", pool):
         conn = BlockingConnection.connect(f"unix:{tmp_path / 's'}", [remote.schema()])
         with conn, pytest.raises(RemoteFailure) as caught:
             conn.call(
@@ -145,7 +145,7 @@ def test_unknown_procedures_get_libvirts_rpc_error(pool: Path, tmp_path: Path) -
 
     base = programs_from_schema(remote.schema())[0]
     program = Program(base.number, base.version, {**base.procedures, 6: Procedure(6)})
-    with StorageServerThread(StorageServer(f"unix:{tmp_path / 's'}", pool)) as _:
+    with StorageServer(f"unix:{tmp_path / 's'}", pool):
         conn = BlockingConnection.connect(f"unix:{tmp_path / 's'}", [program])
         with conn:
             with pytest.raises(RemoteFailure) as caught:

@@ -23,7 +23,7 @@ from realpeers import (
 )
 
 from xdrstream.libvirt import LibvirtClient, LibvirtError, remote
-from xdrstream.libvirt.storage_server import StorageServer, StorageServerThread
+from xdrstream.libvirt.storage_server import StorageServer
 from xdrstream.protocol import Procedure, Program, programs_from_schema
 from xdrstream.transport import tls
 from xdrstream.transport.blocking import BlockingConnection
@@ -185,7 +185,7 @@ def _interactive_virsh(uri: str, pause: float) -> subprocess.CompletedProcess[st
 def tcp_server(tmp_path: Path) -> Iterator[tuple[OurServer, int]]:
     directory = tmp_path / "images"
     directory.mkdir()
-    with StorageServerThread(StorageServer("tcp:127.0.0.1:0", directory)) as running:
+    with StorageServer("tcp:127.0.0.1:0", directory) as running:
         yield OurServer(directory, tmp_path / "unused", running), running.address.port
 
 
@@ -267,7 +267,7 @@ def test_virsh_over_tls_with_client_certificates(tmp_path: Path) -> None:
     source = tmp_path / "source.bin"
     make_random_file(source, MiB + 3)
     server = StorageServer("tcp:127.0.0.1:0", directory, tls=context)
-    with StorageServerThread(server) as running:
+    with server as running:
         uri = f"qemu+tls://127.0.0.1:{running.address.port}/session?pkipath={pki}"
         result = virsh(uri, "vol-upload", "--pool", "images", "disk.img", str(source))
         assert result.returncode == 0, result.stderr

@@ -30,7 +30,7 @@ from realpeers import (
 )
 
 from xdrstream.libvirt import LibvirtClient, LibvirtError, remote
-from xdrstream.libvirt.storage_server import StorageServer, StorageServerThread
+from xdrstream.libvirt.storage_server import StorageServer
 from xdrstream.protocol.pcap import (
     Direction,
     Endpoint,
@@ -55,8 +55,8 @@ def pool(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(pool: Path) -> Iterator[StorageServerThread]:
-    with StorageServerThread(StorageServer("tcp:127.0.0.1:0", pool)) as running:
+def server(pool: Path) -> Iterator[StorageServer]:
+    with StorageServer("tcp:127.0.0.1:0", pool) as running:
         yield running
 
 
@@ -114,7 +114,7 @@ def _check_session_rows(rows: list[Row]) -> None:
 
 
 def test_tshark_agrees_with_our_decoder_on_a_live_capture(
-    server: StorageServerThread, pool: Path, tmp_path: Path
+    server: StorageServer, pool: Path, tmp_path: Path
 ) -> None:
     require("tshark")
     port = server.address.port
@@ -172,7 +172,7 @@ class RecordingRelay:
 
 
 def test_tshark_agrees_with_our_decoder_on_our_trace_export(
-    server: StorageServerThread, pool: Path, tmp_path: Path
+    server: StorageServer, pool: Path, tmp_path: Path
 ) -> None:
     require("tshark")
     relay = RecordingRelay(("127.0.0.1", server.address.port))
@@ -193,7 +193,7 @@ def test_tshark_agrees_with_our_decoder_on_our_trace_export(
 
 
 def test_tshark_agrees_with_our_decoder_on_a_recorded_trace_export(
-    server: StorageServerThread, pool: Path, tmp_path: Path
+    server: StorageServer, pool: Path, tmp_path: Path
 ) -> None:
     """The conformance tools: `xdrstream trace record` relays and records the session,
     `xdrstream trace export --pcapng` writes the capture that tshark reads."""

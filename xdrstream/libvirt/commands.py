@@ -11,10 +11,10 @@ listens (a JSON line when stdout is not a terminal); SIGINT/SIGTERM stop it clea
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -120,24 +120,26 @@ def run_storage_server(args: argparse.Namespace) -> int:
         options=options,
     )
     as_json = not sys.stdout.isatty()
-
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
         try:
-            address = await server.start()
+            address = server.start()
         except OSError as exc:  # ListenError: one line naming the address
             return _fail(str(exc), EXIT_CONNECT)
-        where = str(address) if context is None else f"tls:{str(address).partition(':')[2]}"
-        record = {"listening": where, "pool": server.pool_name, "directory": str(directory)}
-        text = f"listening on {where}: pool {server.pool_name!r} = {server.directory}"
-        print(json.dumps(record) if as_json else text, flush=True)
         try:
-            await stop.wait()
+            where = str(address) if context is None else f"tls:{str(address).partition(':')[2]}"
+            record = {"listening": where, "pool": server.pool_name, "directory": str(directory)}
+            text = f"listening on {where}: pool {server.pool_name!r} = {server.directory}"
+            print(json.dumps(record) if as_json else text, flush=True)
+            while not stop.wait(0.5):
+                pass
         finally:
-            await server.close()
-        return EXIT_OK
-
-    return asyncio.run(main())
+            server.close()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return EXIT_OK
