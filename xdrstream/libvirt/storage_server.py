@@ -1,8 +1,7 @@
 """A libvirt storage server on a directory of files, for unmodified ``virsh``.
 
-    server = StorageServer("unix:/tmp/x/libvirt-sock", "/srv/images", pool="images")
-    server.start(); server.serve_forever(); server.close()
-    with StorageServerThread(server) as running: ...          # in a background thread
+    with StorageServer("unix:/tmp/x/libvirt-sock", "/srv/images", pool="images") as server:
+        ...                                          # serves in background threads
 
     virsh -c 'qemu+unix:///session?socket=/tmp/x/libvirt-sock' vol-upload --pool images disk.img IN
 
@@ -18,9 +17,10 @@ sends libvirt's one-byte confirmation after the handshake, as virsh expects.
 
 It runs on the project's blocking driver (:mod:`xdrstream.transport.blocking`): per
 connection a reader thread receives and parses while each call's handler runs in its own
-thread, so an upload's file writes overlap the socket reads.  (On the asyncio driver the
-same server took ~1.5x as long for a virsh upload: one thread both drained the socket and
-wrote the file, and virsh, which sends one message at a time, waited for each drain.)
+thread, so an upload's file writes overlap the socket reads.  (On the asyncio driver one
+thread both drained the socket and wrote the file, and virsh, which sends one message at
+a time, waited for each drain: a 1 GiB virsh upload on the loaded 2-core machine took
+1.29 s there against 0.88 s threaded.)
 
 Volumes behave as in libvirtd's directory pools: an upload writes into the existing file
 from ``offset`` without truncating it; a hole seeks and sets the file's size to the hole's
