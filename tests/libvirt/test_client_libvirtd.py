@@ -7,14 +7,16 @@ The volume's content and hole layout are checked in the pool directory itself an
 from __future__ import annotations
 
 import os
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import TlsLibvirtd
 from libvirt_helpers import KiB, MiB, layout, make_file, make_random_file, sha256, virsh
-from realpeers import Libvirtd
+from realpeers import Libvirtd, require, rows_from_tshark, tshark_capture, tshark_fields
 
-from xdrstream.libvirt import LibvirtClient, LibvirtError
+from xdrstream.libvirt import LibvirtClient, LibvirtError, remote
 from xdrstream.libvirt.errors import VIR_ERR_NO_STORAGE_VOL, VIR_FROM_STORAGE
 from xdrstream.transport import tls
 
@@ -178,3 +180,23 @@ def test_tls_refused_without_a_client_certificate(tls_daemon: TlsLibvirtd) -> No
         LibvirtClient.open(tls_daemon.uri, tls=context, timeout=10).close()
     assert (caught.value.code, caught.value.domain) == (39, 7)
     assert "server verification" in caught.value.message
+
+
+def test_keepalive_pings_are_answered_by_libvirtd(daemon: Libvirtd, tmp_path: Path) -> None:
+    """Our client asks for the keepalive feature, PINGs while idle, libvirtd PONGs."""
+    require("tshark")
+    assert daemon.tcp_port is not None
+    with (
+        tshark_capture(daemon.tcp_port, tmp_path / "cap") as capture,
+        LibvirtClient.open(daemon.uri(tcp=True), keepalive=0.3) as client,
+    ):
+        assert client.keepalive_supported
+        time.sleep(1.2)
+        assert client.lookup_pool("tpool").name == "tpool"
+    rows = rows_from_tshark(tshark_fields(capture.path, daemon.tcp_port))
+    keepalive = Counter(row[3] for row in rows if row[1] == 0x6B656570)
+    assert keepalive[1] >= 2  # our PINGs
+    assert keepalive[2] == keepalive[1]  # libvirtd's PONGs
+    calls = [row[3] for row in rows if row[1] == remote.PROGRAM and row[4] == 0]
+    assert calls[:3] == [remote.AUTH_LIST, remote.CONNECT_SUPPORTS_FEATURE, remote.CONNECT_OPEN]
+    assert calls[-1] == remote.CONNECT_CLOSE
