@@ -206,6 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.target:
         return _fail("--target is required (or use --list)", EXIT_USAGE)
+    cases = [c for c in cases if c.role == "server"]  # client cases: `conformance serve`
     if not cases:
         return _fail("no case matches --cases/--exclude", EXIT_USAGE)
     try:

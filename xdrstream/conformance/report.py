@@ -62,12 +62,14 @@ def print_table(results: Sequence[Result], console: Console, title: str) -> None
 def print_catalogue(cases: Sequence[Case], console: Console) -> None:
     table = Table(title=f"conformance catalogue: {len(cases)} cases", expand=False)
     table.add_column("case", no_wrap=True)
+    table.add_column("role", no_wrap=True)
     table.add_column("programs", no_wrap=True)
     table.add_column("level", no_wrap=True)
     table.add_column("description / requirement / expected behaviour", overflow="fold")
     for item in cases:
         table.add_row(
             item.id,
+            item.role,
             ",".join(sorted(item.programs)),
             item.level,
             f"{item.title}\n[dim]{item.requirement}\nexpect: {item.expect}[/dim]",
