@@ -5,7 +5,9 @@
                               [--program auto|restore|libvirt] [--tls-ca CA ...]
     xdrstream conformance run --list                 # the catalogue, nothing is run
     xdrstream conformance replay --target ADDR [TRACE ...]   # committed traces by default
-    xdrstream conformance serve --listen ADDR [TRACE ...]    # test a client
+    xdrstream conformance serve --listen ADDR [TRACE ...]    # test a client: it starts
+        # a restore/save like the trace's first call (e.g. `xdrstream save --variant 2
+        # --name 200000:7`, or `--name client-4-4-3-1` for client case 4.4.3/1)
     xdrstream trace show FILE                        # ladder diagram
     xdrstream trace export --pcapng OUT FILE         # for Wireshark's libvirt dissector
     xdrstream trace record --listen ADDR --upstream ADDR -o FILE [--cases ...]

@@ -16,8 +16,12 @@ Header keys: ``xdrstream_trace`` (format version, an int: readers refuse version
 not know), ``programs`` (schema names whose procedures the trace uses: ``restore``,
 ``libvirt_remote``; ``message`` is implied), ``variant`` (``v1``/``v2``/``v3`` or null),
 ``direction`` (``upload``/``download`` or null), ``description`` (one line), ``cases``
-(catalogue case ids the trace covers, e.g. ``7.3.1/1``), and free-form optional keys
-(``source``, ``recorded``, ``port``...).
+(catalogue case ids the trace covers, e.g. ``7.3.1/1``), and optional keys: ``source``
+(where it came from), ``replay`` (false: timing decides some frames, so
+``conformance replay`` skips it, giving ``replay_note`` as the reason),
+``client_testable`` (false: ``conformance serve`` does not offer it), ``client_must_close``
+(``conformance serve`` fails a client that does not close after the trace), and any other
+free-form key.
 
 Frame keys: ``dir`` (``c2s`` client to server, ``s2c`` server to client); the raw bytes of
 exactly one frame (length word included) as ``hex`` or ``b64`` (writers use hex up to 64
