@@ -24,7 +24,8 @@ expected one for every stream. Client, server and stub are separate processes.
    waits for a common go); none may lose or mix data (every stub's SHA-256 matches its
    stream's), and the aggregate throughput (all bytes / first start to last end) must be
    >= 70% of the single-stream throughput of the same variant. Each stream pays fixed costs
-   (a stub process started, a client connecting): small streams measure those.
+   (a stub process started, a client connecting): small streams measure those. For
+   reference the baseline runs the same way: a threaded plain relay, one stub per stream.
 
 Each table also gives the CPU seconds per GiB of the client(s), the server and the stub(s)
 (getrusage in the workers; /proc/PID/stat of the server, its reaped stubs as its children's
@@ -147,10 +148,12 @@ def worker_client(args: argparse.Namespace) -> dict[str, Any]:
 def worker_baseline_client(args: argparse.Namespace) -> dict[str, Any]:
     """Send one synthetic stream on a plain socket; wait for the server's verdict."""
     cpu = cpu_seconds()
-    start = time.monotonic()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with sock:
         sock.connect(args.connect)
+        if args.wait_go:
+            _wait_for_go()
+        start = time.monotonic()
         sent = 0
         for view in iter_synthetic(args.size, args.seed):
             sock.sendall(view)
@@ -172,15 +175,8 @@ def worker_baseline_client(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def worker_baseline_server(args: argparse.Namespace) -> None:
-    """Accept one connection, relay it into a stub's pipe, answer with the stub's verdict."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(args.listen)
-    listener.listen(1)
-    print(json.dumps({"listening": args.listen}), flush=True)
-    conn, _ = listener.accept()
-    listener.close()
-    cpu = cpu_seconds()
+def _baseline_relay(conn: socket.socket, lock: threading.Lock) -> None:
+    """One connection: relay it into a stub's pipe, answer with the stub's verdict."""
     with conn:
         endpoint = start_stub_restore()
         buffer = bytearray(BASELINE_BUFFER)
@@ -193,14 +189,35 @@ def worker_baseline_server(args: argparse.Namespace) -> None:
                     data = data[os.write(fd, data) :]
             result = endpoint.wait()
         verdict = {"ok": result.ok, "sha256": result.sha256, "error": result.error}
-        report = {
-            "endpoint": verdict,
-            "vmhwm": vmhwm_bytes(os.getpid()),
-            "cpu": cpu_seconds() - cpu,
-            "stub_cpu": cpu_seconds(resource.RUSAGE_CHILDREN),
-        }
-        print(json.dumps(report), flush=True)
+        with lock:
+            print(json.dumps({"endpoint": verdict}), flush=True)
         conn.sendall(json.dumps(verdict).encode())
+
+
+def worker_baseline_server(args: argparse.Namespace) -> None:
+    """Serve `--connections` connections, a thread each, then report memory and CPU."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(args.listen)
+    listener.listen(args.connections)
+    print(json.dumps({"listening": args.listen}), flush=True)
+    cpu = cpu_seconds()
+    lock = threading.Lock()
+    threads = []
+    for _ in range(args.connections):
+        conn, _ = listener.accept()
+        thread = threading.Thread(target=_baseline_relay, args=(conn, lock))
+        thread.start()
+        threads.append(thread)
+    listener.close()
+    for thread in threads:
+        thread.join()
+    report = {
+        "done": True,
+        "vmhwm": vmhwm_bytes(os.getpid()),
+        "cpu": cpu_seconds() - cpu,
+        "stub_cpu": cpu_seconds(resource.RUSAGE_CHILDREN),
+    }
+    print(json.dumps(report), flush=True)
     os.unlink(args.listen)
 
 
@@ -362,12 +379,13 @@ def baseline_run(work: Path, size: int, seed: int) -> Run:
     try:
         server.line("listening")
         run = run_client(path, "baseline-client", 0, size, seed)
-        report = server.line("endpoint")
+        verdict = server.line("endpoint")["endpoint"]
+        report = server.line("done")
     finally:
         server.stop()
     run.server_rss = report["vmhwm"]
     run.server_cpu, run.stub_cpu = report["cpu"], report["stub_cpu"]
-    if report["endpoint"]["sha256"] != synthetic_sha256(size, seed):
+    if verdict["sha256"] != synthetic_sha256(size, seed):
         run.ok, run.note = False, "baseline stub saw other bytes"
     return run
 
@@ -389,15 +407,29 @@ class Concurrent:
         return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
 
 
+@contextlib.contextmanager
+def baseline_server(work: Path, connections: int) -> Iterator[tuple[Child, str]]:
+    path = str(work / "baseline.sock")
+    server = Child(_me("baseline-server", "--listen", path, "--connections", str(connections)))
+    try:
+        server.line("listening")
+        yield server, path
+    finally:
+        server.stop()
+
+
 def concurrent_run(work: Path, variant: int, streams: int, size: int) -> Concurrent:
+    """`streams` clients at once; variant 0 is the baseline (plain sockets, threaded relay)."""
     seeds = [1000 + index for index in range(streams)]
     errors: list[str] = []
-    with protocol_server(work) as (server, path):
+    worker = "client" if variant else "baseline-client"
+    serving = protocol_server(work) if variant else baseline_server(work, streams)
+    with serving as (server, path):
         clients = []
         for seed in seeds:
-            command = _me("client", "--connect", path, "--size", str(size), "--seed", str(seed))
-            command += ["--variant", str(variant), "--wait-go", *CLIENT_OPTIONS]
-            clients.append(Child(command, stdin=True))
+            command = _me(worker, "--connect", path, "--size", str(size), "--seed", str(seed))
+            command += ["--variant", str(variant), "--wait-go"]
+            clients.append(Child(command + (CLIENT_OPTIONS if variant else []), stdin=True))
         try:
             for client in clients:
                 client.line("ready")
@@ -416,7 +448,12 @@ def concurrent_run(work: Path, variant: int, streams: int, size: int) -> Concurr
         verdicts = []
         for _ in range(len(records)):
             verdicts.append(server.line("endpoint", 30)["endpoint"])
-        server_end, stub_end = proc_cpu_seconds(server.process.pid)
+        if variant:
+            server_end, stub_end = proc_cpu_seconds(server.process.pid)
+        else:  # the baseline server reports its own time once all relays are done
+            report = server.line("done", 30)
+            server_end, stub_end = server_cpu + report["cpu"], report["stub_cpu"]
+            stub_cpu = 0.0
     expected = {synthetic_sha256(size, seed) for seed in seeds}
     seen = [v["sha256"] for v in verdicts if v["ok"]]
     lost = len(expected - set(seen)) + (len(seen) - len(set(seen)))
@@ -471,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--wait-go", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--connections", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return run_worker(args)
@@ -530,6 +568,13 @@ def main(argv: list[str] | None = None) -> int:
             "| CPU s/GiB: clients, server, stubs (single stream) |"
         )
         print("|---|---:|---:|---:|---:|---:|---|---|")
+        base_many = concurrent_run(work, 0, args.streams, per_stream)
+        failures += bool(base_many.lost or base_many.errors)
+        print(
+            f"| baseline | {base_many.rate:.0f} | {base.rate:.0f} | "
+            f"{base_many.rate / base.rate:.2f} | {base_many.lost} | | (reference) | "
+            f"{cpu_cells(base_many)} ({cpu_cells(base)}) |"
+        )
         for variant in VARIANTS:
             result = concurrent_run(work, variant, args.streams, per_stream)
             single = best[f"V{variant}"].rate
