@@ -49,9 +49,10 @@ def planted(buffer: bytes) -> None:
     pos = 0
     while len(buffer) - pos >= 4:
         (length,) = struct.unpack_from(">I", buffer, pos)
-        if length < 28 and "hang" in BUGS:
-            while True:  # HANG: never answers, never closes
+        if length < 28:
+            while "hang" in BUGS:  # HANG: never answers, never closes
                 time.sleep(3600)
+            return  # (the engine rejects it)
         if len(buffer) - pos < length:
             return
         proc, mtype, status = struct.unpack_from(">iiI", buffer, pos + 12)

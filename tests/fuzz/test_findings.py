@@ -1,15 +1,19 @@
 """Regression tests for what the fuzzers found in our own code.
 
-Each test reproduces one finding. A finding not yet fixed is marked ``xfail(strict=True)``
-with the report: the mark must be removed with the fix (strict xfail fails once it passes).
+Each test reproduces one finding and failed before its fix. (A finding not yet fixed would
+be marked ``xfail(strict=True)`` with its report until the fix lands.)
+
+Finding 1 (fuzz_frames, tracemalloc check of ``check_memory``; fixed in 16d6067):
+FrameDecoder kept every fed chunk as its own memoryview + bytes object, ~300 bytes of
+overhead per read, so a peer dripping a frame one byte per read made it hold ~300 times
+the frame's size (spec.md §8.1 bounds the buffer by one frame plus one read).
 """
 
 from __future__ import annotations
 
 import struct
 import tracemalloc
-
-import pytest
+from collections.abc import Callable
 
 from xdrstream.protocol import Connection, Role
 from xdrstream.protocol.framing import FrameDecoder
@@ -17,25 +21,18 @@ from xdrstream.protocol.framing import FrameDecoder
 FRAME = 1 << 16  # an announced 64 KiB frame, delivered in tiny reads
 
 
-def _peak_while_buffering(feed: object, read_size: int) -> int:
+def _peak_while_buffering(feed: Callable[[bytes], None], read_size: int) -> int:
     frame = struct.pack(">I", FRAME) + bytes(FRAME - 4)
     tracemalloc.start()
     try:
         for i in range(0, FRAME - read_size, read_size):
-            feed(frame[i : i + read_size])  # type: ignore[operator]
+            feed(frame[i : i + read_size])
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1 (fuzz_frames, memory check): FrameDecoder keeps every fed chunk as its "
-    "own memoryview+bytes object, ~300 bytes of overhead per read; a peer that drips a "
-    "frame one byte per read makes it hold ~300x the frame size (spec §8.1 bounds the "
-    "buffer by one frame plus one read)",
-)
-def test_frame_decoder_memory_is_linear_in_buffered_bytes_for_tiny_reads() -> None:
+def test_finding_1_frame_decoder_memory_is_linear_for_one_byte_reads() -> None:
     decoder = FrameDecoder(FRAME)
 
     def feed(chunk: bytes) -> None:
@@ -47,17 +44,14 @@ def test_frame_decoder_memory_is_linear_in_buffered_bytes_for_tiny_reads() -> No
     assert peak < 4 * FRAME, f"peak {peak} bytes to buffer {FRAME} bytes"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="finding 1 seen through the engine: Connection buffers via FrameDecoder"
-)
-def test_connection_memory_is_linear_in_buffered_bytes_for_tiny_reads() -> None:
+def test_finding_1_through_the_engine() -> None:
     conn = Connection(Role.SERVER)
     peak = _peak_while_buffering(conn.receive_data, 3)
+    assert 0 < conn.buffered < FRAME
     assert peak < 4 * FRAME, f"peak {peak} bytes to buffer {FRAME} bytes"
 
 
 def test_reads_of_normal_size_stay_linear() -> None:
-    # The same frame in 4 KiB reads: overhead is negligible (this passes today).
     decoder = FrameDecoder(FRAME)
     peak = _peak_while_buffering(decoder.feed, 4096)
     assert peak < 2 * FRAME

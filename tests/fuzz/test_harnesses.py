@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xdrstream.codec import load_schema
+from xdrstream.conformance.trace import read
 from xdrstream.fuzz import corpus, harnesses, trace
+from xdrstream.fuzz.corpus import TRACES
 from xdrstream.fuzz.harnesses import (
     HARNESSES,
     InvariantError,
@@ -61,8 +63,10 @@ def test_every_seed_runs_clean(name: str) -> None:
     for data in seeds:
         HARNESSES[name](data)
     if name == "session":
-        for data in seeds:  # valid conversations: neither engine reports an error
-            session_one(data, strict=True)
+        # Valid conversations (the conformance traces also hold invalid ones on purpose):
+        # neither engine reports an error.
+        for session in corpus.canonical_sessions() + corpus.capture_sessions():
+            session_one(session_records(corpus.deliveries(session)), strict=True)
 
 
 def test_seeds_include_libvirt_captures_and_every_stream_kind() -> None:
@@ -81,8 +85,12 @@ def test_trace_round_trip(tmp_path: Path) -> None:
     trace.dump(path, frames, {"kind": "crash"})
     assert trace.load(path) == frames
     assert trace.load_meta(path) == {"kind": "crash"}
-    (tmp_path / "bad.jsonl").write_text('{"direction": "up", "hex": "00"}\n')
-    with pytest.raises(ValueError, match="line 1"):
+    # The conformance format: its reader accepts our file, ours accepts its traces.
+    assert read(path).pairs() == frames and read(path).extra["fuzz"] == {"kind": "crash"}
+    for committed in sorted(TRACES.glob("*.jsonl")):
+        assert trace.load(committed) == read(committed).pairs()
+    (tmp_path / "bad.jsonl").write_text('{"xdrstream_trace": 1}\n{"dir": "up", "hex": "00"}\n')
+    with pytest.raises(ValueError, match="line 2"):
         trace.load(tmp_path / "bad.jsonl")
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "all_sessions",
     "canonical_sessions",
     "capture_sessions",
+    "deliveries",
     "seed_inputs",
     "trace_sessions",
     "write_corpus",
@@ -247,11 +248,12 @@ def seed_inputs(harness: str) -> list[bytes]:
                 out += [b"\xff" + wire, b"\x06" + wire]  # 256-byte and 7-byte reads
         return out
     if harness == "session":
-        return [session_records(_deliveries(session)) for session in sessions]
+        return [session_records(deliveries(session)) for session in sessions]
     raise ValueError(f"unknown harness {harness!r}")
 
 
-def _deliveries(session: SessionFrames) -> list[tuple[Role, bytes]]:
+def deliveries(session: SessionFrames) -> list[tuple[Role, bytes]]:
+    """``(receiver, frame)`` pairs of a session (input of ``session_records``)."""
     return [(Role.SERVER if s is Role.CLIENT else Role.CLIENT, f) for s, f in session]
 
 

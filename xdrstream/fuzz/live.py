@@ -482,6 +482,8 @@ class LiveFuzzer:
                     if not self._restart():
                         break
                 baseline = self._check_growth(baseline, frames)
+                if len(self.summary.findings) >= max_findings:
+                    break
                 if self.pace:
                     time.sleep(self.pace)
                 now = time.monotonic()
@@ -562,7 +564,8 @@ class LiveFuzzer:
         return frames
 
     def _found(self, outcome: Outcome, frames: list[bytes], minimize: bool = True) -> None:
-        signature = (outcome.kind, outcome.detail.split(":")[0])
+        detail = "" if outcome.kind == "growth" else outcome.detail.split(":")[0]
+        signature = (outcome.kind, detail)
         if signature in self._signatures:
             return
         self._signatures.add(signature)

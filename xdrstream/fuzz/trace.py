@@ -1,63 +1,60 @@
-"""Findings and seeds as simple trace files: JSON Lines, one object per frame.
+"""Findings and seeds as trace files, in the conformance trace format.
 
-    {"meta": {"kind": "crash", "detail": "...", "seed": 1}}        (optional, first line)
-    {"direction": "c2s", "hex": "0000001c58445253..."}             client -> server
-    {"direction": "s2c", "hex": "..."}                             server -> client
-
-The conformance layer will define the project's trace format; everything that reads or
-writes traces in the fuzz layer goes through :func:`dump` and :func:`load`, so swapping the
-format means changing this module only.
+Everything the fuzz layer reads or writes as a trace goes through :func:`dump` and
+:func:`load`; the format itself is :mod:`xdrstream.conformance.trace` (JSON Lines: a header
+object, then one ``{"dir": "c2s"|"s2c", "hex"|"b64": ...}`` object per frame), so
+``xdrstream conformance replay`` can run a finding again. The fuzzer's details (kind,
+detail, seed, target) are kept in the header under the key ``"fuzz"``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from xdrstream.conformance import trace as conformance_trace
 from xdrstream.protocol import Role
 
 __all__ = ["dump", "dumps", "load", "load_meta", "loads"]
 
-_DIRECTION = {Role.CLIENT: "c2s", Role.SERVER: "s2c"}
-_SENDER = {v: k for k, v in _DIRECTION.items()}
+#: Schema names a fuzz trace may use (restore.x and libvirt's remote program).
+PROGRAMS = ("restore", "libvirt_remote")
+
+
+def _trace(
+    frames: Iterable[tuple[Role, bytes]], meta: Mapping[str, Any] | None
+) -> conformance_trace.Trace:
+    meta = dict(meta or {})
+    description = f"fuzz finding: {meta['kind']}: {meta.get('detail', '')}" if meta else ""
+    extra: dict[str, Any] = {"source": "xdrstream fuzz"}
+    if meta:
+        extra["fuzz"] = meta
+    return conformance_trace.from_frames(
+        frames, description=description, programs=PROGRAMS, **extra
+    )
 
 
 def dumps(frames: Iterable[tuple[Role, bytes]], meta: Mapping[str, Any] | None = None) -> str:
-    lines = [] if meta is None else [json.dumps({"meta": dict(meta)}, sort_keys=True)]
-    for sender, data in frames:
-        lines.append(json.dumps({"direction": _DIRECTION[sender], "hex": data.hex()}))
-    return "".join(line + "\n" for line in lines)
+    return conformance_trace.dumps(_trace(frames, meta))
 
 
 def loads(text: str) -> list[tuple[Role, bytes]]:
-    out = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            if "meta" in item:
-                continue
-            out.append((_SENDER[item["direction"]], bytes.fromhex(item["hex"])))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"trace line {number}: {exc}") from None
-    return out
-
-
-def load_meta(path: Path) -> dict[str, Any]:
-    first = path.read_text(encoding="utf-8").split("\n", 1)[0]
-    item = json.loads(first) if first.strip() else {}
-    meta = item.get("meta") if isinstance(item, dict) else None
-    return dict(meta) if isinstance(meta, dict) else {}
+    """``(sender, bytes)`` of every frame (ValueError naming the line if malformed)."""
+    return conformance_trace.loads(text).pairs()
 
 
 def dump(
     path: Path, frames: Iterable[tuple[Role, bytes]], meta: Mapping[str, Any] | None = None
 ) -> None:
-    path.write_text(dumps(frames, meta), encoding="utf-8")
+    conformance_trace.write(path, _trace(frames, meta))
 
 
 def load(path: Path) -> list[tuple[Role, bytes]]:
-    return loads(path.read_text(encoding="utf-8"))
+    return conformance_trace.read(path).pairs()
+
+
+def load_meta(path: Path) -> dict[str, Any]:
+    """The fuzzer's details of a finding (empty for other traces)."""
+    meta = conformance_trace.read(path).extra.get("fuzz")
+    return dict(meta) if isinstance(meta, dict) else {}
