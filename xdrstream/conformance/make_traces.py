@@ -16,7 +16,9 @@ sockets in a temporary directory:
   the reply, bad length word ...), one trace per case.
 
 The libvirt traces are converted from the real virsh <-> libvirtd captures committed in
-``tests/fixtures/libvirt`` (``--libvirt-fixtures``; skipped when absent).
+``tests/fixtures/libvirt`` (``--libvirt-fixtures``; skipped when absent); the dense
+``libvirt-vol-{upload,download}`` traces are recorded through the recording proxy from a
+private libvirtd by ``tests/conformance/make_libvirt_traces.py``.
 """
 
 from __future__ import annotations
