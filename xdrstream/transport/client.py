@@ -41,6 +41,7 @@ from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
+from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse as sparsemod
 from xdrstream.transport.aio import AsyncConnection
@@ -62,7 +63,8 @@ Source = str | os.PathLike[str] | BinaryIO | IO[bytes] | Iterable[Any]
 Dest = str | os.PathLike[str] | BinaryIO | IO[bytes] | Callable[[memoryview], Any]
 Progress = Callable[[int], Any]
 
-READ_BUFFER = 1 << 20
+# Four whole frames of the default chunk size, so a read never leaves a runt frame behind.
+READ_BUFFER = 4 * LEGACY_STREAM_PAYLOAD
 
 
 @dataclass(frozen=True)

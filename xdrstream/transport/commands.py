@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import errno
 import hashlib
@@ -43,7 +42,7 @@ import signal
 import ssl
 import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -491,18 +490,6 @@ def run_save(args: argparse.Namespace) -> int:
 # --- serve ----------------------------------------------------------------------------------
 
 
-class _ReportedResults(collections.deque[EndpointResult]):
-    """The server's verdict log, printing each verdict as it is recorded."""
-
-    def __init__(self, emit: Callable[[EndpointResult], None], maxlen: int) -> None:
-        super().__init__(maxlen=maxlen)
-        self._emit = emit
-
-    def append(self, result: EndpointResult) -> None:
-        super().append(result)
-        self._emit(result)
-
-
 def _launcher(args: argparse.Namespace) -> EndpointLauncher:
     if args.qemu is not None:
         from xdrstream.transport.qemu import QemuLauncher, find_qemu
@@ -575,11 +562,15 @@ def run_serve(args: argparse.Namespace) -> int:
             keepalive_interval=args.keepalive,
         )
         server = RestoreServer(
-            args.listen, tls=tls, launcher=_launcher(args), images=args.images, options=options
+            args.listen,
+            tls=tls,
+            launcher=_launcher(args),
+            images=args.images,
+            options=options,
+            on_result=verdict,
         )
     except CommandError as exc:
         return _fail("serve", exc)
-    server.results = _ReportedResults(verdict, server.results.maxlen or 256)
 
     async def main() -> int:
         loop = asyncio.get_running_loop()

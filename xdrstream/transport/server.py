@@ -21,7 +21,8 @@ outgoing endpoint and relays its pipe to the client; the save name ``SIZE`` or
 client that goes away kills the endpoint.  With ``images=DIR`` the server stores named
 images as (sparse) files instead: holes travel as holes in both directions.
 
-``results`` keeps the recent endpoint verdicts (:class:`~.sink.EndpointResult`).
+``results`` keeps the recent endpoint verdicts (:class:`~.sink.EndpointResult`);
+``on_result(result)`` is called with each one as it is recorded.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class RestoreServer:
         images: str | os.PathLike[str] | None = None,
         options: Options | None = None,
         name: str = "xdrstream",
+        on_result: Callable[[EndpointResult], Any] | None = None,
     ) -> None:
         self.listen_address = addresses.parse_address(listen) if isinstance(listen, str) else listen
         self.tls = tls
@@ -108,6 +110,7 @@ class RestoreServer:
         self.options = options or Options()
         self.name = name
         self.results: collections.deque[EndpointResult] = collections.deque(maxlen=256)
+        self.on_result = on_result
         self.address: addresses.Address | None = None
         self._schema = schema()
         self._sock: socket.socket | None = None
@@ -251,6 +254,8 @@ class RestoreServer:
         except TimeoutError as exc:
             raise ServerError(ERR_OPERATION_TIMEOUT, str(exc)) from exc
         self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
         return result
 
     async def _abort(self, endpoint: StreamEndpoint, reason: str) -> None:
