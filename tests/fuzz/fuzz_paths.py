@@ -1,4 +1,4 @@
-"""Shared fixtures of the fuzzing tests: every shipped schema."""
+"""Paths shared by the fuzzing tests: the repository root and every shipped schema."""
 
 from __future__ import annotations
 

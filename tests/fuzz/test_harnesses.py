@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from fuzz_paths import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

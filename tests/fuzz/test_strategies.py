@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SCHEMA_FILES
+from fuzz_paths import SCHEMA_FILES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
