@@ -51,7 +51,7 @@ def test_broken_server_is_caught_by_its_cases(
 ) -> None:
     with BrokenServer(fault, reference_server, short_dir / f"{fault.value}.sock") as broken:
         results = run_catalogue(
-            broken.address, exclude=sorted(COSTLY - EXPECTED[fault]), timeout=1.0
+            broken.address, exclude=sorted(COSTLY - EXPECTED[fault]), timeout=2.0
         )
     caught = failed(results)
     details = {k: results[k].detail for k in caught}

@@ -55,7 +55,7 @@ def test_run_fails_with_exit_1_and_reports_the_failure(
     with BrokenServer(Fault.SERIAL_IN_USE, reference_server, short_dir / "cli.sock") as broken:
         code = main([
             "conformance", "run", "--target", str(broken.address), "--cases", "4.3.*",
-            "--timeout", "1", "--junit", str(junit), "--json", str(report),
+            "--timeout", "2", "--junit", str(junit), "--json", str(report),
         ])  # fmt: skip
     assert code == 1
     results = {r["id"]: r for r in json.loads(report.read_text())["results"]}
