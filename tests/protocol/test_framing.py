@@ -250,3 +250,71 @@ def test_dripped_bytes_cost_no_per_read_overhead() -> None:
     decoder.feed(frame[-1:])
     got = decoder.next_frame()
     assert got is not None and bytes(got.payload) == bytes(60000)
+
+
+def _in_place(decoder: FrameDecoder, frame: bytes) -> memoryview:
+    """Receive ``frame`` through get_buffer/buffer_updated; its payload view."""
+    pos = 0
+    while pos < len(frame):
+        buf = decoder.get_buffer(16384)
+        n = min(len(buf), len(frame) - pos)
+        buf[:n] = frame[pos : pos + n]
+        decoder.buffer_updated(n)
+        pos += n
+    got = decoder.next_frame()
+    assert got is not None and decoder.next_frame() is None
+    return got.payload
+
+
+def test_in_place_buffers_are_reused_only_when_no_view_is_alive() -> None:
+    # Payload buffers are pooled (no zeroing per frame), but a payload the application
+    # still holds, even as a slice of a slice, is never written again (§8.1).
+    size = 256 * 1024
+    frames = [
+        pack_frame(Header(1, 1, 1, MessageType.STREAM, 3, 2), bytes([i]) * size) for i in range(8)
+    ]
+    decoder = FrameDecoder()
+    kept = _in_place(decoder, frames[0])[10:][5:]  # a slice keeps the buffer alive
+    owner = id(kept.obj)
+    buffers = set()
+    for i in range(1, 8):
+        payload = _in_place(decoder, frames[i])
+        buffers.add(id(payload.obj))
+        assert bytes(payload) == bytes([i]) * size
+        del payload
+    assert owner not in buffers and len(buffers) == 1  # one buffer went round
+    assert bytes(kept) == bytes(size - 15)  # frame 0's bytes, untouched
+    del kept
+    reused = [_in_place(decoder, frames[i]) for i in range(2)]  # both pooled buffers
+    assert {id(p.obj) for p in reused} == buffers | {owner}
+
+
+def test_released_in_place_buffer_is_recycled() -> None:
+    frame = pack_frame(Header(1, 1, 1, MessageType.STREAM, 3, 2), bytes(100000))
+    decoder = FrameDecoder()
+    first = _in_place(decoder, frame)
+    owner = id(first.obj)
+    del first
+    second = _in_place(decoder, frame)
+    assert id(second.obj) == owner  # no view of it was alive: reused
+    third = _in_place(decoder, frame)
+    assert id(third.obj) != owner  # `second` still holds it
+
+
+def test_get_buffer_after_a_complete_in_place_frame_is_not_empty() -> None:
+    # A complete in-place frame not yet taken by next_frame(): the next buffer receives
+    # what follows it (an empty one would read as end of input).
+    frames = pack_frame(Header(1, 1, 1, MessageType.STREAM, 3, 2), bytes(100000)) + pack_frame(
+        Header(1, 1, 1, MessageType.STREAM, 3, 2), b"tail"
+    )
+    decoder = FrameDecoder()
+    decoder.feed(frames[:100])
+    pos = 100
+    while pos < len(frames):
+        buf = decoder.get_buffer(65536)
+        assert len(buf) > 0
+        n = min(len(buf), len(frames) - pos)
+        buf[:n] = frames[pos : pos + n]
+        decoder.buffer_updated(n)
+        pos += n
+    assert [bytes(p) for _, p, _ in decode_all(decoder)] == [bytes(100000), b"tail"]

@@ -31,6 +31,7 @@ connection is then unusable: every later call re-raises) or :class:`LocalProtoco
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ from xdrstream.protocol.framing import (
     KEEPALIVE_VERSION,
     LEN_SIZE,
     MAX_FRAME,
+    MIN_FRAME,
     Frame,
     FrameDecoder,
     Header,
@@ -96,6 +98,10 @@ _OK = MessageStatus.OK
 _ERROR = MessageStatus.ERROR
 _CONTINUE = MessageStatus.CONTINUE
 _U32 = 0xFFFFFFFF
+_TYPE_STREAM = int(MessageType.STREAM)
+_STATUS_CONTINUE = int(MessageStatus.CONTINUE)
+_HEADER = struct.Struct(">IIiiIi")  # the six header words (§3.2)
+_LEN = struct.Struct(">I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +142,20 @@ class _Exchange:
     """One call (and its stream, if any) identified by the primary call's serial."""
 
     __slots__ = (
+        "data_head",
         "header",
         "kind",
         "known",
         "mode",
         "pending",
         "procedure",
+        "receives_data",
+        "sends_data",
         "serial",
         "state",
         "table",
         "unconsumed",
+        "words",
     )
 
     def __init__(
@@ -163,6 +173,13 @@ class _Exchange:
         )
         self.table: Table = TABLES[(role, self.kind)]
         self.state = "IDLE"
+        self.words = (header.prog, header.vers, header.proc)
+        # Fast data path (V2/V3): whether the current state lets data in / out and stay in
+        # that state (the table's row, precomputed at each state change), and the 24
+        # header bytes of this stream's STREAM/CONTINUE frames.
+        self.receives_data = False
+        self.sends_data = False
+        self.data_head = b""
         # V1: outstanding stream calls, oldest first: [chunk serial, op, max_bytes]
         self.pending: deque[tuple[int, int, int]] = deque()
         self.unconsumed = 0
@@ -328,8 +345,8 @@ class Connection:
             raise self._error
         try:
             while True:
-                frame = self._decoder.next_frame()
-                if frame is None:
+                raw = self._decoder.next_raw()
+                if raw is None:
                     if not self._eof:
                         return NEED_DATA
                     if self._decoder.buffered:
@@ -340,7 +357,17 @@ class Connection:
                             offset=self._decoder.offset,
                         )
                     return ConnectionClosed()
-                event = self._receive(frame)
+                prog, vers, proc, mtype, serial, status, payload, offset = raw
+                if mtype == _TYPE_STREAM and status == _STATUS_CONTINUE and payload:
+                    # Fast path: data of a V2/V3 stream whose state takes data (what the
+                    # table and _receive_stream would decide, without their generality).
+                    ex = self._exchanges.get(serial)
+                    if ex is not None and ex.receives_data and ex.words == (prog, vers, proc):
+                        if self.limits.stream_buffer is not None:
+                            self._account(ex, len(payload))
+                        return StreamData(serial, payload)
+                header = Header(prog, vers, proc, MessageType(mtype), serial, MessageStatus(status))
+                event = self._receive(Frame(header, payload, offset))
                 if event is not None:
                     return event
         except RemoteProtocolError as exc:
@@ -422,6 +449,13 @@ class Connection:
         return action
 
     def _set_state(self, ex: _Exchange, state: str) -> None:
+        if ex.state != state and ex.mode is not None and ex.mode.variant is not Variant.V1:
+            table = ex.table
+            ex.receives_data = table.get((state, "<StreamData")) == (state, "deliver")
+            ex.sends_data = table.get((state, ">StreamData")) == (state, "send")
+            if ex.sends_data and not ex.data_head:
+                prog, vers, proc = ex.words
+                ex.data_head = _HEADER.pack(prog, vers, proc, _STREAM, ex.serial, _CONTINUE)
         ex.state = state
         if state == "CLOSED" or state == "DRAINING":
             for chunk_serial, _op, _max in ex.pending:
@@ -660,6 +694,14 @@ class Connection:
         if self._error is not None:
             raise self._error
         kind = type(event)
+        if kind is StreamData:
+            # Fast path: data on a V2/V3 stream whose state lets data out (as _send_v2v3)
+            ex = self._exchanges.get(event.serial)  # type: ignore[union-attr]
+            if ex is not None and ex.sends_data:
+                data = event.data  # type: ignore[union-attr]
+                size = len(data)
+                if 0 < size <= self.limits.max_frame - HEADER_SIZE:
+                    return [_LEN.pack(MIN_FRAME + size) + ex.data_head, data]
         if kind is Call:
             return self._send_call(event)  # type: ignore[arg-type]
         if kind is Message:

@@ -25,14 +25,15 @@ Public names:
 * :class:`Frame` -- a decoded frame: ``header``, ``payload`` (a read-only ``memoryview``
   that stays valid and may be kept), ``offset`` of its length word in the byte stream.
 * :class:`FrameDecoder` -- incremental: ``feed(data)`` (or ``get_buffer()`` +
-  ``buffer_updated(n)`` to receive in place) then ``next_frame()`` until it returns
-  ``None``; any split of the input gives the same frames.
+  ``buffer_updated(n)`` to receive in place) then ``next_frame()`` (or the cheaper
+  ``next_raw()``) until it returns ``None``; any split of the input gives the same frames.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
+import sys
 from collections import deque
 from typing import NamedTuple
 
@@ -88,6 +89,7 @@ _STATUSES = frozenset(_STATUS_BY_VALUE)
 _HEADER = struct.Struct(">IIiiIi")
 _LEN_HEADER = struct.Struct(">IIIiiIi")
 _LEN = struct.Struct(">I")
+_LEN_TYPE_STATUS = struct.Struct(">I12xi4xi")  # length word, type and status of a frame
 _EMPTY = memoryview(b"")
 _SMALL = 4096  # reads below this size are gathered into one buffer
 
@@ -166,21 +168,27 @@ class FrameDecoder:
     Fed ``bytes`` objects are kept by reference (other buffer types are copied once, since
     their owner may reuse them).  A payload that lies inside one fed chunk is returned as a
     ``memoryview`` slice of it -- no copy at all; a payload spread over several chunks is
-    joined once.  Payload views stay valid: the decoder never writes to a buffer it handed
-    out.  After an error the decoder is poisoned: every later call re-raises it.
+    joined once.  Payload views stay valid: the decoder never writes to a buffer while a
+    view of it is alive (buffers of frames received in place are reused only once every
+    view of them is gone, see :meth:`get_buffer`).  After an error the decoder is
+    poisoned: every later call re-raises it.
     """
 
     __slots__ = (
         "_avail",
         "_big",
+        "_big_base",
         "_big_filled",
-        "_big_header",
+        "_big_size",
         "_big_start",
+        "_big_words",
         "_chunks",
         "_error",
         "_head",
         "_max_frame",
+        "_pool",
         "_scratch",
+        "_scratch_len",
         "_stream_offset",
         "_tail",
     )
@@ -199,10 +207,15 @@ class FrameDecoder:
         self._error: RemoteProtocolError | None = None
         # receive-into mode (get_buffer): the payload of a large frame is filled in place
         self._big: bytearray | None = None
+        self._big_base = 0  # where that payload starts in the buffer
+        self._big_size = 0  # payload bytes of that frame (the buffer may be larger)
         self._big_filled = 0
-        self._big_header: Header | None = None
+        self._big_words: tuple[int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0)
         self._big_start = 0
         self._scratch: bytearray | None = None
+        self._scratch_len = 0
+        # payload buffers of earlier in-place frames, reused once no view of them is alive
+        self._pool: list[bytearray] = []
 
     @property
     def max_frame(self) -> int:
@@ -218,37 +231,76 @@ class FrameDecoder:
         """Stream offset of the next unread byte."""
         return self._stream_offset
 
+    @property
+    def frame_remaining(self) -> int:
+        """Payload bytes still due for the frame being received in place (0 if none): the
+        size of the buffer :meth:`get_buffer` returns, which may be filled by several
+        reads and reported with one :meth:`buffer_updated`."""
+        return self._big_size - self._big_filled if self._big is not None else 0
+
     def get_buffer(self, sizehint: int = 65536) -> memoryview:
         """A writable buffer to receive the next bytes into (``recv_into``, asyncio's
         ``BufferedProtocol``); report how many were written with :meth:`buffer_updated`.
 
         While a frame with at least 64 KiB still to come is being received, the buffer is
         the rest of that frame's own payload, so the transport's copy is the only one.
-        Otherwise it is a fresh buffer of ``sizehint`` bytes that the decoder keeps.
+        That payload buffer comes from a small pool: the buffer of an earlier frame is
+        reused once no view of it is alive any more (so a delivered payload stays valid
+        for as long as the application keeps it), which spares zeroing and page-faulting
+        a fresh one per frame.  Otherwise the buffer is a fresh one of ``sizehint`` bytes
+        that the decoder keeps.
         """
         if self._error is not None:
             raise self._error
         if self._big is None:
             self._start_big()
-        if self._big is not None:
-            return memoryview(self._big)[self._big_filled :]
-        self._scratch = bytearray(max(sizehint, 1))
-        return memoryview(self._scratch)
+        big = self._big
+        if big is not None and self._big_filled < self._big_size:
+            self._scratch = None
+            base = self._big_base
+            return memoryview(big)[base + self._big_filled : base + self._big_size]
+        # (a complete in-place frame not yet taken by next_frame: what follows it is
+        # buffered as usual, never an empty buffer that a recv_into would mistake for EOF)
+        size = max(sizehint, 1)
+        if big is None and not self._avail:
+            # At a frame boundary: read into a pooled buffer large enough for a whole
+            # default-sized stream frame, so that if this read starts a large frame its
+            # payload goes on filling the same buffer (buffer_updated): no zeroing, no
+            # copy of the first read.
+            scratch = self._payload_buffer(max(size, _ARENA))
+        else:
+            scratch = bytearray(size)
+        self._scratch, self._scratch_len = scratch, size
+        return memoryview(scratch)[:size]
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` bytes were written at the start of the last :meth:`get_buffer`."""
         if self._error is not None:
             raise self._error
-        if self._big is not None:
-            if not 0 <= nbytes <= len(self._big) - self._big_filled:
+        if self._big is not None and self._scratch is None:
+            if not 0 <= nbytes <= self._big_size - self._big_filled:
                 raise ValueError(f"buffer_updated({nbytes}): beyond the buffer")
             self._big_filled += nbytes
             self._stream_offset += nbytes
             return
         scratch = self._scratch
-        if scratch is None or not 0 <= nbytes <= len(scratch):
+        if scratch is None or not 0 <= nbytes <= self._scratch_len:
             raise ValueError(f"buffer_updated({nbytes}) without a matching get_buffer()")
         self._scratch = None
+        if self._big is None and not self._avail and nbytes >= MIN_FRAME:
+            length, mtype, status = _LEN_TYPE_STATUS.unpack_from(scratch)
+            if (
+                MIN_FRAME + self._BIG <= length <= min(len(scratch), self._max_frame + LEN_SIZE)
+                and length - nbytes >= self._BIG
+                and mtype in _TYPES
+                and status in _STATUSES
+            ):  # a large frame starts here: receive the rest of it in place, after this
+                self._big, self._big_base = scratch, MIN_FRAME
+                self._big_size, self._big_filled = length - MIN_FRAME, nbytes - MIN_FRAME
+                self._big_words = _HEADER.unpack_from(scratch, LEN_SIZE)
+                self._big_start = self._stream_offset
+                self._stream_offset += nbytes
+                return
         if nbytes >= _SMALL:
             if self._tail:
                 self._flush_tail()
@@ -260,6 +312,25 @@ class FrameDecoder:
 
     _BIG = 65536
 
+    def _payload_buffer(self, size: int) -> bytearray:
+        """A buffer of at least ``size`` bytes for an in-place frame, from the pool when
+        one of the right size is no longer referenced by any view."""
+        pool = self._pool
+        if size > _POOL_BUFFER_MAX:
+            return bytearray(size)
+        spare = -1
+        for index in range(len(pool)):
+            if _unreferenced(pool, index):
+                if len(pool[index]) == size:
+                    return pool[index]
+                spare = index
+        buffer = bytearray(size)
+        if len(pool) < _POOL_SIZE:
+            pool.append(buffer)
+        elif spare >= 0:  # frames changed size: replace an idle buffer of another size
+            pool[spare] = buffer
+        return buffer
+
     def _start_big(self) -> None:
         """Enter receive-into mode if the next frame's head is here and >= 64 KiB are due."""
         if self._avail < MIN_FRAME:
@@ -270,40 +341,46 @@ class FrameDecoder:
         if self._tail:
             self._flush_tail()
         start = self._stream_offset
-        head = self._take(MIN_FRAME)
-        try:
-            header = parse_header(head, LEN_SIZE, stream_offset=start + LEN_SIZE)
-        except RemoteProtocolError as exc:
-            raise self._fail(exc) from None
-        big = bytearray(length - MIN_FRAME)
+        words = _HEADER.unpack_from(self._take(MIN_FRAME), LEN_SIZE)
+        self._check_words(words[3], words[5], start)
+        size = length - MIN_FRAME
+        big = self._payload_buffer(size)
         have = self._avail  # all buffered bytes belong to this frame's payload
         if have:
             big[:have] = self._take(have)
-        self._big, self._big_filled, self._big_header, self._big_start = big, have, header, start
+        self._big, self._big_base, self._big_size, self._big_filled = big, 0, size, have
+        self._big_words, self._big_start = words, start
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
             raise self._error
         if not data:
             return
-        if self._big is not None:  # fill the frame being received in place first
-            room = len(self._big) - self._big_filled
+        big = self._big
+        if big is not None:  # fill the frame being received in place first
+            room = self._big_size - self._big_filled
             part = memoryview(data)[:room]
-            self._big[self._big_filled : self._big_filled + len(part)] = part
+            at = self._big_base + self._big_filled
+            big[at : at + len(part)] = part
             self._big_filled += len(part)
             self._stream_offset += len(part)
             if len(part) == len(data):
                 return
             data = memoryview(data)[room:]
-        if len(data) < _SMALL:
+        size = len(data)
+        if size < _SMALL:
             self._tail += data
-            self._avail += len(data)
+            self._avail += size
             return
         if self._tail:
             self._flush_tail()
-        view = memoryview(data if isinstance(data, bytes) else bytes(data))
-        self._chunks.append(view.cast("B") if view.format != "B" else view)
-        self._avail += len(view)
+        if type(data) is bytes:
+            self._chunks.append(memoryview(data))
+        else:
+            view = memoryview(data if isinstance(data, bytes) else bytes(data))
+            self._chunks.append(view.cast("B") if view.format != "B" else view)
+            size = len(view)
+        self._avail += size
 
     def _flush_tail(self) -> None:
         self._chunks.append(memoryview(bytes(self._tail)))
@@ -359,23 +436,7 @@ class FrameDecoder:
         self._error = error
         return error
 
-    def next_frame(self) -> Frame | None:
-        if self._error is not None:
-            raise self._error
-        big = self._big
-        if big is not None:
-            if self._big_filled < len(big):
-                return None
-            assert self._big_header is not None
-            frame = Frame(self._big_header, memoryview(big).toreadonly(), self._big_start)
-            self._big = None
-            self._big_header = None
-            self._big_filled = 0
-            return frame
-        if self._avail < LEN_SIZE:
-            return None
-        length = self._peek_length()
-        start = self._stream_offset
+    def _check_length(self, length: int, start: int) -> None:
         if length < MIN_FRAME:
             raise self._fail(
                 RemoteProtocolError(
@@ -393,16 +454,109 @@ class FrameDecoder:
                     offset=start,
                 )
             )
-        if self._avail < length:
+
+    def _check_words(self, mtype: int, status: int, start: int) -> None:
+        """The type and status words of the frame whose length word is at ``start``."""
+        if mtype not in _TYPES:
+            raise self._fail(
+                RemoteProtocolError(
+                    f"header type {mtype} is not a message type",
+                    section="§4.1",
+                    offset=start + LEN_SIZE + 12,
+                )
+            )
+        if status not in _STATUSES:
+            raise self._fail(
+                RemoteProtocolError(
+                    f"header status {status} is not a message status",
+                    section="§4.2",
+                    offset=start + LEN_SIZE + 20,
+                )
+            )
+
+    def next_raw(self) -> RawFrame | None:
+        """As :meth:`next_frame`, without building :class:`Header`/:class:`Frame` objects
+        (the engine's fast path): ``(prog, vers, proc, type, serial, status, payload,
+        offset)`` with ``type`` and ``status`` as plain (valid) ints."""
+        if self._error is not None:
+            raise self._error
+        big = self._big
+        if big is not None:
+            if self._big_filled < self._big_size:
+                return None
+            self._big = None
+            view = memoryview(big)
+            if len(big) != self._big_size:  # the payload of a frame read into a pooled buffer
+                view = view[self._big_base : self._big_base + self._big_size]
+            self._big_filled = self._big_size = self._big_base = 0
+            return (*self._big_words, view.toreadonly(), self._big_start)
+        avail = self._avail
+        if avail < LEN_SIZE:
             return None
-        if self._tail:
-            self._flush_tail()
+        start = self._stream_offset
+        chunks = self._chunks
+        head = self._head
+        first = chunks[0] if chunks else None
+        if first is not None and len(first) - head >= MIN_FRAME:
+            # common case: length word and header lie in one chunk, no copy at all
+            length, prog, vers, proc, mtype, serial, status = _LEN_HEADER.unpack_from(first, head)
+            if length < MIN_FRAME or length - LEN_SIZE > self._max_frame:
+                self._check_length(length, start)
+            if avail < length:
+                return None
+            if self._tail:
+                self._flush_tail()
+            head += MIN_FRAME
+            if head == len(first):
+                chunks.popleft()
+                head = 0
+            self._head = head
+            self._avail = avail - MIN_FRAME
+            self._stream_offset = start + MIN_FRAME
+        else:
+            length = self._peek_length()
+            self._check_length(length, start)
+            if avail < length:
+                return None
+            if self._tail:
+                self._flush_tail()
+            prog, vers, proc, mtype, serial, status = _HEADER.unpack_from(
+                self._take(MIN_FRAME), LEN_SIZE
+            )
+        if mtype not in _TYPES or status not in _STATUSES:
+            self._check_words(mtype, status, start)
         # Header and payload are taken separately so that a payload lying inside one fed
         # chunk (e.g. written with writev as header + payload) is never copied.
-        head = self._take(MIN_FRAME)
-        try:
-            header = parse_header(head, LEN_SIZE, stream_offset=start + LEN_SIZE)
-        except RemoteProtocolError as exc:
-            raise self._fail(exc) from None
         payload = self._take(length - MIN_FRAME) if length > MIN_FRAME else _EMPTY
+        return (prog, vers, proc, mtype, serial, status, payload, start)
+
+    def next_frame(self) -> Frame | None:
+        raw = self.next_raw()
+        if raw is None:
+            return None
+        prog, vers, proc, mtype, serial, status, payload, start = raw
+        header = Header(prog, vers, proc, _TYPE_BY_VALUE[mtype], serial, _STATUS_BY_VALUE[status])
         return Frame(header, payload, start)
+
+
+RawFrame = tuple[int, int, int, int, int, int, memoryview, int]
+"""What :meth:`FrameDecoder.next_raw` returns."""
+
+_POOL_SIZE = 4  # in-place payload buffers kept for reuse per decoder
+_ARENA = 264 * 1024  # a read at a frame boundary: room for a frame of 256 KiB of data
+_POOL_BUFFER_MAX = 1 << 20  # larger payloads get a buffer of their own
+
+
+def _references(pool: list[bytearray], index: int) -> int:
+    return sys.getrefcount(pool[index])
+
+
+#: What _references reports for a buffer that only its pool refers to (measured, not
+#: assumed: interpreters differ in the temporary references they count).
+_FREE_REFS = _references([bytearray(1)], 0)
+
+
+def _unreferenced(pool: list[bytearray], index: int) -> bool:
+    """Whether only ``pool`` refers to ``pool[index]``, so no view of it is alive (a
+    memoryview, and every slice of it, holds a reference to the object it exports from)."""
+    return _references(pool, index) <= _FREE_REFS
