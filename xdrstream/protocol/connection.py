@@ -234,6 +234,14 @@ class Connection:
         holds ``limits.stream_buffer`` or more delivered, unconsumed bytes."""
         return self._paused_streams > 0
 
+    @property
+    def frame_remaining(self) -> int:
+        """Bytes still due for the frame being received in place (0 if none).  While it is
+        non-zero, :meth:`get_buffer` returns exactly the rest of that frame's payload: a
+        driver may fill it with several reads and report them with one
+        :meth:`buffer_updated`, since no event can come out before the frame is complete."""
+        return self._decoder.frame_remaining
+
     def stream_info(self, serial: int) -> StreamInfo | None:
         """State and counters of the exchange with primary serial ``serial`` (None if the
         engine does not know it)."""

@@ -587,10 +587,21 @@ class AsyncConnection:
                 if self._error is not None:
                     return
                 # receive in place: a large payload lands in its final buffer (§12.1)
-                count = await self._channel.recv_into(engine.get_buffer(hint))
+                buffer = engine.get_buffer(hint)
+                in_frame = engine.frame_remaining
+                count = total = await self._channel.recv_into(buffer)
+                # a large frame is arriving: fill the rest of its payload buffer before
+                # going back to the engine (no event can come out before it is complete)
+                while in_frame and count and total < len(buffer):
+                    self._last_rx = time.monotonic()
+                    count = await self._channel.recv_into(buffer[total:])
+                    total += count
                 self._last_rx = time.monotonic()
                 self._missed_pings = 0
-                engine.buffer_updated(count)
+                if total:
+                    engine.buffer_updated(total)
+                if not count:  # the peer closed (maybe inside the frame: §3.5)
+                    engine.buffer_updated(0)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:

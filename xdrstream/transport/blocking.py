@@ -88,13 +88,15 @@ class SocketChannel:
         sock.setblocking(False)
         self.sock = sock
         self.needs_flush = False
+        self._readable = select.poll()  # the reader thread's wait, made once
+        self._readable.register(sock.fileno(), select.POLLIN)
 
     def recv_into(self, view: memoryview) -> int:
         while True:
             try:
                 return self.sock.recv_into(view)
             except (BlockingIOError, InterruptedError):
-                _wait_fd(self.sock, select.POLLIN, None)
+                self._readable.poll()
 
     def send_all(
         self, buffers: Iterable[bytes | bytearray | memoryview], timeout: float | None
@@ -550,12 +552,23 @@ class BlockingConnection:
                     # receive in place: a large payload lands in its final buffer (§12.1);
                     # only this thread touches the engine's receive side
                     buffer = engine.get_buffer(hint)
-                count = self._channel.recv_into(buffer)
+                    in_frame = engine.frame_remaining
+                count = total = self._channel.recv_into(buffer)
+                # A large frame is arriving: fill the rest of its payload buffer with
+                # plain reads; nothing can be routed (and no one notified) before it is
+                # complete, so the lock, the drain and the wake-ups wait until then.
+                while in_frame and count and total < len(buffer):
+                    self._last_rx = time.monotonic()
+                    count = self._channel.recv_into(buffer[total:])
+                    total += count
                 with self._cond:
                     if self._error is not None:
                         return
                     self._last_rx = time.monotonic()
-                    engine.buffer_updated(count)
+                    if total:
+                        engine.buffer_updated(total)
+                    if not count:  # the peer closed (maybe inside the frame: §3.5)
+                        engine.buffer_updated(0)
                 if self._channel.needs_flush:
                     with self._cond:
                         self._cond.notify_all()
