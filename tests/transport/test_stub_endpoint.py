@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -227,3 +228,73 @@ def test_abort_from_another_thread_ends_a_wait_in_progress() -> None:
         assert not waiter.is_alive()
     assert results == [aborted]
     assert not aborted.ok and aborted.error == "client disconnected"
+
+
+class _IdleEndpoint(StreamEndpoint):
+    """An endpoint around a short-lived child, for racing its closing paths.  Reading its
+    descriptor number is slow, so that two closers that check and then take it (instead of
+    taking it atomically) both see it open."""
+
+    @property  # type: ignore[override]
+    def _fd(self) -> int:
+        value = self._raw_fd
+        time.sleep(0.002)
+        return value
+
+    @_fd.setter
+    def _fd(self, value: int) -> None:
+        self._raw_fd = value
+
+    def _verdict(self, timeout: float | None) -> EndpointResult:
+        return EndpointResult(ok=self.process.wait(timeout) == 0)
+
+
+def test_abort_wait_and_close_stream_racing_close_the_pipe_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import subprocess
+    import sys
+
+    from xdrstream.transport import sink
+
+    closed: list[int] = []
+    real_close = sink.close_fd
+
+    def counting_close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(sink, "close_fd", counting_close)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # let the threads interleave as much as they can
+    try:
+        for _ in range(10):
+            read_fd, write_fd = os.pipe()
+            process = subprocess.Popen(["true"])
+            endpoint = _IdleEndpoint(Direction.RESTORE, process, write_fd, sink.stderr_file())
+            closed.clear()
+            start = threading.Barrier(4)
+
+            def run(
+                action: str, endpoint: StreamEndpoint = endpoint, start: threading.Barrier = start
+            ) -> None:
+                start.wait()
+                if action == "wait":
+                    endpoint.wait(timeout=30)
+                elif action == "abort":
+                    endpoint.abort("raced")
+                else:
+                    endpoint.close_stream()
+
+            threads = [
+                threading.Thread(target=run, args=(a,)) for a in ("wait", "abort", "close", "close")
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            os.close(read_fd)
+            assert closed.count(write_fd) == 1, closed
+            assert endpoint.result is not None and endpoint.process.returncode is not None
+    finally:
+        sys.setswitchinterval(switch)

@@ -92,6 +92,7 @@ class StreamEndpoint(abc.ABC):
         self._result: EndpointResult | None = None
         self._abort_reason: str | None = None
         self._lock = threading.Lock()  # one verdict, even with abort() from another thread
+        self._fd_lock = threading.Lock()  # `fd` is closed once, whoever closes it first
 
     # -- the stream ------------------------------------------------------------------------
     @property
@@ -116,9 +117,15 @@ class StreamEndpoint(abc.ABC):
         return os.readv(self.fd, [buffer])
 
     def close_stream(self) -> None:
-        """Close the parent's end: end-of-stream for a restore, 'no more reading' for a save."""
-        if self._fd >= 0:
+        """Close the parent's end: end-of-stream for a restore, 'no more reading' for a save.
+
+        Idempotent and thread-safe: `wait()`, `abort()` and the application may race to
+        call it; the descriptor is closed exactly once (a second close could hit a number
+        that another thread has reused meanwhile).
+        """
+        with self._fd_lock:
             fd, self._fd = self._fd, -1
+        if fd >= 0:
             close_fd(fd)
 
     # -- the verdict -----------------------------------------------------------------------
