@@ -336,6 +336,86 @@ def test_unknown_procedure_is_answered_with_an_error() -> None:
     )
 
 
+def unknown_v3_upload(limits: Limits | None = None) -> tuple[Connection, Connection, int]:
+    """A client that knows XS_PROC_RESTORE_V3 and a server that knows no procedure: the
+    client's call and first data are in flight before the server can answer (§7.4.1)."""
+    client = Connection(Role.CLIENT, [RESTORE])
+    server = Connection(Role.SERVER, [], limits)
+    serial = client.next_serial()
+    call = client.send(Call(serial, PROG, VERS, 8, call_args(8)))
+    data = client.send(StreamData(serial, b"early")) + client.send(StreamHole(serial, 5))
+    [got] = deliver(server, call + data)  # the stream frames are dropped (§10.2)
+    assert isinstance(got, Call) and not got.known
+    assert server.stream_info(serial).kind == "unknown call"  # type: ignore[union-attr]
+    return client, server, serial
+
+
+def test_unknown_v3_upload_late_frames_are_dropped_and_finish_ends_draining() -> None:
+    client, server, serial = unknown_v3_upload()
+    late = client.send(StreamData(serial, b"more")) + client.send(StreamFinish(serial))
+    reply = server.send(ErrorReply(serial, ERR))
+    assert server.stream_info(serial).state == "DRAINING"  # type: ignore[union-attr]
+    assert deliver(server, late[: len(late) - 28]) == []  # data after the reply: dropped
+    assert server.stream_info(serial).state == "DRAINING"  # type: ignore[union-attr]
+    assert deliver(server, late[len(late) - 28 :]) == []  # the finish ends DRAINING
+    assert server.stream_info(serial) is None
+    assert deliver(client, reply) == [ErrorReply(serial, ERR)]
+    # the connection goes on: the next call is received and answered
+    [call] = deliver(server, client.send(Call(client.next_serial(), PROG, VERS, 1, None)))
+    assert isinstance(call, Call) and call.serial == serial + 1
+    assert deliver(client, server.send(ErrorReply(call.serial, ERR))) == [
+        ErrorReply(call.serial, ERR)
+    ]
+
+
+def test_unknown_v3_upload_abort_ends_draining_and_bound_is_kept() -> None:
+    client, server, serial = unknown_v3_upload(Limits(max_draining=1))
+    abort = client.send(StreamAbort(serial))
+    server.send(ErrorReply(serial, ERR))
+    assert deliver(server, abort) == []
+    assert server.stream_info(serial) is None
+    # DRAINING serials of unknown calls are bounded like the others (max_draining=1)
+    first = unknown_call_frame(10)
+    second = unknown_call_frame(11)
+    deliver(server, first + second)
+    server.send(ErrorReply(10, ERR))
+    server.send(ErrorReply(11, ERR))
+    assert deliver(server, raw(T.STREAM, S.CONTINUE, 11, b"late", 8)) == []
+    with pytest.raises(RemoteProtocolError, match=r"§7\.1\.1"):
+        deliver(server, raw(T.STREAM, S.CONTINUE, 10, b"late", 8))
+
+
+def unknown_call_frame(serial: int) -> bytes:
+    return raw(T.CALL, S.OK, serial, bytes(RESTORE["xs_restore_args"].pack(call_args(8))), 8)
+
+
+@pytest.mark.parametrize(
+    ("frame", "section"),
+    [
+        (raw(T.STREAM, S.CONTINUE, 7, b"", 8), "§9.1"),  # end of data: only servers send it
+        (raw(T.STREAM, S.CONTINUE, 7, b"x", 9), "§7.1.1"),  # another procedure
+        (raw(T.STREAM, S.ERROR, 7, b"x", 8), "§7.4"),  # an abort has no body
+        (raw(T.STREAM_HOLE, S.CONTINUE, 7, b"\0\0", 8), "§7.1.3"),  # truncated hole
+        (raw(T.STREAM_HOLE, S.OK, 7, bodies.pack_hole(5, 0), 8), "§7.1.3"),
+    ],
+)
+def test_unknown_call_other_stream_frames_stay_protocol_errors(frame: bytes, section: str) -> None:
+    server = Connection(Role.SERVER, [])
+    deliver(server, unknown_call_frame(7))
+    with pytest.raises(RemoteProtocolError, match=section.replace(".", r"\.")):
+        deliver(server, frame)
+
+
+def test_known_plain_call_is_not_draining_after_its_error_reply() -> None:
+    client, server = pair()
+    serial = client.next_serial()
+    deliver(server, client.send(Call(serial, PROG, VERS, 2, call_args(2))))
+    server.send(ErrorReply(serial, ERR))
+    assert server.stream_info(serial) is None  # a declared procedure has no stream to drain
+    with pytest.raises(RemoteProtocolError, match=r"§7\.1\.1"):
+        deliver(server, raw(T.STREAM, S.CONTINUE, serial, b"x", 2))
+
+
 @pytest.mark.parametrize(
     ("frame", "section"),
     [

@@ -325,9 +325,14 @@ def paths_by_state(kind: str, role: Role) -> dict[str, list[list[tuple[str, str]
     return out
 
 
+# The server's "unknown call" table (a procedure it does not know) needs a client that
+# knows the procedure: tests/protocol/test_connection.py covers it with raw frames.
+SCRIPTED = {key: table for key, table in TABLES.items() if key[1] in SCRIPTS}
+
+
 def all_pairs() -> list[tuple[Role, str, str, str]]:
     cases = []
-    for (role, kind), table in TABLES.items():
+    for (role, kind), table in SCRIPTED.items():
         states = sorted({s for s, _ in table} | {n for n, _ in table.values()})
         messages = [">" + e for e in SENDS[role]] + ["<" + e for e in RECEIVES[role]]
         if role is Role.CLIENT:
@@ -341,7 +346,8 @@ def all_pairs() -> list[tuple[Role, str, str, str]]:
 
 
 def test_scripts_reach_every_state() -> None:
-    for (role, kind), table in TABLES.items():
+    assert set(TABLES) - set(SCRIPTED) == {(Role.SERVER, "unknown call")}
+    for (role, kind), table in SCRIPTED.items():
         states = {s for s, _ in table} | {n for n, _ in table.values()}
         assert set(paths_by_state(kind, role)) == states, (role, kind)
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trustme
 
-from xdrstream.protocol import Role
+from xdrstream.protocol import Program, Role, programs_from_schema
 from xdrstream.protocol.framing import (
     KEEPALIVE_PING,
     KEEPALIVE_PONG,
@@ -583,3 +583,73 @@ def test_a_call_to_a_silent_peer_times_out(
     finally:
         stop.set()
         thread.join()
+
+
+def without_procedure(number: int) -> list[Program]:
+    """restore.x's programs as a server that does not implement ``number`` sees them."""
+    return [
+        Program(p.number, p.version, {n: q for n, q in p.procedures.items() if n != number})
+        for p in programs_from_schema(S)
+    ]
+
+
+def test_v3_upload_to_an_unknown_procedure_fails_and_the_connection_goes_on(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A V3 client streams before the reply (§7.4.1); the blocking server does not know the
+    procedure: its error reply reaches the client, the data already sent is dropped as
+    late frames (§4.4.2, §10.2) and the connection stays usable."""
+    proc = RESTORE_PROCS[3]
+    server = BlockingConnection(
+        SocketChannel(pair[1]), Role.SERVER, without_procedure(proc), Options(timeout=10)
+    )
+    server.start()
+    thread = threading.Thread(
+        target=server.serve, args=(lambda s: S["xs_echo_ret"](data=bytes(s.args.data)),)
+    )
+    thread.start()
+    client = BlockingConnection(SocketChannel(pair[0]), Role.CLIENT, [S], Options(timeout=10))
+    client.start()
+    try:
+        for _ in range(2):  # the serial after a refused stream works the same way
+            up = client.open_stream(PROGRAM, VERSION, proc, restore_args("nobody-home"))
+            with pytest.raises(RemoteFailure, match="unknown procedure"):
+                for _ in range(64):
+                    up.send(bytes(65536))
+                up.finish()
+            echo = client.call(PROGRAM, VERSION, PROC_ECHO, S["xs_echo_args"](data=b"alive"))
+            assert bytes(echo.data) == b"alive"
+        assert client.error is None and server.error is None
+    finally:
+        client.close()
+        server.close()
+        thread.join(10)
+
+
+def test_async_server_drops_a_v3_stream_to_an_unknown_procedure(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    proc = RESTORE_PROCS[3]
+
+    async def handler(stream: Stream) -> Any:
+        return S["xs_echo_ret"](data=bytes(stream.args.data))
+
+    async def main() -> None:
+        server = AsyncConnection(
+            AsyncChannel(pair[1]), Role.SERVER, without_procedure(proc), handler=handler
+        )
+        server.start()
+        client = AsyncConnection(AsyncChannel(pair[0]), Role.CLIENT, [S])
+        client.start()
+        up = await client.open_stream(PROGRAM, VERSION, proc, restore_args("x"))
+        with pytest.raises(RemoteFailure, match="unknown procedure"):
+            for _ in range(64):
+                await up.send(bytes(65536))
+            await up.finish()
+        echo = await client.call(PROGRAM, VERSION, PROC_ECHO, S["xs_echo_args"](data=b"ok"))
+        assert bytes(echo.data) == b"ok"
+        assert client.error is None and server.error is None
+        await client.close()
+        await server.close()
+
+    asyncio.run(main())

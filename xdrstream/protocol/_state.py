@@ -1,8 +1,9 @@
 """The state tables of spec.md §9, as data.
 
-One table per role and kind of exchange: ``"call"`` (a procedure without stream) and
-``"<variant> <direction>"`` (a procedure with a stream).  A table maps
-``(state, message)`` to ``(next state, action)``:
+One table per role and kind of exchange: ``"call"`` (a procedure without stream),
+``"<variant> <direction>"`` (a procedure with a stream) and, on the server, ``"unknown
+call"`` (a procedure it does not know: answered with an error, its stream frames
+dropped).  A table maps ``(state, message)`` to ``(next state, action)``:
 
 * message ``">Name"``: this role sends event ``Name``; ``"<Name"``: it receives it;
 * action ``send`` (allowed send), ``deliver`` (received, returned by ``next_event``),
@@ -43,6 +44,18 @@ _ROWS: dict[tuple[str, str], str] = {
         IDLE      <Call          CALLED   deliver
         CALLED    >Reply         CLOSED   send
         CALLED    >ErrorReply    CLOSED   send
+    """,
+    ("server", "unknown call"): """
+        IDLE      <Call          CALLED     deliver
+        CALLED    <StreamData    CALLED     drop
+        CALLED    <StreamHole    CALLED     drop
+        CALLED    <StreamFinish  CALLED     drop
+        CALLED    <StreamAbort   CALLED     drop
+        CALLED    >ErrorReply    DRAINING   send
+        DRAINING  <StreamData    DRAINING   drop
+        DRAINING  <StreamHole    DRAINING   drop
+        DRAINING  <StreamFinish  CLOSED     drop
+        DRAINING  <StreamAbort   CLOSED     drop
     """,
     ("client", "v1 upload"): """
         IDLE      >Call          CALLING    send
@@ -268,6 +281,7 @@ TABLES: dict[tuple[Role, str], dict[tuple[str, str], Transition]] = {
 #: Section of spec.md that holds each kind's tables.
 SECTIONS: dict[str, str] = {
     "call": "§9.1",
+    "unknown call": "§9.1",
     "v1 upload": "§9.2",
     "v1 download": "§9.2",
     "v2 upload": "§9.3",

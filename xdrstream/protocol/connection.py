@@ -166,11 +166,10 @@ class _Exchange:
         self.procedure = procedure
         self.known = known
         self.mode: StreamMode | None = procedure.stream if procedure is not None else None
-        self.kind = (
-            "call"
-            if self.mode is None
-            else f"{self.mode.variant.value} {self.mode.direction.value}"
-        )
+        if self.mode is not None:
+            self.kind = f"{self.mode.variant.value} {self.mode.direction.value}"
+        else:  # a server does not know whether an unknown procedure has a stream (§10.2)
+            self.kind = "call" if known else "unknown call"
         self.table: Table = TABLES[(role, self.kind)]
         self.state = "IDLE"
         self.words = (header.prog, header.vers, header.proc)
@@ -511,14 +510,15 @@ class Connection:
         if ex is None:
             raise self._remote(frame, f"no open stream with serial {serial}", section)
         h = frame.header
-        if ex.mode is None or (h.prog, h.vers, h.proc) != ex.header[:3]:
+        if (ex.mode is None and ex.known) or (h.prog, h.vers, h.proc) != ex.header[:3]:
             raise self._remote(frame, f"does not match the procedure of stream {serial}", "§7.1.1")
         return ex
 
     def _receive_stream(self, frame: Frame) -> Event | None:
         h = frame.header
         ex = self._stream_exchange(frame, h.serial, "§7.1.1")
-        assert ex.mode is not None
+        if ex.mode is None:  # a call of an unknown procedure: V3 frames sent early (§10.2)
+            return self._deliver(ex, self._unknown_stream_event(frame), frame)
         if ex.mode.variant is Variant.V1:
             raise self._remote(frame, "V1 streams carry no STREAM messages", "§7.2.1")
         payload = frame.payload
@@ -547,6 +547,25 @@ class Connection:
                 raise self._remote(frame, "a client abort has an empty payload", "§7.3.3")
             event = StreamAbort(h.serial)
         return self._deliver(ex, event, frame)
+
+    def _unknown_stream_event(self, frame: Frame) -> Event:
+        """What a client's STREAM/STREAM_HOLE frame is, for a call this server could not
+        take (the table drops the client's stream events and refuses anything else)."""
+        h = frame.header
+        payload = frame.payload
+        if h.type is _HOLE:
+            if h.status is not _CONTINUE:
+                raise self._remote(frame, "a STREAM_HOLE has status CONTINUE", "§7.1.3")
+            try:
+                length, flags = _bodies.unpack_hole(payload)
+            except RemoteProtocolError as exc:
+                raise self._remote(frame, str(exc), "§7.1.3") from None
+            return StreamHole(h.serial, length, flags)
+        if h.status is _CONTINUE:
+            return StreamData(h.serial, payload) if len(payload) else StreamEnd(h.serial)
+        if len(payload):
+            raise self._remote(frame, "a client's finish or abort has an empty payload", "§7.4")
+        return StreamFinish(h.serial) if h.status is _OK else StreamAbort(h.serial)
 
     def _deliver(self, ex: _Exchange, event: Event, frame: Frame) -> Event | None:
         action = self._transition(ex, "<" + _event_name(event), frame)
@@ -820,16 +839,16 @@ class Connection:
         self, ex: _Exchange, event: Reply | ErrorReply
     ) -> list[bytes | bytearray | memoryview]:
         message = ">" + _event_name(event)
+        if not ex.known and type(event) is Reply:
+            raise LocalProtocolError(
+                "the procedure is not registered: answer with ErrorReply", section="§4.4"
+            )
         self._local_check(ex, message)
         prog, vers, proc = ex.header[:3]
         if type(event) is ErrorReply:
             payload = self._error_payload(event.error)
             status = _ERROR
         else:
-            if not ex.known:
-                raise LocalProtocolError(
-                    "the procedure is not registered: answer with ErrorReply", section="§4.4"
-                )
             codec = ex.procedure.result if ex.procedure is not None else None
             payload = self._encode(codec, event.result, "reply result", "§4.4")  # type: ignore[union-attr]
             status = _OK

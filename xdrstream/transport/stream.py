@@ -675,8 +675,9 @@ class BlockingStream(_Base):
 
 
 def make_exchange(serial: int, client: bool, kind: str, sparse: bool, chunk_size: int) -> Exchange:
-    """An :class:`Exchange` of engine kind ``kind``: "call" or "<variant> <direction>"."""
-    if kind == "call":
+    """An :class:`Exchange` of engine kind ``kind``: "call" ("unknown call": a server's
+    call of a procedure it does not know) or "<variant> <direction>"."""
+    if kind == "call" or kind == "unknown call":
         return Exchange(serial, client, Kind.CALL, None, False, chunk_size)
     variant_text, direction = kind.split()
     return Exchange(serial, client, Kind(direction), Variant(variant_text), sparse, chunk_size)
