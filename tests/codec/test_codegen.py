@@ -136,6 +136,30 @@ def test_typedef_of_a_struct_is_its_class(schema: Schema) -> None:
     assert info.value.path == "point_alias.y"
 
 
+def test_types_lead_back_to_their_schema_and_x_name(schema: Schema) -> None:
+    for name in ("point", "scalars", "node", "color", "result", "opt"):
+        cls = schema[name]
+        assert cls.__xdr_schema__ is schema and cls.__xdr_name__ == name
+        assert schema.xtype(cls.__xdr_name__) is schema.model.types[name]
+    # A typedef naming a struct is the struct's class: it leads to the struct.
+    assert schema["point_alias"].__xdr_name__ == "point"
+    for name in ("name_t", "ints", "uuid", "list"):
+        codec = schema[name]
+        assert codec.__xdr_schema__ is schema and codec.__xdr_name__ == name
+    builtin = schema.codec("unsigned hyper")
+    assert (builtin.__xdr_schema__, builtin.__xdr_name__) == (schema, "unsigned hyper")
+    # Inline types and .x names that look like the attributes do not get in the way.
+    other = compile_schema(
+        "struct outer { struct { int __xdr_name__; } inner; int __xdr_schema__; };"
+    )
+    outer, inner = other["outer"], other["outer.inner"]
+    assert (outer.__xdr_schema__, outer.__xdr_name__) == (other, "outer")
+    assert (inner.__xdr_schema__, inner.__xdr_name__) == (other, "outer.inner")
+    assert [f.name for f in dataclasses.fields(outer)] == ["inner", "x__xdr_schema__"]
+    value = outer(inner=inner(x__xdr_name__=1), x__xdr_schema__=2)
+    assert outer.unpack(outer.pack(value)) == value
+
+
 def test_value_classes(schema: Schema) -> None:
     P, C, R = schema["point"], schema["color"], schema["result"]
     assert dataclasses.is_dataclass(P) and P.__slots__ == ("x", "y")
@@ -296,6 +320,7 @@ def test_compile_cli_writes_an_importable_module(tmp_path: Path, schema: Schema)
     R, MR = schema["result"], mod_schema["result"]
     assert MR.pack(MR(status=7, value="hi")) == R.pack(R(status=7, value="hi"))
     assert dict(mod_schema.constants) == dict(schema.constants)
+    assert (MP.__xdr_schema__, MP.__xdr_name__) == (mod_schema, "point")
     # Errors in the standalone module are diagnosed like in-process ones.
     with pytest.raises(DecodeError) as info:
         MR.unpack(be("iI", 7, 9) + b"abc")

@@ -13,6 +13,13 @@ API::
     schema.constants["FOO"]             # every const, enum member, program/version/proc name
     schema.programs["PROG"].versions[1].procedures[3]   # Program/Version/Procedure
     schema.source                       # the generated Python source
+    P.__xdr_schema__, P.__xdr_name__    # back to the Schema and the .x name ("point")
+
+Every generated class and every :class:`Codec` (``schema["name_t"]``, ``schema.codec(n)``)
+carries ``__xdr_schema__`` (its :class:`Schema`) and ``__xdr_name__`` (the ``.x`` type name
+it was compiled from; for a class reached through ``typedef struct foo bar_t;`` that is
+``"foo"``), so generic code (e.g. :mod:`xdrstream.fuzz.strategies`) can find a type's
+definition from the class or codec alone.
 
 ``unpack``/``unpack_from`` take ``zero_copy=True``: every ``opaque`` value is then a
 ``memoryview`` slice of the input buffer instead of a ``bytes`` copy.

@@ -59,6 +59,8 @@ class Codec:
     every ``opaque`` value is a ``memoryview`` slice of ``data`` instead of a ``bytes``
     copy (keep ``data`` alive and unchanged while you use them).
     ``unpack_from(buf, offset=0, zero_copy=False)`` returns ``(value, end_offset)``.
+    ``schema``/``name`` (also as ``__xdr_schema__``/``__xdr_name__``, like the generated
+    classes) lead back to the :class:`Schema` and the type's ``.x`` name.
     """
 
     pack: Callable[[Any], bytes]
@@ -69,6 +71,14 @@ class Codec:
         self.name = name
         self.schema = schema
         self.pack, self.unpack, self.unpack_from = _wrappers(schema, name, pack_fn, unpack_fn)
+
+    @property
+    def __xdr_schema__(self) -> Schema:
+        return self.schema
+
+    @property
+    def __xdr_name__(self) -> str:
+        return self.name
 
     def __repr__(self) -> str:
         return f"<xdrstream codec {self.name}>"
@@ -139,8 +149,9 @@ class Schema(Mapping[str, Any]):
     """A compiled ``.x`` file.
 
     ``schema[name]`` is the generated class of a struct/union/enum (with ``pack``,
-    ``unpack``, ``unpack_from`` classmethod-like attributes) or a :class:`Codec` for other
-    typedefs. ``schema.codec(name)`` returns the :class:`Codec` of any type name,
+    ``unpack``, ``unpack_from`` classmethod-like attributes, and ``__xdr_schema__``/
+    ``__xdr_name__`` leading back here) or a :class:`Codec` for other typedefs.
+    ``schema.codec(name)`` returns the :class:`Codec` of any type name,
     including the built-in ones (``int``, ``unsigned hyper``, ``string``, ``opaque``...).
     """
 
@@ -162,6 +173,8 @@ class Schema(Mapping[str, Any]):
                 cls.pack = staticmethod(codec.pack)
                 cls.unpack = staticmethod(codec.unpack)
                 cls.unpack_from = staticmethod(codec.unpack_from)
+                cls.__xdr_schema__ = self
+                cls.__xdr_name__ = name
                 self._types[name] = cls
             else:
                 self._types[name] = codec

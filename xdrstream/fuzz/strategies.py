@@ -32,7 +32,6 @@ abort). Every frame is then accepted by the receiving engine; the generator asse
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -41,7 +40,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from xdrstream.codec import Codec, Schema
+from xdrstream.codec import Schema
 from xdrstream.codec import model as m
 from xdrstream.fuzz.values import discriminant_value, minimal_value
 from xdrstream.protocol import NEED_DATA, Connection, LocalProtocolError, Role
@@ -105,8 +104,6 @@ _current_generation = next(_generation)
 def _override_key(type_or_name: Any) -> Hashable:
     if isinstance(type_or_name, str):
         return type_or_name
-    if isinstance(type_or_name, Codec):
-        return (id(type_or_name.schema), type_or_name.name)
     schema, name = _owner(type_or_name)
     return (id(schema), name)
 
@@ -133,34 +130,21 @@ def unregister(type_or_name: Any) -> None:
 # -- resolving what the caller passed --------------------------------------------------------
 
 
-def _owner(cls: Any) -> tuple[Schema, str]:
-    """Schema and type name of a generated class.
-
-    Generated classes carry no back-reference to their schema; their ``pack`` is the
-    codec's closure (xdrstream.codec.runtime), whose cells hold the schema and the name.
-    """
-    pack = getattr(cls, "pack", None)
-    if pack is None or not inspect.isfunction(pack):
-        raise TypeError(f"{cls!r} is not a type compiled by xdrstream.codec")
-    cells = inspect.getclosurevars(pack).nonlocals
-    schema, name = cells.get("schema"), cells.get("name")
+def _owner(cls_or_codec: Any) -> tuple[Schema, str]:
+    """Schema and ``.x`` name of a generated class or a :class:`Codec`."""
+    schema = getattr(cls_or_codec, "__xdr_schema__", None)
+    name = getattr(cls_or_codec, "__xdr_name__", None)
     if not isinstance(schema, Schema) or not isinstance(name, str):
-        raise TypeError(f"{cls!r} is not a type compiled by xdrstream.codec")
+        raise TypeError(f"{cls_or_codec!r} is not a type compiled by xdrstream.codec")
     return schema, name
 
 
 def _resolve(schema_type: Any, schema: Schema | None) -> tuple[Schema, str]:
-    if isinstance(schema_type, Codec):
-        return schema_type.schema, schema_type.name
     if isinstance(schema_type, str):
         if schema is None:
             raise TypeError("a type name needs its schema: strategy_for(name, schema)")
         schema.xtype(schema_type)  # KeyError for unknown names
         return schema, schema_type
-    if schema is not None:
-        for name, item in schema.items():
-            if item is schema_type:
-                return schema, name
     return _owner(schema_type)
 
 
