@@ -18,7 +18,12 @@ Usage, h11-style::
 * ``send(event) -> bytes``; ``send_buffers(event) -> list`` returns the same bytes as a
   list of buffers whose stream payload is the caller's own object (no copy).
 * ``get_buffer()`` / ``buffer_updated(n)``: the same, receiving in place (zero-copy for
-  large stream payloads).
+  large stream payloads); ``frame_remaining``: the rest of a large frame is due, and
+  ``get_buffer()`` is exactly its payload's remainder (fill it with several reads if
+  need be, then report them with one ``buffer_updated``).
+* Received ``StreamData.data`` is a read-only view that stays valid for as long as it is
+  held: receive buffers are reused only once no view of them is alive (§8.1), whatever
+  ``stream_consumed`` says (that is flow-control accounting only).
 * ``next_serial()`` allocates a client serial (V1 stream calls use the same counter).
 * Flow control numbers (§8): ``buffered``, ``stream_info(serial)``,
   ``stream_consumed(serial, n)``, ``reading_paused``.
@@ -314,7 +319,8 @@ class Connection:
         """Receive in place (``sock.recv_into``, asyncio ``BufferedProtocol``): a writable
         buffer for the next bytes; then call :meth:`buffer_updated`.  A large frame's payload
         is received directly into its final buffer, so stream data is copied only by the
-        transport.  Mixing this with :meth:`receive_data` gives the same events."""
+        transport; those buffers come from a small pool and are reused only when no view
+        of them is alive.  Mixing this with :meth:`receive_data` gives the same events."""
         if self._error is not None:
             raise self._error
         if self._eof:

@@ -290,11 +290,12 @@ class FrameDecoder:
         if self._big is None and not self._avail and nbytes >= MIN_FRAME:
             length, mtype, status = _LEN_TYPE_STATUS.unpack_from(scratch)
             if (
-                MIN_FRAME + self._BIG <= length <= min(len(scratch), self._max_frame + LEN_SIZE)
-                and length - nbytes >= self._BIG
+                self._BIG <= length <= min(len(scratch), self._max_frame + LEN_SIZE)
+                and nbytes < length
                 and mtype in _TYPES
                 and status in _STATUSES
             ):  # a large frame starts here: receive the rest of it in place, after this
+                # read (however little is missing: nothing has to be copied for that)
                 self._big, self._big_base = scratch, MIN_FRAME
                 self._big_size, self._big_filled = length - MIN_FRAME, nbytes - MIN_FRAME
                 self._big_words = _HEADER.unpack_from(scratch, LEN_SIZE)
@@ -320,7 +321,9 @@ class FrameDecoder:
             return bytearray(size)
         spare = -1
         for index in range(len(pool)):
-            if _unreferenced(pool, index):
+            # only the pool refers to it: no view of it is alive (a memoryview, and every
+            # slice of it, holds a reference to the object it exports from)
+            if _getrefcount(pool[index]) <= _FREE_REFS:
                 if len(pool[index]) == size:
                     return pool[index]
                 spare = index
@@ -547,16 +550,15 @@ _ARENA = 264 * 1024  # a read at a frame boundary: room for a frame of 256 KiB o
 _POOL_BUFFER_MAX = 1 << 20  # larger payloads get a buffer of their own
 
 
-def _references(pool: list[bytearray], index: int) -> int:
-    return sys.getrefcount(pool[index])
+_getrefcount = sys.getrefcount
 
 
-#: What _references reports for a buffer that only its pool refers to (measured, not
-#: assumed: interpreters differ in the temporary references they count).
-_FREE_REFS = _references([bytearray(1)], 0)
+def _free_refs() -> int:
+    """What ``_getrefcount(pool[index])`` gives for a buffer only its pool refers to:
+    measured the way _payload_buffer asks (interpreters differ in the temporary
+    references they count)."""
+    pool, index = [bytearray(1)], 0
+    return _getrefcount(pool[index])
 
 
-def _unreferenced(pool: list[bytearray], index: int) -> bool:
-    """Whether only ``pool`` refers to ``pool[index]``, so no view of it is alive (a
-    memoryview, and every slice of it, holds a reference to the object it exports from)."""
-    return _references(pool, index) <= _FREE_REFS
+_FREE_REFS = _free_refs()
