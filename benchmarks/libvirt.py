@@ -4,7 +4,7 @@
 
 One private libvirtd (tests/realpeers.py: uid 65534, session mode, Unix socket) with a
 directory pool holding a raw volume of `--size` bytes, one random source file of that size,
-and our storage server (`xdrstream libvirt-serve`, a separate process) on another Unix
+and our storage server (`xdrstream serve --libvirt-storage`, a separate process) on another Unix
 socket with a volume file of the same size. Runs are interleaved, best of `--repeat`:
 
 1. Client: `virsh vol-upload` / `vol-download` (a process: its wall time) against
@@ -115,7 +115,7 @@ def our_server(
     if sink:
         command += [__file__, "--serve-sink", str(directory), str(sock)]
     else:
-        command += ["-m", "xdrstream.cli", "libvirt-serve", str(directory)]
+        command += ["-m", "xdrstream.cli", "serve", "--libvirt-storage", str(directory)]
         command += ["--listen", f"unix:{sock}", "--pool", "bench"]
     process = subprocess.Popen(
         command,

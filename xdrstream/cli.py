@@ -17,7 +17,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xdrstream.protocol.commands",
     "xdrstream.transport.commands",
     "xdrstream.fuzz.commands",
-    "xdrstream.libvirt.commands",
     "xdrstream.conformance.commands",
 )
 

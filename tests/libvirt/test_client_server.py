@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 import trustme
 from libvirt_helpers import KiB, MiB, layout, make_file, make_random_file, sha256
+from realpeers import stop_process
 
+from xdrstream.cli import main
 from xdrstream.libvirt import LibvirtClient, LibvirtError, remote
 from xdrstream.libvirt.errors import VIR_ERR_RPC, VIR_FROM_RPC
 from xdrstream.libvirt.storage_server import StorageServer
@@ -159,17 +162,69 @@ def test_unknown_procedures_get_libvirts_rpc_error(pool: Path, tmp_path: Path) -
     )
 
 
-def test_libvirt_serve_refuses_a_missing_directory(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "xdrstream.cli", "libvirt-serve", str(tmp_path / "nope")]
+SERVE = [sys.executable, "-m", "xdrstream.cli", "serve"]
+
+
+def test_serve_libvirt_storage_refuses_a_missing_directory(tmp_path: Path) -> None:
     result = subprocess.run(
-        [*command, "--listen", f"unix:{tmp_path / 's'}"],
+        [*SERVE, "--libvirt-storage", str(tmp_path / "nope"), "--listen", f"unix:{tmp_path / 's'}"],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert result.returncode == 2
-    assert f"{tmp_path / 'nope'}: no such directory" in result.stderr
+    assert f"xdrstream serve: error: {tmp_path / 'nope'}: no such directory" in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_serve_libvirt_storage_names_the_pool(pool: Path, tmp_path: Path) -> None:
+    """``--pool NAME`` (what ``libvirt-serve`` had): clients find the volumes under NAME."""
+    make_random_file(pool / "v.img", 5000)
+    sock = tmp_path / "s"
+    process = subprocess.Popen(
+        [*SERVE, "--libvirt-storage", str(pool), "--pool", "named", "--listen", f"unix:{sock}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = json.loads(process.stdout.readline())
+        assert line == {"listening": f"unix:{sock}", "pool": "named", "directory": str(pool)}
+        with LibvirtClient.open(f"unix:{sock}") as client:
+            with pytest.raises(LibvirtError):
+                client.lookup_volume("store", "v.img")  # the directory's name is not used
+            vol = client.lookup_volume("named", "v.img")
+            client.download(vol, tmp_path / "out.bin")
+        assert sha256(tmp_path / "out.bin") == sha256(pool / "v.img")
+    finally:
+        stop_process(process)  # type: ignore[arg-type]
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert process.returncode == 0
+    assert not sock.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["libvirt-serve", "DIR"], "invalid choice: 'libvirt-serve'"),  # one command: serve
+        (["serve", "--pool", "p"], "--pool needs --libvirt-storage"),
+        (["serve", "--libvirt-storage", "DIR", "--images", "DIR"], "not allowed with"),
+    ],
+)
+def test_serve_libvirt_storage_usage_errors(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(tmp_path) if item == "DIR" else item for item in argv]
+    try:
+        code = main([*argv, "--listen", f"unix:{tmp_path / 's'}"])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 

@@ -4,7 +4,7 @@
   upload/download (sparse too), test-driver screenshots.
 * :class:`StorageServer` (:mod:`.storage_server`) -- answer the remote-program calls that
   ``virsh`` makes for vol-upload/vol-download/vol-list/pool-list/vol-info/pool-info on a
-  directory of files; ``xdrstream libvirt-serve`` (:mod:`.commands`) runs it.
+  directory of files; ``xdrstream serve --libvirt-storage DIR [--pool NAME]`` runs it.
 * :class:`LibvirtError` (:mod:`.errors`) -- libvirt's error code, domain and message.
 """
 

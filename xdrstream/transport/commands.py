@@ -3,6 +3,7 @@
     xdrstream serve --listen unix:/tmp/x.sock                    # QEMU stub endpoints
     xdrstream serve --listen tcp:127.0.0.1:4000 --tls-cert C --tls-key K [--tls-ca CA
                     [--require-client-cert]] [--qemu qemu-system-x86_64 | --images DIR]
+    xdrstream serve --libvirt-storage /srv/images [--pool NAME] --listen unix:/tmp/libvirt-sock
     xdrstream restore guest.img --connect unix:/tmp/x.sock --variant 2
     xdrstream save out.img --connect tls:127.0.0.1:4000 --tls-ca CA --variant 3 --size 64M
 
@@ -18,6 +19,12 @@ and of the file ``save`` wrote (a failed save removes OUT: no partial image is l
 line per endpoint verdict (ok, bytes, sha256, error, exit code of the stub or QEMU) -- on a
 terminal, the same as text. SIGINT or SIGTERM stop it cleanly: every connection is closed,
 every endpoint killed, the Unix socket file removed.
+
+``serve --libvirt-storage DIR`` answers libvirt's remote program instead, for a directory
+pool (:class:`xdrstream.libvirt.storage_server.StorageServer`): unmodified virsh can then
+vol-upload, vol-download (also --sparse), vol-list, vol-info, pool-list and pool-info, e.g.
+``virsh -c 'qemu+unix:///session?socket=PATH' vol-list --pool NAME``. It prints
+``{"listening": ..., "pool": NAME, "directory": DIR}``.
 
 Errors are one line on stderr, ``xdrstream COMMAND: error: ...``, with these exit codes:
 
@@ -44,13 +51,16 @@ import stat
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from xdrstream.protocol import ProtocolError
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
 from xdrstream.transport.progress import Meter, terminal_console
 from xdrstream.transport.sink import EndpointLauncher, EndpointResult
+
+if TYPE_CHECKING:
+    from xdrstream.transport.options import Options
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -202,11 +212,16 @@ def _register_transfer(subparsers: Any, command: str) -> None:
 def _register_serve(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="serve restore.x: restores into and saves from the QEMU stub (or QEMU)",
+        help="serve restore.x (QEMU stub or QEMU), or a directory as a libvirt storage pool",
         description=(
             "Listen and serve the restore.x program. Each restore starts a QEMU stand-in "
             "process (the stub; real QEMU with --qemu) and streams the data into its pipe, as "
             "libvirt feeds `-incoming fd:N`; each save streams such a process's output. "
+            "With --libvirt-storage DIR, answer libvirt's remote program instead for one "
+            "directory pool whose files are the volumes: unmodified virsh can vol-upload, "
+            "vol-download (also --sparse), vol-list, vol-info, pool-list and pool-info, e.g. "
+            "virsh -c 'qemu+unix:///session?socket=PATH' vol-list --pool NAME; other "
+            "procedures get libvirt's 'unknown procedure' error. "
             "Prints where it listens; SIGINT/SIGTERM stop it cleanly."
         ),
     )
@@ -216,7 +231,7 @@ def _register_serve(subparsers: Any) -> None:
         type=_address,
         required=True,
         metavar="ADDR",
-        help="unix:PATH, tcp:HOST:PORT (port 0: any free port) or tls:HOST:PORT",
+        help="unix:PATH, tcp:HOST:PORT (port 0: any free port), tls:HOST:PORT or a libvirt URI",
     )
     tls = parser.add_argument_group("TLS (with --tls-cert and --tls-key)")
     tls.add_argument("--tls-cert", metavar="FILE", help="server certificate")
@@ -240,7 +255,13 @@ def _register_serve(subparsers: Any) -> None:
         "--libvirt-storage",
         metavar="DIR",
         type=Path,
-        help="serve DIR as a libvirt storage pool for virsh instead (see libvirt-serve)",
+        help="serve DIR as a libvirt storage pool for virsh instead of restore.x",
+    )
+    parser.add_argument(
+        "--pool",
+        dest="libvirt_pool",
+        metavar="NAME",
+        help="with --libvirt-storage: the pool's name (default: DIR's name)",
     )
     parser.add_argument(
         "--save-size",
@@ -528,18 +549,58 @@ def _server_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
         raise CommandError(str(exc), EXIT_USAGE) from None
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    if args.libvirt_storage is not None:
-        from xdrstream.libvirt.commands import run_storage_server
+def _shown_address(address: addresses.Address, tls: ssl.SSLContext | None) -> addresses.Address:
+    """The address to print: ``tls:HOST:PORT`` for a TCP listener with TLS."""
+    if tls is not None and address.kind == "tcp":
+        return addresses.Address("tcp", host=address.host, port=address.port, tls=True)
+    return address
 
-        return run_storage_server(args)
+
+def _emit(record: dict[str, Any], text: str) -> None:
+    """One line of ``serve``'s output: JSON unless stdout is a terminal."""
+    print(json.dumps(record) if not sys.stdout.isatty() else text, flush=True)
+
+
+def _serve_libvirt_storage(
+    args: argparse.Namespace, tls: ssl.SSLContext | None, options: Options
+) -> int:
+    """``serve --libvirt-storage DIR``: the threaded storage server until SIGINT/SIGTERM."""
+    import threading
+
+    from xdrstream.libvirt.storage_server import StorageServer
+
+    directory: Path = args.libvirt_storage
+    if not directory.is_dir():
+        return _fail("serve", CommandError(f"{directory}: no such directory", EXIT_USAGE))
+    server = StorageServer(args.listen, directory, pool=args.libvirt_pool, tls=tls, options=options)
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        try:
+            address = _shown_address(server.start(), tls)
+        except OSError as exc:  # ListenError: one line naming the address
+            return _fail("serve", CommandError(str(exc), EXIT_CONNECT))
+        try:
+            _emit(
+                {"listening": str(address), "pool": server.pool_name, "directory": str(directory)},
+                f"listening on {address}: pool {server.pool_name!r} = {server.directory}",
+            )
+            while not stop.wait(0.5):
+                pass
+        finally:
+            server.close()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return EXIT_OK
+
+
+def run_serve(args: argparse.Namespace) -> int:
     from xdrstream.transport.options import Options
     from xdrstream.transport.server import RestoreServer
-
-    as_json = not sys.stdout.isatty()
-
-    def emit(record: dict[str, Any], text: str) -> None:
-        print(json.dumps(record) if as_json else text, flush=True)
 
     def verdict(result: EndpointResult) -> None:
         record = {
@@ -550,10 +611,12 @@ def run_serve(args: argparse.Namespace) -> int:
             "exit_code": result.exit_code,
         }
         state = "accepted" if result.ok else f"FAILED ({result.error})"
-        emit({"endpoint": record}, f"endpoint {state}: {result.bytes} bytes, {result.sha256}")
+        _emit({"endpoint": record}, f"endpoint {state}: {result.bytes} bytes, {result.sha256}")
 
     try:
         tls = _server_tls(args)
+        if args.libvirt_pool is not None and args.libvirt_storage is None:
+            raise CommandError("--pool needs --libvirt-storage", EXIT_USAGE)
         if args.images is not None and not args.images.is_dir():
             raise CommandError(f"--images {args.images}: no such directory", EXIT_USAGE)
         options = Options(
@@ -561,6 +624,11 @@ def run_serve(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
             keepalive_interval=args.keepalive,
         )
+    except CommandError as exc:
+        return _fail("serve", exc)
+    if args.libvirt_storage is not None:
+        return _serve_libvirt_storage(args, tls, options)
+    try:
         server = RestoreServer(
             args.listen,
             tls=tls,
@@ -581,9 +649,8 @@ def run_serve(args: argparse.Namespace) -> int:
             address = await server.start()
         except OSError as exc:  # ListenError: one line naming the address
             return _fail("serve", CommandError(str(exc), EXIT_CONNECT))
-        if tls is not None and address.kind == "tcp":
-            address = addresses.Address("tcp", host=address.host, port=address.port, tls=True)
-        emit({"listening": str(address)}, f"listening on {address}")
+        address = _shown_address(address, tls)
+        _emit({"listening": str(address)}, f"listening on {address}")
         serving = asyncio.ensure_future(server.serve_forever())
         try:
             await stop.wait()
