@@ -204,6 +204,47 @@ def test_v1_stream_calls_of_the_demo_program(
     assert found[3]["body"] == {"op": "DATA", "data_bytes": 2}
 
 
+def test_describe_frames_of_both_directions_keeps_v1_calls_across_them() -> None:
+    up, down = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+    read_call = frame(5, CALL, CONTINUE, struct.pack(">III", 1, 4, 4096), serial=3, prog=RESTORE)
+    chunk = frame(5, REPLY, OK, struct.pack(">II", 0, 2) + b"hi\0\0", serial=3, prog=RESTORE)
+    ping = frame(1, MESSAGE, serial=0, prog=KEEPALIVE)
+    items = [
+        (up, read_call),
+        (down, ping),
+        (down, chunk),
+        (up, read_call[:30]),  # cut off
+        (up, ping + ping),  # two frames in one item
+        (up, ping),
+    ]
+    found = list(Decoder.with_schemas().describe_frames(items))
+    assert len(found) == len(items)
+    first, pong, reply, cut, double, last = found
+    assert isinstance(first, DecodedMessage) and isinstance(reply, DecodedMessage)
+    assert first.body == {"stream": 1, "op": "READ", "max_bytes": 4096}
+    # The reply is read as the answer to the READ call the other direction sent.
+    assert reply.body == {"op": "DATA", "data_bytes": 2} and reply.body_error is None
+    assert [(m.direction, m.offset) for m in (first, pong, reply)] == [
+        (up, 0),
+        (down, 0),
+        (down, len(ping)),
+    ]
+    assert isinstance(cut, StreamFailure) and isinstance(double, StreamFailure)
+    assert (cut.direction, cut.offset) == (up, len(read_call))
+    assert "stream ends inside a frame" in cut.message
+    assert str(cut).startswith(f"client->server stream byte offset {len(read_call)}: ")
+    assert (double.offset, double.message) == (
+        len(read_call) + 30,
+        "2 frames where one was expected",
+    )
+    assert isinstance(last, DecodedMessage)
+    assert (last.direction, last.offset) == (up, len(read_call) + 30 + 2 * len(ping))
+    # Without its call (one direction alone), the same reply is not a V1 chunk.
+    (alone,) = Decoder.with_schemas().describe_frames([(down, chunk)])
+    assert isinstance(alone, DecodedMessage) and alone.body is None
+    assert "xs_save_ret" in (alone.body_error or "")
+
+
 def test_extra_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     schema = tmp_path / "mine.x"
     schema.write_text(

@@ -11,7 +11,6 @@ libvirt dissector (``tshark -d tcp.port==PORT,libvirt``).
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from xdrstream.conformance.trace import C2S, Trace
 from xdrstream.protocol.decode import DecodedMessage, Decoder, StreamFailure
@@ -33,34 +32,14 @@ CLIENT_PORT = 40000
 def decode_frames(trace: Trace) -> list[DecodedMessage | StreamFailure | None]:
     """One description per trace line (None for closes), decoded in wire order so that V1
     replies are read with the calls they answer."""
-    decoder = Decoder.with_schemas()
-    # Decoder keeps V1 call state per byte stream; the trace interleaves both directions,
-    # so each frame is described with one shared state (decode.py's private helpers).
-    state = decode_state()
-    offsets = {C2S: 0, "s2c": 0}
-    out: list[DecodedMessage | StreamFailure | None] = []
-    for frame in trace.frames:
-        if frame.close:
-            out.append(None)
-            continue
-        raw_frames, failure = decoder._split(frame.data, None)
-        if failure is not None or len(raw_frames) != 1:
-            out.append(
-                failure
-                or StreamFailure(
-                    f"{len(raw_frames)} frames in one trace line", offsets[frame.direction]
-                )
-            )
-        else:
-            out.append(decoder._describe(raw_frames[0], state))
-        offsets[frame.direction] += len(frame.data)
-    return out
+    described = Decoder.with_schemas().describe_frames(
+        (_direction(frame.direction), frame.data) for frame in trace.frames if not frame.close
+    )
+    return [None if frame.close else next(described) for frame in trace.frames]
 
 
-def decode_state() -> Any:
-    from xdrstream.protocol.decode import _ConnectionState
-
-    return _ConnectionState()
+def _direction(side: str) -> Direction:
+    return Direction.CLIENT_TO_SERVER if side == C2S else Direction.SERVER_TO_CLIENT
 
 
 def _summary(message: DecodedMessage) -> str:
@@ -120,9 +99,7 @@ def to_pcapng(trace: Trace, port: int = 16509, start: float = 1_700_000_000.0) -
     for frame in trace.frames:
         if frame.close:
             continue
-        direction = (
-            Direction.CLIENT_TO_SERVER if frame.direction == C2S else Direction.SERVER_TO_CLIENT
-        )
+        direction = _direction(frame.direction)
         when = None if frame.time is None else start + 0.01 + frame.time
         chunks.append(FlowChunk(direction, frame.data, when))
     connection = SyntheticConnection(

@@ -12,6 +12,9 @@ know its program:
 * STREAM with status CONTINUE: the payload size (stream data is not XDR);
 * STREAM_HOLE: the hole (§7.1.3); V1 stream calls and their replies: the V1 body (§7.2.1).
 
+:meth:`Decoder.describe_frames` describes frames that are already cut apart, both
+directions of one connection in wire order (e.g. the lines of a conformance trace).
+
 Messages of a capture come in the order Wireshark shows them: by the number of the packet
 that completes each frame.  A stream that cannot be decoded further (bad length word,
 bad header, bytes missing from the capture, a frame cut off at the end) yields a
@@ -132,8 +135,10 @@ class StreamFailure:
 
     def __str__(self) -> str:
         where = f"byte offset {self.offset}"
-        if self.direction is not None:
+        if self.direction is not None and self.source is not None:
             where = f"{self.direction.value} {self.source} -> {self.destination}, stream {where}"
+        elif self.direction is not None:
+            where = f"{self.direction.value} stream {where}"
             if self.packet is not None:
                 where += f" (packet {self.packet})"
         return f"{where}: {self.message}"
@@ -238,6 +243,33 @@ class Decoder:
             yield self._describe(frame, state)
         if failure is not None:
             yield failure
+
+    def describe_frames(
+        self, frames: Iterable[tuple[Direction, bytes | memoryview]]
+    ) -> Iterator[DecodedMessage | StreamFailure]:
+        """One description per ``(direction, frame bytes)`` of one connection, given in wire
+        order with both directions interleaved, each item exactly one frame (length word
+        included). V1 stream replies are decoded with the calls they answer (§7.2.1).
+
+        A :class:`DecodedMessage` carries the ``direction`` and its ``offset`` in that
+        direction's byte stream; an item that is not exactly one frame gives a
+        :class:`StreamFailure` instead (and decoding goes on with the next item).
+        """
+        state = _ConnectionState()
+        offsets = dict.fromkeys(Direction, 0)
+        for direction, data in frames:
+            start = offsets[direction]
+            offsets[direction] += len(data)
+            raw, failure = self._split(data, None)
+            if failure is None and len(raw) != 1:
+                failure = StreamFailure(f"{len(raw)} frames where one was expected", 0)
+            if failure is not None:
+                yield dataclasses.replace(
+                    failure, offset=start + failure.offset, direction=direction
+                )
+                continue
+            message = self._describe(raw[0], state)
+            yield dataclasses.replace(message, offset=start, direction=direction)
 
     def decode_capture(
         self, data: bytes, port: int | None = None
