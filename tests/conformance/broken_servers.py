@@ -32,7 +32,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xdrstream.protocol import _bodies
+from xdrstream.protocol import bodies
 from xdrstream.protocol.events import RemoteError
 from xdrstream.protocol.framing import MAX_FRAME, Header, MessageStatus, MessageType, pack_frame
 from xdrstream.transport import address as addresses
@@ -223,7 +223,7 @@ class BrokenServer:
                 link.close()
                 return b""
             if fault is Fault.ANSWERS_BAD_TYPE and header.type > MessageType.STREAM_HOLE:
-                body = _bodies.pack_error(RemoteError(code=39, domain=7, message="bad type"))
+                body = bodies.pack_error(RemoteError(code=39, domain=7, message="bad type"))
                 reply = header._replace(type=MessageType.REPLY, status=MessageStatus.ERROR)
                 link.send_client(pack_frame(reply, body))
                 return b""

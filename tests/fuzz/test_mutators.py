@@ -18,8 +18,7 @@ from xdrstream.fuzz.mutators import (
     split_frames,
 )
 from xdrstream.fuzz.strategies import sessions
-from xdrstream.protocol import Role, schemas
-from xdrstream.protocol import _bodies as bodies
+from xdrstream.protocol import Role, bodies, schemas
 from xdrstream.protocol.events import RemoteError
 from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
 

@@ -167,3 +167,15 @@ def test_v1_decoders_agree_with_codec_on_random_bytes(blob: bytes) -> None:
             value = theirs.unpack(blob)
             arm = value.request if hasattr(value, "request") else value
             assert arm.op in (V1Op.READ, V1Op.HOLE), arm
+
+
+def test_public_modules_are_the_engines_bodies_and_tables() -> None:
+    """Code outside the protocol package uses ``bodies``/``states``: the same objects the
+    engine uses, so what these tests prove about ``_bodies`` holds for them."""
+    from xdrstream.protocol import _state, bodies, states
+
+    assert bodies.__all__ and states.__all__
+    for name in bodies.__all__:
+        assert getattr(bodies, name) is getattr(_bodies, name), name
+    for name in states.__all__:
+        assert getattr(states, name) is getattr(_state, name), name

@@ -17,7 +17,7 @@ from typing import Any
 
 from xdrstream.conformance.catalogue import ANY, LIBVIRT, Context, Skip, case
 from xdrstream.conformance.peer import Closed, Peer, Silence, Violation
-from xdrstream.protocol import _bodies, programs_from_schema, schemas
+from xdrstream.protocol import bodies, programs_from_schema, schemas
 from xdrstream.protocol.events import (
     Call,
     ErrorReply,
@@ -147,7 +147,7 @@ def alive(peer: Peer, ctx: Context, section: str, serial: int = 0x40000000) -> N
 
 def _error_text(frame: Frame) -> str:
     try:
-        error = _bodies.unpack_error(frame.payload)
+        error = bodies.unpack_error(frame.payload)
     except Exception as exc:
         return f"(error body does not decode: {exc})"
     return f"code {error.code} domain {error.domain}: {error.message}"
@@ -158,7 +158,7 @@ def expect_error_reply(peer: Peer, serial: int, section: str) -> Frame:
     if frame.header.status != ERROR:
         raise Violation(f"{section}: expected an ERROR reply, got status {frame.header.status}")
     try:
-        error = _bodies.unpack_error(frame.payload)
+        error = bodies.unpack_error(frame.payload)
     except Exception as exc:
         raise Violation(f"§4.5: the error body does not decode: {exc}") from None
     if error.code == 0:
@@ -246,7 +246,7 @@ def download(
         if variant == 1:
             info = peer.engine.stream_info(serial)
             while info is not None and info.state == "OPEN" and info.window > 0:
-                peer.send(StreamRead(serial, _bodies.V1_CHUNK_MAX))
+                peer.send(StreamRead(serial, bodies.V1_CHUNK_MAX))
                 info = peer.engine.stream_info(serial)
         event = peer.event(what="download data")
         if isinstance(event, StreamData):
@@ -571,7 +571,7 @@ def _error_body(ctx: Context) -> None:
     prog = LIBVIRT_PROG if ctx.program == "libvirt" else PROG
     peer.send_raw(raw(999999, CALL, 4, OK, b"", prog=prog))
     frame = expect_error_reply(peer, 4, "§4.5")
-    error = _bodies.unpack_error(frame.payload)
+    error = bodies.unpack_error(frame.payload)
     if error.level not in (1, 2):
         raise Violation(f"§4.5: error level {error.level} is neither 1 nor 2")
 
@@ -830,7 +830,7 @@ def _bad_hole(ctx: Context, proc: int, body: bytes, section: str) -> None:
     expect="connection closed, no answer",
 )
 def _hole_dense(ctx: Context) -> None:
-    _bad_hole(ctx, RESTORE_DENSE, _bodies.pack_hole(4096, 0), "§7.1.3")
+    _bad_hole(ctx, RESTORE_DENSE, bodies.pack_hole(4096, 0), "§7.1.3")
 
 
 @case(
@@ -840,7 +840,7 @@ def _hole_dense(ctx: Context) -> None:
     expect="connection closed, no answer",
 )
 def _hole_flags(ctx: Context) -> None:
-    _bad_hole(ctx, RESTORE_PROC[2], _bodies.pack_hole(4096, 1), "§7.1.3")
+    _bad_hole(ctx, RESTORE_PROC[2], bodies.pack_hole(4096, 1), "§7.1.3")
 
 
 @case(
@@ -880,7 +880,7 @@ def _v1_order(ctx: Context) -> None:
     data = image()
     frames = b""
     for index, piece in enumerate(chunks(data, 25_000)[:8]):
-        body = _bodies.v1_data_prefix(1, len(piece)) + piece + _bodies.pad(len(piece))
+        body = bodies.v1_data_prefix(1, len(piece)) + piece + bodies.pad(len(piece))
         frames += raw(RESTORE_PROC[1], CALL, 10 + index, CONTINUE, body)
     peer.send_raw(frames)
     for index in range(8):
@@ -940,7 +940,7 @@ def _v1_window(ctx: Context) -> None:
             CALL,
             10 + i,
             CONTINUE,
-            _bodies.v1_data_prefix(1, 1) + b"Q" + _bodies.pad(1),
+            bodies.v1_data_prefix(1, 1) + b"Q" + bodies.pad(1),
         )
         for i in range(9)
     )
@@ -984,9 +984,9 @@ def _v1_failure(ctx: Context) -> None:
     peer = ctx.connect()
     open_raw(peer, RESTORE_PROC[1], 1, pack_args(4, restore_args()))
     junk = b"not a migration stream" * 100
-    body = _bodies.v1_data_prefix(1, len(junk)) + junk + _bodies.pad(len(junk))
+    body = bodies.v1_data_prefix(1, len(junk)) + junk + bodies.pad(len(junk))
     peer.send_raw(raw(RESTORE_PROC[1], CALL, 2, CONTINUE, body))
-    finish = raw(RESTORE_PROC[1], CALL, 3, CONTINUE, _bodies.pack_v1_call(1, _bodies.V1Op.FINISH))
+    finish = raw(RESTORE_PROC[1], CALL, 3, CONTINUE, bodies.pack_v1_call(1, bodies.V1Op.FINISH))
     peer.send_raw(finish)
     frame = wait_frame(peer, 2, [REPLY], "the reply to the data call")
     if frame.header.status == OK:

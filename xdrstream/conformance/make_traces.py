@@ -32,7 +32,7 @@ from pathlib import Path
 from xdrstream.conformance import recorder
 from xdrstream.conformance.catalogue import CATALOGUE, Context, all_cases, run_case
 from xdrstream.conformance.trace import C2S, S2C, Trace, TraceFrame, write
-from xdrstream.protocol import _bodies
+from xdrstream.protocol import bodies
 from xdrstream.protocol.decode import DecodedMessage, Decoder
 from xdrstream.protocol.events import RemoteError
 from xdrstream.protocol.pcap import Direction, reassemble_capture
@@ -186,7 +186,7 @@ def client_case_traces() -> dict[str, Trace]:
 
     proc = SAVE_PROC[2]
     ok_ret = bytes(8)  # xs_save_ret {length = 0}
-    error = _bodies.pack_error(RemoteError(code=9, domain=38, message="synthetic failure"))
+    error = bodies.pack_error(RemoteError(code=9, domain=38, message="synthetic failure"))
     bad_server: dict[str, list[bytes]] = {
         "4.4.3/1": [raw(proc, 1, 1, 0, ok_ret)],
         "4.4.3/2": [raw(proc, 1, 0, 2, ok_ret)],

@@ -39,7 +39,7 @@ from rich.table import Table
 from xdrstream.conformance.catalogue import Context
 from xdrstream.conformance.peer import Closed, Peer, Silence, Violation, frame_bytes
 from xdrstream.conformance.trace import C2S, S2C, Trace, TraceError, read
-from xdrstream.protocol import _bodies
+from xdrstream.protocol import bodies
 from xdrstream.protocol.framing import (
     KEEPALIVE_PROGRAM,
     LEN_SIZE,
@@ -163,7 +163,7 @@ def normalise(frames: Sequence[tuple[str, bytes] | tuple[str, bytes, Any]]) -> l
             )
         ):
             try:
-                error = _bodies.unpack_error(payload)
+                error = bodies.unpack_error(payload)
                 body = ("error", error.code, error.domain)
             except Exception:
                 body = ("exact", bytes(payload))

@@ -47,10 +47,10 @@ from xdrstream.protocol import (
     Registry,
     RemoteProtocolError,
     Role,
-    _bodies,
+    bodies,
     programs_from_schema,
 )
-from xdrstream.protocol._bodies import V1Op
+from xdrstream.protocol.bodies import V1Op
 from xdrstream.protocol.events import (
     Call,
     Event,
@@ -282,7 +282,7 @@ def client_event(frame: bytes) -> Event | None:
                 return None
             return Call(serial, header.prog, header.vers, header.proc, args)
         if mtype is MessageType.CALL and status is MessageStatus.CONTINUE:
-            stream, op, arg = _bodies.unpack_v1_call(payload)
+            stream, op, arg = bodies.unpack_v1_call(payload)
             by_op: dict[int, Callable[[], Event]] = {
                 V1Op.DATA: lambda: StreamData(stream, bytes(arg)),  # type: ignore[arg-type]
                 V1Op.HOLE: lambda: StreamHole(stream, *arg),  # type: ignore[misc]
@@ -292,12 +292,12 @@ def client_event(frame: bytes) -> Event | None:
             }
             return by_op[op]()
         if mtype is MessageType.STREAM_HOLE and status is MessageStatus.CONTINUE:
-            return StreamHole(serial, *_bodies.unpack_hole(payload))
+            return StreamHole(serial, *bodies.unpack_hole(payload))
         if mtype is MessageType.STREAM and not (status is not MessageStatus.CONTINUE and payload):
             if status is MessageStatus.CONTINUE:
                 return StreamData(serial, bytes(payload)) if payload else None
             return StreamFinish(serial) if status is MessageStatus.OK else StreamAbort(serial)
-    except Exception:  # the codec's DecodeError or _bodies' RemoteProtocolError: invalid
+    except Exception:  # the codec's DecodeError or bodies' RemoteProtocolError: invalid
         return None
     return None
 

@@ -44,8 +44,7 @@ from xdrstream.codec import Schema
 from xdrstream.codec import model as m
 from xdrstream.fuzz.values import discriminant_value, minimal_value
 from xdrstream.protocol import NEED_DATA, Connection, LocalProtocolError, Role
-from xdrstream.protocol._bodies import V1_CHUNK_MAX
-from xdrstream.protocol._state import TABLES
+from xdrstream.protocol.bodies import V1_CHUNK_MAX
 from xdrstream.protocol.events import (
     Call,
     ErrorReply,
@@ -64,6 +63,7 @@ from xdrstream.protocol.events import (
     StreamHole,
     StreamRead,
 )
+from xdrstream.protocol.states import TABLES
 
 __all__ = [
     "Budget",

@@ -7,8 +7,10 @@ Public API (spec.md §12)::
     conn = Connection(Role.CLIENT, programs=[schemas.load("restore")])
 
 Modules: :mod:`.framing` (frames, header, FrameDecoder), :mod:`.events`,
-:mod:`.connection` (the engine), :mod:`.programs` (stream declarations), :mod:`._state`
-(the state tables of spec.md §9), :mod:`.errors`, :mod:`.schemas`.
+:mod:`.connection` (the engine), :mod:`.programs` (stream declarations), :mod:`.states`
+(the state tables of spec.md §9), :mod:`.bodies` (error, hole and V1 stream bodies),
+:mod:`.decode` (describe recorded frames and captures), :mod:`.errors`, :mod:`.schemas`.
+Modules whose names start with ``_`` are the engine's own; use their public faces.
 """
 
 from xdrstream.protocol._state import Role
