@@ -4,8 +4,10 @@ exported to pcapng that our decoder (and tshark's libvirt dissector) read back."
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from xdrstream.conformance.trace import (
     loads,
     read,
 )
+from xdrstream.fuzz.corpus import canonical_sessions
 from xdrstream.protocol import Role
 from xdrstream.protocol.decode import DecodedMessage, Decoder, StreamFailure
 from xdrstream.transport import address as addresses
@@ -80,6 +83,8 @@ def test_make_traces_regenerates_the_committed_traces(tmp_path: Path) -> None:
     for path in written:
         new, old = read(path), read(replay.traces_dir() / path.name)
         assert (new.cases, new.variant, new.direction) == (old.cases, old.variant, old.direction)
+        if str(old.extra.get("source", "")).startswith("tests/fixtures/"):
+            assert new.frames == old.frames, path.name  # captures: frames and closes in order
         if old.extra.get("replay") is False or any(f.expect for f in old.frames):
             continue  # timing decides the chunks (V1 READ answers, data in flight at an abort)
         for side in (C2S, S2C):  # the two sides interleave by timing; each side's steps must not
@@ -110,6 +115,40 @@ def test_replay_catches_a_server_that_loses_a_chunk(
         result = replay.replay_file(path, Context(broken.address, timeout=1.0))
     assert not result.ok
     assert "data bytes" in result.detail
+
+
+def test_replay_fails_a_server_that_closes_where_the_trace_does_not(short_dir: Path) -> None:
+    """The server answers the first of two calls, then closes: the trace records no close."""
+    session = canonical_sessions()[2]  # echo: one call, one reply
+    (call,) = [frame for role, frame in session if role is Role.CLIENT]
+    (answer,) = [frame for role, frame in session if role is Role.SERVER]
+    path = short_dir / "closer.sock"
+    listener = addresses.listen(addresses.parse_address(f"unix:{path}"))
+
+    def answer_once_then_close() -> None:
+        sock, _ = listener.accept()
+        with sock:
+            received = b""
+            while len(received) < len(call):
+                received += sock.recv(65536)
+            sock.sendall(answer)
+
+    server = threading.Thread(target=answer_once_then_close, daemon=True)
+    server.start()
+    trace = from_frames([(Role.CLIENT, call), (Role.SERVER, answer)] * 2)
+    try:
+        result = replay.replay(trace, Context(addresses.parse_address(f"unix:{path}"), timeout=2))
+    finally:
+        server.join(10)
+        listener.close()
+        path.unlink()
+    assert not result.ok
+    # Where exactly depends on whether the second call was still sent before the close.
+    assert re.match(
+        r"the server closed the connection after frame (2|3); the trace expects frame (3|4) "
+        r"next: (client->server CALL/OK|server->client REPLY/OK) proc 2 serial \d+ \(\d+ bytes\)",
+        result.detail,
+    ), result.detail
 
 
 def test_normalise_renumbers_serials_and_merges_data() -> None:

@@ -15,9 +15,12 @@ import pytest
 from realpeers import private_libvirtd, require
 
 from xdrstream.cli import main
+from xdrstream.conformance.catalogue import Context
+from xdrstream.conformance.replay import replay_file
 from xdrstream.fuzz import trace
 from xdrstream.fuzz.corpus import canonical_sessions, capture_sessions
 from xdrstream.fuzz.live import (
+    Finding,
     LiveFuzzer,
     Target,
     client_event,
@@ -25,9 +28,11 @@ from xdrstream.fuzz.live import (
     parse_address,
     parse_duration,
     replay,
+    save,
 )
 from xdrstream.protocol import Role
 from xdrstream.protocol.framing import Header, pack_frame
+from xdrstream.transport import address as addresses
 
 BUGGY = Path(__file__).resolve().parent / "buggy_server.py"
 XDRSTREAM = shutil.which("xdrstream") or str(Path(sys.executable).parent / "xdrstream")
@@ -114,6 +119,42 @@ def test_cli_finds_minimises_saves_and_replays_planted_bugs(sock_dir: Path) -> N
                 assert replay(target, path).kind == kind
             finally:
                 target.stop()
+
+
+def test_conformance_replay_fails_a_saved_finding_whose_server_crashes(
+    sock_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A crash finding records no answer and no close: replaying it against the crashing
+    server must fail (the server closes where the trace expects it open)."""
+    target = buggy_target(sock_dir)
+    echo_call, echo_reply = _session(2)
+    name_too_long = struct.pack(">I", 300) + bytes(300)  # the planted CRASH (> 255 bytes)
+    crash = pack_frame(Header(0x58445253, 1, 4, 0, 0, 0), name_too_long)
+    out = sock_dir / "findings"
+    crashed = save(
+        Finding("crash", "server process exited with status 3", [crash], b""), out, 1, {}
+    )
+    healthy = save(Finding("hang", "no answer", echo_call, echo_reply), out, 2, {})
+    context = Context(addresses.parse_address(target.address), timeout=2.0)
+    target.start()
+    try:
+        # The same kind of trace passes while the server answers and stays open.
+        assert replay_file(healthy, context).ok
+        assert main(["conformance", "replay", "--target", target.address, str(healthy)]) == 0
+        result = replay_file(crashed, context)
+        assert target.process is not None and target.process.wait(10) == 3  # it crashed
+        assert not result.ok
+        assert result.detail == (
+            "the server closed the connection after frame 1; the trace expects the "
+            "connection to stay open (it records no close)"
+        )
+        target.start()  # a fresh server for the command line
+        capsys.readouterr()
+        assert main(["conformance", "replay", "--target", target.address, str(crashed)]) == 1
+        assert "0 of 1 traces replayed identically" in capsys.readouterr().out
+        assert target.process is not None and target.process.wait(10) == 3
+    finally:
+        target.stop()
 
 
 def test_campaign_stops_at_max_findings_and_restarts_the_spawned_server(sock_dir: Path) -> None:

@@ -355,6 +355,14 @@ def test_client_without_a_handshake() -> None:
     assert flow.server == CLIENT and flow.to_server.data == b"server speaks first"
 
 
+def test_each_side_s_close_is_the_packet_of_its_first_fin_or_rst() -> None:
+    flow = only_flow(session())  # packets 6 and 7 are the FINs
+    assert (flow.to_server.closed_at, flow.to_client.closed_at) == (6, 7)
+    reset = [*session()[:5], Seg(SERVER, CLIENT, 5001 + 20, RST), Seg(SERVER, CLIENT, 5021, RST)]
+    flow = only_flow(reset)
+    assert (flow.to_server.closed_at, flow.to_client.closed_at) == (None, 6)
+
+
 def test_reused_four_tuple_is_a_new_connection() -> None:
     first = session(request=b"first", client_isn=100)
     second = session(request=b"second", response=b"again", client_isn=90_000, server_isn=7)

@@ -218,14 +218,15 @@ def client_case_traces() -> dict[str, Trace]:
 
 def capture_trace(pcapng: Path, port: int) -> list[TraceFrame]:
     """The frames of a capture's (first) libvirt connection in the order Wireshark shows
-    them, with capture-relative times left out (the capture helper's UDP probes skipped)."""
+    them, with each side's close (its FIN or RST) where the capture has it, capture-relative
+    times left out (the capture helper's UDP probes skipped)."""
     data = pcapng.read_bytes()
     flows = [f for f in reassemble_capture(data, server_port=port).flows if port in
              (f.client.port, f.server.port)]  # fmt: skip
     if not flows:
         raise ValueError(f"{pcapng}: no TCP connection on port {port}")
     flow = flows[0]
-    frames: list[TraceFrame] = []
+    numbered: list[tuple[int, TraceFrame]] = []  # (packet that completed it, frame)
     for message in Decoder.with_schemas().decode_capture(data, port):
         if not isinstance(message, DecodedMessage) or message.source is None:
             continue
@@ -235,8 +236,14 @@ def capture_trace(pcapng: Path, port: int) -> list[TraceFrame]:
             Direction.SERVER_TO_CLIENT)  # fmt: skip
         stream = flow.stream(direction).data
         raw = bytes(stream[message.offset : message.offset + message.length])
-        frames.append(TraceFrame(C2S if direction is Direction.CLIENT_TO_SERVER else S2C, raw))
-    return frames
+        side = C2S if direction is Direction.CLIENT_TO_SERVER else S2C
+        numbered.append((message.packet or 0, TraceFrame(side, raw)))
+    for direction, side in ((Direction.CLIENT_TO_SERVER, C2S), (Direction.SERVER_TO_CLIENT, S2C)):
+        closed_at = flow.stream(direction).closed_at
+        if closed_at is not None:  # after the frames its packet completes (FIN may carry data)
+            numbered.append((closed_at, TraceFrame(side, close=True)))
+    numbered.sort(key=lambda item: (item[0], item[1].close))  # stable: wire order kept
+    return [frame for _packet, frame in numbered]
 
 
 def libvirt_traces(fixtures: Path) -> dict[str, Trace]:

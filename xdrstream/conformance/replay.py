@@ -14,6 +14,13 @@ sides (:func:`normalise`):
   domain only; every other payload exactly;
 * keepalive messages are left out (their timing is free, spec.md §5).
 
+The server may close (or reset) the connection only where the trace records its close,
+that is once it has sent every frame the trace records before that close; a trace without
+a server close expects the connection to stay open, watched for ``CLOSE_GRACE`` seconds
+after the last recorded frame. Any other close fails the replay with "the server closed
+the connection after frame N; the trace expects ..." (so a saved fuzz finding whose server
+crashes does not pass).
+
 *For a client* (:class:`TraceServer`, ``xdrstream conformance serve``): each connection's
 first call selects the trace whose first client frame has the same program, procedure and
 arguments; the server side of that trace is played (serials mapped to the client's), and
@@ -27,6 +34,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -38,7 +46,7 @@ from rich.table import Table
 
 from xdrstream.conformance.catalogue import Context
 from xdrstream.conformance.peer import Closed, Peer, Silence, Violation, frame_bytes
-from xdrstream.conformance.trace import C2S, S2C, Trace, TraceError, read
+from xdrstream.conformance.trace import C2S, S2C, Trace, TraceError, TraceFrame, read
 from xdrstream.protocol import bodies
 from xdrstream.protocol.framing import (
     KEEPALIVE_PROGRAM,
@@ -100,6 +108,9 @@ _HEADER_KEYS = {"prog": "prog", "vers": "vers", "proc": "proc", "type": "type",
                 "status": "status"}  # fmt: skip
 ANY_SERIAL = -1
 ANY_DATA: tuple[Any, ...] = ("data", "any")
+#: Seconds a replay watches, after the last recorded frame, for a close the trace does not
+#: record (a peer that crashes on the last frame closes a moment after it).
+CLOSE_GRACE = 1.0
 
 
 def normalise(frames: Sequence[tuple[str, bytes] | tuple[str, bytes, Any]]) -> list[Step]:
@@ -239,6 +250,20 @@ class ReplayResult:
                 "under_test": self.role, "skipped": self.skipped}  # fmt: skip
 
 
+def _frame_text(frame: TraceFrame) -> str:
+    side = "client->server" if frame.direction == C2S else "server->client"
+    if frame.close:
+        return f"{side} close"
+    if frame.partial or len(frame.data) < 28:
+        return f"{side} partial frame ({len(frame.data)} bytes)"
+    header = parse_header(frame.data, LEN_SIZE)
+    try:
+        kind = f"{MessageType(header.type).name}/{MessageStatus(header.status).name}"
+    except ValueError:
+        kind = f"type {header.type}/status {header.status}"
+    return f"{side} {kind} proc {header.proc} serial {header.serial} ({len(frame.data)} bytes)"
+
+
 class _Player:
     """Plays one side of a trace over a :class:`Peer` and collects the other side."""
 
@@ -250,11 +275,50 @@ class _Player:
         self.got: list[tuple[str, bytes]] = []
         self.closed = False
         self.send_failed = False
+        self.position = 0  # trace frames played so far (ours sent, theirs awaited)
+
+    def _recorded_before(self, index: int) -> tuple[int, int]:
+        """How far the trace says they got before its frame ``index`` (0-based)."""
+        theirs = [
+            (f.direction, f.data)
+            for f in self.trace.frames[:index]
+            if f.direction == self.they and not f.close and not f.partial
+        ]
+        return _progress(theirs, self.they)
+
+    def _close_allowed(self) -> bool:
+        """They may close once they sent all the trace records before their recorded close."""
+        for index, frame in enumerate(self.trace.frames):
+            if frame.close and frame.direction == self.they:
+                return _reached(_progress(self.got, self.they), self._recorded_before(index))
+        return False
+
+    def _unexpected_close(self) -> Violation:
+        """Where they closed (the frames of both sides done by then) and what the trace
+        expects instead."""
+        have = _progress(self.got, self.they)
+        done = 0
+        for index, frame in enumerate(self.trace.frames):
+            if frame.direction == self.we and index >= self.position:
+                break  # ours, not sent yet
+            if frame.direction == self.they and (
+                frame.close or not _reached(have, self._recorded_before(index + 1))
+            ):
+                break  # theirs, not received
+            done = index + 1
+        side = "server" if self.they == S2C else "client"
+        if done < len(self.trace.frames):
+            expected = f"frame {done + 1} next: {_frame_text(self.trace.frames[done])}"
+        else:
+            expected = "the connection to stay open (it records no close)"
+        return Violation(
+            f"the {side} closed the connection after frame {done}; the trace expects {expected}"
+        )
 
     def _receive_until(self, want: tuple[int, int], what: str) -> None:
         while not _reached(_progress(self.got, self.they), want):
             if self.closed:
-                raise Violation(f"the peer closed the connection before {what}")
+                raise self._unexpected_close()
             try:
                 frame = self.peer.frame(what=what)
             except Closed:
@@ -262,15 +326,28 @@ class _Player:
                 continue
             self.got.append((self.they, frame_bytes(frame)))
 
+    def _expect_open(self) -> None:
+        """The trace records no close of theirs: watch a moment for one (a crash)."""
+        deadline = time.monotonic() + min(CLOSE_GRACE, self.peer.timeout)
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frame = self.peer.frame(timeout=left, what="an unrecorded close")
+            except Silence:
+                return
+            except Closed:
+                raise self._unexpected_close() from None
+            self.got.append((self.they, frame_bytes(frame)))
+
     def run(self, serial_map: Callable[[bytes], bytes] | None = None) -> None:
         played: list[tuple[str, bytes]] = []
-        for frame in self.trace.frames:
+        for index, frame in enumerate(self.trace.frames):
+            self.position = index
             if frame.direction == self.they:
                 if not frame.close and not frame.partial:
                     played.append((self.they, frame.data))
                 continue
             want = _progress(played, self.they)
-            self._receive_until(want, f"the frames before trace line {len(played) + 2}")
+            self._receive_until(want, f"the frames before trace line {index + 2}")
             if frame.close:
                 self.peer.shutdown_write()
                 continue
@@ -279,13 +356,18 @@ class _Player:
                 try:
                     self.peer.send_raw(data)
                 except Closed:
+                    if not self._close_allowed():
+                        raise self._unexpected_close() from None
                     self.send_failed = True
             if not frame.partial:
                 played.append((self.we, frame.data))
+        self.position = len(self.trace.frames)
         self._receive_until(_progress(played, self.they), "the rest of the recorded session")
         if self.trace.extra.get("client_must_close") and self.we == S2C:
             self._expect_close()
-        elif any(f.close and f.direction == self.they for f in self.trace.frames):
+        elif not any(f.close and f.direction == self.they for f in self.trace.frames):
+            self._expect_open()
+        else:
             with contextlib.suppress(Silence):  # the recorded peer closed: expect it here too
                 while not self.closed:
                     try:

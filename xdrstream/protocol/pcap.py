@@ -475,12 +475,14 @@ class TcpStream:
     ``gap_at``: stream offset where the capture lost bytes (the data ends there), or None.
     ``packets``: (stream offset, packet number) where each stretch of ``data`` came from,
     to point at the packet behind a stream offset (see :meth:`packet_at`).
+    ``closed_at``: number of the first packet with this side's FIN or RST, or None.
     """
 
     data: bytes = b""
     gap_at: int | None = None
     gap_length: int = 0
     packets: list[tuple[int, int]] = field(default_factory=list)
+    closed_at: int | None = None
     retransmitted: int = 0  # bytes received again, already covered
     conflicting: int = 0  # overlap bytes that differed from the first copy (first wins)
 
@@ -516,6 +518,7 @@ class _DirectionState:
     isn: int | None = None  # sequence number of the SYN
     last: int | None = None  # last unwrapped sequence number seen
     closed: bool = False
+    closed_at: int | None = None  # packet number of the first FIN or RST
 
     def unwrap(self, seq: int) -> int:
         """A 64-bit sequence number from a 32-bit one, following wrap-arounds."""
@@ -574,6 +577,8 @@ def reassemble(segments: Iterable[TcpSegment], server_port: int | None = None) -
             position += 1  # the SYN occupies one sequence number
         if segment.flags & (TCP_FIN | TCP_RST):
             state.closed = True
+            if state.closed_at is None:
+                state.closed_at = segment.packet
         if segment.payload or segment.missing:
             state.segments.append((position, connection.order, segment))
             connection.order += 1
@@ -600,7 +605,7 @@ def _finish(connection: _Connection, server_port: int | None) -> TcpFlow:
 
 
 def _rebuild(state: _DirectionState | None) -> TcpStream:
-    stream = TcpStream()
+    stream = TcpStream(closed_at=None if state is None else state.closed_at)
     if state is None or not state.segments:
         return stream
     ordered = sorted(state.segments, key=lambda item: (item[0], item[1]))
