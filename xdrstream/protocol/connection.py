@@ -103,6 +103,8 @@ _OK = MessageStatus.OK
 _ERROR = MessageStatus.ERROR
 _CONTINUE = MessageStatus.CONTINUE
 _U32 = 0xFFFFFFFF
+_TYPE_OF = {int(t): t for t in MessageType}  # (next_raw has checked the values)
+_STATUS_OF = {int(s): s for s in MessageStatus}
 _TYPE_STREAM = int(MessageType.STREAM)
 _STATUS_CONTINUE = int(MessageStatus.CONTINUE)
 _HEADER = struct.Struct(">IIiiIi")  # the six header words (§3.2)
@@ -379,7 +381,7 @@ class Connection:
                         if self.limits.stream_buffer is not None:
                             self._account(ex, len(payload))
                         return StreamData(serial, payload)
-                header = Header(prog, vers, proc, MessageType(mtype), serial, MessageStatus(status))
+                header = Header(prog, vers, proc, _TYPE_OF[mtype], serial, _STATUS_OF[status])
                 event = self._receive(Frame(header, payload, offset))
                 if event is not None:
                     return event
