@@ -193,20 +193,24 @@ def test_short_campaign_runs_clean_against_the_reference_server(sock_dir: Path) 
 
 @pytest.mark.real_peers
 @pytest.mark.slow
-def test_thirty_second_campaign_runs_clean_against_a_real_libvirtd(tmp_path: Path) -> None:
-    # Paced: at 50+ mutated sessions a second (one connection each) libvirtd 9.0 died
-    # within seconds to a minute in our runs (SIGABRT, once SIGSEGV), a libvirt finding
-    # reported with the fuzzing results; no single case reproduces it, and 1500 cases
-    # 50 ms apart ran clean. Paced like that, the campaign must run clean.
+def test_thirty_second_campaign_against_a_real_libvirtd(tmp_path: Path) -> None:
+    # libvirtd 9.0 aborts under mutated sessions (SIGABRT, once SIGSEGV; README "Fuzzing"):
+    # at 50+ a second within a minute, paced like this only sometimes. No single case
+    # reproduces it. So: against a libvirtd that survives, the fuzzer must report nothing
+    # (no false positives); when libvirtd dies, it must report that as a crash or hang with
+    # a saved reproducer, and never a protocol violation.
     require("libvirtd", "virsh", "setpriv")
     seeds = [[f for role, f in s if role is Role.CLIENT] for s in capture_sessions()]
     with private_libvirtd() as daemon:
         target = Target(f"unix:{daemon.socket_path}", None, 2.0)
         fuzzer = LiveFuzzer(target, seed=1, seeds=seeds, out=tmp_path, pace=0.05)
         summary = fuzzer.run(30)
-        log = daemon.log_path.read_text(errors="replace") if daemon.log_path.exists() else ""
         status = daemon.process.poll()
     details = [f"{f.kind}: {f.detail} -> {f.path}" for f in summary.findings]
-    assert status is None, f"libvirtd exited with {status}; log tail:\n{log[-2000:]}"
-    assert not summary.findings, details
     assert summary.execs > 100 and len(summary.states) > 10
+    if status is None:
+        assert not summary.findings, details
+    else:
+        assert summary.findings, f"libvirtd exited with {status}, the fuzzer reported nothing"
+        assert all(f.kind in ("crash", "hang") for f in summary.findings), details
+        assert all(f.path is not None and f.path.exists() for f in summary.findings), details
