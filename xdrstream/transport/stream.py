@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 from xdrstream.protocol import LocalProtocolError, RemoteError, StreamInfo, Variant
-from xdrstream.protocol._bodies import V1_CHUNK_MAX, V1_WINDOW
+from xdrstream.protocol.bodies import V1_CHUNK_MAX, V1_WINDOW
 from xdrstream.protocol.events import (
     Call,
     ErrorReply,
