@@ -18,8 +18,8 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check xdrstream tests benchmarks
-	$(BIN)/ruff format --check xdrstream tests benchmarks
+	$(BIN)/ruff check xdrstream tests benchmarks fuzz
+	$(BIN)/ruff format --check xdrstream tests benchmarks fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
