@@ -174,6 +174,21 @@ def open_raw(peer: Peer, proc: int, serial: int, args: bytes) -> None:
         raise Violation(f"the primary call failed: {_error_text(frame)}")
 
 
+def call(peer: Peer, proc: int, args: Any = None, prog: int = PROG, vers: int = VERS) -> int:
+    """Send a call through the engine on a fresh serial; returns the serial."""
+    serial = peer.engine.next_serial()
+    peer.send(Call(serial, prog, vers, proc, args))
+    return serial
+
+
+def wait_for(peer: Peer, types: type | tuple[type, ...], what: str) -> Any:
+    """Skip the engine's events until one of ``types`` (late data, acknowledgements)."""
+    while True:
+        event = peer.event(what=what)
+        if isinstance(event, types):
+            return event
+
+
 # ---- engine-driven transfers ----------------------------------------------------------------
 Item = bytes | int  # data, or a hole of that many bytes
 
@@ -188,8 +203,7 @@ def upload(
 ) -> Any:
     """A whole upload through the engine; returns the final result (V2: the reply's)."""
     proc = RESTORE_PROC[variant] if proc is None else proc
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, proc, restore_args() if args is None else args))
+    serial = call(peer, proc, restore_args() if args is None else args)
     result = None
     if variant in (1, 2):
         reply = peer.expect_event((Reply, ErrorReply), "the primary reply")
@@ -232,8 +246,7 @@ def download(
     """A whole download through the engine; returns (bytes, sha256 with holes as zeros,
     result)."""
     proc = SAVE_PROC[variant] if proc is None else proc
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, proc, save_args(name)))
+    serial = call(peer, proc, save_args(name))
     result = None
     if variant in (1, 2):
         reply = peer.expect_event((Reply, ErrorReply), "the primary reply")
@@ -494,12 +507,10 @@ def _mismatched_proc(ctx: Context) -> None:
 )
 def _plain_calls(ctx: Context) -> None:
     peer = ctx.connect()
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, PING))
+    call(peer, PING)
     peer.expect_event(Reply, "the PING reply")
-    serial = peer.engine.next_serial()
     data = bytes(range(256)) * 17
-    peer.send(Call(serial, PROG, VERS, ECHO, _restore_schema()["xs_echo_args"](data=data)))
+    call(peer, ECHO, _restore_schema()["xs_echo_args"](data=data))
     reply = peer.expect_event(Reply, "the ECHO reply")
     if bytes(reply.result.data) != data:
         raise Violation("§4.4.1: ECHO returned other data")
@@ -616,12 +627,10 @@ def _pipelined(ctx: Context) -> None:
 )
 def _interleaved_streams(ctx: Context) -> None:
     peer = ctx.connect()
-    up = peer.engine.next_serial()
-    peer.send(Call(up, PROG, VERS, RESTORE_PROC[2], restore_args()))
+    up = call(peer, RESTORE_PROC[2], restore_args())
     peer.expect_event(Reply, "the upload's reply")
-    down = peer.engine.next_serial()
     size = 600_000
-    peer.send(Call(down, PROG, VERS, SAVE_PROC[2], save_args(f"{size}:{IMAGE_SEED}")))
+    down = call(peer, SAVE_PROC[2], save_args(f"{size}:{IMAGE_SEED}"))
     digest, got, pieces = hashlib.sha256(), 0, chunks(image(), 16384)
     confirmed, down_done = False, False
     for piece in pieces:
@@ -656,8 +665,7 @@ def _interleaved_streams(ctx: Context) -> None:
 def _calls_during_stream(ctx: Context) -> None:
     def ping(peer: Peer, index: int) -> None:
         if index == 1:
-            serial = peer.engine.next_serial()
-            peer.send(Call(serial, PROG, VERS, PING))
+            call(peer, PING)
             peer.expect_event(Reply, "the PING reply during the stream")
 
     check_upload(ctx.connect(), 2, chunks(image()), "§4.7", between=ping)
@@ -962,15 +970,11 @@ def _v1_window(ctx: Context) -> None:
 )
 def _v1_abort(ctx: Context) -> None:
     peer = ctx.connect()
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[1], restore_args()))
+    serial = call(peer, RESTORE_PROC[1], restore_args())
     peer.expect_event(Reply, "the primary reply")
     peer.send(StreamData(serial, image()[:50_000]))
     peer.send(StreamAbort(serial))
-    while True:
-        event = peer.event(what="the abort's confirmation")
-        if isinstance(event, (StreamConfirm, StreamError)):
-            break
+    wait_for(peer, (StreamConfirm, StreamError), "the abort's confirmation")
     alive(peer, ctx, "§7.2.5")
 
 
@@ -1065,8 +1069,7 @@ def _v2_finish_twice(ctx: Context) -> None:
 )
 def _v2_rejected(ctx: Context) -> None:
     peer = ctx.connect()
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[2], restore_args()))
+    serial = call(peer, RESTORE_PROC[2], restore_args())
     peer.expect_event(Reply, "the primary reply")
     peer.send(StreamData(serial, image()[:150_000]))  # truncated stream
     peer.send(StreamFinish(serial))
@@ -1095,8 +1098,7 @@ def _v2_download(ctx: Context) -> None:
 )
 def _v2_abort_upload(ctx: Context) -> None:
     peer = ctx.connect()
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[2], restore_args()))
+    serial = call(peer, RESTORE_PROC[2], restore_args())
     peer.expect_event(Reply, "the primary reply")
     peer.send(StreamData(serial, image()[:50_000]))
     peer.send(StreamAbort(serial))
@@ -1133,15 +1135,11 @@ def _v2_data_after_abort(ctx: Context) -> None:
 )
 def _v2_abort_download(ctx: Context) -> None:
     peer = ctx.connect()
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, SAVE_PROC[2], save_args(f"{16 << 20}:1")))
+    serial = call(peer, SAVE_PROC[2], save_args(f"{16 << 20}:1"))
     peer.expect_event(Reply, "the primary reply")
     peer.expect_event(StreamData, "some data")
     peer.send(StreamAbort(serial))
-    while True:
-        event = peer.event(what="the abort's confirmation")
-        if isinstance(event, (StreamConfirm, StreamError)):
-            break
+    wait_for(peer, (StreamConfirm, StreamError), "the abort's confirmation")
     alive(peer, ctx, "§7.3.3")
 
 
@@ -1222,8 +1220,7 @@ def _v3_upload(ctx: Context) -> None:
 )
 def _v3_no_early_reply(ctx: Context) -> None:
     peer = ctx.connect()
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[3], restore_args()))
+    serial = call(peer, RESTORE_PROC[3], restore_args())
     for piece in chunks(image()):
         peer.send(StreamData(serial, piece))
     peer.expect_silence(1.0, "§7.4.1: the server replied before StreamFinish")
@@ -1270,8 +1267,7 @@ def _v3_early_error(ctx: Context) -> None:
 )
 def _v3_abort_upload(ctx: Context) -> None:
     peer = ctx.connect()
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[3], restore_args()))
+    serial = call(peer, RESTORE_PROC[3], restore_args())
     peer.send(StreamData(serial, image()[:50_000]))
     peer.send(StreamAbort(serial))
     peer.expect_event((Reply, ErrorReply), "the primary reply after the abort")
@@ -1286,14 +1282,10 @@ def _v3_abort_upload(ctx: Context) -> None:
 )
 def _v3_abort_download(ctx: Context) -> None:
     peer = ctx.connect()
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, SAVE_PROC[3], save_args(f"{16 << 20}:1")))
+    serial = call(peer, SAVE_PROC[3], save_args(f"{16 << 20}:1"))
     peer.expect_event(StreamData, "some data")
     peer.send(StreamAbort(serial))
-    while True:
-        event = peer.event(what="the primary reply after the abort")
-        if isinstance(event, (Reply, ErrorReply)):
-            break
+    wait_for(peer, (Reply, ErrorReply), "the primary reply after the abort")
     alive(peer, ctx, "§7.4.3")
 
 
@@ -1305,8 +1297,7 @@ def _v3_abort_download(ctx: Context) -> None:
 )
 def _v3_rejected(ctx: Context) -> None:
     peer = ctx.connect()
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, PROG, VERS, RESTORE_PROC[3], restore_args()))
+    serial = call(peer, RESTORE_PROC[3], restore_args())
     peer.send(StreamData(serial, image()[:150_000]))
     peer.send(StreamFinish(serial))
     peer.expect_event(ErrorReply, "an ERROR reply for the truncated stream")
@@ -1400,8 +1391,7 @@ def _mixed_session(ctx: Context) -> None:
 
 # ============================================================================== libvirt (V2)
 def _libvirt_call(peer: Peer, proc: int, args: Any, what: str) -> Any:
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, LIBVIRT_PROG, 1, proc, args))
+    call(peer, proc, args, LIBVIRT_PROG, 1)
     reply = peer.expect_event((Reply, ErrorReply), what)
     if isinstance(reply, ErrorReply):
         raise Skip(f"libvirt refused {what}: {reply.error.message}")
@@ -1443,8 +1433,7 @@ def _libvirt_volume(ctx: Context) -> tuple[Peer, Any, Any]:
 
 
 def _libvirt_download(peer: Peer, proc: int, args: Any) -> tuple[bytes, int]:
-    serial = peer.engine.next_serial()
-    peer.send(Call(serial, LIBVIRT_PROG, 1, proc, args))
+    serial = call(peer, proc, args, LIBVIRT_PROG, 1)
     reply = peer.expect_event((Reply, ErrorReply), "the primary reply")
     if isinstance(reply, ErrorReply):
         raise Violation(f"libvirt refused the download: {reply.error.message}")
@@ -1497,9 +1486,8 @@ def _lv_screenshot(ctx: Context) -> None:
 def _lv_roundtrip(ctx: Context) -> None:
     peer, schema, vol = _libvirt_volume(ctx)
     data = image(300_000, 3)
-    serial = peer.engine.next_serial()
     args = schema["vir_vol_transfer_args"](vol=vol, offset=_DENSE_AT, length=len(data), flags=0)
-    peer.send(Call(serial, LIBVIRT_PROG, 1, LV_UPLOAD, args))
+    serial = call(peer, LV_UPLOAD, args, LIBVIRT_PROG, 1)
     peer.expect_event(Reply, "the upload's reply")
     for piece in chunks(data, _LEGACY):
         peer.send(StreamData(serial, piece))
@@ -1527,9 +1515,8 @@ def _lv_sparse(ctx: Context) -> None:
     payload = image(200_000, 4)[:data_len]
     # libvirt seeks over an uploaded hole (what was there stays): the range [0, 1 MiB) must
     # be a hole of a fresh sparse volume, or what this case wrote before
-    serial = peer.engine.next_serial()
     args = schema["vir_vol_transfer_args"](vol=vol, offset=0, length=0, flags=1)
-    peer.send(Call(serial, LIBVIRT_PROG, 1, LV_UPLOAD, args))
+    serial = call(peer, LV_UPLOAD, args, LIBVIRT_PROG, 1)
     peer.expect_event(Reply, "the upload's reply")
     peer.send(StreamData(serial, payload))
     peer.send(StreamHole(serial, size - data_len))
@@ -1560,22 +1547,11 @@ def _lv_abort(ctx: Context) -> None:
         schema["vir_domain_lookup_by_name_args"](name=ctx.libvirt.domain),
         "DOMAIN_LOOKUP_BY_NAME",
     ).dom
-    serial = peer.engine.next_serial()
-    peer.send(
-        Call(
-            serial,
-            LIBVIRT_PROG,
-            1,
-            LV_SCREENSHOT,
-            schema["vir_domain_screenshot_args"](dom=dom, screen=0, flags=0),
-        )
-    )
+    args = schema["vir_domain_screenshot_args"](dom=dom, screen=0, flags=0)
+    serial = call(peer, LV_SCREENSHOT, args, LIBVIRT_PROG, 1)
     peer.expect_event(Reply, "the primary reply")
     peer.send(StreamAbort(serial))
-    while True:
-        event = peer.event(what="the abort's confirmation")
-        if isinstance(event, (StreamConfirm, StreamError)):
-            break
+    wait_for(peer, (StreamConfirm, StreamError), "the abort's confirmation")
     alive(peer, ctx, "§7.3.3")
 
 
