@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	# atheris (the fuzz extra) has wheels for CPython on Linux only; elsewhere its tests skip.
+	$(BIN)/python -m pip install -q -e '.[test,fuzz]' || $(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
 demo: $(STAMP)
