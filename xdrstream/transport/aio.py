@@ -54,8 +54,8 @@ from xdrstream.protocol.events import (
 from xdrstream.protocol.programs import Procedure, Program, programs_from_schema
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
+from xdrstream.transport.drivers import client_tls, connection_error, unknown_procedure
 from xdrstream.transport.errors import (
-    ERR_NO_SUPPORT,
     ERR_OPERATION_INVALID,
     ConnectionLost,
     PeerTimeout,
@@ -361,12 +361,11 @@ class AsyncConnection:
         tls: ssl.SSLContext | None,
         server_hostname: str | None,
     ) -> AsyncChannel:
-        if tls is None and address.tls:
-            tls = tlsmod.client_context()
-        if tls is None:
+        settings = client_tls(address, tls, server_hostname)
+        if settings is None:
             return AsyncChannel(sock)
-        host = server_hostname or (address.host if address.kind == "tcp" else "localhost")
-        return AsyncTLSChannel(sock, tls, False, host, peer=str(address))
+        context, host = settings
+        return AsyncTLSChannel(sock, context, False, host, peer=str(address))
 
     @classmethod
     async def accept(
@@ -420,12 +419,7 @@ class AsyncConnection:
     def _fail(self, exc: BaseException) -> None:
         if self._error is not None:
             return
-        if isinstance(exc, TransportError):
-            error = exc
-        elif isinstance(exc, tlsmod.TLSError):
-            error = ConnectionLost(str(exc))
-        else:
-            error = ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}")
+        error = connection_error(exc)
         error.__cause__ = exc if exc is not error else None
         self._error = error
         self._channel.shutdown()
@@ -649,12 +643,7 @@ class AsyncConnection:
         )
         stream = Stream(self, ex, call)
         if not call.known:
-            error = remote_error(
-                ERR_NO_SUPPORT,
-                f"unknown procedure {call.procedure} of program {call.program:#x} "
-                f"version {call.version}",
-            )
-            self._refuse(ex, error)
+            self._refuse(ex, unknown_procedure(call))
         elif self._handler is None or len(self._exchanges) > self.options.max_calls:
             why = "no handler" if self._handler is None else "too many calls in progress"
             self._refuse(ex, remote_error(ERR_OPERATION_INVALID, why))

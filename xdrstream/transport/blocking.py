@@ -50,8 +50,8 @@ from xdrstream.protocol.events import (
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
 from xdrstream.transport.aio import PAUSE_CHECK, TLS_PIECE, _advance, peer_gone, registry_of
+from xdrstream.transport.drivers import client_tls, connection_error, unknown_procedure
 from xdrstream.transport.errors import (
-    ERR_NO_SUPPORT,
     ERR_OPERATION_INVALID,
     ConnectionLost,
     PeerTimeout,
@@ -283,14 +283,13 @@ class BlockingConnection:
         address = addresses.parse_address(target) if isinstance(target, str) else target
         options = options or Options()
         sock = addresses.connect(address, options.handshake_timeout)
-        if tls is None and address.tls:
-            tls = tlsmod.client_context()
+        settings = client_tls(address, tls, server_hostname)
         channel: SocketChannel
-        if tls is None:
+        if settings is None:
             channel = SocketChannel(sock)
         else:
-            host = server_hostname or (address.host if address.kind == "tcp" else "localhost")
-            channel = TLSChannel(sock, tls, False, host, peer=str(address))
+            context, host = settings
+            channel = TLSChannel(sock, context, False, host, peer=str(address))
         try:
             channel.handshake(options.handshake_timeout)
         except BaseException:
@@ -342,12 +341,7 @@ class BlockingConnection:
         with self._cond:
             if self._error is not None:
                 return
-            if isinstance(exc, TransportError):
-                error = exc
-            elif isinstance(exc, tlsmod.TLSError):
-                error = ConnectionLost(str(exc))
-            else:
-                error = ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}")
+            error = connection_error(exc)
             if exc is not error:
                 error.__cause__ = exc
             self._error = error
@@ -608,12 +602,7 @@ class BlockingConnection:
             call.serial, info.kind if info else "call", bool(info and info.sparse)
         )
         if not call.known:
-            error = remote_error(
-                ERR_NO_SUPPORT,
-                f"unknown procedure {call.procedure} of program {call.program:#x} "
-                f"version {call.version}",
-            )
-            self._refusals.append((ex, error))
+            self._refusals.append((ex, unknown_procedure(call)))
         elif len(self._exchanges) > self.options.max_calls:
             why = "too many calls in progress"
             self._refusals.append((ex, remote_error(ERR_OPERATION_INVALID, why)))

@@ -1,0 +1,49 @@
+"""What the blocking (:mod:`.blocking`) and asyncio (:mod:`.aio`) drivers decide alike.
+
+Only I/O-free decisions live here; each driver keeps its own waiting, locking and sending.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from xdrstream.protocol import RemoteError
+from xdrstream.protocol.events import Call
+from xdrstream.transport import address as addresses
+from xdrstream.transport import tls as tlsmod
+from xdrstream.transport.errors import (
+    ERR_NO_SUPPORT,
+    ConnectionLost,
+    TransportError,
+    remote_error,
+)
+
+
+def connection_error(exc: BaseException) -> TransportError:
+    """The error a connection's users see when ``exc`` ended it (the cause is the caller's
+    to attach)."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, tlsmod.TLSError):
+        return ConnectionLost(str(exc))
+    return ConnectionLost(f"connection lost: {type(exc).__name__}: {exc}")
+
+
+def client_tls(
+    address: addresses.Address, tls: ssl.SSLContext | None, server_hostname: str | None
+) -> tuple[ssl.SSLContext, str] | None:
+    """The TLS context and server name a client uses for ``address``, or None for plain
+    (``tls:`` addresses without a context verify against the system CAs)."""
+    if tls is None and address.tls:
+        tls = tlsmod.client_context()
+    if tls is None:
+        return None
+    return tls, server_hostname or (address.host if address.kind == "tcp" else "localhost")
+
+
+def unknown_procedure(call: Call) -> RemoteError:
+    """The refusal of a call the registry does not know (``call.known`` is False)."""
+    return remote_error(
+        ERR_NO_SUPPORT,
+        f"unknown procedure {call.procedure} of program {call.program:#x} version {call.version}",
+    )
