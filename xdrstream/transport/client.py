@@ -143,6 +143,7 @@ class _Sink:
         self._path: str | os.PathLike[str] | None = None
         self._writer: sparsemod.SparseWriter | None = None
         self._write: Callable[[memoryview], Any] | None = None
+        self.received = self.holes = 0  # bytes of data and of holes taken so far
         if isinstance(dest, (str, os.PathLike)):
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             self._close_fd = fd
@@ -177,6 +178,17 @@ class _Sink:
         else:
             assert self._write is not None
             self._write(view)
+
+    def take(self, chunk: memoryview | Hole, progress: Progress | None) -> None:
+        """Write one received chunk, count it and report the progress."""
+        if isinstance(chunk, Hole):
+            self.hole(chunk.length)
+            self.holes += chunk.length
+        else:
+            self.data(chunk)
+            self.received += len(chunk)
+        if progress is not None:
+            progress(self.received + self.holes)
 
     def hole(self, length: int) -> None:
         if self._writer is not None:
@@ -297,19 +309,11 @@ class Client:
         started = time.monotonic()
         sink = _Sink(dest)
         ok = False
-        received = holes = 0
         try:
             stream = self.open_save(variant, name)
             try:
                 for chunk in stream:
-                    if isinstance(chunk, Hole):
-                        sink.hole(chunk.length)
-                        holes += chunk.length
-                    else:
-                        sink.data(chunk)
-                        received += len(chunk)
-                    if progress is not None:
-                        progress(received + holes)
+                    sink.take(chunk, progress)
             except BaseException:
                 _abort_quietly(stream)
                 raise
@@ -317,7 +321,9 @@ class Client:
         finally:
             sink.close(ok)
         length = _length(stream.result)
-        return TransferResult(received, holes, length, time.monotonic() - started, variant)
+        return TransferResult(
+            sink.received, sink.holes, length, time.monotonic() - started, variant
+        )
 
 
 def _abort_quietly(stream: BlockingStream) -> None:
@@ -429,19 +435,11 @@ class AsyncClient:
         started = time.monotonic()
         sink = _Sink(dest)
         ok = False
-        received = holes = 0
         try:
             stream = await self.open_save(variant, name)
             try:
                 async for chunk in stream:
-                    if isinstance(chunk, Hole):
-                        sink.hole(chunk.length)
-                        holes += chunk.length
-                    else:
-                        sink.data(chunk)
-                        received += len(chunk)
-                    if progress is not None:
-                        progress(received + holes)
+                    sink.take(chunk, progress)
             except BaseException:
                 if not stream.closed:
                     with contextlib.suppress(Exception):
@@ -451,7 +449,9 @@ class AsyncClient:
         finally:
             sink.close(ok)
         length = _length(stream.result)
-        return TransferResult(received, holes, length, time.monotonic() - started, variant)
+        return TransferResult(
+            sink.received, sink.holes, length, time.monotonic() - started, variant
+        )
 
 
 class _AsyncWrap:
