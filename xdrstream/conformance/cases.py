@@ -1432,6 +1432,18 @@ def _libvirt_volume(ctx: Context) -> tuple[Peer, Any, Any]:
     return peer, schema, vol
 
 
+def _libvirt_screenshot(ctx: Context) -> tuple[Peer, Any]:
+    """A connection to the test domain's driver and the arguments of its screenshot."""
+    peer, schema = _libvirt_open(ctx, ctx.libvirt.domain_uri)
+    dom = _libvirt_call(
+        peer,
+        LV_DOMAIN_LOOKUP,
+        schema["vir_domain_lookup_by_name_args"](name=ctx.libvirt.domain),
+        "DOMAIN_LOOKUP_BY_NAME",
+    ).dom
+    return peer, schema["vir_domain_screenshot_args"](dom=dom, screen=0, flags=0)
+
+
 def _libvirt_download(peer: Peer, proc: int, args: Any) -> tuple[bytes, int]:
     serial = call(peer, proc, args, LIBVIRT_PROG, 1)
     reply = peer.expect_event((Reply, ErrorReply), "the primary reply")
@@ -1462,16 +1474,8 @@ def _libvirt_download(peer: Peer, proc: int, args: Any) -> tuple[bytes, int]:
     programs=LIBVIRT,
 )
 def _lv_screenshot(ctx: Context) -> None:
-    peer, schema = _libvirt_open(ctx, ctx.libvirt.domain_uri)
-    dom = _libvirt_call(
-        peer,
-        LV_DOMAIN_LOOKUP,
-        schema["vir_domain_lookup_by_name_args"](name=ctx.libvirt.domain),
-        "DOMAIN_LOOKUP_BY_NAME",
-    ).dom
-    data, _ = _libvirt_download(
-        peer, LV_SCREENSHOT, schema["vir_domain_screenshot_args"](dom=dom, screen=0, flags=0)
-    )
+    peer, args = _libvirt_screenshot(ctx)
+    data, _ = _libvirt_download(peer, LV_SCREENSHOT, args)
     if not data:
         raise Violation("§7.3.2: the screenshot stream was empty")
 
@@ -1540,14 +1544,7 @@ def _lv_sparse(ctx: Context) -> None:
     programs=LIBVIRT,
 )
 def _lv_abort(ctx: Context) -> None:
-    peer, schema = _libvirt_open(ctx, ctx.libvirt.domain_uri)
-    dom = _libvirt_call(
-        peer,
-        LV_DOMAIN_LOOKUP,
-        schema["vir_domain_lookup_by_name_args"](name=ctx.libvirt.domain),
-        "DOMAIN_LOOKUP_BY_NAME",
-    ).dom
-    args = schema["vir_domain_screenshot_args"](dom=dom, screen=0, flags=0)
+    peer, args = _libvirt_screenshot(ctx)
     serial = call(peer, LV_SCREENSHOT, args, LIBVIRT_PROG, 1)
     peer.expect_event(Reply, "the primary reply")
     peer.send(StreamAbort(serial))
