@@ -285,10 +285,19 @@ def test_mutual_tls_refuses_clients_without_a_valid_certificate(tmp_path: Path) 
             assert "TLS error" in str(info.value) and reason in str(info.value)
 
 
+def fd_targets() -> dict[int, str]:
+    """This process's descriptors and what they are, for a leak's message."""
+    targets = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            targets[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return targets
+
+
 def test_nothing_leaks(tmp_path: Path) -> None:
     """fds and child processes before == after a server with finished, failed, aborted and
     disconnected streams."""
-    fds, kids = open_fds(), children()
+    fds, kids, before = open_fds(), children(), fd_targets()
     with ServerThread(RestoreServer(f"unix:{tmp_path}/xs.sock")) as running:
         for variant in VARIANTS:
             data = qemu_stub.synthetic_bytes(qemu_stub.MIN_SIZE + 500_000, variant)
@@ -313,7 +322,7 @@ def test_nothing_leaks(tmp_path: Path) -> None:
             asyncio.run(abandon())
         assert wait_until(lambda: not (children() - kids)), describe(children() - kids)
     assert children() <= kids
-    assert wait_until(lambda: open_fds() <= fds), (open_fds(), fds)
+    assert wait_until(lambda: open_fds() <= fds), (before, fd_targets())
 
 
 def test_server_close_kills_endpoints_in_progress(tmp_path: Path) -> None:
