@@ -5,12 +5,11 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
+from test_cli_support import Pki, make_pki
 
 from xdrstream.transport.tls import (
     TLSError,
@@ -21,36 +20,9 @@ from xdrstream.transport.tls import (
 )
 
 
-@dataclass
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path
-    other_client: Path  # certificate and key in one file, from the other CA
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    root = tmp_path_factory.mktemp("pki")
-    ca, other = trustme.CA(), trustme.CA()
-    server = ca.issue_cert("localhost", "127.0.0.1")
-    client = ca.issue_cert("client.example")
-    stranger = other.issue_cert("stranger.example")
-    files = {
-        "ca": ca.cert_pem,
-        "server_cert": server.cert_chain_pems[0],
-        "server_key": server.private_key_pem,
-        "client_cert": client.cert_chain_pems[0],
-        "client_key": client.private_key_pem,
-        "other_ca": other.cert_pem,
-        "other_client": stranger.private_key_and_cert_chain_pem,
-    }
-    for name, blob in files.items():
-        blob.write_to_path(str(root / f"{name}.pem"))
-    return Pki(**{name: root / f"{name}.pem" for name in files})
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 class OneShotServer:
