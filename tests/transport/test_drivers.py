@@ -278,6 +278,40 @@ def test_async_server_role_abort_and_failure(
     assert seen == ["aborted"]
 
 
+def test_a_cancelled_close_still_closes_the_socket(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A server shutting down cancels connections that are still closing (their handlers
+    cleaning up): the socket is closed at once, not left to the garbage collector."""
+    in_handler = asyncio.Event()
+
+    async def handler(stream: Stream) -> Any:
+        await stream.accept(S["xs_restore_ret"](length=0))
+        in_handler.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(5)  # a slow clean-up, cut short by the second cancel
+
+    async def main() -> None:
+        server = AsyncConnection(AsyncChannel(pair[1]), Role.SERVER, [S], handler=handler)
+        server.start()
+        client = AsyncConnection(AsyncChannel(pair[0]), Role.CLIENT, [S])
+        client.start()
+        await client.open_stream(PROGRAM, VERSION, RESTORE_PROCS[2], restore_args("a"))
+        await in_handler.wait()
+        closing = asyncio.ensure_future(server.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # waiting for the handler's clean-up
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert pair[1].fileno() == -1
+        await client.close()
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("driver", ["blocking", "async"])
 def test_slow_reader_bounds_what_is_buffered(
     pair: tuple[socket.socket, socket.socket], driver: str

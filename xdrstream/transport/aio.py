@@ -445,8 +445,10 @@ class AsyncConnection:
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._channel.close()
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:  # even when this close is itself cancelled (a server closing)
+            self._channel.close()
 
     async def __aenter__(self) -> AsyncConnection:
         return self
