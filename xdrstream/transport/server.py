@@ -31,6 +31,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -168,6 +169,9 @@ class RestoreServer:
             task = asyncio.ensure_future(self._serve_connection(sock, str(peer or "unix")))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            # a task cancelled before its first step (the server closing) never ran the
+            # code that closes the socket
+            task.add_done_callback(functools.partial(_close_when_done, sock))
 
     async def _serve_connection(self, sock: socket.socket, peer: str) -> None:
         if sock.family != socket.AF_UNIX:
@@ -452,6 +456,10 @@ def run(server: RestoreServer, on_ready: Callable[[addresses.Address], Any] | No
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
+
+
+def _close_when_done(sock: socket.socket, _task: asyncio.Task[None]) -> None:
+    sock.close()
 
 
 class ServerThread:
