@@ -1,6 +1,6 @@
 """The reference server: errors, aborts, disconnects, concurrency, sparse images, mutual
-TLS and resource leaks (file descriptors and child processes of this process, where the
-server runs)."""
+TLS and resource leaks (child processes of this process, where the server runs; file
+descriptors in a process of their own: server_leak_scenario.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from server_leak_scenario import children
 
 from xdrstream.protocol import Procedure, Program, programs_from_schema
 from xdrstream.transport import qemu_stub, sparse
@@ -34,19 +35,6 @@ from xdrstream.transport.tls import client_context, server_context
 VARIANTS = [1, 2, 3]
 
 
-def children() -> set[int]:
-    """Child processes of this process (zombies included)."""
-    pids: set[int] = set()
-    base = f"/proc/{os.getpid()}/task"
-    for task in os.listdir(base):
-        try:
-            with open(f"{base}/{task}/children") as listing:
-                pids.update(int(pid) for pid in listing.read().split())
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-    return pids
-
-
 def describe(pids: set[int]) -> list[str]:
     out = []
     for pid in pids:
@@ -57,10 +45,6 @@ def describe(pids: set[int]) -> list[str]:
         except OSError:
             out.append(f"{pid}: gone")
     return out
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def wait_until(predicate: object, timeout: float = 10.0) -> bool:
