@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from test_cli_support import child_pids
+
 from xdrstream.transport import qemu_stub
 from xdrstream.transport.client import AsyncClient, Client
 from xdrstream.transport.errors import RemoteFailure
@@ -33,16 +35,6 @@ def fd_targets() -> dict[int, str]:
         with contextlib.suppress(OSError):  # closed meanwhile (the listing's own fd)
             targets[int(name)] = os.readlink(f"/proc/self/fd/{name}")
     return targets
-
-
-def children() -> set[int]:
-    """Child processes of this process, zombies included (Linux /proc)."""
-    pids: set[int] = set()
-    for task in os.listdir("/proc/self/task"):
-        # a thread that ended meanwhile has no listing
-        with contextlib.suppress(FileNotFoundError), open(f"/proc/self/task/{task}/children") as f:
-            pids.update(int(pid) for pid in f.read().split())
-    return pids
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -85,13 +77,13 @@ def main() -> None:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--plant-leak", action="store_true")
     ns = parser.parse_args()
-    before, kids = fd_targets(), children()
+    before, kids = fd_targets(), child_pids()
     exercise(ns.directory)
     if ns.plant_leak:
         os.pipe()
-    wait_until(lambda: not (children() - kids) and len(fd_targets()) <= len(before))
+    wait_until(lambda: not (child_pids() - kids) and len(fd_targets()) <= len(before))
     left = {fd: target for fd, target in fd_targets().items() if before.get(fd) != target}
-    print(json.dumps({"fds": left, "children": sorted(children() - kids)}))
+    print(json.dumps({"fds": left, "children": sorted(child_pids() - kids)}))
 
 
 if __name__ == "__main__":

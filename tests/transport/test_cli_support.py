@@ -36,11 +36,12 @@ def open_fds() -> set[int]:
 
 
 def child_pids() -> set[int]:
-    """Children of this process, running or zombie."""
+    """Children of this process, running or zombie (Linux /proc)."""
     pids: set[int] = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as children:
-            pids.update(int(pid) for pid in children.read().split())
+        # a thread that ended meanwhile has no listing
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/self/task/{task}/children") as f:
+            pids.update(int(pid) for pid in f.read().split())
     return pids
 
 

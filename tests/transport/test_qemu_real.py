@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from test_cli_support import child_pids, open_fds
 
 from xdrstream.transport.qemu import QemuEndpoint, QemuLauncher, QMPClient, QMPError, find_qemu
 from xdrstream.transport.qemu_stub import StubLauncher, synthetic_bytes
@@ -18,19 +19,6 @@ pytestmark = [
 ]
 
 QEMU = QemuLauncher()
-
-
-def open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
-
-
-def child_pids() -> set[int]:
-    """Children of this process, running or zombie (Linux /proc)."""
-    pids: set[int] = set()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as children:
-            pids.update(int(pid) for pid in children.read().split())
-    return pids
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from server_leak_scenario import children
+from test_cli_support import child_pids
 
 from xdrstream.protocol import Procedure, Program, programs_from_schema
 from xdrstream.transport import qemu_stub, sparse
@@ -64,39 +64,39 @@ def server(tmp_path: Path) -> Iterator[ServerThread]:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_abort_kills_the_stub(server: ServerThread, variant: int) -> None:
-    before = children()
+    before = child_pids()
     with Client.connect(server.address) as client:
         stream = client.open_restore(variant)
         stream.send(qemu_stub.synthetic_bytes(qemu_stub.MIN_SIZE + 300_000, 1)[:200_000])
-        assert wait_until(lambda: children() - before)  # the stub is running
+        assert wait_until(lambda: child_pids() - before)  # the stub is running
         stream.abort()
         assert stream.closed
         # the server kills the stub before it confirms the abort
-        assert children() <= before
+        assert child_pids() <= before
         assert not server.server.results  # killed, never asked for a verdict
         client.ping()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_client_disconnect_kills_the_stub(server: ServerThread, variant: int) -> None:
-    before = children()
+    before = child_pids()
     client = Client.connect(server.address)
     stream = client.open_restore(variant)
     stream.send(b"QEVM" + bytes(100_000))
-    assert wait_until(lambda: children() - before)
+    assert wait_until(lambda: child_pids() - before)
     client.close()  # mid-stream
-    assert wait_until(lambda: children() <= before)
+    assert wait_until(lambda: child_pids() <= before)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_save_abort_kills_the_stub(server: ServerThread, variant: int) -> None:
-    before = children()
+    before = child_pids()
     with Client.connect(server.address) as client:
         stream = client.open_save(variant, name=str(64 << 20))
         first = stream.recv()
         assert isinstance(first, memoryview) and len(first) > 0
         stream.abort()
-        assert children() <= before
+        assert child_pids() <= before
         client.ping()
 
 
@@ -307,14 +307,14 @@ def test_the_leak_check_sees_a_leak(tmp_path: Path) -> None:
 
 
 def test_server_close_kills_endpoints_in_progress(tmp_path: Path) -> None:
-    kids = children()
+    kids = child_pids()
     running = ServerThread(RestoreServer(f"unix:{tmp_path}/xs.sock")).start()
     client = Client.connect(running.address, options=Options(timeout=10))
     stream = client.open_restore(2)
     stream.send(b"QEVM" + bytes(50_000))
-    assert wait_until(lambda: children() - kids)
+    assert wait_until(lambda: child_pids() - kids)
     running.stop()
-    assert children() <= kids
+    assert child_pids() <= kids
     with pytest.raises(ConnectionLost):
         for _ in range(100):
             stream.send(bytes(100_000))
@@ -327,16 +327,16 @@ def test_abort_is_prompt_even_when_the_stub_stalls(tmp_path: Path, variant: int)
     """The stub stops reading (a 60 s stall): the server's pipe is full, yet the client's
     abort kills the stub at once instead of waiting for the pipe."""
     launcher = qemu_stub.StubLauncher(faults=qemu_stub.Faults(stall=60, stall_after=0))
-    kids = children()
+    kids = child_pids()
     server = RestoreServer(f"unix:{tmp_path}/xs.sock", launcher=launcher)
     with ServerThread(server) as running, Client.connect(running.address) as client:
         stream = client.open_restore(variant)
         stream.send(bytes((1 << 20) + 300_000))  # more than the pipe holds; V1: < window
-        assert wait_until(lambda: children() - kids)
+        assert wait_until(lambda: child_pids() - kids)
         started = time.monotonic()
         stream.abort()
         assert time.monotonic() - started < 30  # not the stall's 60 s
-        assert children() <= kids
+        assert child_pids() <= kids
         client.ping()
 
 
@@ -345,7 +345,7 @@ def test_disconnect_is_noticed_while_reading_is_paused(tmp_path: Path, variant: 
     """The stub stalls, so the server stops reading the client (§8.2); a client that goes
     away meanwhile is still noticed and the stub killed (§3.5)."""
     launcher = qemu_stub.StubLauncher(faults=qemu_stub.Faults(stall=60, stall_after=0))
-    kids = children()
+    kids = child_pids()
     server = RestoreServer(
         f"unix:{tmp_path}/xs.sock", launcher=launcher, options=Options(stream_buffer=1 << 20)
     )
@@ -360,9 +360,9 @@ def test_disconnect_is_noticed_while_reading_is_paused(tmp_path: Path, variant: 
 
         sender = threading.Thread(target=flood)
         sender.start()
-        assert wait_until(lambda: children() - kids)
+        assert wait_until(lambda: child_pids() - kids)
         time.sleep(0.5)  # the pipe and the server's stream buffer fill up
         assert sender.is_alive()  # held back, not buffered without bound
         client.close()
         sender.join(10)
-        assert wait_until(lambda: children() <= kids), describe(children() - kids)
+        assert wait_until(lambda: child_pids() <= kids), describe(child_pids() - kids)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from test_cli_support import child_pids, open_fds
 
 from xdrstream.transport.qemu_stub import (
     EXIT_FAULT,
@@ -27,19 +28,6 @@ from xdrstream.transport.qemu_stub import (
 from xdrstream.transport.sink import Direction, EndpointLauncher, EndpointResult, StreamEndpoint
 
 SIZE = 3 * SECTION_SIZE + 4321
-
-
-def open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
-
-
-def child_pids() -> set[int]:
-    """Children of this process, running or zombie (Linux /proc)."""
-    pids: set[int] = set()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as children:
-            pids.update(int(pid) for pid in children.read().split())
-    return pids
 
 
 @pytest.fixture(autouse=True)
