@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from xdrstream.transport.qemu_stub import (
+from xdrstream.endpoints.qemu_stub import (
     MIN_SIZE,
     iter_synthetic,
     start_stub_restore,
@@ -120,7 +120,7 @@ def _wait_for_go() -> None:
 
 def worker_client(args: argparse.Namespace) -> dict[str, Any]:
     """Restore one synthetic stream with the reference client."""
-    from xdrstream.transport.client import Client
+    from xdrstream.restore.client import Client
     from xdrstream.transport.options import Options
 
     options = Options() if args.chunk_size is None else Options(chunk_size=args.chunk_size)

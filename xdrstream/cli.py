@@ -15,7 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "xdrstream.codec.commands",
     "xdrstream.protocol.commands",
-    "xdrstream.transport.commands",
+    "xdrstream.restore.commands",
     "xdrstream.fuzz.commands",
     "xdrstream.conformance.commands",
 )

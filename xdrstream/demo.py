@@ -40,11 +40,11 @@ from rich.pretty import Pretty
 from rich.table import Table
 
 from xdrstream.codec import compile_schema
+from xdrstream.endpoints.qemu_stub import synthetic_sha256, write_synthetic
 from xdrstream.protocol import Connection, Role, programs_from_schema, schemas
 from xdrstream.protocol.decode import Decoder
 from xdrstream.protocol.events import Call
-from xdrstream.transport.commands import parse_size
-from xdrstream.transport.qemu_stub import synthetic_sha256, write_synthetic
+from xdrstream.restore.commands import parse_size
 
 DEFAULT_SIZE = 64 << 20
 SIZE_VARIABLE = "XDRSTREAM_DEMO_SIZE"

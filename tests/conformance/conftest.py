@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from xdrstream.conformance.catalogue import Context, Result, all_cases, run_case, select
+from xdrstream.restore.server import RestoreServer, ServerThread
 from xdrstream.transport import address as addresses
-from xdrstream.transport.server import RestoreServer, ServerThread
 
 
 @pytest.fixture(scope="session")

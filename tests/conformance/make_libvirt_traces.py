@@ -23,8 +23,8 @@ from realpeers import NOBODY, private_libvirtd  # noqa: E402
 
 from xdrstream.conformance import recorder, replay  # noqa: E402
 from xdrstream.conformance.trace import write  # noqa: E402
+from xdrstream.endpoints.qemu_stub import synthetic_bytes  # noqa: E402
 from xdrstream.transport import address as addresses  # noqa: E402
-from xdrstream.transport.qemu_stub import synthetic_bytes  # noqa: E402
 
 SIZE = 300_000
 NAMES = ("libvirt-vol-upload", "libvirt-vol-download")

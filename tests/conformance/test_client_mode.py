@@ -11,11 +11,11 @@ import pytest
 
 from xdrstream.conformance import make_traces, recorder, replay
 from xdrstream.conformance.trace import C2S, S2C
+from xdrstream.endpoints.qemu_stub import synthetic_bytes
+from xdrstream.restore.client import Client
 from xdrstream.transport import address as addresses
-from xdrstream.transport.client import Client
 from xdrstream.transport.errors import TransportError
 from xdrstream.transport.options import Options
-from xdrstream.transport.qemu_stub import synthetic_bytes
 
 OPTIONS = Options(chunk_size=16384, timeout=10)
 

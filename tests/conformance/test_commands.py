@@ -12,8 +12,8 @@ from broken_servers import BrokenServer, Fault
 
 from xdrstream.cli import main
 from xdrstream.conformance import replay
+from xdrstream.restore.client import Client
 from xdrstream.transport import address as addresses
-from xdrstream.transport.client import Client
 from xdrstream.transport.options import Options
 
 
@@ -135,8 +135,8 @@ def test_trace_show_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_run_over_mutual_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trustme = pytest.importorskip("trustme")
+    from xdrstream.restore.server import RestoreServer, ServerThread
     from xdrstream.transport import tls
-    from xdrstream.transport.server import RestoreServer, ServerThread
 
     ca = trustme.CA()
     pems = {

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from test_cli_support import child_pids
 
-from xdrstream.transport import qemu_stub
-from xdrstream.transport.client import AsyncClient, Client
+from xdrstream.endpoints import qemu_stub
+from xdrstream.restore.client import AsyncClient, Client
+from xdrstream.restore.server import RestoreServer, ServerThread
 from xdrstream.transport.errors import RemoteFailure
-from xdrstream.transport.server import RestoreServer, ServerThread
 
 
 def fd_targets() -> dict[int, str]:

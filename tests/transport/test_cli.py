@@ -26,7 +26,7 @@ from test_cli_support import (
     xdrstream,
 )
 
-from xdrstream.transport.qemu_stub import HEADER, SECTION_SIZE, synthetic_sha256, write_synthetic
+from xdrstream.endpoints.qemu_stub import HEADER, SECTION_SIZE, synthetic_sha256, write_synthetic
 
 SIZE = 3 * SECTION_SIZE + 12345
 SEED = 11

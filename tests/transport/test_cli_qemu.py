@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_cli_support import Leaks, run_cli, serving
 
-from xdrstream.transport.qemu import find_qemu
-from xdrstream.transport.qemu_stub import HEADER
+from xdrstream.endpoints.qemu import find_qemu
+from xdrstream.endpoints.qemu_stub import HEADER
 
 pytestmark = [
     pytest.mark.real_peers,

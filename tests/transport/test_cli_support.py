@@ -27,7 +27,7 @@ from typing import IO, Any
 import trustme
 
 TAG_VARIABLE = "XDRSTREAM_TEST_TAG"
-STUB_MODULE = b"xdrstream.transport.qemu_stub"
+STUB_MODULE = b"xdrstream.endpoints.qemu_stub"
 LINE_TIMEOUT = 10.0  # seconds a server gets to print an expected line
 
 

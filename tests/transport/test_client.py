@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import trustme
 
-from xdrstream.transport import qemu_stub
-from xdrstream.transport.client import AsyncClient, Client
+from xdrstream.endpoints import qemu_stub
+from xdrstream.restore.client import AsyncClient, Client
+from xdrstream.restore.server import RestoreServer, ServerThread
 from xdrstream.transport.errors import RemoteFailure
-from xdrstream.transport.server import RestoreServer, ServerThread
 from xdrstream.transport.stream import Hole
 from xdrstream.transport.tls import client_context, server_context
 

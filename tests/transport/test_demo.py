@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_cli_support import Leaks
 
-from xdrstream.transport.qemu_stub import SECTION_SIZE
+from xdrstream.endpoints.qemu_stub import SECTION_SIZE
 
 SIZE = 2 * SECTION_SIZE + 999
 ROW = re.compile(r"V([123]) │ (restore|save)\s*│\s*(\d+) │\s*[\d.]+ │\s*[\d.]+ │ (yes|NO)")

@@ -25,6 +25,14 @@ from xdrstream.protocol.framing import (
     MessageType,
     pack_header,
 )
+from xdrstream.restore.server import (
+    PROC_ECHO,
+    PROGRAM,
+    RESTORE_PROCS,
+    SAVE_PROCS,
+    VERSION,
+    schema,
+)
 from xdrstream.transport.aio import AsyncChannel, AsyncConnection
 from xdrstream.transport.blocking import BlockingConnection, SocketChannel, TLSChannel
 from xdrstream.transport.errors import (
@@ -37,14 +45,6 @@ from xdrstream.transport.errors import (
     TransportError,
 )
 from xdrstream.transport.options import Options
-from xdrstream.transport.server import (
-    PROC_ECHO,
-    PROGRAM,
-    RESTORE_PROCS,
-    SAVE_PROCS,
-    VERSION,
-    schema,
-)
 from xdrstream.transport.stream import BlockingStream, Hole, Stream
 from xdrstream.transport.tls import client_context, server_context
 

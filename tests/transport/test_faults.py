@@ -31,9 +31,9 @@ from test_cli_support import (
     xdrstream,
 )
 
+from xdrstream.endpoints.qemu_stub import SECTION_SIZE, synthetic_bytes, write_synthetic
 from xdrstream.protocol import Connection, Role, programs_from_schema, schemas
 from xdrstream.protocol.events import Call
-from xdrstream.transport.qemu_stub import SECTION_SIZE, synthetic_bytes, write_synthetic
 
 SIZE = 24 * SECTION_SIZE  # far more than pipe, socket and stream buffers hold together
 SEED = 3

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 from test_cli_support import child_pids, open_fds
 
-from xdrstream.transport.qemu import QemuEndpoint, QemuLauncher, QMPClient, QMPError, find_qemu
-from xdrstream.transport.qemu_stub import StubLauncher, synthetic_bytes
-from xdrstream.transport.sink import EndpointError, EndpointLauncher
+from xdrstream.endpoints.qemu import QemuEndpoint, QemuLauncher, QMPClient, QMPError, find_qemu
+from xdrstream.endpoints.qemu_stub import StubLauncher, synthetic_bytes
+from xdrstream.endpoints.sink import EndpointError, EndpointLauncher
 
 pytestmark = [
     pytest.mark.real_peers,

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xdrstream.transport import qemu_stub
-from xdrstream.transport.qemu_stub import (
+from xdrstream.endpoints import qemu_stub
+from xdrstream.endpoints.qemu_stub import (
     MIN_SIZE,
     SECTION_SIZE,
     StreamChecker,
@@ -26,7 +26,7 @@ from xdrstream.transport.qemu_stub import (
     synthetic_sha256,
 )
 
-STUB = [sys.executable, "-m", "xdrstream.transport.qemu_stub"]
+STUB = [sys.executable, "-m", "xdrstream.endpoints.qemu_stub"]
 SIZES = [MIN_SIZE, MIN_SIZE + 1, SECTION_SIZE, MIN_SIZE + SECTION_SIZE, 3 * SECTION_SIZE + 12345]
 
 

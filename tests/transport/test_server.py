@@ -22,14 +22,15 @@ import pytest
 import trustme
 from test_cli_support import child_pids
 
+from xdrstream.endpoints import qemu_stub
 from xdrstream.protocol import Procedure, Program, programs_from_schema
-from xdrstream.transport import qemu_stub, sparse
+from xdrstream.restore.client import AsyncClient, Client
+from xdrstream.restore.server import PROGRAM, VERSION, RestoreServer, ServerThread, schema
+from xdrstream.transport import sparse
 from xdrstream.transport.aio import AsyncConnection
 from xdrstream.transport.blocking import BlockingConnection
-from xdrstream.transport.client import AsyncClient, Client
 from xdrstream.transport.errors import ConnectionLost, RemoteFailure
 from xdrstream.transport.options import Options
-from xdrstream.transport.server import PROGRAM, VERSION, RestoreServer, ServerThread, schema
 from xdrstream.transport.tls import client_context, server_context
 
 VARIANTS = [1, 2, 3]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from xdrstream.transport.client import Client
+from xdrstream.endpoints.qemu import find_qemu
+from xdrstream.restore.client import Client
+from xdrstream.restore.server import ServerThread, build_server
 from xdrstream.transport.errors import RemoteFailure
-from xdrstream.transport.qemu import find_qemu
-from xdrstream.transport.server import ServerThread, build_server
 
 pytestmark = [
     pytest.mark.real_peers,

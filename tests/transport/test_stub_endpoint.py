@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from test_cli_support import child_pids, open_fds
 
-from xdrstream.transport.qemu_stub import (
+from xdrstream.endpoints.qemu_stub import (
     EXIT_FAULT,
     EXIT_IO,
     EXIT_REJECTED,
@@ -25,7 +25,7 @@ from xdrstream.transport.qemu_stub import (
     synthetic_bytes,
     synthetic_sha256,
 )
-from xdrstream.transport.sink import Direction, EndpointLauncher, EndpointResult, StreamEndpoint
+from xdrstream.endpoints.sink import Direction, EndpointLauncher, EndpointResult, StreamEndpoint
 
 SIZE = 3 * SECTION_SIZE + 4321
 
@@ -243,7 +243,7 @@ def test_abort_wait_and_close_stream_racing_close_the_pipe_once(
     import subprocess
     import sys
 
-    from xdrstream.transport import sink
+    from xdrstream.endpoints import sink
 
     closed: list[int] = []
     real_close = sink.close_fd

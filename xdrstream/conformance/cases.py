@@ -17,6 +17,7 @@ from typing import Any
 
 from xdrstream.conformance.catalogue import ANY, LIBVIRT, Context, Skip, case
 from xdrstream.conformance.peer import Closed, Peer, Silence, Violation
+from xdrstream.endpoints.qemu_stub import synthetic_bytes, synthetic_sha256
 from xdrstream.protocol import bodies, programs_from_schema, schemas
 from xdrstream.protocol.events import (
     Call,
@@ -45,7 +46,6 @@ from xdrstream.protocol.framing import (
     MessageType,
     pack_frame,
 )
-from xdrstream.transport.qemu_stub import synthetic_bytes, synthetic_sha256
 
 PROG = 0x58445253
 VERS = 1

@@ -6,7 +6,7 @@ Every ``restore.x`` trace is a real session recorded through the recording proxy
 (:mod:`.recorder`) between a client and the reference server (QEMU stub endpoints) on Unix
 sockets in a temporary directory:
 
-* ``v{1,2,3}-{upload,download}``: the reference client (:class:`~xdrstream.transport.client.
+* ``v{1,2,3}-{upload,download}``: the reference client (:class:`~xdrstream.restore.client.
   Client`, 16 KiB chunks) restoring the stub's synthetic stream of 200000 bytes with a hole
   in the middle, and saving one (``200000:7``);
 * client cases (``client-*``): synthetic server sides that misbehave after a V2 save of
@@ -32,15 +32,15 @@ from pathlib import Path
 from xdrstream.conformance import recorder
 from xdrstream.conformance.catalogue import CATALOGUE, Context, all_cases, run_case
 from xdrstream.conformance.trace import C2S, S2C, Trace, TraceFrame, write
+from xdrstream.endpoints.qemu_stub import synthetic_bytes
 from xdrstream.protocol import bodies
 from xdrstream.protocol.decode import DecodedMessage, Decoder
 from xdrstream.protocol.events import RemoteError
 from xdrstream.protocol.pcap import Direction, reassemble_capture
+from xdrstream.restore.client import Client
+from xdrstream.restore.server import RestoreServer, ServerThread
 from xdrstream.transport import address as addresses
-from xdrstream.transport.client import Client
 from xdrstream.transport.options import Options
-from xdrstream.transport.qemu_stub import synthetic_bytes
-from xdrstream.transport.server import RestoreServer, ServerThread
 from xdrstream.transport.stream import Hole
 
 SIZE = 200_000

@@ -1,7 +1,7 @@
 """A QEMU stand-in: a separate process at the end of a migration stream pipe.
 
-    python -m xdrstream.transport.qemu_stub incoming [--fd N] [--check full|header] ...
-    python -m xdrstream.transport.qemu_stub outgoing --size BYTES --seed S [--fd N] ...
+    python -m xdrstream.endpoints.qemu_stub incoming [--fd N] [--check full|header] ...
+    python -m xdrstream.endpoints.qemu_stub outgoing --size BYTES --seed S [--fd N] ...
 
 `incoming` reads a migration stream (as QEMU does with `-incoming fd:N`), checks it, counts
 bytes, computes SHA-256 and reports one JSON line: {"role", "ok", "bytes", "sha256",
@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Literal
 
-from xdrstream.transport.sink import (
+from xdrstream.endpoints.sink import (
     Direction,
     EndpointError,
     EndpointResult,
@@ -507,7 +507,7 @@ def _nonnegative(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m xdrstream.transport.qemu_stub",
+        prog="python -m xdrstream.endpoints.qemu_stub",
         description="A QEMU stand-in at the end of a migration stream pipe.",
     )
     roles = parser.add_subparsers(dest="role", required=True)
@@ -636,7 +636,7 @@ def _start_stub(direction: Direction, role_args: list[str], python: str) -> Stub
         else (stream_write, stream_read)
     )
     role = "incoming" if direction is Direction.RESTORE else "outgoing"
-    command = [python, "-m", "xdrstream.transport.qemu_stub", role, "--fd", str(child_fd)]
+    command = [python, "-m", "xdrstream.endpoints.qemu_stub", role, "--fd", str(child_fd)]
     command += ["--report-fd", str(report_write), *role_args]
     stderr = stderr_file()
     try:

@@ -53,11 +53,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from xdrstream.endpoints.sink import EndpointLauncher, EndpointResult
 from xdrstream.protocol import ProtocolError
+from xdrstream.restore.progress import Meter, terminal_console
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
-from xdrstream.transport.progress import Meter, terminal_console
-from xdrstream.transport.sink import EndpointLauncher, EndpointResult
 
 if TYPE_CHECKING:
     from xdrstream.transport.options import Options
@@ -290,7 +290,7 @@ def _register_serve(subparsers: Any) -> None:
         help="ping a silent client after this long; 5 missed pings close it (default: off)",
     )
     faults = parser.add_argument_group(
-        "stub fault injection (for tests; see python -m xdrstream.transport.qemu_stub -h)"
+        "stub fault injection (for tests; see python -m xdrstream.endpoints.qemu_stub -h)"
     )
     faults.add_argument("--stub-check", choices=("full", "header"), default="full")
     faults.add_argument("--stub-fail-after", type=_nonnegative, metavar="N")
@@ -368,7 +368,7 @@ def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 def _connect(args: argparse.Namespace) -> Any:
-    from xdrstream.transport.client import Client
+    from xdrstream.restore.client import Client
     from xdrstream.transport.options import Options
 
     tls = _client_tls(args)
@@ -443,7 +443,7 @@ def _report(
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    from xdrstream.transport.client import iter_source
+    from xdrstream.restore.client import iter_source
     from xdrstream.transport.stream import Hole
 
     try:
@@ -513,12 +513,12 @@ def run_save(args: argparse.Namespace) -> int:
 
 def _launcher(args: argparse.Namespace) -> EndpointLauncher:
     if args.qemu is not None:
-        from xdrstream.transport.qemu import QemuLauncher, find_qemu
+        from xdrstream.endpoints.qemu import QemuLauncher, find_qemu
 
         if find_qemu(args.qemu) is None:
             raise CommandError(f"--qemu {args.qemu}: no such executable", EXIT_USAGE)
         return QemuLauncher(binary=args.qemu)
-    from xdrstream.transport.qemu_stub import Faults, StubLauncher
+    from xdrstream.endpoints.qemu_stub import Faults, StubLauncher
 
     faults = Faults(
         fail_after=args.stub_fail_after,
@@ -599,8 +599,8 @@ def _serve_libvirt_storage(
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from xdrstream.restore.server import RestoreServer
     from xdrstream.transport.options import Options
-    from xdrstream.transport.server import RestoreServer
 
     def verdict(result: EndpointResult) -> None:
         record = {

@@ -1,6 +1,6 @@
 """The reference client of ``restore.x``: blocking :class:`Client` and :class:`AsyncClient`.
 
-    from xdrstream.transport.client import Client
+    from xdrstream.restore.client import Client
     with Client.connect("unix:/tmp/x.sock") as client:          # or tcp:/tls: addresses
         client.ping()
         result = client.restore("guest.img", variant=2)          # path, file or iterable
@@ -42,12 +42,7 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD
-from xdrstream.transport import address as addresses
-from xdrstream.transport import sparse as sparsemod
-from xdrstream.transport.aio import AsyncConnection
-from xdrstream.transport.blocking import BlockingConnection
-from xdrstream.transport.options import Options
-from xdrstream.transport.server import (
+from xdrstream.restore.server import (
     PROC_ECHO,
     PROC_GET_INFO,
     PROC_PING,
@@ -57,6 +52,11 @@ from xdrstream.transport.server import (
     VERSION,
     schema,
 )
+from xdrstream.transport import address as addresses
+from xdrstream.transport import sparse as sparsemod
+from xdrstream.transport.aio import AsyncConnection
+from xdrstream.transport.blocking import BlockingConnection
+from xdrstream.transport.options import Options
 from xdrstream.transport.stream import BlockingStream, Hole, Stream
 
 Source = str | os.PathLike[str] | BinaryIO | IO[bytes] | Iterable[Any]

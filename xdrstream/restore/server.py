@@ -43,6 +43,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from xdrstream.endpoints.qemu import QemuLauncher
+from xdrstream.endpoints.qemu_stub import StubLauncher
+from xdrstream.endpoints.sink import (
+    EndpointError,
+    EndpointLauncher,
+    EndpointResult,
+    StreamEndpoint,
+)
 from xdrstream.protocol import schemas
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse
@@ -57,14 +65,6 @@ from xdrstream.transport.errors import (
     StreamAborted,
 )
 from xdrstream.transport.options import Options
-from xdrstream.transport.qemu import QemuLauncher
-from xdrstream.transport.qemu_stub import StubLauncher
-from xdrstream.transport.sink import (
-    EndpointError,
-    EndpointLauncher,
-    EndpointResult,
-    StreamEndpoint,
-)
 from xdrstream.transport.stream import Hole, Stream
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from xdrstream.transport.sink import (
+from xdrstream.endpoints.sink import (
     Direction,
     EndpointError,
     EndpointResult,
