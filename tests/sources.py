@@ -1,0 +1,117 @@
+"""Real source trees from Debian's package registry, fetched at test time.
+
+Real schemas (libvirt's ``.x`` files, GlusterFS's, NFS-Ganesha's, libnfs's) are never copied
+into this repository: tests ask for a source package by name and Debian release, and this
+module fetches it with ``apt-get source`` through a private apt configuration (its own
+``deb-src`` lines, lists and cache), so the machine's apt setup is neither needed nor touched.
+
+    from sources import debian_source
+    tree = debian_source("libvirt", "bookworm")      # -> Path of the unpacked tree
+    remote_x = tree / "src/remote/remote_protocol.x"
+
+Trees are unpacked once into a cache shared by test runs and processes (``XDRSTREAM_SOURCES``,
+default ``~/.cache/xdrstream/sources``), guarded by a file lock. Where the registry cannot be
+reached (or ``apt-get``/``dpkg-source`` are absent) the calling test is skipped with the
+reason; any other failure is an error.
+
+Import from tests as ``from sources import ...`` (``tests`` is on pytest's pythonpath).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+MIRROR = "http://deb.debian.org/debian"
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+RELEASES = ("bookworm", "trixie")
+FETCH_TIMEOUT = 600.0
+
+
+def cache_root() -> Path:
+    root = os.environ.get("XDRSTREAM_SOURCES") or str(Path.home() / ".cache/xdrstream/sources")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _apt_options(root: Path) -> list[str]:
+    apt = root / "apt"
+    for sub in ("lists/partial", "cache/archives/partial"):
+        (apt / sub).mkdir(parents=True, exist_ok=True)
+    sources = apt / "sources.list"
+    lines = [f"deb-src [signed-by={KEYRING}] {MIRROR} {release} main" for release in RELEASES]
+    sources.write_text("\n".join(lines) + "\n")
+    return [
+        "-o", f"Dir::Etc::SourceList={sources}",
+        "-o", "Dir::Etc::SourceParts=/dev/null",
+        "-o", f"Dir::State::Lists={apt / 'lists'}",
+        "-o", f"Dir::Cache={apt / 'cache'}",
+        "-o", "APT::Sandbox::User=root",
+    ]  # fmt: skip
+
+
+def _run(command: list[str], cwd: Path, what: str) -> None:
+    try:
+        done = subprocess.run(
+            command, cwd=cwd, capture_output=True, text=True, timeout=FETCH_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"{what}: the package registry did not answer in {FETCH_TIMEOUT:.0f} s")
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip()
+        unreachable = ("Could not resolve", "Failed to fetch", "Temporary failure", "timed out")
+        if any(marker in output for marker in unreachable):
+            pytest.skip(f"{what}: the package registry cannot be reached: {output[-300:]}")
+        raise RuntimeError(f"{what} failed ({done.returncode}): {output[-2000:]}")
+
+
+def debian_source(package: str, release: str = "bookworm") -> Path:
+    """The unpacked source tree of Debian source package ``package`` in ``release``."""
+    if release not in RELEASES:
+        raise ValueError(f"release must be one of {RELEASES}, not {release!r}")
+    for program in ("apt-get", "dpkg-source"):
+        if shutil.which(program) is None:
+            pytest.skip(f"not installed: {program} (Debian packages apt, dpkg-dev)")
+    root = cache_root()
+    tree = root / f"{package}-{release}"
+    with _locked(root):
+        if (tree / ".complete").exists():
+            return tree
+        options = _apt_options(root)
+        _run(["apt-get", *options, "-q", "update"], root, "apt-get update (deb-src)")
+        download = root / f".download-{package}-{release}"
+        shutil.rmtree(download, ignore_errors=True)
+        download.mkdir()
+        _run(
+            ["apt-get", *options, "-q", "source", "--download-only", f"{package}/{release}"],
+            download,
+            f"apt-get source {package}/{release}",
+        )
+        (dsc,) = download.glob("*.dsc")
+        shutil.rmtree(tree, ignore_errors=True)
+        _run(
+            ["dpkg-source", "--no-check", "-x", str(dsc), str(tree)],
+            download,
+            f"dpkg-source -x {dsc.name}",
+        )
+        shutil.rmtree(download, ignore_errors=True)
+        (tree / ".complete").write_text(dsc.name + "\n")
+    return tree
