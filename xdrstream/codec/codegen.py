@@ -589,7 +589,13 @@ class Generator:
     # -- module ------------------------------------------------------------------------------
 
     def options(self) -> dict[str, object]:
-        return {}
+        """``build_model``'s keyword arguments that rebuild this model."""
+        model = self.model
+        return {
+            "rpc_constants": model.rpc_constants,
+            "strict_enums": model.strict_enums,
+            "lenient": model.lenient,
+        }
 
     def generate(self, sources: Sources, constants: Mapping[str, int | str]) -> str:
         model = self.model

@@ -161,6 +161,7 @@ class Model:
     proc_types: dict[int, XType | None] = field(default_factory=dict)  # id(TypeSpec) -> type
     min_size: dict[int, float] = field(default_factory=dict)  # id(type) -> minimum bytes
     strict_enums: bool = True  # False: undeclared enum values decode as plain ints
+    rpc_constants: bool = False  # RPC_CONSTANTS were available
     lenient: bool = False  # libtirpc-compatible decoding (xdrstream.codec's docs)
 
 
@@ -531,6 +532,12 @@ class Resolver:
             return 1 if name == "TRUE" else 0
         if name in self.type_defs:
             raise self.error(f"{name!r} is a type, not a constant", pos)
+        if name in RPC_CONSTANTS and not self.fallback:
+            raise self.error(
+                f"undefined constant {name!r}: it is one of libtirpc's <rpc/*.h> constants, "
+                "which rpc_constants=True (xdrstream compile --rpc-constants) provides",
+                pos,
+            )
         raise self.error(
             f"undefined constant {name!r} (if it comes from a C header, as rpcgen's cpp would "
             f"take it, give it: compile_schema(..., constants={{{name!r}: ...}}) or "
@@ -873,4 +880,5 @@ def build_model(
     model = Resolver(spec, constants, fallback).run()
     model.strict_enums = strict_enums and not lenient
     model.lenient = lenient
+    model.rpc_constants = rpc_constants
     return model
