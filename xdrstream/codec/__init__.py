@@ -59,6 +59,16 @@ an arm, non-zero padding and invalid UTF-8 are all DecodeErrors. Recursive types
 ``max_depth`` levels ("nesting too deep"). Arrays whose elements encode to zero bytes are
 limited to one element per remaining input byte.
 
+Linked lists (RFC 4506 section 4.19: a struct whose last member is an optional of itself,
+``struct entry { ...; entry *next; }``, as in NFS READDIR and rpcbind's lists) keep their
+linked Python value (``entry(..., next=entry(..., next=None))``, ``None`` for the empty
+list) and are packed and unpacked in a loop: their length is bounded only by the input and
+does not count toward ``max_depth`` (a list of 1,000,000 entries round-trips). Their classes'
+``==`` and ``repr`` loop too (``repr`` shows the first 1000 nodes). Error paths name node
+``i`` after the first as ``entry.next[i]``. Other recursion (trees, a self-optional that is
+not the last member, mutual recursion through unions) is true nesting, limited by
+``max_depth``.
+
 Generated code: see :mod:`xdrstream.codec.codegen`; ``xdrstream compile X.x -o mod.py``
 writes the same source as an importable module whose ``SCHEMA`` is the Schema.
 """

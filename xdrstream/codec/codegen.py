@@ -455,7 +455,43 @@ class Generator:
         self.out.append("")
         self.out.append("")
 
+    def gen_linked(self, t: m.Struct) -> None:
+        """A linked list (``entry *next`` last): one loop over the nodes, so its length is
+        bounded by the input, not by the depth limit or the Python stack."""
+        last = t.fields[-1]
+        body = t.fields[:-1]
+        fn = _Fn(True)
+        fn.emit(1, "while True:")
+        self.pack_seq(fn, [(f.type, f"v.{f.py}") for f in body], 2)
+        fn.emit(2, f"v = v.{last.py}")
+        fn.emit(2, "if v is None:")
+        fn.emit(3, "out += _W0")
+        fn.emit(3, "return")
+        fn.emit(2, "out += _W1")
+        self.function(f"p_{t.ident}", "v, out, d=1", fn, f"Pack the list struct {t.name}.")
+        fn = _Fn(True)
+        fn.emit(1, "head = prev = None")
+        fn.emit(1, "while True:")
+        exprs = self.unpack_seq(fn, [f.type for f in body], 2)
+        flag = fn.tmp()
+        fn.emit(2, f"{flag}, = _S_I.unpack_from(buf, off)")
+        fn.emit(2, "off += 4")
+        fn.emit(2, f"node = C_{t.ident}({', '.join([*exprs, 'None'])})")
+        fn.emit(2, "if prev is None:")
+        fn.emit(3, "head = node")
+        fn.emit(2, "else:")
+        fn.emit(3, f"prev.{last.py} = node")
+        fn.emit(2, "prev = node")
+        fn.emit(2, f"if {flag} == 0:")
+        fn.emit(3, "return head, off")
+        if not self.model.lenient:  # libtirpc's xdr_bool: any non-zero word is TRUE
+            fn.emit(2, f"if {flag} != 1: raise _Invalid")
+        self.function(f"u_{t.ident}", "buf, off, d=1", fn, f"Unpack the list struct {t.name}.")
+
     def gen_struct(self, t: m.Struct) -> None:
+        if t.linked:
+            self.gen_linked(t)
+            return
         extra = ", d=1" if t.recursive else ""
         fn = _Fn(t.recursive)
         self.pack_seq(fn, [(f.type, f"v.{f.py}") for f in t.fields], 1)
@@ -552,8 +588,24 @@ class Generator:
                 + (f" (attribute {f.py})" if f.py != f.name else "")
                 for f in t.fields
             )
-            lines += ["@_dataclass(slots=True)", f"class C_{t.ident}:", f"    {doc!r}"]
-            lines += [f"    {f.py}: _Any" for f in t.fields]
+            if t.linked:
+                # Equality and repr walk the list in a loop (the dataclass ones recurse).
+                last = t.fields[-1].py
+                head = [f.py for f in t.fields[:-1]]
+                lines += [
+                    "@_dataclass(slots=True, eq=False, repr=False)",
+                    f"class C_{t.ident}:",
+                    f"    {doc!r}",
+                ]
+                lines += [f"    {f.py}: _Any" for f in t.fields]
+                lines += [
+                    "    __hash__ = None",
+                    f"    __eq__ = _rt.linked_eq({head!r}, {last!r})",
+                    f"    __repr__ = _rt.linked_repr({head!r}, {last!r})",
+                ]
+            else:
+                lines += ["@_dataclass(slots=True)", f"class C_{t.ident}:", f"    {doc!r}"]
+                lines += [f"    {f.py}: _Any" for f in t.fields]
         elif isinstance(t, m.Union_):
             assert t.discriminant_type is not None
             arms = []
@@ -645,6 +697,9 @@ class Generator:
             "_Z = (b'', b'\\x00', b'\\x00\\x00', b'\\x00\\x00\\x00')",
             "_PAD = (b'', b'\\x00\\x00\\x00', b'\\x00\\x00', b'\\x00')",
             "_B = {0: False, 1: True}",
+            "_W0 = b'\\x00\\x00\\x00\\x00'",
+            "_W1 = b'\\x00\\x00\\x00\\x01'",
+            "_S_I = _struct.Struct('>I')",
             "_BOOL = {False: 0, True: 1}",
         ]
         for fmt, name in self.structs.items():

@@ -126,6 +126,9 @@ class Struct:
     ident: str
     fields: list[Field] = field(default_factory=list)
     recursive: bool = False
+    # A linked list (RFC 4506 section 4.19): the last field is an optional of this struct
+    # itself (``entry *next``). Coded iteratively: a list is as long as its input allows.
+    linked: bool = False
 
 
 @dataclass(eq=False)
@@ -407,6 +410,7 @@ class Resolver:
         self.check_external_constants()
         compute_min_sizes(model, self)
         mark_recursive(model)
+        mark_linked(model)
         return model
 
     def add_builtins(self, programs: list[ast.ProgramDef]) -> None:
@@ -854,6 +858,13 @@ def named_types(spec: ast.TypeSpec | None, out: set[str]) -> None:
         for arm in (*spec.arms, spec.default):
             if arm is not None and arm.declaration is not None:
                 named_types(arm.declaration.type, out)
+
+
+def mark_linked(model: Model) -> None:
+    for t in model.compounds:
+        if isinstance(t, Struct) and t.fields:
+            last = t.fields[-1].type
+            t.linked = isinstance(last, Optional) and last.element is t
 
 
 def resolve(spec: ast.Specification, constants: Mapping[str, int | str] | None = None) -> Model:
