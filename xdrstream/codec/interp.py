@@ -40,7 +40,8 @@ class Interpreter:
         self.max_depth = max_depth
         self.min_size = min_size  # id(type) -> smallest encoding (Model.min_size)
         self.strict_enums = strict_enums  # False: undeclared enum values are plain ints
-        self.lenient = lenient  # libtirpc: any non-zero bool/optional flag word is TRUE
+        self.lenient = lenient  # libtirpc-compatible decoding (xdrstream.codec's docs)
+        self.errors = "surrogateescape" if lenient else "strict"  # of string UTF-8
 
     # -- decoding ----------------------------------------------------------------------------
 
@@ -60,11 +61,15 @@ class Interpreter:
             return value, off + t.size
         if isinstance(t, m.Bool):
             raw = self.word(buf, off, ">I", path, "bool")
+            if self.lenient:
+                return raw != 0, off + 4
             if raw not in (0, 1):
                 raise DecodeError(f"bool must be 0 or 1, not {raw}", path, off)
             return raw == 1, off + 4
         if isinstance(t, m.Enum):
             raw = self.word(buf, off, ">i", path, f"enum {t.name}")
+            if raw not in t.members.values() and not self.strict_enums:
+                return raw, off + 4
             if raw not in t.members.values():
                 raise DecodeError(f"{raw} is not a member of enum {t.name}", path, off)
             return self.classes[id(t)](raw), off + 4
@@ -86,12 +91,12 @@ class Interpreter:
                     path,
                     start,
                 )
-            if bytes(buf[end:padded]) != _ZEROS[padded - end]:
+            if bytes(buf[end:padded]) != _ZEROS[padded - end] and not self.lenient:
                 raise DecodeError("non-zero padding bytes", path, end)
             data = buf[start:end]
             if isinstance(t, m.String):
                 try:
-                    return str(data, "utf-8"), padded
+                    return str(data, "utf-8", self.errors), padded
                 except UnicodeDecodeError as exc:
                     raise DecodeError(
                         f"invalid UTF-8 ({exc.reason} at byte {exc.start} of the string)",
@@ -103,7 +108,7 @@ class Interpreter:
             flag = self.word(buf, off, ">I", path, "optional-data flag")
             if flag == 0:
                 return None, off + 4
-            if flag != 1:
+            if flag != 1 and not self.lenient:
                 raise DecodeError(f"optional-data flag must be 0 or 1, not {flag}", path, off)
             return self.decode(t.element, buf, off + 4, path, depth)
         if isinstance(t, m.Array):
@@ -245,15 +250,17 @@ class Interpreter:
         if isinstance(t, m.Enum):
             if not isinstance(value, int):
                 raise EncodeError(f"enum {t.name} needs a member, not {_kind(value)}", path, None)
-            if value not in t.members.values():
+            if value not in t.members.values() and self.strict_enums:
                 raise EncodeError(f"{int(value)} is not a member of enum {t.name}", path, None)
+            if not -(2**31) <= value < 2**31:
+                raise EncodeError(f"{int(value)} does not fit in enum {t.name}", path, None)
             out += struct.pack(">i", int(value))
             return
         if isinstance(t, m.String):
             if not isinstance(value, str):
                 raise EncodeError(f"string needs a str, not {_kind(value)}", path, None)
             try:
-                data = value.encode()
+                data = value.encode("utf-8", self.errors)
             except UnicodeEncodeError as exc:
                 raise EncodeError(f"not encodable as UTF-8: {exc.reason}", path, None) from None
             self.encode_bytes(t, data, path, out)
