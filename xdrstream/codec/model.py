@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 from xdrstream.codec import ast
 from xdrstream.codec.errors import SchemaError
@@ -579,6 +579,10 @@ class Resolver:
         self.resolving.add(name)
         t = self.resolve(d.type, name)
         self.resolving.discard(name)
+        if isinstance(t, (Prim, Bool)):
+            # Built-in scalars are shared objects: a typedef gets its own, so that what is
+            # keyed by type object (fuzz overrides) tells ``typedef int small_t`` from int.
+            t = replace(t)
         self.types[name] = t
         if not isinstance(t, (Struct, Union_, Enum)):
             self.typedefs[name] = t
