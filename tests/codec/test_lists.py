@@ -97,6 +97,18 @@ def test_list_encoding_errors_name_the_node(schema: Schema) -> None:
         schema["list"].pack(N(v=1, next=object()))
 
 
+def test_cyclic_list_is_an_encode_error(schema: Schema) -> None:
+    N = schema["node"]
+    for length in (1, 2, 3, 50):
+        head = tail = N(v=0, next=None)
+        for i in range(1, length):
+            tail.next = N(v=i, next=None)
+            tail = tail.next
+        tail.next = head if length < 50 else head.next.next  # back to the start, or later
+        with pytest.raises(EncodeError, match="the list is cyclic"):
+            schema["list"].pack(head)
+
+
 def test_true_nesting_keeps_its_depth_limit(schema: Schema) -> None:
     T = schema["tree"]
     deep = None

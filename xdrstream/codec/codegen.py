@@ -469,12 +469,22 @@ class Generator:
         last = t.fields[-1]
         body = t.fields[:-1]
         fn = _Fn(True)
+        # A cycle (``a.next = a``) would never end: Brent's check, a compare per node.
+        fn.emit(1, "mark = v")
+        fn.emit(1, "steps = 0")
+        fn.emit(1, "span = 2")
         fn.emit(1, "while True:")
         self.pack_seq(fn, [(f.type, f"v.{f.py}") for f in body], 2)
         fn.emit(2, f"v = v.{last.py}")
         fn.emit(2, "if v is None:")
         fn.emit(3, "out += _W0")
         fn.emit(3, "return")
+        fn.emit(2, "if v is mark: raise _Invalid")
+        fn.emit(2, "steps += 1")
+        fn.emit(2, "if steps == span:")
+        fn.emit(3, "mark = v")
+        fn.emit(3, "steps = 0")
+        fn.emit(3, "span += span")
         fn.emit(2, "out += _W1")
         self.function(f"p_{t.ident}", "v, out, d=1", fn, f"Pack the list struct {t.name}.")
         fn = _Fn(True)

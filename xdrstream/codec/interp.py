@@ -294,6 +294,7 @@ class Interpreter:
         if isinstance(t, m.Struct):
             i = 0
             where = path
+            visited: set[int] = set()  # of a linked list's nodes (a cycle never ends)
             while True:
                 for f in t.fields:
                     try:
@@ -312,6 +313,13 @@ class Interpreter:
                 if item is None:
                     out += b"\0\0\0\0"
                     return
+                visited.add(id(value))
+                if id(item) in visited:
+                    raise EncodeError(
+                        f"the list is cyclic: node {i + 1} is an earlier node",
+                        f"{path}.{t.fields[-1].name}[{i + 1}]",
+                        None,
+                    )
                 out += b"\0\0\0\1"
                 value = item
                 i += 1
