@@ -102,9 +102,9 @@ linked Python value (``entry(..., next=entry(..., next=None))``, ``None`` for th
 list) and are packed and unpacked in a loop: their length is bounded only by the input and
 does not count toward ``max_depth`` (a list of 1,000,000 entries round-trips). Their classes'
 ``==`` and ``repr`` loop too (``repr`` shows the first 1000 nodes). Error paths name node
-``i`` after the first as ``entry.next[i]``; a cyclic list is an EncodeError. Other recursion (trees, a self-optional that is
-not the last member, mutual recursion through unions) is true nesting, limited by
-``max_depth``.
+``i`` after the first as ``entry.next[i]``; a cyclic list is an EncodeError. Other
+recursion (trees, a self-optional that is not the last member, mutual recursion through
+unions) is true nesting, limited by ``max_depth``.
 
 Generated code: see :mod:`xdrstream.codec.codegen`; ``xdrstream compile X.x -o mod.py``
 writes the same source as an importable module whose ``SCHEMA`` is the Schema.
