@@ -99,6 +99,15 @@ def test_redefinition_with_the_same_wire_format_is_accepted() -> None:
     )
     S = compile_schema(text, "nfs4_prot.x")["s"]
     assert S.pack(S(a=1, b=2)) == be("IQ", 1, 2)
+    # libnfs's nfs4.x defines RFC 5531's struct itself.
+    own = (
+        "struct authsys_parms {\n unsigned int stamp; string machinename<255>;\n"
+        " unsigned int uid; unsigned int gid; unsigned int gids<16>;\n};\n"
+    )
+    A = compile_schema(own, "libnfs_nfs4.x")["authsys_parms"]
+    assert A.pack(A(1, "h", 2, 3, [4])) == be("II", 1, 1) + b"h\0\0\0" + be("IIII", 2, 3, 1, 4)
+    with pytest.raises(SchemaError, match=r"^bad\.x:1:1: 'authsys_parms' is libtirpc's type"):
+        compile_schema(own.replace("gids<16>", "gids<17>"), "bad.x")
 
 
 def test_redefinition_with_another_wire_format_names_both() -> None:

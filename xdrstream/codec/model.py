@@ -398,13 +398,13 @@ class Resolver:
         # Pass 2: resolve every named type.
         for name in self.type_defs:
             self.resolve_named(name, self.type_defs[name].pos)
-        self.check_builtin_redefinitions()
         model = Model(
             self.filename, self.types, self.constants, self.compounds, self.typedefs, programs
         )
         self.resolve_programs(model)
         # Pass 3: fill struct/union bodies (may refer to any type, including themselves).
         self.fill_pending()
+        self.check_builtin_redefinitions()  # (struct bodies are filled by now)
         for name in self.const_defs:
             self.const_value(name, self.const_defs[name].pos)
         self.check_external_constants()
