@@ -15,9 +15,12 @@ import glob
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from c_header_constants import header_constants, passed_through_constants, referenced
 from sources import debian_source, debian_tree_kind
+
+from xdrstream.codec import Schema, load_schema
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,17 @@ class Unit:
         for text in texts:
             known.update(passed_through_constants(text))
         return referenced(known, "\n".join(texts))
+
+    def load(self, **options: Any) -> Schema:
+        """The unit compiled as its build compiles it (SchemaError if we refuse it)."""
+        paths = self.paths()
+        return load_schema(
+            paths if len(paths) > 1 else paths[0],
+            constants=self.constants(),
+            include=[paths[-1].parent],
+            rpc_constants=self.rpc_constants,
+            **options,
+        )
 
     def package_version(self) -> str:
         if self.project.package is None:
@@ -204,3 +218,9 @@ def rpcsvc_units() -> tuple[Unit, ...]:
 
 def all_units() -> tuple[Unit, ...]:
     return (*LIBVIRT_UNITS, *rpcsvc_units(), *GLUSTERFS_UNITS, *GANESHA_UNITS, *LIBNFS_UNITS)
+
+
+def unit(project: Project, name: str) -> Unit:
+    """The catalogue's unit whose row file is ``name``."""
+    (found,) = (u for u in all_units() if u.project is project and u.name == name)
+    return found

@@ -15,7 +15,7 @@ import pytest
 import realschemas_report
 from realschemas_catalogue import Unit, all_units
 
-from xdrstream.codec import SchemaError, load_schema
+from xdrstream.codec import SchemaError
 
 pytestmark = pytest.mark.real_peers
 
@@ -76,12 +76,7 @@ def test_compiles_as_shipped_like_rpcgen(unit: Unit, tmp_path: Path) -> None:
     constants = unit.constants()
     started = time.perf_counter()
     try:
-        schema = load_schema(
-            paths if len(paths) > 1 else paths[0],
-            constants=constants,
-            include=[paths[-1].parent],
-            rpc_constants=unit.rpc_constants,
-        )
+        schema = unit.load()
     except SchemaError as refused:
         TABLE.rows[key] = (*row, "-", "-", f"REFUSED ({refused})"[:150])
         assert not rpcgen_ok, f"rpcgen accepts {unit.name}, we refuse it: {refused}"
