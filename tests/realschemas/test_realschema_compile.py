@@ -36,7 +36,10 @@ def rpcgen(flag: str, x_file: Path, work: Path) -> str | None:
         text=True,
         timeout=120,
     )
-    return None if done.returncode == 0 else (done.stderr or done.stdout).strip()[-200:]
+    if done.returncode == 0:
+        return None
+    lines = (done.stderr or done.stdout).strip().splitlines() or ["(no message)"]
+    return lines[-1][-200:]  # rpcgen's verdict line: "nis.x, line 411: ..."
 
 
 # Files rpcgen accepts and the compiler does not yet (each a bug report to the codec).
