@@ -12,7 +12,8 @@ module fetches it with ``apt-get source`` through a private apt configuration (i
 Trees are unpacked once into a cache shared by test runs and processes (``XDRSTREAM_SOURCES``,
 default ``~/.cache/xdrstream/sources``), guarded by a file lock. Where the registry cannot be
 reached (or ``apt-get``/``dpkg-source`` are absent) the calling test is skipped with the
-reason; any other failure is an error.
+reason; any other failure is an error. Outside pytest (benchmarks), ``fetch_debian_source``
+raises :class:`SourceUnavailable` instead of skipping.
 
 A mirror may lack some files of a source package (a Debian revision's ``.dsc`` or
 ``.debian.tar.xz`` answer 404 while the upstream tarball is there). The ``.x`` files and C
@@ -33,12 +34,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 MIRROR = "http://deb.debian.org/debian"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 RELEASES = ("bookworm", "trixie")
 FETCH_TIMEOUT = 600.0
+
+
+class SourceUnavailable(Exception):
+    """The registry, or the programs that fetch from it, cannot be had here (a skip reason)."""
 
 
 def cache_root() -> Path:
@@ -84,24 +87,38 @@ def _run(command: list[str], cwd: Path, what: str) -> None:
             command, cwd=cwd, capture_output=True, text=True, timeout=FETCH_TIMEOUT
         )
     except subprocess.TimeoutExpired:
-        pytest.skip(f"{what}: the package registry did not answer in {FETCH_TIMEOUT:.0f} s")
+        raise SourceUnavailable(
+            f"{what}: the package registry did not answer in {FETCH_TIMEOUT:.0f} s"
+        ) from None
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip()
         if "404  Not Found" in output:
             raise _NotFound(output[-300:])
         unreachable = ("Could not resolve", "Failed to fetch", "Temporary failure", "timed out")
         if any(marker in output for marker in unreachable):
-            pytest.skip(f"{what}: the package registry cannot be reached: {output[-300:]}")
+            raise SourceUnavailable(
+                f"{what}: the package registry cannot be reached: {output[-300:]}"
+            )
         raise RuntimeError(f"{what} failed ({done.returncode}): {output[-2000:]}")
 
 
 def debian_source(package: str, release: str = "bookworm") -> Path:
+    """The unpacked source tree of ``package`` in ``release``; skips the test if unavailable."""
+    import pytest
+
+    try:
+        return fetch_debian_source(package, release)
+    except SourceUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def fetch_debian_source(package: str, release: str = "bookworm") -> Path:
     """The unpacked source tree of Debian source package ``package`` in ``release``."""
     if release not in RELEASES:
         raise ValueError(f"release must be one of {RELEASES}, not {release!r}")
     for program in ("apt-get", "dpkg-source"):
         if shutil.which(program) is None:
-            pytest.skip(f"not installed: {program} (Debian packages apt, dpkg-dev)")
+            raise SourceUnavailable(f"not installed: {program} (Debian packages apt, dpkg-dev)")
     root = cache_root()
     tree = root / f"{package}-{release}"
     with _locked(root):
