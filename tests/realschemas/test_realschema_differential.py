@@ -127,12 +127,13 @@ def draw_values(schema: Schema, name: str, count: int) -> tuple[list[Any], int]:
     rest from ``xdrstream.fuzz.values.random_value`` (same rules, a plain random walk,
     ~100 times cheaper than a hypothesis example); returns them and the strategy_for count."""
     drawn = strategy_values(schema[name], count * HYPOTHESIS_SHARE // 100)
+    by_strategy = len(drawn)
     rng = random.Random(f"{name}:{SEED}")
     xtype = schema.xtype(name)
     while len(drawn) < count:
         if not has_nul(value := random_value(schema, xtype, rng)):
             drawn.append(value)
-    return drawn, count * HYPOTHESIS_SHARE // 100
+    return drawn, by_strategy
 
 
 def strategy_values(codec: Any, count: int) -> list[Any]:
