@@ -16,6 +16,7 @@ Only text that has a line starting with ``#`` is preprocessed: the rest is read 
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -95,7 +96,10 @@ def preprocess(
     cpp.parse(text, filename)
     out = io.StringIO()
     cpp.write(out)
+    given = os.path.abspath(filename)
     if errors:
         file, line, msg = errors[0]
-        raise SchemaError(f"preprocessor: {msg}", file, line, 1)
-    return out.getvalue()
+        raise SchemaError(f"preprocessor: {msg}", filename if file == given else file, line, 1)
+    # pcpp names the main file by its absolute path: name it as the caller did.
+    main = re.compile(r'^#line (\d+) "' + re.escape(given) + '"$', re.MULTILINE)
+    return main.sub(lambda m: f"#line {m[1]} {macro_text(filename)}", out.getvalue())
