@@ -77,7 +77,7 @@ def test_includes_and_positions(tmp_path: Path) -> None:
         load_schema(uses, include=[inc])
     with pytest.raises(SchemaError, match=re.escape(f"{uses}:2:1: preprocessor: #include")):
         load_schema(uses)  # without -I the include is not found
-    with pytest.raises(SchemaError, match="'broken.x' not found"):
+    with pytest.raises(SchemaError, match=r"'broken\.x' not found"):
         load_schema(uses)
 
 

@@ -4,6 +4,11 @@ API::
 
     from xdrstream.codec import compile_schema, load_schema
     schema = compile_schema(text, filename="<schema>", max_depth=200)   # or load_schema(path)
+    schema = load_schema([remote_protocol_x, qemu_protocol_x],   # several files, in order
+                         constants={"VIR_UUID_BUFLEN": 16},      # rpcgen's -D
+                         include=[dir],                          # the preprocessor's -I
+                         rpc_constants=False,                    # libtirpc's <rpc/*.h> names
+                         strict_enums=True, lenient=False)       # see "Lenient decoding"
     P = schema["point"]                 # struct/union/enum -> its generated class
     data = P.pack(P(x=1, y=2))          # -> bytes
     P.unpack(data)                      # whole buffer; trailing bytes are a DecodeError
@@ -27,6 +32,12 @@ definition from the class or codec alone.
 Values (both directions):
 
 - ``int``/``unsigned int``/``hyper``/``unsigned hyper`` -> ``int`` (range-checked);
+  rpcgen's ``char``, ``unsigned char``, ``short``, ``unsigned short``, ``long``, ``unsigned
+  long`` -> ``int``, each one 4-byte XDR word (as libtirpc's ``xdr_char`` etc.) whose value
+  must be in the C type's range both ways (``char x[4]`` is an array of such words, not
+  opaque); libtirpc's names (``uint32_t``, ``u_int``, ``int64_t``, ``u_quad_t``, ``u_char``,
+  ``netobj``, ``authsys_parms``...: ``model.LIBTIRPC_X``) are built in where a schema uses
+  them without defining them, and a schema may define them again with the same encoding;
   ``float``/``double`` -> ``float``; ``bool`` -> ``bool`` (encode accepts values equal to
   0 or 1); ``quadruple`` is rejected by the compiler.
 - ``enum`` -> a generated ``IntEnum``; encode accepts members or ints that are members.
@@ -49,6 +60,32 @@ union discriminant also ``value``) gets a trailing underscore (``class`` -> ``cl
 a name starting with ``_`` gets an ``x`` prefix (``__init__`` -> ``x__init__``). Two names
 that collide after renaming are a SchemaError. Error paths use the ``.x`` names.
 
+Dialect (rpcgen's): ``const X = "text";`` (a ``str`` in ``schema.constants``); ``typedef
+struct X X;``; ``//`` comments; ``namespace NAME { ... }`` (its definitions join the
+schema); ``%`` lines ignored; an identical second definition of a type or constant is
+accepted, a different one is an error naming both places. A file with preprocessor lines
+(``#define``, ``#ifdef``, ``#include``) goes through pcpp (:mod:`xdrstream.codec.cpp`) with
+``RPC_HDR`` and ``RPC_XDR`` defined and ``constants`` as macros; errors name the original
+file and line.
+
+Lenient decoding (for standing in for libvirtd or talking to libtirpc peers; strict is the
+default everywhere). ``strict_enums=False``: an enum word outside the declared members
+decodes as a plain ``int`` (members stay enum members) and encoding accepts any int32, so
+it re-encodes byte-exactly; an unknown union discriminant still needs a ``default`` arm.
+``lenient=True`` is libtirpc's decoder, and includes ``strict_enums=False``:
+
+- a ``bool`` word (also a bool union discriminant), or an optional-data flag
+  (``T *x``, linked lists too), that is not 0 is TRUE, as libtirpc's ``xdr_bool`` and
+  ``xdr_pointer`` read it (go-libvirt sends CONNECT_OPEN's flag as ``0x01000000``);
+  re-encoding writes 1;
+- padding bytes of ``opaque`` and ``string`` are not checked (``xdr_opaque`` skips them);
+  re-encoding writes zeros;
+- a ``string``'s bytes need not be UTF-8 (C's ``char *`` carries any): invalid bytes decode
+  as lone surrogates (``surrogateescape``) and re-encode to the same bytes.
+
+Everything else stays strict in lenient mode: bounds, truncation, trailing bytes, range of
+integers, union discriminants without an arm.
+
 Errors: :class:`SchemaError` (``file:line:col: reason``) from the compiler;
 :class:`DecodeError` and :class:`EncodeError`, both :class:`CodecError` and ``ValueError``,
 with ``.path`` (``msg.body.items[3].name``; union arms appear under their ``.x`` arm name)
@@ -58,6 +95,16 @@ undeclared enum values, bool or optional flags other than 0/1, union discriminan
 an arm, non-zero padding and invalid UTF-8 are all DecodeErrors. Recursive types nest at most
 ``max_depth`` levels ("nesting too deep"). Arrays whose elements encode to zero bytes are
 limited to one element per remaining input byte.
+
+Linked lists (RFC 4506 section 4.19: a struct whose last member is an optional of itself,
+``struct entry { ...; entry *next; }``, as in NFS READDIR and rpcbind's lists) keep their
+linked Python value (``entry(..., next=entry(..., next=None))``, ``None`` for the empty
+list) and are packed and unpacked in a loop: their length is bounded only by the input and
+does not count toward ``max_depth`` (a list of 1,000,000 entries round-trips). Their classes'
+``==`` and ``repr`` loop too (``repr`` shows the first 1000 nodes). Error paths name node
+``i`` after the first as ``entry.next[i]``. Other recursion (trees, a self-optional that is
+not the last member, mutual recursion through unions) is true nesting, limited by
+``max_depth``.
 
 Generated code: see :mod:`xdrstream.codec.codegen`; ``xdrstream compile X.x -o mod.py``
 writes the same source as an importable module whose ``SCHEMA`` is the Schema.

@@ -69,6 +69,18 @@ def register(subparsers: Any) -> None:
         help="provide libtirpc's <rpc/*.h> constants (AUTH_SYS, RPCSEC_GSS, ...)",
     )
     parser.add_argument(
+        "--no-strict-enums",
+        dest="strict_enums",
+        action="store_false",
+        help="decode enum values outside the declared members as plain ints",
+    )
+    parser.add_argument(
+        "--lenient",
+        action="store_true",
+        help="libtirpc-compatible decoding (any non-zero bool/optional flag is TRUE, ...; "
+        "see xdrstream.codec's documentation)",
+    )
+    parser.add_argument(
         "--max-depth",
         type=int,
         default=DEFAULT_MAX_DEPTH,
@@ -100,6 +112,8 @@ def run_compile(args: argparse.Namespace) -> int:
             constants=constants,
             include=args.include,
             rpc_constants=args.rpc_constants,
+            strict_enums=args.strict_enums,
+            lenient=args.lenient,
         )
     except SchemaError as exc:
         print(f"xdrstream compile: {exc}", file=sys.stderr)

@@ -126,6 +126,9 @@ class Struct:
     ident: str
     fields: list[Field] = field(default_factory=list)
     recursive: bool = False
+    # A linked list (RFC 4506 section 4.19): the last field is an optional of this struct
+    # itself (``entry *next``). Coded iteratively: a list is as long as its input allows.
+    linked: bool = False
 
 
 @dataclass(eq=False)
@@ -161,6 +164,7 @@ class Model:
     proc_types: dict[int, XType | None] = field(default_factory=dict)  # id(TypeSpec) -> type
     min_size: dict[int, float] = field(default_factory=dict)  # id(type) -> minimum bytes
     strict_enums: bool = True  # False: undeclared enum values decode as plain ints
+    rpc_constants: bool = False  # RPC_CONSTANTS were available
     lenient: bool = False  # libtirpc-compatible decoding (xdrstream.codec's docs)
 
 
@@ -406,6 +410,7 @@ class Resolver:
         self.check_external_constants()
         compute_min_sizes(model, self)
         mark_recursive(model)
+        mark_linked(model)
         return model
 
     def add_builtins(self, programs: list[ast.ProgramDef]) -> None:
@@ -531,6 +536,12 @@ class Resolver:
             return 1 if name == "TRUE" else 0
         if name in self.type_defs:
             raise self.error(f"{name!r} is a type, not a constant", pos)
+        if name in RPC_CONSTANTS and not self.fallback:
+            raise self.error(
+                f"undefined constant {name!r}: it is one of libtirpc's <rpc/*.h> constants, "
+                "which rpc_constants=True (xdrstream compile --rpc-constants) provides",
+                pos,
+            )
         raise self.error(
             f"undefined constant {name!r} (if it comes from a C header, as rpcgen's cpp would "
             f"take it, give it: compile_schema(..., constants={{{name!r}: ...}}) or "
@@ -849,6 +860,13 @@ def named_types(spec: ast.TypeSpec | None, out: set[str]) -> None:
                 named_types(arm.declaration.type, out)
 
 
+def mark_linked(model: Model) -> None:
+    for t in model.compounds:
+        if isinstance(t, Struct) and t.fields:
+            last = t.fields[-1].type
+            t.linked = isinstance(last, Optional) and last.element is t
+
+
 def resolve(spec: ast.Specification, constants: Mapping[str, int | str] | None = None) -> Model:
     return Resolver(spec, constants).run()
 
@@ -873,4 +891,5 @@ def build_model(
     model = Resolver(spec, constants, fallback).run()
     model.strict_enums = strict_enums and not lenient
     model.lenient = lenient
+    model.rpc_constants = rpc_constants
     return model
