@@ -26,15 +26,10 @@ TABLE = realschemas_report.table(
 )
 
 
-# Cases that fail for a codec feature not yet there (each a bug report to the codec).
-KNOWN_GAPS = {
-    "test_enum_fixed_array": pytest.mark.xfail(
-        strict=True,
-        raises=EncodeError,
-        reason="codec: strict_enums=False (issue 10) does not yet encode an undeclared enum "
-        "value (libvirt's golden file zero-fills 2 of 13 TestEnum elements)",
-    ),
-}
+# Cases that fail for a codec feature not yet there, as case -> pytest.mark.xfail(strict=True,
+# raises=..., reason=...) (each a bug report to the codec). None today: test_enum_fixed_array
+# (zero-filled enum elements) needed strict_enums=False, which has landed.
+KNOWN_GAPS: dict[str, Any] = {}
 
 
 def demo_dir() -> Path:
