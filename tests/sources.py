@@ -134,7 +134,9 @@ def fetch_debian_source(package: str, release: str = "bookworm") -> Path:
             try:
                 marker = _fetch_upstream(options, package, release, download, tree, what)
             except _NotFound:
-                pytest.skip(f"{what}: the mirror lacks even the upstream tarball: {missing}")
+                raise SourceUnavailable(
+                    f"{what}: the mirror lacks even the upstream tarball: {missing}"
+                ) from None
         shutil.rmtree(download, ignore_errors=True)
         (tree / ".complete").write_text(marker + "\n")
     return tree

@@ -77,29 +77,47 @@ def header_constants(headers: Iterable[Path]) -> dict[str, int]:
     """Every integer ``#define`` and enum member of ``headers`` (read in order)."""
     known: dict[str, int] = {}
     for header in headers:
-        text = _COMMENT.sub(" ", header.read_text(encoding="utf-8", errors="replace"))
-        text = re.sub(r"\\\n", " ", text)  # continued lines
-        for name, expression in _DEFINE.findall(text):
-            if name not in known and (number := evaluate(expression, known)) is not None:
-                known[name] = number
-        for body in _ENUM.findall(_DIRECTIVE.sub("", text)):
-            following = 0
-            for member in body.split(","):
-                name, _, expression = member.partition("=")
-                name = name.strip()
-                if not re.fullmatch(r"[A-Za-z_]\w*", name):
-                    continue
-                number = evaluate(expression, known) if expression else following
-                if number is None:
-                    break  # a member we cannot value: the following ones are unknown too
-                known.setdefault(name, number)
-                following = number + 1
+        read_c(header.read_text(encoding="utf-8", errors="replace"), known)
+    return known
+
+
+def passed_through_constants(x_text: str) -> dict[str, int]:
+    """The ``%#define`` lines of a ``.x`` file: rpcgen copies them into the C header it
+    writes (rpcsvc ``nlm_prot.x``'s ``LM_MAXSTRLEN``), where the C compiler finds them."""
+    lines = (line[1:] for line in x_text.splitlines() if line.startswith("%"))
+    return read_c("\n".join(lines), {})
+
+
+def read_c(text: str, known: dict[str, int]) -> dict[str, int]:
+    """Adds the integer ``#define``s and enum members of C ``text`` to ``known``."""
+    text = _COMMENT.sub(" ", text)
+    text = re.sub(r"\\\n", " ", text)  # continued lines
+    for name, expression in _DEFINE.findall(text):
+        if name not in known and (number := evaluate(expression, known)) is not None:
+            known[name] = number
+    for body in _ENUM.findall(_DIRECTIVE.sub("", text)):
+        following = 0
+        for member in body.split(","):
+            name, _, expression = member.partition("=")
+            name = name.strip()
+            if not re.fullmatch(r"[A-Za-z_]\w*", name):
+                continue
+            number = evaluate(expression, known) if expression else following
+            if number is None:
+                break  # a member we cannot value: the following ones are unknown too
+            known.setdefault(name, number)
+            following = number + 1
     return known
 
 
 def referenced(constants: dict[str, int], x_text: str) -> dict[str, int]:
     """Those of ``constants`` that the ``.x`` text names and does not define itself."""
-    words = set(re.findall(r"[A-Za-z_]\w*", _COMMENT.sub(" ", x_text)))
+    # %-lines go to the C output only: neither a use nor a definition in the XDR language.
+    x_text = "\n".join(line for line in x_text.splitlines() if not line.startswith("%"))
+    x_text = _COMMENT.sub(" ", x_text)
+    words = set(re.findall(r"[A-Za-z_]\w*", x_text))
     own = set(re.findall(r"\b([A-Za-z_]\w*)\s*=", x_text))
-    own |= set(re.findall(r"#\s*define\s+([A-Za-z_]\w*)", x_text))
+    own |= set(re.findall(r"\b(?:program|version)\s+([A-Za-z_]\w*)", x_text))
+    own |= set(re.findall(r"\b([A-Za-z_]\w*)\s*\([^()]*\)\s*=", x_text))  # procedures
+    own |= set(re.findall(r"^\s*#\s*define\s+([A-Za-z_]\w*)", x_text, re.M))
     return {name: v for name, v in constants.items() if name in words and name not in own}

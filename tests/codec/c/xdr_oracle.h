@@ -7,6 +7,10 @@
  *               response = status, consumed, out_len, out
  *               status 0: xdr_T decoded the data (consuming `consumed` bytes) and
  *               re-encoded it as `out`; 1: decode failed; 2: re-encode failed.
+ *   generate SEED COUNT
+ *               no input; for every type with a filler, COUNT pseudo-random values
+ *               (xorshift64 seeded with SEED) are filled in C and encoded;
+ *               response = name_len, name, data_len, data per value.
  *
  * Include after the rpcgen header(s); the includer defines its table of struct type_entry.
  */
@@ -61,6 +65,110 @@ static void *xmalloc(size_t n)
         die("out of memory");
     return p;
 }
+
+/* ---- deterministic pseudo-random values ------------------------------------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static uint64_t rnd(void)
+{
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return rng_state = x;
+}
+
+static uint32_t below(uint32_t n) { return n ? (uint32_t)(rnd() % n) : 0; }
+
+/* Boundaries come up often: they are where encoders go wrong. */
+static int32_t r_i32(void)
+{
+    static const int32_t edges[] = {INT32_MIN, INT32_MAX, 0, -1, 1};
+    return below(3) == 0 ? edges[below(5)] : (int32_t)rnd();
+}
+
+static uint32_t r_u32(void)
+{
+    static const uint32_t edges[] = {0, 1, 0x7fffffffU, 0x80000000U, 0xffffffffU};
+    return below(3) == 0 ? edges[below(5)] : (uint32_t)rnd();
+}
+
+static int64_t r_i64(void)
+{
+    static const int64_t edges[] = {INT64_MIN, INT64_MAX, 0, -1, ((int64_t)1) << 32};
+    return below(3) == 0 ? edges[below(5)] : (int64_t)rnd();
+}
+
+static uint64_t r_u64(void)
+{
+    static const uint64_t edges[] = {0, 1, 0xffffffffULL, 0x100000000ULL, UINT64_MAX};
+    return below(3) == 0 ? edges[below(5)] : rnd();
+}
+
+/* Any bit pattern but NaN (a NaN's payload is not a value to compare). */
+static float r_float(void)
+{
+    uint32_t bits = (uint32_t)rnd();
+    float f;
+    if ((bits & 0x7f800000U) == 0x7f800000U)
+        bits &= 0xff800000U; /* -> +/-infinity */
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static double r_double(void)
+{
+    uint64_t bits = rnd();
+    double d;
+    if ((bits & 0x7ff0000000000000ULL) == 0x7ff0000000000000ULL)
+        bits &= 0xfff0000000000000ULL;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+/* Valid UTF-8 of at most max_bytes bytes, mixing 1- to 4-byte sequences. */
+static char *r_string(uint32_t max_bytes)
+{
+    static const char *pieces[] = {"a", "Z", "0", " ", "~", "\xc3\xa9", "\xe2\x82\xac",
+                                   "\xf0\x9f\x98\x80", "\x7f", "\x01"};
+    uint32_t want = below(3) == 0 ? max_bytes : below(max_bytes + 1);
+    char *s = xmalloc(want + 1);
+    uint32_t n = 0;
+    for (;;) {
+        const char *p = pieces[below(10)];
+        size_t len = strlen(p);
+        if (n + len > want) {
+            memset(s + n, 'x', want - n); /* reach exactly `want` bytes */
+            n = want;
+            break;
+        }
+        memcpy(s + n, p, len);
+        n += (uint32_t)len;
+    }
+    s[n] = '\0';
+    return s;
+}
+
+static void r_bytes(char *dst, uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++)
+        dst[k] = (char)rnd();
+}
+
+static char *r_opaque(uint32_t max, u_int *len)
+{
+    *len = below(4) == 0 ? max : below(max + 1);
+    char *p = xmalloc(*len);
+    r_bytes(p, *len);
+    return p;
+}
+
+#define ALLOC_ARRAY(field, elem_t, max)                                                    \
+    do {                                                                                   \
+        (field##_len) = below((max) + 1);                                                  \
+        (field##_val) = xmalloc(sizeof(elem_t) * (field##_len));                           \
+    } while (0)
 
 /* ---- type table ------------------------------------------------------------------- */
 
@@ -162,6 +270,31 @@ static int run_roundtrip(const struct type_entry *types, size_t ntypes)
         free(out);
         free(data);
         release(t, obj);
+    }
+    free(obj);
+    return 0;
+}
+
+static int run_generate(const struct type_entry *types, size_t ntypes, uint64_t seed,
+                        unsigned count)
+{
+    void *obj = calloc(1, max_object_size(types, ntypes));
+    rng_state = seed ? seed : 1;
+    for (size_t k = 0; k < ntypes; k++) {
+        const struct type_entry *t = &types[k];
+        if (!t->fill)
+            continue;
+        for (unsigned n = 0; n < count; n++) {
+            char *out;
+            t->fill(obj);
+            long len = encode(t, obj, &out);
+            if (len < 0)
+                die("encoding a generated value failed");
+            write_blob(t->name, (uint32_t)strlen(t->name));
+            write_blob(out, (uint32_t)len);
+            free(out);
+            release(t, obj);
+        }
     }
     free(obj);
     return 0;
