@@ -16,7 +16,7 @@ import random
 
 from xdrstream.fuzz.values import random_value
 from xdrstream.libvirt.protocol import RemoteProtocol
-from xdrstream.protocol import Header, MessageStatus, MessageType, pack_frame
+from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
 from xdrstream.protocol.programs import Direction
 
 DEFAULT_URI = "test:///default"
@@ -46,7 +46,9 @@ def procedure_seeds(
         ]
         for index in range(calls):
             serial = 3 + index
-            body = b"" if codec is None else codec.pack(random_value(schema, arg_type, rng))
+            body = (
+                b"" if arg_type is None else bytes(codec.pack(random_value(schema, arg_type, rng)))
+            )
             frames.append(_call(remote, proc.number, serial, body))
             if proc.stream is not None:
                 frames += _stream_tail(remote, proc.number, serial, proc.stream.direction, rng)
@@ -62,7 +64,7 @@ def _pack(remote: RemoteProtocol, procedure: str, **fields: object) -> bytes:
 def _call(remote: RemoteProtocol, procedure: str | int, serial: int, body: bytes) -> bytes:
     number = remote.number(procedure)
     header = Header(remote.program, remote.version, number, MessageType.CALL, serial, 0)
-    return pack_frame(header, body)
+    return bytes(pack_frame(header, body))
 
 
 def _stream_tail(
@@ -70,7 +72,7 @@ def _stream_tail(
 ) -> list[bytes]:
     def frame(status: MessageStatus, body: bytes = b"") -> bytes:
         header = Header(remote.program, remote.version, number, MessageType.STREAM, serial, status)
-        return pack_frame(header, body)
+        return bytes(pack_frame(header, body))
 
     if direction is Direction.UPLOAD:
         return [
