@@ -97,3 +97,28 @@ def test_call_any_procedure_of_a_real_libvirtd(
         with pytest.raises(LibvirtError) as missing:
             client.call("DOMAIN_LOOKUP_BY_NAME", name="no-such-domain")
         assert missing.value.code == 42  # VIR_ERR_NO_DOMAIN
+
+
+CAPTURES = Path(__file__).parents[1] / "fixtures" / "libvirt"
+
+
+def test_decode_names_every_procedure_and_decodes_every_body(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``xdrstream decode --libvirt-schemas TREE`` on every committed real capture."""
+    import json
+
+    from xdrstream.cli import main
+
+    captures = sorted(CAPTURES.glob("*.pcapng"))
+    assert captures
+    for capture in captures:
+        assert (
+            main(["decode", "--format", "json", "--libvirt-schemas", str(tree), str(capture)]) == 0
+        )
+        messages = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert messages, capture
+        for message in messages:
+            if message["program"] == protocols.builtin().program:
+                assert message["procedure_name"], (capture.name, message)
+                assert "body_error" not in message, (capture.name, message)
