@@ -33,7 +33,6 @@ def run_client(sock: Path, pool: str, volume: str, source: Path, out: Path) -> d
     return report
 
 
-@pytest.mark.xfail(strict=True, reason="waits for codec-dialect's lenient decode mode")
 def test_go_libvirt_against_our_storage_server(our_server: OurServer, tmp_path: Path) -> None:
     (our_server.directory / "vol1").write_bytes(b"")
     (our_server.directory / "other").write_bytes(b"x")

@@ -93,7 +93,6 @@ def test_same_error_body_as_a_real_libvirtd(our_server: OurServer, daemon: Libvi
     assert our_after.status == their_after.status == MessageStatus.OK
 
 
-@pytest.mark.xfail(strict=True, reason="waits for codec-dialect's lenient decode mode")
 def test_go_libvirt_optional_flag_is_accepted(our_server: OurServer) -> None:
     """libtirpc's xdr_bool (and so libvirtd) takes any non-zero word as TRUE."""
     client = RawClient(our_server.socket)

@@ -631,10 +631,12 @@ def main_campaign(
     pace: float = 0.0,
     status: TextIO | None = sys.stderr,
     report: Callable[[str], None] = print,
+    seeds: Sequence[Sequence[bytes]] | None = None,
 ) -> int:
-    """Run a campaign and print its summary; 0 = no finding, 1 = findings."""
+    """Run a campaign and print its summary; 0 = no finding, 1 = findings.  ``seeds``:
+    client sessions to mutate instead of the corpus (e.g. one procedure's)."""
     fuzzer = LiveFuzzer(
-        Target(target, spawn, timeout), seed=seed, out=out, status=status, pace=pace
+        Target(target, spawn, timeout), seed=seed, out=out, status=status, pace=pace, seeds=seeds
     )
     summary = fuzzer.run(duration, max_findings)
     report(

@@ -321,7 +321,8 @@ class LibvirtClient:
         """Download ``vol`` (from ``offset``, ``length`` 0: to its end) into the file
         ``dest`` (created or truncated).  With ``sparse`` the daemon sends holes, which are
         recreated as holes (seek, and the final size set with ftruncate).
-        ``checksum``: also compute the SHA-256 of what arrived."""
+        ``checksum``: also compute the SHA-256 of what arrived.  ``dest`` is synced to
+        stable storage (fsync) before this returns (spec.md §7.1.4)."""
         started = time.monotonic()
         stream = self.open_stream(
             "STORAGE_VOL_DOWNLOAD", self._transfer_args(vol, offset, length, sparse)
@@ -329,6 +330,7 @@ class LibvirtClient:
         digest = _Digest(checksum)
         ok = False
         try:
+            created = not os.path.lexists(dest)
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except BaseException:
             _abort_quietly(stream)
@@ -343,6 +345,9 @@ class LibvirtClient:
                     writer.write(chunk)
                     digest.add(chunk)
             writer.finish()
+            os.fsync(fd)  # success means on disk (spec.md §7.1.4), its name too
+            if created:
+                _fsync_directory(os.path.dirname(os.path.abspath(dest)))
             ok = True
         finally:
             os.close(fd)
@@ -440,6 +445,14 @@ def _chunks(stream: BlockingStream) -> Iterator[memoryview | Hole]:
     finally:
         if not done:
             _abort_quietly(stream)
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _abort_quietly(stream: BlockingStream) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import inspect
 import operator
 import os
 import re
@@ -295,8 +294,8 @@ def _compile(files: Sequence[Path], constants: Mapping[str, int], lenient: bool)
     options: dict[str, Any] = {}
     if constants:
         options["constants"] = constants
-    if lenient and "lenient" in inspect.signature(load_schema).parameters:
-        options["lenient"] = True  # TODO(issue 16): the codec's mode, once merged
+    if lenient:
+        options["lenient"] = True  # libtirpc's decoder, strict_enums=False included
     target: Any = files[0] if len(files) == 1 else list(files)
     return load_schema(target, **options)
 

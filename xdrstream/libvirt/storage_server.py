@@ -573,6 +573,9 @@ class StorageServer:
                     _write_all(fd, chunk)
                 if left is not None:
                     left -= size
+            # acknowledged means on disk (spec.md §7.1.4); the volume existed already, so
+            # no directory entry changed and only the file needs syncing
+            os.fsync(fd)
             stream.complete(None)
         except OSError as exc:
             raise libvirt_error(
