@@ -128,7 +128,7 @@ def patched(offset: int, new: bytes) -> bytes:
     [
         (patched(0, b"QEVX"), "bad magic 0x51455658", 0),
         (patched(4, b"\0\0\0\4"), "unsupported stream version 4, expected 3", 4),
-        (patched(8, b"\x05"), "expected QEMU_VM_CONFIGURATION", 8),
+        (patched(8, b"\x05"), "unknown section type 0x05", 8),  # not synthetic: real rules
         (patched(32, b"\x02"), "expected QEMU_VM_SECTION_START", 32),
         (patched(61, b"\x7f"), "bad section footer 0x7f", 61),
         (patched(66, b"\x06"), "expected QEMU_VM_SECTION_PART 0x02 or _END 0x03, got 0x06", 66),

@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Literal
 
+from xdrstream.endpoints.migration import MigrationError, MigrationParser, Summary
 from xdrstream.endpoints.sink import (
     Direction,
     EndpointError,
@@ -213,8 +214,13 @@ class StreamChecker:
         self._accept_rest = False
         self._next_seq = 0
         self._section_type = 0
+        self.real: MigrationParser | None = None
+        self.summary: Summary | None = None
 
     def feed(self, data: memoryview) -> None:
+        if self.real is not None:
+            self._feed_real(data)
+            return
         pos, end = 0, len(data)
         while pos < end:
             if self._accept_rest:
@@ -238,8 +244,31 @@ class StreamChecker:
                 field = bytes(self._field)
                 self._field.clear()
                 self._on_field(field, self.offset - self._need)
+                if self.real is not None:  # a real QEMU stream: the rest is the parser's
+                    self._feed_real(data[pos:])
+                    return
+
+    def _feed_real(self, data: memoryview) -> None:
+        assert self.real is not None
+        try:
+            self.real.feed(data)
+        except MigrationError as exc:
+            raise StreamRejected(exc.detail, exc.offset) from None
+        self.offset = self.real.offset
+
+    def _to_real(self, prefix: bytes) -> None:
+        """Not the synthetic machine: judge the stream as QEMU would, from its start."""
+        self.real = MigrationParser()
+        self._feed_real(memoryview(HEADER + prefix))
 
     def finish(self) -> None:
+        if self.real is not None:
+            try:
+                self.summary = self.real.finish()
+            except MigrationError as exc:
+                raise StreamRejected(exc.detail, exc.offset) from None
+            self.complete = True
+            return
         if self.complete:
             return
         where = f"in the {self._what}"
@@ -269,13 +298,15 @@ class StreamChecker:
 
     def _config(self, field: bytes, at: int) -> None:
         kind, length = _CONFIG.unpack(field)
-        if kind != QEMU_VM_CONFIGURATION:
-            raise StreamRejected(f"expected QEMU_VM_CONFIGURATION 0x07, got 0x{kind:02x}", at)
-        if not 0 < length <= 255:
-            raise StreamRejected(f"machine name length {length} not in 1..255", at + 1)
+        if kind != QEMU_VM_CONFIGURATION or length != len(MACHINE_NAME):
+            self._to_real(field)
+            return
         self._expect(length, "machine name", self._machine_name)
 
     def _machine_name(self, field: bytes, at: int) -> None:
+        if field != MACHINE_NAME:
+            self._to_real(_CONFIG.pack(QEMU_VM_CONFIGURATION, len(field)) + field)
+            return
         self._expect(_START.size, "START section header", self._start)
 
     def _start(self, field: bytes, at: int) -> None:
