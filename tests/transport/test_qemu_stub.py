@@ -279,3 +279,21 @@ def test_stub_reads_from_a_given_fd_not_only_stdin() -> None:
                 os.close(fd)
     assert process.returncode == 0
     assert json.loads(stdout)["bytes"] == len(STREAM)
+
+
+def test_outgoing_stub_replays_a_recorded_stream(tmp_path: Path) -> None:
+    recorded = tmp_path / "recorded.state"
+    qemu_stub.write_synthetic(recorded, SECTION_SIZE + 99, seed=6)
+    code, stdout, report = run_stub(["outgoing", "--from", str(recorded)])
+    assert code == 0
+    assert stdout == recorded.read_bytes()
+    assert report["bytes"] == SECTION_SIZE + 99
+    assert report["sha256"] == synthetic_sha256(SECTION_SIZE + 99, 6)
+
+
+def test_outgoing_stub_from_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*STUB, "outgoing", "--from", str(tmp_path / "none")], capture_output=True, check=False
+    )
+    assert result.returncode == qemu_stub.EXIT_USAGE
+    assert "no such file" in result.stderr.decode()

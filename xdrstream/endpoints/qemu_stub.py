@@ -498,13 +498,25 @@ def run_incoming(fd: int, mode: Literal["full", "header"], faults: Faults) -> tu
     return EXIT_OK, report.line(True, None)
 
 
-def run_outgoing(fd: int, size: int, seed: int, faults: Faults) -> tuple[int, str]:
-    """Write the synthetic stream to `fd`; returns (exit code, report line)."""
+def iter_file(path: str | os.PathLike[str]) -> Iterator[memoryview]:
+    """A recorded stream (e.g. a real QEMU save), as views of a reused 1 MiB buffer."""
+    buffer = bytearray(SECTION_SIZE)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as source:
+        while count := source.readinto(buffer):
+            yield view[:count]
+
+
+def run_outgoing(
+    fd: int, size: int, seed: int, faults: Faults, source: str | None = None
+) -> tuple[int, str]:
+    """Write the synthetic stream (or the file `source`) to `fd`; returns (code, report)."""
     report = _Report("outgoing")
     clock = _FaultClock(faults)
     sink = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed below, maybe early
     try:
-        for section in iter_synthetic(size, seed):
+        sections = iter_synthetic(size, seed) if source is None else iter_file(source)
+        for section in sections:
             view = section
             while view:
                 stop = clock.stop_reason(report.bytes)
@@ -550,9 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="full",
         help="full: the synthetic framing to QEMU_VM_EOF; header: magic and version only",
     )
-    outgoing = roles.add_parser("outgoing", help="write a synthetic stream (like migrate fd:)")
+    outgoing = roles.add_parser("outgoing", help="write a stream (like migrate fd:)")
     outgoing.add_argument("--fd", type=_nonnegative, default=1, help="stream fd (default 1)")
-    outgoing.add_argument("--size", type=_nonnegative, required=True, help="stream bytes")
+    what = outgoing.add_mutually_exclusive_group(required=True)
+    what.add_argument("--size", type=_nonnegative, help="bytes of the synthetic stream")
+    what.add_argument(
+        "--from", dest="source", metavar="FILE", help="replay a recorded stream (a real save)"
+    )
     outgoing.add_argument("--seed", type=int, default=0, help="payload seed (default 0)")
     for role in (incoming, outgoing):
         report = role.add_mutually_exclusive_group()
@@ -595,9 +611,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role == "incoming":
         code, line = run_incoming(args.fd, args.check, faults)
     else:
-        if args.size < MIN_SIZE:
+        if args.source is not None and not os.path.isfile(args.source):
+            parser.error(f"--from {args.source}: no such file")
+        if args.source is None and args.size < MIN_SIZE:
             parser.error(f"--size: a synthetic stream has at least {MIN_SIZE} bytes")
-        code, line = run_outgoing(args.fd, args.size, args.seed, faults)
+        code, line = run_outgoing(args.fd, args.size or 0, args.seed, faults, args.source)
     _write_report(args, line)
     return code
 
@@ -698,29 +716,53 @@ def start_stub_restore(
 
 
 def start_stub_save(
-    size: int, seed: int = 0, *, faults: Faults = Faults(), python: str = ""
+    size: int,
+    seed: int = 0,
+    *,
+    faults: Faults = Faults(),
+    python: str = "",
+    source: str | None = None,
 ) -> StubEndpoint:
-    """Start `qemu_stub outgoing` writing a pipe; read `.fd` to EOF, then wait()."""
-    _layout(size)  # a size too small is the caller's error, raised here
-    args = ["--size", str(size), "--seed", str(seed), *faults.to_args()]
+    """Start `qemu_stub outgoing` writing a pipe; read `.fd` to EOF, then wait().
+
+    The stream is the synthetic one of `size` bytes, or the recorded file `source`.
+    """
+    if source is not None:
+        if not os.path.isfile(source):
+            raise EndpointError(f"the stub's save stream {source!r}: no such file")
+        args = ["--from", os.path.abspath(source), *faults.to_args()]
+    else:
+        _layout(size)  # a size too small is the caller's error, raised here
+        args = ["--size", str(size), "--seed", str(seed), *faults.to_args()]
     return _start_stub(Direction.SAVE, args, python or sys.executable)
 
 
 @dataclass(frozen=True)
 class StubLauncher:
-    """Starts stub endpoints (`sink.EndpointLauncher`): saves emit `save_size` bytes."""
+    """Starts stub endpoints (`sink.EndpointLauncher`).
+
+    Saves emit the synthetic stream of `save_size` bytes, or replay the file `save_from`
+    (a recorded real QEMU save: then `save_size` and `seed` do not apply).
+    """
 
     check: Literal["full", "header"] = "full"
     save_size: int = 64 << 20
     seed: int = 0
     faults: Faults = Faults()
     python: str = ""
+    save_from: str | None = None
 
     def restore(self) -> StubEndpoint:
         return start_stub_restore(check=self.check, faults=self.faults, python=self.python)
 
     def save(self) -> StubEndpoint:
-        return start_stub_save(self.save_size, self.seed, faults=self.faults, python=self.python)
+        return start_stub_save(
+            self.save_size,
+            self.seed,
+            faults=self.faults,
+            python=self.python,
+            source=self.save_from,
+        )
 
 
 if __name__ == "__main__":
