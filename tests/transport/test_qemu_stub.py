@@ -297,3 +297,36 @@ def test_outgoing_stub_from_a_missing_file_is_a_usage_error(tmp_path: Path) -> N
     )
     assert result.returncode == qemu_stub.EXIT_USAGE
     assert "no such file" in result.stderr.decode()
+
+
+# --- the real-format stream ------------------------------------------------------------------
+
+REAL_RAM = 300 * 4096  # two PART sections
+
+
+def test_the_real_format_stream_has_its_size_and_passes_the_real_check() -> None:
+    data = b"".join(bytes(view) for view in qemu_stub.iter_real_format(REAL_RAM, 4))
+    assert len(data) == qemu_stub.real_format_size(REAL_RAM)
+    assert qemu_stub.real_format_sha256(REAL_RAM, 4) == hashlib.sha256(data).hexdigest()
+    checker = check(data)
+    assert checker.real is not None and checker.summary is not None
+    assert checker.summary.machine == "pc-i440fx-7.2"
+    assert checker.summary.blocks == {"pc.ram": REAL_RAM}
+    assert checker.summary.pages == REAL_RAM // 4096
+
+
+@pytest.mark.parametrize("cut", [20, 200, 5000, 1_100_000, -30, -1])
+def test_the_real_check_rejects_a_cut_real_format_stream(cut: int) -> None:
+    data = b"".join(bytes(view) for view in qemu_stub.iter_real_format(REAL_RAM, 4))
+    error = rejection(data[:cut])
+    assert error.reason.startswith("truncated: the stream ends in ")
+    assert error.offset == len(data[:cut])
+
+
+def test_the_real_check_rejects_a_page_outside_its_block() -> None:
+    data = bytearray(b"".join(bytes(v) for v in qemu_stub.iter_real_format(REAL_RAM, 4)))
+    at = data.index(struct.pack(">Q", 4096 | 0x28))  # the second page's header
+    data[at : at + 8] = struct.pack(">Q", REAL_RAM | 0x28)
+    error = rejection(bytes(data))
+    assert f"page at 0x{REAL_RAM:x} outside RAM block 'pc.ram'" in error.reason
+    assert error.offset == at

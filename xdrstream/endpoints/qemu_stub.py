@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Literal
 
+from xdrstream.endpoints import migration
 from xdrstream.endpoints.migration import MigrationError, MigrationParser, Summary
 from xdrstream.endpoints.sink import (
     Direction,
@@ -186,6 +187,98 @@ def write_synthetic(path: str | os.PathLike[str], size: int, seed: int) -> str:
         for view in iter_synthetic(size, seed):
             digest.update(view)
             out.write(view)
+    return digest.hexdigest()
+
+
+# --- a real-format stream -------------------------------------------------------------------
+
+REAL_MACHINE = b"pc-i440fx-7.2"
+REAL_BLOCK = b"pc.ram"
+REAL_SECTION_ID = 2  # where QEMU 7.2's pc machine puts "ram"
+PAGES_PER_PART = 255  # ~1 MiB parts, like SECTION_SIZE
+_PAGE = migration.TARGET_PAGE_SIZE
+
+
+def real_format_size(ram_bytes: int) -> int:
+    """Bytes of `iter_real_format(ram_bytes, ...)` (its pieces but the page bodies)."""
+    pieces = _real_format_pieces(ram_bytes)
+    parts = -(-ram_bytes // _PAGE // PAGES_PER_PART)
+    per_part = len(pieces["part_head"]) + len(pieces["tail"])
+    return (
+        len(pieces["head"])
+        + parts * per_part
+        + ram_bytes // _PAGE * (8 + _PAGE)
+        + len(pieces["name"])
+        + len(pieces["end"])
+    )
+
+
+def _real_format_pieces(ram_bytes: int) -> dict[str, bytes]:
+    if ram_bytes <= 0 or ram_bytes % _PAGE:
+        raise ValueError(f"RAM of {ram_bytes} bytes: a positive multiple of {_PAGE} needed")
+    be32, be64 = struct.Struct(">I"), struct.Struct(">Q")
+    footer = _FOOTER.pack(QEMU_VM_SECTION_FOOTER, REAL_SECTION_ID)
+    eos = be64.pack(migration.RAM_SAVE_FLAG_EOS)
+    head = bytearray(HEADER)
+    head += _CONFIG.pack(QEMU_VM_CONFIGURATION, len(REAL_MACHINE)) + REAL_MACHINE
+    head += bytes([QEMU_VM_SECTION_START]) + be32.pack(REAL_SECTION_ID) + b"\x03ram"
+    head += be32.pack(0) + be32.pack(migration.RAM_VERSION)
+    head += be64.pack(ram_bytes | migration.RAM_SAVE_FLAG_MEM_SIZE)
+    head += bytes([len(REAL_BLOCK)]) + REAL_BLOCK + be64.pack(ram_bytes) + eos + footer
+    vmdesc = json.dumps({"page_size": _PAGE, "devices": []}).encode()
+    end = bytes([QEMU_VM_SECTION_END]) + be32.pack(REAL_SECTION_ID) + eos + footer
+    end += bytes([QEMU_VM_EOF, migration.QEMU_VM_VMDESCRIPTION]) + be32.pack(len(vmdesc))
+    return {
+        "head": bytes(head),
+        "part_head": bytes([QEMU_VM_SECTION_PART]) + be32.pack(REAL_SECTION_ID),
+        "name": bytes([len(REAL_BLOCK)]) + REAL_BLOCK,
+        "tail": eos + footer,
+        "end": end + vmdesc,
+    }
+
+
+def iter_real_format(ram_bytes: int, seed: int) -> Iterator[memoryview]:
+    """A RAM-heavy stream in QEMU 7.2's real format (what `migration.MigrationParser` checks).
+
+    A pc-i440fx-7.2 configuration, a RAM section ("ram" v4, section id 2) declaring one block
+    `pc.ram` of `ram_bytes` (a multiple of 4096), every page a normal PAGE (the first named,
+    the rest CONTINUE) with our known payload (256 pages of seeded random bytes, repeated),
+    in PART sections of 255 pages (~1 MiB) with EOS and footers, END, EOF and a vmdesc
+    without devices. Views of a reused buffer, valid until the next one is asked for.
+    """
+    pieces = _real_format_pieces(ram_bytes)
+    payload = random.Random(seed).randbytes(256 * _PAGE)
+    yield memoryview(pieces["head"])
+    part_head, name, tail = pieces["part_head"], pieces["name"], pieces["tail"]
+    record = 8 + _PAGE
+    buffer = bytearray(len(part_head) + len(name) + PAGES_PER_PART * record + len(tail))
+    view = memoryview(buffer)
+    pack = struct.Struct(">Q").pack_into
+    pages = ram_bytes // _PAGE
+    for first in range(0, pages, PAGES_PER_PART):
+        buffer[: len(part_head)] = part_head
+        at = len(part_head)
+        for index in range(first, min(first + PAGES_PER_PART, pages)):
+            if index:
+                pack(buffer, at, index * _PAGE | 0x28)  # PAGE | CONTINUE
+                at += 8
+            else:
+                pack(buffer, at, migration.RAM_SAVE_FLAG_PAGE)
+                buffer[at + 8 : at + 8 + len(name)] = name
+                at += 8 + len(name)
+            offset = index % 256 * _PAGE
+            buffer[at : at + _PAGE] = payload[offset : offset + _PAGE]
+            at += _PAGE
+        buffer[at : at + len(tail)] = tail
+        yield view[: at + len(tail)]
+    yield memoryview(pieces["end"])
+
+
+def real_format_sha256(ram_bytes: int, seed: int) -> str:
+    """SHA-256 (hex) of the real-format stream, computed in-process."""
+    digest = hashlib.sha256()
+    for view in iter_real_format(ram_bytes, seed):
+        digest.update(view)
     return digest.hexdigest()
 
 
