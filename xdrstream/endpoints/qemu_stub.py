@@ -242,34 +242,37 @@ def iter_real_format(ram_bytes: int, seed: int) -> Iterator[memoryview]:
 
     A pc-i440fx-7.2 configuration, a RAM section ("ram" v4, section id 2) declaring one block
     `pc.ram` of `ram_bytes` (a multiple of 4096), every page a normal PAGE (the first named,
-    the rest CONTINUE) with our known payload (256 pages of seeded random bytes, repeated),
+    the rest CONTINUE) with our known payload (255 pages of seeded random bytes, repeated),
     in PART sections of 255 pages (~1 MiB) with EOS and footers, END, EOF and a vmdesc
     without devices. Views of a reused buffer, valid until the next one is asked for.
     """
     pieces = _real_format_pieces(ram_bytes)
-    payload = random.Random(seed).randbytes(256 * _PAGE)
+    payload = random.Random(seed).randbytes(PAGES_PER_PART * _PAGE)
     yield memoryview(pieces["head"])
     part_head, name, tail = pieces["part_head"], pieces["name"], pieces["tail"]
     record = 8 + _PAGE
-    buffer = bytearray(len(part_head) + len(name) + PAGES_PER_PART * record + len(tail))
-    view = memoryview(buffer)
     pack = struct.Struct(">Q").pack_into
     pages = ram_bytes // _PAGE
-    for first in range(0, pages, PAGES_PER_PART):
-        buffer[: len(part_head)] = part_head
+    # the first part names the block in its first page; later parts share one template
+    # (page k of a part carries payload page k) whose address words alone are patched
+    first = bytearray(part_head)
+    for index in range(min(PAGES_PER_PART, pages)):
+        flags = 0x28 if index else migration.RAM_SAVE_FLAG_PAGE  # PAGE [| CONTINUE]
+        first += struct.pack(">Q", index * _PAGE | flags) + (b"" if index else name)
+        first += payload[index * _PAGE : (index + 1) * _PAGE]
+    yield memoryview(first + tail)
+    template = bytearray(part_head)
+    for index in range(PAGES_PER_PART):
+        template += bytes(8) + payload[index * _PAGE : (index + 1) * _PAGE]
+    template += bytes(len(tail))
+    view = memoryview(template)
+    for start in range(PAGES_PER_PART, pages, PAGES_PER_PART):
+        count = min(PAGES_PER_PART, pages - start)
         at = len(part_head)
-        for index in range(first, min(first + PAGES_PER_PART, pages)):
-            if index:
-                pack(buffer, at, index * _PAGE | 0x28)  # PAGE | CONTINUE
-                at += 8
-            else:
-                pack(buffer, at, migration.RAM_SAVE_FLAG_PAGE)
-                buffer[at + 8 : at + 8 + len(name)] = name
-                at += 8 + len(name)
-            offset = index % 256 * _PAGE
-            buffer[at : at + _PAGE] = payload[offset : offset + _PAGE]
-            at += _PAGE
-        buffer[at : at + len(tail)] = tail
+        for index in range(start, start + count):
+            pack(template, at, index * _PAGE | 0x28)
+            at += record
+        template[at : at + len(tail)] = tail
         yield view[: at + len(tail)]
     yield memoryview(pieces["end"])
 
