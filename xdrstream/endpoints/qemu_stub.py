@@ -1,31 +1,39 @@
 """A QEMU stand-in: a separate process at the end of a migration stream pipe.
 
     python -m xdrstream.endpoints.qemu_stub incoming [--fd N] [--check full|header] ...
-    python -m xdrstream.endpoints.qemu_stub outgoing --size BYTES --seed S [--fd N] ...
+    python -m xdrstream.endpoints.qemu_stub outgoing (--size BYTES [--seed S] | --from FILE) ...
 
-`incoming` reads a migration stream (as QEMU does with `-incoming fd:N`), checks it, counts
+`incoming` reads a migration stream (as QEMU does with `-incoming fd:N`), judges it, counts
 bytes, computes SHA-256 and reports one JSON line: {"role", "ok", "bytes", "sha256",
-"error"}. `outgoing` writes a synthetic stream of exactly `--size` bytes (as QEMU does for
-`migrate fd:NAME`) and reports the same way. The report goes to `--report-fd`, or to the file
-`--report`, else to stdout (to stderr when stdout carries the stream).
+"error"}. `outgoing` writes a synthetic stream of exactly `--size` bytes, or replays a
+recorded one (`--from FILE`, e.g. a real QEMU save), as QEMU does for `migrate fd:NAME`, and
+reports the same way. The report goes to `--report-fd`, or to the file `--report`, else to
+stdout (to stderr when stdout carries the stream).
+
+`--check full` (the default) judges a stream as QEMU 7.2 would. The machine name in the
+CONFIGURATION section tells the two formats apart: `xdrstream-synthetic` is ours (below);
+any other machine (or a stream without a CONFIGURATION section, as old machine types write)
+is QEMU's real format, checked by `migration.MigrationParser`: sections, footers, the RAM
+section's pages inside their blocks, device sections against the vmdesc, EOF and the vmdesc
+ending the stream (see that module; `iter_real_format` writes a RAM-heavy stream of it).
+`--check header` only checks magic and version (the explicit lenient mode).
 
 The synthetic stream keeps QEMU's outer framing (migration/savevm.c: QEMU_VM_FILE_MAGIC,
 QEMU_VM_FILE_VERSION 3, a CONFIGURATION section naming the machine, START/PART/END sections
 each closed by a SECTION_FOOTER, then QEMU_VM_EOF) with a body convention of our own, so a
-receiver can tell a complete stream from a cut one. All integers are big-endian:
+receiver can tell a complete stream from a cut one and its payload is known (SHA-256 by
+size and seed). All integers are big-endian:
 
     header   be32 0x5145564d "QEVM", be32 3
-    config   u8 0x07, be32 n, n bytes machine name
+    config   u8 0x07, be32 n, n bytes machine name "xdrstream-synthetic"
     START    u8 0x01, be32 id=1, u8 3, "ram", be32 instance=0, be32 version=4,
              be32 body=8, be64 total stream size, footer
     PART*    u8 0x02, be32 id=1, be32 body>=8, be64 seq, body-8 payload bytes, footer
     END      u8 0x03, be32 id=1, be32 body>=8, be64 seq, body-8 payload bytes, footer
     EOF      u8 0x00                  (footer = u8 0x7e, be32 id; seq counts 0, 1, 2, ...)
 
-`--check full` (the default) enforces all of this: a stream that ends before EOF is
-truncated, bytes after EOF are rejected, and the size declared in START must match.
-`--check header` only checks magic and version (for streams written by a real QEMU, whose
-section bodies are device specific).
+For it `--check full` enforces all of this: a stream that ends before EOF is truncated,
+bytes after EOF are rejected, and the size declared in START must match.
 
 Faults, for tests of everything around the stub: `--fail-after N` (stop after N bytes and
 exit with the fault exit code), `--close-early N` (close the stream fd after N bytes; an
