@@ -54,6 +54,7 @@ from xdrstream.protocol.bodies import V1Op
 from xdrstream.protocol.events import (
     Call,
     Event,
+    ExchangeEvent,
     KeepalivePing,
     KeepalivePong,
     StreamAbort,
@@ -349,9 +350,9 @@ def _exchange_serial(frame: bytes) -> int:
     """The exchange a client frame belongs to: the stream of a V1 stream call, else the
     header serial (keepalives: -1)."""
     event = client_event(frame)
-    if event is None or isinstance(event, (KeepalivePing, KeepalivePong)):
+    if not isinstance(event, ExchangeEvent):
         return -1
-    return int(getattr(event, "serial", -1))
+    return event.serial
 
 
 _STREAM_EVENTS = (StreamData, StreamHole, StreamFinish, StreamAbort, StreamRead)

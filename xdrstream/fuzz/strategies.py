@@ -63,7 +63,7 @@ from xdrstream.protocol.events import (
     StreamHole,
     StreamRead,
 )
-from xdrstream.protocol.states import TABLES
+from xdrstream.protocol.states import TABLES, Kind, State
 
 __all__ = [
     "Budget",
@@ -452,7 +452,7 @@ class _Sim:
             if receiver is Role.SERVER and isinstance(event, Call):
                 self.server_serials.append(event.serial)
 
-    def live(self, role: Role) -> list[tuple[int, str, str, bool, int]]:
+    def live(self, role: Role) -> list[tuple[int, State, Kind, bool, int]]:
         """(serial, state, kind, sparse, read_max) of the exchanges ``role`` knows."""
         serials = self.client_serials if role is Role.CLIENT else self.server_serials
         out = []
