@@ -664,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         choices=("full", "header"),
         default="full",
-        help="full: the synthetic framing to QEMU_VM_EOF; header: magic and version only",
+        help="full: judge it as QEMU 7.2 would (real or synthetic format); header: magic, version",
     )
     outgoing = roles.add_parser("outgoing", help="write a stream (like migrate fd:)")
     outgoing.add_argument("--fd", type=_nonnegative, default=1, help="stream fd (default 1)")
