@@ -30,6 +30,9 @@ subsection headers), footers included. The vmdesc must end the stream: a stream 
 it, or with bytes after it, is rejected (QEMU 7.2 itself stops judging at EOF: it only drains
 the vmdesc, so it accepts such streams; the stub is stricter because it is a stream checker).
 
+A stream with device sections but no vmdesc (machines that suppress it, none of x86's, or
+the postcopy-ram capability) cannot be checked and is rejected, saying so.
+
 Where the stub cannot know the receiving machine (which RAM blocks and devices it has, their
 field values), it accepts what a matching machine would: any block names and lengths the
 MEM_SIZE list declares, any device the vmdesc describes.
