@@ -1,13 +1,16 @@
 """``make demo``: the codec, then restores and saves through every stream variant.
 
-    python -m xdrstream.demo [--size 64M] [--seed 7]       (XDRSTREAM_DEMO_SIZE also sets it)
+    python -m xdrstream.demo [--synthetic] [--size 64M] [--seed 7]   (XDRSTREAM_DEMO_SIZE: --size)
 
 1. The codec: compiles ``restore.x`` from the package, encodes a value, decodes it back,
    and shows the frame the engine makes of a call carrying it, decoded again.
-2. The streams: writes a synthetic QEMU migration stream (QEVM v3) of ``--size`` bytes to a
-   temporary file, starts ``xdrstream serve`` with the QEMU stub on a temporary Unix socket,
-   then runs ``xdrstream restore`` of that file and ``xdrstream save`` of the stub's stream
-   once per variant (V1, V2, V3), each as a separate process. Checks: every command exits 0;
+2. The streams: where QEMU is installed, saves a fresh real guest (pc-i440fx-7.2, 16 MiB,
+   TCG: about 0.1 s) into a temporary file, and ``xdrstream serve`` replays it for saves
+   (``--save-from``); otherwise, or with ``--synthetic`` or a size, writes the synthetic QEMU
+   migration stream (QEVM v3) of ``--size`` bytes. It says which. It starts ``xdrstream
+   serve`` with the QEMU stub (which checks the stream as QEMU would) on a temporary Unix
+   socket, then runs ``xdrstream restore`` of that file and ``xdrstream save`` of the stub's
+   stream once per variant (V1, V2, V3), each as a separate process. Checks: every command exits 0;
    a restore's SHA-256 as sent equals the file's and the stub's own (it hashes what it
    reads); a save's output file has the SHA-256 of the stream the stub generated, and the
    stub says it wrote that stream whole. Prints a table of the transfers.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -40,7 +44,9 @@ from rich.pretty import Pretty
 from rich.table import Table
 
 from xdrstream.codec import compile_schema
+from xdrstream.endpoints.qemu import QemuLauncher, find_qemu
 from xdrstream.endpoints.qemu_stub import synthetic_sha256, write_synthetic
+from xdrstream.endpoints.sink import EndpointError
 from xdrstream.protocol import Connection, Role, programs_from_schema, schemas
 from xdrstream.protocol.decode import Decoder
 from xdrstream.protocol.events import Call
@@ -230,17 +236,55 @@ def _cli(arguments: list[str]) -> tuple[dict[str, Any] | None, str]:
     return result, ""
 
 
+REAL_GUEST = ("pc-i440fx-7.2", 16)  # machine type, MiB: a save of ~0.35 MB in ~0.1 s
+
+
+def real_save(path: Path) -> str | None:
+    """Save a fresh real QEMU guest into `path`: its SHA-256, or None without QEMU."""
+    if find_qemu() is None:
+        return None
+    digest = hashlib.sha256()
+    launcher = QemuLauncher(machine=REAL_GUEST[0], memory_mib=REAL_GUEST[1])
+    try:
+        with launcher.save() as endpoint, open(path, "wb") as out:
+            buffer = bytearray(1 << 16)
+            while count := endpoint.readinto(buffer):
+                out.write(buffer[:count])
+                digest.update(buffer[:count])
+            result = endpoint.wait(timeout=STEP_TIMEOUT)
+    except EndpointError:
+        return None
+    return digest.hexdigest() if result.ok else None
+
+
 def run_transfers(
-    console: Console, work: Path, size: int, seed: int, server_extra: list[str]
+    console: Console,
+    work: Path,
+    size: int,
+    seed: int,
+    server_extra: list[str],
+    real: bool = False,
 ) -> tuple[list[Transfer], list[Check]]:
     console.rule("[bold]2. Restore and save through each stream variant")
     image = work / "guest.qevm"
-    expected = write_synthetic(image, size, seed)
-    console.print(
-        f"Image: a synthetic QEMU migration stream (QEVM v3) of {size} bytes, "
-        f"sha256 {expected[:16]}..., in {image}"
-    )
-    assert expected == synthetic_sha256(size, seed)
+    made = real_save(image) if real else None
+    if made is not None:
+        expected = made
+        size = image.stat().st_size
+        server_extra = ["--save-from", str(image), *server_extra]
+        console.print(
+            f"Image: a real QEMU 7.2 save of a {REAL_GUEST[0]} guest with {REAL_GUEST[1]} MiB, "
+            f"made just now by {find_qemu()}: {size} bytes, sha256 {expected[:16]}...; the "
+            "stub checks it as QEMU would and replays it for the saves"
+        )
+    else:
+        expected = write_synthetic(image, size, seed)
+        why = "as asked" if not real else "QEMU is not installed"
+        console.print(
+            f"Image ({why}): a synthetic QEMU migration stream (QEVM v3) of {size} bytes, "
+            f"sha256 {expected[:16]}..., in {image}"
+        )
+        assert expected == synthetic_sha256(size, seed)
     socket_path = work / "demo.sock"
     server = DemoServer(socket_path, size, seed, server_extra)
     transfers: list[Transfer] = []
@@ -346,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic image")
     parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="use the synthetic image even where QEMU is installed (so does --size)",
+    )
+    parser.add_argument(
         "--server-arg",
         action="append",
         default=[],
@@ -363,12 +412,16 @@ def _work_dir() -> Iterator[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # a size asks for the synthetic image (the only one with a size); else a real save
+    real = args.size is None and not os.environ.get(SIZE_VARIABLE) and not args.synthetic
     size = args.size if args.size is not None else _default_size()
     console = Console()
     started = time.monotonic()
     checks = show_codec(console)
     with _work_dir() as work:
-        transfers, stream_checks = run_transfers(console, work, size, args.seed, args.server_arg)
+        transfers, stream_checks = run_transfers(
+            console, work, size, args.seed, args.server_arg, real
+        )
     checks += stream_checks
     console.print()
     console.print(transfers_table(transfers))

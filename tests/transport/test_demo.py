@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_cli_support import Leaks
 
+from xdrstream.endpoints.qemu import find_qemu
 from xdrstream.endpoints.qemu_stub import SECTION_SIZE
 
 SIZE = 2 * SECTION_SIZE + 999
@@ -65,4 +66,30 @@ def test_the_demo_fails_when_the_endpoints_fail(leaks: Leaks, tmp_path: Path) ->
     assert "FAILED V2 restore: exit 1: xdrstream restore: error: server error:" in out
     assert "exit code 5" in out
     assert "4/10 checks passed" in out  # codec (2), server shutdown and socket (2)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.real_peers
+@pytest.mark.skipif(find_qemu() is None, reason="not installed: qemu-system-x86_64")
+def test_the_demo_uses_a_real_qemu_save_where_qemu_is_installed(
+    leaks: Leaks, tmp_path: Path
+) -> None:
+    env = {**leaks.env(), "TMPDIR": str(tmp_path)}
+    env.pop("XDRSTREAM_DEMO_SIZE", None)  # no size: the real save
+    done = subprocess.run(
+        [sys.executable, "-m", "xdrstream.demo"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert "Image: a real QEMU 7.2 save of a pc-i440fx-7.2 guest" in out
+    rows = ROW.findall(done.stdout)
+    assert len(rows) == 6 and all(ok == "yes" for *_, ok in rows)
+    assert len({int(n) for _, _, n, _ in rows}) == 1  # the save's size, each way
+    assert "10/10 checks passed" in out
     assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ import pytest
 from test_cli_support import child_pids, open_fds
 
 from xdrstream.endpoints.qemu import QemuEndpoint, QemuLauncher, QMPClient, QMPError, find_qemu
-from xdrstream.endpoints.qemu_stub import StubLauncher, synthetic_bytes
+from xdrstream.endpoints.qemu_stub import StubLauncher, iter_real_format, synthetic_bytes
 from xdrstream.endpoints.sink import EndpointError, EndpointLauncher
 
 pytestmark = [
@@ -89,12 +89,28 @@ def test_real_qemu_rejects_the_stubs_synthetic_machine() -> None:
     assert result.error is not None and "xdrstream-synthetic" in result.error
 
 
-def test_the_stub_checks_a_real_qemu_stream_by_header_only(guest_stream: bytes) -> None:
-    for check, ok in (("header", True), ("full", False)):
+def test_the_stub_accepts_a_real_save_in_both_modes(guest_stream: bytes) -> None:
+    for check in ("header", "full"):
         with StubLauncher(check=check).restore() as endpoint:  # type: ignore[arg-type]
             endpoint.write(guest_stream)
             result = endpoint.wait(timeout=30)
-        assert result.ok is ok and result.bytes == len(guest_stream)
+        assert result.ok, result.error
+        assert result.bytes == len(guest_stream)
+
+
+def test_the_stub_rejects_a_real_save_cut_short_and_says_where(guest_stream: bytes) -> None:
+    cut = len(guest_stream) // 3  # inside the RAM section
+    with StubLauncher().restore() as endpoint:
+        endpoint.write(guest_stream[:cut])
+        result = endpoint.wait(timeout=30)
+    assert not result.ok and result.error is not None
+    assert f"truncated: the stream ends in PART section 2 'ram' (at byte {cut})" in result.error
+
+
+def test_real_qemu_accepts_the_generated_real_format_stream() -> None:
+    data = b"".join(bytes(view) for view in iter_real_format(16 << 20, 2))
+    result = restore(QemuLauncher(machine="pc-i440fx-7.2", memory_mib=16), data).result
+    assert result is not None and result.ok, result.error
 
 
 def test_a_save_whose_reader_gives_up_fails() -> None:

@@ -128,7 +128,7 @@ def patched(offset: int, new: bytes) -> bytes:
     [
         (patched(0, b"QEVX"), "bad magic 0x51455658", 0),
         (patched(4, b"\0\0\0\4"), "unsupported stream version 4, expected 3", 4),
-        (patched(8, b"\x05"), "expected QEMU_VM_CONFIGURATION", 8),
+        (patched(8, b"\x05"), "unknown section type 0x05", 8),  # not synthetic: real rules
         (patched(32, b"\x02"), "expected QEMU_VM_SECTION_START", 32),
         (patched(61, b"\x7f"), "bad section footer 0x7f", 61),
         (patched(66, b"\x06"), "expected QEMU_VM_SECTION_PART 0x02 or _END 0x03, got 0x06", 66),
@@ -279,3 +279,54 @@ def test_stub_reads_from_a_given_fd_not_only_stdin() -> None:
                 os.close(fd)
     assert process.returncode == 0
     assert json.loads(stdout)["bytes"] == len(STREAM)
+
+
+def test_outgoing_stub_replays_a_recorded_stream(tmp_path: Path) -> None:
+    recorded = tmp_path / "recorded.state"
+    qemu_stub.write_synthetic(recorded, SECTION_SIZE + 99, seed=6)
+    code, stdout, report = run_stub(["outgoing", "--from", str(recorded)])
+    assert code == 0
+    assert stdout == recorded.read_bytes()
+    assert report["bytes"] == SECTION_SIZE + 99
+    assert report["sha256"] == synthetic_sha256(SECTION_SIZE + 99, 6)
+
+
+def test_outgoing_stub_from_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*STUB, "outgoing", "--from", str(tmp_path / "none")], capture_output=True, check=False
+    )
+    assert result.returncode == qemu_stub.EXIT_USAGE
+    assert "no such file" in result.stderr.decode()
+
+
+# --- the real-format stream ------------------------------------------------------------------
+
+REAL_RAM = 300 * 4096  # two PART sections
+
+
+def test_the_real_format_stream_has_its_size_and_passes_the_real_check() -> None:
+    data = b"".join(bytes(view) for view in qemu_stub.iter_real_format(REAL_RAM, 4))
+    assert len(data) == qemu_stub.real_format_size(REAL_RAM)
+    assert qemu_stub.real_format_sha256(REAL_RAM, 4) == hashlib.sha256(data).hexdigest()
+    checker = check(data)
+    assert checker.real is not None and checker.summary is not None
+    assert checker.summary.machine == "pc-i440fx-7.2"
+    assert checker.summary.blocks == {"pc.ram": REAL_RAM}
+    assert checker.summary.pages == REAL_RAM // 4096
+
+
+@pytest.mark.parametrize("cut", [20, 200, 5000, 1_100_000, -30, -1])
+def test_the_real_check_rejects_a_cut_real_format_stream(cut: int) -> None:
+    data = b"".join(bytes(view) for view in qemu_stub.iter_real_format(REAL_RAM, 4))
+    error = rejection(data[:cut])
+    assert error.reason.startswith("truncated: the stream ends in ")
+    assert error.offset == len(data[:cut])
+
+
+def test_the_real_check_rejects_a_page_outside_its_block() -> None:
+    data = bytearray(b"".join(bytes(v) for v in qemu_stub.iter_real_format(REAL_RAM, 4)))
+    at = data.index(struct.pack(">Q", 4096 | 0x28))  # the second page's header
+    data[at : at + 8] = struct.pack(">Q", REAL_RAM | 0x28)
+    error = rejection(bytes(data))
+    assert f"page at 0x{REAL_RAM:x} outside RAM block 'pc.ram'" in error.reason
+    assert error.offset == at

@@ -1,31 +1,39 @@
 """A QEMU stand-in: a separate process at the end of a migration stream pipe.
 
     python -m xdrstream.endpoints.qemu_stub incoming [--fd N] [--check full|header] ...
-    python -m xdrstream.endpoints.qemu_stub outgoing --size BYTES --seed S [--fd N] ...
+    python -m xdrstream.endpoints.qemu_stub outgoing (--size BYTES [--seed S] | --from FILE) ...
 
-`incoming` reads a migration stream (as QEMU does with `-incoming fd:N`), checks it, counts
+`incoming` reads a migration stream (as QEMU does with `-incoming fd:N`), judges it, counts
 bytes, computes SHA-256 and reports one JSON line: {"role", "ok", "bytes", "sha256",
-"error"}. `outgoing` writes a synthetic stream of exactly `--size` bytes (as QEMU does for
-`migrate fd:NAME`) and reports the same way. The report goes to `--report-fd`, or to the file
-`--report`, else to stdout (to stderr when stdout carries the stream).
+"error"}. `outgoing` writes a synthetic stream of exactly `--size` bytes, or replays a
+recorded one (`--from FILE`, e.g. a real QEMU save), as QEMU does for `migrate fd:NAME`, and
+reports the same way. The report goes to `--report-fd`, or to the file `--report`, else to
+stdout (to stderr when stdout carries the stream).
+
+`--check full` (the default) judges a stream as QEMU 7.2 would. The machine name in the
+CONFIGURATION section tells the two formats apart: `xdrstream-synthetic` is ours (below);
+any other machine (or a stream without a CONFIGURATION section, as old machine types write)
+is QEMU's real format, checked by `migration.MigrationParser`: sections, footers, the RAM
+section's pages inside their blocks, device sections against the vmdesc, EOF and the vmdesc
+ending the stream (see that module; `iter_real_format` writes a RAM-heavy stream of it).
+`--check header` only checks magic and version (the explicit lenient mode).
 
 The synthetic stream keeps QEMU's outer framing (migration/savevm.c: QEMU_VM_FILE_MAGIC,
 QEMU_VM_FILE_VERSION 3, a CONFIGURATION section naming the machine, START/PART/END sections
 each closed by a SECTION_FOOTER, then QEMU_VM_EOF) with a body convention of our own, so a
-receiver can tell a complete stream from a cut one. All integers are big-endian:
+receiver can tell a complete stream from a cut one and its payload is known (SHA-256 by
+size and seed). All integers are big-endian:
 
     header   be32 0x5145564d "QEVM", be32 3
-    config   u8 0x07, be32 n, n bytes machine name
+    config   u8 0x07, be32 n, n bytes machine name "xdrstream-synthetic"
     START    u8 0x01, be32 id=1, u8 3, "ram", be32 instance=0, be32 version=4,
              be32 body=8, be64 total stream size, footer
     PART*    u8 0x02, be32 id=1, be32 body>=8, be64 seq, body-8 payload bytes, footer
     END      u8 0x03, be32 id=1, be32 body>=8, be64 seq, body-8 payload bytes, footer
     EOF      u8 0x00                  (footer = u8 0x7e, be32 id; seq counts 0, 1, 2, ...)
 
-`--check full` (the default) enforces all of this: a stream that ends before EOF is
-truncated, bytes after EOF are rejected, and the size declared in START must match.
-`--check header` only checks magic and version (for streams written by a real QEMU, whose
-section bodies are device specific).
+For it `--check full` enforces all of this: a stream that ends before EOF is truncated,
+bytes after EOF are rejected, and the size declared in START must match.
 
 Faults, for tests of everything around the stub: `--fail-after N` (stop after N bytes and
 exit with the fault exit code), `--close-early N` (close the stream fd after N bytes; an
@@ -53,6 +61,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Literal
 
+from xdrstream.endpoints import migration
+from xdrstream.endpoints.migration import MigrationError, MigrationParser, Summary
 from xdrstream.endpoints.sink import (
     Direction,
     EndpointError,
@@ -188,6 +198,101 @@ def write_synthetic(path: str | os.PathLike[str], size: int, seed: int) -> str:
     return digest.hexdigest()
 
 
+# --- a real-format stream -------------------------------------------------------------------
+
+REAL_MACHINE = b"pc-i440fx-7.2"
+REAL_BLOCK = b"pc.ram"
+REAL_SECTION_ID = 2  # where QEMU 7.2's pc machine puts "ram"
+PAGES_PER_PART = 255  # ~1 MiB parts, like SECTION_SIZE
+_PAGE = migration.TARGET_PAGE_SIZE
+
+
+def real_format_size(ram_bytes: int) -> int:
+    """Bytes of `iter_real_format(ram_bytes, ...)` (its pieces but the page bodies)."""
+    pieces = _real_format_pieces(ram_bytes)
+    parts = -(-ram_bytes // _PAGE // PAGES_PER_PART)
+    per_part = len(pieces["part_head"]) + len(pieces["tail"])
+    return (
+        len(pieces["head"])
+        + parts * per_part
+        + ram_bytes // _PAGE * (8 + _PAGE)
+        + len(pieces["name"])
+        + len(pieces["end"])
+    )
+
+
+def _real_format_pieces(ram_bytes: int) -> dict[str, bytes]:
+    if ram_bytes <= 0 or ram_bytes % _PAGE:
+        raise ValueError(f"RAM of {ram_bytes} bytes: a positive multiple of {_PAGE} needed")
+    be32, be64 = struct.Struct(">I"), struct.Struct(">Q")
+    footer = _FOOTER.pack(QEMU_VM_SECTION_FOOTER, REAL_SECTION_ID)
+    eos = be64.pack(migration.RAM_SAVE_FLAG_EOS)
+    head = bytearray(HEADER)
+    head += _CONFIG.pack(QEMU_VM_CONFIGURATION, len(REAL_MACHINE)) + REAL_MACHINE
+    head += bytes([QEMU_VM_SECTION_START]) + be32.pack(REAL_SECTION_ID) + b"\x03ram"
+    head += be32.pack(0) + be32.pack(migration.RAM_VERSION)
+    head += be64.pack(ram_bytes | migration.RAM_SAVE_FLAG_MEM_SIZE)
+    head += bytes([len(REAL_BLOCK)]) + REAL_BLOCK + be64.pack(ram_bytes) + eos + footer
+    vmdesc = json.dumps({"page_size": _PAGE, "devices": []}).encode()
+    end = bytes([QEMU_VM_SECTION_END]) + be32.pack(REAL_SECTION_ID) + eos + footer
+    end += bytes([QEMU_VM_EOF, migration.QEMU_VM_VMDESCRIPTION]) + be32.pack(len(vmdesc))
+    return {
+        "head": bytes(head),
+        "part_head": bytes([QEMU_VM_SECTION_PART]) + be32.pack(REAL_SECTION_ID),
+        "name": bytes([len(REAL_BLOCK)]) + REAL_BLOCK,
+        "tail": eos + footer,
+        "end": end + vmdesc,
+    }
+
+
+def iter_real_format(ram_bytes: int, seed: int) -> Iterator[memoryview]:
+    """A RAM-heavy stream in QEMU 7.2's real format (what `migration.MigrationParser` checks).
+
+    A pc-i440fx-7.2 configuration, a RAM section ("ram" v4, section id 2) declaring one block
+    `pc.ram` of `ram_bytes` (a multiple of 4096), every page a normal PAGE (the first named,
+    the rest CONTINUE) with our known payload (255 pages of seeded random bytes, repeated),
+    in PART sections of 255 pages (~1 MiB) with EOS and footers, END, EOF and a vmdesc
+    without devices. Views of a reused buffer, valid until the next one is asked for.
+    """
+    pieces = _real_format_pieces(ram_bytes)
+    payload = random.Random(seed).randbytes(PAGES_PER_PART * _PAGE)
+    yield memoryview(pieces["head"])
+    part_head, name, tail = pieces["part_head"], pieces["name"], pieces["tail"]
+    record = 8 + _PAGE
+    pack = struct.Struct(">Q").pack_into
+    pages = ram_bytes // _PAGE
+    # the first part names the block in its first page; later parts share one template
+    # (page k of a part carries payload page k) whose address words alone are patched
+    first = bytearray(part_head)
+    for index in range(min(PAGES_PER_PART, pages)):
+        flags = 0x28 if index else migration.RAM_SAVE_FLAG_PAGE  # PAGE [| CONTINUE]
+        first += struct.pack(">Q", index * _PAGE | flags) + (b"" if index else name)
+        first += payload[index * _PAGE : (index + 1) * _PAGE]
+    yield memoryview(first + tail)
+    template = bytearray(part_head)
+    for index in range(PAGES_PER_PART):
+        template += bytes(8) + payload[index * _PAGE : (index + 1) * _PAGE]
+    template += bytes(len(tail))
+    view = memoryview(template)
+    for start in range(PAGES_PER_PART, pages, PAGES_PER_PART):
+        count = min(PAGES_PER_PART, pages - start)
+        at = len(part_head)
+        for index in range(start, start + count):
+            pack(template, at, index * _PAGE | 0x28)
+            at += record
+        template[at : at + len(tail)] = tail
+        yield view[: at + len(tail)]
+    yield memoryview(pieces["end"])
+
+
+def real_format_sha256(ram_bytes: int, seed: int) -> str:
+    """SHA-256 (hex) of the real-format stream, computed in-process."""
+    digest = hashlib.sha256()
+    for view in iter_real_format(ram_bytes, seed):
+        digest.update(view)
+    return digest.hexdigest()
+
+
 # --- the checker --------------------------------------------------------------------------
 
 
@@ -213,8 +318,13 @@ class StreamChecker:
         self._accept_rest = False
         self._next_seq = 0
         self._section_type = 0
+        self.real: MigrationParser | None = None
+        self.summary: Summary | None = None
 
     def feed(self, data: memoryview) -> None:
+        if self.real is not None:
+            self._feed_real(data)
+            return
         pos, end = 0, len(data)
         while pos < end:
             if self._accept_rest:
@@ -238,8 +348,31 @@ class StreamChecker:
                 field = bytes(self._field)
                 self._field.clear()
                 self._on_field(field, self.offset - self._need)
+                if self.real is not None:  # a real QEMU stream: the rest is the parser's
+                    self._feed_real(data[pos:])
+                    return
+
+    def _feed_real(self, data: memoryview) -> None:
+        assert self.real is not None
+        try:
+            self.real.feed(data)
+        except MigrationError as exc:
+            raise StreamRejected(exc.detail, exc.offset) from None
+        self.offset = self.real.offset
+
+    def _to_real(self, prefix: bytes) -> None:
+        """Not the synthetic machine: judge the stream as QEMU would, from its start."""
+        self.real = MigrationParser()
+        self._feed_real(memoryview(HEADER + prefix))
 
     def finish(self) -> None:
+        if self.real is not None:
+            try:
+                self.summary = self.real.finish()
+            except MigrationError as exc:
+                raise StreamRejected(exc.detail, exc.offset) from None
+            self.complete = True
+            return
         if self.complete:
             return
         where = f"in the {self._what}"
@@ -269,13 +402,15 @@ class StreamChecker:
 
     def _config(self, field: bytes, at: int) -> None:
         kind, length = _CONFIG.unpack(field)
-        if kind != QEMU_VM_CONFIGURATION:
-            raise StreamRejected(f"expected QEMU_VM_CONFIGURATION 0x07, got 0x{kind:02x}", at)
-        if not 0 < length <= 255:
-            raise StreamRejected(f"machine name length {length} not in 1..255", at + 1)
+        if kind != QEMU_VM_CONFIGURATION or length != len(MACHINE_NAME):
+            self._to_real(field)
+            return
         self._expect(length, "machine name", self._machine_name)
 
     def _machine_name(self, field: bytes, at: int) -> None:
+        if field != MACHINE_NAME:
+            self._to_real(_CONFIG.pack(QEMU_VM_CONFIGURATION, len(field)) + field)
+            return
         self._expect(_START.size, "START section header", self._start)
 
     def _start(self, field: bytes, at: int) -> None:
@@ -467,13 +602,25 @@ def run_incoming(fd: int, mode: Literal["full", "header"], faults: Faults) -> tu
     return EXIT_OK, report.line(True, None)
 
 
-def run_outgoing(fd: int, size: int, seed: int, faults: Faults) -> tuple[int, str]:
-    """Write the synthetic stream to `fd`; returns (exit code, report line)."""
+def iter_file(path: str | os.PathLike[str]) -> Iterator[memoryview]:
+    """A recorded stream (e.g. a real QEMU save), as views of a reused 1 MiB buffer."""
+    buffer = bytearray(SECTION_SIZE)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as source:
+        while count := source.readinto(buffer):
+            yield view[:count]
+
+
+def run_outgoing(
+    fd: int, size: int, seed: int, faults: Faults, source: str | None = None
+) -> tuple[int, str]:
+    """Write the synthetic stream (or the file `source`) to `fd`; returns (code, report)."""
     report = _Report("outgoing")
     clock = _FaultClock(faults)
     sink = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed below, maybe early
     try:
-        for section in iter_synthetic(size, seed):
+        sections = iter_synthetic(size, seed) if source is None else iter_file(source)
+        for section in sections:
             view = section
             while view:
                 stop = clock.stop_reason(report.bytes)
@@ -517,11 +664,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         choices=("full", "header"),
         default="full",
-        help="full: the synthetic framing to QEMU_VM_EOF; header: magic and version only",
+        help="full: judge it as QEMU 7.2 would (real or synthetic format); header: magic, version",
     )
-    outgoing = roles.add_parser("outgoing", help="write a synthetic stream (like migrate fd:)")
+    outgoing = roles.add_parser("outgoing", help="write a stream (like migrate fd:)")
     outgoing.add_argument("--fd", type=_nonnegative, default=1, help="stream fd (default 1)")
-    outgoing.add_argument("--size", type=_nonnegative, required=True, help="stream bytes")
+    what = outgoing.add_mutually_exclusive_group(required=True)
+    what.add_argument("--size", type=_nonnegative, help="bytes of the synthetic stream")
+    what.add_argument(
+        "--from", dest="source", metavar="FILE", help="replay a recorded stream (a real save)"
+    )
     outgoing.add_argument("--seed", type=int, default=0, help="payload seed (default 0)")
     for role in (incoming, outgoing):
         report = role.add_mutually_exclusive_group()
@@ -564,9 +715,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role == "incoming":
         code, line = run_incoming(args.fd, args.check, faults)
     else:
-        if args.size < MIN_SIZE:
+        if args.source is not None and not os.path.isfile(args.source):
+            parser.error(f"--from {args.source}: no such file")
+        if args.source is None and args.size < MIN_SIZE:
             parser.error(f"--size: a synthetic stream has at least {MIN_SIZE} bytes")
-        code, line = run_outgoing(args.fd, args.size, args.seed, faults)
+        code, line = run_outgoing(args.fd, args.size or 0, args.seed, faults, args.source)
     _write_report(args, line)
     return code
 
@@ -667,29 +820,53 @@ def start_stub_restore(
 
 
 def start_stub_save(
-    size: int, seed: int = 0, *, faults: Faults = Faults(), python: str = ""
+    size: int,
+    seed: int = 0,
+    *,
+    faults: Faults = Faults(),
+    python: str = "",
+    source: str | None = None,
 ) -> StubEndpoint:
-    """Start `qemu_stub outgoing` writing a pipe; read `.fd` to EOF, then wait()."""
-    _layout(size)  # a size too small is the caller's error, raised here
-    args = ["--size", str(size), "--seed", str(seed), *faults.to_args()]
+    """Start `qemu_stub outgoing` writing a pipe; read `.fd` to EOF, then wait().
+
+    The stream is the synthetic one of `size` bytes, or the recorded file `source`.
+    """
+    if source is not None:
+        if not os.path.isfile(source):
+            raise EndpointError(f"the stub's save stream {source!r}: no such file")
+        args = ["--from", os.path.abspath(source), *faults.to_args()]
+    else:
+        _layout(size)  # a size too small is the caller's error, raised here
+        args = ["--size", str(size), "--seed", str(seed), *faults.to_args()]
     return _start_stub(Direction.SAVE, args, python or sys.executable)
 
 
 @dataclass(frozen=True)
 class StubLauncher:
-    """Starts stub endpoints (`sink.EndpointLauncher`): saves emit `save_size` bytes."""
+    """Starts stub endpoints (`sink.EndpointLauncher`).
+
+    Saves emit the synthetic stream of `save_size` bytes, or replay the file `save_from`
+    (a recorded real QEMU save: then `save_size` and `seed` do not apply).
+    """
 
     check: Literal["full", "header"] = "full"
     save_size: int = 64 << 20
     seed: int = 0
     faults: Faults = Faults()
     python: str = ""
+    save_from: str | None = None
 
     def restore(self) -> StubEndpoint:
         return start_stub_restore(check=self.check, faults=self.faults, python=self.python)
 
     def save(self) -> StubEndpoint:
-        return start_stub_save(self.save_size, self.seed, faults=self.faults, python=self.python)
+        return start_stub_save(
+            self.save_size,
+            self.seed,
+            faults=self.faults,
+            python=self.python,
+            source=self.save_from,
+        )
 
 
 if __name__ == "__main__":

@@ -271,6 +271,11 @@ def _register_serve(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the stub's save stream")
     parser.add_argument(
+        "--save-from",
+        metavar="FILE",
+        help="the stub's saves replay this recorded stream, e.g. a real QEMU save",
+    )
+    parser.add_argument(
         "--timeout",
         type=_positive_float,
         default=60.0,
@@ -528,7 +533,11 @@ def _launcher(args: argparse.Namespace) -> EndpointLauncher:
         exit_code=args.stub_exit_code,
     )
     return StubLauncher(
-        check=args.stub_check, save_size=args.save_size, seed=args.seed, faults=faults
+        check=args.stub_check,
+        save_size=args.save_size,
+        seed=args.seed,
+        faults=faults,
+        save_from=args.save_from,
     )
 
 

@@ -1,0 +1,663 @@
+"""QEMU's migration stream format, as QEMU 7.2 writes and reads it: an incremental parser.
+
+No I/O: `MigrationParser.feed()` takes the stream in chunks of any size as they arrive and
+`finish()` judges it at end of input; both raise `MigrationError` (what, where: byte offset
+and section). Facts from QEMU 7.2's migration/savevm.c (sections), migration/ram.c (the RAM
+section) and scripts/analyze-migration.py (device sections read through the vmdesc):
+
+    header    be32 0x5145564d "QEVM", be32 3
+    config    u8 0x07, be32 n, n bytes machine name, [subsections]   (machines >= 2.9)
+    START/FULL u8 0x01/0x04, be32 section id, u8 n, n bytes idstr, be32 instance, be32 version,
+              body, [footer]
+    PART/END  u8 0x02/0x03, be32 section id (of an earlier START/FULL), body, [footer]
+    COMMAND   u8 0x08, be16 command, be16 length, length bytes
+    footer    u8 0x7e, be32 section id                   (machines >= 2.4 send footers)
+    EOF       u8 0x00, then the vmdesc: u8 0x06, be32 length, JSON describing device sections
+
+The RAM section ("ram", instance 0, version 4) is a sequence of be64 words `address | flags`
+(flags in the bits below the target page size): MEM_SIZE (total, then per block u8 n, name,
+be64 length), ZERO (block name unless CONTINUE, one fill byte), PAGE (block name unless
+CONTINUE, one target page), EOS (end of this part). The block named last carries over to the
+next section, as in QEMU. Pages stream through in constant memory (page bodies are skipped,
+never copied; a fast path walks consecutive CONTINUE pages inside a chunk).
+
+Device sections carry no length on the wire: QEMU reads them with its compiled-in device
+descriptions; the stub has only the vmdesc JSON QEMU appends after EOF, whose field sizes are
+the bytes written (savevm.c vmsd_desc_field_end). So from the first device section on the
+parser holds the input (at most `hold_limit` bytes, `DEVICE_STATE_LIMIT` by default), finds
+the vmdesc at the end of input, then checks the held sections field by field (sizes and
+subsection headers), footers included. The vmdesc must end the stream: a stream cut inside
+it, or with bytes after it, is rejected (QEMU 7.2 itself stops judging at EOF: it only drains
+the vmdesc, so it accepts such streams; the stub is stricter because it is a stream checker).
+
+A stream with device sections but no vmdesc (machines that suppress it, none of x86's, or
+the postcopy-ram capability) cannot be checked and is rejected, saying so.
+
+Where the stub cannot know the receiving machine (which RAM blocks and devices it has, their
+field values), it accepts what a matching machine would: any block names and lengths the
+MEM_SIZE list declares, any device the vmdesc describes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+MAGIC = 0x5145564D  # "QEVM"
+VERSION = 3
+VERSION_COMPAT = 2  # QEMU: "SaveVM v2 format is obsolete and don't work anymore"
+
+QEMU_VM_EOF = 0x00
+QEMU_VM_SECTION_START = 0x01
+QEMU_VM_SECTION_PART = 0x02
+QEMU_VM_SECTION_END = 0x03
+QEMU_VM_SECTION_FULL = 0x04
+QEMU_VM_SUBSECTION = 0x05
+QEMU_VM_VMDESCRIPTION = 0x06
+QEMU_VM_CONFIGURATION = 0x07
+QEMU_VM_COMMAND = 0x08
+QEMU_VM_SECTION_FOOTER = 0x7E
+
+SECTION_NAMES = {
+    QEMU_VM_SECTION_START: "START",
+    QEMU_VM_SECTION_PART: "PART",
+    QEMU_VM_SECTION_END: "END",
+    QEMU_VM_SECTION_FULL: "FULL",
+}
+
+RAM_SAVE_FLAG_ZERO = 0x02
+RAM_SAVE_FLAG_MEM_SIZE = 0x04
+RAM_SAVE_FLAG_PAGE = 0x08
+RAM_SAVE_FLAG_EOS = 0x10
+RAM_SAVE_FLAG_CONTINUE = 0x20
+RAM_SAVE_FLAG_XBZRLE = 0x40
+RAM_SAVE_FLAG_HOOK = 0x80
+RAM_SAVE_FLAG_COMPRESS_PAGE = 0x100
+RAM_SAVE_FLAG_MULTIFD_FLUSH = 0x200  # QEMU >= 8.0; QEMU 7.2 rejects it as unknown
+RAM_VERSION = 4
+
+TARGET_PAGE_SIZE = 4096
+"""x86's target page size (the stub stands in for qemu-system-x86_64)."""
+
+DEVICE_STATE_LIMIT = 16 << 20
+"""Bytes held from the first device section to the end of the vmdesc (a PC guest: ~0.2 MiB)."""
+
+MACHINE_NAME_LIMIT = 256
+"""Longest machine name accepted in the CONFIGURATION section (QEMU's are ~15 bytes)."""
+
+# QEMU 7.2 savevm.c mig_cmd_args: command -> (name, argument length or -1 for variable)
+MIG_COMMANDS = {
+    1: ("OPEN_RETURN_PATH", 0),
+    2: ("PING", 4),
+    3: ("POSTCOPY_ADVISE", -1),
+    4: ("POSTCOPY_LISTEN", 0),
+    5: ("POSTCOPY_RUN", 0),
+    6: ("POSTCOPY_RAM_DISCARD", -1),
+    7: ("POSTCOPY_RESUME", 0),
+    8: ("RECV_BITMAP", -1),
+    9: ("PACKAGED", 4),
+    10: ("ENABLE_COLO", 0),
+}
+
+CONFIG_SUBSECTIONS = (b"configuration/target-page-bits", b"configuration/capabilities")
+
+_BE16 = struct.Struct(">H")
+_BE32 = struct.Struct(">I")
+_BE64 = struct.Struct(">Q")
+
+# generator requests: n > 0 read n bytes, n < 0 skip -n bytes, or one of these
+_PAGES = 0  # walk consecutive CONTINUE pages in the current chunk (the fast path)
+_HOLD = 1 << 62  # hold the rest of the input until the vmdesc is known
+_DONE = -(1 << 62)  # the stream is complete: nothing may follow
+
+
+class MigrationError(Exception):
+    """The stream is not one QEMU would load; `offset` is the byte, `section` the section."""
+
+    def __init__(self, reason: str, offset: int, section: str = "") -> None:
+        self.detail = f"{reason} in {section}" if section else reason
+        super().__init__(f"{self.detail} (at byte {offset})")
+        self.reason = reason
+        self.offset = offset
+        self.section = section
+
+
+@dataclass
+class Summary:
+    """What a complete stream held."""
+
+    machine: str | None = None
+    sections: int = 0
+    blocks: dict[str, int] = field(default_factory=dict)
+    pages: int = 0
+    zero_pages: int = 0
+    devices: int = 0
+    commands: int = 0
+    held_bytes: int = 0
+    vmdesc_bytes: int = 0
+
+
+@dataclass
+class _Section:
+    section_id: int
+    idstr: str
+    instance: int
+    version: int
+    device: dict[str, Any] | None = None  # the vmdesc entry; None for RAM
+
+    def label(self, kind: int) -> str:
+        return f"{SECTION_NAMES.get(kind, '?')} section {self.section_id} '{self.idstr}'"
+
+
+class MigrationParser:
+    """Incremental validator of a real QEMU migration stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        page_size: int = TARGET_PAGE_SIZE,
+        hold_limit: int = DEVICE_STATE_LIMIT,
+        multifd_flush: bool = False,
+        trace: list[tuple[int, str]] | None = None,
+    ) -> None:
+        self.page_size = page_size
+        self.trace = trace  # (offset, what) of sections, footers, pages: for tests
+        self.hold_limit = hold_limit
+        self.multifd_flush = multifd_flush
+        self.summary = Summary()
+        self.offset = 0  # stream offset of the next byte not yet consumed
+        self.complete = False
+        self.where = "the file header"
+        self._field = bytearray()
+        self._held: bytearray | None = None
+        self._hold_start = 0
+        self._vmdesc: dict[str, Any] | None = None
+        self._devices: dict[tuple[str, int], dict[str, Any]] = {}
+        self._sections: dict[int, _Section] = {}
+        self._block_len = 0  # length of the RAM block named last (0: none yet)
+        self._block = ""
+        self._gen = self._stream()
+        self._request = next(self._gen)
+
+    # -- driving the generator -------------------------------------------------------------
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        if self._held is not None:
+            self._hold(view)
+            return
+        pos, end = 0, len(view)
+        base = self.offset
+        while pos < end:
+            request = self._request
+            if request == _DONE:
+                raise MigrationError(
+                    f"{end - pos} bytes after the vmdesc, which ends the stream", base + pos
+                )
+            if request == _PAGES:
+                pos = self._fast_pages(view, pos, end)
+                self.offset = base + pos
+                self._advance(None)
+            elif request == _HOLD:
+                self.offset = base + pos
+                self._held = bytearray()
+                self._hold_start = self.offset
+                self._hold(view[pos:])
+                return
+            elif request < 0:
+                take = min(-request, end - pos)
+                pos += take
+                if take < -request:
+                    self._request += take
+                    break
+                self.offset = base + pos
+                self._advance(None)
+            else:
+                have = len(self._field)
+                if not have and end - pos >= request:
+                    value = bytes(view[pos : pos + request])
+                    pos += request
+                else:
+                    take = min(request - have, end - pos)
+                    self._field += view[pos : pos + take]
+                    pos += take
+                    if len(self._field) < request:
+                        break
+                    value = bytes(self._field)
+                    self._field.clear()
+                self.offset = base + pos
+                self._advance(value)
+        self.offset = base + pos
+
+    def finish(self) -> Summary:
+        """End of input: the summary of a complete stream, else MigrationError."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._vmdesc = self._find_vmdesc(held)
+            self.offset = self._hold_start
+            self.summary.held_bytes = len(held)
+            self._advance(None)  # the generator waits at _HOLD; it may go on now
+            self.feed(held)
+        if self._request != _DONE:
+            raise MigrationError(f"truncated: the stream ends in {self.where}", self.offset)
+        return self.summary
+
+    def _advance(self, value: bytes | None) -> None:
+        try:
+            self._request = self._gen.send(value)
+        except StopIteration:
+            self._request = _DONE
+            self.complete = True
+
+    def _hold(self, view: memoryview) -> None:
+        assert self._held is not None
+        if len(self._held) + len(view) > self.hold_limit:
+            raise MigrationError(
+                f"device state and vmdesc exceed the {self.hold_limit}-byte bound held until "
+                f"the vmdesc arrives (device sections start at byte {self._hold_start})",
+                self._hold_start + self.hold_limit,
+            )
+        self._held += view
+        self.offset += len(view)
+
+    def _fast_pages(self, view: memoryview, pos: int, end: int) -> int:
+        """Skip whole CONTINUE PAGE / ZERO records of the current block inside the chunk."""
+        if self.trace is not None:  # every page goes through the traced path
+            return pos
+        mask = self.page_size - 1
+        record = 8 + self.page_size
+        limit = self._block_len
+        unpack = _BE64.unpack_from
+        page_flags = RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_CONTINUE
+        zero_flags = RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE
+        pages = zeros = 0
+        while end - pos >= 9:
+            word = unpack(view, pos)[0]
+            flags = word & mask
+            if flags == page_flags:
+                if end - pos < record or word - flags >= limit:
+                    break
+                pos += record
+                pages += 1
+            elif flags == zero_flags:
+                if word - flags >= limit:
+                    break
+                pos += 9
+                zeros += 1
+            else:
+                break
+        self.summary.pages += pages
+        self.summary.zero_pages += zeros
+        return pos
+
+    def _mark(self, at: int, what: str) -> None:
+        if self.trace is not None:
+            self.trace.append((at, what))
+
+    def _error(self, reason: str, at: int) -> MigrationError:
+        return MigrationError(reason, at, self.where)
+
+    # -- the format ------------------------------------------------------------------------
+    def _stream(self) -> Generator[int, bytes | None, None]:
+        head = yield 8
+        assert head is not None
+        magic, version = struct.unpack(">II", head)
+        if magic != MAGIC:
+            raise MigrationError(
+                f"not a migration stream: magic 0x{magic:08x} {head[:4]!r}, expected "
+                f"0x{MAGIC:08x} 'QEVM'",
+                0,
+            )
+        if version == VERSION_COMPAT:
+            raise MigrationError("stream version 2 is obsolete (QEMU loads version 3)", 4)
+        if version != VERSION:
+            raise MigrationError(f"unsupported stream version {version}, expected 3", 4)
+        self.where = "the first section"
+        kind = (yield from self._read(1))[0]
+        # Machines that send the CONFIGURATION section (>= 2.9) all send footers (>= 2.4);
+        # older ones tell by their first footer position: 0x7e there is never a section type.
+        footers: bool | None = None
+        if kind == QEMU_VM_CONFIGURATION:
+            kind = yield from self._configuration()
+            footers = True
+        while kind != QEMU_VM_EOF:
+            at = self.offset - 1
+            self.summary.sections += 1
+            self._mark(at, f"section 0x{kind:02x}")
+            if kind in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL):
+                section = yield from self._start_full(kind, at)
+            elif kind in (QEMU_VM_SECTION_PART, QEMU_VM_SECTION_END):
+                section = yield from self._part_end(kind, at)
+            elif kind == QEMU_VM_COMMAND:
+                yield from self._command(at)
+                self.where = "the section after a QEMU_VM_COMMAND"
+                kind = (yield from self._read(1))[0]
+                continue
+            else:
+                raise self._error(f"unknown section type 0x{kind:02x}", at)
+            label = section.label(kind)
+            self.where = f"the footer of {label}"
+            mark = (yield from self._read(1))[0]
+            self._mark(self.offset - 1, f"footer {label}")
+            if footers is None:
+                footers = mark == QEMU_VM_SECTION_FOOTER
+            if footers:
+                if mark != QEMU_VM_SECTION_FOOTER:
+                    raise self._error(
+                        f"missing section footer: 0x{mark:02x}, expected 0x7e", self.offset - 1
+                    )
+                (footer_id,) = _BE32.unpack((yield from self._read(4)))
+                if footer_id != section.section_id:
+                    raise self._error(
+                        f"section footer id {footer_id}, expected {section.section_id}",
+                        self.offset - 4,
+                    )
+                self.where = f"the section after {label}"
+                kind = (yield from self._read(1))[0]
+            else:
+                kind = mark
+        self._mark(self.offset - 1, "eof")
+        self.where = "the vmdesc after QEMU_VM_EOF"
+        yield from self._vmdesc_section()
+
+    def _read(self, size: int) -> Generator[int, bytes | None, bytes]:
+        value = yield size
+        assert value is not None
+        return value
+
+    def _configuration(self) -> Generator[int, bytes | None, int]:
+        """The CONFIGURATION section; returns the type of the section after it."""
+        self.where = "the CONFIGURATION section"
+        (length,) = _BE32.unpack((yield from self._read(4)))
+        if not 0 < length <= MACHINE_NAME_LIMIT:
+            raise self._error(
+                f"machine name length {length} not in 1..{MACHINE_NAME_LIMIT}", self.offset - 4
+            )
+        name = yield from self._read(length)
+        self.summary.machine = name.decode("utf-8", "replace")
+        while True:  # subsections follow the fields; the next section type ends them
+            mark = yield 1
+            assert mark is not None
+            if mark[0] != QEMU_VM_SUBSECTION:
+                break
+            at = self.offset - 1
+            sub = yield from self._read((yield from self._read(1))[0])
+            yield from self._read(4)  # version
+            if sub == CONFIG_SUBSECTIONS[0]:
+                (bits,) = _BE32.unpack((yield from self._read(4)))
+                if not 10 <= bits <= 16:
+                    raise self._error(f"target page bits {bits} not in 10..16", at)
+                self.page_size = 1 << bits
+            elif sub == CONFIG_SUBSECTIONS[1]:
+                (count,) = _BE32.unpack((yield from self._read(4)))
+                names = []
+                for _ in range(count):
+                    names.append((yield from self._read((yield from self._read(1))[0])))
+                raise self._error(
+                    f"migration capabilities {b', '.join(names).decode(errors='replace')} are "
+                    "not supported by the stub",
+                    at,
+                )
+            else:
+                raise self._error(f"unknown configuration subsection {sub!r}", at)
+        return mark[0]
+
+    def _start_full(self, kind: int, at: int) -> Generator[int, bytes | None, _Section]:
+        self.where = f"the header of the {SECTION_NAMES[kind]} section at byte {at}"
+        (section_id,) = _BE32.unpack((yield from self._read(4)))
+        length = (yield from self._read(1))[0]
+        if not length:
+            raise self._error("empty section idstr", self.offset - 1)
+        idstr = (yield from self._read(length)).decode("utf-8", "replace")
+        instance, version = struct.unpack(">II", (yield from self._read(8)))
+        section = _Section(section_id, idstr, instance, version)
+        self.where = section.label(kind)
+        if idstr == "ram" and instance == 0:
+            if version != RAM_VERSION:
+                raise self._error(f"RAM section version {version}, expected 4", self.offset - 4)
+            self._sections[section_id] = section
+            yield from self._ram(section)
+            return section
+        if self._vmdesc is None:
+            yield _HOLD
+            self.where = section.label(kind)
+        device = self._devices.get((idstr, instance))
+        if device is None:
+            raise self._error(
+                f"section '{idstr}' instance {instance} is neither RAM nor a device the "
+                "vmdesc describes",
+                at,
+            )
+        if version != device.get("version"):
+            raise self._error(
+                f"section version {version}, the vmdesc describes version {device.get('version')}",
+                self.offset - 4,
+            )
+        section.device = device
+        self._sections[section_id] = section
+        self.summary.devices += 1
+        yield from self._device(device, section.label(kind))
+        return section
+
+    def _part_end(self, kind: int, at: int) -> Generator[int, bytes | None, _Section]:
+        self.where = f"the header of the {SECTION_NAMES[kind]} section at byte {at}"
+        (section_id,) = _BE32.unpack((yield from self._read(4)))
+        section = self._sections.get(section_id)
+        if section is None:
+            raise self._error(
+                f"{SECTION_NAMES[kind]} of section id {section_id}, which no START or FULL "
+                "section opened",
+                at + 1,
+            )
+        self.where = section.label(kind)
+        if section.device is None:
+            yield from self._ram(section)
+        else:
+            yield from self._device(section.device, section.label(kind))
+        return section
+
+    def _command(self, at: int) -> Generator[int, bytes | None, None]:
+        self.where = f"the QEMU_VM_COMMAND at byte {at}"
+        command, length = struct.unpack(">HH", (yield from self._read(4)))
+        known = MIG_COMMANDS.get(command)
+        if known is None:
+            raise self._error(f"unknown migration command 0x{command:x} (length {length})", at)
+        name, expected = known
+        if expected != -1 and length != expected:
+            raise self._error(f"MIG_CMD_{name} with length {length}, expected {expected}", at)
+        if name != "OPEN_RETURN_PATH":
+            raise self._error(f"MIG_CMD_{name}: postcopy, COLO and pings are not supported", at)
+        self.summary.commands += 1
+
+    def _ram(self, section: _Section) -> Generator[int, bytes | None, None]:
+        page_size = self.page_size
+        mask = page_size - 1
+        label = self.where
+        while True:
+            self.where = label
+            word = _BE64.unpack((yield from self._read(8)))[0]
+            at = self.offset - 8
+            flags = word & mask
+            addr = word - flags
+            self._mark(at, f"ram 0x{flags:x} {self._block}")
+            if flags & RAM_SAVE_FLAG_COMPRESS_PAGE:
+                raise self._error(
+                    "compressed RAM page (COMPRESS_PAGE 0x100): the compress capability is off",
+                    at,
+                )
+            base = flags & ~RAM_SAVE_FLAG_CONTINUE
+            if flags & (RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_XBZRLE):
+                if flags & RAM_SAVE_FLAG_CONTINUE:
+                    if not self._block_len and not self._block:
+                        raise self._error("CONTINUE page before any RAM block was named", at)
+                else:
+                    name = (yield from self._read((yield from self._read(1))[0])).decode(
+                        "utf-8", "replace"
+                    )
+                    if name not in self.summary.blocks:
+                        raise self._error(f"page of unknown RAM block {name!r}", at)
+                    self._block, self._block_len = name, self.summary.blocks[name]
+                if addr >= self._block_len:
+                    raise self._error(
+                        f"page at 0x{addr:x} outside RAM block '{self._block}' "
+                        f"(length 0x{self._block_len:x})",
+                        at,
+                    )
+            if base == RAM_SAVE_FLAG_PAGE:
+                yield -page_size
+                self.summary.pages += 1
+                yield _PAGES
+            elif base == RAM_SAVE_FLAG_ZERO:
+                yield 1
+                self.summary.zero_pages += 1
+                yield _PAGES
+            elif base == RAM_SAVE_FLAG_MEM_SIZE:
+                yield from self._block_list(addr, at)
+            elif base == RAM_SAVE_FLAG_EOS:
+                return
+            elif base == RAM_SAVE_FLAG_MULTIFD_FLUSH and self.multifd_flush:
+                continue
+            else:
+                raise self._error(self._flags_reason(flags), at)
+
+    def _flags_reason(self, flags: int) -> str:
+        if flags & RAM_SAVE_FLAG_XBZRLE:
+            return f"XBZRLE RAM page (flags 0x{flags:x}): the xbzrle capability is off"
+        if flags & RAM_SAVE_FLAG_HOOK:
+            return f"RAM_SAVE_FLAG_HOOK (flags 0x{flags:x}): RDMA hooks are not supported"
+        if flags & RAM_SAVE_FLAG_MULTIFD_FLUSH:
+            return f"MULTIFD_FLUSH (flags 0x{flags:x}) is QEMU 8.0's, unknown to QEMU 7.2"
+        return f"unknown combination of RAM flags 0x{flags:x}"
+
+    def _block_list(self, total: int, at: int) -> Generator[int, bytes | None, None]:
+        blocks: dict[str, int] = {}
+        remaining = total
+        while remaining:
+            length = (yield from self._read(1))[0]
+            if not length:
+                raise self._error("MEM_SIZE block with an empty name", self.offset - 1)
+            name = (yield from self._read(length)).decode("utf-8", "replace")
+            size = _BE64.unpack((yield from self._read(8)))[0]
+            if size > remaining:
+                raise self._error(
+                    f"RAM block '{name}' of 0x{size:x} bytes exceeds what MEM_SIZE 0x{total:x} "
+                    f"leaves (0x{remaining:x})",
+                    self.offset - 8,
+                )
+            blocks[name] = size
+            remaining -= size
+        self.summary.blocks.update(blocks)
+        if self._block in blocks:
+            self._block_len = blocks[self._block]
+
+    def _device(self, desc: dict[str, Any], label: str) -> Generator[int, bytes | None, None]:
+        size = _fields_size(desc, self.offset, label)
+        if size:
+            yield -size
+        for sub in desc.get("subsections") or ():
+            if not isinstance(sub, dict):
+                raise self._error("vmdesc: a subsection that is not an object", self.offset)
+            name = str(sub.get("vmsd_name", ""))
+            self.where = f"subsection '{name}' of {label}"
+            at = self.offset
+            if (yield from self._read(1))[0] != QEMU_VM_SUBSECTION:
+                raise self._error(f"subsection '{name}' missing (no 0x05 marker)", at)
+            got = (yield from self._read((yield from self._read(1))[0])).decode("utf-8", "replace")
+            if got != name:
+                raise self._error(f"subsection {got!r}, the vmdesc says {name!r}", at + 1)
+            (version,) = _BE32.unpack((yield from self._read(4)))
+            if version != sub.get("version"):
+                raise self._error(
+                    f"subsection version {version}, the vmdesc says {sub.get('version')}",
+                    self.offset - 4,
+                )
+            yield from self._device(sub, label)
+        self.where = label
+
+    def _vmdesc_section(self) -> Generator[int, bytes | None, None]:
+        at = self.offset
+        kind = (yield from self._read(1))[0]
+        if kind != QEMU_VM_VMDESCRIPTION:
+            raise self._error(
+                f"expected QEMU_VM_VMDESCRIPTION 0x06 after QEMU_VM_EOF, got 0x{kind:02x}", at
+            )
+        (length,) = _BE32.unpack((yield from self._read(4)))
+        if length > self.hold_limit:
+            raise self._error(f"vmdesc of {length} bytes exceeds {self.hold_limit}", at + 1)
+        text = (yield from self._read(length)) if length else b""
+        if self._vmdesc is None:
+            self._vmdesc = self._parse_vmdesc(text, at + 5)
+        self.summary.vmdesc_bytes = length
+
+    def _find_vmdesc(self, held: bytearray) -> dict[str, Any]:
+        """The vmdesc ending the held bytes: EOF 0x00, 0x06, be32 length, JSON to the end."""
+        start = self._hold_start
+        end = len(held)
+        pos = end
+        trailing: tuple[int, int] | None = None
+        while (pos := held.rfind(b"\x00\x06", 0, pos)) >= 0:
+            if pos + 6 > end:
+                continue
+            (length,) = _BE32.unpack_from(held, pos + 2)
+            stop = pos + 6 + length
+            if stop > end or held[pos + 6 : pos + 7] != b"{":
+                continue
+            try:
+                value = json.loads(held[pos + 6 : stop])
+            except ValueError:
+                continue
+            if stop < end:
+                trailing = (stop, end - stop)
+                break
+            return self._parse_vmdesc_value(value, start + pos + 6)
+        if trailing is not None:
+            raise MigrationError(
+                f"{trailing[1]} bytes after the vmdesc, which ends the stream",
+                start + trailing[0],
+                "the vmdesc after QEMU_VM_EOF",
+            )
+        raise MigrationError(
+            f"no complete vmdesc (QEMU_VM_VMDESCRIPTION JSON) ends the stream: truncated? "
+            f"The device sections from byte {start} on cannot be checked without it",
+            start + end,
+            self.where,
+        )
+
+    def _parse_vmdesc(self, text: bytes, at: int) -> dict[str, Any]:
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise self._error(f"vmdesc is not JSON: {exc}", at) from None
+        return self._parse_vmdesc_value(value, at)
+
+    def _parse_vmdesc_value(self, value: Any, at: int) -> dict[str, Any]:
+        where = "the vmdesc after QEMU_VM_EOF"
+        if not isinstance(value, dict) or not isinstance(value.get("devices"), list):
+            raise MigrationError("vmdesc JSON without a 'devices' list", at, where)
+        if value.get("page_size") != self.page_size:
+            raise MigrationError(
+                f"vmdesc page_size {value.get('page_size')}, expected {self.page_size}", at, where
+            )
+        for device in value["devices"]:
+            if not isinstance(device, dict) or not isinstance(device.get("name"), str):
+                raise MigrationError("vmdesc device without a name", at, where)
+            instance = device.get("instance_id")
+            if not isinstance(instance, int):
+                raise MigrationError(f"vmdesc device {device['name']!r}: no instance_id", at, where)
+            self._devices[(device["name"], instance)] = device
+        return value
+
+
+def _fields_size(desc: dict[str, Any], at: int, label: str) -> int:
+    """Wire bytes of a vmdesc entry's fields (struct sizes include their subsections)."""
+    total = 0
+    for entry in desc.get("fields") or ():
+        size = entry.get("size") if isinstance(entry, dict) else None
+        count = entry.get("array_len", 1) if isinstance(entry, dict) else None
+        if not isinstance(size, int) or not isinstance(count, int) or size < 0 or count < 0:
+            name = entry.get("name") if isinstance(entry, dict) else entry
+            raise MigrationError(f"vmdesc field {name!r} has no valid size", at, label)
+        total += size * count
+    return total
