@@ -93,3 +93,42 @@ def test_select_by_glob_and_section() -> None:
     assert four and all(c.id.startswith("4.") for c in four)
     assert "4.4.2/4" not in {c.id for c in select(cases, ["4.*"], ["4.4.2/4"])}
     assert select(cases, ["99.*"]) == []
+
+
+def test_deviation_is_a_fourth_outcome_recognised_from_the_target() -> None:
+    """A case that fails against the implementation it lists as deviating is outcome
+    ``deviation`` (with implementation, version, §), fails against any other target, and a
+    deviation fails the run unless allowed (issue 16 part 4)."""
+    from xdrstream.conformance.catalogue import (
+        Case,
+        Context,
+        Deviation,
+        Implementation,
+        exit_status,
+        run_case,
+    )
+    from xdrstream.conformance.peer import Violation
+    from xdrstream.transport import address as addresses
+
+    def breaks(ctx: Context) -> None:
+        raise Violation("§3.2: ignored")
+
+    item = Case(
+        "3.2/9", "t", "r", "e", breaks, deviations=(Deviation("libvirtd", "ignores it", "9.0.0"),)
+    )
+    context = Context(addresses.parse_address("unix:/nonexistent"))
+    assert run_case(item, context).outcome == "fail"
+    context.implementation = Implementation("xdrstream", "9.0.0")
+    assert run_case(item, context).outcome == "fail"
+    context.implementation = Implementation("libvirtd", "9.0.0")
+    result = run_case(item, context)
+    assert result.outcome == "deviation"
+    assert result.deviation_info() == {
+        "id": "3.2/9",
+        "section": "§3.2",
+        "implementation": "libvirtd",
+        "version": "9.0.0",
+        "behaviour": "ignores it",
+    }
+    assert exit_status([result]) == 1
+    assert exit_status([result], ["3.2/*"]) == 0

@@ -15,7 +15,15 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from xdrstream.conformance.catalogue import ANY, LIBVIRT, Context, Skip, case
+from xdrstream.conformance.catalogue import (
+    ANY,
+    LIBVIRT,
+    Context,
+    Deviation,
+    Implementation,
+    Skip,
+    case,
+)
 from xdrstream.conformance.peer import Closed, Peer, Silence, Violation
 from xdrstream.endpoints.qemu_stub import synthetic_bytes, synthetic_sha256
 from xdrstream.protocol import bodies, programs_from_schema, schemas
@@ -343,7 +351,7 @@ def _closes_on(ctx: Context, data: bytes, section: str, shutdown: bool = False) 
     requirement="§3.2: a receiver MUST reject a header whose type is not one of §4.1",
     expect="connection closed, no answer",
     programs=ANY,
-    deviations={"libvirt": "libvirtd 9.0 ignores a frame with an unknown type"},
+    deviations=(Deviation("libvirtd", "ignores a frame with an unknown type", "9.0.0"),),
 )
 def _unknown_type(ctx: Context) -> None:
     _closes_on(
@@ -357,7 +365,9 @@ def _unknown_type(ctx: Context) -> None:
     requirement="§3.2: a receiver MUST reject a header whose status is not one of §4.2",
     expect="connection closed, no answer",
     programs=ANY,
-    deviations={"libvirt": "libvirtd 9.0 answers an unknown status with an ERROR reply"},
+    deviations=(
+        Deviation("libvirtd", "answers a call with an unknown status with an ERROR reply", "9.0.0"),
+    ),
 )
 def _unknown_status(ctx: Context) -> None:
     frame = probe_call(ctx, 1)
@@ -1352,7 +1362,9 @@ def _stop_reading(ctx: Context) -> None:
     requirement="§10.1: the endpoint MUST stop processing the input and MUST close",
     expect="connection closed, the following call unanswered",
     programs=ANY,
-    deviations={"libvirt": "libvirtd 9.0 ignores a frame with an unknown type and goes on"},
+    deviations=(
+        Deviation("libvirtd", "ignores a frame with an unknown type and goes on", "9.0.0"),
+    ),
 )
 def _stop_processing(ctx: Context) -> None:
     bad = probe_call(ctx, 1)
@@ -1609,3 +1621,31 @@ for _id, _title, _requirement in (
     case(_id, _title, requirement=_requirement,
          expect="the client sends nothing more and closes the connection",
          role="client")(_client_case)  # fmt: skip
+
+
+# ============================================================================== identity
+def identify(ctx: Context) -> Implementation | None:
+    """Who a libvirt-program target is, asked of it: CONNECT_GET_TYPE names our storage
+    server ``xdrstream``, anything else is libvirtd (its hypervisor driver's type);
+    CONNECT_GET_LIB_VERSION gives the version (major * 1e6 + minor * 1e3 + release). None
+    for restore.x targets or a target that does not answer these."""
+    if ctx.program != "libvirt":
+        return None
+    try:
+        peer, _ = _libvirt_open(ctx, ctx.libvirt.uri)
+        kind = _libvirt_call(peer, _lv("CONNECT_GET_TYPE"), None, "CONNECT_GET_TYPE").type
+        number = _libvirt_call(
+            peer, _lv("CONNECT_GET_LIB_VERSION"), None, "CONNECT_GET_LIB_VERSION"
+        ).lib_ver
+    except (Skip, Violation, Closed):
+        return None
+    finally:
+        ctx.close_all()
+    name = "xdrstream" if kind == "xdrstream" else "libvirtd"
+    version = f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+    return Implementation(name, version, "CONNECT_GET_TYPE, CONNECT_GET_LIB_VERSION")
+
+
+def _lv(name: str) -> int:
+    """A procedure number of libvirt's remote program, from the schema."""
+    return int(_LV[name])

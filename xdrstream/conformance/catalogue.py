@@ -9,6 +9,18 @@ run with ``--strict``) and a function that drives it. The function gets a :class
 (connect, helpers) and raises :class:`~xdrstream.conformance.peer.Violation` when the target
 fails, :class:`Skip` when the case cannot run; returning means pass.
 
+Four outcomes (plus ``error``, a bug of the case itself):
+
+* ``pass`` -- the target did what the case expects;
+* ``fail`` -- it did not;
+* ``skip`` -- the case could not run here; the detail says why;
+* ``deviation`` -- it did not, and the case lists this as a :class:`Deviation` of the
+  implementation the target says it is (:class:`Implementation`, asked of the target itself,
+  e.g. libvirt's CONNECT_GET_TYPE and CONNECT_GET_LIB_VERSION). A deviation case still runs:
+  if the target behaves as the spec says, it passes. Deviations are counted apart; a run
+  with a deviation fails unless it is allowed (``--allow-deviation CASE-ID``), see
+  :func:`exit_status`.
+
 Cases live in :mod:`xdrstream.conformance.cases` (server under test) and are registered with
 :func:`case`. :func:`select` filters them by glob patterns (``4.*``, ``7.3.1/2``).
 """
@@ -19,7 +31,7 @@ import fnmatch
 import ssl
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +41,16 @@ from xdrstream.transport import address as addresses
 
 __all__ = [
     "CATALOGUE",
+    "OUTCOMES",
     "Case",
     "Context",
+    "Deviation",
+    "Implementation",
     "LibvirtSettings",
     "Result",
     "Skip",
     "case",
+    "exit_status",
     "run_case",
     "select",
 ]
@@ -44,8 +60,39 @@ LIBVIRT = frozenset({"libvirt"})
 ANY = frozenset({"restore", "libvirt"})
 
 
+OUTCOMES = ("pass", "fail", "skip", "deviation", "error")
+
+
 class Skip(Exception):
     """The case cannot run against this target; the message says why."""
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """Who the target says it is: ``name`` (``libvirtd``, ``xdrstream``), ``version``
+    (``9.0.0``) and ``how`` it was asked (the procedures that told)."""
+
+    name: str
+    version: str
+    how: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """A MUST of spec.md that a known implementation breaks: ``implementation`` (as
+    :attr:`Implementation.name`), what it does instead (``behaviour``) and the version it was
+    seen in (``seen``). It applies to every version of that implementation: a later one that
+    conforms simply passes the case."""
+
+    implementation: str
+    behaviour: str
+    seen: str = ""
+
+    def applies(self, target: Implementation | None) -> bool:
+        return target is not None and target.name == self.implementation
 
 
 @dataclass(frozen=True)
@@ -57,9 +104,9 @@ class Case:
     run: Callable[[Context], None]
     programs: frozenset[str] = RESTORE
     level: str = "MUST"
-    #: program -> why a real implementation of it is known to behave otherwise (the case is
-    #: skipped with that reason for it; a spec gap listed in the report)
-    deviations: Mapping[str, str] = field(default_factory=dict)
+    #: what known implementations do instead (the case runs; failing it against one of
+    #: them is outcome ``deviation``, not ``fail``)
+    deviations: tuple[Deviation, ...] = ()
     #: "server": run against a server by ``conformance run``; "client": a server behaviour
     #: played by ``conformance serve`` from a trace (``client-*.jsonl``) to a client under test
     role: str = "server"
@@ -84,7 +131,7 @@ def case(
     expect: str,
     programs: frozenset[str] = RESTORE,
     level: str = "MUST",
-    deviations: Mapping[str, str] | None = None,
+    deviations: Sequence[Deviation] = (),
     role: str = "server",
 ) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
     """Register the decorated function as catalogue case ``case_id``."""
@@ -93,7 +140,7 @@ def case(
         if case_id in CATALOGUE:
             raise ValueError(f"duplicate case id {case_id}")
         CATALOGUE[case_id] = Case(
-            case_id, title, requirement, expect, function, programs, level, deviations or {}, role
+            case_id, title, requirement, expect, function, programs, level, tuple(deviations), role
         )
         return function
 
@@ -149,6 +196,8 @@ class Context:
     timeout: float = 5.0
     libvirt: LibvirtSettings = field(default_factory=LibvirtSettings)
     peers: list[Peer] = field(default_factory=list)
+    #: who the target says it is (None: not asked, or it did not say)
+    implementation: Implementation | None = None
 
     def programs(self) -> list[Program]:
         name = "libvirt_remote" if self.program == "libvirt" else "restore"
@@ -170,9 +219,37 @@ class Context:
 @dataclass(frozen=True)
 class Result:
     case: Case
-    outcome: str  # "pass", "fail", "skip", "error"
+    outcome: str  # one of OUTCOMES
     detail: str = ""
     seconds: float = 0.0
+    #: for outcome "deviation": the known deviation and the target it was seen on
+    deviation: Deviation | None = None
+    implementation: Implementation | None = None
+
+    def deviation_info(self) -> dict[str, str] | None:
+        """What the reports show of a deviation: implementation, version, spec §, id."""
+        if self.deviation is None:
+            return None
+        return {
+            "id": self.case.id,
+            "section": f"§{self.case.section}",
+            "implementation": self.deviation.implementation,
+            "version": self.implementation.version if self.implementation else "",
+            "behaviour": self.deviation.behaviour,
+        }
+
+
+def exit_status(results: Iterable[Result], allowed: Sequence[str] = ()) -> int:
+    """1 when a case failed or errored, or showed a deviation whose case id matches none of
+    ``allowed`` (globs, as ``--allow-deviation``); else 0. Skips never fail a run."""
+    for result in results:
+        if result.outcome in ("fail", "error"):
+            return 1
+        if result.outcome == "deviation" and not any(
+            fnmatch.fnmatchcase(result.case.id, pattern) for pattern in allowed
+        ):
+            return 1
+    return 0
 
 
 def run_case(item: Case, context: Context, strict: bool = False) -> Result:
@@ -181,10 +258,9 @@ def run_case(item: Case, context: Context, strict: bool = False) -> Result:
         return Result(item, "skip", "a client case: run `xdrstream conformance serve`")
     if context.program not in item.programs:
         return Result(item, "skip", f"applies to {', '.join(sorted(item.programs))} only")
-    if context.program in item.deviations:
-        return Result(item, "skip", f"known deviation: {item.deviations[context.program]}")
     if item.level != "MUST" and not strict:
         return Result(item, "skip", f"{item.level}-level case: run with --strict")
+    known = next((d for d in item.deviations if d.applies(context.implementation)), None)
     started = time.monotonic()
     try:
         item.run(context)
@@ -201,7 +277,11 @@ def run_case(item: Case, context: Context, strict: bool = False) -> Result:
         detail = f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})"
     finally:
         context.close_all()
-    return Result(item, outcome, detail, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    if known is not None and outcome == "fail":
+        detail = f"known deviation of {context.implementation}: {known.behaviour} ({detail})"
+        return Result(item, "deviation", detail, seconds, known, context.implementation)
+    return Result(item, outcome, detail, seconds)
 
 
 def run_cases(cases: Iterable[Case], context: Context, strict: bool = False) -> Iterator[Result]:

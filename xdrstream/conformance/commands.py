@@ -3,6 +3,7 @@
     xdrstream conformance run --target unix:/tmp/s [--cases '4.*'] [--exclude 8.2/1]
                               [--strict] [--junit out.xml] [--json out.json] [--timeout 5]
                               [--program auto|restore|libvirt] [--tls-ca CA ...]
+                              [--allow-deviation CASE-ID ...]
     xdrstream conformance run --list                 # the catalogue, nothing is run
     xdrstream conformance replay --target ADDR [TRACE ...]   # committed traces by default
     xdrstream conformance serve --listen ADDR [TRACE ...]    # test a client: it starts
@@ -12,8 +13,11 @@
     xdrstream trace export --pcapng OUT FILE         # for Wireshark's libvirt dissector
     xdrstream trace record --listen ADDR --upstream ADDR -o FILE [--cases ...]
 
-Exit codes: 0 all cases passed (or were skipped), 1 a case failed, 2 usage or unreadable
-input, 3 the target cannot be reached.
+Exit codes: 0 all cases passed (or were skipped, or showed a deviation allowed with
+``--allow-deviation``), 1 a case failed or showed a deviation not allowed, 2 usage or
+unreadable input, 3 the target cannot be reached. A deviation is a MUST that the target's
+implementation (asked of the target itself) is known to break: outcome ``deviation``,
+counted apart from failures.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from typing import Any
 from rich.console import Console
 
 from xdrstream.conformance import report
-from xdrstream.conformance.catalogue import Context, LibvirtSettings, all_cases, run_case, select
+from xdrstream.conformance.catalogue import (
+    Context,
+    LibvirtSettings,
+    all_cases,
+    exit_status,
+    run_case,
+    select,
+)
 from xdrstream.conformance.peer import Closed, Peer, Violation
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
@@ -61,6 +72,13 @@ def register(subparsers: Any) -> None:
         help="leave out matching cases; repeatable",
     )
     run.add_argument("--strict", action="store_true", help="also run SHOULD-level cases")
+    run.add_argument(
+        "--allow-deviation",
+        action="append",
+        default=[],
+        metavar="CASE-ID",
+        help="a known deviation of this case (glob) does not fail the run; repeatable",
+    )
     run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     run.add_argument("--json", metavar="FILE", help="write a JSON report")
     run.set_defaults(func=cmd_run)
@@ -221,20 +239,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"cannot reach {args.target}: {exc}", EXIT_CONNECT)
     except Violation as exc:
         return _fail(f"{args.target}: {exc}; choose --program", EXIT_CONNECT)
+    from xdrstream.conformance.cases import identify
+
+    context.implementation = identify(context)
     results = []
     for item in cases:
         result = run_case(item, context, args.strict)
         results.append(result)
+    who = f", {context.implementation}" if context.implementation else ""
     report.print_table(
-        results, console, f"xdrstream conformance: {args.target} ({context.program})"
+        results, console, f"xdrstream conformance: {args.target} ({context.program}{who})"
     )
     if args.junit:
         report.write_junit(args.junit, results)
     if args.json:
         report.write_json(
-            args.json, results, target=args.target, program=context.program, strict=args.strict
+            args.json,
+            results,
+            target=args.target,
+            program=context.program,
+            strict=args.strict,
+            implementation=context.implementation,
         )
-    return report.exit_code(results)
+    return exit_status(results, args.allow_deviation)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -3,14 +3,19 @@
 JSON layout (``--json FILE``)::
 
     {"tool": "xdrstream conformance", "target": "unix:/tmp/s", "program": "restore",
-     "strict": false, "summary": {"pass": 60, "fail": 1, "skip": 3, "error": 0},
+     "strict": false, "implementation": {"name": "libvirtd", "version": "9.0.0"},
+     "summary": {"pass": 60, "fail": 1, "skip": 3, "deviation": 3, "error": 0},
+     "deviations": [{"id": "3.2/1", "section": "§3.2", "implementation": "libvirtd",
+                     "version": "9.0.0", "behaviour": "..."}, ...],
      "results": [{"id": "7.3.1/2", "section": "7.3.1", "title": "...", "requirement": "...",
                   "expect": "...", "level": "MUST", "outcome": "fail",
-                  "detail": "...", "seconds": 0.012}, ...]}
+                  "detail": "...", "seconds": 0.012, "deviation": null}, ...]}
 
 JUnit (``--junit FILE``): one ``<testsuite>`` per spec section (``§7.3.1``), one
 ``<testcase classname="§7.3.1" name="7.3.1/2 ...">`` per case with ``<failure>``,
-``<error>`` or ``<skipped>`` carrying the detail.
+``<error>`` or ``<skipped>`` carrying the detail; a deviation is a ``<failure
+type="deviation">`` naming implementation, version and spec § (JUnit has no fourth outcome;
+the suite's ``deviations`` attribute counts them apart).
 """
 
 from __future__ import annotations
@@ -25,10 +30,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from xdrstream.conformance.catalogue import Case, Result
+from xdrstream.conformance.catalogue import OUTCOMES, Case, Implementation, Result
 
-OUTCOMES = ("pass", "fail", "skip", "error")
-_STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow", "error": "bold magenta"}
+_STYLE = {
+    "pass": "green",
+    "fail": "bold red",
+    "skip": "yellow",
+    "deviation": "bold cyan",
+    "error": "bold magenta",
+}
 
 
 def summary(results: Sequence[Result]) -> dict[str, int]:
@@ -36,9 +46,11 @@ def summary(results: Sequence[Result]) -> dict[str, int]:
     return {name: counts.get(name, 0) for name in OUTCOMES}
 
 
-def exit_code(results: Sequence[Result]) -> int:
-    """1 when any case failed or errored, else 0."""
-    return 1 if any(r.outcome in ("fail", "error") for r in results) else 0
+def exit_code(results: Sequence[Result], allowed: Sequence[str] = ()) -> int:
+    """catalogue.exit_status: fail/error, or a deviation not ``allowed``, is 1."""
+    from xdrstream.conformance.catalogue import exit_status
+
+    return exit_status(results, allowed)
 
 
 def print_table(results: Sequence[Result], console: Console, title: str) -> None:
@@ -90,18 +102,31 @@ def result_json(result: Result) -> dict[str, Any]:
         "outcome": result.outcome,
         "detail": result.detail,
         "seconds": round(result.seconds, 4),
+        "deviation": result.deviation_info(),
     }
 
 
 def write_json(
-    path: str | Path, results: Sequence[Result], *, target: str, program: str, strict: bool
+    path: str | Path,
+    results: Sequence[Result],
+    *,
+    target: str,
+    program: str,
+    strict: bool,
+    implementation: Implementation | None = None,
 ) -> None:
     document = {
         "tool": "xdrstream conformance",
         "target": target,
         "program": program,
         "strict": strict,
+        "implementation": (
+            {"name": implementation.name, "version": implementation.version}
+            if implementation
+            else None
+        ),
         "summary": summary(results),
+        "deviations": [d for d in (r.deviation_info() for r in results) if d],
         "results": [result_json(r) for r in results],
     }
     Path(path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -122,6 +147,7 @@ def junit_xml(results: Sequence[Result], name: str = "xdrstream conformance") ->
             failures=str(counts["fail"]),
             errors=str(counts["error"]),
             skipped=str(counts["skip"]),
+            deviations=str(counts["deviation"]),
             time=f"{sum(r.seconds for r in items):.3f}",
         )
         for result in items:
@@ -136,6 +162,11 @@ def junit_xml(results: Sequence[Result], name: str = "xdrstream conformance") ->
                 ET.SubElement(testcase, "failure", message=result.detail).text = (
                     f"requirement: {result.case.requirement}\nexpected: {result.case.expect}\n"
                     f"{result.detail}"
+                )
+            elif result.outcome == "deviation" and (info := result.deviation_info()):
+                ET.SubElement(testcase, "failure", type="deviation", message=result.detail).text = (
+                    f"deviation of {info['implementation']} {info['version']} from "
+                    f"{info['section']}: {info['behaviour']}\n{result.detail}"
                 )
             elif result.outcome == "error":
                 ET.SubElement(testcase, "error", message=result.detail).text = result.detail
