@@ -1,0 +1,84 @@
+"""Clients judged by the conformance judge (issue 16 part 5): a proxy that plays the server
+side (a real server behind it) records the client's frames, the client cases judge them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from xdrstream.conformance.judge import JudgingProxy, Session, judge
+from xdrstream.libvirt.storage_server import StorageServer
+from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
+from xdrstream.transport import address as addresses
+
+LIBVIRT = 0x20008086
+
+
+def _outcomes(session: Session) -> dict[str, str]:
+    return {result.case.id: result.outcome for result, _ in judge(session)}
+
+
+def _call(proc: int, serial: int, body: bytes = b"") -> bytes:
+    return pack_frame(Header(LIBVIRT, 1, proc, MessageType.CALL, serial, MessageStatus.OK), body)
+
+
+def test_a_broken_client_fails_the_judge(tmp_path: Path) -> None:
+    """Serials that skip, and a PING left unanswered, are judged failures."""
+    (tmp_path / "images").mkdir()
+    with StorageServer(f"unix:{tmp_path / 'up.sock'}", tmp_path / "images"):
+        listen = addresses.parse_address(f"unix:{tmp_path / 'j.sock'}")
+        upstream = addresses.parse_address(f"unix:{tmp_path / 'up.sock'}")
+        with JudgingProxy(listen, upstream) as proxy:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(5)
+                sock.connect(str(tmp_path / "j.sock"))
+                open_args = bytes.fromhex("0000000000000000")  # name NULL, flags 0
+                for proc, serial, body in ((66, 0, b""), (1, 7, open_args), (2, 8, b"")):
+                    sock.sendall(_call(proc, serial, body))
+                    sock.recv(65536)  # the reply (and the PING, never answered)
+            [session] = proxy.wait(1, timeout=20)
+    outcomes = _outcomes(session)
+    assert outcomes["C4.3.1/1"] == "fail"  # serial 7 after 0
+    assert outcomes["C5/1"] == "fail"  # the judge's PING got no PONG
+    assert outcomes["C11.3/1"] == "pass" and outcomes["C4.4.2/1"] == "pass"
+
+
+@pytest.mark.real_peers
+def test_virsh_is_judged(tmp_path: Path) -> None:
+    from realpeers import private_libvirtd, require
+
+    require("libvirtd", "virsh", "setpriv")
+    with private_libvirtd() as daemon:
+        daemon.define_pool("tpool")
+        daemon.virsh("vol-create-as", "tpool", "vol1", "2M", "--allocation", "0")
+        shared = daemon.shared_dir("judge")
+        source = shared / "in.img"
+        with source.open("wb") as out:  # data, a hole, data
+            out.write(os.urandom(100_000))
+            out.seek(1 << 20, os.SEEK_CUR)
+            out.write(b"x" * 1000)
+        os.chown(source, 65534, 65534)
+        listen = addresses.parse_address(f"unix:{shared / 'j.sock'}")
+        upstream = addresses.parse_address(f"unix:{daemon.socket_path}")
+        with JudgingProxy(listen, upstream) as proxy:
+            os.chmod(shared / "j.sock", 0o777)
+            qemu = f"qemu+unix:///session?socket={shared / 'j.sock'}"
+            test = f"test+unix:///default?socket={shared / 'j.sock'}"
+            commands = [
+                [qemu, "vol-upload", "--pool", "tpool", "vol1", str(source), "--sparse"],
+                [qemu, "vol-download", "--pool", "tpool", "vol1", str(shared / "o"), "--sparse"],
+                [test, "screenshot", "test", str(shared / "s.png")],
+            ]
+            for command in commands:
+                subprocess.run(["virsh", "-q", "-c", *command], check=True, timeout=60)
+            sessions = proxy.wait(3, timeout=30)
+        assert (shared / "o").read_bytes()[: source.stat().st_size] == source.read_bytes()
+    judged = [_outcomes(s) for s in sessions]
+    for outcomes in judged:
+        assert "fail" not in outcomes.values(), outcomes
+    assert judged[0]["C7.3.1/2"] == judged[1]["C7.3.2/1"] == judged[2]["C7.3.2/1"] == "pass"
+    assert judged[0]["C5/1"] == "pass"
