@@ -82,3 +82,52 @@ def test_virsh_is_judged(tmp_path: Path) -> None:
         assert "fail" not in outcomes.values(), outcomes
     assert judged[0]["C7.3.1/2"] == judged[1]["C7.3.2/1"] == judged[2]["C7.3.2/1"] == "pass"
     assert judged[0]["C5/1"] == "pass"
+
+
+# libvirt-python (libvirt's C client, keepalive not started as virsh does) closes its
+# connection ("client socket is closed") on an unsolicited PING: judged without one.
+PING = False
+PYTHON_CLIENT = """
+import sys, libvirt
+conn = libvirt.open(sys.argv[1])
+vol = conn.storagePoolLookupByName("tpool").storageVolLookupByName("vol1")
+stream = conn.newStream(0)
+vol.upload(stream, 0, 5, 0)
+stream.send(b"hello")
+stream.finish()
+stream = conn.newStream(0)
+vol.download(stream, 0, 5, 0)
+data = stream.recv(5)
+while stream.recv(1024):
+    pass
+stream.finish()
+conn.close()
+assert data == b"hello", data
+"""
+
+
+@pytest.mark.real_peers
+def test_libvirt_python_is_judged(tmp_path: Path) -> None:
+    from realpeers import private_libvirtd, require
+
+    require("libvirtd", "virsh", "setpriv")
+    if subprocess.run(["/usr/bin/python3", "-c", "import libvirt"], check=False).returncode:
+        pytest.skip("Debian's python3-libvirt is not installed")
+    with private_libvirtd() as daemon:
+        daemon.define_pool("tpool")
+        daemon.virsh("vol-create-as", "tpool", "vol1", "1M", "--allocation", "0")
+        shared = daemon.shared_dir("judge")
+        listen = addresses.parse_address(f"unix:{shared / 'j.sock'}")
+        upstream = addresses.parse_address(f"unix:{daemon.socket_path}")
+        with JudgingProxy(listen, upstream, ping=PING) as proxy:
+            os.chmod(shared / "j.sock", 0o777)
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            uri = f"qemu+unix:///session?socket={shared / 'j.sock'}"
+            subprocess.run(
+                ["/usr/bin/python3", "-c", PYTHON_CLIENT, uri], check=True, timeout=60, env=env
+            )
+            [session] = proxy.wait(1, timeout=30)
+    outcomes = _outcomes(session)
+    print(outcomes)
+    assert "fail" not in outcomes.values(), outcomes
+    assert outcomes["C7.3.1/2"] == outcomes["C7.3.2/1"] == "pass"
