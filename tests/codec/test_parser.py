@@ -100,7 +100,9 @@ def test_forward_references_in_any_order() -> None:
     uses = schema.model.types["uses"]
     assert isinstance(uses, m.Struct)
     assert isinstance(uses.fields[1].type, m.Array) and uses.fields[1].type.size == 2
-    assert uses.fields[0].type is m.PRIMS["int"]
+    alias = uses.fields[0].type
+    assert isinstance(alias, m.Prim) and alias.xname == "int" and alias.fmt == "i"
+    assert alias is schema.model.types["alias_t"] is not schema.model.types["later_t"]
     U, C = schema["uses"], schema["color"]
     assert U.unpack(U.pack(U(a=1, arr=[2, 3], c=C.LAST))) == U(a=1, arr=[2, 3], c=C.LAST)
 

@@ -4,6 +4,11 @@ API::
 
     from xdrstream.codec import compile_schema, load_schema
     schema = compile_schema(text, filename="<schema>", max_depth=200)   # or load_schema(path)
+    schema = load_schema([remote_protocol_x, qemu_protocol_x],   # several files, in order
+                         constants={"VIR_UUID_BUFLEN": 16},      # rpcgen's -D
+                         include=[dir],                          # the preprocessor's -I
+                         rpc_constants=False,                    # libtirpc's <rpc/*.h> names
+                         strict_enums=True, lenient=False)       # see "Lenient decoding"
     P = schema["point"]                 # struct/union/enum -> its generated class
     data = P.pack(P(x=1, y=2))          # -> bytes
     P.unpack(data)                      # whole buffer; trailing bytes are a DecodeError
@@ -27,6 +32,12 @@ definition from the class or codec alone.
 Values (both directions):
 
 - ``int``/``unsigned int``/``hyper``/``unsigned hyper`` -> ``int`` (range-checked);
+  rpcgen's ``char``, ``unsigned char``, ``short``, ``unsigned short``, ``long``, ``unsigned
+  long`` -> ``int``, each one 4-byte XDR word (as libtirpc's ``xdr_char`` etc.) whose value
+  must be in the C type's range both ways (``char x[4]`` is an array of such words, not
+  opaque); libtirpc's names (``uint32_t``, ``u_int``, ``int64_t``, ``u_quad_t``, ``u_char``,
+  ``netobj``, ``authsys_parms``...: ``model.LIBTIRPC_X``) are built in where a schema uses
+  them without defining them, and a schema may define them again with the same encoding;
   ``float``/``double`` -> ``float``; ``bool`` -> ``bool`` (encode accepts values equal to
   0 or 1); ``quadruple`` is rejected by the compiler.
 - ``enum`` -> a generated ``IntEnum``; encode accepts members or ints that are members.
@@ -49,6 +60,32 @@ union discriminant also ``value``) gets a trailing underscore (``class`` -> ``cl
 a name starting with ``_`` gets an ``x`` prefix (``__init__`` -> ``x__init__``). Two names
 that collide after renaming are a SchemaError. Error paths use the ``.x`` names.
 
+Dialect (rpcgen's): ``const X = "text";`` (a ``str`` in ``schema.constants``); ``typedef
+struct X X;``; ``//`` comments; ``namespace NAME { ... }`` (its definitions join the
+schema); ``%`` lines ignored; an identical second definition of a type or constant is
+accepted, a different one is an error naming both places. A file with preprocessor lines
+(``#define``, ``#ifdef``, ``#include``) goes through pcpp (:mod:`xdrstream.codec.cpp`) with
+``RPC_HDR`` and ``RPC_XDR`` defined and ``constants`` as macros; errors name the original
+file and line.
+
+Lenient decoding (for standing in for libvirtd or talking to libtirpc peers; strict is the
+default everywhere). ``strict_enums=False``: an enum word outside the declared members
+decodes as a plain ``int`` (members stay enum members) and encoding accepts any int32, so
+it re-encodes byte-exactly; an unknown union discriminant still needs a ``default`` arm.
+``lenient=True`` is libtirpc's decoder, and includes ``strict_enums=False``:
+
+- a ``bool`` word (also a bool union discriminant), or an optional-data flag
+  (``T *x``, linked lists too), that is not 0 is TRUE, as libtirpc's ``xdr_bool`` and
+  ``xdr_pointer`` read it (go-libvirt sends CONNECT_OPEN's flag as ``0x01000000``);
+  re-encoding writes 1;
+- padding bytes of ``opaque`` and ``string`` are not checked (``xdr_opaque`` skips them);
+  re-encoding writes zeros;
+- a ``string``'s bytes need not be UTF-8 (C's ``char *`` carries any): invalid bytes decode
+  as lone surrogates (``surrogateescape``) and re-encode to the same bytes.
+
+Everything else stays strict in lenient mode: bounds, truncation, trailing bytes, range of
+integers, union discriminants without an arm.
+
 Errors: :class:`SchemaError` (``file:line:col: reason``) from the compiler;
 :class:`DecodeError` and :class:`EncodeError`, both :class:`CodecError` and ``ValueError``,
 with ``.path`` (``msg.body.items[3].name``; union arms appear under their ``.x`` arm name)
@@ -58,6 +95,16 @@ undeclared enum values, bool or optional flags other than 0/1, union discriminan
 an arm, non-zero padding and invalid UTF-8 are all DecodeErrors. Recursive types nest at most
 ``max_depth`` levels ("nesting too deep"). Arrays whose elements encode to zero bytes are
 limited to one element per remaining input byte.
+
+Linked lists (RFC 4506 section 4.19: a struct whose last member is an optional of itself,
+``struct entry { ...; entry *next; }``, as in NFS READDIR and rpcbind's lists) keep their
+linked Python value (``entry(..., next=entry(..., next=None))``, ``None`` for the empty
+list) and are packed and unpacked in a loop: their length is bounded only by the input and
+does not count toward ``max_depth`` (a list of 1,000,000 entries round-trips). Their classes'
+``==`` and ``repr`` loop too (``repr`` shows the first 1000 nodes). Error paths name node
+``i`` after the first as ``entry.next[i]``; a cyclic list is an EncodeError. Other
+recursion (trees, a self-optional that is not the last member, mutual recursion through
+unions) is true nesting, limited by ``max_depth``.
 
 Generated code: see :mod:`xdrstream.codec.codegen`; ``xdrstream compile X.x -o mod.py``
 writes the same source as an importable module whose ``SCHEMA`` is the Schema.
@@ -69,16 +116,18 @@ import itertools
 import linecache
 import os
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from xdrstream.codec.ast import Procedure, Program, Version
 from xdrstream.codec.codegen import generate
+from xdrstream.codec.cpp import needs_preprocessing, preprocess
 from xdrstream.codec.errors import CodecError, DecodeError, EncodeError, SchemaError
-from xdrstream.codec.model import resolve
-from xdrstream.codec.parser import parse
+from xdrstream.codec.model import RPC_CONSTANTS, Model, build_model
 from xdrstream.codec.runtime import Codec, Schema
 
 __all__ = [
+    "RPC_CONSTANTS",
     "Codec",
     "CodecError",
     "DecodeError",
@@ -95,28 +144,91 @@ __all__ = [
 
 DEFAULT_MAX_DEPTH = 200
 
+Constants = Mapping[str, "int | str"]
+Sources = Sequence[tuple[str, str]]
+
 _counter = itertools.count(1)
-_cache: dict[tuple[str, int, int], Schema] = {}
+_cache: dict[tuple[object, ...], Schema] = {}
 _cache_lock = threading.Lock()
 
 
+def _prepared(
+    text: str | Sources,
+    filename: str,
+    constants: Constants | None,
+    include: Iterable[str | os.PathLike[str]],
+) -> list[tuple[str, str]]:
+    """(filename, text) pairs, each through the C preprocessor if it has ``#`` lines."""
+    sources = [(filename, text)] if isinstance(text, str) else list(text)
+    if not sources:
+        raise ValueError("no schema text given")
+    dirs = [str(d) for d in include]
+    return [
+        (name, preprocess(body, name, constants, dirs) if needs_preprocessing(body) else body)
+        for name, body in sources
+    ]
+
+
+def _model(
+    sources: Sources,
+    constants: Constants | None,
+    rpc_constants: bool,
+    strict_enums: bool,
+    lenient: bool,
+) -> Model:
+    return build_model(
+        sources,
+        constants,
+        rpc_constants=rpc_constants,
+        strict_enums=strict_enums,
+        lenient=lenient,
+    )
+
+
 def generate_source(
-    text: str, filename: str = "<schema>", max_depth: int = DEFAULT_MAX_DEPTH
+    text: str | Sources,
+    filename: str = "<schema>",
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    *,
+    constants: Constants | None = None,
+    include: Iterable[str | os.PathLike[str]] = (),
+    rpc_constants: bool = False,
+    strict_enums: bool = True,
+    lenient: bool = False,
 ) -> str:
-    """The Python module source for a ``.x`` text (what ``xdrstream compile`` writes)."""
-    return generate(resolve(parse(text, filename)), text, max_depth)
+    """The Python module source for a ``.x`` text (what ``xdrstream compile`` writes);
+    the arguments are :func:`compile_schema`'s."""
+    sources = _prepared(text, filename, constants, include)
+    model = _model(sources, constants, rpc_constants, strict_enums, lenient)
+    return generate(model, sources, max_depth, constants)
 
 
 def compile_schema(
-    text: str, filename: str = "<schema>", max_depth: int = DEFAULT_MAX_DEPTH
+    text: str | Sources,
+    filename: str = "<schema>",
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    *,
+    constants: Constants | None = None,
+    include: Iterable[str | os.PathLike[str]] = (),
+    rpc_constants: bool = False,
+    strict_enums: bool = True,
+    lenient: bool = False,
 ) -> Schema:
-    """Compile ``.x`` source text into a :class:`Schema` (SchemaError on bad input)."""
+    """Compile ``.x`` source text into a :class:`Schema` (SchemaError on bad input).
+
+    ``text`` is one file's text (named ``filename`` in errors) or a sequence of
+    ``(filename, text)`` compiled as one schema, in order. ``constants`` are names the
+    schema may use (rpcgen's ``-D``: also macros for the preprocessor); ``include`` the
+    preprocessor's ``-I`` directories; ``rpc_constants`` adds :data:`RPC_CONSTANTS`;
+    ``strict_enums=False`` and ``lenient=True``: see the module documentation.
+    """
     if max_depth < 1:
         raise ValueError("max_depth must be at least 1")
-    model = resolve(parse(text, filename))
-    source = generate(model, text, max_depth)
+    sources = _prepared(text, filename, constants, include)
+    model = _model(sources, constants, rpc_constants, strict_enums, lenient)
+    source = generate(model, sources, max_depth, constants)
     n = next(_counter)
-    codename = f"<xdrstream generated #{n}: {filename}>"
+    codename = f"<xdrstream generated #{n}: {model.filename}>"
     # Register the source so tracebacks, pdb and inspect show the generated code.
     linecache.cache[codename] = (len(source), None, source.splitlines(True), codename)
     code = compile(source, codename, "exec", dont_inherit=True)
@@ -132,15 +244,48 @@ def compile_schema(
     return schema
 
 
-def load_schema(path: str | os.PathLike[str], max_depth: int = DEFAULT_MAX_DEPTH) -> Schema:
-    """Read and compile a ``.x`` file; cached by (resolved path, mtime, max_depth)."""
-    resolved = Path(path).resolve()
-    key = (str(resolved), resolved.stat().st_mtime_ns, max_depth)
+def load_schema(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    *,
+    constants: Constants | None = None,
+    include: Iterable[str | os.PathLike[str]] = (),
+    rpc_constants: bool = False,
+    strict_enums: bool = True,
+    lenient: bool = False,
+) -> Schema:
+    """Read and compile one ``.x`` file, or several as one schema in order (as rpcgen
+    users include one file's header in another's); the options are
+    :func:`compile_schema`'s. Cached by (resolved paths, mtimes, options); files that
+    ``#include`` brings in are not part of the key."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    resolved = [Path(p).resolve() for p in paths]
+    dirs = tuple(str(d) for d in include)
+    key = (
+        tuple((str(r), r.stat().st_mtime_ns) for r in resolved),
+        max_depth,
+        tuple(sorted((constants or {}).items())),
+        dirs,
+        rpc_constants,
+        strict_enums,
+        lenient,
+    )
     with _cache_lock:
         cached = _cache.get(key)
     if cached is not None:
         return cached
-    schema = compile_schema(resolved.read_text(encoding="utf-8"), str(path), max_depth)
+    sources = [
+        (str(p), r.read_text(encoding="utf-8")) for p, r in zip(paths, resolved, strict=True)
+    ]
+    schema = compile_schema(
+        sources,
+        max_depth=max_depth,
+        constants=constants,
+        include=dirs,
+        rpc_constants=rpc_constants,
+        strict_enums=strict_enums,
+        lenient=lenient,
+    )
     with _cache_lock:
         _cache[key] = schema
     return schema

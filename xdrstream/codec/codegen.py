@@ -22,9 +22,12 @@ hot path carries no bookkeeping.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 
 from xdrstream.codec import model as m
 from xdrstream.codec.model import XType
+
+Sources = Sequence[tuple[str, str]]
 
 BUILTINS: dict[str, XType] = {
     "int": m.PRIMS["int"],
@@ -33,6 +36,12 @@ BUILTINS: dict[str, XType] = {
     "unsigned hyper": m.PRIMS["unsigned hyper"],
     "float": m.PRIMS["float"],
     "double": m.PRIMS["double"],
+    "char": m.PRIMS["char"],
+    "unsigned char": m.PRIMS["unsigned char"],
+    "short": m.PRIMS["short"],
+    "unsigned short": m.PRIMS["unsigned short"],
+    "long": m.PRIMS["long"],
+    "unsigned long": m.PRIMS["unsigned long"],
     "bool": m.BOOL,
     "string": m.String(m.UINT_MAX),
     "opaque": m.Opaque(False, m.UINT_MAX),
@@ -158,6 +167,11 @@ class Generator:
         flush()
 
     def pack_fixed(self, fn: _Fn, t: XType, expr: str, ind: int) -> tuple[str, list[str]]:
+        if isinstance(t, m.Prim) and t.narrow:
+            var = fn.tmp()
+            fn.emit(ind, f"{var} = {expr}")
+            fn.emit(ind, f"if not {t.lo} <= {var} <= {t.hi}: raise _Invalid")
+            return t.fmt, [var]
         if isinstance(t, m.Prim):
             return t.fmt, [expr]
         if isinstance(t, m.Bool):
@@ -165,7 +179,8 @@ class Generator:
         if isinstance(t, m.Enum):
             var = fn.tmp()
             fn.emit(ind, f"{var} = {expr}")
-            fn.emit(ind, f"if {var} not in _E_{t.ident}: raise _Invalid")
+            if self.model.strict_enums:
+                fn.emit(ind, f"if {var} not in _E_{t.ident}: raise _Invalid")
             return "i", [var]
         if isinstance(t, m.Array):
             var = fn.tmp()
@@ -191,8 +206,11 @@ class Generator:
         """``*args`` expression for a sequence of scalars (after checking enum members)."""
         if isinstance(elem, m.Bool):
             return f"*map(_BOOL.__getitem__, {var})"
-        if isinstance(elem, m.Enum):
+        if isinstance(elem, m.Enum) and self.model.strict_enums:
             fn.emit(ind, f"if not _E_{elem.ident}.issuperset({var}): raise _Invalid")
+        if isinstance(elem, m.Prim) and elem.narrow:
+            fn.emit(ind, f"if {var} and not {elem.lo} <= min({var}) <= max({var}) <= {elem.hi}:")
+            fn.emit(ind + 1, "raise _Invalid")
         return f"*{var}"
 
     def pack_head(self, fn: _Fn, t: XType, var: str, ind: int) -> str:
@@ -201,7 +219,7 @@ class Generator:
             return f"{var} is not None"
         n = fn.tmp()
         if isinstance(t, m.String):
-            fn.emit(ind, f"{var} = {var}.encode()")
+            fn.emit(ind, f"{var} = {var}.encode({self.utf8()})")
             fn.emit(ind, f"{n} = len({var})")
         elif isinstance(t, m.Opaque):
             fn.emit(
@@ -270,6 +288,7 @@ class Generator:
         """Emit code decoding ``types`` in order at ``off``; return value expressions."""
         fmt: list[str] = []
         names: list[str] = []
+        checks: list[str] = []  # range checks of narrow integers, after the unpack
         results: list[str] = []
 
         def flush() -> None:
@@ -280,12 +299,15 @@ class Generator:
                 target = ", ".join(names) + ("," if len(names) == 1 else "")
                 fn.emit(ind, f"{target} = {s}.unpack_from(buf, off)")
                 fn.emit(ind, f"off += {size}")
+                for check in checks:
+                    fn.emit(ind, f"if not {check}: raise _Invalid")
                 fmt.clear()
                 names.clear()
+                checks.clear()
 
         for t in types:
             if self.fusable(t):
-                f, expr = self.unpack_fixed(fn, t, names)
+                f, expr = self.unpack_fixed(fn, t, names, checks)
                 fmt.append(f)
                 results.append(expr)
             elif self.head_fmt(t) is not None:
@@ -300,32 +322,44 @@ class Generator:
         flush()
         return results
 
-    def unpack_fixed(self, fn: _Fn, t: XType, names: list[str]) -> tuple[str, str]:
+    def unpack_fixed(
+        self, fn: _Fn, t: XType, names: list[str], checks: list[str]
+    ) -> tuple[str, str]:
         if self.scalar(t):
             var = fn.tmp()
             names.append(var)
+            if isinstance(t, m.Prim) and t.narrow:
+                checks.append(f"{t.lo} <= {var} <= {t.hi}")
             return self.scalar_fmt(t), self.scalar_value(t, var)
         if isinstance(t, m.Array):
             vars_ = [fn.tmp() for _ in range(t.size)]
             names.extend(vars_)
+            elem = t.element
+            if isinstance(elem, m.Prim) and elem.narrow:
+                checks.extend(f"{elem.lo} <= {v} <= {elem.hi}" for v in vars_)
             items = ", ".join(self.scalar_value(t.element, v) for v in vars_)
             return f"{t.size}{self.scalar_fmt(t.element)}", f"[{items}]"
         assert isinstance(t, m.Struct)
         fmts: list[str] = []
         exprs: list[str] = []
         for f in t.fields:
-            ff, ee = self.unpack_fixed(fn, f.type, names)
+            ff, ee = self.unpack_fixed(fn, f.type, names, checks)
             fmts.append(ff)
             exprs.append(ee)
         return "".join(fmts), f"C_{t.ident}({', '.join(exprs)})"
 
-    @staticmethod
-    def scalar_value(t: XType, var: str) -> str:
+    def scalar_value(self, t: XType, var: str) -> str:
         if isinstance(t, m.Bool):
-            return f"_B[{var}]"
+            return f"({var} != 0)" if self.model.lenient else f"_B[{var}]"
         if isinstance(t, m.Enum):
+            if not self.model.strict_enums:
+                return f"_M_{t.ident}.get({var}, {var})"
             return f"_M_{t.ident}[{var}]"
         return var
+
+    def utf8(self) -> str:
+        """Codec arguments of strings: lenient ones carry any bytes (as C's char * does)."""
+        return "'utf-8', 'surrogateescape'" if self.model.lenient else "'utf-8'"
 
     def unpack_bytes(self, fn: _Fn, t: m.String | m.Opaque, n: str, ind: int) -> str:
         """Bytes of length ``n`` (an expression or literal) plus zero padding at ``off``."""
@@ -344,11 +378,11 @@ class Generator:
             fn.emit(ind, f"{padded} = {end} + (-{n} & 3)")
             bound = f"{n} > {t.size} or " if t.size < m.UINT_MAX else ""
             fn.emit(ind, f"if {bound}{padded} > len(buf): raise _Invalid")
-        if not fixed or t.size & 3:
+        if (not fixed or t.size & 3) and not self.model.lenient:
             fn.emit(ind, f"if {padded} != {end} and buf[{end}:{padded}] != _Z[{padded} - {end}]:")
             fn.emit(ind + 1, "raise _Invalid")
         if isinstance(t, m.String):
-            fn.emit(ind, f"{var} = _str(buf[off:{end}], 'utf-8')")
+            fn.emit(ind, f"{var} = _str(buf[off:{end}], {self.utf8()})")
         else:
             fn.emit(ind, f"{var} = buf[off:{end}]")
         fn.emit(ind, f"off = {padded}")
@@ -359,9 +393,13 @@ class Generator:
             return self.unpack_bytes(fn, t, head, ind)
         if isinstance(t, m.Optional):
             var = fn.tmp()
-            fn.emit(ind, f"if {head} == 1:")
+            fn.emit(ind, f"if {head} == 1:" if not self.model.lenient else f"if {head}:")
             (expr,) = self.unpack_seq(fn, [t.element], ind + 1)
             fn.emit(ind + 1, f"{var} = {expr}")
+            if self.model.lenient:  # libtirpc's xdr_pointer: any non-zero flag is TRUE
+                fn.emit(ind, "else:")
+                fn.emit(ind + 1, f"{var} = None")
+                return var
             fn.emit(ind, f"elif {head} == 0:")
             fn.emit(ind + 1, f"{var} = None")
             fn.emit(ind, "else:")
@@ -385,12 +423,15 @@ class Generator:
                 if t.fixed
                 else f"_SC_{fmt}[{count}].unpack_from(buf, off)"
             )
-            if isinstance(elem, m.Bool):
-                fn.emit(ind, f"{var} = [_B[x] for x in {call}]")
-            elif isinstance(elem, m.Enum):
-                fn.emit(ind, f"{var} = [_M_{elem.ident}[x] for x in {call}]")
+            if isinstance(elem, (m.Bool, m.Enum)):
+                fn.emit(ind, f"{var} = [{self.scalar_value(elem, 'x')} for x in {call}]")
             else:
                 fn.emit(ind, f"{var} = list({call})")
+            if isinstance(elem, m.Prim) and elem.narrow:
+                fn.emit(
+                    ind, f"if {var} and not {elem.lo} <= min({var}) <= max({var}) <= {elem.hi}:"
+                )
+                fn.emit(ind + 1, "raise _Invalid")
             fn.emit(ind, f"off = {end}")
             return var
         least = max(int(self.model.min_size[id(elem)]), 1)
@@ -422,7 +463,53 @@ class Generator:
         self.out.append("")
         self.out.append("")
 
+    def gen_linked(self, t: m.Struct) -> None:
+        """A linked list (``entry *next`` last): one loop over the nodes, so its length is
+        bounded by the input, not by the depth limit or the Python stack."""
+        last = t.fields[-1]
+        body = t.fields[:-1]
+        fn = _Fn(True)
+        # A cycle (``a.next = a``) would never end: Brent's check, a compare per node.
+        fn.emit(1, "mark = v")
+        fn.emit(1, "steps = 0")
+        fn.emit(1, "span = 2")
+        fn.emit(1, "while True:")
+        self.pack_seq(fn, [(f.type, f"v.{f.py}") for f in body], 2)
+        fn.emit(2, f"v = v.{last.py}")
+        fn.emit(2, "if v is None:")
+        fn.emit(3, "out += _W0")
+        fn.emit(3, "return")
+        fn.emit(2, "if v is mark: raise _Invalid")
+        fn.emit(2, "steps += 1")
+        fn.emit(2, "if steps == span:")
+        fn.emit(3, "mark = v")
+        fn.emit(3, "steps = 0")
+        fn.emit(3, "span += span")
+        fn.emit(2, "out += _W1")
+        self.function(f"p_{t.ident}", "v, out, d=1", fn, f"Pack the list struct {t.name}.")
+        fn = _Fn(True)
+        fn.emit(1, "head = prev = None")
+        fn.emit(1, "while True:")
+        exprs = self.unpack_seq(fn, [f.type for f in body], 2)
+        flag = fn.tmp()
+        fn.emit(2, f"{flag}, = _S_I.unpack_from(buf, off)")
+        fn.emit(2, "off += 4")
+        fn.emit(2, f"node = C_{t.ident}({', '.join([*exprs, 'None'])})")
+        fn.emit(2, "if prev is None:")
+        fn.emit(3, "head = node")
+        fn.emit(2, "else:")
+        fn.emit(3, f"prev.{last.py} = node")
+        fn.emit(2, "prev = node")
+        fn.emit(2, f"if {flag} == 0:")
+        fn.emit(3, "return head, off")
+        if not self.model.lenient:  # libtirpc's xdr_bool: any non-zero word is TRUE
+            fn.emit(2, f"if {flag} != 1: raise _Invalid")
+        self.function(f"u_{t.ident}", "buf, off, d=1", fn, f"Unpack the list struct {t.name}.")
+
     def gen_struct(self, t: m.Struct) -> None:
+        if t.linked:
+            self.gen_linked(t)
+            return
         extra = ", d=1" if t.recursive else ""
         fn = _Fn(t.recursive)
         self.pack_seq(fn, [(f.type, f"v.{f.py}") for f in t.fields], 1)
@@ -463,6 +550,10 @@ class Generator:
         fmt = "i" if not isinstance(dtype, m.Prim) or dtype.kind == "int" else "I"
         fn.emit(1, f"{raw}, = {self.struct_const('>' + fmt)}.unpack_from(buf, off)")
         fn.emit(1, "off += 4")
+        if isinstance(dtype, m.Prim) and dtype.narrow:
+            fn.emit(1, f"if not {dtype.lo} <= {raw} <= {dtype.hi}: raise _Invalid")
+        if isinstance(dtype, m.Bool) and self.model.lenient:
+            fn.emit(1, f"if {raw}: {raw} = 1")  # xdr_bool stores TRUE for any non-zero word
         value = self.scalar_value(dtype, raw)
         if value != raw:
             dv = fn.tmp()
@@ -517,8 +608,24 @@ class Generator:
                 + (f" (attribute {f.py})" if f.py != f.name else "")
                 for f in t.fields
             )
-            lines += ["@_dataclass(slots=True)", f"class C_{t.ident}:", f"    {doc!r}"]
-            lines += [f"    {f.py}: _Any" for f in t.fields]
+            if t.linked:
+                # Equality and repr walk the list in a loop (the dataclass ones recurse).
+                last = t.fields[-1].py
+                head = [f.py for f in t.fields[:-1]]
+                lines += [
+                    "@_dataclass(slots=True, eq=False, repr=False)",
+                    f"class C_{t.ident}:",
+                    f"    {doc!r}",
+                ]
+                lines += [f"    {f.py}: _Any" for f in t.fields]
+                lines += [
+                    "    __hash__ = None",
+                    f"    __eq__ = _rt.linked_eq({head!r}, {last!r})",
+                    f"    __repr__ = _rt.linked_repr({head!r}, {last!r})",
+                ]
+            else:
+                lines += ["@_dataclass(slots=True)", f"class C_{t.ident}:", f"    {doc!r}"]
+                lines += [f"    {f.py}: _Any" for f in t.fields]
         elif isinstance(t, m.Union_):
             assert t.discriminant_type is not None
             arms = []
@@ -553,7 +660,16 @@ class Generator:
 
     # -- module ------------------------------------------------------------------------------
 
-    def generate(self, text: str) -> str:
+    def options(self) -> dict[str, object]:
+        """``build_model``'s keyword arguments that rebuild this model."""
+        model = self.model
+        return {
+            "rpc_constants": model.rpc_constants,
+            "strict_enums": model.strict_enums,
+            "lenient": model.lenient,
+        }
+
+    def generate(self, sources: Sources, constants: Mapping[str, int | str]) -> str:
         model = self.model
         body: list[str] = []
         for c in model.compounds:
@@ -601,6 +717,9 @@ class Generator:
             "_Z = (b'', b'\\x00', b'\\x00\\x00', b'\\x00\\x00\\x00')",
             "_PAD = (b'', b'\\x00\\x00\\x00', b'\\x00\\x00', b'\\x00')",
             "_B = {0: False, 1: True}",
+            "_W0 = b'\\x00\\x00\\x00\\x00'",
+            "_W1 = b'\\x00\\x00\\x00\\x01'",
+            "_S_I = _struct.Struct('>I')",
             "_BOOL = {False: 0, True: 1}",
         ]
         for fmt, name in self.structs.items():
@@ -610,13 +729,21 @@ class Generator:
             "_TYPES = {",
             *table,
             "}",
-            f"_TEXT = {text!r}",
-            f"_FILENAME = {model.filename!r}",
+            f"_SOURCES = {tuple(sources)!r}",
+            f"_CONSTANTS = {dict(constants)!r}",
+            f"_OPTIONS = {self.options()!r}",
             "SCHEMA = _rt.build_schema(globals())",
             "",
         ]
         return "\n".join([*head, *body, "", *functions, *tail])
 
 
-def generate(model: m.Model, text: str, max_depth: int) -> str:
-    return Generator(model, max_depth).generate(text)
+def generate(
+    model: m.Model,
+    sources: Sources,
+    max_depth: int,
+    constants: Mapping[str, int | str] | None = None,
+) -> str:
+    """Module source; ``sources`` ((filename, text) after preprocessing) and ``constants``
+    are stored in it so that ``build_schema`` can rebuild the model without a preprocessor."""
+    return Generator(model, max_depth).generate(sources, constants or {})

@@ -28,10 +28,20 @@ def is_bytes(value: object) -> bool:
 
 
 class Interpreter:
-    def __init__(self, classes: Mapping[int, Any], max_depth: int, min_size: Mapping[int, float]):
+    def __init__(
+        self,
+        classes: Mapping[int, Any],
+        max_depth: int,
+        min_size: Mapping[int, float],
+        strict_enums: bool = True,
+        lenient: bool = False,
+    ):
         self.classes = classes  # id(Struct/Union_/Enum) -> generated class
         self.max_depth = max_depth
         self.min_size = min_size  # id(type) -> smallest encoding (Model.min_size)
+        self.strict_enums = strict_enums  # False: undeclared enum values are plain ints
+        self.lenient = lenient  # libtirpc-compatible decoding (xdrstream.codec's docs)
+        self.errors = "surrogateescape" if lenient else "strict"  # of string UTF-8
 
     # -- decoding ----------------------------------------------------------------------------
 
@@ -43,14 +53,23 @@ class Interpreter:
                     f"nesting too deep (more than {self.max_depth} levels)", path, off
                 )
         if isinstance(t, m.Prim):
-            return self.word(buf, off, ">" + t.fmt, path, t.xname), off + t.size
+            value = self.word(buf, off, ">" + t.fmt, path, t.xname)
+            if t.narrow and not t.lo <= value <= t.hi:
+                raise DecodeError(
+                    f"{value} is outside the range of {t.xname} ({t.lo}..{t.hi})", path, off
+                )
+            return value, off + t.size
         if isinstance(t, m.Bool):
             raw = self.word(buf, off, ">I", path, "bool")
+            if self.lenient:
+                return raw != 0, off + 4
             if raw not in (0, 1):
                 raise DecodeError(f"bool must be 0 or 1, not {raw}", path, off)
             return raw == 1, off + 4
         if isinstance(t, m.Enum):
             raw = self.word(buf, off, ">i", path, f"enum {t.name}")
+            if raw not in t.members.values() and not self.strict_enums:
+                return raw, off + 4
             if raw not in t.members.values():
                 raise DecodeError(f"{raw} is not a member of enum {t.name}", path, off)
             return self.classes[id(t)](raw), off + 4
@@ -72,12 +91,12 @@ class Interpreter:
                     path,
                     start,
                 )
-            if bytes(buf[end:padded]) != _ZEROS[padded - end]:
+            if bytes(buf[end:padded]) != _ZEROS[padded - end] and not self.lenient:
                 raise DecodeError("non-zero padding bytes", path, end)
             data = buf[start:end]
             if isinstance(t, m.String):
                 try:
-                    return str(data, "utf-8"), padded
+                    return str(data, "utf-8", self.errors), padded
                 except UnicodeDecodeError as exc:
                     raise DecodeError(
                         f"invalid UTF-8 ({exc.reason} at byte {exc.start} of the string)",
@@ -89,7 +108,7 @@ class Interpreter:
             flag = self.word(buf, off, ">I", path, "optional-data flag")
             if flag == 0:
                 return None, off + 4
-            if flag != 1:
+            if flag != 1 and not self.lenient:
                 raise DecodeError(f"optional-data flag must be 0 or 1, not {flag}", path, off)
             return self.decode(t.element, buf, off + 4, path, depth)
         if isinstance(t, m.Array):
@@ -114,6 +133,8 @@ class Interpreter:
                 item, off = self.decode(t.element, buf, off, f"{path}[{i}]", depth)
                 items.append(item)
             return items, off
+        if isinstance(t, m.Struct) and t.linked:
+            return self.decode_list(t, buf, off, path, depth)
         if isinstance(t, m.Struct):
             values = []
             for f in t.fields:
@@ -121,6 +142,37 @@ class Interpreter:
                 values.append(value)
             return self.classes[id(t)](*values), off
         return self.decode_union(t, buf, off, path, depth)
+
+    def decode_list(
+        self, t: m.Struct, buf: Any, off: int, path: str, depth: int
+    ) -> tuple[Any, int]:
+        """A linked list in a loop: node ``i`` after the first is ``path.next[i]``."""
+        cls = self.classes[id(t)]
+        link = t.fields[-1]
+        head = prev = None
+        where = path
+        i = 0
+        while True:
+            values = []
+            for f in t.fields[:-1]:
+                value, off = self.decode(f.type, buf, off, f"{where}.{f.name}", depth)
+                values.append(value)
+            node = cls(*values, None)
+            if prev is None:
+                head = node
+            else:
+                setattr(prev, link.py, node)
+            prev = node
+            flag = self.word(buf, off, ">I", f"{where}.{link.name}", "optional-data flag")
+            if flag == 0:
+                return head, off + 4
+            if flag != 1 and not self.lenient:
+                raise DecodeError(
+                    f"optional-data flag must be 0 or 1, not {flag}", f"{where}.{link.name}", off
+                )
+            off += 4
+            i += 1
+            where = f"{path}.{link.name}[{i}]"
 
     def decode_union(
         self, t: m.Union_, buf: Any, off: int, path: str, depth: int
@@ -198,15 +250,17 @@ class Interpreter:
         if isinstance(t, m.Enum):
             if not isinstance(value, int):
                 raise EncodeError(f"enum {t.name} needs a member, not {_kind(value)}", path, None)
-            if value not in t.members.values():
+            if value not in t.members.values() and self.strict_enums:
                 raise EncodeError(f"{int(value)} is not a member of enum {t.name}", path, None)
+            if not -(2**31) <= value < 2**31:
+                raise EncodeError(f"{int(value)} does not fit in enum {t.name}", path, None)
             out += struct.pack(">i", int(value))
             return
         if isinstance(t, m.String):
             if not isinstance(value, str):
                 raise EncodeError(f"string needs a str, not {_kind(value)}", path, None)
             try:
-                data = value.encode()
+                data = value.encode("utf-8", self.errors)
             except UnicodeEncodeError as exc:
                 raise EncodeError(f"not encodable as UTF-8: {exc.reason}", path, None) from None
             self.encode_bytes(t, data, path, out)
@@ -238,17 +292,38 @@ class Interpreter:
                 self.encode(t.element, item, f"{path}[{i}]", out, depth)
             return
         if isinstance(t, m.Struct):
-            for f in t.fields:
-                try:
-                    item = getattr(value, f.py)
-                except AttributeError:
+            i = 0
+            where = path
+            visited: set[int] = set()  # of a linked list's nodes (a cycle never ends)
+            while True:
+                for f in t.fields:
+                    try:
+                        item = getattr(value, f.py)
+                    except AttributeError:
+                        raise EncodeError(
+                            f"struct {t.name} needs attribute {f.py!r}; got {_kind(value)}",
+                            where,
+                            None,
+                        ) from None
+                    if t.linked and f is t.fields[-1]:
+                        break  # the next node: in this loop, not by recursion
+                    self.encode(f.type, item, f"{where}.{f.name}", out, depth)
+                if not t.linked:
+                    return
+                if item is None:
+                    out += b"\0\0\0\0"
+                    return
+                visited.add(id(value))
+                if id(item) in visited:
                     raise EncodeError(
-                        f"struct {t.name} needs attribute {f.py!r}; got {_kind(value)}",
-                        path,
+                        f"the list is cyclic: node {i + 1} is an earlier node",
+                        f"{path}.{t.fields[-1].name}[{i + 1}]",
                         None,
-                    ) from None
-                self.encode(f.type, item, f"{path}.{f.name}", out, depth)
-            return
+                    )
+                out += b"\0\0\0\1"
+                value = item
+                i += 1
+                where = f"{path}.{t.fields[-1].name}[{i}]"
         self.encode_union(t, value, path, out, depth)
 
     def encode_bytes(self, t: m.String | m.Opaque, data: Any, path: str, out: bytearray) -> None:

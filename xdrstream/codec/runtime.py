@@ -16,7 +16,17 @@ from xdrstream.codec import model as m
 from xdrstream.codec.errors import DecodeError, EncodeError, SchemaError
 from xdrstream.codec.interp import Interpreter, is_bytes
 
-__all__ = ["Codec", "Invalid", "Schema", "StructCache", "TooDeep", "build_schema", "is_bytes"]
+__all__ = [
+    "Codec",
+    "Invalid",
+    "Schema",
+    "StructCache",
+    "TooDeep",
+    "build_schema",
+    "is_bytes",
+    "linked_eq",
+    "linked_repr",
+]
 
 
 class Invalid(Exception):
@@ -39,6 +49,43 @@ class StructCache(dict[int, struct.Struct]):
         if n <= 1024:
             self[n] = compiled
         return compiled
+
+
+def linked_eq(head: list[str], link: str) -> Callable[[Any, Any], Any]:
+    """``__eq__`` of a linked-list struct class: compares node by node in a loop."""
+
+    def __eq__(self: Any, other: Any) -> Any:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        a, b = self, other
+        while a is not None and b is not None:
+            if a is b:
+                return True
+            if a.__class__ is not b.__class__:
+                return False
+            if any(getattr(a, f) != getattr(b, f) for f in head):
+                return False
+            a, b = getattr(a, link), getattr(b, link)
+        return a is b
+
+    return __eq__
+
+
+def linked_repr(head: list[str], link: str) -> Callable[[Any], str]:
+    """``__repr__`` of a linked-list struct class, built in a loop."""
+
+    def __repr__(self: Any) -> str:
+        parts: list[str] = []
+        node, depth = self, 0
+        while node is not None and depth < 1000:
+            fields = "".join(f"{f}={getattr(node, f)!r}, " for f in head)
+            parts.append(f"{type(node).__name__}({fields}{link}=")
+            node = getattr(node, link)
+            depth += 1
+        tail = "None" if node is None else "..."
+        return "".join(parts) + tail + ")" * depth
+
+    return __repr__
 
 
 PackFn = Callable[..., None]
@@ -132,17 +179,13 @@ def _wrappers(
     return pack, unpack, unpack_from
 
 
-BUILTIN_NAMES = (
-    "int",
-    "unsigned int",
-    "hyper",
-    "unsigned hyper",
-    "float",
-    "double",
-    "bool",
-    "string",
-    "opaque",
-)
+def _builtin_names() -> tuple[str, ...]:
+    from xdrstream.codec.codegen import BUILTINS
+
+    return tuple(BUILTINS)
+
+
+BUILTIN_NAMES = _builtin_names()
 
 
 class Schema(Mapping[str, Any]):
@@ -178,7 +221,7 @@ class Schema(Mapping[str, Any]):
                 self._types[name] = cls
             else:
                 self._types[name] = codec
-        self.constants: Mapping[str, int] = types.MappingProxyType(dict(model.constants))
+        self.constants: Mapping[str, int | str] = types.MappingProxyType(dict(model.constants))
         self.programs: Mapping[str, ast.Program] = types.MappingProxyType(self._programs())
 
     # -- Mapping ---------------------------------------------------------------------------
@@ -210,7 +253,9 @@ class Schema(Mapping[str, Any]):
         if source is None:
             from xdrstream.codec.codegen import generate
 
-            source = generate(self.model, self._ns["_TEXT"], self.max_depth)
+            source = generate(
+                self.model, self._ns["_SOURCES"], self.max_depth, self._ns["_CONSTANTS"]
+            )
             self._ns["__xdr_source__"] = source
         return str(source)
 
@@ -225,7 +270,10 @@ class Schema(Mapping[str, Any]):
 
     def interpreter(self) -> Interpreter:
         classes = {id(t): self._ns[f"C_{t.ident}"] for t in self.model.compounds}
-        return Interpreter(classes, self.max_depth, self.model.min_size)
+        model = self.model
+        return Interpreter(
+            classes, self.max_depth, model.min_size, model.strict_enums, model.lenient
+        )
 
     def decode_error(self, name: str, buf: Any, offset: int, exc: Exception) -> DecodeError:
         """Explain why the generated decoder rejected ``buf`` (or passed on ``exc``)."""
@@ -278,7 +326,8 @@ class Schema(Mapping[str, Any]):
 
     def _programs(self) -> dict[str, ast.Program]:
         programs: dict[str, ast.Program] = {}
-        consts = self.model.constants
+        # Program, version and procedure names are numbers (the resolver checked them).
+        consts = {k: v for k, v in self.model.constants.items() if isinstance(v, int)}
         for prog in self.model.programs:
             versions: dict[int, ast.Version] = {}
             for ver in prog.versions:
@@ -308,7 +357,7 @@ def build_schema(namespace: dict[str, Any]) -> Schema:
     """Called at the end of a generated module with its ``globals()``."""
     model = namespace.get("__xdr_model__")
     if model is None:  # a module written by ``xdrstream compile``: rebuild the model
-        from xdrstream.codec.parser import parse
-
-        model = m.resolve(parse(namespace["_TEXT"], namespace["_FILENAME"]))
+        model = m.build_model(
+            namespace["_SOURCES"], namespace["_CONSTANTS"], **namespace["_OPTIONS"]
+        )
     return Schema(namespace, model)

@@ -38,6 +38,22 @@ def register(subparsers: Any) -> None:
         "--max-findings", type=int, default=10, help="stop after this many (default 10)"
     )
     parser.add_argument(
+        "--procedure",
+        metavar="NAME",
+        help="libvirt target: fuzz this remote-program procedure (e.g. DOMAIN_GET_INFO) "
+        "with arguments generated from its .x type",
+    )
+    parser.add_argument(
+        "--libvirt-schemas",
+        type=Path,
+        metavar="DIR",
+        help="with --procedure: libvirt's own .x files (a source tree or its src/remote); "
+        "default the built-in subset",
+    )
+    parser.add_argument(
+        "--uri", default="test:///default", help="with --procedure: the CONNECT_OPEN name"
+    )
+    parser.add_argument(
         "--replay", type=Path, metavar="TRACE", help="send a saved finding again instead"
     )
     parser.set_defaults(func=run_fuzz)
@@ -49,7 +65,14 @@ def run_fuzz(args: argparse.Namespace) -> int:
         timeout = live.parse_duration(args.timeout)
         pace = 0.0 if args.pace in ("0", "0s") else live.parse_duration(args.pace)
         target = live.Target(args.target, args.spawn, timeout)
-    except ValueError as exc:
+        seeds = None
+        if args.procedure is not None:
+            # libvirt's program knowledge lives in xdrstream.libvirt (the CLI composes them)
+            from xdrstream.libvirt import fuzzing, protocol
+
+            remote = protocol.load(args.libvirt_schemas)
+            seeds = fuzzing.procedure_seeds(remote, args.procedure, uri=args.uri, seed=args.seed)
+    except (ValueError, KeyError, OSError) as exc:
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2
     try:
@@ -71,6 +94,7 @@ def run_fuzz(args: argparse.Namespace) -> int:
             max_findings=args.max_findings,
             pace=pace,
             status=sys.stderr if sys.stderr.isatty() else None,
+            seeds=seeds,
         )
     except (ConnectionError, OSError) as exc:
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)

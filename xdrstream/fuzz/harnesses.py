@@ -49,6 +49,7 @@ from xdrstream.protocol.events import (
     ConnectionClosed,
     ErrorReply,
     Event,
+    ExchangeEvent,
     KeepalivePing,
     KeepalivePong,
     Message,
@@ -217,11 +218,11 @@ def answer(conn: Connection, event: Event, calls: dict[int, Call]) -> bytes:
             out.append(_try_send(conn, StreamData(event.serial, b"fuzz")))
             out.append(_try_send(conn, StreamEnd(event.serial)))
         return b"".join(out)
-    serial = getattr(event, "serial", None)
-    if serial is None:
+    if not isinstance(event, ExchangeEvent):
         if isinstance(event, KeepalivePing):
             return _try_send(conn, KeepalivePong())
         return b""
+    serial = event.serial
     if isinstance(event, (StreamData, StreamHole)):
         if isinstance(event, StreamData):
             conn.stream_consumed(serial, len(event.data))

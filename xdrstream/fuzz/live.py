@@ -54,6 +54,7 @@ from xdrstream.protocol.bodies import V1Op
 from xdrstream.protocol.events import (
     Call,
     Event,
+    ExchangeEvent,
     KeepalivePing,
     KeepalivePong,
     StreamAbort,
@@ -349,9 +350,9 @@ def _exchange_serial(frame: bytes) -> int:
     """The exchange a client frame belongs to: the stream of a V1 stream call, else the
     header serial (keepalives: -1)."""
     event = client_event(frame)
-    if event is None or isinstance(event, (KeepalivePing, KeepalivePong)):
+    if not isinstance(event, ExchangeEvent):
         return -1
-    return int(getattr(event, "serial", -1))
+    return event.serial
 
 
 _STREAM_EVENTS = (StreamData, StreamHole, StreamFinish, StreamAbort, StreamRead)
@@ -630,10 +631,12 @@ def main_campaign(
     pace: float = 0.0,
     status: TextIO | None = sys.stderr,
     report: Callable[[str], None] = print,
+    seeds: Sequence[Sequence[bytes]] | None = None,
 ) -> int:
-    """Run a campaign and print its summary; 0 = no finding, 1 = findings."""
+    """Run a campaign and print its summary; 0 = no finding, 1 = findings.  ``seeds``:
+    client sessions to mutate instead of the corpus (e.g. one procedure's)."""
     fuzzer = LiveFuzzer(
-        Target(target, spawn, timeout), seed=seed, out=out, status=status, pace=pace
+        Target(target, spawn, timeout), seed=seed, out=out, status=status, pace=pace, seeds=seeds
     )
     summary = fuzzer.run(duration, max_findings)
     report(

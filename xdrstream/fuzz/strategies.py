@@ -10,7 +10,8 @@ Values::
 
 Every value packs with the type's codec and round-trips: integers within their range,
 enum members, every union arm (``default`` too, with a discriminant no ``case`` names),
-strings of valid UTF-8 within their byte bound, opaque data and arrays within their bounds.
+strings of valid UTF-8 within their byte bound (without U+0000 unless ``Budget(nul=True)``:
+C peers cut strings there), opaque data and arrays within their bounds.
 A :class:`Budget` keeps values small: recursion through recursive structs/unions stops at
 ``depth`` (then the smallest encoding is built: ``None``, empty arrays, the cheapest arm),
 collections hold at most ``items`` elements, strings/opaque at most ``bytes`` bytes (fixed
@@ -63,7 +64,7 @@ from xdrstream.protocol.events import (
     StreamHole,
     StreamRead,
 )
-from xdrstream.protocol.states import TABLES
+from xdrstream.protocol.states import TABLES, Kind, State
 
 __all__ = [
     "Budget",
@@ -90,9 +91,11 @@ class Budget:
     items: int = 4  # elements of a variable-length array
     bytes: int = 32  # bytes of a variable-length opaque or string
     fixed_pattern: int = 64  # fixed opaque/arrays above this repeat a drawn pattern
+    nul: bool = False  # strings may hold U+0000 (C peers cut a string there: off by default)
 
 
 DEFAULT_BUDGET = Budget()
+_NO_NUL = "\x00"
 
 # -- overrides -------------------------------------------------------------------------------
 
@@ -113,7 +116,10 @@ def register(type_or_name: Any, strategy: st.SearchStrategy[Any]) -> None:
 
     ``type_or_name``: a generated class or a Codec (that schema only), or a type name
     (``"xs_restore_args"``, a typedef, an inline ``"outer.field"``, or a built-in scalar such
-    as ``"int"``) applying to every schema.
+    as ``"int"``) applying to every schema. A typedef's override applies where the typedef
+    name is used, not to its base type (``typedef int small_t``: ``"small_t"`` leaves ``int``
+    alone); a built-in's reaches the typedefs of it that have none of their own. A typedef
+    naming a struct/union/enum shares that type's class, and so its override.
     """
     global _current_generation
     _overrides[_override_key(type_or_name)] = strategy
@@ -158,13 +164,21 @@ class _Builder:
         self.memo: dict[tuple[int, int], st.SearchStrategy[Any]] = {}
         self.overrides: dict[int, st.SearchStrategy[Any]] = {}
         model = schema.model
+        # Most general first: a built-in scalar's name reaches its typedefs too (each has
+        # its own object), then a type name, then an override for this schema's type.
+        scalars = [t for t in m.all_types(model) if isinstance(t, (m.Prim, m.Bool))]
         for key, strategy in _overrides.items():
-            if isinstance(key, str):
-                if key in model.types:
-                    self.overrides[id(model.types[key])] = strategy
-                elif key in m.PRIMS:
+            if isinstance(key, str) and key not in model.types:
+                for t in scalars:
+                    if t.xname == key:
+                        self.overrides[id(t)] = strategy
+                if key in m.PRIMS:
                     self.overrides[id(m.PRIMS[key])] = strategy
-            elif isinstance(key, tuple) and key[0] == id(schema):
+        for key, strategy in _overrides.items():
+            if isinstance(key, str) and key in model.types:
+                self.overrides[id(model.types[key])] = strategy
+        for key, strategy in _overrides.items():
+            if isinstance(key, tuple) and key[0] == id(schema):
                 self.overrides[id(schema.xtype(key[1]))] = strategy
 
     def of(self, t: m.XType, depth: int = 0) -> st.SearchStrategy[Any]:
@@ -196,7 +210,9 @@ class _Builder:
             return st.sampled_from(list(self.classes[id(t)]))
         if isinstance(t, m.String):
             limit = min(t.size, b.bytes)
-            return st.text(max_size=limit).map(lambda s: _truncate_utf8(s, limit))
+            alphabet = st.characters(exclude_categories=["Cs"], exclude_characters=_NO_NUL)
+            text = st.text(max_size=limit) if b.nul else st.text(alphabet, max_size=limit)
+            return text.map(lambda s: _truncate_utf8(s, limit))
         if isinstance(t, m.Opaque):
             if not t.fixed:
                 return st.binary(max_size=min(t.size, b.bytes))
@@ -452,7 +468,7 @@ class _Sim:
             if receiver is Role.SERVER and isinstance(event, Call):
                 self.server_serials.append(event.serial)
 
-    def live(self, role: Role) -> list[tuple[int, str, str, bool, int]]:
+    def live(self, role: Role) -> list[tuple[int, State, Kind, bool, int]]:
         """(serial, state, kind, sparse, read_max) of the exchanges ``role`` knows."""
         serials = self.client_serials if role is Role.CLIENT else self.server_serials
         out = []

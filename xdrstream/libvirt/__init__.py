@@ -6,6 +6,10 @@
   ``virsh`` makes for vol-upload/vol-download/vol-list/pool-list/vol-info/pool-info on a
   directory of files; ``xdrstream serve --libvirt-storage DIR [--pool NAME]`` runs it.
 * :class:`LibvirtError` (:mod:`.errors`) -- libvirt's error code, domain and message.
+* :mod:`.protocol` -- the remote program as data, from libvirt's own ``.x`` files (a source
+  tree) or the built-in subset: every procedure by name and number, its argument, result
+  and stream; :class:`LibvirtClient` calls any of them by name.
+* :mod:`.fuzzing` -- seeds for fuzzing one procedure (``xdrstream fuzz --procedure``).
 """
 
 from xdrstream.libvirt.client import LibvirtClient, Transfer

@@ -233,12 +233,16 @@ def pack_v1_call(stream: int, op: int, arg: int | tuple[int, int] | None = None)
     return _UU.pack(stream, op)
 
 
-def unpack_v1_call(data: bytes | memoryview) -> tuple[int, int, memoryview | bytes | int | None]:
+V1CallArg = memoryview | bytes | int | tuple[int, int] | None
+"""A V1 stream call's argument: data, (length, flags), max_bytes or None."""
+
+
+def unpack_v1_call(data: bytes | memoryview) -> tuple[int, int, V1CallArg]:
     """(stream, op, argument) where argument is data, (length, flags), max_bytes or None."""
     r = Reader(data, "§7.2.1")
     stream = r.u32("V1 stream")
     op = r.u32("V1 op")
-    arg: memoryview | bytes | int | tuple[int, int] | None
+    arg: V1CallArg
     if op == V1Op.DATA:
         arg = r.var_view(V1_CHUNK_MAX, "V1 data")
     elif op == V1Op.HOLE:
@@ -256,7 +260,7 @@ def unpack_v1_call(data: bytes | memoryview) -> tuple[int, int, memoryview | byt
         r.pos -= 4
         raise r.fail(f"V1 op {op} is not an xs_v1_op")
     r.end()
-    return stream, op, arg  # type: ignore[return-value]
+    return stream, op, arg
 
 
 # Reply to a V1 READ: xs_v1_chunk (DATA / HOLE / FINISH = end of data).

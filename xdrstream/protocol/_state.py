@@ -23,6 +23,20 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from typing import NamedTuple
+
+from xdrstream.protocol.programs import Direction, StreamMode, Variant
+
+
+class _Word(str, enum.Enum):
+    """A word of the tables: compares and hashes as its text (``State.OPEN == "OPEN"``), so
+    code holding the spec's strings can look the tables up."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return str(self.value).__format__(spec)
 
 
 class Role(enum.Enum):
@@ -30,8 +44,80 @@ class Role(enum.Enum):
     SERVER = "server"
 
 
-Transition = tuple[str, str]  # (next state, action)
-Table = Mapping[tuple[str, str], Transition]
+class State(_Word):
+    """States of an exchange (spec.md §9)."""
+
+    IDLE = "IDLE"
+    CALLING = "CALLING"
+    CALLED = "CALLED"
+    OPEN = "OPEN"
+    EOF = "EOF"
+    FINISHING = "FINISHING"
+    ABORTING = "ABORTING"
+    ABORTED = "ABORTED"
+    DRAINING = "DRAINING"
+    CLOSED = "CLOSED"
+
+
+class Action(_Word):
+    SEND = "send"  # an allowed send
+    DELIVER = "deliver"  # received, returned by next_event
+    DROP = "drop"  # received and silently discarded (§10.2)
+
+
+class Kind(_Word):
+    """Kinds of exchange: a plain call, a server's call of an unknown procedure, or a
+    call with a stream of some variant and direction (spec.md §9)."""
+
+    CALL = "call"
+    UNKNOWN_CALL = "unknown call"
+    V1_UPLOAD = "v1 upload"
+    V1_DOWNLOAD = "v1 download"
+    V2_UPLOAD = "v2 upload"
+    V2_DOWNLOAD = "v2 download"
+    V3_UPLOAD = "v3 upload"
+    V3_DOWNLOAD = "v3 download"
+
+    @property
+    def variant(self) -> Variant | None:
+        return _MODES[self][0]
+
+    @property
+    def direction(self) -> Direction | None:
+        return _MODES[self][1]
+
+    @property
+    def section(self) -> str:
+        """The section of spec.md that holds this kind's tables."""
+        return SECTIONS[self]
+
+    @staticmethod
+    def of(mode: StreamMode | None, known: bool = True) -> Kind:
+        """The kind of a procedure with stream ``mode`` (None: a plain call; a server
+        does not know whether an unknown procedure has a stream, §10.2)."""
+        if mode is None:
+            return Kind.CALL if known else Kind.UNKNOWN_CALL
+        return _KIND_OF[(mode.variant, mode.direction)]
+
+
+_MODES: dict[Kind, tuple[Variant | None, Direction | None]] = {
+    Kind.CALL: (None, None),
+    Kind.UNKNOWN_CALL: (None, None),
+    **{
+        kind: (Variant(kind.value.split()[0]), Direction(kind.value.split()[1]))
+        for kind in Kind
+        if " " in kind.value and kind is not Kind.UNKNOWN_CALL
+    },
+}
+_KIND_OF = {mode: kind for kind, mode in _MODES.items() if mode[0] is not None}
+
+
+class Transition(NamedTuple):
+    next: State
+    action: Action
+
+
+Table = Mapping[tuple[State, str], Transition]
 
 # Rows: "STATE message NEXT action"; whitespace-separated for readability.
 _ROWS: dict[tuple[str, str], str] = {
@@ -265,29 +351,29 @@ _ROWS: dict[tuple[str, str], str] = {
 }
 
 
-def _parse(rows: str) -> dict[tuple[str, str], Transition]:
-    table: dict[tuple[str, str], Transition] = {}
+def _parse(rows: str) -> dict[tuple[State, str], Transition]:
+    table: dict[tuple[State, str], Transition] = {}
     for line in rows.strip().splitlines():
         state, message, nxt, action = line.split()
-        table[(state, message)] = (nxt, action)
+        table[(State(state), message)] = Transition(State(nxt), Action(action))
     return table
 
 
-#: TABLES[(role, kind)] -- kind is "call" or e.g. "v2 download".
-TABLES: dict[tuple[Role, str], dict[tuple[str, str], Transition]] = {
-    (Role(role), kind): _parse(rows) for (role, kind), rows in _ROWS.items()
+#: TABLES[(role, kind)] -- parsed once from the rows above.
+TABLES: dict[tuple[Role, Kind], dict[tuple[State, str], Transition]] = {
+    (Role(role), Kind(kind)): _parse(rows) for (role, kind), rows in _ROWS.items()
 }
 
 #: Section of spec.md that holds each kind's tables.
-SECTIONS: dict[str, str] = {
-    "call": "§9.1",
-    "unknown call": "§9.1",
-    "v1 upload": "§9.2",
-    "v1 download": "§9.2",
-    "v2 upload": "§9.3",
-    "v2 download": "§9.3",
-    "v3 upload": "§9.4",
-    "v3 download": "§9.4",
+SECTIONS: dict[Kind, str] = {
+    Kind.CALL: "§9.1",
+    Kind.UNKNOWN_CALL: "§9.1",
+    Kind.V1_UPLOAD: "§9.2",
+    Kind.V1_DOWNLOAD: "§9.2",
+    Kind.V2_UPLOAD: "§9.3",
+    Kind.V2_DOWNLOAD: "§9.3",
+    Kind.V3_UPLOAD: "§9.4",
+    Kind.V3_DOWNLOAD: "§9.4",
 }
 
 #: Events a role can send / receive at all (for the every-pair tests).
@@ -314,12 +400,12 @@ def render_markdown() -> str:
     """The tables in the markdown form spec.md §9 uses."""
     out: list[str] = []
     for (role, kind), table in TABLES.items():
-        out.append(f"<!-- state-table: {role.value} {kind} -->")
-        out.append(f"**{role.value.capitalize()}, {kind}**")
+        out.append(f"<!-- state-table: {role.value} {kind.value} -->")
+        out.append(f"**{role.value.capitalize()}, {kind.value}**")
         out.append("")
         out.append("| state | message | next | action |")
         out.append("|---|---|---|---|")
         for (state, message), (nxt, action) in table.items():
-            out.append(f"| {state} | `{message}` | {nxt} | {action} |")
+            out.append(f"| {state.value} | `{message}` | {nxt.value} | {action.value} |")
         out.append("")
     return "\n".join(out)

@@ -41,6 +41,13 @@ def register(subparsers: Any) -> None:
         help="an extra .x schema with programs to decode (repeatable)",
     )
     parser.add_argument(
+        "--libvirt-schemas",
+        type=Path,
+        metavar="DIR",
+        help="libvirt's own .x files for its remote program: a libvirt source tree (C "
+        "constants read from its include/libvirt headers) or its src/remote directory",
+    )
+    parser.add_argument(
         "--port",
         type=int,
         help="captures: only connections with this TCP port, taken as the server's port",
@@ -55,8 +62,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"xdrstream decode: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        decoder = Decoder.with_schemas(extra=args.schema)
-    except (OSError, SchemaError) as exc:
+        programs = []
+        if args.libvirt_schemas is not None:
+            # the CLI composes layers: libvirt's program knowledge lives in xdrstream.libvirt
+            from xdrstream.libvirt import protocol as libvirt_protocol
+
+            programs.append(libvirt_protocol.load(args.libvirt_schemas).program_definition())
+        decoder = Decoder.with_schemas(extra=args.schema, programs=programs)
+    except (OSError, SchemaError, ValueError) as exc:
         print(f"xdrstream decode: bad schema: {exc}", file=sys.stderr)
         return 2
     return print_messages(decoder, data, args.format, args.port, sys.stdout, sys.stderr)

@@ -208,18 +208,23 @@ class Decoder:
 
     @classmethod
     def with_schemas(
-        cls, extra: Sequence[Path] = (), names: Sequence[str] = DEFAULT_SCHEMAS
+        cls,
+        extra: Sequence[Path] = (),
+        names: Sequence[str] = DEFAULT_SCHEMAS,
+        programs: Iterable[Program] = (),
     ) -> Decoder:
-        """A decoder for the built-in schemas ``names`` plus the ``.x`` files ``extra``."""
-        programs: list[Program] = []
+        """A decoder for the built-in schemas ``names`` plus the ``.x`` files ``extra`` and
+        ``programs``; a later program replaces an earlier one of the same number and
+        version (e.g. libvirt's whole remote program the built-in subset)."""
+        found: list[Program] = []
         for name in names:
-            programs += programs_from_schema(schemas.load(name))
+            found += programs_from_schema(schemas.load(name))
         if extra:
             from xdrstream.codec import load_schema
 
             for path in extra:
-                programs += programs_from_schema(load_schema(path))
-        return cls(programs)
+                found += programs_from_schema(load_schema(path))
+        return cls([*found, *programs])
 
     # -- input kinds ---------------------------------------------------------------------
 

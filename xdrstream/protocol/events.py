@@ -1,6 +1,8 @@
 """Events of the sans-I/O engine (spec.md §12).
 
-Each event is a frozen, slotted dataclass.  The application passes events to
+Each event is a frozen, slotted dataclass deriving from :class:`Event`; those of one
+exchange derive from :class:`ExchangeEvent` (``serial``), those of its data stream from
+:class:`StreamEvent`.  The application passes events to
 :meth:`Connection.send` and receives them from :meth:`Connection.next_event`; the same class
 stands for the same protocol step in every variant, the engine chooses its wire form
 (spec.md §7, table in §12.2).
@@ -40,6 +42,23 @@ from typing import Any, Final
 
 
 @dataclass(frozen=True, slots=True)
+class Event:
+    """Base of every event the engine sends or delivers."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeEvent(Event):
+    """An event of one exchange (spec.md §2.3): ``serial`` is its primary call's serial."""
+
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent(ExchangeEvent):
+    """An event of an exchange's data stream (spec.md §7)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteError:
     """The error body of a failed reply or stream (spec.md §4.5, libvirt's layout).
 
@@ -60,12 +79,11 @@ class RemoteError:
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class Call(ExchangeEvent):
     """``serial`` from :meth:`Connection.next_serial`; ``args`` for the procedure's codec.
     On the server ``known`` is False when the program, version or procedure is not
     registered: ``args`` is then the raw payload and the only valid answer is ErrorReply."""
 
-    serial: int
     program: int
     version: int
     procedure: int
@@ -74,19 +92,17 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    serial: int
+class Reply(ExchangeEvent):
     result: Any = None
 
 
 @dataclass(frozen=True, slots=True)
-class ErrorReply:
-    serial: int
+class ErrorReply(ExchangeEvent):
     error: RemoteError
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class Message(Event):
     """Asynchronous notification (type MESSAGE, serial 0); ``body`` decoded with the
     procedure's argument codec when known, else raw bytes."""
 
@@ -97,103 +113,67 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamData:
+class StreamData(StreamEvent):
     """``data`` is sent without copying by :meth:`Connection.send_buffers`; received data
     is a read-only memoryview that stays valid."""
 
-    serial: int
     data: bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True, slots=True)
-class StreamHole:
-    serial: int
+class StreamHole(StreamEvent):
     length: int
     flags: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class StreamEnd:
-    serial: int
+class StreamEnd(StreamEvent):
+    """End of a download's data (EOF)."""
 
 
 @dataclass(frozen=True, slots=True)
-class StreamFinish:
-    serial: int
+class StreamFinish(StreamEvent):
+    """Upload: end of data, please commit; download (V1, V2): acknowledges StreamEnd."""
 
 
 @dataclass(frozen=True, slots=True)
-class StreamAbort:
-    serial: int
+class StreamAbort(StreamEvent):
+    """The client gives the stream up."""
 
 
 @dataclass(frozen=True, slots=True)
-class StreamError:
-    serial: int
+class StreamError(StreamEvent):
     error: RemoteError
 
 
 @dataclass(frozen=True, slots=True)
-class StreamConfirm:
-    serial: int
+class StreamConfirm(StreamEvent):
+    """The server has done StreamFinish / StreamAbort (V1, V2)."""
 
 
 @dataclass(frozen=True, slots=True)
-class StreamRead:
-    serial: int
+class StreamRead(StreamEvent):
     max_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
-class StreamAck:
-    serial: int
+class StreamAck(StreamEvent):
+    """V1 upload: the oldest unacknowledged chunk is consumed."""
 
 
 @dataclass(frozen=True, slots=True)
-class KeepalivePing:
+class KeepalivePing(Event):
     pass
 
 
 @dataclass(frozen=True, slots=True)
-class KeepalivePong:
+class KeepalivePong(Event):
     pass
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+class ConnectionClosed(Event):
     pass
-
-
-Event = (
-    Call
-    | Reply
-    | ErrorReply
-    | Message
-    | StreamData
-    | StreamHole
-    | StreamEnd
-    | StreamFinish
-    | StreamAbort
-    | StreamError
-    | StreamConfirm
-    | StreamRead
-    | StreamAck
-    | KeepalivePing
-    | KeepalivePong
-    | ConnectionClosed
-)
-
-StreamEvent = (
-    StreamData
-    | StreamHole
-    | StreamEnd
-    | StreamFinish
-    | StreamAbort
-    | StreamError
-    | StreamConfirm
-    | StreamRead
-    | StreamAck
-)
 
 
 class NeedData(enum.Enum):

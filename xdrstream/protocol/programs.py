@@ -18,7 +18,7 @@ A body codec is anything with ``pack(value) -> bytes`` and ``unpack(data) -> val
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -113,6 +113,27 @@ class Registry:
         for program in programs:
             self.add(program)
 
+    @classmethod
+    def of(cls, programs: Iterable[Any] | Registry) -> Registry:
+        """A registry from what a connection accepts: a :class:`Registry` (returned as is)
+        or an iterable of :class:`Program` objects, registries and schemas compiled by
+        :mod:`xdrstream.codec`."""
+        if isinstance(programs, Registry):
+            return programs
+        registry = cls()
+        for item in programs:
+            if isinstance(item, Program):
+                registry.add(item)
+            elif isinstance(item, Registry):
+                for program in item:
+                    registry.add(program)
+            elif hasattr(item, "programs"):  # a schema compiled by xdrstream.codec
+                for program in programs_from_schema(item):
+                    registry.add(program)
+            else:
+                raise TypeError(f"programs: expected schemas or Program objects, got {item!r}")
+        return registry
+
     def add(self, program: Program) -> None:
         self._programs[(program.number, program.version)] = program
 
@@ -120,5 +141,5 @@ class Registry:
         program = self._programs.get((prog, vers))
         return None if program is None else program.procedures.get(proc)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Program]:
         return iter(self._programs.values())

@@ -4,10 +4,12 @@
     TABLES[(Role.CLIENT, "v2 upload")][("OPEN", ">StreamData")]   # -> ("OPEN", "send")
 
 ``TABLES[(role, kind)]`` maps ``(state, message)`` to ``(next state, action)``; ``kind`` is
-``"call"``, ``"unknown call"`` or ``"<variant> <direction>"``; ``SECTIONS[kind]`` names the
-spec section; ``SENDS``/``RECEIVES`` list the events a role sends/receives at all. The
-notation is described in :mod:`xdrstream.protocol._state`, the engine's own module, which
-this one re-exports.
+a :class:`Kind` (``Kind.CALL``, ``Kind.UNKNOWN_CALL`` or e.g. ``Kind.V2_UPLOAD``), states
+are :class:`State` and actions :class:`Action`, enums parsed once from the tables' text
+that compare equal to the spec's words (``Kind.V2_UPLOAD == "v2 upload"``);
+``SECTIONS[kind]`` names the spec section; ``SENDS``/``RECEIVES`` list the events a role
+sends/receives at all. The notation is described in :mod:`xdrstream.protocol._state`, the
+engine's own module, which this one re-exports.
 """
 
 from xdrstream.protocol._state import (
@@ -15,9 +17,23 @@ from xdrstream.protocol._state import (
     SECTIONS,
     SENDS,
     TABLES,
+    Action,
+    Kind,
     Role,
+    State,
     Table,
     Transition,
 )
 
-__all__ = ["RECEIVES", "SECTIONS", "SENDS", "TABLES", "Role", "Table", "Transition"]
+__all__ = [
+    "RECEIVES",
+    "SECTIONS",
+    "SENDS",
+    "TABLES",
+    "Action",
+    "Kind",
+    "Role",
+    "State",
+    "Table",
+    "Transition",
+]

@@ -46,12 +46,14 @@ from xdrstream.protocol.events import (
     Call,
     ConnectionClosed,
     Event,
+    ExchangeEvent,
     KeepalivePing,
     KeepalivePong,
     Message,
     StreamAbort,
 )
-from xdrstream.protocol.programs import Procedure, Program, programs_from_schema
+from xdrstream.protocol.programs import Procedure
+from xdrstream.protocol.states import Kind as EngineKind
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
 from xdrstream.transport.drivers import client_tls, connection_error, unknown_procedure
@@ -114,17 +116,6 @@ def peer_gone(sock: socket.socket) -> bool:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def registry_of(programs: Iterable[Any] | Registry) -> Registry:
-    """A :class:`Registry` from programs or compiled schemas (as the engine accepts)."""
-    if isinstance(programs, Registry):
-        return programs
-    registry = Registry()
-    for item in programs:
-        for program in [item] if isinstance(item, Program) else programs_from_schema(item):
-            registry.add(program)
-    return registry
 
 
 class AsyncChannel:
@@ -306,7 +297,7 @@ class AsyncConnection:
         self.role = role
         self.name = name
         self._channel = channel
-        self._registry = registry_of(programs)
+        self._registry = Registry.of(programs)
         self.engine = Connection(
             role, self._registry, Limits(stream_buffer=self.options.stream_buffer)
         )
@@ -457,7 +448,7 @@ class AsyncConnection:
         await self.close()
 
     # ------------------------------------------------------------------ running ops
-    def _new_exchange(self, serial: int, kind: str, sparse: bool) -> Exchange:
+    def _new_exchange(self, serial: int, kind: EngineKind, sparse: bool) -> Exchange:
         ex = make_exchange(serial, self.role is Role.CLIENT, kind, sparse, self.options.chunk_size)
         ex.waker = asyncio.Event()
         ex.abort_event = asyncio.Event()
@@ -546,7 +537,7 @@ class AsyncConnection:
         proc = self._procedure(program, version, procedure)
         serial = self.engine.next_serial()
         mode = proc.stream
-        kind = "call" if mode is None else f"{mode.variant.value} {mode.direction.value}"
+        kind = EngineKind.of(mode)
         ex = self._new_exchange(serial, kind, bool(mode and mode.sparse))
         call = Call(serial, program, version, procedure, args)
         try:
@@ -620,10 +611,10 @@ class AsyncConnection:
             elif kind is ConnectionClosed:
                 self._fail(ConnectionLost(f"{self.name or 'peer'}: connection closed by peer"))
                 return False
-            elif kind is Call:
-                self._incoming(event)  # type: ignore[arg-type]
-            else:
-                ex = self._exchanges.get(event.serial)  # type: ignore[union-attr]
+            elif isinstance(event, Call):
+                self._incoming(event)
+            elif isinstance(event, ExchangeEvent):
+                ex = self._exchanges.get(event.serial)
                 if ex is not None:
                     ex.inbox.append(event)
                     ex.waker.set()
@@ -641,7 +632,7 @@ class AsyncConnection:
     def _incoming(self, call: Call) -> None:
         info = self.engine.stream_info(call.serial)
         ex = self._new_exchange(
-            call.serial, info.kind if info else "call", bool(info and info.sparse)
+            call.serial, info.kind if info else EngineKind.CALL, bool(info and info.sparse)
         )
         stream = Stream(self, ex, call)
         if not call.known:

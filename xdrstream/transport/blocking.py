@@ -43,13 +43,15 @@ from xdrstream.protocol.events import (
     Call,
     ConnectionClosed,
     Event,
+    ExchangeEvent,
     KeepalivePing,
     KeepalivePong,
     Message,
 )
+from xdrstream.protocol.states import Kind as EngineKind
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
-from xdrstream.transport.aio import PAUSE_CHECK, TLS_PIECE, _advance, peer_gone, registry_of
+from xdrstream.transport.aio import PAUSE_CHECK, TLS_PIECE, _advance, peer_gone
 from xdrstream.transport.drivers import client_tls, connection_error, unknown_procedure
 from xdrstream.transport.errors import (
     ERR_OPERATION_INVALID,
@@ -249,7 +251,7 @@ class BlockingConnection:
         self.role = role
         self.name = name
         self._channel = channel
-        self._registry = registry_of(programs)
+        self._registry = Registry.of(programs)
         self.engine = Connection(
             role, self._registry, Limits(stream_buffer=self.options.stream_buffer)
         )
@@ -369,7 +371,7 @@ class BlockingConnection:
         self.close()
 
     # ------------------------------------------------------------------ running ops
-    def _new_exchange(self, serial: int, kind: str, sparse: bool) -> Exchange:
+    def _new_exchange(self, serial: int, kind: EngineKind, sparse: bool) -> Exchange:
         ex = make_exchange(serial, self.role is Role.CLIENT, kind, sparse, self.options.chunk_size)
         ex.on_consumed = self._consumed
         ex.info = lambda: self._info(serial)
@@ -454,7 +456,7 @@ class BlockingConnection:
                 f"procedure {program:#x}/{version}/{procedure} is not in this connection's programs"
             )
         mode = proc.stream
-        kind = "call" if mode is None else f"{mode.variant.value} {mode.direction.value}"
+        kind = EngineKind.of(mode)
         with self._cond:
             if self._error is not None:
                 self._raise_error()
@@ -588,10 +590,10 @@ class BlockingConnection:
                 self._error = ConnectionLost(f"{self.name or 'peer'}: connection closed by peer")
                 self._cond.notify_all()
                 return False
-            elif kind is Call:
-                self._incoming(event)  # type: ignore[arg-type]
-            else:
-                ex = self._exchanges.get(event.serial)  # type: ignore[union-attr]
+            elif isinstance(event, Call):
+                self._incoming(event)
+            elif isinstance(event, ExchangeEvent):
+                ex = self._exchanges.get(event.serial)
                 if ex is not None:
                     ex.inbox.append(event)
         return False
@@ -599,7 +601,7 @@ class BlockingConnection:
     def _incoming(self, call: Call) -> None:
         info = self.engine.stream_info(call.serial)
         ex = self._new_exchange(
-            call.serial, info.kind if info else "call", bool(info and info.sparse)
+            call.serial, info.kind if info else EngineKind.CALL, bool(info and info.sparse)
         )
         if not call.known:
             self._refusals.append((ex, unknown_procedure(call)))

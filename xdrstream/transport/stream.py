@@ -63,6 +63,7 @@ from xdrstream.protocol.events import (
     StreamRead,
 )
 from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD
+from xdrstream.protocol.states import Kind as EngineKind
 from xdrstream.transport.errors import (
     ERR_INTERNAL,
     ERR_OPERATION_ABORTED,
@@ -172,8 +173,8 @@ def _emit(ex: Exchange, event: Event) -> Op[None]:
     except LocalProtocolError:
         for pending in ex.inbox:
             kind = type(pending)
-            if kind is StreamError or kind is ErrorReply:
-                raise _failed(ex, pending.error) from None  # type: ignore[union-attr]
+            if isinstance(pending, (StreamError, ErrorReply)):
+                raise _failed(ex, pending.error) from None
             if kind is StreamAbort and not ex.client:
                 raise _server_aborted(ex) from None
             if kind is StreamEnd and type(event) is StreamRead:
@@ -230,8 +231,8 @@ def _upload_event(ex: Exchange, event: Event) -> None:
     kind = type(event)
     if kind is StreamAck:
         ex.outstanding -= 1
-    elif kind is StreamError or kind is ErrorReply:
-        raise _failed(ex, event.error)  # type: ignore[union-attr]
+    elif isinstance(event, (StreamError, ErrorReply)):
+        raise _failed(ex, event.error)
     else:
         raise _unexpected(ex, event)
 
@@ -280,11 +281,11 @@ def client_finish(ex: Exchange) -> Op[Any]:
             ex.outstanding -= 1
         elif kind is StreamConfirm or kind is Reply:
             ex.closed = True
-            if kind is Reply:
-                ex.result = event.result  # type: ignore[union-attr]
+            if isinstance(event, Reply):
+                ex.result = event.result
             return ex.result
-        elif kind is StreamError or kind is ErrorReply:
-            raise _failed(ex, event.error)  # type: ignore[union-attr]
+        elif isinstance(event, (StreamError, ErrorReply)):
+            raise _failed(ex, event.error)
         else:
             raise _unexpected(ex, event)
 
@@ -317,12 +318,12 @@ def client_recv(ex: Exchange) -> Op[Chunk | None]:
                 yield from _emit(ex, StreamRead(ex.serial, ex.chunk_size))
         event = yield from _pop(ex)
         kind = type(event)
-        if kind is StreamData:
+        if isinstance(event, StreamData):
             ex.outstanding -= ex.v1
-            return memoryview(event.data)  # type: ignore[union-attr]
-        if kind is StreamHole:
+            return memoryview(event.data)
+        if isinstance(event, StreamHole):
             ex.outstanding -= ex.v1
-            return Hole(event.length)  # type: ignore[union-attr]
+            return Hole(event.length)
         if kind is StreamEnd:
             ex.eof = True
             ex.outstanding = 0  # later READs are cancelled (§7.2.3)
@@ -331,11 +332,11 @@ def client_recv(ex: Exchange) -> Op[Chunk | None]:
             continue
         if kind is StreamConfirm or kind is Reply:
             ex.closed = True
-            if kind is Reply:
-                ex.result = event.result  # type: ignore[union-attr]
+            if isinstance(event, Reply):
+                ex.result = event.result
             return None
-        if kind is StreamError or kind is ErrorReply:
-            raise _failed(ex, event.error)  # type: ignore[union-attr]
+        if isinstance(event, (StreamError, ErrorReply)):
+            raise _failed(ex, event.error)
         raise _unexpected(ex, event)
 
 
@@ -378,11 +379,11 @@ def server_recv(ex: Exchange) -> Op[Chunk | None]:
         yield from _emit(ex, StreamAck(ex.serial))
     event = yield from _pop(ex)
     kind = type(event)
-    if kind is StreamData or kind is StreamHole:
+    if isinstance(event, (StreamData, StreamHole)):
         ex.ack_due = ex.v1
-        if kind is StreamData:
-            return memoryview(event.data)  # type: ignore[union-attr]
-        return Hole(event.length)  # type: ignore[union-attr]
+        if isinstance(event, StreamData):
+            return memoryview(event.data)
+        return Hole(event.length)
     if kind is StreamFinish:
         ex.eof = True
         return None
@@ -404,8 +405,8 @@ def server_complete(ex: Exchange, result: Any) -> Op[None]:
 
 def _download_event(ex: Exchange, event: Event) -> None:
     kind = type(event)
-    if kind is StreamRead:
-        ex.read_sizes.append(event.max_bytes)  # type: ignore[union-attr]
+    if isinstance(event, StreamRead):
+        ex.read_sizes.append(event.max_bytes)
     elif kind is StreamAbort:
         raise _server_aborted(ex)
     else:
@@ -674,13 +675,15 @@ class BlockingStream(_Base):
             yield chunk
 
 
-def make_exchange(serial: int, client: bool, kind: str, sparse: bool, chunk_size: int) -> Exchange:
-    """An :class:`Exchange` of engine kind ``kind``: "call" ("unknown call": a server's
-    call of a procedure it does not know) or "<variant> <direction>"."""
-    if kind == "call" or kind == "unknown call":
+def make_exchange(
+    serial: int, client: bool, kind: EngineKind, sparse: bool, chunk_size: int
+) -> Exchange:
+    """An :class:`Exchange` of engine kind ``kind`` (a server's call of a procedure it
+    does not know is a plain call here)."""
+    variant, direction = kind.variant, kind.direction
+    if variant is None or direction is None:
         return Exchange(serial, client, Kind.CALL, None, False, chunk_size)
-    variant_text, direction = kind.split()
-    return Exchange(serial, client, Kind(direction), Variant(variant_text), sparse, chunk_size)
+    return Exchange(serial, client, Kind(direction.value), variant, sparse, chunk_size)
 
 
 def iter_items(items: Iterable[bytes | bytearray | memoryview | Hole]) -> Iterator[Chunk]:
