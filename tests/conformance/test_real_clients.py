@@ -131,3 +131,35 @@ def test_libvirt_python_is_judged(tmp_path: Path) -> None:
     print(outcomes)
     assert "fail" not in outcomes.values(), outcomes
     assert outcomes["C7.3.1/2"] == outcomes["C7.3.2/1"] == "pass"
+
+
+@pytest.mark.real_peers
+def test_go_libvirt_is_judged(tmp_path: Path) -> None:
+    from golibvirt import build_go_client
+    from realpeers import private_libvirtd, require
+
+    require("libvirtd", "virsh", "setpriv")
+    client = build_go_client(Path(__file__).parents[1] / "libvirt" / "golibvirt")
+    with private_libvirtd() as daemon:
+        daemon.define_pool("tpool")
+        daemon.virsh("vol-create-as", "tpool", "vol1", "1M", "--allocation", "0")
+        shared = daemon.shared_dir("judge")
+        source = shared / "in.img"
+        source.write_bytes(os.urandom(200_000))
+        listen = addresses.parse_address(f"unix:{shared / 'j.sock'}")
+        upstream = addresses.parse_address(f"unix:{daemon.socket_path}")
+        with JudgingProxy(listen, upstream) as proxy:
+            os.chmod(shared / "j.sock", 0o777)
+            command = [str(client), str(shared / "j.sock"), "qemu:///session", "tpool", "vol1"]
+            subprocess.run([*command, str(source), str(shared / "o")], check=True, timeout=60)
+            [session] = proxy.wait(1, timeout=30)
+    outcomes = _outcomes(session)
+    details = {result.case.id: result.detail for result, _ in judge(session)}
+    # go-libvirt hand-encodes CONNECT_OPEN's optional-name flag as 0x01000000 (libtirpc takes it)
+    assert outcomes["C4.4.2/1"] == "deviation" and "0x01000000" in details["C4.4.2/1"]
+    assert outcomes["C7.3.1/2"] == outcomes["C11.3/1"] == "pass"
+    # what go-libvirt (2022-11) gets wrong, found by the judge: after a download's end of
+    # data it sends CONNECT_CLOSE without StreamFinish (libvirtd lets it), it ignores the
+    # PING, and its serials start at 1
+    assert outcomes["C7.3.2/1"] == "fail" and "unfinished" in details["C7.3.2/1"]
+    assert outcomes["C5/1"] == outcomes["C4.3.1/1"] == "fail"
