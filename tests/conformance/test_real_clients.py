@@ -22,6 +22,17 @@ def _outcomes(session: Session) -> dict[str, str]:
     return {result.case.id: result.outcome for result, _ in judge(session)}
 
 
+def _table(request: pytest.FixtureRequest, client: str, outcomes: dict[str, str]) -> None:
+    """Adds a row to the terminal summary's table of judged clients (conftest.py)."""
+    from conftest import JUDGED_CLIENTS
+
+    table = request.config.stash.setdefault(JUDGED_CLIENTS, {})
+    counts: dict[str, int] = {}
+    for outcome in outcomes.values():
+        counts[outcome] = counts.get(outcome, 0) + 1
+    table[client] = counts
+
+
 def _call(proc: int, serial: int, body: bytes = b"") -> bytes:
     return pack_frame(Header(LIBVIRT, 1, proc, MessageType.CALL, serial, MessageStatus.OK), body)
 
@@ -48,7 +59,7 @@ def test_a_broken_client_fails_the_judge(tmp_path: Path) -> None:
 
 
 @pytest.mark.real_peers
-def test_virsh_is_judged(tmp_path: Path) -> None:
+def test_virsh_is_judged(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     from realpeers import private_libvirtd, require
 
     require("libvirtd", "virsh", "setpriv")
@@ -78,6 +89,9 @@ def test_virsh_is_judged(tmp_path: Path) -> None:
             sessions = proxy.wait(3, timeout=30)
         assert (shared / "o").read_bytes()[: source.stat().st_size] == source.read_bytes()
     judged = [_outcomes(s) for s in sessions]
+    for name, outcomes in zip(("vol-upload --sparse", "vol-download --sparse", "screenshot"),
+                              judged, strict=True):  # fmt: skip
+        _table(request, f"virsh 9.0 {name}", outcomes)
     for outcomes in judged:
         assert "fail" not in outcomes.values(), outcomes
     assert judged[0]["C7.3.1/2"] == judged[1]["C7.3.2/1"] == judged[2]["C7.3.2/1"] == "pass"
@@ -107,7 +121,7 @@ assert data == b"hello", data
 
 
 @pytest.mark.real_peers
-def test_libvirt_python_is_judged(tmp_path: Path) -> None:
+def test_libvirt_python_is_judged(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     from realpeers import private_libvirtd, require
 
     require("libvirtd", "virsh", "setpriv")
@@ -128,13 +142,14 @@ def test_libvirt_python_is_judged(tmp_path: Path) -> None:
             )
             [session] = proxy.wait(1, timeout=30)
     outcomes = _outcomes(session)
+    _table(request, "libvirt-python 9.0 (upload, download)", outcomes)
     print(outcomes)
     assert "fail" not in outcomes.values(), outcomes
     assert outcomes["C7.3.1/2"] == outcomes["C7.3.2/1"] == "pass"
 
 
 @pytest.mark.real_peers
-def test_go_libvirt_is_judged(tmp_path: Path) -> None:
+def test_go_libvirt_is_judged(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     from golibvirt import build_go_client
     from realpeers import private_libvirtd, require
 
@@ -154,6 +169,7 @@ def test_go_libvirt_is_judged(tmp_path: Path) -> None:
             subprocess.run([*command, str(source), str(shared / "o")], check=True, timeout=60)
             [session] = proxy.wait(1, timeout=30)
     outcomes = _outcomes(session)
+    _table(request, "go-libvirt 2022-11 (upload, download)", outcomes)
     details = {result.case.id: result.detail for result, _ in judge(session)}
     # go-libvirt hand-encodes CONNECT_OPEN's optional-name flag as 0x01000000 (libtirpc takes it)
     assert outcomes["C4.4.2/1"] == "deviation" and "0x01000000" in details["C4.4.2/1"]
