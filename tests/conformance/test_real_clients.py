@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from xdrstream.conformance import report
 from xdrstream.conformance.judge import JudgingProxy, Session, judge
 from xdrstream.libvirt.storage_server import StorageServer
 from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
@@ -179,3 +180,8 @@ def test_go_libvirt_is_judged(tmp_path: Path, request: pytest.FixtureRequest) ->
     # PING, and its serials start at 1
     assert outcomes["C7.3.2/1"] == "fail" and "unfinished" in details["C7.3.2/1"]
     assert outcomes["C5/1"] == outcomes["C4.3.1/1"] == "fail"
+    judged = judge(session)  # the HTML report of a real client's session
+    page = tmp_path / "go-libvirt.html"
+    report.write_html(page, [r for r, _ in judged], "go-libvirt judged",
+                      frames=session.frames, evidence=[e for _, e in judged])  # fmt: skip
+    assert "0x01000000 taken as TRUE" in page.read_text(encoding="utf-8")
