@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,3 +43,22 @@ def run_catalogue(
 
 def failed(results: dict[str, Result]) -> set[str]:
     return {case_id for case_id, r in results.items() if r.outcome in ("fail", "error")}
+
+
+#: client -> outcome counts of the judged clients (filled by test_real_clients.py)
+JUDGED_CLIENTS = pytest.StashKey[dict[str, dict[str, int]]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The judged clients' table (issue 16 part 5), so CI output shows it."""
+    table = config.stash.get(JUDGED_CLIENTS, None)
+    if not table:
+        return
+    terminalreporter.section("clients judged by xdrstream.conformance.judge")
+    terminalreporter.write_line(f"{'client':<38} cases  pass  fail  skip  deviation")
+    for client, counts in table.items():
+        terminalreporter.write_line(
+            f"{client:<38} {sum(counts.values()):>5} {counts.get('pass', 0):>5} "
+            f"{counts.get('fail', 0):>5} {counts.get('skip', 0):>5} "
+            f"{counts.get('deviation', 0):>10}"
+        )

@@ -81,6 +81,7 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     run.add_argument("--json", metavar="FILE", help="write a JSON report")
+    run.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     run.set_defaults(func=cmd_run)
 
     replay = sub.add_parser("replay", help="replay traces' client sides against a server")
@@ -252,6 +253,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.junit:
         report.write_junit(args.junit, results)
+    if args.html:
+        report.write_html(
+            args.html, results, f"xdrstream conformance: {args.target} ({context.program})"
+        )
     if args.json:
         report.write_json(
             args.json,

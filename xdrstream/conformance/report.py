@@ -178,3 +178,146 @@ def junit_xml(results: Sequence[Result], name: str = "xdrstream conformance") ->
 
 def write_junit(path: str | Path, results: Sequence[Result]) -> None:
     Path(path).write_text(junit_xml(results), encoding="utf-8")
+
+
+# ---- HTML (``--html FILE``) --------------------------------------------------------------------
+_HTML_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "skip": "#9a6700", "error": "#8250df",
+                 "deviation": "#bc4c00"}  # fmt: skip
+_CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#1f2328}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #d0d7de;padding:3px 8px;
+text-align:left;vertical-align:top}th{background:#f6f8fa}.o{font-weight:bold;color:#fff;
+padding:1px 6px;border-radius:3px}.case{border:1px solid #d0d7de;margin:1em 0;padding:.5em 1em}
+code,.hex{font:12px monospace}.hex{word-break:break-all;color:#57606a}"""
+
+
+def _spec_headings() -> dict[str, str]:
+    """Section number -> GitHub's anchor of its heading in spec.md (empty where spec.md is
+    not beside the package, e.g. an installed wheel)."""
+    import re
+
+    path = Path(__file__).resolve().parents[2] / "spec.md"
+    out: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            match = re.match(r"#+ (\d+(?:\.\d+)*)\.? ", line)
+            if match:
+                text = re.sub(r"[^\w\- ]", "", line.lstrip("# ").lower())
+                out[match.group(1)] = text.replace(" ", "-")
+    return out
+
+
+_HEADINGS: dict[str, str] | None = None
+
+
+def _spec_anchor(section: str) -> str:
+    """A link to spec.md's heading of ``section`` (or of its nearest parent)."""
+    global _HEADINGS
+    if _HEADINGS is None:
+        _HEADINGS = _spec_headings()
+    parts = section.split(".")
+    while parts:
+        anchor = _HEADINGS.get(".".join(parts))
+        if anchor:
+            return f"spec.md#{anchor}"
+        parts.pop()
+    return "spec.md"
+
+
+def frame_rows(frames: Sequence[Any], numbers: Sequence[int] | None = None) -> str:
+    """Table rows of trace frames (direction, time, header fields, decoded body, hex)."""
+    import html
+
+    from xdrstream.protocol.framing import LEN_SIZE, MIN_FRAME, parse_header
+
+    rows = []
+    for number, frame in enumerate(frames, 1):
+        if numbers is not None and number not in numbers:
+            continue
+        arrow = "C &rarr; S" if frame.direction == "c2s" else "C &larr; S"
+        when = "" if frame.time is None else f"{frame.time:.4f}"
+        if frame.close:
+            fields, body = "close (end of input)", ""
+        elif frame.partial or len(frame.data) < MIN_FRAME:
+            fields, body = f"cut-off frame, {len(frame.data)} bytes", ""
+        else:
+            try:
+                h = parse_header(frame.data, LEN_SIZE)
+                kind = f"{getattr(h.type, 'name', h.type)}/{getattr(h.status, 'name', h.status)}"
+                fields = (f"{kind} prog {h.prog:#x} vers {h.vers} proc {h.proc} "
+                          f"serial {h.serial} length {len(frame.data)}")  # fmt: skip
+            except Exception as exc:  # a header the judge reports: show it as it is
+                fields = f"invalid header: {exc}"
+            body = f"{len(frame.data) - MIN_FRAME} payload bytes"
+        note = f" ({html.escape(frame.note)})" if getattr(frame, "note", None) else ""
+        hexed = frame.data[:64].hex() + ("&hellip;" if len(frame.data) > 64 else "")
+        rows.append(
+            f"<tr><td>{number}</td><td>{arrow}</td><td>{when}</td>"
+            f"<td>{html.escape(fields)}{note}</td><td>{html.escape(body)}</td>"
+            f'<td class="hex">{hexed}</td></tr>'
+        )
+    return "".join(rows)
+
+
+def html_report(
+    results: Sequence[Result],
+    *,
+    title: str,
+    frames: Sequence[Any] = (),
+    evidence: Sequence[Sequence[int]] | None = None,
+) -> str:
+    """A self-contained HTML report (inline CSS, no external assets), after the Autobahn
+    testsuite's: a summary per spec section, then each case with its requirement,
+    expectation, outcome, time, detail and the frames it looked at (``frames`` of a judged
+    session, ``evidence[i]`` the frame numbers of ``results[i]``)."""
+    import html
+
+    outcomes = (*OUTCOMES, "deviation")
+    by_section: dict[str, list[Result]] = {}
+    for result in results:
+        by_section.setdefault(result.case.section.lstrip("C"), []).append(result)
+    head = "".join(f"<th>{o}</th>" for o in outcomes)
+    summary_rows = []
+    for section, items in by_section.items():
+        counts = Counter(r.outcome for r in items)
+        cells = "".join(f"<td>{counts.get(o, 0)}</td>" for o in outcomes)
+        summary_rows.append(
+            f'<tr><td><a href="{_spec_anchor(section)}">§{section}</a></td>'
+            f"<td>{len(items)}</td>{cells}</tr>"
+        )
+    blocks = []
+    for index, result in enumerate(results):
+        item = result.case
+        colour = _HTML_COLOURS.get(result.outcome, "#57606a")
+        section = item.section.lstrip("C")
+        numbers = evidence[index] if evidence is not None and index < len(evidence) else []
+        table = ""
+        if frames and numbers:
+            table = (
+                "<table><tr><th>#</th><th>dir</th><th>t (s)</th><th>header</th>"
+                f"<th>body</th><th>hex</th></tr>{frame_rows(frames, numbers)}</table>"
+            )
+        blocks.append(
+            f'<div class="case" id="{html.escape(item.id)}"><h3>{html.escape(item.id)} '
+            f'<span class="o" style="background:{colour}">{result.outcome}</span> '
+            f"{html.escape(item.title)}</h3>"
+            f'<p>level {item.level}, spec <a href="{_spec_anchor(section)}">§{section}</a>, '
+            f"{result.seconds * 1000:.1f} ms</p>"
+            f"<p><b>requirement</b>: {html.escape(item.requirement)}</p>"
+            f"<p><b>expected</b>: {html.escape(item.expect)}</p>"
+            + (f"<p><b>detail</b>: {html.escape(result.detail)}</p>" if result.detail else "")
+            + table
+            + "</div>"
+        )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+        f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<h2>Summary per spec section</h2><table><tr><th>section</th><th>cases</th>{head}</tr>"
+        + "".join(summary_rows)
+        + "</table><h2>Cases</h2>"
+        + "".join(blocks)
+        + "</body></html>\n"
+    )
+
+
+def write_html(path: str | Path, results: Sequence[Result], title: str, **kw: Any) -> None:
+    Path(path).write_text(html_report(results, title=title, **kw), encoding="utf-8")

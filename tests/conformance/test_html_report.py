@@ -1,0 +1,95 @@
+"""The HTML report (issue 16 part 7): structure parsed with html.parser, self-contained,
+written by a judged session and by `conformance run --html`."""
+
+from __future__ import annotations
+
+import socket
+from html.parser import HTMLParser
+from pathlib import Path
+
+from test_real_clients import _call
+
+from xdrstream.cli import main
+from xdrstream.conformance import report
+from xdrstream.conformance.judge import JudgingProxy, judge
+from xdrstream.libvirt.storage_server import StorageServer
+from xdrstream.transport import address as addresses
+
+
+class _Outline(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cases: list[str] = []
+        self.outcomes: list[str] = []
+        self.links: list[str] = []
+        self.external: list[str] = []
+        self.hex_cells = 0
+        self.tables = 0
+        self._outcome = False
+        self._hex = False
+        self.hex_text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = dict(attrs)
+        if tag == "div" and attr.get("class") == "case":
+            self.cases.append(str(attr.get("id")))
+        if tag == "span" and attr.get("class") == "o":
+            self._outcome = True
+        if tag == "td" and attr.get("class") == "hex":
+            self.hex_cells += 1
+            self._hex = True
+        if tag == "table":
+            self.tables += 1
+        if tag == "a":
+            self.links.append(str(attr.get("href")))
+        if tag in ("link", "script", "img") or str(attr.get("src", "")).startswith("http"):
+            self.external.append(tag)
+
+    def handle_data(self, data: str) -> None:
+        if self._outcome:
+            self.outcomes.append(data)
+            self._outcome = False
+        if self._hex:
+            self.hex_text += data
+            self._hex = False
+
+
+def test_html_of_a_judged_session(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    with StorageServer(f"unix:{tmp_path / 'up.sock'}", tmp_path / "images"):
+        listen = addresses.parse_address(f"unix:{tmp_path / 'j.sock'}")
+        upstream = addresses.parse_address(f"unix:{tmp_path / 'up.sock'}")
+        with JudgingProxy(listen, upstream) as proxy:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(5)
+                sock.connect(str(tmp_path / "j.sock"))
+                for proc, serial, body in ((66, 0, b""), (1, 3, bytes(8)), (2, 4, b"")):
+                    sock.sendall(_call(proc, serial, body))
+                    sock.recv(65536)
+            [session] = proxy.wait(1, timeout=20)
+    judged = judge(session)
+    out = tmp_path / "r.html"
+    report.write_html(
+        out, [r for r, _ in judged], "broken client", frames=session.frames,
+        evidence=[e for _, e in judged],
+    )  # fmt: skip
+    outline = _Outline()
+    outline.feed(out.read_text(encoding="utf-8"))
+    assert outline.cases == [r.case.id for r, _ in judged]
+    assert outline.outcomes == [r.outcome for r, _ in judged]
+    assert "fail" in outline.outcomes  # serial 3 after 0, the PING unanswered
+    assert "spec.md#5-keepalive" in outline.links
+    assert "spec.md#43-serials" in outline.links  # §4.3.1 is a paragraph of §4.3
+    assert outline.hex_cells > 0 and "200080860000000100000042" in outline.hex_text
+    assert outline.external == []
+
+
+def test_run_writes_html(reference_server: addresses.Address, tmp_path: Path) -> None:
+    out = tmp_path / "run.html"
+    code = main(["conformance", "run", "--target", str(reference_server), "--cases", "4.4.1/1",
+                 "--html", str(out)])  # fmt: skip
+    assert code == 0
+    outline = _Outline()
+    outline.feed(out.read_text(encoding="utf-8"))
+    assert outline.cases == ["4.4.1/1"] and outline.outcomes == ["pass"]
+    assert "spec.md#44-calls-and-replies" in outline.links
