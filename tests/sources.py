@@ -12,7 +12,14 @@ module fetches it with ``apt-get source`` through a private apt configuration (i
 Trees are unpacked once into a cache shared by test runs and processes (``XDRSTREAM_SOURCES``,
 default ``~/.cache/xdrstream/sources``), guarded by a file lock. Where the registry cannot be
 reached (or ``apt-get``/``dpkg-source`` are absent) the calling test is skipped with the
-reason; any other failure is an error.
+reason; any other failure is an error. Outside pytest (benchmarks), ``fetch_debian_source``
+raises :class:`SourceUnavailable` instead of skipping.
+
+A mirror may lack some files of a source package (a Debian revision's ``.dsc`` or
+``.debian.tar.xz`` answer 404 while the upstream tarball is there). The ``.x`` files and C
+headers the tests read are upstream's, so ``debian_source`` then falls back to the upstream
+tarball alone (``apt-get source --tar-only``, checksummed by apt like the rest), unpacked
+without Debian's patches; ``debian_tree_kind(tree)`` says which of the two a tree is.
 
 Import from tests as ``from sources import ...`` (``tests`` is on pytest's pythonpath).
 """
@@ -27,12 +34,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 MIRROR = "http://deb.debian.org/debian"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 RELEASES = ("bookworm", "trixie")
 FETCH_TIMEOUT = 600.0
+
+
+class SourceUnavailable(Exception):
+    """The registry, or the programs that fetch from it, cannot be had here (a skip reason)."""
 
 
 def cache_root() -> Path:
@@ -68,28 +77,48 @@ def _apt_options(root: Path) -> list[str]:
     ]  # fmt: skip
 
 
+class _NotFound(Exception):
+    """The mirror answered 404 for a file of the package."""
+
+
 def _run(command: list[str], cwd: Path, what: str) -> None:
     try:
         done = subprocess.run(
             command, cwd=cwd, capture_output=True, text=True, timeout=FETCH_TIMEOUT
         )
     except subprocess.TimeoutExpired:
-        pytest.skip(f"{what}: the package registry did not answer in {FETCH_TIMEOUT:.0f} s")
+        raise SourceUnavailable(
+            f"{what}: the package registry did not answer in {FETCH_TIMEOUT:.0f} s"
+        ) from None
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip()
+        if "404  Not Found" in output:
+            raise _NotFound(output[-300:])
         unreachable = ("Could not resolve", "Failed to fetch", "Temporary failure", "timed out")
         if any(marker in output for marker in unreachable):
-            pytest.skip(f"{what}: the package registry cannot be reached: {output[-300:]}")
+            raise SourceUnavailable(
+                f"{what}: the package registry cannot be reached: {output[-300:]}"
+            )
         raise RuntimeError(f"{what} failed ({done.returncode}): {output[-2000:]}")
 
 
 def debian_source(package: str, release: str = "bookworm") -> Path:
+    """The unpacked source tree of ``package`` in ``release``; skips the test if unavailable."""
+    import pytest
+
+    try:
+        return fetch_debian_source(package, release)
+    except SourceUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def fetch_debian_source(package: str, release: str = "bookworm") -> Path:
     """The unpacked source tree of Debian source package ``package`` in ``release``."""
     if release not in RELEASES:
         raise ValueError(f"release must be one of {RELEASES}, not {release!r}")
     for program in ("apt-get", "dpkg-source"):
         if shutil.which(program) is None:
-            pytest.skip(f"not installed: {program} (Debian packages apt, dpkg-dev)")
+            raise SourceUnavailable(f"not installed: {program} (Debian packages apt, dpkg-dev)")
     root = cache_root()
     tree = root / f"{package}-{release}"
     with _locked(root):
@@ -98,20 +127,51 @@ def debian_source(package: str, release: str = "bookworm") -> Path:
         options = _apt_options(root)
         _run(["apt-get", *options, "-q", "update"], root, "apt-get update (deb-src)")
         download = root / f".download-{package}-{release}"
+        what = f"apt-get source {package}/{release}"
+        try:
+            marker = _fetch_debian(options, package, release, download, tree, what)
+        except _NotFound as missing:
+            try:
+                marker = _fetch_upstream(options, package, release, download, tree, what)
+            except _NotFound:
+                pytest.skip(f"{what}: the mirror lacks even the upstream tarball: {missing}")
         shutil.rmtree(download, ignore_errors=True)
-        download.mkdir()
-        _run(
-            ["apt-get", *options, "-q", "source", "--download-only", f"{package}/{release}"],
-            download,
-            f"apt-get source {package}/{release}",
-        )
-        (dsc,) = download.glob("*.dsc")
-        shutil.rmtree(tree, ignore_errors=True)
-        _run(
-            ["dpkg-source", "--no-check", "-x", str(dsc), str(tree)],
-            download,
-            f"dpkg-source -x {dsc.name}",
-        )
-        shutil.rmtree(download, ignore_errors=True)
-        (tree / ".complete").write_text(dsc.name + "\n")
+        (tree / ".complete").write_text(marker + "\n")
     return tree
+
+
+def debian_tree_kind(tree: Path) -> str:
+    """``"debian"`` (the whole source package, patched) or ``"upstream"`` (tarball only)."""
+    return "upstream" if (tree / ".complete").read_text().startswith("upstream ") else "debian"
+
+
+def _fresh(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+
+
+def _fetch_debian(
+    options: list[str], package: str, release: str, download: Path, tree: Path, what: str
+) -> str:
+    _fresh(download)
+    _run(["apt-get", *options, "-q", "source", "--download-only", f"{package}/{release}"],
+         download, what)  # fmt: skip
+    (dsc,) = download.glob("*.dsc")
+    shutil.rmtree(tree, ignore_errors=True)
+    _run(["dpkg-source", "--no-check", "-x", str(dsc), str(tree)], download,
+         f"dpkg-source -x {dsc.name}")  # fmt: skip
+    return dsc.name
+
+
+def _fetch_upstream(
+    options: list[str], package: str, release: str, download: Path, tree: Path, what: str
+) -> str:
+    _fresh(download)
+    _run(["apt-get", *options, "-q", "source", "--download-only", "--tar-only",
+          f"{package}/{release}"], download, f"{what} --tar-only")  # fmt: skip
+    (tarball,) = download.glob("*.orig.tar.*")
+    _fresh(tree)
+    # Upstream tarballs hold one top directory (libvirt-11.3.0/ ...): strip it.
+    _run(["tar", "-xf", str(tarball), "-C", str(tree), "--strip-components=1"], download,
+         f"tar -xf {tarball.name}")  # fmt: skip
+    return f"upstream {tarball.name}"

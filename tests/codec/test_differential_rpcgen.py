@@ -1,7 +1,7 @@
 """Differential test against C (issue 2, "Correctness against independent
 implementations"): rich.x compiled by rpcgen, linked with libtirpc into the driver of
-tests/codec/c/driver.c, built in the test's temp dir. One driver process handles a whole
-batch of values (length-prefixed records over stdin/stdout).
+tests/codec/c/driver.c, built in the test's temp dir (tests/rpcgen_oracle.py). One driver
+process handles a whole batch of values (length-prefixed records over stdin/stdout).
 
 Checked both ways, on many values:
 - our encoding of a value -> libtirpc decodes it with xdr_T, consuming every byte, and
@@ -15,130 +15,27 @@ Checked both ways, on many values:
 
 from __future__ import annotations
 
-import shutil
 import struct
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracles import RICH_TYPES, RICH_X, RichStrategies, make_union, rich_schema, union_parts
+from rpcgen_oracle import CDriver, build_rich_driver, skip_without_c_toolchain
 
 from xdrstream.codec import DecodeError
 
 pytestmark = pytest.mark.real_peers
 
-DRIVER_C = Path(__file__).parent / "c" / "driver.c"
-TIMEOUT = 60
 # Types the driver can fill with pseudo-random values (all but the bare enums).
 C_FILLED_TYPES = tuple(t for t in RICH_TYPES if t not in ("rs_msg_type", "rs_msg_status"))
 
 
-def missing_c_toolchain() -> str | None:
-    for tool in ("rpcgen", "gcc", "pkg-config"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found (Debian: rpcsvc-proto, gcc, pkg-config)"
-    probe = subprocess.run(["pkg-config", "--exists", "libtirpc"], check=False)
-    if probe.returncode != 0:
-        return "libtirpc development files not found (Debian: libtirpc-dev)"
-    return None
-
-
-def run(cmd: list[str], cwd: Path) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}{proc.stderr}"
-
-
-def pkg_config(flag: str) -> list[str]:
-    out = subprocess.run(
-        ["pkg-config", flag, "libtirpc"], capture_output=True, text=True, check=True
-    ).stdout
-    return out.split()
-
-
-class CDriver:
-    """The compiled C oracle; each call is one process over a batch of records."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _run(self, args: list[str], records: bytes = b"") -> bytes:
-        proc = subprocess.run(
-            [str(self.path), *args], input=records, capture_output=True, timeout=TIMEOUT
-        )
-        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-        return proc.stdout
-
-    @staticmethod
-    def _requests(items: list[tuple[str, bytes]]) -> bytes:
-        out = bytearray()
-        for name, data in items:
-            out += struct.pack(">I", len(name)) + name.encode()
-            out += struct.pack(">I", len(data)) + data
-        return bytes(out)
-
-    @staticmethod
-    def _words_and_blobs(out: bytes, words: int) -> Iterator[tuple[tuple[int, ...], bytes]]:
-        """Splits records of `words` u32 fields, the last one being a blob length."""
-        pos = 0
-        while pos < len(out):
-            fields = struct.unpack_from(f">{words}I", out, pos)
-            pos += 4 * words
-            blob = out[pos : pos + fields[-1]]
-            pos += fields[-1]
-            yield fields[:-1], blob
-        assert pos == len(out)
-
-    def roundtrip(self, items: list[tuple[str, bytes]]) -> list[tuple[int, int, bytes]]:
-        """(status, bytes consumed by xdr_T, re-encoding) per item; status 0 = success."""
-        out = self._run(["roundtrip"], self._requests(items))
-        results = [(f[0], f[1], blob) for f, blob in self._words_and_blobs(out, 3)]
-        assert len(results) == len(items)
-        return results
-
-    def describe(self, items: list[tuple[str, bytes]]) -> list[dict[str, str]]:
-        out = self._run(["describe"], self._requests(items))
-        results = []
-        for (status,), text in self._words_and_blobs(out, 2):
-            assert status == 0, "libtirpc failed to decode a fixed value"
-            lines = text.decode().split("\n")[:-1]  # one "key=value" line per field
-            results.append(dict(line.split("=", 1) for line in lines))
-        assert len(results) == len(items)
-        return results
-
-    def generate(self, seed: int, count: int) -> list[tuple[str, bytes]]:
-        out = self._run(["generate", str(seed), str(count)])
-        records = []
-        pos = 0
-        while pos < len(out):
-            (n,) = struct.unpack_from(">I", out, pos)
-            name = out[pos + 4 : pos + 4 + n].decode()
-            pos += 4 + n
-            (n,) = struct.unpack_from(">I", out, pos)
-            records.append((name, out[pos + 4 : pos + 4 + n]))
-            pos += 4 + n
-        return records
-
-
 @pytest.fixture(scope="module")
 def c_driver(tmp_path_factory: pytest.TempPathFactory) -> CDriver:
-    reason = missing_c_toolchain()
-    if reason is not None:
-        pytest.skip(reason)
-    work = tmp_path_factory.mktemp("rpcgen")
-    shutil.copy(RICH_X, work / "rich.x")
-    shutil.copy(DRIVER_C, work / "driver.c")
-    run(["rpcgen", "-h", "-o", "rich.h", "rich.x"], work)
-    run(["rpcgen", "-c", "-o", "rich_xdr.c", "rich.x"], work)
-    cflags, libs = pkg_config("--cflags"), pkg_config("--libs")
-    # rpcgen's own output has unused-variable warnings; our driver must compile cleanly.
-    run(["gcc", "-c", "-O1", "-w", *cflags, "rich_xdr.c"], work)
-    run(["gcc", "-c", "-O1", "-Wall", "-Wextra", "-Werror", *cflags, "-I.", "driver.c"], work)
-    run(["gcc", "-o", "driver", "driver.o", "rich_xdr.o", *libs], work)
-    return CDriver(work / "driver")
+    skip_without_c_toolchain()
+    return build_rich_driver(tmp_path_factory.mktemp("rpcgen"), RICH_X)
 
 
 @pytest.fixture(scope="module")

@@ -69,16 +69,18 @@ import itertools
 import linecache
 import os
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from xdrstream.codec.ast import Procedure, Program, Version
 from xdrstream.codec.codegen import generate
+from xdrstream.codec.cpp import needs_preprocessing, preprocess
 from xdrstream.codec.errors import CodecError, DecodeError, EncodeError, SchemaError
-from xdrstream.codec.model import resolve
-from xdrstream.codec.parser import parse
+from xdrstream.codec.model import RPC_CONSTANTS, Model, build_model
 from xdrstream.codec.runtime import Codec, Schema
 
 __all__ = [
+    "RPC_CONSTANTS",
     "Codec",
     "CodecError",
     "DecodeError",
@@ -95,28 +97,91 @@ __all__ = [
 
 DEFAULT_MAX_DEPTH = 200
 
+Constants = Mapping[str, "int | str"]
+Sources = Sequence[tuple[str, str]]
+
 _counter = itertools.count(1)
-_cache: dict[tuple[str, int, int], Schema] = {}
+_cache: dict[tuple[object, ...], Schema] = {}
 _cache_lock = threading.Lock()
 
 
+def _prepared(
+    text: str | Sources,
+    filename: str,
+    constants: Constants | None,
+    include: Iterable[str | os.PathLike[str]],
+) -> list[tuple[str, str]]:
+    """(filename, text) pairs, each through the C preprocessor if it has ``#`` lines."""
+    sources = [(filename, text)] if isinstance(text, str) else list(text)
+    if not sources:
+        raise ValueError("no schema text given")
+    dirs = [str(d) for d in include]
+    return [
+        (name, preprocess(body, name, constants, dirs) if needs_preprocessing(body) else body)
+        for name, body in sources
+    ]
+
+
+def _model(
+    sources: Sources,
+    constants: Constants | None,
+    rpc_constants: bool,
+    strict_enums: bool,
+    lenient: bool,
+) -> Model:
+    return build_model(
+        sources,
+        constants,
+        rpc_constants=rpc_constants,
+        strict_enums=strict_enums,
+        lenient=lenient,
+    )
+
+
 def generate_source(
-    text: str, filename: str = "<schema>", max_depth: int = DEFAULT_MAX_DEPTH
+    text: str | Sources,
+    filename: str = "<schema>",
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    *,
+    constants: Constants | None = None,
+    include: Iterable[str | os.PathLike[str]] = (),
+    rpc_constants: bool = False,
+    strict_enums: bool = True,
+    lenient: bool = False,
 ) -> str:
-    """The Python module source for a ``.x`` text (what ``xdrstream compile`` writes)."""
-    return generate(resolve(parse(text, filename)), text, max_depth)
+    """The Python module source for a ``.x`` text (what ``xdrstream compile`` writes);
+    the arguments are :func:`compile_schema`'s."""
+    sources = _prepared(text, filename, constants, include)
+    model = _model(sources, constants, rpc_constants, strict_enums, lenient)
+    return generate(model, sources, max_depth, constants)
 
 
 def compile_schema(
-    text: str, filename: str = "<schema>", max_depth: int = DEFAULT_MAX_DEPTH
+    text: str | Sources,
+    filename: str = "<schema>",
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    *,
+    constants: Constants | None = None,
+    include: Iterable[str | os.PathLike[str]] = (),
+    rpc_constants: bool = False,
+    strict_enums: bool = True,
+    lenient: bool = False,
 ) -> Schema:
-    """Compile ``.x`` source text into a :class:`Schema` (SchemaError on bad input)."""
+    """Compile ``.x`` source text into a :class:`Schema` (SchemaError on bad input).
+
+    ``text`` is one file's text (named ``filename`` in errors) or a sequence of
+    ``(filename, text)`` compiled as one schema, in order. ``constants`` are names the
+    schema may use (rpcgen's ``-D``: also macros for the preprocessor); ``include`` the
+    preprocessor's ``-I`` directories; ``rpc_constants`` adds :data:`RPC_CONSTANTS`;
+    ``strict_enums=False`` and ``lenient=True``: see the module documentation.
+    """
     if max_depth < 1:
         raise ValueError("max_depth must be at least 1")
-    model = resolve(parse(text, filename))
-    source = generate(model, text, max_depth)
+    sources = _prepared(text, filename, constants, include)
+    model = _model(sources, constants, rpc_constants, strict_enums, lenient)
+    source = generate(model, sources, max_depth, constants)
     n = next(_counter)
-    codename = f"<xdrstream generated #{n}: {filename}>"
+    codename = f"<xdrstream generated #{n}: {model.filename}>"
     # Register the source so tracebacks, pdb and inspect show the generated code.
     linecache.cache[codename] = (len(source), None, source.splitlines(True), codename)
     code = compile(source, codename, "exec", dont_inherit=True)
@@ -132,15 +197,48 @@ def compile_schema(
     return schema
 
 
-def load_schema(path: str | os.PathLike[str], max_depth: int = DEFAULT_MAX_DEPTH) -> Schema:
-    """Read and compile a ``.x`` file; cached by (resolved path, mtime, max_depth)."""
-    resolved = Path(path).resolve()
-    key = (str(resolved), resolved.stat().st_mtime_ns, max_depth)
+def load_schema(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    *,
+    constants: Constants | None = None,
+    include: Iterable[str | os.PathLike[str]] = (),
+    rpc_constants: bool = False,
+    strict_enums: bool = True,
+    lenient: bool = False,
+) -> Schema:
+    """Read and compile one ``.x`` file, or several as one schema in order (as rpcgen
+    users include one file's header in another's); the options are
+    :func:`compile_schema`'s. Cached by (resolved paths, mtimes, options); files that
+    ``#include`` brings in are not part of the key."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    resolved = [Path(p).resolve() for p in paths]
+    dirs = tuple(str(d) for d in include)
+    key = (
+        tuple((str(r), r.stat().st_mtime_ns) for r in resolved),
+        max_depth,
+        tuple(sorted((constants or {}).items())),
+        dirs,
+        rpc_constants,
+        strict_enums,
+        lenient,
+    )
     with _cache_lock:
         cached = _cache.get(key)
     if cached is not None:
         return cached
-    schema = compile_schema(resolved.read_text(encoding="utf-8"), str(path), max_depth)
+    sources = [
+        (str(p), r.read_text(encoding="utf-8")) for p, r in zip(paths, resolved, strict=True)
+    ]
+    schema = compile_schema(
+        sources,
+        max_depth=max_depth,
+        constants=constants,
+        include=dirs,
+        rpc_constants=rpc_constants,
+        strict_enums=strict_enums,
+        lenient=lenient,
+    )
     with _cache_lock:
         _cache[key] = schema
     return schema

@@ -16,19 +16,24 @@ class Pos:
 
 @dataclass(frozen=True, slots=True)
 class Value:
-    """A size, enum value, constant or case label: a literal or a constant name."""
+    """A size, enum value, constant or case label: a literal or a constant name.
+
+    ``text`` holds a string literal (only a ``const`` definition may have one).
+    """
 
     pos: Pos
     number: int | None = None
     name: str | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PrimSpec:
-    """int, unsigned, hyper, unsigned hyper, bool, float, double or void."""
+    """int, unsigned, hyper, unsigned hyper, bool, float, double, void, or one of rpcgen's C
+    integer types: char, short, long and their ``unsigned`` forms."""
 
     pos: Pos
-    name: str  # "int" | "unsigned int" | "hyper" | "unsigned hyper" | "bool" | "float" | ...
+    name: str  # "int" | "unsigned int" | "hyper" | "unsigned hyper" | "bool" | "char" | ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,12 @@ hot path carries no bookkeeping.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 
 from xdrstream.codec import model as m
 from xdrstream.codec.model import XType
+
+Sources = Sequence[tuple[str, str]]
 
 BUILTINS: dict[str, XType] = {
     "int": m.PRIMS["int"],
@@ -33,6 +36,12 @@ BUILTINS: dict[str, XType] = {
     "unsigned hyper": m.PRIMS["unsigned hyper"],
     "float": m.PRIMS["float"],
     "double": m.PRIMS["double"],
+    "char": m.PRIMS["char"],
+    "unsigned char": m.PRIMS["unsigned char"],
+    "short": m.PRIMS["short"],
+    "unsigned short": m.PRIMS["unsigned short"],
+    "long": m.PRIMS["long"],
+    "unsigned long": m.PRIMS["unsigned long"],
     "bool": m.BOOL,
     "string": m.String(m.UINT_MAX),
     "opaque": m.Opaque(False, m.UINT_MAX),
@@ -158,6 +167,11 @@ class Generator:
         flush()
 
     def pack_fixed(self, fn: _Fn, t: XType, expr: str, ind: int) -> tuple[str, list[str]]:
+        if isinstance(t, m.Prim) and t.narrow:
+            var = fn.tmp()
+            fn.emit(ind, f"{var} = {expr}")
+            fn.emit(ind, f"if not {t.lo} <= {var} <= {t.hi}: raise _Invalid")
+            return t.fmt, [var]
         if isinstance(t, m.Prim):
             return t.fmt, [expr]
         if isinstance(t, m.Bool):
@@ -193,6 +207,9 @@ class Generator:
             return f"*map(_BOOL.__getitem__, {var})"
         if isinstance(elem, m.Enum):
             fn.emit(ind, f"if not _E_{elem.ident}.issuperset({var}): raise _Invalid")
+        if isinstance(elem, m.Prim) and elem.narrow:
+            fn.emit(ind, f"if {var} and not {elem.lo} <= min({var}) <= max({var}) <= {elem.hi}:")
+            fn.emit(ind + 1, "raise _Invalid")
         return f"*{var}"
 
     def pack_head(self, fn: _Fn, t: XType, var: str, ind: int) -> str:
@@ -270,6 +287,7 @@ class Generator:
         """Emit code decoding ``types`` in order at ``off``; return value expressions."""
         fmt: list[str] = []
         names: list[str] = []
+        checks: list[str] = []  # range checks of narrow integers, after the unpack
         results: list[str] = []
 
         def flush() -> None:
@@ -280,12 +298,15 @@ class Generator:
                 target = ", ".join(names) + ("," if len(names) == 1 else "")
                 fn.emit(ind, f"{target} = {s}.unpack_from(buf, off)")
                 fn.emit(ind, f"off += {size}")
+                for check in checks:
+                    fn.emit(ind, f"if not {check}: raise _Invalid")
                 fmt.clear()
                 names.clear()
+                checks.clear()
 
         for t in types:
             if self.fusable(t):
-                f, expr = self.unpack_fixed(fn, t, names)
+                f, expr = self.unpack_fixed(fn, t, names, checks)
                 fmt.append(f)
                 results.append(expr)
             elif self.head_fmt(t) is not None:
@@ -300,21 +321,28 @@ class Generator:
         flush()
         return results
 
-    def unpack_fixed(self, fn: _Fn, t: XType, names: list[str]) -> tuple[str, str]:
+    def unpack_fixed(
+        self, fn: _Fn, t: XType, names: list[str], checks: list[str]
+    ) -> tuple[str, str]:
         if self.scalar(t):
             var = fn.tmp()
             names.append(var)
+            if isinstance(t, m.Prim) and t.narrow:
+                checks.append(f"{t.lo} <= {var} <= {t.hi}")
             return self.scalar_fmt(t), self.scalar_value(t, var)
         if isinstance(t, m.Array):
             vars_ = [fn.tmp() for _ in range(t.size)]
             names.extend(vars_)
+            elem = t.element
+            if isinstance(elem, m.Prim) and elem.narrow:
+                checks.extend(f"{elem.lo} <= {v} <= {elem.hi}" for v in vars_)
             items = ", ".join(self.scalar_value(t.element, v) for v in vars_)
             return f"{t.size}{self.scalar_fmt(t.element)}", f"[{items}]"
         assert isinstance(t, m.Struct)
         fmts: list[str] = []
         exprs: list[str] = []
         for f in t.fields:
-            ff, ee = self.unpack_fixed(fn, f.type, names)
+            ff, ee = self.unpack_fixed(fn, f.type, names, checks)
             fmts.append(ff)
             exprs.append(ee)
         return "".join(fmts), f"C_{t.ident}({', '.join(exprs)})"
@@ -391,6 +419,11 @@ class Generator:
                 fn.emit(ind, f"{var} = [_M_{elem.ident}[x] for x in {call}]")
             else:
                 fn.emit(ind, f"{var} = list({call})")
+            if isinstance(elem, m.Prim) and elem.narrow:
+                fn.emit(
+                    ind, f"if {var} and not {elem.lo} <= min({var}) <= max({var}) <= {elem.hi}:"
+                )
+                fn.emit(ind + 1, "raise _Invalid")
             fn.emit(ind, f"off = {end}")
             return var
         least = max(int(self.model.min_size[id(elem)]), 1)
@@ -463,6 +496,8 @@ class Generator:
         fmt = "i" if not isinstance(dtype, m.Prim) or dtype.kind == "int" else "I"
         fn.emit(1, f"{raw}, = {self.struct_const('>' + fmt)}.unpack_from(buf, off)")
         fn.emit(1, "off += 4")
+        if isinstance(dtype, m.Prim) and dtype.narrow:
+            fn.emit(1, f"if not {dtype.lo} <= {raw} <= {dtype.hi}: raise _Invalid")
         value = self.scalar_value(dtype, raw)
         if value != raw:
             dv = fn.tmp()
@@ -553,7 +588,10 @@ class Generator:
 
     # -- module ------------------------------------------------------------------------------
 
-    def generate(self, text: str) -> str:
+    def options(self) -> dict[str, object]:
+        return {}
+
+    def generate(self, sources: Sources, constants: Mapping[str, int | str]) -> str:
         model = self.model
         body: list[str] = []
         for c in model.compounds:
@@ -610,13 +648,21 @@ class Generator:
             "_TYPES = {",
             *table,
             "}",
-            f"_TEXT = {text!r}",
-            f"_FILENAME = {model.filename!r}",
+            f"_SOURCES = {tuple(sources)!r}",
+            f"_CONSTANTS = {dict(constants)!r}",
+            f"_OPTIONS = {self.options()!r}",
             "SCHEMA = _rt.build_schema(globals())",
             "",
         ]
         return "\n".join([*head, *body, "", *functions, *tail])
 
 
-def generate(model: m.Model, text: str, max_depth: int) -> str:
-    return Generator(model, max_depth).generate(text)
+def generate(
+    model: m.Model,
+    sources: Sources,
+    max_depth: int,
+    constants: Mapping[str, int | str] | None = None,
+) -> str:
+    """Module source; ``sources`` ((filename, text) after preprocessing) and ``constants``
+    are stored in it so that ``build_schema`` can rebuild the model without a preprocessor."""
+    return Generator(model, max_depth).generate(sources, constants or {})

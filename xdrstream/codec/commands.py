@@ -1,4 +1,4 @@
-"""``xdrstream compile``: write the generated codec module for a ``.x`` file."""
+"""``xdrstream compile``: write the generated codec module for ``.x`` files."""
 
 from __future__ import annotations
 
@@ -9,20 +9,64 @@ from typing import Any
 
 from xdrstream.codec import DEFAULT_MAX_DEPTH, generate_source
 from xdrstream.codec.errors import SchemaError
+from xdrstream.codec.lexer import tokenize
+
+
+def parse_define(text: str) -> tuple[str, int | str]:
+    """``NAME[=VALUE]`` as rpcgen's ``-D`` takes it: no value is 1; VALUE is a C integer
+    (``16``, ``0x10``, ``-1``) or a C string (``'"abc"'``). ValueError otherwise."""
+    name, eq, value = text.partition("=")
+    if not name.isidentifier():
+        raise ValueError(f"-D {text}: {name!r} is not a name")
+    if not eq:
+        return name, 1
+    try:
+        tokens = tokenize(value.strip(), f"-D {name}")
+    except SchemaError:
+        tokens = []
+    if len(tokens) == 2 and tokens[0].kind == "number":
+        return name, tokens[0].value
+    if len(tokens) == 2 and tokens[0].kind == "string":
+        return name, tokens[0].text
+    raise ValueError(f'-D {text}: the value must be an integer or a "string"')
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "compile",
-        help="compile an XDR .x schema into a Python module",
+        help="compile XDR .x schemas into a Python module",
         description=(
-            "Compile an RFC 4506 .x file into a standalone Python module; "
-            "`import mod; mod.SCHEMA['type'].pack(...)`. It needs xdrstream installed."
+            "Compile RFC 4506 .x files (rpcgen's dialect; several files make one schema, in "
+            "order) into a standalone Python module; `import mod; mod.SCHEMA['type'].pack(...)`. "
+            "Files with preprocessor lines go through a C preprocessor (pcpp) first, with "
+            "RPC_HDR and RPC_XDR defined as rpcgen does. The module needs xdrstream installed."
         ),
     )
-    parser.add_argument("schema", type=Path, help="the .x file")
+    parser.add_argument("schema", type=Path, nargs="+", help="the .x file(s)")
     parser.add_argument(
         "-o", "--output", type=Path, help="module file to write (default: standard output)"
+    )
+    parser.add_argument(
+        "-D",
+        dest="defines",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help='a constant (an integer or a "string") for the schema and its preprocessor',
+    )
+    parser.add_argument(
+        "-I",
+        dest="include",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="a directory the preprocessor searches for #include files",
+    )
+    parser.add_argument(
+        "--rpc-constants",
+        action="store_true",
+        help="provide libtirpc's <rpc/*.h> constants (AUTH_SYS, RPCSEC_GSS, ...)",
     )
     parser.add_argument(
         "--max-depth",
@@ -38,12 +82,25 @@ def run_compile(args: argparse.Namespace) -> int:
         print("xdrstream compile: --max-depth must be at least 1", file=sys.stderr)
         return 2
     try:
-        text = args.schema.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"xdrstream compile: cannot read {args.schema}: {exc}", file=sys.stderr)
-        return 1
+        constants = dict(parse_define(d) for d in args.defines)
+    except ValueError as exc:
+        print(f"xdrstream compile: {exc}", file=sys.stderr)
+        return 2
+    sources: list[tuple[str, str]] = []
+    for path in args.schema:
+        try:
+            sources.append((str(path), path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"xdrstream compile: cannot read {path}: {exc}", file=sys.stderr)
+            return 1
     try:
-        source = generate_source(text, str(args.schema), args.max_depth)
+        source = generate_source(
+            sources,
+            max_depth=args.max_depth,
+            constants=constants,
+            include=args.include,
+            rpc_constants=args.rpc_constants,
+        )
     except SchemaError as exc:
         print(f"xdrstream compile: {exc}", file=sys.stderr)
         return 1

@@ -43,7 +43,12 @@ class Interpreter:
                     f"nesting too deep (more than {self.max_depth} levels)", path, off
                 )
         if isinstance(t, m.Prim):
-            return self.word(buf, off, ">" + t.fmt, path, t.xname), off + t.size
+            value = self.word(buf, off, ">" + t.fmt, path, t.xname)
+            if t.narrow and not t.lo <= value <= t.hi:
+                raise DecodeError(
+                    f"{value} is outside the range of {t.xname} ({t.lo}..{t.hi})", path, off
+                )
+            return value, off + t.size
         if isinstance(t, m.Bool):
             raw = self.word(buf, off, ">I", path, "bool")
             if raw not in (0, 1):

@@ -8,8 +8,8 @@ object, so struct/union/enum objects are shared and may form cycles (``node *nex
 from __future__ import annotations
 
 import keyword
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from xdrstream.codec import ast
 from xdrstream.codec.errors import SchemaError
@@ -46,6 +46,14 @@ class Prim:
     lo: int = 0
     hi: int = 0
 
+    @property
+    def narrow(self) -> bool:
+        """A C integer type narrower than its XDR word (char, short): the codecs check its
+        range both ways, as libtirpc's ``xdr_char``/``xdr_short`` do."""
+        return (self.kind == "int" and self.lo > -(2**31)) or (
+            self.kind == "uint" and self.hi < 2**32 - 1
+        )
+
 
 PRIMS: dict[str, Prim] = {
     "int": Prim("int", "i", 4, "int", -(2**31), 2**31 - 1),
@@ -54,6 +62,15 @@ PRIMS: dict[str, Prim] = {
     "unsigned hyper": Prim("uhyper", "Q", 8, "unsigned hyper", 0, 2**64 - 1),
     "float": Prim("float", "f", 4, "float"),
     "double": Prim("double", "d", 8, "double"),
+    # rpcgen's C integer types (rpc_parse.c get_type): each is one 4-byte XDR word, as
+    # libtirpc's xdr_char/xdr_u_char/xdr_short/xdr_u_short/xdr_long/xdr_u_long encode it,
+    # holding a value in the C type's range (long: the 32 bits xdr_long puts on the wire).
+    "char": Prim("int", "i", 4, "char", -(2**7), 2**7 - 1),
+    "unsigned char": Prim("uint", "I", 4, "unsigned char", 0, 2**8 - 1),
+    "short": Prim("int", "i", 4, "short", -(2**15), 2**15 - 1),
+    "unsigned short": Prim("uint", "I", 4, "unsigned short", 0, 2**16 - 1),
+    "long": Prim("int", "i", 4, "long", -(2**31), 2**31 - 1),
+    "unsigned long": Prim("uint", "I", 4, "unsigned long", 0, 2**32 - 1),
 }
 
 
@@ -137,12 +154,14 @@ XType = Prim | Bool | Enum | Opaque | String | Array | Optional | Struct | Union
 class Model:
     filename: str
     types: dict[str, XType]  # every named definition (typedef/struct/union/enum) + inline ones
-    constants: dict[str, int]
+    constants: dict[str, int | str]  # str: rpcgen's string constants
     compounds: list[Struct | Union_ | Enum]  # objects needing generated classes, in order
     typedefs: dict[str, XType]  # typedef names whose target is not a class type
     programs: list[ast.ProgramDef]
     proc_types: dict[int, XType | None] = field(default_factory=dict)  # id(TypeSpec) -> type
     min_size: dict[int, float] = field(default_factory=dict)  # id(type) -> minimum bytes
+    strict_enums: bool = True  # False: undeclared enum values decode as plain ints
+    lenient: bool = False  # libtirpc-compatible decoding (xdrstream.codec's docs)
 
 
 def type_label(t: XType) -> str:
@@ -164,13 +183,152 @@ def type_label(t: XType) -> str:
     return f"{type_label(t.element)} *"
 
 
+# libtirpc's own XDR routines that rpcgen's output calls for these names (issue 17): built
+# in, used only where a schema refers to a name it does not define itself. Each is written
+# as the .x that has its routine's wire encoding (libtirpc xdr.c, xdr_sizeof; RFC 5531
+# section 8.2 for authsys_parms; MAX_NETOBJ_SZ 1024 for netobj; xdr_des_block is 8 opaque
+# bytes).
+LIBTIRPC_FILE = "<libtirpc built-in>"
+LIBTIRPC_X = """
+typedef unsigned int uint32_t;
+typedef unsigned int u_int32_t;
+typedef unsigned int u_int;
+typedef int int32_t;
+typedef unsigned hyper uint64_t;
+typedef unsigned hyper u_int64_t;
+typedef unsigned hyper u_quad_t;
+typedef hyper int64_t;
+typedef hyper quad_t;
+typedef unsigned char u_char;
+typedef unsigned short u_short;
+typedef unsigned long u_long;
+typedef char int8_t;
+typedef unsigned char uint8_t;
+typedef unsigned char u_int8_t;
+typedef short int16_t;
+typedef unsigned short uint16_t;
+typedef unsigned short u_int16_t;
+typedef opaque netobj<1024>;
+typedef opaque des_block[8];
+struct authsys_parms {
+    unsigned int stamp;
+    string machinename<255>;
+    unsigned int uid;
+    unsigned int gid;
+    unsigned int gids<16>;
+};
+"""
+
+
+# Constants of libtirpc's <rpc/*.h> headers (auth.h, auth_unix.h, rpcsec_gss.h, xdr.h,
+# rpc_msg.h, pmap_prot.h) that .x files use as if they were their own (NFS-Ganesha's nfsv41.x,
+# libnfs's libnfs_nfs4.x): opt-in, ``rpc_constants=True`` / ``--rpc-constants``. A definition
+# in the schema itself wins over these.
+RPC_CONSTANTS: Mapping[str, int] = {
+    "AUTH_NONE": 0,
+    "AUTH_NULL": 0,
+    "AUTH_SYS": 1,
+    "AUTH_UNIX": 1,
+    "AUTH_SHORT": 2,
+    "AUTH_DH": 3,
+    "AUTH_DES": 3,
+    "AUTH_KERB": 4,
+    "RPCSEC_GSS": 6,
+    "RPCSEC_GSS_VERSION": 1,
+    "MAX_MACHINE_NAME": 255,
+    "NGRPS": 16,
+    "MAX_NETOBJ_SZ": 1024,
+    "RPC_MSG_VERSION": 2,
+    "PMAPPORT": 111,
+    "PMAPPROG": 100000,
+    "PMAPVERS": 2,
+}
+
+
+def _libtirpc_definitions() -> dict[str, ast.TypeDef]:
+    from xdrstream.codec.parser import parse  # the parser imports nothing of the model
+
+    global _LIBTIRPC
+    if _LIBTIRPC is None:
+        spec = parse(LIBTIRPC_X, LIBTIRPC_FILE)
+        _LIBTIRPC = {d.name: d for d in spec.definitions if isinstance(d, ast.TypeDef)}
+    return _LIBTIRPC
+
+
+_LIBTIRPC: dict[str, ast.TypeDef] | None = None
+
+
+def where(pos: ast.Pos) -> str:
+    return f"{pos.filename}:{pos.line}:{pos.col}"
+
+
+def shape(node: object) -> object:
+    """A syntax tree node without its positions: equal for identical definitions."""
+    if isinstance(node, ast.Pos):
+        return None
+    if isinstance(node, tuple):
+        return tuple(shape(item) for item in node)
+    if is_dataclass(node) and not isinstance(node, type):
+        parts = [shape(getattr(node, f.name)) for f in fields(node) if f.name != "pos"]
+        return (type(node).__name__, *parts)
+    return node
+
+
+def same_wire(a: XType, b: XType, seen: set[tuple[int, int]] | None = None) -> bool:
+    """Whether two types have the same XDR encoding (names aside)."""
+    if a is b:
+        return True
+    seen = set() if seen is None else seen
+    if (id(a), id(b)) in seen:
+        return True
+    seen.add((id(a), id(b)))
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Prim):
+        assert isinstance(b, Prim)
+        return (a.fmt, a.lo, a.hi) == (b.fmt, b.lo, b.hi)
+    if isinstance(a, Opaque):
+        assert isinstance(b, Opaque)
+        return (a.fixed, a.size) == (b.fixed, b.size)
+    if isinstance(a, Array):
+        assert isinstance(b, Array)
+        return (a.fixed, a.size) == (b.fixed, b.size) and same_wire(a.element, b.element, seen)
+    if isinstance(a, String):
+        assert isinstance(b, String)
+        return a.size == b.size
+    if isinstance(a, Optional):
+        assert isinstance(b, Optional)
+        return same_wire(a.element, b.element, seen)
+    if isinstance(a, Enum):
+        assert isinstance(b, Enum)
+        return sorted(a.members.values()) == sorted(b.members.values())
+    if isinstance(a, Struct):
+        assert isinstance(b, Struct)
+        return len(a.fields) == len(b.fields) and all(
+            same_wire(x.type, y.type, seen) for x, y in zip(a.fields, b.fields, strict=True)
+        )
+    return isinstance(a, Bool)
+
+
+ConstValue = int | str
+
+
 class Resolver:
-    def __init__(self, spec: ast.Specification):
+    def __init__(
+        self,
+        spec: ast.Specification,
+        constants: Mapping[str, ConstValue] | None = None,
+        fallback: Mapping[str, ConstValue] | None = None,
+    ):
         self.spec = spec
         self.filename = spec.filename
-        self.constants: dict[str, int] = {}
+        self.external: dict[str, ConstValue] = dict(constants or {})
+        # Used only where neither the schema nor ``constants`` defines the name.
+        self.fallback: dict[str, ConstValue] = dict(fallback or {})
+        self.constants: dict[str, ConstValue] = {}
         self.const_defs: dict[str, ast.ConstDef] = {}
         self.type_defs: dict[str, ast.TypeDef] = {}
+        self.definitions: list[ast.Definition] = []  # accepted ones (identical repeats dropped)
         self.types: dict[str, XType] = {}
         self.resolving: set[str] = set()
         self.compounds: list[Struct | Union_ | Enum] = []
@@ -194,26 +352,49 @@ class Resolver:
 
     # -- constants ---------------------------------------------------------------------------
 
-    def declare(self, name: str, pos: ast.Pos) -> None:
-        if name in self.const_defs or name in self.type_defs or name in self.enum_names:
-            raise self.error(f"{name!r} is already defined", pos)
+    def declare(self, d: ast.ConstDef | ast.TypeDef) -> bool:
+        """Record a definition; False for an identical repeat (accepted, as a C compiler
+        accepts rpcgen's output for it); a different one is an error naming both places."""
+        previous = self.const_defs.get(d.name) or self.type_defs.get(d.name)
+        if previous is None:
+            return True
+        if type(previous) is type(d) and shape(previous) == shape(d):
+            return False
+        kind = "constant" if isinstance(previous, ast.ConstDef) else "type"
+        raise self.error(
+            f"{d.name!r} is already defined differently (as a {kind} at {where(previous.pos)})",
+            d.pos,
+        )
 
     def run(self) -> Model:
         programs: list[ast.ProgramDef] = []
+        tag_typedefs: list[ast.TypeDef] = []
         # Pass 1: collect names so forward references work.
         for d in self.spec.definitions:
             if isinstance(d, ast.ConstDef):
-                self.declare(d.name, d.pos)
-                self.const_defs[d.name] = d
+                if self.declare(d):
+                    self.const_defs[d.name] = d
+                    self.definitions.append(d)
             elif isinstance(d, ast.TypeDef):
-                self.declare(d.name, d.pos)
-                self.type_defs[d.name] = d
+                if isinstance(d.type, ast.NamedSpec) and d.type.name == d.name:
+                    tag_typedefs.append(d)  # ``typedef struct X X;``: C's idiom, nothing new
+                elif self.declare(d):
+                    self.type_defs[d.name] = d
+                    self.definitions.append(d)
             else:
                 programs.append(d)
+                self.definitions.append(d)
+        for d in tag_typedefs:
+            if d.name not in self.type_defs:
+                raise self.error(
+                    f"typedef {d.name!r} names itself, and no {d.name!r} is defined", d.pos
+                )
+        self.add_builtins(programs)
         self.collect_enum_members()
         # Pass 2: resolve every named type.
         for name in self.type_defs:
             self.resolve_named(name, self.type_defs[name].pos)
+        self.check_builtin_redefinitions()
         model = Model(
             self.filename, self.types, self.constants, self.compounds, self.typedefs, programs
         )
@@ -222,9 +403,55 @@ class Resolver:
         self.fill_pending()
         for name in self.const_defs:
             self.const_value(name, self.const_defs[name].pos)
+        self.check_external_constants()
         compute_min_sizes(model, self)
         mark_recursive(model)
         return model
+
+    def add_builtins(self, programs: list[ast.ProgramDef]) -> None:
+        """Add the libtirpc names the schema uses without defining them."""
+        builtins = _libtirpc_definitions()
+        used: set[str] = set()
+        for d in self.definitions:
+            if isinstance(d, ast.TypeDef):
+                named_types(d.type, used)
+            elif isinstance(d, ast.ProgramDef):
+                for ver in d.versions:
+                    for proc in ver.procedures:
+                        for spec in (*proc.args, proc.result):
+                            named_types(spec, used)
+        for name in sorted(used):
+            if name in builtins and name not in self.type_defs and name not in self.const_defs:
+                self.type_defs[name] = builtins[name]
+                self.definitions.append(builtins[name])
+
+    def check_builtin_redefinitions(self) -> None:
+        """A schema may define a libtirpc name again (RFC 7531's ``typedef unsigned int
+        uint32_t;``), but only with the encoding libtirpc's routine has."""
+        builtins = _libtirpc_definitions()
+        for name, d in self.type_defs.items():
+            if name not in builtins or d is builtins[name]:
+                continue
+            reference = Resolver(ast.Specification(LIBTIRPC_FILE, (builtins[name],))).run()
+            expected = reference.types[name]
+            if not same_wire(self.types[name], expected):
+                raise self.error(
+                    f"{name!r} is libtirpc's type (xdr_{name}: {type_label(expected)}); "
+                    f"this definition ({type_label(self.types[name])}) encodes differently",
+                    d.pos,
+                )
+
+    def check_external_constants(self) -> None:
+        for name, given in self.external.items():
+            if name in self.const_defs or name in self.enum_names:
+                value = self.const_value(name, ast.Pos(self.filename, 0, 0))
+                if value != given:
+                    d = self.const_defs.get(name)
+                    pos = d.pos if d is not None else self.enum_names[name][1]
+                    raise self.error(
+                        f"{name!r} is {value!r} here but given as {given!r} (constants= / -D)",
+                        pos,
+                    )
 
     def fill_pending(self) -> None:
         while self.pending:
@@ -255,17 +482,22 @@ class Resolver:
             elif isinstance(spec, (ast.ArraySpec, ast.OptionalSpec)):
                 walk(spec.element, owner)
 
-        for d in self.spec.definitions:
+        for d in self.definitions:
             if isinstance(d, ast.TypeDef):
                 walk(d.type, d.name)
 
     def value(self, v: ast.Value) -> int:
         if v.number is not None:
             return v.number
+        if v.text is not None:
+            raise self.error("a string is not allowed here; a number is needed", v.pos)
         assert v.name is not None
-        return self.const_value(v.name, v.pos)
+        value = self.const_value(v.name, v.pos)
+        if isinstance(value, str):
+            raise self.error(f"constant {v.name!r} is a string, not a number", v.pos)
+        return value
 
-    def const_value(self, name: str, pos: ast.Pos) -> int:
+    def const_value(self, name: str, pos: ast.Pos) -> ConstValue:
         if name in self.constants:
             return self.constants[name]
         if name in self.const_defs:
@@ -273,7 +505,13 @@ class Resolver:
                 raise self.error(f"constant {name!r} is defined in terms of itself", pos)
             self.const_resolving.add(name)
             d = self.const_defs[name]
-            value = self.value(d.value)
+            value: ConstValue
+            if d.value.text is not None:
+                value = d.value.text
+            elif d.value.name is not None:
+                value = self.const_value(d.value.name, d.value.pos)
+            else:
+                value = self.value(d.value)
             self.const_resolving.discard(name)
             self.constants[name] = value
             return value
@@ -285,11 +523,20 @@ class Resolver:
             if name not in self.constants:
                 raise self.error(f"enum member {name!r} is defined in terms of itself", pos)
             return self.constants[name]
+        for given in (self.external, self.fallback):
+            if name in given:
+                self.constants[name] = given[name]
+                return given[name]
         if name in ("TRUE", "FALSE"):
             return 1 if name == "TRUE" else 0
         if name in self.type_defs:
             raise self.error(f"{name!r} is a type, not a constant", pos)
-        raise self.error(f"undefined constant {name!r}", pos)
+        raise self.error(
+            f"undefined constant {name!r} (if it comes from a C header, as rpcgen's cpp would "
+            f"take it, give it: compile_schema(..., constants={{{name!r}: ...}}) or "
+            f"xdrstream compile -D {name}=...)",
+            pos,
+        )
 
     def size(self, v: ast.Value | None, what: str) -> int:
         if v is None:
@@ -308,7 +555,12 @@ class Resolver:
         if d is None:
             if name in self.const_defs or name in self.enum_names:
                 raise self.error(f"{name!r} is a constant, not a type", pos)
-            raise self.error(f"undefined type {name!r}", pos)
+            raise self.error(
+                f"undefined type {name!r}: rpcgen would emit a call to xdr_{name}() and leave "
+                f"that routine to a C library or hand-written code; define {name!r} in the "
+                "schema (e.g. a typedef), or compile it together with the file that defines it",
+                pos,
+            )
         if name in self.resolving:
             raise self.error(
                 f"typedef {name!r} refers to itself without a struct or union in between", pos
@@ -581,5 +833,44 @@ def mark_recursive(model: Model) -> None:
             stack.extend(children(t))
 
 
-def resolve(spec: ast.Specification) -> Model:
-    return Resolver(spec).run()
+def named_types(spec: ast.TypeSpec | None, out: set[str]) -> None:
+    """Add the type names that ``spec`` refers to."""
+    if isinstance(spec, ast.NamedSpec):
+        out.add(spec.name)
+    elif isinstance(spec, (ast.ArraySpec, ast.OptionalSpec)):
+        named_types(spec.element, out)
+    elif isinstance(spec, ast.StructSpec):
+        for f in spec.fields:
+            named_types(f.type, out)
+    elif isinstance(spec, ast.UnionSpec):
+        named_types(spec.discriminant.type, out)
+        for arm in (*spec.arms, spec.default):
+            if arm is not None and arm.declaration is not None:
+                named_types(arm.declaration.type, out)
+
+
+def resolve(spec: ast.Specification, constants: Mapping[str, int | str] | None = None) -> Model:
+    return Resolver(spec, constants).run()
+
+
+def build_model(
+    sources: Sequence[tuple[str, str]],
+    constants: Mapping[str, int | str] | None = None,
+    *,
+    rpc_constants: bool = False,
+    strict_enums: bool = True,
+    lenient: bool = False,
+) -> Model:
+    """Parse (filename, text) pairs, already preprocessed, as one schema, in order."""
+    from xdrstream.codec.parser import parse
+
+    definitions: list[ast.Definition] = []
+    for filename, text in sources:
+        definitions.extend(parse(text, filename).definitions)
+    name = " + ".join(filename for filename, _ in sources) or "<schema>"
+    spec = ast.Specification(name, tuple(definitions))
+    fallback = RPC_CONSTANTS if rpc_constants else None
+    model = Resolver(spec, constants, fallback).run()
+    model.strict_enums = strict_enums and not lenient
+    model.lenient = lenient
+    return model

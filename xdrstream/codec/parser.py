@@ -1,8 +1,11 @@
 """Recursive-descent parser: tokens -> :mod:`xdrstream.codec.ast`.
 
 Accepts RFC 4506 section 6 plus RFC 5531 section 12 (program/version/procedure) and the
-rpcgen extensions libvirt relies on: ``unsigned`` alone, inline ``struct``/``union``/``enum``
-type specifiers in declarations, ``struct NAME`` references, enum members without a value.
+rpcgen dialect: ``unsigned`` alone; the C integer types ``char``, ``short``, ``long`` and
+their ``unsigned`` forms; inline ``struct``/``union``/``enum`` type specifiers in
+declarations; ``struct NAME`` references; enum members without a value; string constants
+(``const X = "...";``); and Stellar's ``namespace NAME { ... }`` blocks, whose definitions
+join the specification as if written outside.
 """
 
 from __future__ import annotations
@@ -42,11 +45,11 @@ class Parser:
 
     def pos(self, tok: Token | None = None) -> ast.Pos:
         t = tok or self.tok
-        return ast.Pos(self.filename, t.line, t.col)
+        return ast.Pos(t.file, t.line, t.col)
 
     def error(self, message: str, tok: Token | None = None) -> SchemaError:
         t = tok or self.tok
-        return SchemaError(message, self.filename, t.line, t.col)
+        return SchemaError(message, t.file, t.line, t.col)
 
     def describe(self, tok: Token) -> str:
         return "end of file" if tok.kind == "eof" else repr(tok.text)
@@ -83,9 +86,29 @@ class Parser:
 
     def specification(self) -> ast.Specification:
         definitions: list[ast.Definition] = []
-        while not self.at("eof"):
-            definitions.append(self.definition())
+        self.definitions(definitions, None)
         return ast.Specification(self.filename, tuple(definitions))
+
+    def definitions(self, out: list[ast.Definition], namespace: Token | None) -> None:
+        """Definitions up to the end of the file (or the ``}`` closing a namespace)."""
+        while not self.at("eof"):
+            if namespace is not None and self.at("}"):
+                self.advance()
+                return
+            t = self.tok
+            if (
+                t.kind == "ident"
+                and t.text == "namespace"
+                and self.tokens[self.i + 1].kind == "ident"
+            ):
+                self.advance()
+                self.advance()
+                self.expect("{", "'{'")
+                self.definitions(out, t)
+                continue
+            out.append(self.definition())
+        if namespace is not None:
+            raise self.error("expected '}' closing the namespace", namespace)
 
     def definition(self) -> ast.Definition:
         t = self.tok
@@ -95,7 +118,11 @@ class Parser:
                 self.advance()
                 name = self.identifier("a constant name").text
                 self.expect("=", "'='")
-                value = self.value(allow_name=True)
+                if self.at("string"):
+                    literal = self.advance()
+                    value = ast.Value(self.pos(literal), text=literal.text)
+                else:
+                    value = self.value(allow_name=True)
                 self.expect(";", "';'")
                 return ast.ConstDef(pos, name, value)
             if t.text == "typedef":
@@ -225,14 +252,12 @@ class Parser:
         word = t.text
         if word == "unsigned":
             self.advance()
-            if self.at_keyword("int"):
-                self.advance()
-                return ast.PrimSpec(pos, "unsigned int")
-            if self.at_keyword("hyper"):
-                self.advance()
-                return ast.PrimSpec(pos, "unsigned hyper")
+            for size in ("int", "hyper", "char", "short", "long"):
+                if self.at_keyword(size):
+                    self.advance()
+                    return ast.PrimSpec(pos, f"unsigned {size}")
             return ast.PrimSpec(pos, "unsigned int")  # rpcgen: ``unsigned`` alone
-        if word in ("int", "hyper", "bool", "float", "double"):
+        if word in ("int", "hyper", "bool", "float", "double", "char", "short", "long"):
             self.advance()
             return ast.PrimSpec(pos, word)
         if word == "quadruple":

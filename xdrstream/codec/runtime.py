@@ -132,17 +132,13 @@ def _wrappers(
     return pack, unpack, unpack_from
 
 
-BUILTIN_NAMES = (
-    "int",
-    "unsigned int",
-    "hyper",
-    "unsigned hyper",
-    "float",
-    "double",
-    "bool",
-    "string",
-    "opaque",
-)
+def _builtin_names() -> tuple[str, ...]:
+    from xdrstream.codec.codegen import BUILTINS
+
+    return tuple(BUILTINS)
+
+
+BUILTIN_NAMES = _builtin_names()
 
 
 class Schema(Mapping[str, Any]):
@@ -178,7 +174,7 @@ class Schema(Mapping[str, Any]):
                 self._types[name] = cls
             else:
                 self._types[name] = codec
-        self.constants: Mapping[str, int] = types.MappingProxyType(dict(model.constants))
+        self.constants: Mapping[str, int | str] = types.MappingProxyType(dict(model.constants))
         self.programs: Mapping[str, ast.Program] = types.MappingProxyType(self._programs())
 
     # -- Mapping ---------------------------------------------------------------------------
@@ -210,7 +206,9 @@ class Schema(Mapping[str, Any]):
         if source is None:
             from xdrstream.codec.codegen import generate
 
-            source = generate(self.model, self._ns["_TEXT"], self.max_depth)
+            source = generate(
+                self.model, self._ns["_SOURCES"], self.max_depth, self._ns["_CONSTANTS"]
+            )
             self._ns["__xdr_source__"] = source
         return str(source)
 
@@ -278,7 +276,8 @@ class Schema(Mapping[str, Any]):
 
     def _programs(self) -> dict[str, ast.Program]:
         programs: dict[str, ast.Program] = {}
-        consts = self.model.constants
+        # Program, version and procedure names are numbers (the resolver checked them).
+        consts = {k: v for k, v in self.model.constants.items() if isinstance(v, int)}
         for prog in self.model.programs:
             versions: dict[int, ast.Version] = {}
             for ver in prog.versions:
@@ -308,7 +307,7 @@ def build_schema(namespace: dict[str, Any]) -> Schema:
     """Called at the end of a generated module with its ``globals()``."""
     model = namespace.get("__xdr_model__")
     if model is None:  # a module written by ``xdrstream compile``: rebuild the model
-        from xdrstream.codec.parser import parse
-
-        model = m.resolve(parse(namespace["_TEXT"], namespace["_FILENAME"]))
+        model = m.build_model(
+            namespace["_SOURCES"], namespace["_CONSTANTS"], **namespace["_OPTIONS"]
+        )
     return Schema(namespace, model)

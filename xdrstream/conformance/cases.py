@@ -47,15 +47,28 @@ from xdrstream.protocol.framing import (
     pack_frame,
 )
 
-PROG = 0x58445253
-VERS = 1
-PING, ECHO, INFO = 1, 2, 3
-RESTORE_PROC = {1: 4, 2: 6, 3: 8}
-SAVE_PROC = {1: 5, 2: 7, 3: 9}
-RESTORE_DENSE, SAVE_DENSE = 10, 11
-LIBVIRT_PROG = 0x20008086
-LV_OPEN, LV_AUTH_LIST, LV_DOMAIN_LOOKUP, LV_POOL_LOOKUP = 1, 66, 23, 84
-LV_VOL_LOOKUP, LV_UPLOAD, LV_DOWNLOAD, LV_SCREENSHOT = 95, 208, 209, 211
+# numbers from the schemas (issue 10: a fact is written once)
+_XS = schemas.load("restore").constants
+_LV = schemas.load("libvirt_remote").constants
+PROG, VERS = int(_XS["XS_RESTORE_PROGRAM"]), int(_XS["XS_RESTORE_V1"])
+PING, ECHO, INFO = (int(_XS[f"XS_PROC_{n}"]) for n in ("PING", "ECHO", "GET_INFO"))
+RESTORE_PROC = {v: int(_XS[f"XS_PROC_RESTORE_V{v}"]) for v in (1, 2, 3)}
+SAVE_PROC = {v: int(_XS[f"XS_PROC_SAVE_V{v}"]) for v in (1, 2, 3)}
+RESTORE_DENSE, SAVE_DENSE = int(_XS["XS_PROC_RESTORE_DENSE"]), int(_XS["XS_PROC_SAVE_DENSE"])
+LIBVIRT_PROG = int(_LV["REMOTE_PROGRAM"])
+LV_OPEN, LV_AUTH_LIST, LV_DOMAIN_LOOKUP, LV_POOL_LOOKUP = (
+    int(_LV[n])
+    for n in ("CONNECT_OPEN", "AUTH_LIST", "DOMAIN_LOOKUP_BY_NAME", "STORAGE_POOL_LOOKUP_BY_NAME")
+)
+LV_VOL_LOOKUP, LV_UPLOAD, LV_DOWNLOAD, LV_SCREENSHOT = (
+    int(_LV[n])
+    for n in (
+        "STORAGE_VOL_LOOKUP_BY_NAME",
+        "STORAGE_VOL_UPLOAD",
+        "STORAGE_VOL_DOWNLOAD",
+        "DOMAIN_SCREENSHOT",
+    )
+)
 
 IMAGE_SIZE = 200_000
 IMAGE_SEED = 7
@@ -446,7 +459,7 @@ def _truncated_length(ctx: Context) -> None:
 )
 def _serial_in_use(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[2], 7, pack_args(6, restore_args()))
+    open_raw(peer, RESTORE_PROC[2], 7, pack_args(RESTORE_PROC[2], restore_args()))
     peer.send_raw(raw(PING, CALL, 7))
     peer.expect_close("§4.3.2")
 
@@ -494,7 +507,7 @@ def _reply_serial(ctx: Context) -> None:
 )
 def _mismatched_proc(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(RESTORE_PROC[2], restore_args()))
     peer.send_raw(raw(SAVE_PROC[2], STREAM, 3, CONTINUE, image()[:1000]))
     peer.expect_close("§4.3.4")
 
@@ -767,7 +780,7 @@ def _dense(ctx: Context) -> None:
 )
 def _unknown_stream(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(RESTORE_PROC[2], restore_args()))
     peer.send_raw(raw(RESTORE_PROC[2], STREAM, 4, CONTINUE, image()[:1000]))
     peer.expect_close("§7.1.1")
 
@@ -809,7 +822,7 @@ def _download_order(ctx: Context) -> None:
 )
 def _empty_chunk(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(RESTORE_PROC[2], restore_args()))
     peer.send_raw(raw(RESTORE_PROC[2], STREAM, 3, CONTINUE))
     peer.expect_close("§7.1.2")
 
@@ -870,7 +883,9 @@ def _hole_negative(ctx: Context) -> None:
 )
 def _refused_before_open(ctx: Context) -> None:
     peer = ctx.connect()
-    peer.send_raw(raw(RESTORE_PROC[2], CALL, 3, OK, pack_args(6, restore_args(flags=1))))
+    peer.send_raw(
+        raw(RESTORE_PROC[2], CALL, 3, OK, pack_args(RESTORE_PROC[2], restore_args(flags=1)))
+    )
     expect_error_reply(peer, 3, "§7.1.4")
     alive(peer, ctx, "§7.1.4")
 
@@ -884,7 +899,7 @@ def _refused_before_open(ctx: Context) -> None:
 )
 def _v1_order(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[1], 1, pack_args(4, restore_args()))
+    open_raw(peer, RESTORE_PROC[1], 1, pack_args(RESTORE_PROC[1], restore_args()))
     data = image()
     frames = b""
     for index, piece in enumerate(chunks(data, 25_000)[:8]):
@@ -908,7 +923,7 @@ def _v1_order(ctx: Context) -> None:
 )
 def _v1_stream_frame(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[1], 1, pack_args(4, restore_args()))
+    open_raw(peer, RESTORE_PROC[1], 1, pack_args(RESTORE_PROC[1], restore_args()))
     peer.send_raw(raw(RESTORE_PROC[1], STREAM, 1, CONTINUE, image()[:100]))
     peer.expect_close("§7.2.1")
 
@@ -941,7 +956,7 @@ def _v1_download(ctx: Context) -> None:
 )
 def _v1_window(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[1], 1, pack_args(4, restore_args()))
+    open_raw(peer, RESTORE_PROC[1], 1, pack_args(RESTORE_PROC[1], restore_args()))
     frames = b"".join(
         raw(
             RESTORE_PROC[1],
@@ -986,7 +1001,7 @@ def _v1_abort(ctx: Context) -> None:
 )
 def _v1_failure(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[1], 1, pack_args(4, restore_args()))
+    open_raw(peer, RESTORE_PROC[1], 1, pack_args(RESTORE_PROC[1], restore_args()))
     junk = b"not a migration stream" * 100
     body = bodies.v1_data_prefix(1, len(junk)) + junk + bodies.pad(len(junk))
     peer.send_raw(raw(RESTORE_PROC[1], CALL, 2, CONTINUE, body))
@@ -1020,7 +1035,7 @@ def _v2_upload(ctx: Context) -> None:
 def _v2_data_early(ctx: Context) -> None:
     peer = ctx.connect()
     peer.send_raw(
-        raw(RESTORE_PROC[2], CALL, 3, OK, pack_args(6, restore_args()))
+        raw(RESTORE_PROC[2], CALL, 3, OK, pack_args(RESTORE_PROC[2], restore_args()))
         + raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, image()[:1000])
     )
     peer.expect_close("§7.3.1")
@@ -1034,7 +1049,7 @@ def _v2_data_early(ctx: Context) -> None:
 )
 def _v2_data_after_finish(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(RESTORE_PROC[2], restore_args()))
     data = image()
     peer.send_raw(
         raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, data)
@@ -1052,7 +1067,7 @@ def _v2_data_after_finish(ctx: Context) -> None:
 )
 def _v2_finish_twice(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(RESTORE_PROC[2], restore_args()))
     peer.send_raw(
         raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, image())
         + raw(RESTORE_PROC[2], STREAM, 3, OK)
@@ -1114,7 +1129,7 @@ def _v2_abort_upload(ctx: Context) -> None:
 )
 def _v2_data_after_abort(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(RESTORE_PROC[2], restore_args()))
     peer.send_raw(
         raw(RESTORE_PROC[2], STREAM, 3, ERROR) + raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, b"x")
     )
@@ -1151,7 +1166,7 @@ def _v2_abort_download(ctx: Context) -> None:
 )
 def _v2_abort_payload(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(RESTORE_PROC[2], restore_args()))
     peer.send_raw(raw(RESTORE_PROC[2], STREAM, 3, ERROR, b"\0\0\0\1"))
     peer.expect_close("§7.3.3")
 
@@ -1164,7 +1179,7 @@ def _v2_abort_payload(ctx: Context) -> None:
 )
 def _v2_failure(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(RESTORE_PROC[2], restore_args()))
     junk = raw(RESTORE_PROC[2], STREAM, 3, CONTINUE, b"not a migration stream" * 50)
     deadline = time.monotonic() + peer.timeout
     while True:  # the server learns of the rejection when it next writes to its endpoint
@@ -1248,7 +1263,9 @@ def _v3_download(ctx: Context) -> None:
 def _v3_early_error(ctx: Context) -> None:
     peer = ctx.connect()
     data = image()
-    peer.send_raw(raw(RESTORE_PROC[3], CALL, 3, OK, pack_args(8, restore_args(flags=1))))
+    peer.send_raw(
+        raw(RESTORE_PROC[3], CALL, 3, OK, pack_args(RESTORE_PROC[3], restore_args(flags=1)))
+    )
     expect_error_reply(peer, 3, "§7.4.3")
     peer.send_raw(
         raw(RESTORE_PROC[3], STREAM, 3, CONTINUE, data[:30_000])
@@ -1351,7 +1368,7 @@ def _stop_processing(ctx: Context) -> None:
 )
 def _error_in_stream(ctx: Context) -> None:
     peer = ctx.connect()
-    open_raw(peer, RESTORE_PROC[2], 3, pack_args(6, restore_args()))
+    open_raw(peer, RESTORE_PROC[2], 3, pack_args(RESTORE_PROC[2], restore_args()))
     peer.send_raw(raw(RESTORE_PROC[2], 9, 3, CONTINUE, b"x"))
     peer.expect_close("§10.1")
 
@@ -1365,7 +1382,7 @@ def _error_in_stream(ctx: Context) -> None:
 def _draining_many(ctx: Context) -> None:
     peer = ctx.connect()
     first = b"".join(
-        raw(RESTORE_PROC[3], CALL, 100 + i, OK, pack_args(8, restore_args(flags=1)))
+        raw(RESTORE_PROC[3], CALL, 100 + i, OK, pack_args(RESTORE_PROC[3], restore_args(flags=1)))
         for i in range(20)
     )
     peer.send_raw(first)

@@ -68,7 +68,6 @@ __all__ = [
 SessionFrames = list[tuple[Role, bytes]]
 CAPTURES = REPO / "tests" / "fixtures" / "libvirt"
 TRACES = REPO / "xdrstream" / "conformance" / "traces"
-RESTORE_PROGRAM = 0x58445253
 MAX_SEED = 64 * 1024  # bytes per seed session: big seeds slow every execution down
 
 
@@ -101,6 +100,7 @@ def _restore_procs() -> dict[int, tuple[str, str | None, str | None]]:
 def canonical_sessions() -> list[SessionFrames]:
     """A happy path per restore.x procedure, plus an error reply and keepalives."""
     restore = protocol_schemas()[0]
+    program = int(restore.constants["XS_RESTORE_PROGRAM"])
     out: list[SessionFrames] = []
     error = RemoteError(code=38, domain=18, message="no space left on device")
     for number, (_name, arg_type, result_type) in sorted(_restore_procs().items()):
@@ -108,7 +108,7 @@ def canonical_sessions() -> list[SessionFrames]:
         result = minimal_value(restore, restore.xtype(result_type)) if result_type else None
         pair = _Pair()
         serial = pair.client.next_serial()
-        pair.send(Role.CLIENT, Call(serial, RESTORE_PROGRAM, 1, number, args))
+        pair.send(Role.CLIENT, Call(serial, program, 1, number, args))
         info = pair.server.stream_info(serial)
         kind = info.kind if info is not None else "call"
         _stream_script(pair, serial, kind, result)
@@ -116,7 +116,7 @@ def canonical_sessions() -> list[SessionFrames]:
         # The same call failing.
         failing = _Pair()
         serial = failing.client.next_serial()
-        failing.send(Role.CLIENT, Call(serial, RESTORE_PROGRAM, 1, number, args))
+        failing.send(Role.CLIENT, Call(serial, program, 1, number, args))
         failing.send(Role.SERVER, ErrorReply(serial, error))
         out.append(failing.frames)
     keep = _Pair()

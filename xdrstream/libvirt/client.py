@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from xdrstream.libvirt import protocol as protocols
 from xdrstream.libvirt import remote
 from xdrstream.libvirt.errors import (
     VIR_ERR_NO_SUPPORT,
@@ -47,7 +48,8 @@ from xdrstream.libvirt.errors import (
     LibvirtError,
     libvirt_error,
 )
-from xdrstream.protocol import Role
+from xdrstream.libvirt.protocol import RemoteProtocol
+from xdrstream.protocol import Registry, Role
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse as sparsemod
 from xdrstream.transport import tls as tlsmod
@@ -107,10 +109,13 @@ class _Digest:
 class LibvirtClient:
     """An open connection to a libvirt daemon (see the module docstring)."""
 
-    def __init__(self, conn: BlockingConnection, name: str | None) -> None:
+    def __init__(
+        self, conn: BlockingConnection, name: str | None, protocol: RemoteProtocol | None = None
+    ) -> None:
         self.conn = conn
         self.name = name
-        self.schema = remote.schema()
+        self.protocol = protocol or protocols.builtin(lenient=True)
+        self.schema = self.protocol.schema
         self.keepalive_supported = False
         self._close_callback = False
         self._opened = False
@@ -127,17 +132,27 @@ class LibvirtClient:
         keepalive: float | None = DEFAULT_KEEPALIVE,
         keepalive_count: int = DEFAULT_KEEPALIVE_COUNT,
         timeout: float | None = 60.0,
+        protocol: protocols.Source | None = None,
+        strict: bool = False,
     ) -> LibvirtClient:
         """Connect to ``uri`` and open the driver it names (``name`` overrides the
-        CONNECT_OPEN name).  ``keepalive`` = None sends no PINGs of our own."""
+        CONNECT_OPEN name).  ``keepalive`` = None sends no PINGs of our own.
+        ``protocol``: the remote program to speak (:func:`xdrstream.libvirt.protocol.load`:
+        a libvirt source tree, ``.x`` files or a loaded one; default the built-in subset).
+        Replies are decoded as libvirt's own client decodes them (the codec's lenient
+        mode) unless ``strict``."""
+        remote_protocol = protocols.load(protocol, lenient=not strict)
         address = addresses.parse_address(uri) if isinstance(uri, str) else uri
         options = Options(
             timeout=timeout, keepalive_interval=keepalive, keepalive_count=keepalive_count
         )
         channel = _channel(address, tls, server_hostname, options.handshake_timeout)
-        conn = BlockingConnection(channel, Role.CLIENT, [remote.schema()], options, str(address))
+        registry = Registry([remote_protocol.program_definition()])
+        conn = BlockingConnection(channel, Role.CLIENT, registry, options, str(address))
         conn.start()
-        client = cls(conn, name if name is not None else remote.connect_name(address))
+        client = cls(
+            conn, name if name is not None else remote.connect_name(address), remote_protocol
+        )
         try:
             client._handshake()
         except BaseException:
@@ -146,7 +161,7 @@ class LibvirtClient:
         return client
 
     def _handshake(self) -> None:
-        auth = self.call(remote.AUTH_LIST)
+        auth = self.call("AUTH_LIST")
         if remote.AUTH_NONE not in auth.types:
             raise libvirt_error(
                 VIR_ERR_NO_SUPPORT,
@@ -154,12 +169,11 @@ class LibvirtClient:
                 f"the daemon requires authentication {list(auth.types)}; only 'none' is supported",
             )
         self.keepalive_supported = self.supports_feature(remote.FEATURE_PROGRAM_KEEPALIVE)
-        args = self.schema["vir_connect_open_args"](name=self.name, flags=0)
-        self.call(remote.CONNECT_OPEN, args)
+        self.call("CONNECT_OPEN", name=self.name, flags=0)
         self._opened = True
         self.supports_feature(remote.FEATURE_REMOTE_EVENT_CALLBACK)
         if self.supports_feature(remote.FEATURE_REMOTE_CLOSE_CALLBACK):
-            self.call(remote.CONNECT_REGISTER_CLOSE_CALLBACK)
+            self.call("CONNECT_REGISTER_CLOSE_CALLBACK")
             self._close_callback = True
 
     def close(self) -> None:
@@ -168,8 +182,8 @@ class LibvirtClient:
         try:
             if self._opened and self.conn.error is None:
                 if self._close_callback:
-                    self.call(remote.CONNECT_UNREGISTER_CLOSE_CALLBACK)
-                self.call(remote.CONNECT_CLOSE)
+                    self.call("CONNECT_UNREGISTER_CLOSE_CALLBACK")
+                self.call("CONNECT_CLOSE")
         finally:
             self._opened = False
             self.conn.close()
@@ -181,64 +195,79 @@ class LibvirtClient:
         self.close()
 
     # ------------------------------------------------------------------ calls
-    def call(self, procedure: int, args: Any = None) -> Any:
-        """Any call of the remote program without a stream; its result."""
+    def call(self, procedure: str | int, args: Any = None, /, **fields: Any) -> Any:
+        """Call ``procedure`` (a name such as ``"DOMAIN_GET_INFO"`` -- libvirt's
+        ``REMOTE_PROC_`` name, prefix optional -- or a number) and return its result (the
+        generated ``..._ret`` value, None for void).  The arguments are ``args`` (the
+        generated ``..._args`` value, or a mapping) or keyword fields::
+
+            dom = client.call("DOMAIN_LOOKUP_BY_NAME", name="test").dom
+            info = client.call("DOMAIN_GET_INFO", dom=dom)
+
+        A procedure with a data stream is opened with :meth:`open_stream` instead."""
+        proc = self.protocol.procedure(procedure)
+        if proc.stream is not None:
+            raise TypeError(f"{proc.name} has a data stream: use open_stream()")
+        value = self.protocol.args(proc.number, args, **fields)
         try:
-            return self.conn.call(remote.PROGRAM, remote.VERSION, procedure, args)
+            return self.conn.call(self.protocol.program, self.protocol.version, proc.number, value)
         except RemoteFailure as failure:
             raise LibvirtError.from_failure(failure) from None
 
-    def _open_stream(self, procedure: int, args: Any) -> BlockingStream:
+    def open_stream(
+        self, procedure: str | int, args: Any = None, /, **fields: Any
+    ) -> BlockingStream:
+        """Call a procedure that has a data stream (``DOMAIN_SCREENSHOT``,
+        ``STORAGE_VOL_UPLOAD``...; arguments as for :meth:`call`); the stream once the
+        daemon's reply has come (its result in ``stream.result``)."""
+        proc = self.protocol.procedure(procedure)
+        value = self.protocol.args(proc.number, args, **fields)
         try:
-            return self.conn.open_stream(remote.PROGRAM, remote.VERSION, procedure, args)
+            return self.conn.open_stream(
+                self.protocol.program, self.protocol.version, proc.number, value
+            )
         except RemoteFailure as failure:
             raise LibvirtError.from_failure(failure) from None
 
     def supports_feature(self, feature: int) -> bool:
-        args = self.schema["vir_supports_feature_args"](feature=feature)
-        return bool(self.call(remote.CONNECT_SUPPORTS_FEATURE, args).supported)
+        return bool(self.call("CONNECT_SUPPORTS_FEATURE", feature=feature).supported)
 
     def uri(self) -> str:
-        return str(self.call(remote.CONNECT_GET_URI).uri)
+        return str(self.call("CONNECT_GET_URI").uri)
 
     # ------------------------------------------------------------------ storage
     def list_pools(self, flags: int = 0) -> list[Any]:
-        args = self.schema["vir_list_all_pools_args"](need_results=1, flags=flags)
-        return list(self.call(remote.CONNECT_LIST_ALL_STORAGE_POOLS, args).pools)
+        return list(self.call("CONNECT_LIST_ALL_STORAGE_POOLS", need_results=1, flags=flags).pools)
 
     def lookup_pool(self, name: str) -> Any:
         """The pool named ``name`` (a ``vir_pool``: name and UUID)."""
-        args = self.schema["vir_pool_lookup_by_name_args"](name=name)
-        return self.call(remote.STORAGE_POOL_LOOKUP_BY_NAME, args).pool
+        return self.call("STORAGE_POOL_LOOKUP_BY_NAME", name=name).pool
 
     def pool_info(self, pool: Any) -> Any:
         """State, capacity, allocation and available bytes of ``pool``."""
-        return self.call(remote.STORAGE_POOL_GET_INFO, self.schema["vir_pool_ref_args"](pool=pool))
+        return self.call("STORAGE_POOL_GET_INFO", pool=pool)
 
     def list_volumes(self, pool: Any) -> list[Any]:
-        args = self.schema["vir_pool_list_all_volumes_args"](pool=pool, need_results=1, flags=0)
-        return list(self.call(remote.STORAGE_POOL_LIST_ALL_VOLUMES, args).vols)
+        args = {"pool": pool, "need_results": 1, "flags": 0}
+        return list(self.call("STORAGE_POOL_LIST_ALL_VOLUMES", args).vols)
 
     def lookup_volume(self, pool: Any, name: str) -> Any:
         """The volume ``name`` of ``pool`` (a ``vir_vol``: pool name, name and key)."""
         if isinstance(pool, str):
             pool = self.lookup_pool(pool)
-        args = self.schema["vir_vol_lookup_by_name_args"](pool=pool, name=name)
-        return self.call(remote.STORAGE_VOL_LOOKUP_BY_NAME, args).vol
+        return self.call("STORAGE_VOL_LOOKUP_BY_NAME", pool=pool, name=name).vol
 
     def volume_info(self, vol: Any) -> Any:
         """Type, capacity and allocation of ``vol``."""
-        return self.call(remote.STORAGE_VOL_GET_INFO, self.schema["vir_vol_ref_args"](vol=vol))
+        return self.call("STORAGE_VOL_GET_INFO", vol=vol)
 
     def volume_path(self, vol: Any) -> str:
-        return str(
-            self.call(remote.STORAGE_VOL_GET_PATH, self.schema["vir_vol_ref_args"](vol=vol)).name
-        )
+        return str(self.call("STORAGE_VOL_GET_PATH", vol=vol).name)
 
-    def _transfer_args(self, vol: Any, offset: int, length: int, sparse: bool) -> Any:
-        return self.schema["vir_vol_transfer_args"](
-            vol=vol, offset=offset, length=length, flags=remote.SPARSE_STREAM if sparse else 0
-        )
+    @staticmethod
+    def _transfer_args(vol: Any, offset: int, length: int, sparse: bool) -> dict[str, Any]:
+        flags = remote.SPARSE_STREAM if sparse else 0
+        return {"vol": vol, "offset": offset, "length": length, "flags": flags}
 
     def upload(
         self,
@@ -257,8 +286,8 @@ class LibvirtClient:
         started = time.monotonic()
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            stream = self._open_stream(
-                remote.STORAGE_VOL_UPLOAD, self._transfer_args(vol, offset, length, sparse)
+            stream = self.open_stream(
+                "STORAGE_VOL_UPLOAD", self._transfer_args(vol, offset, length, sparse)
             )
             digest = _Digest(checksum)
             try:
@@ -294,8 +323,8 @@ class LibvirtClient:
         recreated as holes (seek, and the final size set with ftruncate).
         ``checksum``: also compute the SHA-256 of what arrived."""
         started = time.monotonic()
-        stream = self._open_stream(
-            remote.STORAGE_VOL_DOWNLOAD, self._transfer_args(vol, offset, length, sparse)
+        stream = self.open_stream(
+            "STORAGE_VOL_DOWNLOAD", self._transfer_args(vol, offset, length, sparse)
         )
         digest = _Digest(checksum)
         ok = False
@@ -324,16 +353,14 @@ class LibvirtClient:
 
     # ------------------------------------------------------------------ domains
     def lookup_domain(self, name: str) -> Any:
-        args = self.schema["vir_domain_lookup_by_name_args"](name=name)
-        return self.call(remote.DOMAIN_LOOKUP_BY_NAME, args).dom
+        return self.call("DOMAIN_LOOKUP_BY_NAME", name=name).dom
 
     def screenshot(self, domain: Any, dest: str | os.PathLike[str], screen: int = 0) -> str:
         """Save a screenshot of ``domain`` (a name or a ``vir_domain``) into ``dest``;
         returns its MIME type (the test driver gives image/png)."""
         if isinstance(domain, str):
             domain = self.lookup_domain(domain)
-        args = self.schema["vir_domain_screenshot_args"](dom=domain, screen=screen, flags=0)
-        stream = self._open_stream(remote.DOMAIN_SCREENSHOT, args)
+        stream = self.open_stream("DOMAIN_SCREENSHOT", dom=domain, screen=screen, flags=0)
         mime = stream.result.mime
         ok = False
         try:

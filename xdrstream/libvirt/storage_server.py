@@ -36,6 +36,7 @@ VIR_ERR_RPC (39), VIR_FROM_RPC (7), "unknown procedure: N"; the connection goes 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import html
 import logging
@@ -51,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xdrstream.codec import DecodeError
+from xdrstream.libvirt import protocol as protocols
 from xdrstream.libvirt import remote
 from xdrstream.libvirt.errors import (
     VIR_ERR_INTERNAL_ERROR,
@@ -68,7 +71,8 @@ from xdrstream.libvirt.errors import (
     LibvirtError,
     libvirt_error,
 )
-from xdrstream.protocol import Procedure, Registry, Role, programs_from_schema
+from xdrstream.libvirt.protocol import RawBody, RemoteProtocol
+from xdrstream.protocol import Procedure, Registry, Role
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse
 from xdrstream.transport.blocking import BlockingConnection, SocketChannel, TLSChannel
@@ -83,30 +87,24 @@ TLS_CONFIRMATION = b"\x01"  # sent after the TLS handshake, before any message (
 LIB_VERSION = 9_000_000  # the libvirt version we answer like (9.0.0)
 _SUPPORTED_FEATURES = {remote.FEATURE_PROGRAM_KEEPALIVE, remote.FEATURE_REMOTE_CLOSE_CALLBACK}
 # calls allowed before CONNECT_OPEN
-_PRE_OPEN = {remote.AUTH_LIST, remote.CONNECT_SUPPORTS_FEATURE, remote.CONNECT_OPEN}
-
-
-class _RawBody:
-    """Codec that keeps a body as bytes: the arguments of procedures we do not know."""
-
-    def pack(self, value: Any, /) -> bytes:
-        return bytes(value)
-
-    def unpack(self, data: bytes | memoryview, /) -> Any:
-        return bytes(data)
+_PRE_OPEN = ("AUTH_LIST", "CONNECT_SUPPORTS_FEATURE", "CONNECT_OPEN")
+_RAW = RawBody()
 
 
 class _RemoteRegistry(Registry):
-    """The remote program with every procedure number "known": calls that libvirt_remote.x
-    does not declare reach the handler (raw arguments), which answers them with libvirt's
-    unknown-procedure error instead of the driver's generic refusal."""
+    """The remote program with every procedure number "known" and every argument left as
+    bytes: the handler decodes it (leniently, as libvirtd) and answers a body that does not
+    decode, or a procedure the schema does not have, with libvirtd's error reply instead
+    of the engine's connection-ending refusal."""
 
-    _RAW = _RawBody()
+    def __init__(self, protocol: RemoteProtocol) -> None:
+        super().__init__([protocol.program_definition(raw_args=True)])
+        self._program = (protocol.program, protocol.version)
 
     def lookup(self, prog: int, vers: int, proc: int) -> Procedure | None:
         found = super().lookup(prog, vers, proc)
-        if found is None and prog == remote.PROGRAM and vers == remote.VERSION:
-            return Procedure(proc, "", self._RAW, None)
+        if found is None and (prog, vers) == self._program:
+            return Procedure(proc, "", _RAW, None)
         return found
 
 
@@ -138,6 +136,8 @@ class StorageServer:
         pool: str | None = None,
         tls: ssl.SSLContext | None = None,
         options: Options | None = None,
+        protocol: protocols.Source | None = None,
+        strict: bool = False,
     ) -> None:
         self.listen_address = addresses.parse_address(listen) if isinstance(listen, str) else listen
         self.directory = Path(directory).resolve()
@@ -153,54 +153,53 @@ class StorageServer:
         self.tls = tls
         self.options = options or Options()
         self.address: addresses.Address | None = None
-        self.schema = remote.schema()
-        self._registry = _RemoteRegistry(programs_from_schema(self.schema))
+        # arguments decode as libvirtd decodes them (libtirpc-lenient) unless ``strict``
+        self.protocol = protocols.load(protocol, lenient=not strict)
+        self._registry = _RemoteRegistry(self.protocol)
         self._sock: socket.socket | None = None
         self._accepting: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._connections: set[BlockingConnection] = set()
         self._threads: set[threading.Thread] = set()
-        types = self.schema
-        self._handlers: dict[int, Handler] = {
-            remote.AUTH_LIST: self._auth_list,
-            remote.CONNECT_SUPPORTS_FEATURE: self._supports_feature,
-            remote.CONNECT_OPEN: self._connect_open,
-            remote.CONNECT_CLOSE: self._void,
-            remote.CONNECT_REGISTER_CLOSE_CALLBACK: self._void,
-            remote.CONNECT_UNREGISTER_CLOSE_CALLBACK: self._void,
-            remote.CONNECT_GET_TYPE: self._value(types["vir_get_type_ret"](type="xdrstream")),
-            remote.CONNECT_GET_VERSION: self._value(
-                types["vir_get_version_ret"](hv_ver=LIB_VERSION)
+        handlers: dict[str, Handler] = {
+            "AUTH_LIST": self._auth_list,
+            "CONNECT_SUPPORTS_FEATURE": self._supports_feature,
+            "CONNECT_OPEN": self._connect_open,
+            "CONNECT_CLOSE": self._void,
+            "CONNECT_REGISTER_CLOSE_CALLBACK": self._void,
+            "CONNECT_UNREGISTER_CLOSE_CALLBACK": self._void,
+            "CONNECT_GET_TYPE": self._value("CONNECT_GET_TYPE", type="xdrstream"),
+            "CONNECT_GET_VERSION": self._value("CONNECT_GET_VERSION", hv_ver=LIB_VERSION),
+            "CONNECT_GET_LIB_VERSION": self._value("CONNECT_GET_LIB_VERSION", lib_ver=LIB_VERSION),
+            "CONNECT_GET_URI": self._get_uri,
+            "CONNECT_LIST_ALL_STORAGE_POOLS": self._list_pools,
+            "STORAGE_POOL_LOOKUP_BY_NAME": self._pool_by_name,
+            "STORAGE_POOL_LOOKUP_BY_VOLUME": self._pool_by_volume,
+            "STORAGE_POOL_GET_INFO": self._pool_info,
+            "STORAGE_POOL_GET_XML_DESC": self._pool_xml,
+            "STORAGE_POOL_GET_AUTOSTART": self._pool_flag(
+                "STORAGE_POOL_GET_AUTOSTART", "autostart", 0
             ),
-            remote.CONNECT_GET_LIB_VERSION: self._value(
-                types["vir_get_lib_version_ret"](lib_ver=LIB_VERSION)
+            "STORAGE_POOL_IS_ACTIVE": self._pool_flag("STORAGE_POOL_IS_ACTIVE", "active", 1),
+            "STORAGE_POOL_IS_PERSISTENT": self._pool_flag(
+                "STORAGE_POOL_IS_PERSISTENT", "persistent", 1
             ),
-            remote.CONNECT_GET_URI: self._get_uri,
-            remote.CONNECT_LIST_ALL_STORAGE_POOLS: self._list_pools,
-            remote.STORAGE_POOL_LOOKUP_BY_NAME: self._pool_by_name,
-            remote.STORAGE_POOL_LOOKUP_BY_VOLUME: self._pool_by_volume,
-            remote.STORAGE_POOL_GET_INFO: self._pool_info,
-            remote.STORAGE_POOL_GET_XML_DESC: self._pool_xml,
-            remote.STORAGE_POOL_GET_AUTOSTART: self._pool_flag(
-                "vir_pool_get_autostart_ret", "autostart", 0
-            ),
-            remote.STORAGE_POOL_IS_ACTIVE: self._pool_flag("vir_pool_is_active_ret", "active", 1),
-            remote.STORAGE_POOL_IS_PERSISTENT: self._pool_flag(
-                "vir_pool_is_persistent_ret", "persistent", 1
-            ),
-            remote.STORAGE_POOL_LIST_ALL_VOLUMES: self._list_volumes,
-            remote.STORAGE_VOL_LOOKUP_BY_NAME: self._vol_by_name,
-            remote.STORAGE_VOL_LOOKUP_BY_KEY: self._vol_by_key,
-            remote.STORAGE_VOL_LOOKUP_BY_PATH: self._vol_by_path,
-            remote.STORAGE_VOL_GET_INFO: self._vol_info,
-            remote.STORAGE_VOL_GET_XML_DESC: self._vol_xml,
-            remote.STORAGE_VOL_GET_PATH: self._vol_path,
-            remote.STORAGE_VOL_UPLOAD: self._upload,
-            remote.STORAGE_VOL_DOWNLOAD: self._download,
-            remote.DOMAIN_LOOKUP_BY_NAME: self._no_domain,
-            remote.DOMAIN_SCREENSHOT: self._no_domain,
+            "STORAGE_POOL_LIST_ALL_VOLUMES": self._list_volumes,
+            "STORAGE_VOL_LOOKUP_BY_NAME": self._vol_by_name,
+            "STORAGE_VOL_LOOKUP_BY_KEY": self._vol_by_key,
+            "STORAGE_VOL_LOOKUP_BY_PATH": self._vol_by_path,
+            "STORAGE_VOL_GET_INFO": self._vol_info,
+            "STORAGE_VOL_GET_XML_DESC": self._vol_xml,
+            "STORAGE_VOL_GET_PATH": self._vol_path,
+            "STORAGE_VOL_UPLOAD": self._upload,
+            "STORAGE_VOL_DOWNLOAD": self._download,
+            "DOMAIN_LOOKUP_BY_NAME": self._no_domain,
+            "DOMAIN_SCREENSHOT": self._no_domain,
         }
+        # numbers from the schema (issue 10); every one of these is in the built-in subset
+        self._handlers = {self.protocol.number(name): h for name, h in handlers.items()}
+        self._pre_open = {self.protocol.number(name) for name in _PRE_OPEN}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> addresses.Address:
@@ -313,47 +312,71 @@ class StorageServer:
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, session: _Session, stream: BlockingStream) -> Any:
-        assert stream.call is not None
-        proc = stream.call.procedure
+        call = stream.call
+        assert call is not None
+        proc = call.procedure
         handler = self._handlers.get(proc)
         if handler is None:  # as libvirtd's dispatcher answers (virnetserverprogram.c)
             raise libvirt_error(VIR_ERR_RPC, VIR_FROM_RPC, f"unknown procedure: {proc}")
-        if not session.opened and proc not in _PRE_OPEN:
+        if not session.opened and proc not in self._pre_open:
             raise libvirt_error(VIR_ERR_INTERNAL_ERROR, VIR_FROM_REMOTE, "connection not open")
+        stream.call = dataclasses.replace(call, args=self.decode_args(proc, call.args))
         return handler(session, stream)
+
+    def decode_args(self, proc: int, payload: bytes) -> Any:
+        """The arguments of a call, decoded as libvirtd decodes them: leniently (unless
+        the server is ``strict``) and, for a ``void`` procedure, ignoring the payload
+        (libvirt's ``xdr_void``).  A body that does not decode gets libvirtd's answer
+        (virnetmessage.c): VIR_ERR_RPC, VIR_FROM_RPC, "Unable to decode message payload";
+        the connection goes on (spec.md §4.4)."""
+        codec = self.protocol.codec(self.protocol.procedure(proc).arg_type)
+        if codec is None:
+            return None
+        try:
+            return codec.unpack(payload)
+        except DecodeError as exc:
+            log.info("procedure %d: arguments do not decode: %s", proc, exc)
+            raise libvirt_error(
+                VIR_ERR_RPC, VIR_FROM_RPC, "Unable to decode message payload"
+            ) from None
 
     @staticmethod
     def _void(session: _Session, stream: BlockingStream) -> None:
         return None
 
-    @staticmethod
-    def _value(value: Any) -> Handler:
+    def _value(self, procedure: str, **fields: Any) -> Handler:
+        value = self.protocol.result(procedure, **fields)
+
         def answer(session: _Session, stream: BlockingStream) -> Any:
             return value
 
         return answer
 
+    def _result(self, stream: BlockingStream, **fields: Any) -> Any:
+        """The result of the call ``stream`` answers, built from ``fields``."""
+        assert stream.call is not None
+        return self.protocol.result(stream.call.procedure, **fields)
+
     def _auth_list(self, session: _Session, stream: BlockingStream) -> Any:
-        return self.schema["vir_auth_list_ret"](types=[remote.AUTH_NONE])
+        return self._result(stream, types=[remote.AUTH_NONE])
 
     def _supports_feature(self, session: _Session, stream: BlockingStream) -> Any:
-        supported = int(stream.args.feature in _SUPPORTED_FEATURES)
-        return self.schema["vir_supports_feature_ret"](supported=supported)
+        return self._result(stream, supported=int(stream.args.feature in _SUPPORTED_FEATURES))
 
     def _connect_open(self, session: _Session, stream: BlockingStream) -> None:
         session.opened = True
         session.name = stream.args.name
 
     def _get_uri(self, session: _Session, stream: BlockingStream) -> Any:
-        return self.schema["vir_get_uri_ret"](uri=session.name or "qemu:///session")
+        return self._result(stream, uri=session.name or "qemu:///session")
 
     @staticmethod
     def _no_domain(session: _Session, stream: BlockingStream) -> None:
         raise libvirt_error(VIR_ERR_NO_DOMAIN, VIR_FROM_QEMU, "this server has no domains")
 
     # ------------------------------------------------------------------ pools
-    def _pool(self) -> Any:
-        return self.schema["vir_pool"](name=self.pool_name, uuid=self.pool_uuid)
+    def _pool(self) -> dict[str, Any]:
+        return {"name": self.pool_name, "uuid": self.pool_uuid}
 
     def _check_pool(self, pool: Any) -> None:
         if pool.name != self.pool_name or bytes(pool.uuid) != self.pool_uuid:
@@ -376,9 +399,7 @@ class StorageServer:
             )
         )
         pools = [self._pool()] if wanted else []
-        return self.schema["vir_list_all_pools_ret"](
-            pools=pools if stream.args.need_results else [], ret=len(pools)
-        )
+        return self._result(stream, pools=pools if stream.args.need_results else [], ret=len(pools))
 
     def _pool_by_name(self, session: _Session, stream: BlockingStream) -> Any:
         if stream.args.name != self.pool_name:
@@ -387,17 +408,18 @@ class StorageServer:
                 VIR_FROM_STORAGE,
                 f"no storage pool with matching name '{stream.args.name}'",
             )
-        return self.schema["vir_pool_lookup_by_name_ret"](pool=self._pool())
+        return self._result(stream, pool=self._pool())
 
     def _pool_by_volume(self, session: _Session, stream: BlockingStream) -> Any:
         self._volume_path(stream.args.vol)
-        return self.schema["vir_pool_lookup_by_volume_ret"](pool=self._pool())
+        return self._result(stream, pool=self._pool())
 
-    def _pool_flag(self, type_name: str, field: str, value: int) -> Handler:
+    def _pool_flag(self, procedure: str, field: str, value: int) -> Handler:
+        result = self.protocol.result(procedure, **{field: value})
 
         def answer(session: _Session, stream: BlockingStream) -> Any:
             self._check_pool(stream.args.pool)
-            return self.schema[type_name](**{field: value})
+            return result
 
         return answer
 
@@ -409,7 +431,8 @@ class StorageServer:
     def _pool_info(self, session: _Session, stream: BlockingStream) -> Any:
         self._check_pool(stream.args.pool)
         capacity, allocation, available = self._fs_numbers()
-        return self.schema["vir_pool_get_info_ret"](
+        return self._result(
+            stream,
             state=remote.POOL_RUNNING,
             capacity=capacity,
             allocation=allocation,
@@ -430,7 +453,7 @@ class StorageServer:
             f"  <target>\n    <path>{html.escape(str(self.directory))}</path>\n  </target>\n"
             "</pool>\n"
         )
-        return self.schema["vir_xml_desc_ret"](xml=xml)
+        return self._result(stream, xml=xml)
 
     # ------------------------------------------------------------------ volumes
     def _volume_names(self) -> list[str]:
@@ -440,9 +463,8 @@ class StorageServer:
                 names.append(entry.name)
         return sorted(names)
 
-    def _vol(self, name: str) -> Any:
-        key = str(self.directory / name)
-        return self.schema["vir_vol"](pool=self.pool_name, name=name, key=key)
+    def _vol(self, name: str) -> dict[str, Any]:
+        return {"pool": self.pool_name, "name": name, "key": str(self.directory / name)}
 
     def _file(self, name: str, how: str) -> Path:
         """The volume file ``name``; a missing one raises libvirt's "no storage vol"."""
@@ -471,33 +493,31 @@ class StorageServer:
     def _list_volumes(self, session: _Session, stream: BlockingStream) -> Any:
         self._check_pool(stream.args.pool)
         vols = [self._vol(name) for name in self._volume_names()]
-        return self.schema["vir_pool_list_all_volumes_ret"](
-            vols=vols if stream.args.need_results else [], ret=len(vols)
-        )
+        return self._result(stream, vols=vols if stream.args.need_results else [], ret=len(vols))
 
     def _vol_by_name(self, session: _Session, stream: BlockingStream) -> Any:
         self._check_pool(stream.args.pool)
         name = stream.args.name
         self._file(name, f"name '{name}'")
-        return self.schema["vir_vol_lookup_by_name_ret"](vol=self._vol(name))
+        return self._result(stream, vol=self._vol(name))
 
     def _vol_by_key(self, session: _Session, stream: BlockingStream) -> Any:
         key = stream.args.key
-        return self.schema["vir_vol_lookup_by_name_ret"](vol=self._by_path(key, f"key {key}"))
+        return self._result(stream, vol=self._by_path(key, f"key {key}"))
 
     def _vol_by_path(self, session: _Session, stream: BlockingStream) -> Any:
         text = stream.args.path
         vol = self._by_path(text, f"path '{text}'")
-        return self.schema["vir_vol_lookup_by_name_ret"](vol=vol)
+        return self._result(stream, vol=vol)
 
     def _vol_info(self, session: _Session, stream: BlockingStream) -> Any:
         st = os.stat(self._volume_path(stream.args.vol))
-        return self.schema["vir_vol_get_info_ret"](
-            type=remote.VOL_FILE, capacity=st.st_size, allocation=st.st_blocks * 512
+        return self._result(
+            stream, type=remote.VOL_FILE, capacity=st.st_size, allocation=st.st_blocks * 512
         )
 
     def _vol_path(self, session: _Session, stream: BlockingStream) -> Any:
-        return self.schema["vir_vol_get_path_ret"](name=str(self._volume_path(stream.args.vol)))
+        return self._result(stream, name=str(self._volume_path(stream.args.vol)))
 
     def _vol_xml(self, session: _Session, stream: BlockingStream) -> Any:
         path = self._volume_path(stream.args.vol)
@@ -512,7 +532,7 @@ class StorageServer:
             "    <format type='raw'/>\n  </target>\n"
             "</volume>\n"
         )
-        return self.schema["vir_xml_desc_ret"](xml=xml)
+        return self._result(stream, xml=xml)
 
     @staticmethod
     def _transfer_flags(args: Any) -> bool:

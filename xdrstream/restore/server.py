@@ -71,15 +71,17 @@ from xdrstream.transport.stream import Hole, Stream
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PROGRAM = 0x58445253
-VERSION = 1
-PROC_PING = 1
-PROC_ECHO = 2
-PROC_GET_INFO = 3
-RESTORE_PROCS = {1: 4, 2: 6, 3: 8}
-SAVE_PROCS = {1: 5, 2: 7, 3: 9}
-PROC_RESTORE_DENSE = 10
-PROC_SAVE_DENSE = 11
+# numbers from restore.x (issue 10: a fact is written once, in the schema)
+_C = schemas.load("restore").constants
+PROGRAM = int(_C["XS_RESTORE_PROGRAM"])
+VERSION = int(_C["XS_RESTORE_V1"])
+PROC_PING = int(_C["XS_PROC_PING"])
+PROC_ECHO = int(_C["XS_PROC_ECHO"])
+PROC_GET_INFO = int(_C["XS_PROC_GET_INFO"])
+RESTORE_PROCS = {v: int(_C[f"XS_PROC_RESTORE_V{v}"]) for v in (1, 2, 3)}
+SAVE_PROCS = {v: int(_C[f"XS_PROC_SAVE_V{v}"]) for v in (1, 2, 3)}
+PROC_RESTORE_DENSE = int(_C["XS_PROC_RESTORE_DENSE"])
+PROC_SAVE_DENSE = int(_C["XS_PROC_SAVE_DENSE"])
 _RESTORES = {*RESTORE_PROCS.values(), PROC_RESTORE_DENSE}
 _SAVES = {*SAVE_PROCS.values(), PROC_SAVE_DENSE}
 _NAME = re.compile(r"[A-Za-z0-9._+-]{1,255}")

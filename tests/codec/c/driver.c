@@ -3,10 +3,7 @@
  * tests/codec/schemas/rich.x. One process handles a whole batch of records, read from
  * stdin and answered on stdout; every integer in the framing is a big-endian u32.
  *
- *   driver roundtrip   request  = name_len, name, data_len, data
- *                      response = status, consumed, out_len, out
- *                      status 0: xdr_T decoded the data (consuming `consumed` bytes) and
- *                      re-encoded it as `out`; 1: decode failed; 2: re-encode failed.
+ *   driver roundtrip   as described in xdr_oracle.h (shared with schema_driver.c).
  *   driver describe    request as for roundtrip; response = status, text_len, text where
  *                      text is "key=value\n" lines of selected decoded fields.
  *   driver generate SEED COUNT
@@ -22,48 +19,7 @@
 #include <string.h>
 
 #include "rich.h"
-
-/* ---- framing ---------------------------------------------------------------------- */
-
-static int read_exact(void *buf, size_t n)
-{
-    return n == 0 || fread(buf, 1, n, stdin) == n;
-}
-
-static int read_u32(uint32_t *v)
-{
-    unsigned char b[4];
-    if (!read_exact(b, 4))
-        return 0;
-    *v = ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
-    return 1;
-}
-
-static void write_u32(uint32_t v)
-{
-    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
-    fwrite(b, 1, 4, stdout);
-}
-
-static void write_blob(const void *p, uint32_t n)
-{
-    write_u32(n);
-    fwrite(p, 1, n, stdout);
-}
-
-static void die(const char *why)
-{
-    fprintf(stderr, "driver: %s\n", why);
-    exit(2);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p)
-        die("out of memory");
-    return p;
-}
+#include "xdr_oracle.h"
 
 /* ---- deterministic pseudo-random values ------------------------------------------- */
 
@@ -375,16 +331,6 @@ static void fill_rs_uuid(char *p) { r_bytes(p, RS_UUID_LEN); }
 
 /* ---- type table ------------------------------------------------------------------- */
 
-typedef bool_t (*codec_fn)(XDR *, void *);
-typedef void (*fill_fn)(void *);
-
-struct type_entry {
-    const char *name;
-    codec_fn codec;
-    fill_fn fill;
-};
-
-#define CODEC(T) static bool_t codec_##T(XDR *x, void *o) { return xdr_##T(x, o); }
 CODEC(rs_color)
 CODEC(rs_u64)
 CODEC(rs_uuid)
@@ -407,8 +353,8 @@ CODEC(rs_body)
 CODEC(rs_message)
 CODEC(rs_chunk)
 
-#define ENTRY(T) {#T, codec_##T, (fill_fn)fill_##T}
-#define DECODE_ONLY(T) {#T, codec_##T, NULL}
+#define ENTRY(T) {#T, codec_##T, (fill_fn)fill_##T, sizeof(T)}
+#define DECODE_ONLY(T) {#T, codec_##T, NULL, sizeof(T)}
 static const struct type_entry TYPES[] = {
     ENTRY(rs_color),   ENTRY(rs_u64),         ENTRY(rs_uuid),       ENTRY(rs_name),
     ENTRY(rs_temp),    ENTRY(rs_point),       ENTRY(rs_limits),     ENTRY(rs_by_int),
@@ -419,85 +365,7 @@ static const struct type_entry TYPES[] = {
 };
 #define NTYPES (sizeof TYPES / sizeof TYPES[0])
 
-/* Room for any of the types above (rs_everything is the largest by far). */
-#define OBJ_SIZE 4096
-_Static_assert(sizeof(rs_everything) < OBJ_SIZE, "OBJ_SIZE too small");
-
-static const struct type_entry *lookup(const char *name)
-{
-    for (size_t k = 0; k < NTYPES; k++)
-        if (strcmp(TYPES[k].name, name) == 0)
-            return &TYPES[k];
-    return NULL;
-}
-
-static void release(const struct type_entry *t, void *obj)
-{
-    XDR x;
-    memset(&x, 0, sizeof x);
-    x.x_op = XDR_FREE;
-    t->codec(&x, obj);
-    memset(obj, 0, OBJ_SIZE);
-}
-
-/* Encodes obj into a fresh buffer; returns its length or -1. */
-static long encode(const struct type_entry *t, void *obj, char **out)
-{
-    u_long size = xdr_sizeof((xdrproc_t)t->codec, obj);
-    XDR x;
-    *out = xmalloc(size);
-    xdrmem_create(&x, *out, (u_int)size, XDR_ENCODE);
-    long n = t->codec(&x, obj) ? (long)xdr_getpos(&x) : -1;
-    xdr_destroy(&x);
-    return n;
-}
-
-/* Reads one request; returns 0 at a clean end of input. */
-static int read_request(const struct type_entry **t, char **data, uint32_t *len)
-{
-    uint32_t name_len;
-    char name[64];
-    if (!read_u32(&name_len))
-        return 0;
-    if (name_len >= sizeof name || !read_exact(name, name_len))
-        die("bad request name");
-    name[name_len] = '\0';
-    if (!(*t = lookup(name)))
-        die("unknown type name");
-    if (!read_u32(len))
-        die("truncated request");
-    *data = xmalloc(*len);
-    if (!read_exact(*data, *len))
-        die("truncated request data");
-    return 1;
-}
-
 /* ---- modes -------------------------------------------------------------------------- */
-
-static int run_roundtrip(void)
-{
-    void *obj = calloc(1, OBJ_SIZE);
-    const struct type_entry *t;
-    char *data;
-    uint32_t len;
-    while (read_request(&t, &data, &len)) {
-        XDR x;
-        xdrmem_create(&x, data, len, XDR_DECODE);
-        int ok = t->codec(&x, obj);
-        uint32_t consumed = xdr_getpos(&x);
-        xdr_destroy(&x);
-        char *out = NULL;
-        long n = ok ? encode(t, obj, &out) : 0;
-        write_u32(!ok ? 1 : n < 0 ? 2 : 0);
-        write_u32(consumed);
-        write_blob(out, n < 0 ? 0 : (uint32_t)n);
-        free(out);
-        free(data);
-        release(t, obj);
-    }
-    free(obj);
-    return 0;
-}
 
 /* "key=value" lines; floats as C99 hex (%a) so Python can compare them exactly. */
 static char text[1 << 16];
@@ -576,11 +444,11 @@ static void describe_body(const char *prefix, const rs_body *b)
 
 static int run_describe(void)
 {
-    void *obj = calloc(1, OBJ_SIZE);
+    void *obj = calloc(1, max_object_size(TYPES, NTYPES));
     const struct type_entry *t;
     char *data;
     uint32_t len;
-    while (read_request(&t, &data, &len)) {
+    while (read_request(TYPES, NTYPES, &t, &data, &len)) {
         XDR x;
         xdrmem_create(&x, data, len, XDR_DECODE);
         int ok = t->codec(&x, obj);
@@ -605,7 +473,7 @@ static int run_describe(void)
 
 static int run_generate(uint64_t seed, unsigned count)
 {
-    void *obj = calloc(1, OBJ_SIZE);
+    void *obj = calloc(1, max_object_size(TYPES, NTYPES));
     rng_state = seed ? seed : 1;
     for (size_t k = 0; k < NTYPES; k++) {
         const struct type_entry *t = &TYPES[k];
@@ -630,7 +498,7 @@ static int run_generate(uint64_t seed, unsigned count)
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "roundtrip") == 0)
-        return run_roundtrip();
+        return run_roundtrip(TYPES, NTYPES);
     if (argc == 2 && strcmp(argv[1], "describe") == 0)
         return run_describe();
     if (argc == 4 && strcmp(argv[1], "generate") == 0)
