@@ -7,7 +7,9 @@ Public API (spec.md §12)::
     conn = Connection(Role.CLIENT, programs=[schemas.load("restore")])
 
 Modules: :mod:`.framing` (frames, header, FrameDecoder), :mod:`.events`,
-:mod:`.connection` (the engine), :mod:`.programs` (stream declarations), :mod:`.states`
+:mod:`.connection` (the engine's core and V2/V3 streams), :mod:`.v1` (the V1
+sub-protocol), :mod:`.exchange` (exchanges, draining), :mod:`.flow` (flow-control policy),
+:mod:`.programs` (stream declarations), :mod:`.states`
 (the state tables of spec.md §9), :mod:`.bodies` (error, hole and V1 stream bodies),
 :mod:`.decode` (describe recorded frames and captures), :mod:`.errors`, :mod:`.schemas`.
 Modules whose names start with ``_`` are the engine's own; use their public faces.

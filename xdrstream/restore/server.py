@@ -55,7 +55,8 @@ from xdrstream.protocol import schemas
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse
 from xdrstream.transport import tls as tlsmod
-from xdrstream.transport.aio import AsyncConnection, _resolve
+from xdrstream.transport.aio import AsyncConnection
+from xdrstream.transport.drivers import resolve
 from xdrstream.transport.errors import (
     ERR_INVALID_ARG,
     ERR_NO_STORAGE_VOL,
@@ -272,7 +273,7 @@ class RestoreServer:
         (a stalled endpoint must not delay the abort) or after ``options.timeout``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        (loop.add_writer if write else loop.add_reader)(fd, _resolve, future)
+        (loop.add_writer if write else loop.add_reader)(fd, resolve, future)
         aborted = asyncio.ensure_future(stream.wait_abort_requested())
         try:
             done, _ = await asyncio.wait(
@@ -450,7 +451,7 @@ def run(server: RestoreServer, on_ready: Callable[[addresses.Address], Any] | No
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, _resolve, stop)
+            loop.add_signal_handler(signal.SIGTERM, resolve, stop)
         try:
             await stop
         finally:
@@ -518,7 +519,7 @@ class ServerThread:
         if self._thread.is_alive():
             stop = self._stop
             if stop is not None:
-                self.loop.call_soon_threadsafe(_resolve, stop)
+                self.loop.call_soon_threadsafe(resolve, stop)
             self._thread.join()
 
     def __enter__(self) -> ServerThread:

@@ -56,7 +56,13 @@ from xdrstream.protocol.programs import Procedure
 from xdrstream.protocol.states import Kind as EngineKind
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
-from xdrstream.transport.drivers import client_tls, connection_error, unknown_procedure
+from xdrstream.transport.drivers import (
+    advance,
+    client_tls,
+    connection_error,
+    resolve,
+    unknown_procedure,
+)
 from xdrstream.transport.errors import (
     ERR_OPERATION_INVALID,
     ConnectionLost,
@@ -87,19 +93,6 @@ PAUSE_CHECK = 0.25
 """Plaintext bytes encrypted before the ciphertext is written out (bounds the TLS buffer)."""
 
 
-def _advance(views: list[memoryview], sent: int) -> list[memoryview]:
-    """Drop ``sent`` bytes from the front of ``views``."""
-    while sent:
-        first = views[0]
-        if sent >= len(first):
-            sent -= len(first)
-            views.pop(0)
-        else:
-            views[0] = first[sent:]
-            sent = 0
-    return views
-
-
 _HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 
@@ -111,11 +104,6 @@ def peer_gone(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(fd, _HANGUP)
     return any(events & _HANGUP for _, events in poller.poll(0))
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class AsyncChannel:
@@ -140,14 +128,14 @@ class AsyncChannel:
             except (BlockingIOError, InterruptedError):
                 await self._writable(timeout)
                 continue
-            views = _advance(views, sent)
+            views = advance(views, sent)
 
     async def _writable(self, timeout: float | None) -> None:
         fd = self.sock.fileno()
         if fd < 0:
             raise ConnectionLost("the connection is closed")
         future = self.loop.create_future()
-        self.loop.add_writer(fd, _resolve, future)
+        self.loop.add_writer(fd, resolve, future)
         try:
             await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
@@ -458,10 +446,10 @@ class AsyncConnection:
         return ex
 
     def _consumed(self, serial: int, count: int) -> None:
-        info = self.engine.stream_info(serial)
-        if info is None or self._error is not None:
+        engine_ex = self.engine.exchange(serial)  # no StreamInfo per chunk
+        if engine_ex is None or self._error is not None:
             return
-        self.engine.stream_consumed(serial, min(count, info.unconsumed))
+        self.engine.stream_consumed(serial, min(count, engine_ex.unconsumed))
         if not self.engine.reading_paused:
             self._resume.set()
 

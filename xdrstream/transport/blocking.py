@@ -51,8 +51,8 @@ from xdrstream.protocol.events import (
 from xdrstream.protocol.states import Kind as EngineKind
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
-from xdrstream.transport.aio import PAUSE_CHECK, TLS_PIECE, _advance, peer_gone
-from xdrstream.transport.drivers import client_tls, connection_error, unknown_procedure
+from xdrstream.transport.aio import PAUSE_CHECK, TLS_PIECE, peer_gone
+from xdrstream.transport.drivers import advance, client_tls, connection_error, unknown_procedure
 from xdrstream.transport.errors import (
     ERR_OPERATION_INVALID,
     ConnectionLost,
@@ -113,7 +113,7 @@ class SocketChannel:
                         f"the peer stopped reading: no send progress for {timeout} s"
                     ) from None
                 continue
-            views = _advance(views, sent)
+            views = advance(views, sent)
 
     def flush(self, timeout: float | None) -> None:
         return None
@@ -384,11 +384,11 @@ class BlockingConnection:
 
     def _consumed(self, serial: int, count: int) -> None:
         with self._cond:
-            info = self.engine.stream_info(serial)
-            if info is None or self._error is not None:
+            engine_ex = self.engine.exchange(serial)  # no StreamInfo per chunk
+            if engine_ex is None or self._error is not None:
                 return
             paused = self.engine.reading_paused
-            self.engine.stream_consumed(serial, min(count, info.unconsumed))
+            self.engine.stream_consumed(serial, min(count, engine_ex.unconsumed))
             if paused and not self.engine.reading_paused:
                 self._cond.notify_all()
 

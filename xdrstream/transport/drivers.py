@@ -5,6 +5,7 @@ Only I/O-free decisions live here; each driver keeps its own waiting, locking an
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 from xdrstream.protocol import RemoteError
@@ -47,3 +48,22 @@ def unknown_procedure(call: Call) -> RemoteError:
         ERR_NO_SUPPORT,
         f"unknown procedure {call.procedure} of program {call.program:#x} version {call.version}",
     )
+
+
+def advance(views: list[memoryview], sent: int) -> list[memoryview]:
+    """Drop ``sent`` bytes from the front of ``views`` (after a partial ``sendmsg``)."""
+    while sent:
+        first = views[0]
+        if sent >= len(first):
+            sent -= len(first)
+            views.pop(0)
+        else:
+            views[0] = first[sent:]
+            sent = 0
+    return views
+
+
+def resolve(future: asyncio.Future[None]) -> None:
+    """Complete ``future`` unless it is done (a loop callback: fd ready, signal)."""
+    if not future.done():
+        future.set_result(None)
