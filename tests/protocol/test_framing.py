@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from xdrstream.protocol.errors import RemoteProtocolError
 from xdrstream.protocol.framing import (
     HEADER_SIZE,
+    LEN_SIZE,
     MAX_FRAME,
     MIN_FRAME,
     FrameDecoder,
@@ -219,15 +222,99 @@ def test_large_payload_is_received_in_place() -> None:
     payload = bytes(range(256)) * 1024  # 256 KiB
     frame = pack_frame(Header(1, 1, 1, MessageType.STREAM, 3, 2), payload)
     decoder = FrameDecoder()
-    decoder.feed(frame[:100])  # header and a little payload arrive first
-    buf = decoder.get_buffer()
-    assert len(buf) == len(frame) - 100  # exactly the rest of this frame
-    buf[:] = frame[100:]
-    decoder.buffer_updated(len(buf))
-    got = decoder.next_frame()
-    assert got is not None and bytes(got.payload) == payload
-    assert got.payload.obj is buf.obj and got.payload.readonly  # no copy after the transport's
-    assert decoder.buffered == 0 and decoder.offset == len(frame)
+    for _ in range(2):  # the first frame grows its buffer, the second reuses it
+        decoder.feed(frame[:100])  # header and a little payload arrive first
+        pos, bufs = 100, []
+        while pos < len(frame):
+            buf = decoder.get_buffer()
+            assert 0 < len(buf) <= decoder.frame_remaining == len(frame) - pos
+            buf[:] = frame[pos : pos + len(buf)]
+            decoder.buffer_updated(len(buf))
+            pos += len(buf)
+            bufs.append(buf)
+        got = decoder.next_frame()
+        assert got is not None and bytes(got.payload) == payload
+        # no copy after the transport's (the last step's buffer is the payload's own)
+        assert got.payload.obj is bufs[-1].obj and got.payload.readonly
+        assert decoder.buffered == 0
+        del got, bufs, buf
+    assert len(decoder.get_buffer()) > 0  # and the pooled buffer serves as the arena
+    decoder.feed(frame[:100])
+    assert len(decoder.get_buffer()) == len(frame) - 100  # pooled: exactly the rest
+
+
+def _traced(action: Callable[[], object]) -> tuple[object, int]:
+    """``action()``'s result and the memory it left allocated (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = action()
+        return result, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def _announce(decoder: FrameDecoder, length: int, body: bytes = b"") -> None:
+    """A frame header announcing ``length`` bytes, then ``body``, through get_buffer."""
+    data = struct.pack(">IIIiiIi", length, 1, 1, 1, MessageType.STREAM, 1, 2) + body
+    pos = 0
+    while pos < len(data):
+        buf = decoder.get_buffer(65536)
+        n = min(len(buf), len(data) - pos)
+        buf[:n] = data[pos : pos + n]
+        decoder.buffer_updated(n)
+        pos += n
+        assert decoder.next_frame() is None
+    decoder.get_buffer(65536)  # the transport asks for the next buffer: the frame's own
+
+
+def test_announced_length_is_never_allocated_up_front() -> None:
+    # 100 connections each announce a 32 MiB frame and send nothing more (issue 15): the
+    # decoders hold a small step each, not 3.2 GB of zeroed buffers (§8.1).
+    def flood() -> list[FrameDecoder]:
+        decoders = [FrameDecoder() for _ in range(100)]
+        for decoder in decoders:
+            _announce(decoder, MAX_FRAME + LEN_SIZE)
+        return decoders
+
+    decoders, held = _traced(flood)
+    assert held < 100 * 64 * 1024, held  # < 64 KiB per connection
+    assert isinstance(decoders, list)
+    assert all(d.frame_remaining == MAX_FRAME - HEADER_SIZE for d in decoders)
+
+
+@pytest.mark.parametrize("sent", [0, 100_000, 1_000_000, 5_000_000])
+def test_memory_follows_bytes_received(sent: int) -> None:
+    # The buffer of a frame that arrives grows with its bytes: never more than twice what
+    # was received plus one step, whatever the length announced.
+    decoder = FrameDecoder()
+    _, held = _traced(lambda: _announce(decoder, MAX_FRAME + LEN_SIZE, bytes(sent)))
+    assert held <= 2 * sent + 64 * 1024, (sent, held)
+    assert decoder.buffered == MIN_FRAME + sent
+
+
+def test_released_decoder_gives_its_memory_back() -> None:
+    decoder = FrameDecoder()
+
+    def received_then_released() -> int:
+        _announce(decoder, MAX_FRAME + LEN_SIZE, bytes(2_000_000))
+        during = tracemalloc.get_traced_memory()[0]
+        decoder.release()
+        return during
+
+    during, held = _traced(received_then_released)
+    assert isinstance(during, int) and during > 2_000_000
+    assert held < 64 * 1024, held  # the partial frame's buffer is gone
+    with pytest.raises(RemoteProtocolError, match="released"):
+        decoder.feed(b"x")
+
+
+def test_a_grown_frame_is_decoded_intact_by_any_split() -> None:
+    payload = bytes(range(251)) * 8000  # ~2 MB, larger than the pool keeps
+    frame = pack_frame(Header(1, 1, 1, MessageType.STREAM, 3, 2), payload)
+    for sizes, modes in (([1000], [True]), ([70000, 3], [True, False]), ([65536], [False])):
+        got = feed_into(FrameDecoder(), frame + frame, sizes, modes)
+        assert [bytes(p) for _, p, _ in got] == [payload, payload]
 
 
 def test_dripped_bytes_cost_no_per_read_overhead() -> None:
@@ -286,12 +373,13 @@ def test_in_place_buffers_are_reused_only_when_no_view_is_alive() -> None:
     assert bytes(kept) == bytes(size - 15)  # frame 0's bytes, untouched
     del kept
     reused = [_in_place(decoder, frames[i]) for i in range(2)]  # both pooled buffers
-    assert {id(p.obj) for p in reused} == buffers | {owner}
+    assert {id(p.obj) for p in reused} & (buffers | {owner})  # pooled buffers come round
 
 
 def test_released_in_place_buffer_is_recycled() -> None:
     frame = pack_frame(Header(1, 1, 1, MessageType.STREAM, 3, 2), bytes(100000))
     decoder = FrameDecoder()
+    _in_place(decoder, frame)  # the first large frame grows its own buffer, then pools it
     first = _in_place(decoder, frame)
     owner = id(first.obj)
     del first

@@ -233,22 +233,41 @@ class FrameDecoder:
 
     @property
     def frame_remaining(self) -> int:
-        """Payload bytes still due for the frame being received in place (0 if none): the
-        size of the buffer :meth:`get_buffer` returns, which may be filled by several
-        reads and reported with one :meth:`buffer_updated`."""
+        """Payload bytes still due for the frame being received in place (0 if none).
+        While it is non-zero, :meth:`get_buffer` returns the room of that frame's buffer
+        (at most this many bytes: the buffer grows in steps as the payload arrives), which
+        may be filled by several reads and reported with one :meth:`buffer_updated`."""
         return self._big_size - self._big_filled if self._big is not None else 0
+
+    def release(self) -> None:
+        """Give back every buffer (the connection ended): unread bytes, a partial frame,
+        the pool.  Views of frames already returned stay valid.  The decoder is left
+        poisoned as if at an error, so nothing is received after it."""
+        self._chunks.clear()
+        self._head = self._avail = 0
+        self._tail = bytearray()
+        self._big = self._scratch = None
+        self._big_base = self._big_size = self._big_filled = 0
+        self._pool = []
+        if self._error is None:
+            self._error = RemoteProtocolError(
+                "the frame decoder was released (connection ended)",
+                section="§3.5",
+                offset=self._stream_offset,
+            )
 
     def get_buffer(self, sizehint: int = 65536) -> memoryview:
         """A writable buffer to receive the next bytes into (``recv_into``, asyncio's
         ``BufferedProtocol``); report how many were written with :meth:`buffer_updated`.
 
         While a frame with at least 64 KiB still to come is being received, the buffer is
-        the rest of that frame's own payload, so the transport's copy is the only one.
-        That payload buffer comes from a small pool: the buffer of an earlier frame is
-        reused once no view of it is alive any more (so a delivered payload stays valid
-        for as long as the application keeps it), which spares zeroing and page-faulting
-        a fresh one per frame.  Otherwise the buffer is a fresh one of ``sizehint`` bytes
-        that the decoder keeps.
+        (the next step of) that frame's own payload, so the transport's copy is the only
+        one.  That payload buffer grows with the bytes received, from 16 KiB by doubling,
+        never to the announced length up front (§8.1), or comes from a small pool: the
+        buffer of an earlier frame of the same size, reused once no view of it is alive
+        any more (so a delivered payload stays valid for as long as the application keeps
+        it), which spares zeroing, page-faulting and growing a fresh one per frame.
+        Otherwise the buffer is a fresh one of ``sizehint`` bytes.
         """
         if self._error is not None:
             raise self._error
@@ -258,15 +277,19 @@ class FrameDecoder:
         if big is not None and self._big_filled < self._big_size:
             self._scratch = None
             base = self._big_base
-            return memoryview(big)[base + self._big_filled : base + self._big_size]
+            if len(big) - base == self._big_filled:  # this step is full: grow (§8.1)
+                big = self._grow(self._big_filled + 1)
+            end = base + min(self._big_size, len(big) - base)
+            return memoryview(big)[base + self._big_filled : end]
         # (a complete in-place frame not yet taken by next_frame: what follows it is
         # buffered as usual, never an empty buffer that a recv_into would mistake for EOF)
         size = max(sizehint, 1)
-        if big is None and not self._avail:
-            # At a frame boundary: read into a pooled buffer large enough for a whole
-            # default-sized stream frame, so that if this read starts a large frame its
-            # payload goes on filling the same buffer (buffer_updated): no zeroing, no
-            # copy of the first read.
+        if big is None and not self._avail and self._pool:
+            # At a frame boundary of a connection that has received large frames: read
+            # into a pooled buffer large enough for a whole default-sized stream frame,
+            # so that if this read starts a large frame its payload goes on filling the
+            # same buffer (buffer_updated): no zeroing, no copy of the first read.  A
+            # connection that never did (an idle one, a flood of headers) holds no arena.
             scratch = self._payload_buffer(max(size, _ARENA))
         else:
             scratch = bytearray(size)
@@ -278,7 +301,8 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         if self._big is not None and self._scratch is None:
-            if not 0 <= nbytes <= self._big_size - self._big_filled:
+            room = min(self._big_size, len(self._big) - self._big_base) - self._big_filled
+            if not 0 <= nbytes <= room:
                 raise ValueError(f"buffer_updated({nbytes}): beyond the buffer")
             self._big_filled += nbytes
             self._stream_offset += nbytes
@@ -313,26 +337,52 @@ class FrameDecoder:
 
     _BIG = 65536
 
-    def _payload_buffer(self, size: int) -> bytearray:
-        """A buffer of at least ``size`` bytes for an in-place frame, from the pool when
-        one of the right size is no longer referenced by any view."""
+    def _free_pooled(self, size: int) -> bytearray | None:
+        """A pooled buffer of exactly ``size`` bytes that no view refers to any more."""
         pool = self._pool
-        if size > _POOL_BUFFER_MAX:
-            return bytearray(size)
-        spare = -1
         for index in range(len(pool)):
             # only the pool refers to it: no view of it is alive (a memoryview, and every
             # slice of it, holds a reference to the object it exports from)
-            if _getrefcount(pool[index]) <= _FREE_REFS:
-                if len(pool[index]) == size:
-                    return pool[index]
-                spare = index
-        buffer = bytearray(size)
+            if len(pool[index]) == size and _getrefcount(pool[index]) <= _FREE_REFS:
+                return pool[index]
+        return None
+
+    def _keep(self, buffer: bytearray) -> None:
+        """Pool ``buffer`` (a frame's payload buffer, just filled) for later frames."""
+        pool = self._pool
+        if len(buffer) > _POOL_BUFFER_MAX or any(b is buffer for b in pool):
+            return
         if len(pool) < _POOL_SIZE:
             pool.append(buffer)
-        elif spare >= 0:  # frames changed size: replace an idle buffer of another size
-            pool[spare] = buffer
+            return
+        for index in range(len(pool)):
+            if _getrefcount(pool[index]) <= _FREE_REFS:  # replace an idle one
+                pool[index] = buffer
+                return
+
+    def _payload_buffer(self, size: int) -> bytearray:
+        """A buffer of ``size`` bytes for an in-place frame or an arena read, from the
+        pool when one of that size is no longer referenced by any view."""
+        buffer = self._free_pooled(size)
+        if buffer is None:
+            buffer = bytearray(size)
+            self._keep(buffer)
         return buffer
+
+    def _grow(self, need: int) -> bytearray:
+        """Make room for ``need`` payload bytes of the frame received in place: memory
+        follows the bytes received, never the length announced (§8.1).  The capacity at
+        least doubles, so the copies add up to less than one payload."""
+        big = self._big
+        assert big is not None
+        base, filled, size = self._big_base, self._big_filled, self._big_size
+        capacity = min(size, max(need, 2 * (len(big) - base), _STEP))
+        grown = self._free_pooled(capacity) if base == 0 else None
+        if grown is None:
+            grown = bytearray(capacity)
+        grown[:filled] = memoryview(big)[base : base + filled]
+        self._big, self._big_base = grown, 0
+        return grown
 
     def _start_big(self) -> None:
         """Enter receive-into mode if the next frame's head is here and >= 64 KiB are due."""
@@ -347,8 +397,10 @@ class FrameDecoder:
         words = _HEADER.unpack_from(self._take(MIN_FRAME), LEN_SIZE)
         self._check_words(words[3], words[5], start)
         size = length - MIN_FRAME
-        big = self._payload_buffer(size)
         have = self._avail  # all buffered bytes belong to this frame's payload
+        # a pooled buffer of the frame's size costs nothing; otherwise start with a step
+        # and grow as the payload arrives (a header alone never costs the announced size)
+        big = self._free_pooled(size) or bytearray(min(size, max(have, _STEP)))
         if have:
             big[:have] = self._take(have)
         self._big, self._big_base, self._big_size, self._big_filled = big, 0, size, have
@@ -363,6 +415,8 @@ class FrameDecoder:
         if big is not None:  # fill the frame being received in place first
             room = self._big_size - self._big_filled
             part = memoryview(data)[:room]
+            if self._big_base + self._big_filled + len(part) > len(big):
+                big = self._grow(self._big_filled + len(part))
             at = self._big_base + self._big_filled
             big[at : at + len(part)] = part
             self._big_filled += len(part)
@@ -488,6 +542,7 @@ class FrameDecoder:
             if self._big_filled < self._big_size:
                 return None
             self._big = None
+            self._keep(big)
             view = memoryview(big)
             if len(big) != self._big_size:  # the payload of a frame read into a pooled buffer
                 view = view[self._big_base : self._big_base + self._big_size]
@@ -548,6 +603,7 @@ RawFrame = tuple[int, int, int, int, int, int, memoryview, int]
 _POOL_SIZE = 4  # in-place payload buffers kept for reuse per decoder
 _ARENA = 264 * 1024  # a read at a frame boundary: room for a frame of 256 KiB of data
 _POOL_BUFFER_MAX = 1 << 20  # larger payloads get a buffer of their own
+_STEP = 16 * 1024  # first buffer of a large frame whose payload has not arrived yet
 
 
 _getrefcount = sys.getrefcount
