@@ -452,7 +452,7 @@ def _case(
                 _not_run,
                 frozenset({"libvirt", "restore"}),
                 level,
-                {},
+                (),
                 "judge",
             )
         )

@@ -271,7 +271,7 @@ def html_report(
     session, ``evidence[i]`` the frame numbers of ``results[i]``)."""
     import html
 
-    outcomes = (*OUTCOMES, "deviation")
+    outcomes = OUTCOMES
     by_section: dict[str, list[Result]] = {}
     for result in results:
         by_section.setdefault(result.case.section.lstrip("C"), []).append(result)
