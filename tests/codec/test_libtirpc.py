@@ -39,6 +39,11 @@ NAMES = {
     "u_long": ("I", 0, 2**32 - 1),
     "long": ("i", -(2**31), 2**31 - 1),
     "unsigned long": ("I", 0, 2**32 - 1),
+    "rpcprog_t": ("I", 0, 2**32 - 1),
+    "rpcvers_t": ("I", 0, 2**32 - 1),
+    "rpcproc_t": ("I", 0, 2**32 - 1),
+    "rpcprot_t": ("I", 0, 2**32 - 1),
+    "rpcport_t": ("I", 0, 2**32 - 1),
 }
 
 
@@ -84,6 +89,17 @@ def test_netobj_authsys_parms_des_block() -> None:
         L.pack(L(fh=b"", cred=A(0, "", 0, 0, list(range(17))), key=bytes(8)))
     with pytest.raises(EncodeError, match=r"machinename: length 256 exceeds the bound 255"):
         L.pack(L(fh=b"", cred=A(0, "x" * 256, 0, 0, []), key=bytes(8)))
+
+
+def test_netbuf_is_maxlen_then_bytes() -> None:
+    # rpcb_prot.x's struct netbuf: xdr_netbuf encodes maxlen, then the bytes as opaque<>.
+    schema = compile_schema("struct rpcb_entry { struct netbuf addr; };\n", "rpcb.x")
+    E, N = schema["rpcb_entry"], schema["netbuf"]
+    data = be("II", 16, 3) + b"abc\0"
+    assert E.pack(E(addr=N(maxlen=16, buf=b"abc"))) == data
+    assert E.unpack(data) == E(addr=N(maxlen=16, buf=b"abc"))
+    with pytest.raises(DecodeError, match=r"rpcb_entry\.addr"):
+        E.unpack(data[:-1])
 
 
 def test_builtins_only_join_the_schemas_that_use_them() -> None:

@@ -191,7 +191,8 @@ def type_label(t: XType) -> str:
 # in, used only where a schema refers to a name it does not define itself. Each is written
 # as the .x that has its routine's wire encoding (libtirpc xdr.c, xdr_sizeof; RFC 5531
 # section 8.2 for authsys_parms; MAX_NETOBJ_SZ 1024 for netobj; xdr_des_block is 8 opaque
-# bytes).
+# bytes; xdr_netbuf is maxlen, then opaque<maxlen>: the .x cannot bound buf by maxlen, so
+# that one check of libtirpc's is not made, the encoding of every valid value is the same).
 LIBTIRPC_FILE = "<libtirpc built-in>"
 LIBTIRPC_X = """
 typedef unsigned int uint32_t;
@@ -212,8 +213,17 @@ typedef unsigned char u_int8_t;
 typedef short int16_t;
 typedef unsigned short uint16_t;
 typedef unsigned short u_int16_t;
+typedef unsigned int rpcprog_t;
+typedef unsigned int rpcvers_t;
+typedef unsigned int rpcproc_t;
+typedef unsigned int rpcprot_t;
+typedef unsigned int rpcport_t;
 typedef opaque netobj<1024>;
 typedef opaque des_block[8];
+struct netbuf {
+    unsigned int maxlen;
+    opaque buf<>;
+};
 struct authsys_parms {
     unsigned int stamp;
     string machinename<255>;
