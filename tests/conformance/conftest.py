@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from judged_clients import JUDGED_CLIENTS
 
 from xdrstream.conformance.catalogue import Context, Result, all_cases, run_case, select
 from xdrstream.restore.server import RestoreServer, ServerThread
@@ -43,10 +44,6 @@ def run_catalogue(
 
 def failed(results: dict[str, Result]) -> set[str]:
     return {case_id for case_id, r in results.items() if r.outcome in ("fail", "error")}
-
-
-#: client -> outcome counts of the judged clients (filled by test_real_clients.py)
-JUDGED_CLIENTS = pytest.StashKey[dict[str, dict[str, int]]]()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from judged_clients import JUDGED_CLIENTS
 
 from xdrstream.conformance import report
 from xdrstream.conformance.judge import JudgingProxy, Session, judge
@@ -25,7 +26,6 @@ def _outcomes(session: Session) -> dict[str, str]:
 
 def _table(request: pytest.FixtureRequest, client: str, outcomes: dict[str, str]) -> None:
     """Adds a row to the terminal summary's table of judged clients (conftest.py)."""
-    from conftest import JUDGED_CLIENTS
 
     table = request.config.stash.setdefault(JUDGED_CLIENTS, {})
     counts: dict[str, int] = {}
