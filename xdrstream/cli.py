@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from xdrstream import __version__
+
 COMMAND_MODULES: tuple[str, ...] = (
     "xdrstream.codec.commands",
     "xdrstream.protocol.commands",
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xdrstream",
         description="libvirt's XDR RPC protocol with data streams: codec, engine, tools.",
     )
+    parser.add_argument("--version", action="version", version=f"xdrstream {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

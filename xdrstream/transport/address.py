@@ -124,7 +124,11 @@ def _parse_uri(text: str) -> Address:
     uri_path = parts.path or "/"
     if transport == "unix":
         if parts.hostname:
-            raise AddressError(f"invalid URI {text!r}: a unix URI has no host")
+            implied = "" if "+" in parts.scheme else " (no +TRANSPORT in the scheme means unix)"
+            raise AddressError(
+                f"invalid URI {text!r}: a unix URI has no host{implied}; "
+                f"for a host use DRIVER+tcp:// or DRIVER+tls://, or one of {FORMS}"
+            )
         path = params.get("socket") or _default_socket(uri_path)
         return Address("unix", path=path, driver=driver, uri_path=uri_path)
     if transport in ("tcp", "tls"):
