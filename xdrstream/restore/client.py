@@ -203,6 +203,19 @@ class _Sink:
         try:
             if ok and self._writer is not None:
                 self._writer.finish()
+                if self._path is not None:  # a file we made: success means on disk (§7.1.4)
+                    os.fsync(self._close_fd)
+                    directory = os.open(
+                        os.path.dirname(os.path.abspath(self._path)),
+                        os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                    )
+                    try:
+                        os.fsync(directory)
+                    finally:
+                        os.close(directory)
+        except BaseException:
+            ok = False
+            raise
         finally:
             if self._close_fd >= 0:
                 os.close(self._close_fd)

@@ -378,13 +378,22 @@ class RestoreServer:
         try:
             await stream.accept(self._ret("xs_restore_ret", 0))
             writer = sparse.SparseWriter(fd)
-            while (chunk := await stream.recv()) is not None:
-                if isinstance(chunk, Hole):
-                    writer.hole(chunk.length)
-                else:
-                    writer.write(chunk)
-            writer.finish()
-            os.replace(partial, path)
+            try:
+                while (chunk := await stream.recv()) is not None:
+                    if isinstance(chunk, Hole):
+                        writer.hole(chunk.length)
+                    else:
+                        writer.write(chunk)
+                writer.finish()
+                # Confirmed means stored (spec §7.1.4): the data, then the name, on disk first.
+                os.fsync(fd)
+                os.replace(partial, path)
+                _fsync_directory(path.parent)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise ServerError(
+                    ERR_OPERATION_FAILED, f"cannot write image {path.name!r}: {reason}"
+                ) from exc
             done = True
             await stream.complete(self._ret("xs_restore_ret", writer.position))
         finally:
@@ -527,3 +536,12 @@ class ServerThread:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX: the entry lives in the directory)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
