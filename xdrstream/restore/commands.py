@@ -57,6 +57,7 @@ from xdrstream.endpoints.sink import EndpointLauncher, EndpointResult
 from xdrstream.protocol import ProtocolError
 from xdrstream.restore.progress import Meter, terminal_console
 from xdrstream.transport import address as addresses
+from xdrstream.transport import limits as lim
 from xdrstream.transport import tls as tlsmod
 
 if TYPE_CHECKING:
@@ -113,6 +114,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _nonnegative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
     return value
 
 
@@ -291,8 +299,40 @@ def _register_serve(subparsers: Any) -> None:
     parser.add_argument(
         "--keepalive",
         type=_positive_float,
+        default=lim.KEEPALIVE_INTERVAL,
         metavar="SECONDS",
-        help="ping a silent client after this long; 5 missed pings close it (default: off)",
+        help="ping a silent client after this long; 5 missed pings close it (default 5, "
+        "as libvirtd)",
+    )
+    limits = parser.add_argument_group("limits (libvirtd's, spec.md §8.5)")
+    limits.add_argument(
+        "--max-clients",
+        type=_positive_int,
+        default=lim.MAX_CLIENTS,
+        metavar="N",
+        help=f"stop accepting beyond N connections (default {lim.MAX_CLIENTS})",
+    )
+    limits.add_argument(
+        "--max-client-requests",
+        type=_positive_int,
+        default=lim.MAX_CLIENT_REQUESTS,
+        metavar="N",
+        help=f"stop reading a client with N calls unanswered (default {lim.MAX_CLIENT_REQUESTS})",
+    )
+    limits.add_argument(
+        "--max-queued-output",
+        type=parse_size,
+        default=lim.MAX_QUEUED_OUTPUT,
+        metavar="SIZE",
+        help="stop reading a client with this many reply bytes unsent (default 1M)",
+    )
+    limits.add_argument(
+        "--memory-budget",
+        type=parse_size,
+        default=lim.MEMORY_BUDGET,
+        metavar="SIZE",
+        help="buffered input and queued output of all clients above which reading pauses "
+        "(default 256M)",
     )
     faults = parser.add_argument_group(
         "stub fault injection (for tests; see python -m xdrstream.endpoints.qemu_stub -h)"
@@ -632,6 +672,10 @@ def run_serve(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             idle_timeout=args.idle_timeout,
             keepalive_interval=args.keepalive,
+            max_clients=args.max_clients,
+            max_client_requests=args.max_client_requests,
+            max_queued_output=args.max_queued_output,
+            memory_budget=args.memory_budget,
         )
     except CommandError as exc:
         return _fail("serve", exc)

@@ -65,6 +65,7 @@ from xdrstream.transport.errors import (
     ServerError,
     StreamAborted,
 )
+from xdrstream.transport.limits import Admission, Budget
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import Hole, Stream
 
@@ -123,6 +124,9 @@ class RestoreServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restored = 0
         self._bytes = 0
+        self.budget = Budget(self.options.memory_budget)  # shared by all connections (§8.5)
+        self._admission = Admission(self.options.max_clients)
+        self._room = asyncio.Event()  # set when a client left a full server
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> addresses.Address:
@@ -163,25 +167,46 @@ class RestoreServer:
         loop = asyncio.get_running_loop()
         assert self._sock is not None
         while True:
+            if self._admission.full:  # libvirtd: stop accepting, serve the others (§8.5)
+                log.warning(
+                    "max_clients (%d) reached: not accepting until a client leaves",
+                    self._admission.max_clients,
+                )
+                self._room.clear()
+                while self._admission.full:
+                    await self._room.wait()
+                    self._room.clear()
             try:
                 sock, peer = await loop.sock_accept(self._sock)
             except OSError as exc:
                 log.warning("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
+            self._admission.admit()
             task = asyncio.ensure_future(self._serve_connection(sock, str(peer or "unix")))
+            task.add_done_callback(self._left)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             # a task cancelled before its first step (the server closing) never ran the
             # code that closes the socket
             task.add_done_callback(functools.partial(_close_when_done, sock))
 
+    def _left(self, _task: asyncio.Task[None]) -> None:
+        self._admission.leave()
+        self._room.set()
+
     async def _serve_connection(self, sock: socket.socket, peer: str) -> None:
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             conn = await AsyncConnection.accept(
-                sock, [self._schema], self.handle, tls=self.tls, options=self.options, name=peer
+                sock,
+                [self._schema],
+                self.handle,
+                tls=self.tls,
+                options=self.options,
+                name=peer,
+                budget=self.budget,
             )
         except Exception as exc:  # TLS refused, peer gone during the handshake
             log.info("connection from %s refused: %s", peer, exc)

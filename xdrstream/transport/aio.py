@@ -71,6 +71,7 @@ from xdrstream.transport.errors import (
     TransportError,
     remote_error,
 )
+from xdrstream.transport.limits import Budget, frame_stalled
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import (
     WAIT,
@@ -280,8 +281,14 @@ class AsyncConnection:
         options: Options | None = None,
         handler: Handler | None = None,
         name: str = "",
+        budget: Budget | None = None,
     ) -> None:
         self.options = options or Options()
+        # libvirtd's limits (spec.md §8.5): the server's shared budget, or this one's own
+        self._limits = self.options.server_limits()
+        self._account = (budget or Budget(self.options.memory_budget)).account()
+        self._progress = time.monotonic()  # last byte received (stalled partial frames)
+        self._holding = False  # complete frames left in the engine by max_client_requests
         self.role = role
         self.name = name
         self._channel = channel
@@ -356,8 +363,10 @@ class AsyncConnection:
         tls: ssl.SSLContext | None = None,
         options: Options | None = None,
         name: str = "",
+        budget: Budget | None = None,
     ) -> AsyncConnection:
-        """Serve an accepted socket: TLS handshake (if ``tls``), then start reading."""
+        """Serve an accepted socket: TLS handshake (if ``tls``), then start reading;
+        ``budget``: the server's memory budget shared by its connections (§8.5)."""
         options = options or Options()
         channel = (
             AsyncTLSChannel(sock, tls, True, peer=name or "client")
@@ -369,14 +378,14 @@ class AsyncConnection:
         except BaseException:
             channel.close()
             raise
-        conn = cls(channel, Role.SERVER, programs, options, handler, name)
+        conn = cls(channel, Role.SERVER, programs, options, handler, name, budget)
         conn.start()
         return conn
 
     def start(self) -> None:
         self._reader = self._spawn(self._read_loop())
         opts = self.options
-        if opts.keepalive_interval or opts.idle_timeout:
+        if opts.keepalive_interval or opts.idle_timeout or opts.timeout:
             self._spawn(self._watchdog())
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -401,6 +410,7 @@ class AsyncConnection:
         error = connection_error(exc)
         error.__cause__ = exc if exc is not error else None
         self._error = error
+        self._account.set_input(0)
         self._channel.shutdown()
         self._resume.set()
         self._closed.set()
@@ -498,6 +508,8 @@ class AsyncConnection:
             if self._error is not None:
                 self._raise_error()
             buffers = self.engine.send_buffers(event)
+            queued = sum(len(b) for b in buffers)
+            self._account.add_output(queued)
             try:
                 await self._channel.send_all(buffers, self.options.timeout)
             except BaseException as exc:  # a partly written frame ruins the connection
@@ -505,6 +517,9 @@ class AsyncConnection:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 self._raise_error()
+            finally:
+                self._account.add_output(-queued)
+                self._resume.set()
 
     # ------------------------------------------------------------------ client API
     def _procedure(self, program: int, version: int, procedure: int) -> Procedure:
@@ -550,8 +565,11 @@ class AsyncConnection:
         hint = self.options.recv_buffer
         try:
             while self._drain():
+                self._account.set_input(engine.buffered)
                 while self._error is None and (
-                    engine.reading_paused or len(self._refusals) >= self.options.max_calls
+                    engine.reading_paused
+                    or len(self._refusals) >= self.options.max_calls
+                    or not self._may_read()
                 ):
                     self._resume.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -561,6 +579,8 @@ class AsyncConnection:
                         self._fail(ConnectionLost(f"{self.name or 'peer'}: connection closed"))
                 if self._error is not None:
                     return
+                if self._holding:  # frames held back by max_client_requests: route them first
+                    continue
                 # receive in place: a large payload lands in its final buffer (§12.1)
                 buffer = engine.get_buffer(hint)
                 in_frame = engine.frame_remaining
@@ -571,7 +591,7 @@ class AsyncConnection:
                     self._last_rx = time.monotonic()
                     count = await self._channel.recv_into(buffer[total:])
                     total += count
-                self._last_rx = time.monotonic()
+                self._last_rx = self._progress = time.monotonic()
                 self._missed_pings = 0
                 if total:
                     engine.buffer_updated(total)
@@ -582,10 +602,35 @@ class AsyncConnection:
         except BaseException as exc:
             self._fail(exc)
 
+    def _may_read(self) -> bool:
+        """libvirtd's limits (§8.5): a server stops reading a connection with
+        ``max_client_requests`` calls unanswered or ``max_queued_output`` bytes unsent, and
+        every connection holding more than a read's worth while the budget is spent."""
+        if self.role is not Role.SERVER:
+            return True
+        requests = self._requests()
+        account = self._account
+        if account.budget.exhausted and account.input + account.output <= self.options.recv_buffer:
+            # at rest: a small call still gets through, so the server serves the others
+            return requests < self._limits.max_client_requests
+        return self._limits.may_read(requests, account.output, account.budget)
+
+    def _requests(self) -> int:
+        """Calls received and not yet answered (a stream counts until its reply)."""
+        return sum(1 for ex in self._exchanges.values() if not ex.accepted and not ex.closed)
+
     def _drain(self) -> bool:
         """Route every complete event; False once the connection is over."""
         engine = self.engine
+        self._holding = False
         while self._error is None:
+            if (
+                self.role is Role.SERVER
+                and engine.buffered
+                and self._requests() >= (self._limits.max_client_requests)
+            ):  # the next call waits unread (§8.5): one read's worth stays in the engine
+                self._holding = True
+                return True
             event = engine.next_event()
             if event is NEED_DATA:
                 return True
@@ -663,13 +708,26 @@ class AsyncConnection:
     # ------------------------------------------------------------------ keepalive
     async def _watchdog(self) -> None:
         opts = self.options
-        periods = [p for p in (opts.keepalive_interval, opts.idle_timeout) if p]
+        periods = [p for p in (opts.keepalive_interval, opts.idle_timeout, opts.timeout) if p]
         tick = min(periods) / 2
         seen = self._last_rx
         last_ping = time.monotonic()
         while self._error is None:
             await asyncio.sleep(tick)
             now = time.monotonic()
+            partial = bool(self.engine.buffered or self.engine.frame_remaining)
+            if (
+                self.role is Role.SERVER
+                and not self.engine.reading_paused
+                and frame_stalled(partial, self._progress, now, opts.timeout)
+            ):
+                self._fail(
+                    PeerTimeout(
+                        f"{self.name or 'peer'}: a partial frame made no progress for "
+                        f"{opts.timeout} s (spec.md §8.5)"
+                    )
+                )
+                return
             if self.engine.reading_paused:  # we stopped listening: the peer is not silent
                 seen = self._last_rx = now
                 continue

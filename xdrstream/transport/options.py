@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD
+from xdrstream.transport import limits as lim
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,29 @@ class Options:
     which reading stops (spec.md §8.2);
     ``max_calls``: exchanges one connection may have in progress (server: more are
     refused with an error reply).
+    Server limits, libvirtd's defaults (spec.md §8.5, :mod:`~.limits`): ``max_clients``
+    connections (beyond: stop accepting); ``max_client_requests`` calls unanswered per
+    connection (beyond: stop reading it); ``max_queued_output`` reply bytes unsent per
+    connection (beyond: stop reading it); ``memory_budget`` bytes of buffered input and
+    queued output of all connections (beyond: reading pauses everywhere).  Keepalive is on
+    by default as in libvirtd (every 5 s, 5 missed).
     """
 
     timeout: float | None = 60.0
-    keepalive_interval: float | None = None
-    keepalive_count: int = 5
+    keepalive_interval: float | None = lim.KEEPALIVE_INTERVAL
+    keepalive_count: int = lim.KEEPALIVE_COUNT
     idle_timeout: float | None = None
     chunk_size: int = LEGACY_STREAM_PAYLOAD
     recv_buffer: int = 16 * 1024  # small: a large payload's bulk then arrives in place
     stream_buffer: int = 4 << 20
     max_calls: int = 256
     handshake_timeout: float = 10.0
+    max_clients: int = lim.MAX_CLIENTS
+    max_client_requests: int = lim.MAX_CLIENT_REQUESTS
+    max_queued_output: int = lim.MAX_QUEUED_OUTPUT
+    memory_budget: int = lim.MEMORY_BUDGET
+
+    def server_limits(self) -> lim.Limits:
+        return lim.Limits(
+            self.max_clients, self.max_client_requests, self.max_queued_output, self.memory_budget
+        )
