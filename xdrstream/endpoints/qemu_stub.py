@@ -64,9 +64,9 @@ from typing import IO, Literal
 from xdrstream.endpoints import migration
 from xdrstream.endpoints.migration import MigrationError, MigrationParser, Summary
 from xdrstream.endpoints.sink import (
-    Direction,
     EndpointError,
     EndpointResult,
+    Operation,
     StreamEndpoint,
     close_fd,
     make_pipe,
@@ -732,13 +732,13 @@ class StubEndpoint(StreamEndpoint):
 
     def __init__(
         self,
-        direction: Direction,
+        operation: Operation,
         process: subprocess.Popen[bytes],
         fd: int,
         stderr: IO[bytes],
         report_fd: int,
     ) -> None:
-        super().__init__(direction, process, fd, stderr)
+        super().__init__(operation, process, fd, stderr)
         self._report_fd = report_fd
 
     def _verdict(self, timeout: float | None) -> EndpointResult:
@@ -780,15 +780,15 @@ class StubEndpoint(StreamEndpoint):
             close_fd(fd)
 
 
-def _start_stub(direction: Direction, role_args: list[str], python: str) -> StubEndpoint:
+def _start_stub(operation: Operation, role_args: list[str], python: str) -> StubEndpoint:
     stream_read, stream_write = make_pipe()
     report_read, report_write = os.pipe()
     child_fd, parent_fd = (
         (stream_read, stream_write)
-        if direction is Direction.RESTORE
+        if operation is Operation.RESTORE
         else (stream_write, stream_read)
     )
-    role = "incoming" if direction is Direction.RESTORE else "outgoing"
+    role = "incoming" if operation is Operation.RESTORE else "outgoing"
     command = [python, "-m", "xdrstream.endpoints.qemu_stub", role, "--fd", str(child_fd)]
     command += ["--report-fd", str(report_write), *role_args]
     stderr = stderr_file()
@@ -808,7 +808,7 @@ def _start_stub(direction: Direction, role_args: list[str], python: str) -> Stub
     finally:
         close_fd(report_write)
     close_fd(child_fd)
-    return StubEndpoint(direction, process, parent_fd, stderr, report_read)
+    return StubEndpoint(operation, process, parent_fd, stderr, report_read)
 
 
 def start_stub_restore(
@@ -816,7 +816,7 @@ def start_stub_restore(
 ) -> StubEndpoint:
     """Start `qemu_stub incoming` reading a pipe; write the stream into `.fd`, then wait()."""
     args = ["--check", check, *faults.to_args()]
-    return _start_stub(Direction.RESTORE, args, python or sys.executable)
+    return _start_stub(Operation.RESTORE, args, python or sys.executable)
 
 
 def start_stub_save(
@@ -838,7 +838,7 @@ def start_stub_save(
     else:
         _layout(size)  # a size too small is the caller's error, raised here
         args = ["--size", str(size), "--seed", str(seed), *faults.to_args()]
-    return _start_stub(Direction.SAVE, args, python or sys.executable)
+    return _start_stub(Operation.SAVE, args, python or sys.executable)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,10 @@ STDERR_TAIL = 2000
 """How many trailing characters of a child's stderr go into an error message."""
 
 
-class Direction(enum.Enum):
+class Operation(enum.Enum):
+    """What the endpoint does with the stream (a restore is an upload procedure's data
+    arriving at the server, a save a download's: protocol.Direction is the wire's view)."""
+
     RESTORE = "restore"  # the stream flows into the endpoint (QEMU -incoming)
     SAVE = "save"  # the stream flows out of the endpoint (QEMU migrate)
 
@@ -83,9 +86,9 @@ class StreamEndpoint(abc.ABC):
     """A child process fed by (restore) or feeding (save) the pipe end `fd`."""
 
     def __init__(
-        self, direction: Direction, process: subprocess.Popen[bytes], fd: int, stderr: IO[bytes]
+        self, operation: Operation, process: subprocess.Popen[bytes], fd: int, stderr: IO[bytes]
     ) -> None:
-        self.direction = direction
+        self.operation = operation
         self.process = process
         self._fd = fd
         self._stderr = stderr
@@ -99,12 +102,12 @@ class StreamEndpoint(abc.ABC):
     def fd(self) -> int:
         """The parent's end of the pipe: writable for a restore, readable for a save."""
         if self._fd < 0:
-            raise ValueError(f"{self.direction.value} stream of pid {self.process.pid} is closed")
+            raise ValueError(f"{self.operation.value} stream of pid {self.process.pid} is closed")
         return self._fd
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of `data` into a restore stream (blocking)."""
-        if self.direction is not Direction.RESTORE:
+        if self.operation is not Operation.RESTORE:
             raise ValueError("write() is for restore endpoints; a save endpoint is read")
         view = memoryview(data).cast("B")
         while view:
@@ -112,7 +115,7 @@ class StreamEndpoint(abc.ABC):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         """Read the next bytes of a save stream into `buffer`; 0 means end of stream."""
-        if self.direction is not Direction.SAVE:
+        if self.operation is not Operation.SAVE:
             raise ValueError("readinto() is for save endpoints; a restore endpoint is written")
         return os.readv(self.fd, [buffer])
 
