@@ -16,7 +16,7 @@ API::
     schema["name_t"]                    # other typedefs -> a Codec with the same 3 methods
     schema.codec("unsigned hyper")      # codec of any type name, built-ins included
     schema.constants["FOO"]             # every const, enum member, program/version/proc name
-    schema.programs["PROG"].versions[1].procedures[3]   # Program/Version/Procedure
+    schema.programs["PROG"].versions[1].procedures[3]   # SchemaProgram/-Version/-Procedure
     schema.source                       # the generated Python source
     P.__xdr_schema__, P.__xdr_name__    # back to the Schema and the .x name ("point")
 
@@ -119,7 +119,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from xdrstream.codec.ast import Procedure, Program, Version
+from xdrstream.codec.ast import SchemaProcedure, SchemaProgram, SchemaVersion
 from xdrstream.codec.codegen import generate
 from xdrstream.codec.cpp import needs_preprocessing, preprocess
 from xdrstream.codec.errors import CodecError, DecodeError, EncodeError, SchemaError
@@ -132,11 +132,11 @@ __all__ = [
     "CodecError",
     "DecodeError",
     "EncodeError",
-    "Procedure",
-    "Program",
     "Schema",
     "SchemaError",
-    "Version",
+    "SchemaProcedure",
+    "SchemaProgram",
+    "SchemaVersion",
     "compile_schema",
     "generate_source",
     "load_schema",
