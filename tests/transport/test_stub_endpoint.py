@@ -25,7 +25,13 @@ from xdrstream.endpoints.qemu_stub import (
     synthetic_bytes,
     synthetic_sha256,
 )
-from xdrstream.endpoints.sink import EndpointLauncher, EndpointResult, Operation, StreamEndpoint
+from xdrstream.endpoints.sink import (
+    EndpointError,
+    EndpointLauncher,
+    EndpointResult,
+    Operation,
+    StreamEndpoint,
+)
 
 SIZE = 3 * SECTION_SIZE + 4321
 
@@ -286,3 +292,12 @@ def test_abort_wait_and_close_stream_racing_close_the_pipe_once(
             assert endpoint.result is not None and endpoint.process.returncode is not None
     finally:
         sys.setswitchinterval(switch)
+
+
+def test_a_stub_that_cannot_start_is_an_endpoint_error_and_leaks_no_descriptor() -> None:
+    before = open_fds()
+    with pytest.raises(EndpointError, match="cannot start the QEMU stub '/nonexistent/python'"):
+        start_stub_restore(python="/nonexistent/python")
+    with pytest.raises(EndpointError, match="cannot start the QEMU stub"):
+        start_stub_save(1 << 20, python="/nonexistent/python")
+    assert open_fds() == before

@@ -33,8 +33,9 @@ from xdrstream.endpoints.sink import (
     EndpointResult,
     Operation,
     StreamEndpoint,
+    child_pipe,
     close_fd,
-    make_pipe,
+    spawn,
     stderr_file,
 )
 
@@ -250,10 +251,7 @@ def _start(config: QemuLauncher, operation: Operation) -> QemuEndpoint:
     """Start QEMU, connect QMP and, for a save, start the migration into the pipe."""
     workdir = tempfile.mkdtemp(prefix="xdrstream-qemu-")
     qmp_path = os.path.join(workdir, "qmp.sock")
-    read_fd, write_fd = make_pipe()
-    child_fd, parent_fd = (
-        (read_fd, write_fd) if operation is Operation.RESTORE else (write_fd, read_fd)
-    )
+    child_fd, parent_fd = child_pipe(operation)
     stderr = stderr_file()
     process: subprocess.Popen[bytes] | None = None
     try:
@@ -263,16 +261,7 @@ def _start(config: QemuLauncher, operation: Operation) -> QemuEndpoint:
             pass_fds: tuple[int, ...] = (child_fd,)
         else:
             pass_fds = ()  # the save pipe goes over QMP instead, as libvirt does
-        try:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                pass_fds=pass_fds,
-            )
-        except OSError as exc:
-            raise EndpointError(f"cannot start QEMU {command[0]!r}: {exc}") from exc
+        process = spawn(command, stderr, pass_fds, "QEMU")
         try:
             qmp = QMPClient.connect(qmp_path, process)
             try:

@@ -68,8 +68,9 @@ from xdrstream.endpoints.sink import (
     EndpointResult,
     Operation,
     StreamEndpoint,
+    child_pipe,
     close_fd,
-    make_pipe,
+    spawn,
     stderr_file,
 )
 
@@ -781,30 +782,19 @@ class StubEndpoint(StreamEndpoint):
 
 
 def _start_stub(operation: Operation, role_args: list[str], python: str) -> StubEndpoint:
-    stream_read, stream_write = make_pipe()
+    child_fd, parent_fd = child_pipe(operation)
     report_read, report_write = os.pipe()
-    child_fd, parent_fd = (
-        (stream_read, stream_write)
-        if operation is Operation.RESTORE
-        else (stream_write, stream_read)
-    )
     role = "incoming" if operation is Operation.RESTORE else "outgoing"
     command = [python, "-m", "xdrstream.endpoints.qemu_stub", role, "--fd", str(child_fd)]
     command += ["--report-fd", str(report_write), *role_args]
     stderr = stderr_file()
     try:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            pass_fds=(child_fd, report_write),
-        )
-    except OSError as exc:
-        for fd in (stream_read, stream_write, report_read):
+        process = spawn(command, stderr, (child_fd, report_write), "the QEMU stub")
+    except EndpointError:
+        for fd in (child_fd, parent_fd, report_read):
             close_fd(fd)
         stderr.close()
-        raise EndpointError(f"cannot start the QEMU stub {command[0]!r}: {exc}") from exc
+        raise
     finally:
         close_fd(report_write)
     close_fd(child_fd)

@@ -27,6 +27,7 @@ import os
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Protocol, TypeVar
@@ -72,6 +73,30 @@ def make_pipe(capacity: int = PIPE_SIZE) -> tuple[int, int]:
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, capacity)
     return read_fd, write_fd
+
+
+def child_pipe(operation: Operation) -> tuple[int, int]:
+    """A pipe as (the child's end, the parent's end): the child reads a restore stream
+    and writes a save stream."""
+    read_fd, write_fd = make_pipe()
+    return (read_fd, write_fd) if operation is Operation.RESTORE else (write_fd, read_fd)
+
+
+def spawn(
+    command: Sequence[str], stderr: IO[bytes], pass_fds: Sequence[int], what: str
+) -> subprocess.Popen[bytes]:
+    """Start an endpoint's child: no stdin or stdout, stderr into ``stderr``, ``pass_fds``
+    inherited (an EndpointError naming ``what`` if it cannot start)."""
+    try:
+        return subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            pass_fds=tuple(pass_fds),
+        )
+    except OSError as exc:
+        raise EndpointError(f"cannot start {what} {command[0]!r}: {exc}") from exc
 
 
 def close_fd(fd: int) -> None:
