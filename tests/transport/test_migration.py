@@ -218,3 +218,26 @@ def test_a_vmdesc_with_a_bad_field_is_an_error_not_an_exception() -> None:
     assert "without a 'devices' list" in str(
         rejection(HEAD + RAM_START + RAM_END + DEVICE + tail({}))
     )
+
+
+@pytest.mark.parametrize("step", [4096, 4104, 5000, 65536, 262120])
+def test_continue_pages_split_anywhere_are_counted_and_checked(step: int) -> None:
+    from xdrstream.endpoints.qemu_stub import iter_real_format
+
+    ram = 600 * PAGE  # three PART sections of CONTINUE pages
+    data = b"".join(bytes(view) for view in iter_real_format(ram, 1))
+    summary = parse(data, step)
+    assert (summary.pages, summary.zero_pages) == (600, 0)
+    # a cut inside a page body, wherever the chunks fall, is a truncation at the cut
+    cut = len(data) // 2
+    error = rejection(data[:cut])
+    assert (error.offset, "truncated" in str(error)) == (cut, True)
+    with pytest.raises(MigrationError, match="truncated") as info:
+        parse(data[:cut], step)
+    assert info.value.offset == cut
+    # a page outside the block is caught on the fast path too
+    at = data.index(struct.pack(">Q", 300 * PAGE | 0x28))
+    bad = data[:at] + struct.pack(">Q", ram | 0x28) + data[at + 8 :]
+    with pytest.raises(MigrationError, match=r"outside RAM block 'pc\.ram'") as info:
+        parse(bad, step)
+    assert info.value.offset == at

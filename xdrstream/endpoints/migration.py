@@ -204,6 +204,7 @@ class MigrationParser:
         self._block = ""
         self._return_path = False  # MIG_CMD_OPEN_RETURN_PATH seen
         self._advised = False  # MIG_CMD_POSTCOPY_ADVISE seen
+        self._page_rest = 0  # body bytes of a fast-path page still to skip
         self._gen = self._stream()
         self._request = next(self._gen)
 
@@ -222,8 +223,16 @@ class MigrationParser:
                     f"{end - pos} bytes after the vmdesc, which ends the stream", base + pos
                 )
             if request == _PAGES:
+                if self._page_rest:  # the body of a fast-path page begun in an earlier chunk
+                    take = min(self._page_rest, end - pos)
+                    self._page_rest -= take
+                    pos += take
+                    if self._page_rest:
+                        break
                 pos = self._fast_pages(view, pos, end)
                 self.offset = base + pos
+                if self._page_rest:  # the chunk ended inside a page body: stay on the fast path
+                    break
                 self._advance(None)
             elif request == _HOLD:
                 self.offset = base + pos
@@ -288,7 +297,11 @@ class MigrationParser:
         self.offset += len(view)
 
     def _fast_pages(self, view: memoryview, pos: int, end: int) -> int:
-        """Skip whole CONTINUE PAGE / ZERO records of the current block inside the chunk."""
+        """Skip CONTINUE PAGE / ZERO records of the current block from `pos` on.
+
+        A page whose body runs past the chunk's end is counted and its remaining body left
+        in `_page_rest`, so reads of any size cost no per-page generator steps.
+        """
         if self.trace is not None:  # every page goes through the traced path
             return pos
         mask = self.page_size - 1
@@ -302,10 +315,14 @@ class MigrationParser:
             word = unpack(view, pos)[0]
             flags = word & mask
             if flags == page_flags:
-                if end - pos < record or word - flags >= limit:
+                if word - flags >= limit:
                     break
                 pos += record
                 pages += 1
+                if pos > end:  # the body goes on in the next chunk(s): skipped there
+                    self._page_rest = pos - end
+                    pos = end
+                    break
             elif flags == zero_flags:
                 if word - flags >= limit:
                     break
