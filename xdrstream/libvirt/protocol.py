@@ -161,19 +161,19 @@ class RemoteProtocol:
             value = fields
         return self.build(type_name, value)
 
-    def program_definition(self, raw_args: bool = False) -> Program:
+    def program_definition(self, raw_args: bool = False, raw_results: bool = False) -> Program:
         """The :class:`~xdrstream.protocol.Program` for a connection's registry.
         ``raw_args``: leave arguments undecoded (bytes), for a server that decodes them
-        itself and answers a failure as libvirtd does."""
+        itself and answers a failure as libvirtd does; ``raw_results``: the same for
+        results, for a client that judges each reply's bytes itself (the exactness check)."""
         raw = RawBody()
         procs: dict[int, Procedure] = {}
         for proc in self.by_number.values():
             arg = self.codec(proc.arg_type)
             if raw_args and not proc.event:
                 arg = raw
-            procs[proc.number] = Procedure(
-                proc.number, proc.name, arg, self.codec(proc.result_type), proc.stream
-            )
+            result = raw if raw_results and not proc.event else self.codec(proc.result_type)
+            procs[proc.number] = Procedure(proc.number, proc.name, arg, result, proc.stream)
         return Program(self.program, self.version, procs, "REMOTE_PROGRAM")
 
 
