@@ -22,8 +22,8 @@ from __future__ import annotations
 import random
 
 from xdrstream.fuzz.values import random_value
-from xdrstream.protocol import Registry, programs_from_schema, schemas
 from xdrstream.libvirt.protocol import RemoteProtocol
+from xdrstream.protocol import Registry, programs_from_schema, schemas
 from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
 from xdrstream.protocol.programs import Direction
 
