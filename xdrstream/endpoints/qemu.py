@@ -218,13 +218,17 @@ class QemuEndpoint(StreamEndpoint):
 class QemuLauncher:
     """Starts real QEMU endpoints: the binary, machine type, guest memory, extra arguments.
 
-    Same interface as the stub's launcher (`sink.EndpointLauncher`).
+    `save_setup` are QMP commands (name, arguments) a save runs before `migrate`, e.g.
+    `("migrate-set-capabilities", {...})` for a source with the dirty-bitmaps capability;
+    restores run none (a restore from a file sets no capabilities). Same interface as the
+    stub's launcher (`sink.EndpointLauncher`).
     """
 
     binary: str = QEMU_BINARY
     machine: str = "pc"
     memory_mib: int = 16
     extra_args: tuple[str, ...] = field(default=())
+    save_setup: tuple[tuple[str, dict[str, Any]], ...] = field(default=())
 
     def command(self, qmp_path: str) -> list[str]:
         binary = find_qemu(self.binary)
@@ -266,6 +270,8 @@ def _start(config: QemuLauncher, operation: Operation) -> QemuEndpoint:
             qmp = QMPClient.connect(qmp_path, process)
             try:
                 if operation is Operation.SAVE:
+                    for name, arguments in config.save_setup:
+                        qmp.execute(name, arguments)
                     qmp.execute("getfd", {"fdname": MIGRATION_FD_NAME}, fds=[child_fd])
                     qmp.execute("migrate", {"uri": f"fd:{MIGRATION_FD_NAME}"})
             except BaseException:

@@ -70,8 +70,9 @@ def run_fuzz(args: argparse.Namespace) -> int:
             # libvirt's program knowledge lives in xdrstream.libvirt (the CLI composes them)
             from xdrstream.libvirt import fuzzing, protocol
 
-            remote = protocol.load(args.libvirt_schemas)
+            remote = protocol.load(args.libvirt_schemas, lenient=True)
             seeds = fuzzing.procedure_seeds(remote, args.procedure, uri=args.uri, seed=args.seed)
+            live.use_registry(fuzzing.judge_registry(remote))  # the whole program's replies
     except (ValueError, KeyError, OSError) as exc:
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2
