@@ -10,7 +10,8 @@ from conftest import OurServer
 from sources import debian_source
 
 from xdrstream.cli import main
-from xdrstream.libvirt import fuzzing, protocol
+from xdrstream.fuzz import libvirt as fuzzing
+from xdrstream.libvirt import protocol
 from xdrstream.protocol.framing import FrameDecoder
 
 
