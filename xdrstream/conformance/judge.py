@@ -38,7 +38,7 @@ from typing import Any
 from xdrstream.codec.errors import DecodeError
 from xdrstream.conformance.catalogue import Case, Result
 from xdrstream.conformance.peer import Violation
-from xdrstream.conformance.relay import RelayProxy
+from xdrstream.conformance.relay import RelayProxy, received
 from xdrstream.conformance.trace import C2S, S2C, TraceFrame
 from xdrstream.protocol import Procedure, Registry, RemoteProtocolError, programs_from_schema
 from xdrstream.protocol import schemas as schema_files
@@ -164,13 +164,7 @@ class _Relay:
         """Complete frames from ``source``; a cut-off or impossible tail is logged partial."""
         buffer = bytearray()
         broken = False
-        while True:
-            try:
-                data = source.recv(1 << 20)
-            except OSError:
-                data = b""
-            if not data:
-                break
+        for data in received(source):
             buffer += data
             while not broken and len(buffer) >= LEN_SIZE:
                 length = int.from_bytes(buffer[:LEN_SIZE], "big")

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from xdrstream.conformance.relay import RelayProxy
+from xdrstream.conformance.relay import RelayProxy, received
 from xdrstream.conformance.trace import C2S, S2C, Trace, TraceFrame
 from xdrstream.protocol.framing import LEN_SIZE, MAX_FRAME, MIN_FRAME
 from xdrstream.transport import address as addresses
@@ -91,13 +91,7 @@ class RecordingProxy(RelayProxy):
         direction: str,
         ends: list[int],
     ) -> None:
-        while True:
-            try:
-                data = source.recv(1 << 20)
-            except OSError:
-                data = b""
-            if not data:
-                break
+        for data in received(source):
             self._log(session, direction, data)  # before forwarding: causes precede effects
             try:
                 sink.sendall(data)

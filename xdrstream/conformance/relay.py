@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from xdrstream.transport import address as addresses
@@ -23,6 +23,23 @@ _P = TypeVar("_P", bound="RelayProxy")
 CONNECT_TIMEOUT = 10.0
 #: seconds close() waits for each thread
 JOIN_TIMEOUT = 10.0
+
+
+#: bytes asked of one recv() of a relayed socket
+RECV_SIZE = 1 << 20
+
+
+def received(source: socket.socket) -> Iterator[bytes]:
+    """What ``source`` sends, chunk by chunk, until its end of input (a reset counts as
+    one)."""
+    while True:
+        try:
+            data = source.recv(RECV_SIZE)
+        except OSError:
+            return
+        if not data:
+            return
+        yield data
 
 
 class RelayProxy:
