@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import OurServer
+from libvirt_servers import OurServer
 from sources import debian_source
 
 from xdrstream.cli import main
