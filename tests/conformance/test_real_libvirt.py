@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from realpeers import NOBODY, Libvirtd, private_libvirtd, require
 
+from xdrstream.capture.decode import DecodedMessage
 from xdrstream.conformance import ladder, recorder, replay
 from xdrstream.conformance.catalogue import (
     OUTCOMES,
@@ -25,7 +26,6 @@ from xdrstream.conformance.catalogue import (
     select,
 )
 from xdrstream.conformance.trace import C2S, S2C, Trace
-from xdrstream.protocol.decode import DecodedMessage
 from xdrstream.transport import address as addresses
 
 pytestmark = pytest.mark.real_peers

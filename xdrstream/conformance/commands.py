@@ -112,6 +112,9 @@ def register(subparsers: Any) -> None:
         help="trace files (default: the committed restore.x traces)",
     )
     serve.set_defaults(func=cmd_serve)
+    from xdrstream.conformance import report_commands
+
+    report_commands.register(sub)  # exactness, judge
 
     trace = subparsers.add_parser(
         "trace", help="show, export or record conformance traces (JSON Lines)"
