@@ -36,6 +36,7 @@ from xdrstream.conformance.catalogue import (
     LibvirtSettings,
     all_cases,
     exit_status,
+    prepared,
     run_case,
     select,
 )
@@ -170,8 +171,19 @@ def _target_options(parser: argparse.ArgumentParser, required: bool) -> None:
         help="URI the screenshot cases open (default test:///default)",
     )
     parser.add_argument("--libvirt-domain", default="test")
-    parser.add_argument("--libvirt-pool", help="storage pool for the volume cases")
-    parser.add_argument("--libvirt-volume", help="volume the volume cases may overwrite")
+    parser.add_argument(
+        "--libvirt-pool",
+        help="make the volume cases' volumes in this pool (default: a pool of the run's own)",
+    )
+    parser.add_argument(
+        "--libvirt-volume", help="a volume the dense cases may overwrite if none can be made"
+    )
+    parser.add_argument(
+        "--libvirt-fixture-dir",
+        default="/tmp",
+        metavar="DIR",
+        help="where on the target's host the run's own pool gets its new directory",
+    )
 
 
 def _fail(message: str, code: int) -> int:
@@ -195,6 +207,7 @@ def context_from_args(args: argparse.Namespace) -> Context:
             domain=args.libvirt_domain,
             pool=args.libvirt_pool,
             volume=args.libvirt_volume,
+            fixture_dir=getattr(args, "libvirt_fixture_dir", "/tmp"),
         ),
     )
 
@@ -246,10 +259,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from xdrstream.conformance.cases import identify
 
     context.implementation = identify(context)
-    results = []
-    for item in cases:
-        result = run_case(item, context, args.strict)
-        results.append(result)
+    with prepared(context) as fixtures:
+        if fixtures is not None:
+            made = "; ".join(fixtures.made) or "nothing"
+            problems = [p for p in (fixtures.pool_problem, fixtures.domain_problem) if p]
+            console.print(f"fixtures made on the target: {made}")
+            for problem in problems:
+                console.print(f"fixture not made: {problem}")
+        results = [run_case(item, context, args.strict) for item in cases]
     who = f", {context.implementation}" if context.implementation else ""
     report.print_table(
         results, console, f"xdrstream conformance: {args.target} ({context.program}{who})"
