@@ -28,11 +28,21 @@ class _Outline(HTMLParser):
         self._outcome = False
         self._hex = False
         self.hex_text = ""
+        self.frames: dict[str, list[tuple[str, str]]] = {}  # case id -> (header, body)
+        self._case = ""
+        self._cell = ""
+        self._row: dict[str, str] = {}
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attr = dict(attrs)
         if tag == "div" and attr.get("class") == "case":
             self.cases.append(str(attr.get("id")))
+            self._case = str(attr.get("id"))
+        if tag == "tr" and attr.get("class") == "frame":
+            self._row = {}
+        if tag == "td" and attr.get("class") in ("header", "body"):
+            self._cell = str(attr.get("class"))
+            self._row[self._cell] = ""
         if tag == "span" and attr.get("class") == "o":
             self._outcome = True
         if tag == "td" and attr.get("class") == "hex":
@@ -45,7 +55,17 @@ class _Outline(HTMLParser):
         if tag in ("link", "script", "img") or str(attr.get("src", "")).startswith("http"):
             self.external.append(tag)
 
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._cell = ""
+        if tag == "tr" and self._row:
+            row = (self._row.get("header", ""), self._row.get("body", ""))
+            self.frames.setdefault(self._case, []).append(row)
+            self._row = {}
+
     def handle_data(self, data: str) -> None:
+        if self._cell:
+            self._row[self._cell] += data
         if self._outcome:
             self.outcomes.append(data)
             self._outcome = False
@@ -93,3 +113,29 @@ def test_run_writes_html(reference_server: addresses.Address, tmp_path: Path) ->
     outline.feed(out.read_text(encoding="utf-8"))
     assert outline.cases == ["4.4.1/1"] and outline.outcomes == ["pass"]
     assert "spec.md#44-calls-and-replies" in outline.links
+    # the frames the case exchanged, header and body decoded (PING: void; ECHO: its value)
+    frames = outline.frames["4.4.1/1"]
+    headers = [h for h, _ in frames]
+    assert any(h.startswith("CALL/OK") and "PING)" in h for h in headers), headers
+    assert any(h.startswith("REPLY/OK") and "ECHO)" in h for h in headers), headers
+    assert "void" in [b for h, b in frames if "PING)" in h]
+    echo = [b for h, b in frames if "ECHO)" in h]
+    assert echo and all(b and b != "void" for b in echo), echo
+
+
+def test_run_writes_html_of_libvirt_cases(tmp_path: Path) -> None:
+    """`conformance run --html` against our storage server (libvirt's program): the error
+    reply of an unknown procedure shows its decoded error fields."""
+    (tmp_path / "images").mkdir()
+    sock = tmp_path / "lv.sock"
+    out = tmp_path / "lv.html"
+    with StorageServer(f"unix:{sock}", tmp_path / "images"):
+        code = main(["conformance", "run", "--target", f"unix:{sock}", "--program", "libvirt",
+                     "--cases", "4.5/1", "--cases", "4.4.2/*", "--html", str(out)])  # fmt: skip
+    outline = _Outline()
+    outline.feed(out.read_text(encoding="utf-8"))
+    assert code == 0 and "4.5/1" in outline.cases
+    frames = [f for case in outline.cases for f in outline.frames.get(case, [])]
+    assert any("AUTH_LIST" in h for h, _ in frames)
+    errors = [b for h, b in frames if h.startswith("REPLY/ERROR")]
+    assert errors and all("code=" in b and "message=" in b for b in errors), errors
