@@ -3,10 +3,13 @@ written by a judged session and by `conformance run --html`."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from test_real_clients import _call
 
 from xdrstream.cli import main
@@ -139,3 +142,37 @@ def test_run_writes_html_of_libvirt_cases(tmp_path: Path) -> None:
     assert any("AUTH_LIST" in h for h, _ in frames)
     errors = [b for h, b in frames if h.startswith("REPLY/ERROR")]
     assert errors and all("code=" in b and "message=" in b for b in errors), errors
+
+
+@pytest.mark.real_peers
+@pytest.mark.timeout(120)
+def test_report_renders_in_a_headless_browser(
+    reference_server: addresses.Address, tmp_path: Path
+) -> None:
+    """Debian's chromium loads the report of a real run: its DOM has every case and frame
+    row of the file, and it paints a page (a screenshot)."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian package chromium)")
+    out = tmp_path / "run.html"
+    main(["conformance", "run", "--target", str(reference_server), "--cases", "4.4.*",
+          "--html", str(out)])  # fmt: skip
+    written = _Outline()
+    written.feed(out.read_text(encoding="utf-8"))
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu",
+              f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    dom = subprocess.run(
+        [*common, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=60
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rendered = _Outline()
+    rendered.feed(dom.stdout)
+    assert rendered.cases == written.cases and len(rendered.cases) >= 3
+    assert rendered.outcomes == written.outcomes
+    assert rendered.frames == written.frames and sum(map(len, rendered.frames.values())) > 0
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [*common, f"--screenshot={shot}", "--window-size=1200,1600", out.as_uri()],
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
