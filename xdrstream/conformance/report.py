@@ -416,3 +416,27 @@ def html_report(
 
 def write_html(path: str | Path, results: Sequence[Result], title: str, **kw: Any) -> None:
     Path(path).write_text(html_report(results, title=title, **kw), encoding="utf-8")
+
+
+# ---- two servers side by side (README) ----------------------------------------------------------
+COLUMNS_BEGIN = "<!-- server-columns: begin (xdrstream conformance columns) -->"
+COLUMNS_END = "<!-- server-columns: end -->"
+
+
+def server_columns(
+    documents: Sequence[tuple[str, dict[str, Any]]], program: str = "libvirt"
+) -> str:
+    """A Markdown table of ``conformance run --json`` documents side by side (one column per
+    ``(label, document)``), one row per case of ``program``, between the README markers."""
+    by_label = [(label, {r["id"]: r for r in doc["results"]}) for label, doc in documents]
+    ids = [r["id"] for r in documents[0][1]["results"] if program in r["programs"]]
+    head = "| case | " + " | ".join(label for label, _ in by_label) + " |"
+    rule = "|---" * (len(by_label) + 1) + "|"
+    rows = []
+    for case_id in ids:
+        cells = []
+        for _, results in by_label:
+            found = results.get(case_id)
+            cells.append("-" if found is None else found["outcome"])
+        rows.append(f"| {case_id} | " + " | ".join(cells) + " |")
+    return "\n".join([COLUMNS_BEGIN, head, rule, *rows, COLUMNS_END])
