@@ -176,3 +176,35 @@ def test_report_renders_in_a_headless_browser(
         capture_output=True, timeout=60, check=True,
     )  # fmt: skip
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+_CLIENT = """
+import socket, sys
+from xdrstream.protocol.framing import Header, MessageType, pack_frame
+with socket.socket(socket.AF_UNIX) as sock:
+    sock.settimeout(5)
+    sock.connect(sys.argv[1])
+    for proc, serial, body in ((66, 0, b""), (1, 3, bytes(8)), (2, 4, b"")):
+        sock.sendall(pack_frame(Header(0x20008086, 1, proc, MessageType.CALL, serial, 0), body))
+        sock.recv(65536)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_judge_command_runs_a_client_and_writes_html(tmp_path: Path) -> None:
+    """`conformance judge -- CLIENT`: the client's session judged, exit 1 (it breaks
+    serials), the HTML report has the client cases and their frames."""
+    import sys
+
+    (tmp_path / "images").mkdir()
+    listen, out = tmp_path / "j.sock", tmp_path / "judged.html"
+    with StorageServer(f"unix:{tmp_path / 'up.sock'}", tmp_path / "images"):
+        code = main(["conformance", "judge", "--listen", f"unix:{listen}", "--upstream",
+                     f"unix:{tmp_path / 'up.sock'}", "--html", str(out), "--timeout", "20",
+                     "--", sys.executable, "-c", _CLIENT, str(listen)])  # fmt: skip
+    assert code == 1
+    outline = _Outline()
+    outline.feed(out.read_text(encoding="utf-8"))
+    assert outline.cases and all(c.startswith("C") for c in outline.cases)
+    assert "fail" in outline.outcomes
+    assert any("AUTH_LIST" in h for rows in outline.frames.values() for h, _ in rows)
