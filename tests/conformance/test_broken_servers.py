@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from broken_servers import BrokenServer, Fault
-from conftest import failed, run_catalogue
+from catalogue_runs import failed, run_catalogue
 
 from xdrstream.transport import address as addresses
 

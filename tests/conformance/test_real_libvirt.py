@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from realpeers import NOBODY, Libvirtd, libvirtd_fixture  # noqa: F401
 
+from xdrstream.capture.decode import DecodedMessage
 from xdrstream.conformance import ladder, recorder, replay
 from xdrstream.conformance.catalogue import Context, LibvirtSettings, all_cases, run_case
 from xdrstream.conformance.trace import C2S, S2C, Trace
-from xdrstream.protocol.decode import DecodedMessage
 from xdrstream.transport import address as addresses
 
 pytestmark = pytest.mark.real_peers

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import OurServer
+from libvirt_servers import OurServer
 from sources import debian_source
 
 from xdrstream.cli import main
-from xdrstream.libvirt import fuzzing, protocol
+from xdrstream.fuzz import libvirt as fuzzing
+from xdrstream.libvirt import protocol
 from xdrstream.protocol.framing import FrameDecoder
 
 

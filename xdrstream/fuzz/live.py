@@ -255,7 +255,7 @@ _REGISTRY: Registry | None = None
 
 def use_registry(registry: Registry | None) -> None:
     """Judge answers (and read our frames) with ``registry``'s programs, e.g. libvirt's
-    whole remote program (:func:`xdrstream.libvirt.fuzzing.judge_registry`); None: back to
+    whole remote program (:func:`xdrstream.fuzz.libvirt.judge_registry`); None: back to
     the built-in schemas."""
     global _REGISTRY
     _REGISTRY = registry

@@ -43,9 +43,7 @@ decode as ints); the libvirt-facing client and server use it, strict stays the d
 
 from __future__ import annotations
 
-import ast
 import functools
-import operator
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,6 +52,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from xdrstream.codec import model as m
+from xdrstream.codec.cheaders import c_constants
 from xdrstream.protocol import schemas
 from xdrstream.protocol.programs import (
     Direction,
@@ -443,86 +442,8 @@ def _libvirt_stream(notes: Mapping[str, str]) -> StreamMode | None:
 
 
 # ---------------------------------------------------------------------------- C headers
-_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
-_DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)[ \t]+([^\n]+)$", re.M)
-_ENUM = re.compile(r"\benum\b\s*\w*\s*\{([^{}]*)\}", re.S)
-_SUFFIX = re.compile(r"\b(0[xX][0-9a-fA-F]+|\d+)[uUlL]+\b")
-_OPS: dict[type, Callable[..., int]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.FloorDiv: operator.floordiv,
-    ast.Div: operator.floordiv,
-    ast.LShift: operator.lshift,
-    ast.RShift: operator.rshift,
-    ast.BitOr: operator.or_,
-    ast.BitAnd: operator.and_,
-    ast.BitXor: operator.xor,
-    ast.USub: operator.neg,
-    ast.UAdd: operator.pos,
-    ast.Invert: operator.invert,
-}
-
-
 def header_constants(directory: str | os.PathLike[str]) -> dict[str, int]:
-    """Integer constants of the C headers in ``directory`` (``*.h`` and ``*.h.in``):
-    ``#define NAME EXPR`` and enum members (implicit values counted on), where EXPR is an
-    integer expression of literals, operators and names already known.  Anything else
-    (strings, function-like macros, casts) is left out."""
-    values: dict[str, int] = {}
-    pending: list[tuple[str, str]] = []
+    """Integer constants of the C headers in ``directory`` (``*.h``, then ``*.h.in``), as
+    :func:`xdrstream.codec.cheaders.c_constants` reads them."""
     files = sorted(Path(directory).glob("*.h")) + sorted(Path(directory).glob("*.h.in"))
-    for path in files:
-        text = _COMMENT.sub(" ", path.read_text(encoding="utf-8", errors="replace"))
-        for name, expr in _DEFINE.findall(text):
-            pending.append((name, expr))
-        for body in _ENUM.findall(text):
-            body = "\n".join(line for line in body.splitlines() if not line.strip().startswith("#"))
-            previous: str | None = None
-            for item in body.split(","):
-                item = item.strip()
-                if not item:
-                    continue
-                name, _, expr = (part.strip() for part in item.partition("="))
-                if not name.isidentifier():
-                    break
-                if not expr:
-                    expr = "0" if previous is None else f"({previous}) + 1"
-                pending.append((name, expr))
-                previous = name
-    progress = True
-    while pending and progress:  # names may be defined after their first use
-        progress = False
-        rest = []
-        for name, expr in pending:
-            value = _evaluate(expr, values)
-            if value is None:
-                rest.append((name, expr))
-            else:
-                values.setdefault(name, value)
-                progress = True
-        pending = rest
-    return values
-
-
-def _evaluate(expr: str, known: Mapping[str, int]) -> int | None:
-    try:
-        tree = ast.parse(_SUFFIX.sub(r"\1", expr.strip()), mode="eval")
-    except SyntaxError:
-        return None
-
-    def value(node: ast.AST) -> int:
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            return node.value
-        if isinstance(node, ast.Name) and node.id in known:
-            return known[node.id]
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](value(node.left), value(node.right))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](value(node.operand))
-        raise ValueError(node)
-
-    try:
-        return value(tree.body)
-    except (ValueError, ZeroDivisionError, OverflowError):
-        return None
+    return c_constants(path.read_text(encoding="utf-8", errors="replace") for path in files)
