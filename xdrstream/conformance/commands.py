@@ -259,6 +259,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from xdrstream.conformance.cases import identify
 
     context.implementation = identify(context)
+    from xdrstream.conformance.peer import recording
+
+    results = []
+    frames: list[Any] = []  # every case's frames, for the HTML report
+    evidence: list[list[int]] = []
     with prepared(context) as fixtures:
         if fixtures is not None:
             made = "; ".join(fixtures.made) or "nothing"
@@ -266,7 +271,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(f"fixtures made on the target: {made}")
             for problem in problems:
                 console.print(f"fixture not made: {problem}")
-        results = [run_case(item, context, args.strict) for item in cases]
+        for item in cases:
+            with recording() as record:
+                result = run_case(item, context, args.strict)
+            results.append(result)
+            evidence.append(list(range(len(frames) + 1, len(frames) + len(record.frames) + 1)))
+            frames += record.frames
     who = f", {context.implementation}" if context.implementation else ""
     report.print_table(
         results, console, f"xdrstream conformance: {args.target} ({context.program}{who})"
@@ -275,7 +285,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         report.write_junit(args.junit, results)
     if args.html:
         report.write_html(
-            args.html, results, f"xdrstream conformance: {args.target} ({context.program})"
+            args.html,
+            results,
+            f"xdrstream conformance: {args.target} ({context.program}{who})",
+            frames=frames,
+            evidence=evidence,
         )
     if args.json:
         report.write_json(

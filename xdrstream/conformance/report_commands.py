@@ -2,6 +2,7 @@
 
     xdrstream conformance exactness --connect unix:SOCK --libvirt-schemas TREE
         [--uri test:///default --uri qemu:///session] [--json FILE] [--verbose]
+    xdrstream conformance columns "libvirtd 9.0=lv.json" "ours=ours.json"   # README table
     xdrstream conformance judge --listen unix:/tmp/j.sock --upstream unix:SOCK
         [--count 1] [--html FILE] [--json FILE] [--junit FILE] [-- CLIENT COMMAND ...]
 
@@ -67,6 +68,12 @@ def register(sub: Any) -> None:
     judge.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     judge.add_argument("command", nargs=argparse.REMAINDER, help="-- CLIENT COMMAND to run")
     judge.set_defaults(func=cmd_judge)
+
+    columns = sub.add_parser(
+        "columns", help="print `conformance run --json` reports side by side (README's table)"
+    )
+    columns.add_argument("reports", nargs="+", metavar="LABEL=FILE")
+    columns.set_defaults(func=cmd_columns)
 
 
 def _fail(message: str, code: int) -> int:
@@ -150,3 +157,21 @@ def cmd_judge(args: argparse.Namespace) -> int:
     if args.json:
         report.write_json(args.json, results, target=args.listen, program="libvirt", strict=False)
     return report.exit_code(results, args.allow_deviation)
+
+
+def cmd_columns(args: argparse.Namespace) -> int:
+    import json
+
+    from xdrstream.conformance import report
+
+    documents = []
+    for item in args.reports:
+        label, sep, path = item.partition("=")
+        if not sep:
+            return _fail(f"{item!r}: give LABEL=FILE", EXIT_USAGE)
+        try:
+            documents.append((label, json.loads(Path(path).read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as exc:
+            return _fail(f"{path}: {exc}", EXIT_USAGE)
+    print(report.server_columns(documents))
+    return EXIT_OK
