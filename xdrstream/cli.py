@@ -16,7 +16,7 @@ from xdrstream import __version__
 
 COMMAND_MODULES: tuple[str, ...] = (
     "xdrstream.codec.commands",
-    "xdrstream.protocol.commands",
+    "xdrstream.capture.commands",
     "xdrstream.restore.commands",
     "xdrstream.fuzz.commands",
     "xdrstream.conformance.commands",

@@ -43,12 +43,12 @@ from rich.panel import Panel
 from rich.pretty import Pretty
 from rich.table import Table
 
+from xdrstream.capture.decode import Decoder
 from xdrstream.codec import compile_schema
 from xdrstream.endpoints.qemu import QemuLauncher, find_qemu
 from xdrstream.endpoints.qemu_stub import synthetic_sha256, write_synthetic
 from xdrstream.endpoints.sink import EndpointError
 from xdrstream.protocol import Connection, Role, programs_from_schema, schemas
-from xdrstream.protocol.decode import Decoder
 from xdrstream.protocol.events import Call
 from xdrstream.restore.commands import parse_size
 

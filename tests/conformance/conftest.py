@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from judged_clients import JUDGED_CLIENTS
 
-from xdrstream.conformance.catalogue import Context, Result, all_cases, run_case, select
 from xdrstream.restore.server import RestoreServer, ServerThread
 from xdrstream.transport import address as addresses
 
@@ -27,23 +26,6 @@ def reference_server(short_dir: Path) -> Iterator[addresses.Address]:
     """The reference server (QEMU stub endpoints) on a Unix socket, for the whole session."""
     with ServerThread(RestoreServer(f"unix:{short_dir / 'ref.sock'}")) as server:
         yield server.address
-
-
-def run_catalogue(
-    address: addresses.Address,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    timeout: float = 5.0,
-    strict: bool = True,
-    program: str = "restore",
-) -> dict[str, Result]:
-    context = Context(address, program=program, timeout=timeout)
-    servers = [c for c in select(all_cases(), include, exclude) if c.role == "server"]
-    return {item.id: run_case(item, context, strict) for item in servers}
-
-
-def failed(results: dict[str, Result]) -> set[str]:
-    return {case_id for case_id, r in results.items() if r.outcome in ("fail", "error")}
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

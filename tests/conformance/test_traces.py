@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from broken_servers import BrokenServer, Fault
 
+from xdrstream.capture.decode import DecodedMessage, Decoder, StreamFailure
 from xdrstream.conformance import ladder, make_traces, replay
 from xdrstream.conformance.catalogue import CATALOGUE, Context, all_cases
 from xdrstream.conformance.trace import (
@@ -28,7 +29,6 @@ from xdrstream.conformance.trace import (
 )
 from xdrstream.fuzz.corpus import canonical_sessions
 from xdrstream.protocol import Role
-from xdrstream.protocol.decode import DecodedMessage, Decoder, StreamFailure
 from xdrstream.transport import address as addresses
 
 TRACES = sorted(replay.traces_dir().glob("*.jsonl"))

@@ -9,10 +9,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from libvirt_servers import OurServer, TlsLibvirtd
 from realpeers import NOBODY, Libvirtd, free_tcp_port, private_libvirtd, require, stop_process
 
 from xdrstream.libvirt.storage_server import StorageServer
@@ -26,19 +26,6 @@ def daemon() -> Iterator[Libvirtd]:
     with private_libvirtd(tcp=True) as running:
         running.define_pool("tpool")
         yield running
-
-
-@dataclass
-class OurServer:
-    """Our storage server on a Unix socket, serving ``directory`` as pool ``images``."""
-
-    directory: Path
-    socket: Path
-    running: StorageServer
-
-    @property
-    def uri(self) -> str:
-        return f"qemu+unix:///session?socket={self.socket}"
 
 
 @pytest.fixture
@@ -55,21 +42,6 @@ def our_server(tmp_path: Path) -> Iterator[OurServer]:
 def holes_supported(tmp_path: Path) -> None:
     if not supports_holes(str(tmp_path)):
         pytest.skip(f"the filesystem of {tmp_path} does not report holes (SEEK_DATA)")
-
-
-@dataclass
-class TlsLibvirtd:
-    """A private libvirtd listening for TLS on 127.0.0.1 (certificates from trustme)."""
-
-    root: Path
-    port: int
-    ca: Path
-    client_cert: Path
-    client_key: Path
-
-    @property
-    def uri(self) -> str:
-        return f"qemu+tls://127.0.0.1:{self.port}/session"
 
 
 def _tls_listening(port: int) -> bool:

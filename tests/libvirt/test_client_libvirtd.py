@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import TlsLibvirtd
 from libvirt_helpers import KiB, MiB, layout, make_file, make_random_file, sha256, virsh
+from libvirt_servers import TlsLibvirtd
 from realpeers import Libvirtd, require, rows_from_tshark, tshark_capture, tshark_fields
 
 from xdrstream.libvirt import LibvirtClient, LibvirtError, remote

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import OurServer
 from libvirt_helpers import MiB, make_random_file, sha256
+from libvirt_servers import OurServer
 
 from xdrstream.libvirt import LibvirtClient
 from xdrstream.transport.stream import BlockingStream

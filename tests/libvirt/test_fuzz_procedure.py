@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import OurServer
+from libvirt_servers import OurServer
 from sources import debian_source
 
 from xdrstream.cli import main
-from xdrstream.libvirt import fuzzing, protocol
+from xdrstream.fuzz import libvirt as fuzzing
+from xdrstream.libvirt import protocol
 from xdrstream.protocol.framing import FrameDecoder
 
 
@@ -50,3 +51,30 @@ def test_fuzz_one_procedure_of_our_storage_server(
     assert status == 0  # no crash, hang or violation
     execs = int(capsys.readouterr().out.split()[0])
     assert execs > 10
+
+
+def test_the_judge_knows_the_whole_program() -> None:
+    """live.judge with judge_registry() reads a DOMAIN_GET_INFO exchange (outside the
+    built-in subset): a truncated reply is a violation; with the built-in schemas the
+    judge cannot follow the call at all."""
+    from xdrstream.fuzz import live
+    from xdrstream.protocol.framing import Header, MessageType, pack_frame
+
+    remote = protocol.load(debian_source("libvirt", "bookworm"), lenient=True)
+    proc = remote.procedure("DOMAIN_GET_INFO")
+    args = remote.args(proc.name, dom={"name": "test", "uuid": bytes(16), "id": 1})
+    call = pack_frame(
+        Header(remote.program, remote.version, proc.number, MessageType.CALL, 5, 0),
+        remote.codec(proc.arg_type).pack(args),
+    )
+    good = remote.result(proc.name, state=1, maxMem=8, memory=8, nrVirtCpu=2, cpuTime=3)
+    reply = Header(remote.program, remote.version, proc.number, MessageType.REPLY, 5, 0)
+    body = bytes(remote.codec(proc.result_type).pack(good))
+    try:
+        assert live.judge([call], pack_frame(reply, body[:-4])) is None  # built-in: blind
+        live.use_registry(fuzzing.judge_registry(remote))
+        assert live.judge([call], pack_frame(reply, body)) is None
+        problem = live.judge([call], pack_frame(reply, body[:-4]))
+        assert problem is not None and "remote_domain_get_info_ret" in problem
+    finally:
+        live.use_registry(None)

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import OurServer
 from golibvirt import build_go_client
 from libvirt_helpers import MiB, make_random_file, sha256
+from libvirt_servers import OurServer
 from realpeers import Libvirtd
 
 pytestmark = [pytest.mark.real_peers, pytest.mark.timeout(120)]

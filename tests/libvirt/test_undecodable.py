@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import OurServer
+from libvirt_servers import OurServer
 from realpeers import Libvirtd, require
 
 from xdrstream.libvirt import remote

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import OurServer
 from libvirt_helpers import KiB, MiB, layout, make_file, make_random_file, sha256, virsh
+from libvirt_servers import OurServer
 from realpeers import (
     Libvirtd,
     require,

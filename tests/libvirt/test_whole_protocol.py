@@ -40,8 +40,11 @@ def test_the_whole_program_is_known(real: protocols.RemoteProtocol, tree: Path) 
     assert real.procedure("REMOTE_PROC_DOMAIN_EVENT_LIFECYCLE").event
     upload = real.procedure("STORAGE_VOL_UPLOAD").stream
     assert upload is not None and upload.direction.value == "upload" and upload.sparse
-    # every _args/_ret/_msg type of the file belongs to a procedure
-    used = {t for p in real.procedures.values() for t in (p.arg_type, p.result_type) if t}
+    # every _args/_ret/_msg type of the files belongs to a procedure
+    programs = [real, *real.companions.values()]  # qemu_protocol.x, lxc_protocol.x
+    used = {
+        t for r in programs for p in r.procedures.values() for t in (p.arg_type, p.result_type) if t
+    }
     declared = {n for n in real.schema.model.types if n.endswith(("_args", "_ret", "_msg"))}
     assert declared <= used
 
@@ -148,3 +151,39 @@ def test_storage_server_and_client_on_the_real_schema(
             client.call("DOMAIN_GET_INFO", dom={"name": "x", "uuid": bytes(16), "id": 1})
         assert "unknown procedure" in str(unknown.value)
     assert out.read_bytes() == source.read_bytes()
+
+
+def test_qemu_and_lxc_programs_are_loaded(real: protocols.RemoteProtocol) -> None:
+    qemu, lxc = real.companions["qemu"], real.companions["lxc"]
+    assert (qemu.program, qemu.version, lxc.program) == (0x20008087, 1, 0x00068000)
+    program, command = real.resolve("QEMU_PROC_DOMAIN_MONITOR_COMMAND")
+    assert program is qemu and command.number == 1
+    assert command.arg_type == "qemu_domain_monitor_command_args"
+    assert qemu.procedure("DOMAIN_MONITOR_EVENT").event
+    assert "domain:write" in command.annotations["acl"]
+    assert lxc.procedure("LXC_PROC_DOMAIN_OPEN_NAMESPACE").number == 1
+    assert real.resolve("DOMAIN_GET_INFO")[0] is real  # unprefixed: the remote program
+    assert len(qemu.procedures) == 7 and len(lxc.procedures) == 1
+
+
+@pytest.mark.real_peers
+@pytest.mark.timeout(60)
+def test_call_qemu_program_procedures(daemon: Libvirtd, real: protocols.RemoteProtocol) -> None:
+    """QEMU_PROGRAM's monitor-event registration on qemu:///session (the daemon's qemu
+    driver answers it: a callback id), and its monitor command on test:/// (reaches the
+    program: the test driver says it does not support it, not "unknown program")."""
+    with LibvirtClient.open(daemon.uri("qemu"), protocol=real) as client:
+        registered = client.call(
+            "QEMU_PROC_CONNECT_DOMAIN_MONITOR_EVENT_REGISTER", dom=None, event=None, flags=0
+        )
+        client.call(
+            "QEMU_PROC_CONNECT_DOMAIN_MONITOR_EVENT_DEREGISTER",
+            callbackID=registered.callbackID,
+        )
+        assert client.call("CONNECT_GET_TYPE").type == "QEMU"  # the remote program still
+    with LibvirtClient.open(daemon.uri("test"), protocol=real) as client:
+        dom = client.call("DOMAIN_LOOKUP_BY_NAME", name="test").dom
+        with pytest.raises(LibvirtError) as unsupported:
+            client.call("QEMU_PROC_DOMAIN_MONITOR_COMMAND", dom=dom, cmd="info status", flags=0)
+        assert unsupported.value.code == 3, unsupported.value  # VIR_ERR_NO_SUPPORT
+        assert "virDomainQemuMonitorCommand" in str(unsupported.value)

@@ -29,15 +29,15 @@ from realpeers import (
     tshark_fields,
 )
 
-from xdrstream.libvirt import LibvirtClient, LibvirtError, remote
-from xdrstream.libvirt.storage_server import StorageServer
-from xdrstream.protocol.pcap import (
-    Direction,
+from xdrstream.capture.pcap import (
     Endpoint,
     FlowChunk,
+    FlowDirection,
     SyntheticConnection,
     write_pcapng,
 )
+from xdrstream.libvirt import LibvirtClient, LibvirtError, remote
+from xdrstream.libvirt.storage_server import StorageServer
 
 pytestmark = [pytest.mark.real_peers, pytest.mark.timeout(90)]
 
@@ -146,8 +146,8 @@ class RecordingRelay:
         self.client_port = peer[1]
         upstream = socket.create_connection(self.target)
         pumps = [
-            (client, upstream, Direction.CLIENT_TO_SERVER),
-            (upstream, client, Direction.SERVER_TO_CLIENT),
+            (client, upstream, FlowDirection.CLIENT_TO_SERVER),
+            (upstream, client, FlowDirection.SERVER_TO_CLIENT),
         ]
         for source, sink, direction in pumps:
             thread = threading.Thread(target=self._pump, args=(source, sink, direction))
@@ -158,7 +158,7 @@ class RecordingRelay:
         client.close()
         upstream.close()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, direction: Direction) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, direction: FlowDirection) -> None:
         source.settimeout(30)
         while data := source.recv(1 << 20):
             with self._lock:  # record and forward together: the order is the wire's

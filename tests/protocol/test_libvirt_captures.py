@@ -27,10 +27,10 @@ from realpeers import (
     tshark_fields,
 )
 
+from xdrstream.capture.pcap import FlowDirection, reassemble_capture
 from xdrstream.cli import main
 from xdrstream.protocol import schemas
 from xdrstream.protocol.framing import FrameDecoder
-from xdrstream.protocol.pcap import Direction, reassemble_capture
 from xdrstream.protocol.programs import programs_from_schema
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt"
@@ -325,7 +325,7 @@ def real_bodies() -> list[tuple[str, int, int, int, bytes]]:
     found = []
     for name in CAPTURES:
         for flow in reassemble_capture((FIXTURES / f"{name}.pcapng").read_bytes()).flows:
-            for direction in Direction:
+            for direction in FlowDirection:
                 decoder = FrameDecoder()
                 decoder.feed(flow.stream(direction).data)
                 while (frame := decoder.next_frame()) is not None:

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from xdrstream.capture.pcap import FlowDirection, TcpStream, reassemble_capture
 from xdrstream.protocol import NEED_DATA, Connection, Role, schemas
 from xdrstream.protocol.events import Call, StreamData, StreamEnd, StreamFinish
-from xdrstream.protocol.pcap import Direction, TcpStream, reassemble_capture
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "libvirt"
 CAPTURES = sorted(FIXTURES.glob("*.pcapng"))
 REMOTE = schemas.load("libvirt_remote")
 
 
-def frames_with_order(stream: TcpStream, direction: Direction) -> list[tuple[int, int, bytes]]:
+def frames_with_order(stream: TcpStream, direction: FlowDirection) -> list[tuple[int, int, bytes]]:
     """(packet number of the frame's last byte, offset, frame bytes) for each whole frame."""
     out = []
     offset = 0
@@ -46,13 +46,15 @@ def replay(path: Path) -> list[str]:
         client = Connection(Role.CLIENT, [REMOTE])
         server = Connection(Role.SERVER, [REMOTE])
         merged = [
-            (packet, 0 if d is Direction.CLIENT_TO_SERVER else 1, offset, frame, d)
-            for d in Direction
+            (packet, 0 if d is FlowDirection.CLIENT_TO_SERVER else 1, offset, frame, d)
+            for d in FlowDirection
             for packet, offset, frame in frames_with_order(flow.stream(d), d)
         ]
         for _packet, _order, _offset, frame, direction in sorted(merged, key=lambda m: m[:3]):
             receiver, sender = (
-                (server, client) if direction is Direction.CLIENT_TO_SERVER else (client, server)
+                (server, client)
+                if direction is FlowDirection.CLIENT_TO_SERVER
+                else (client, server)
             )
             receiver.receive_data(frame)
             event = receiver.next_event()

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from c_header_constants import header_constants, passed_through_constants, referenced
+from c_header_constants import referenced
 from sources import debian_source, debian_tree_kind
 
 from xdrstream.codec import Schema, load_schema
+from xdrstream.codec.cheaders import c_constants, passed_through_constants
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,13 @@ class Unit:
         return [tree / f.lstrip("/") for f in self.files]
 
     def constants(self) -> dict[str, int]:
-        """The constants the files take from C: from the unit's headers (read by this test)
-        and from the files' own ``%#define`` lines (which rpcgen copies into its header)."""
+        """The constants the files take from C: from the unit's headers and from the files'
+        own ``%#define`` lines (which rpcgen copies into its header), read by the codec's
+        C constant reader."""
         tree = self.project.tree()
-        known = header_constants(tree / h for h in self.headers)
+        known = c_constants(
+            (tree / h).read_text(encoding="utf-8", errors="replace") for h in self.headers
+        )
         known.update((alias, known[name]) for alias, name in self.aliases)
         texts = [p.read_text(encoding="utf-8", errors="replace") for p in self.paths()]
         for text in texts:

@@ -1,26 +1,25 @@
-"""The two small C readers the real-schema tests rely on, on inputs that show their rules
-(a wrong constant or value there would make the real-file tests prove the wrong thing)."""
+"""The C readers the real-schema tests rely on (the codec's C constant reader, this
+directory's initializer reader), on inputs that show their rules (a wrong constant or value
+there would make the real-file tests prove the wrong thing)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from c_header_constants import header_constants, passed_through_constants, referenced
+from c_header_constants import referenced
 from c_initializers import Brace, Converter, Name, Ref, read_cases, read_value
 
 from xdrstream.codec import compile_schema
+from xdrstream.codec.cheaders import c_constants, passed_through_constants
 
 
-def test_header_constants_defines_enums_and_expressions(tmp_path: Path) -> None:
-    header = tmp_path / "h.h"
-    header.write_text(
+def test_c_constants_defines_enums_and_expressions() -> None:
+    header = (
         "#ifdef LINUX\n# define PATH_MAX 108 /* first wins */\n#else\n#define PATH_MAX 104\n"
         "#endif\n#define BUF (4096 + 1)\n#define HEX 0x10U\n#define OCT 010\n"
         '#define SHIFTED (HEX << 2 | 1)\n#define FN(x) (x)\n#define TEXT "s"\n'
         "typedef enum {\n  A = 1, /* one */\n  B,\n# ifdef SENTINELS\n  C_LAST\n# endif\n} e;\n"
-        "enum { D = BUF - 1, E };\n"
+        "enum { D = BUF - 1, E };\n#define LATER (EARLY * 2)\n#define EARLY 3\n"
     )
-    assert header_constants([header]) == {
+    assert c_constants([header]) == {
         "PATH_MAX": 108,
         "BUF": 4097,
         "HEX": 16,
@@ -31,6 +30,8 @@ def test_header_constants_defines_enums_and_expressions(tmp_path: Path) -> None:
         "C_LAST": 3,
         "D": 4096,
         "E": 4097,
+        "LATER": 6,
+        "EARLY": 3,
     }
 
 

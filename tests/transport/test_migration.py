@@ -145,7 +145,12 @@ def patched(old: bytes, new: bytes, data: bytes = STREAM) -> bytes:
         (STREAM + b"junk", "4 bytes after the vmdesc, which ends the stream"),
         (STREAM[:-1], "no complete vmdesc (QEMU_VM_VMDESCRIPTION JSON) ends the stream"),
         (HEAD + RAM_START + RAM_END + b"\x00\x07", "expected QEMU_VM_VMDESCRIPTION 0x06"),
-        (HEAD + RAM_START + RAM_END + b"\x08\x00\x08\x00\x00", "MIG_CMD_RECV_BITMAP"),
+        (HEAD + RAM_START + RAM_END + b"\x08\x00\x08\x00\x00", "MIG_CMD_ENABLE_COLO: postcopy"),
+        (HEAD + b"\x08\x00\x02\x00\x04" + be32(1), "MIG_CMD_PING received with no return"),
+        (HEAD + b"\x08\x00\x03\x00\x00" * 2, "MIG_CMD_POSTCOPY_ADVISE a second time"),
+        (HEAD + b"\x08\x00\x03\x00\x10" + bytes(16), "the postcopy-ram capability is off"),
+        (HEAD + b"\x08\x00\x0a\x00\x07\x09pc.ram", "MIG_CMD_RECV_BITMAP of length 7"),
+        (HEAD[:8] + b"\x07" + be32(1) + b"x\x05\x00" + be32(1), "unknown configuration subsect"),
         (HEAD + RAM_START + RAM_END + b"\x08\x00\x63\x00\x00", "unknown migration command 0x63"),
     ],
 )
@@ -180,6 +185,31 @@ def test_a_return_path_command_is_accepted() -> None:
     assert parse(data).commands == 1
 
 
+@pytest.mark.parametrize("step", [0, 1, 3])
+def test_the_commands_a_restoring_qemu_accepts_are_accepted(step: int) -> None:
+    # return path then ping, advise of length 0 once, resume (ignored), recv bitmap
+    commands = b"\x08\x00\x01\x00\x00" + b"\x08\x00\x02\x00\x04" + be32(7)
+    commands += b"\x08\x00\x03\x00\x00" + b"\x08\x00\x09\x00\x00"
+    commands += b"\x08\x00\x0a\x00\x07\x06pc.ram"
+    assert parse(HEAD + commands + RAM_START + RAM_END + DEVICE + tail(), step).commands == 5
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_a_dirty_bitmap_section_is_read_chunk_by_chunk(step: int) -> None:
+    chunks = b"\x1c\x05disk0\x02b0" + be32(0x10000) + b"\x01"  # device, bitmap, START
+    chunks += b"\x44\x02b0" + be64(0) + be32(128) + be64(3) + b"abc"  # BITS, 3 bytes
+    chunks += b"\x46\x02b0" + be64(128) + be32(128)  # BITS of ZEROES
+    chunks += b"\x24\x02b0" + b"\x01"  # COMPLETE, then EOS
+    section = start(1, 4, b"dirty-bitmap", 1) + chunks + footer(4)
+    end = b"\x03" + be32(4) + b"\x01" + footer(4)
+    data = HEAD + RAM_START + section + end + RAM_END + DEVICE + tail()
+    assert parse(data, step).sections == 5
+    cut = HEAD + RAM_START + section[:-6] + footer(4)  # no EOS: the footer read as a chunk
+    assert "section 4 'dirty-bitmap'" in str(rejection(cut + end + RAM_END + DEVICE + tail()))
+    big = patched(be64(3) + b"abc", be64(1 << 40) + b"abc", data)
+    assert "dirty-bitmap chunk of 1099511627776 bytes exceeds" in str(rejection(big))
+
+
 def test_a_vmdesc_with_a_bad_field_is_an_error_not_an_exception() -> None:
     bad = json.loads(json.dumps(VMDESC))
     bad["devices"][0]["fields"][0]["size"] = "four"
@@ -188,3 +218,26 @@ def test_a_vmdesc_with_a_bad_field_is_an_error_not_an_exception() -> None:
     assert "without a 'devices' list" in str(
         rejection(HEAD + RAM_START + RAM_END + DEVICE + tail({}))
     )
+
+
+@pytest.mark.parametrize("step", [4096, 4104, 5000, 65536, 262120])
+def test_continue_pages_split_anywhere_are_counted_and_checked(step: int) -> None:
+    from xdrstream.endpoints.qemu_stub import iter_real_format
+
+    ram = 600 * PAGE  # three PART sections of CONTINUE pages
+    data = b"".join(bytes(view) for view in iter_real_format(ram, 1))
+    summary = parse(data, step)
+    assert (summary.pages, summary.zero_pages) == (600, 0)
+    # a cut inside a page body, wherever the chunks fall, is a truncation at the cut
+    cut = len(data) // 2
+    error = rejection(data[:cut])
+    assert (error.offset, "truncated" in str(error)) == (cut, True)
+    with pytest.raises(MigrationError, match="truncated") as info:
+        parse(data[:cut], step)
+    assert info.value.offset == cut
+    # a page outside the block is caught on the fast path too
+    at = data.index(struct.pack(">Q", 300 * PAGE | 0x28))
+    bad = data[:at] + struct.pack(">Q", ram | 0x28) + data[at + 8 :]
+    with pytest.raises(MigrationError, match=r"outside RAM block 'pc\.ram'") as info:
+        parse(bad, step)
+    assert info.value.offset == at

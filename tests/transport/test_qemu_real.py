@@ -107,8 +107,9 @@ def test_the_stub_rejects_a_real_save_cut_short_and_says_where(guest_stream: byt
     assert f"truncated: the stream ends in PART section 2 'ram' (at byte {cut})" in result.error
 
 
-def test_real_qemu_accepts_the_generated_real_format_stream() -> None:
-    data = b"".join(bytes(view) for view in iter_real_format(16 << 20, 2))
+@pytest.mark.parametrize("zero_every", [0, 4])
+def test_real_qemu_accepts_the_generated_real_format_stream(zero_every: int) -> None:
+    data = b"".join(bytes(view) for view in iter_real_format(16 << 20, 2, zero_every))
     result = restore(QemuLauncher(machine="pc-i440fx-7.2", memory_mib=16), data).result
     assert result is not None and result.ok, result.error
 

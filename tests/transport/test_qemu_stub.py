@@ -304,15 +304,22 @@ def test_outgoing_stub_from_a_missing_file_is_a_usage_error(tmp_path: Path) -> N
 REAL_RAM = 300 * 4096  # two PART sections
 
 
-def test_the_real_format_stream_has_its_size_and_passes_the_real_check() -> None:
-    data = b"".join(bytes(view) for view in qemu_stub.iter_real_format(REAL_RAM, 4))
-    assert len(data) == qemu_stub.real_format_size(REAL_RAM)
-    assert qemu_stub.real_format_sha256(REAL_RAM, 4) == hashlib.sha256(data).hexdigest()
+@pytest.mark.parametrize(("zero_every", "zeros"), [(0, 0), (3, 100), (255, 1)])
+def test_the_real_format_stream_has_its_size_and_passes_the_real_check(
+    zero_every: int, zeros: int
+) -> None:
+    data = b"".join(bytes(v) for v in qemu_stub.iter_real_format(REAL_RAM, 4, zero_every))
+    assert len(data) == qemu_stub.real_format_size(REAL_RAM, zero_every)
+    digest = qemu_stub.real_format_sha256(REAL_RAM, 4, zero_every)
+    assert digest == hashlib.sha256(data).hexdigest()
     checker = check(data)
     assert checker.real is not None and checker.summary is not None
     assert checker.summary.machine == "pc-i440fx-7.2"
     assert checker.summary.blocks == {"pc.ram": REAL_RAM}
-    assert checker.summary.pages == REAL_RAM // 4096
+    assert checker.summary.pages == REAL_RAM // 4096 - zeros
+    assert checker.summary.zero_pages == zeros
+    if zero_every:  # a zero page is a CONTINUE ZERO with fill byte 0, as QEMU writes it
+        assert struct.pack(">Q", (zero_every - 1) * 4096 | 0x22) + b"\0" in data
 
 
 @pytest.mark.parametrize("cut", [20, 200, 5000, 1_100_000, -30, -1])

@@ -25,7 +25,13 @@ from xdrstream.endpoints.qemu_stub import (
     synthetic_bytes,
     synthetic_sha256,
 )
-from xdrstream.endpoints.sink import Direction, EndpointLauncher, EndpointResult, StreamEndpoint
+from xdrstream.endpoints.sink import (
+    EndpointError,
+    EndpointLauncher,
+    EndpointResult,
+    Operation,
+    StreamEndpoint,
+)
 
 SIZE = 3 * SECTION_SIZE + 4321
 
@@ -55,7 +61,7 @@ def read_all(endpoint: StreamEndpoint) -> bytes:
 
 def test_restore_into_the_stub_gives_its_verdict() -> None:
     with start_stub_restore() as endpoint:
-        assert endpoint.direction is Direction.RESTORE
+        assert endpoint.operation is Operation.RESTORE
         restore(endpoint)
         result = endpoint.wait(timeout=30)
     assert result.ok and result.error is None and result.exit_code == 0
@@ -89,7 +95,7 @@ def test_header_only_restore_accepts_any_body() -> None:
 
 def test_save_from_the_stub_reads_the_synthetic_stream() -> None:
     with start_stub_save(SIZE, seed=11) as endpoint:
-        assert endpoint.direction is Direction.SAVE
+        assert endpoint.operation is Operation.SAVE
         data = read_all(endpoint)
         result = endpoint.wait(timeout=30)
     assert data == synthetic_bytes(SIZE, 11)
@@ -259,7 +265,7 @@ def test_abort_wait_and_close_stream_racing_close_the_pipe_once(
         for _ in range(10):
             read_fd, write_fd = os.pipe()
             process = subprocess.Popen(["true"])
-            endpoint = _IdleEndpoint(Direction.RESTORE, process, write_fd, sink.stderr_file())
+            endpoint = _IdleEndpoint(Operation.RESTORE, process, write_fd, sink.stderr_file())
             closed.clear()
             start = threading.Barrier(4)
 
@@ -286,3 +292,12 @@ def test_abort_wait_and_close_stream_racing_close_the_pipe_once(
             assert endpoint.result is not None and endpoint.process.returncode is not None
     finally:
         sys.setswitchinterval(switch)
+
+
+def test_a_stub_that_cannot_start_is_an_endpoint_error_and_leaks_no_descriptor() -> None:
+    before = open_fds()
+    with pytest.raises(EndpointError, match="cannot start the QEMU stub '/nonexistent/python'"):
+        start_stub_restore(python="/nonexistent/python")
+    with pytest.raises(EndpointError, match="cannot start the QEMU stub"):
+        start_stub_save(1 << 20, python="/nonexistent/python")
+    assert open_fds() == before

@@ -16,7 +16,7 @@ API::
     schema["name_t"]                    # other typedefs -> a Codec with the same 3 methods
     schema.codec("unsigned hyper")      # codec of any type name, built-ins included
     schema.constants["FOO"]             # every const, enum member, program/version/proc name
-    schema.programs["PROG"].versions[1].procedures[3]   # Program/Version/Procedure
+    schema.programs["PROG"].versions[1].procedures[3]   # SchemaProgram/-Version/-Procedure
     schema.source                       # the generated Python source
     P.__xdr_schema__, P.__xdr_name__    # back to the Schema and the .x name ("point")
 
@@ -118,25 +118,30 @@ import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
-from xdrstream.codec.ast import Procedure, Program, Version
+from xdrstream.codec.ast import SchemaProcedure, SchemaProgram, SchemaVersion
 from xdrstream.codec.codegen import generate
 from xdrstream.codec.cpp import needs_preprocessing, preprocess
 from xdrstream.codec.errors import CodecError, DecodeError, EncodeError, SchemaError
 from xdrstream.codec.model import RPC_CONSTANTS, Model, build_model
 from xdrstream.codec.runtime import Codec, Schema
 
+if TYPE_CHECKING:  # PEP 692 (typing.Unpack from Python 3.11); annotations are strings here
+    from typing_extensions import Unpack
+
 __all__ = [
     "RPC_CONSTANTS",
     "Codec",
     "CodecError",
+    "CompileOptions",
     "DecodeError",
     "EncodeError",
-    "Procedure",
-    "Program",
     "Schema",
     "SchemaError",
-    "Version",
+    "SchemaProcedure",
+    "SchemaProgram",
+    "SchemaVersion",
     "compile_schema",
     "generate_source",
     "load_schema",
@@ -169,64 +174,70 @@ def _prepared(
     ]
 
 
-def _model(
-    sources: Sources,
-    constants: Constants | None,
-    rpc_constants: bool,
-    strict_enums: bool,
-    lenient: bool,
-) -> Model:
-    return build_model(
+class CompileOptions(TypedDict, total=False):
+    """The keyword options of :func:`compile_schema`, :func:`generate_source` and
+    :func:`load_schema` (each described in :func:`compile_schema`), written once."""
+
+    constants: Constants | None  # default None
+    include: Iterable[str | os.PathLike[str]]  # default ()
+    rpc_constants: bool  # default False
+    strict_enums: bool  # default True
+    lenient: bool  # default False
+
+
+def _generate(
+    text: str | Sources,
+    filename: str,
+    max_depth: int,
+    *,
+    constants: Constants | None = None,
+    include: Iterable[str | os.PathLike[str]] = (),
+    rpc_constants: bool = False,
+    strict_enums: bool = True,
+    lenient: bool = False,
+) -> tuple[Model, str]:
+    """The model and the generated module source of a schema (the defaults of
+    :class:`CompileOptions` are these)."""
+    if max_depth < 1:
+        raise ValueError("max_depth must be at least 1")
+    sources = _prepared(text, filename, constants, include)
+    model = build_model(
         sources,
         constants,
         rpc_constants=rpc_constants,
         strict_enums=strict_enums,
         lenient=lenient,
     )
+    return model, generate(model, sources, max_depth, constants)
 
 
 def generate_source(
     text: str | Sources,
     filename: str = "<schema>",
     max_depth: int = DEFAULT_MAX_DEPTH,
-    *,
-    constants: Constants | None = None,
-    include: Iterable[str | os.PathLike[str]] = (),
-    rpc_constants: bool = False,
-    strict_enums: bool = True,
-    lenient: bool = False,
+    **options: Unpack[CompileOptions],
 ) -> str:
     """The Python module source for a ``.x`` text (what ``xdrstream compile`` writes);
     the arguments are :func:`compile_schema`'s."""
-    sources = _prepared(text, filename, constants, include)
-    model = _model(sources, constants, rpc_constants, strict_enums, lenient)
-    return generate(model, sources, max_depth, constants)
+    return _generate(text, filename, max_depth, **options)[1]
 
 
 def compile_schema(
     text: str | Sources,
     filename: str = "<schema>",
     max_depth: int = DEFAULT_MAX_DEPTH,
-    *,
-    constants: Constants | None = None,
-    include: Iterable[str | os.PathLike[str]] = (),
-    rpc_constants: bool = False,
-    strict_enums: bool = True,
-    lenient: bool = False,
+    **options: Unpack[CompileOptions],
 ) -> Schema:
     """Compile ``.x`` source text into a :class:`Schema` (SchemaError on bad input).
 
     ``text`` is one file's text (named ``filename`` in errors) or a sequence of
-    ``(filename, text)`` compiled as one schema, in order. ``constants`` are names the
-    schema may use (rpcgen's ``-D``: also macros for the preprocessor); ``include`` the
-    preprocessor's ``-I`` directories; ``rpc_constants`` adds :data:`RPC_CONSTANTS`;
+    ``(filename, text)`` compiled as one schema, in order. Keyword options
+    (:class:`CompileOptions`): ``constants`` are names the schema may use (rpcgen's
+    ``-D``: also macros for the preprocessor; default none); ``include`` the
+    preprocessor's ``-I`` directories; ``rpc_constants=True`` adds :data:`RPC_CONSTANTS`;
     ``strict_enums=False`` and ``lenient=True``: see the module documentation.
     """
-    if max_depth < 1:
-        raise ValueError("max_depth must be at least 1")
-    sources = _prepared(text, filename, constants, include)
-    model = _model(sources, constants, rpc_constants, strict_enums, lenient)
-    source = generate(model, sources, max_depth, constants)
+    model, source = _generate(text, filename, max_depth, **options)
     n = next(_counter)
     codename = f"<xdrstream generated #{n}: {model.filename}>"
     # Register the source so tracebacks, pdb and inspect show the generated code.
@@ -247,12 +258,7 @@ def compile_schema(
 def load_schema(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     max_depth: int = DEFAULT_MAX_DEPTH,
-    *,
-    constants: Constants | None = None,
-    include: Iterable[str | os.PathLike[str]] = (),
-    rpc_constants: bool = False,
-    strict_enums: bool = True,
-    lenient: bool = False,
+    **options: Unpack[CompileOptions],
 ) -> Schema:
     """Read and compile one ``.x`` file, or several as one schema in order (as rpcgen
     users include one file's header in another's); the options are
@@ -260,15 +266,12 @@ def load_schema(
     ``#include`` brings in are not part of the key."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     resolved = [Path(p).resolve() for p in paths]
-    dirs = tuple(str(d) for d in include)
+    options = {**options, "include": tuple(str(d) for d in options.get("include", ()))}
+    given = {**options, "constants": tuple(sorted((options.get("constants") or {}).items()))}
     key = (
         tuple((str(r), r.stat().st_mtime_ns) for r in resolved),
         max_depth,
-        tuple(sorted((constants or {}).items())),
-        dirs,
-        rpc_constants,
-        strict_enums,
-        lenient,
+        tuple(sorted(given.items())),
     )
     with _cache_lock:
         cached = _cache.get(key)
@@ -277,15 +280,7 @@ def load_schema(
     sources = [
         (str(p), r.read_text(encoding="utf-8")) for p, r in zip(paths, resolved, strict=True)
     ]
-    schema = compile_schema(
-        sources,
-        max_depth=max_depth,
-        constants=constants,
-        include=dirs,
-        rpc_constants=rpc_constants,
-        strict_enums=strict_enums,
-        lenient=lenient,
-    )
+    schema = compile_schema(sources, max_depth=max_depth, **options)
     with _cache_lock:
         _cache[key] = schema
     return schema

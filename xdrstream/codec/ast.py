@@ -168,10 +168,12 @@ class Specification:
 
 
 # -- public model of RFC 5531 program declarations ------------------------------------------
+# A program as the schema declares it, with its codecs. The engine's view of one program
+# version (procedures with their stream modes) is xdrstream.protocol.Program, built from it.
 
 
 @dataclass(frozen=True)
-class Procedure:
+class SchemaProcedure:
     """One procedure of a program version.
 
     ``arg_type``/``result_type`` are the ``.x`` spelling (``None`` for ``void``); ``arg``
@@ -190,14 +192,14 @@ class Procedure:
 
 
 @dataclass(frozen=True)
-class Version:
+class SchemaVersion:
     name: str
     number: int
-    procedures: Mapping[int, Procedure]
+    procedures: Mapping[int, SchemaProcedure]
 
 
 @dataclass(frozen=True)
-class Program:
+class SchemaProgram:
     name: str
     number: int
-    versions: Mapping[int, Version]
+    versions: Mapping[int, SchemaVersion]

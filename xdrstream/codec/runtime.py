@@ -222,7 +222,7 @@ class Schema(Mapping[str, Any]):
             else:
                 self._types[name] = codec
         self.constants: Mapping[str, int | str] = types.MappingProxyType(dict(model.constants))
-        self.programs: Mapping[str, ast.Program] = types.MappingProxyType(self._programs())
+        self.programs: Mapping[str, ast.SchemaProgram] = types.MappingProxyType(self._programs())
 
     # -- Mapping ---------------------------------------------------------------------------
 
@@ -324,19 +324,19 @@ class Schema(Mapping[str, Any]):
             spec.pos.col,
         )
 
-    def _programs(self) -> dict[str, ast.Program]:
-        programs: dict[str, ast.Program] = {}
-        # Program, version and procedure names are numbers (the resolver checked them).
+    def _programs(self) -> dict[str, ast.SchemaProgram]:
+        programs: dict[str, ast.SchemaProgram] = {}
+        # SchemaProgram, version and procedure names are numbers (the resolver checked them).
         consts = {k: v for k, v in self.model.constants.items() if isinstance(v, int)}
         for prog in self.model.programs:
-            versions: dict[int, ast.Version] = {}
+            versions: dict[int, ast.SchemaVersion] = {}
             for ver in prog.versions:
-                procs: dict[int, ast.Procedure] = {}
+                procs: dict[int, ast.SchemaProcedure] = {}
                 for proc in ver.procedures:
                     arg_type, arg = self._spec_codec(proc.args[0] if proc.args else None)
                     result_type, result = self._spec_codec(proc.result)
                     number = consts[proc.name]
-                    procs[number] = ast.Procedure(
+                    procs[number] = ast.SchemaProcedure(
                         proc.name,
                         number,
                         arg_type,
@@ -346,8 +346,8 @@ class Schema(Mapping[str, Any]):
                         result,
                     )
                 vnum = consts[ver.name]
-                versions[vnum] = ast.Version(ver.name, vnum, types.MappingProxyType(procs))
-            programs[prog.name] = ast.Program(
+                versions[vnum] = ast.SchemaVersion(ver.name, vnum, types.MappingProxyType(procs))
+            programs[prog.name] = ast.SchemaProgram(
                 prog.name, consts[prog.name], types.MappingProxyType(versions)
             )
         return programs

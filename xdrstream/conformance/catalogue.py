@@ -27,6 +27,7 @@ Cases live in :mod:`xdrstream.conformance.cases` (server under test) and are reg
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import ssl
 import time
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from xdrstream.conformance.fixtures import LibvirtFixtures
 from xdrstream.conformance.peer import Closed, Peer, Violation
 from xdrstream.protocol import Program, programs_from_schema, schemas
 from xdrstream.transport import address as addresses
@@ -51,6 +53,7 @@ __all__ = [
     "Skip",
     "case",
     "exit_status",
+    "prepared",
     "run_case",
     "select",
 ]
@@ -177,13 +180,18 @@ def select(
 @dataclass(frozen=True)
 class LibvirtSettings:
     """What libvirt cases need: the URIs to open (``uri`` for volumes, ``domain_uri`` for
-    the screenshot of ``domain``) and the volume the cases may overwrite."""
+    the domain cases). The suite makes its own pool (in a new directory under
+    ``fixture_dir`` on the target's host), volumes and domain (:mod:`.fixtures`); ``pool``
+    names a pool to make the volumes in instead, ``volume`` a volume the dense cases may
+    overwrite when no volume can be made, ``domain`` the domain used when none can be made
+    (the test driver's ``test``)."""
 
     uri: str = "qemu:///session"
     domain_uri: str = "test:///default"
     domain: str = "test"
     pool: str | None = None
     volume: str | None = None
+    fixture_dir: str = "/tmp"
 
 
 @dataclass
@@ -198,16 +206,23 @@ class Context:
     peers: list[Peer] = field(default_factory=list)
     #: who the target says it is (None: not asked, or it did not say)
     implementation: Implementation | None = None
+    #: what the suite made on a libvirt target for this run (see :func:`prepared`)
+    fixtures: LibvirtFixtures | None = None
 
     def programs(self) -> list[Program]:
         name = "libvirt_remote" if self.program == "libvirt" else "restore"
         return programs_from_schema(schemas.load(name))
 
-    def connect(self) -> Peer:
+    def open_peer(self) -> Peer:
+        """A new connection that no case owns (the caller closes it)."""
         try:
-            peer = Peer(self.address, self.programs(), tls=self.tls, timeout=self.timeout)
+            return Peer(self.address, self.programs(), tls=self.tls, timeout=self.timeout)
         except (OSError, ssl.SSLError) as exc:
             raise Violation(f"cannot connect to {self.address}: {exc}") from None
+
+    def connect(self) -> Peer:
+        """A new connection of the running case, closed when the case ends."""
+        peer = self.open_peer()
         self.peers.append(peer)
         return peer
 
@@ -237,6 +252,26 @@ class Result:
             "version": self.implementation.version if self.implementation else "",
             "behaviour": self.deviation.behaviour,
         }
+
+
+@contextlib.contextmanager
+def prepared(context: Context) -> Iterator[LibvirtFixtures | None]:
+    """For a libvirt target: make the run's fixtures (:mod:`.fixtures`) and remove them
+    after the block, whatever happens in it. Nothing to do for other programs."""
+    if context.program != "libvirt":
+        yield None
+        return
+    settings = context.libvirt
+    fixtures = LibvirtFixtures(
+        context.open_peer, settings.uri, settings.domain_uri, settings.pool, settings.fixture_dir
+    )
+    fixtures.setup()
+    context.fixtures = fixtures
+    try:
+        yield fixtures
+    finally:
+        context.fixtures = None
+        fixtures.teardown()
 
 
 def exit_status(results: Iterable[Result], allowed: Sequence[str] = ()) -> int:

@@ -36,6 +36,7 @@ from xdrstream.conformance.catalogue import (
     LibvirtSettings,
     all_cases,
     exit_status,
+    prepared,
     run_case,
     select,
 )
@@ -111,6 +112,9 @@ def register(subparsers: Any) -> None:
         help="trace files (default: the committed restore.x traces)",
     )
     serve.set_defaults(func=cmd_serve)
+    from xdrstream.conformance import report_commands
+
+    report_commands.register(sub)  # exactness, judge
 
     trace = subparsers.add_parser(
         "trace", help="show, export or record conformance traces (JSON Lines)"
@@ -167,8 +171,19 @@ def _target_options(parser: argparse.ArgumentParser, required: bool) -> None:
         help="URI the screenshot cases open (default test:///default)",
     )
     parser.add_argument("--libvirt-domain", default="test")
-    parser.add_argument("--libvirt-pool", help="storage pool for the volume cases")
-    parser.add_argument("--libvirt-volume", help="volume the volume cases may overwrite")
+    parser.add_argument(
+        "--libvirt-pool",
+        help="make the volume cases' volumes in this pool (default: a pool of the run's own)",
+    )
+    parser.add_argument(
+        "--libvirt-volume", help="a volume the dense cases may overwrite if none can be made"
+    )
+    parser.add_argument(
+        "--libvirt-fixture-dir",
+        default="/tmp",
+        metavar="DIR",
+        help="where on the target's host the run's own pool gets its new directory",
+    )
 
 
 def _fail(message: str, code: int) -> int:
@@ -192,6 +207,7 @@ def context_from_args(args: argparse.Namespace) -> Context:
             domain=args.libvirt_domain,
             pool=args.libvirt_pool,
             volume=args.libvirt_volume,
+            fixture_dir=getattr(args, "libvirt_fixture_dir", "/tmp"),
         ),
     )
 
@@ -243,10 +259,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     from xdrstream.conformance.cases import identify
 
     context.implementation = identify(context)
+    from xdrstream.conformance.peer import recording
+
     results = []
-    for item in cases:
-        result = run_case(item, context, args.strict)
-        results.append(result)
+    frames: list[Any] = []  # every case's frames, for the HTML report
+    evidence: list[list[int]] = []
+    with prepared(context) as fixtures:
+        if fixtures is not None:
+            made = "; ".join(fixtures.made) or "nothing"
+            problems = [p for p in (fixtures.pool_problem, fixtures.domain_problem) if p]
+            console.print(f"fixtures made on the target: {made}")
+            for problem in problems:
+                console.print(f"fixture not made: {problem}")
+        for item in cases:
+            with recording() as record:
+                result = run_case(item, context, args.strict)
+            results.append(result)
+            evidence.append(list(range(len(frames) + 1, len(frames) + len(record.frames) + 1)))
+            frames += record.frames
     who = f", {context.implementation}" if context.implementation else ""
     report.print_table(
         results, console, f"xdrstream conformance: {args.target} ({context.program}{who})"
@@ -255,7 +285,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         report.write_junit(args.junit, results)
     if args.html:
         report.write_html(
-            args.html, results, f"xdrstream conformance: {args.target} ({context.program})"
+            args.html,
+            results,
+            f"xdrstream conformance: {args.target} ({context.program}{who})",
+            frames=frames,
+            evidence=evidence,
         )
     if args.json:
         report.write_json(

@@ -38,6 +38,7 @@ from typing import Any
 from xdrstream.codec.errors import DecodeError
 from xdrstream.conformance.catalogue import Case, Result
 from xdrstream.conformance.peer import Violation
+from xdrstream.conformance.relay import RelayProxy, received
 from xdrstream.conformance.trace import C2S, S2C, TraceFrame
 from xdrstream.protocol import Procedure, Registry, RemoteProtocolError, programs_from_schema
 from xdrstream.protocol import schemas as schema_files
@@ -101,7 +102,7 @@ class Session:
 
 
 # ---- the proxy ---------------------------------------------------------------------------------
-class JudgingProxy:
+class JudgingProxy(RelayProxy):
     """Relays connections to ``upstream`` frame by frame, recording a :class:`Session` per
     connection (module docstring). ``ping`` injects the keepalive PING."""
 
@@ -110,22 +111,10 @@ class JudgingProxy:
     ) -> None:
         if listen.tls or upstream.tls:
             raise ValueError("a TLS session cannot be judged: use unix: or tcp: addresses")
-        self.upstream = upstream
+        super().__init__(listen, upstream)
         self.ping = ping
-        self._listen = listen
-        self._sock = addresses.listen(listen)
-        self.address = addresses.bound_address(self._sock, listen)
         self.sessions: list[Session] = []
         self._lock = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        self._sockets: list[socket.socket] = []
-        self._closed = False
-
-    def start(self) -> JudgingProxy:
-        thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-        return self
 
     def wait(self, count: int, timeout: float = 60.0) -> list[Session]:
         """The first ``count`` sessions once they have ended; TimeoutError otherwise."""
@@ -137,52 +126,13 @@ class JudgingProxy:
                 raise TimeoutError(f"fewer than {count} judged sessions ended in {timeout} s")
             return [s for s in self.sessions if s.done][:count]
 
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
+    def connection(
+        self, client: socket.socket, upstream: socket.socket
+    ) -> Sequence[Callable[[], None]]:
+        relay = _Relay(self, client, upstream)
         with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
-        for thread in self._threads:
-            thread.join(10)
-        if self._listen.kind == "unix":
-            import os
-
-            with contextlib.suppress(OSError):
-                os.unlink(self._listen.path)
-
-    def __enter__(self) -> JudgingProxy:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # -- internals -----------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                return
-            try:
-                upstream = addresses.connect(self.upstream, timeout=10)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            client.settimeout(None)
-            relay = _Relay(self, client, upstream)
-            with self._lock:
-                self.sessions.append(relay.session)
-                self._sockets += [client, upstream]
-            for target in (relay.client_side, relay.server_side):
-                thread = threading.Thread(target=target, daemon=True)
-                self._threads.append(thread)
-                thread.start()
+            self.sessions.append(relay.session)
+        return [relay.client_side, relay.server_side]
 
 
 class _Relay:
@@ -214,13 +164,7 @@ class _Relay:
         """Complete frames from ``source``; a cut-off or impossible tail is logged partial."""
         buffer = bytearray()
         broken = False
-        while True:
-            try:
-                data = source.recv(1 << 20)
-            except OSError:
-                data = b""
-            if not data:
-                break
+        for data in received(source):
             buffer += data
             while not broken and len(buffer) >= LEN_SIZE:
                 length = int.from_bytes(buffer[:LEN_SIZE], "big")

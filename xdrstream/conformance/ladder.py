@@ -2,9 +2,9 @@
 
 :func:`render` prints one row per frame: client on the left, server on the right, an arrow
 showing who sent it, the header (type/status, procedure name, serial, length) and a body
-summary from :mod:`xdrstream.protocol.decode` (arguments and results, error bodies, data
+summary from :mod:`xdrstream.capture.decode` (arguments and results, error bodies, data
 sizes, holes, V1 bodies). :func:`to_pcapng` wraps the trace into a synthetic TCP
-connection (:func:`xdrstream.protocol.pcap.write_pcapng`) that Wireshark opens with its
+connection (:func:`xdrstream.capture.pcap.write_pcapng`) that Wireshark opens with its
 libvirt dissector (``tshark -d tcp.port==PORT,libvirt``).
 """
 
@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import json
 
-from xdrstream.conformance.trace import C2S, Trace
-from xdrstream.protocol.decode import DecodedMessage, Decoder, StreamFailure
-from xdrstream.protocol.framing import MessageStatus, MessageType
-from xdrstream.protocol.pcap import (
-    Direction,
+from xdrstream.capture.decode import DecodedMessage, Decoder, StreamFailure
+from xdrstream.capture.pcap import (
     Endpoint,
     FlowChunk,
+    FlowDirection,
     SyntheticConnection,
     write_pcapng,
 )
+from xdrstream.conformance.trace import C2S, Trace
+from xdrstream.protocol.framing import MessageStatus, MessageType
 
 __all__ = ["decode_frames", "render", "to_pcapng"]
 
@@ -38,8 +38,8 @@ def decode_frames(trace: Trace) -> list[DecodedMessage | StreamFailure | None]:
     return [None if frame.close else next(described) for frame in trace.frames]
 
 
-def _direction(side: str) -> Direction:
-    return Direction.CLIENT_TO_SERVER if side == C2S else Direction.SERVER_TO_CLIENT
+def _direction(side: str) -> FlowDirection:
+    return FlowDirection.CLIENT_TO_SERVER if side == C2S else FlowDirection.SERVER_TO_CLIENT
 
 
 def _summary(message: DecodedMessage) -> str:

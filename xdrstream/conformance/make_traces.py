@@ -29,14 +29,14 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from xdrstream.capture.decode import DecodedMessage, Decoder
+from xdrstream.capture.pcap import FlowDirection, reassemble_capture
 from xdrstream.conformance import recorder
 from xdrstream.conformance.catalogue import CATALOGUE, Context, all_cases, run_case
 from xdrstream.conformance.trace import C2S, S2C, Trace, TraceFrame, write
 from xdrstream.endpoints.qemu_stub import synthetic_bytes
 from xdrstream.protocol import bodies
-from xdrstream.protocol.decode import DecodedMessage, Decoder
 from xdrstream.protocol.events import RemoteError
-from xdrstream.protocol.pcap import Direction, reassemble_capture
 from xdrstream.restore.client import Client
 from xdrstream.restore.server import RestoreServer, ServerThread
 from xdrstream.transport import address as addresses
@@ -232,13 +232,16 @@ def capture_trace(pcapng: Path, port: int) -> list[TraceFrame]:
             continue
         if message.source != str(flow.client) and message.source != str(flow.server):
             continue
-        direction = Direction.CLIENT_TO_SERVER if message.source == str(flow.client) else (
-            Direction.SERVER_TO_CLIENT)  # fmt: skip
+        direction = FlowDirection.CLIENT_TO_SERVER if message.source == str(flow.client) else (
+            FlowDirection.SERVER_TO_CLIENT)  # fmt: skip
         stream = flow.stream(direction).data
         raw = bytes(stream[message.offset : message.offset + message.length])
-        side = C2S if direction is Direction.CLIENT_TO_SERVER else S2C
+        side = C2S if direction is FlowDirection.CLIENT_TO_SERVER else S2C
         numbered.append((message.packet or 0, TraceFrame(side, raw)))
-    for direction, side in ((Direction.CLIENT_TO_SERVER, C2S), (Direction.SERVER_TO_CLIENT, S2C)):
+    for direction, side in (
+        (FlowDirection.CLIENT_TO_SERVER, C2S),
+        (FlowDirection.SERVER_TO_CLIENT, S2C),
+    ):
         closed_at = flow.stream(direction).closed_at
         if closed_at is not None:  # after the frames its packet completes (FIN may carry data)
             numbered.append((closed_at, TraceFrame(side, close=True)))

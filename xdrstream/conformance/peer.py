@@ -1,4 +1,4 @@
-"""A test client's end of one connection to the implementation under test.
+r"""A test client's end of one connection to the implementation under test.
 
 :class:`Peer` owns a socket (Unix, TCP, optionally TLS) and reads the target's frames with
 its own :class:`~xdrstream.protocol.framing.FrameDecoder`. Cases use it two ways:
@@ -10,6 +10,12 @@ its own :class:`~xdrstream.protocol.framing.FrameDecoder`. Cases use it two ways
 
 Every wait is bounded by the peer's timeout; running out of time raises :class:`Violation`
 with what was awaited.
+
+Inside ``with recording() as frames:`` every peer opened records what it exchanged as
+:class:`~xdrstream.conformance.trace.TraceFrame` objects (direction, seconds since the
+recording began, bytes; a note names the connection when a case opens several), for the
+HTML report.  At most :data:`RECORD_FRAMES` frames are kept per recording, and of a frame
+longer than :data:`RECORD_BYTES` only its first bytes (the note gives its length).
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from xdrstream.conformance.trace import C2S, S2C, TraceFrame
 from xdrstream.protocol import (
     NEED_DATA,
     Connection,
@@ -47,7 +55,73 @@ from xdrstream.protocol.framing import (
 )
 from xdrstream.transport import address as addresses
 
-__all__ = ["Closed", "Peer", "Silence", "Violation", "frame_bytes"]
+__all__ = ["Closed", "Peer", "Recording", "Silence", "Violation", "frame_bytes", "recording"]
+
+#: Bounds of what a recording keeps (a case may move megabytes of stream data).
+RECORD_FRAMES = 400
+RECORD_BYTES = 1 << 16
+
+
+@dataclass
+class Recording:
+    """The frames of every peer opened while it is active (see the module docstring)."""
+
+    frames: list[TraceFrame] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    peers: int = 0
+    #: frames not kept once RECORD_FRAMES were
+    dropped: int = 0
+
+    def add(self, peer: int, direction: str, data: bytes, close: bool = False) -> None:
+        if len(self.frames) >= RECORD_FRAMES:
+            self.dropped += 1
+            return
+        notes = [f"connection {peer}"] if self.peers > 1 else []
+        partial = False
+        if not close and len(data) >= 4 and int.from_bytes(data[:4], "big") != len(data):
+            partial = True  # a cut-off or oversized frame a case sent on purpose
+        if len(data) > RECORD_BYTES:
+            notes.append(f"{len(data)} bytes, the first {RECORD_BYTES} kept")
+            data = data[:RECORD_BYTES]
+        self.frames.append(
+            TraceFrame(
+                direction,
+                data,
+                time.monotonic() - self.started,
+                partial=partial,
+                close=close,
+                note="; ".join(notes) or None,
+            )
+        )
+
+
+_RECORDINGS: list[Recording] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[Recording]:
+    """Record the frames of the peers opened inside the block."""
+    active = Recording()
+    _RECORDINGS.append(active)
+    try:
+        yield active
+    finally:
+        _RECORDINGS.remove(active)
+
+
+def _split(data: bytes) -> list[bytes]:
+    """``data`` (what one send carried) cut at its frames' length words; a rest that is not
+    a whole frame stays one piece."""
+    pieces, at = [], 0
+    while at + 4 <= len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        if size < 4 or at + size > len(data):
+            break
+        pieces.append(data[at : at + size])
+        at += size
+    if at < len(data):
+        pieces.append(data[at:])
+    return pieces
 
 
 class Violation(AssertionError):
@@ -101,6 +175,10 @@ class Peer:
         self._events: deque[Event] = deque()
         self._eof = False
         self.received: list[Frame] = []
+        self._recording = _RECORDINGS[-1] if _RECORDINGS else None
+        if self._recording is not None:
+            self._recording.peers += 1
+            self._number = self._recording.peers
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
@@ -126,6 +204,9 @@ class Peer:
         self.send_raw(self.engine.send(event))
 
     def send_raw(self, data: bytes) -> None:
+        if self._recording is not None:
+            for piece in _split(bytes(data)):
+                self._recording.add(self._number, C2S, piece)
         try:
             self.sock.settimeout(self.timeout)
             self.sock.sendall(data)
@@ -155,6 +236,8 @@ class Peer:
             data = b""
         if not data:
             self._eof = True
+            if self._recording is not None:
+                self._recording.add(self._number, S2C, b"", close=True)
             return False
         self._decoder.feed(data)
         return True
@@ -170,6 +253,8 @@ class Peer:
                 raise Violation(f"the target sent an invalid frame: {exc}") from None
             if frame is not None:
                 self.received.append(frame)
+                if self._recording is not None:
+                    self._recording.add(self._number, S2C, frame_bytes(frame))
                 return frame
             try:
                 more = self._recv(deadline)

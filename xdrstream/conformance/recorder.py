@@ -21,12 +21,14 @@ TLS session would be recorded encrypted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from xdrstream.conformance.relay import RelayProxy, received
 from xdrstream.conformance.trace import C2S, S2C, Trace, TraceFrame
 from xdrstream.protocol.framing import LEN_SIZE, MAX_FRAME, MIN_FRAME
 from xdrstream.transport import address as addresses
@@ -43,27 +45,14 @@ class Session:
     chunks: list[tuple[int, float, str, bytes]] = field(default_factory=list)
 
 
-class RecordingProxy:
+class RecordingProxy(RelayProxy):
     def __init__(self, listen: addresses.Address, upstream: addresses.Address) -> None:
-        self.upstream = upstream
-        self._sock = addresses.listen(listen)
-        self.address = addresses.bound_address(self._sock, listen)
-        self._listen = listen
+        super().__init__(listen, upstream)
         self.sessions: list[Session] = []
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._finished = 0
         self._seq = 0
-        self._threads: list[threading.Thread] = []
-        self._sockets: list[socket.socket] = []
-        self._closed = False
-        self._acceptor: threading.Thread | None = None
-
-    # -- running -------------------------------------------------------------------------
-    def start(self) -> RecordingProxy:
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
-        self._acceptor.start()
-        return self
 
     def record(self, count: int) -> list[Session]:
         """Relay until ``count`` sessions have ended (foreground)."""
@@ -77,56 +66,17 @@ class RecordingProxy:
                 raise TimeoutError(f"{self._finished} of {count} sessions ended in {timeout} s")
             return list(self.sessions)
 
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        for sock in list(self._sockets):
-            with contextlib.suppress(OSError):
-                sock.close()
-        if self._acceptor is not None:
-            self._acceptor.join(5)
-        for thread in list(self._threads):
-            thread.join(5)
-        if self._listen.kind == "unix":
-            with contextlib.suppress(OSError):
-                import os
-
-                os.unlink(self._listen.path)
-
-    def __enter__(self) -> RecordingProxy:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # -- internals -----------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                return
-            try:
-                upstream = addresses.connect(self.upstream, timeout=10)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            session = Session(time.monotonic())
-            with self._lock:
-                self.sessions.append(session)
-                self._sockets += [client, upstream]
-            ends = [0]
-            for source, sink, direction in ((client, upstream, C2S), (upstream, client, S2C)):
-                thread = threading.Thread(
-                    target=self._relay,
-                    args=(session, source, sink, direction, ends),
-                    daemon=True,
-                )
-                self._threads.append(thread)
-                thread.start()
+    def connection(
+        self, client: socket.socket, upstream: socket.socket
+    ) -> Sequence[Callable[[], None]]:
+        session = Session(time.monotonic())
+        with self._lock:
+            self.sessions.append(session)
+        ends = [0]
+        return [
+            functools.partial(self._relay, session, source, sink, direction, ends)
+            for source, sink, direction in ((client, upstream, C2S), (upstream, client, S2C))
+        ]
 
     def _log(self, session: Session, direction: str, data: bytes) -> None:
         with self._lock:
@@ -141,13 +91,7 @@ class RecordingProxy:
         direction: str,
         ends: list[int],
     ) -> None:
-        while True:
-            try:
-                data = source.recv(1 << 20)
-            except OSError:
-                data = b""
-            if not data:
-                break
+        for data in received(source):
             self._log(session, direction, data)  # before forwarding: causes precede effects
             try:
                 sink.sendall(data)

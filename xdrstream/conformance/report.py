@@ -223,11 +223,115 @@ def _spec_anchor(section: str) -> str:
     return "spec.md"
 
 
-def frame_rows(frames: Sequence[Any], numbers: Sequence[int] | None = None) -> str:
-    """Table rows of trace frames (direction, time, header fields, decoded body, hex)."""
-    import html
+_REGISTRY: Any = None
 
-    from xdrstream.protocol.framing import LEN_SIZE, MIN_FRAME, parse_header
+
+def _registry() -> Any:
+    """The programs whose bodies the report decodes: restore.x and libvirt's remote
+    program (the built-in subset, the procedures the cases call)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        from xdrstream.protocol import Registry, programs_from_schema, schemas
+
+        _REGISTRY = Registry(
+            p
+            for name in ("restore", "libvirt_remote")
+            for p in programs_from_schema(schemas.load(name))
+        )
+    return _REGISTRY
+
+
+_TEXT_MAX = 120
+_ITEMS_MAX = 8
+
+
+def field_text(value: Any, depth: int = 0) -> str:
+    """A decoded value as ``name=value`` text (structs by their slots, bytes as hex, long
+    strings and lists cut with their size)."""
+    import enum as enum_module
+
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, enum_module.Enum):
+        return value.name
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, str):
+        return repr(value if len(value) <= _TEXT_MAX else value[:_TEXT_MAX] + "...") + (
+            f" ({len(value)} chars)" if len(value) > _TEXT_MAX else ""
+        )
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        return data.hex() if len(data) <= 32 else f"{data[:32].hex()}... ({len(data)} bytes)"
+    if depth > 4:
+        return "..."
+    if isinstance(value, (list, tuple)):
+        items = [field_text(v, depth + 1) for v in value[:_ITEMS_MAX]]
+        more = f", ... {len(value)} items" if len(value) > _ITEMS_MAX else ""
+        return "[" + ", ".join(items) + more + "]"
+    names: list[str] = []
+    for klass in reversed(type(value).__mro__):
+        slots = klass.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [n for n in slots if n != "__weakref__"]
+    if names:
+        inner = ", ".join(
+            f"{n.lstrip('_')}={field_text(getattr(value, n), depth + 1)}" for n in names
+        )
+        return f"{type(value).__name__}({inner})"
+    return repr(value)
+
+
+def describe_frame(data: bytes) -> tuple[str, str]:
+    """A frame's decoded header and body, as text (what the HTML report's rows show):
+    the body of a CALL by its procedure's argument type, of a REPLY by its result type,
+    an error body's fields, a hole's length, a data chunk's size."""
+    from xdrstream.protocol import bodies
+    from xdrstream.protocol.framing import (
+        KEEPALIVE_PROGRAM,
+        LEN_SIZE,
+        MIN_FRAME,
+        MessageStatus,
+        MessageType,
+        parse_header,
+    )
+
+    if len(data) < MIN_FRAME:
+        return f"cut-off frame, {len(data)} bytes", ""
+    length = int.from_bytes(data[:4], "big")
+    try:
+        h = parse_header(data, LEN_SIZE)
+    except Exception as exc:  # a header the case sent or judged invalid: show it as it is
+        return f"invalid header: {exc}", ""
+    kind = f"{getattr(h.type, 'name', h.type)}/{getattr(h.status, 'name', h.status)}"
+    header = (f"{kind} prog {h.prog:#x} vers {h.vers} proc {h.proc} serial {h.serial} "
+              f"length {length}")  # fmt: skip
+    payload = data[MIN_FRAME:]
+    if length != len(data):
+        return header, f"{len(payload)} payload bytes (of {length - MIN_FRAME})"
+    try:
+        if h.prog == KEEPALIVE_PROGRAM:
+            return header, {1: "PING", 2: "PONG"}.get(h.proc, "keepalive")
+        if h.type == MessageType.STREAM_HOLE:
+            return header, "hole length={} flags={}".format(*bodies.unpack_hole(payload))
+        if h.type == MessageType.STREAM:
+            return header, f"{len(payload)} data bytes" if payload else "no data"
+        if h.status == MessageStatus.ERROR:
+            return header, field_text(bodies.unpack_error(payload))
+        proc = _registry().lookup(h.prog, h.vers, h.proc)
+        if proc is None:
+            return header, f"{len(payload)} bytes (procedure not known to the report)"
+        header = f"{header} ({proc.name})" if proc.name else header
+        codec = proc.arg if h.type == MessageType.CALL else proc.result
+        if codec is None:
+            return header, "void" if not payload else f"{len(payload)} bytes (void expected)"
+        return header, field_text(codec.unpack(payload))
+    except Exception as exc:  # the body a case sent on purpose, or the target's bad one
+        return header, f"{len(payload)} bytes, undecodable: {exc}"
+
+
+def frame_rows(frames: Sequence[Any], numbers: Sequence[int] | None = None) -> str:
+    """Table rows of trace frames (direction, time, decoded header and body fields, hex)."""
+    import html
 
     rows = []
     for number, frame in enumerate(frames, 1):
@@ -237,23 +341,14 @@ def frame_rows(frames: Sequence[Any], numbers: Sequence[int] | None = None) -> s
         when = "" if frame.time is None else f"{frame.time:.4f}"
         if frame.close:
             fields, body = "close (end of input)", ""
-        elif frame.partial or len(frame.data) < MIN_FRAME:
-            fields, body = f"cut-off frame, {len(frame.data)} bytes", ""
         else:
-            try:
-                h = parse_header(frame.data, LEN_SIZE)
-                kind = f"{getattr(h.type, 'name', h.type)}/{getattr(h.status, 'name', h.status)}"
-                fields = (f"{kind} prog {h.prog:#x} vers {h.vers} proc {h.proc} "
-                          f"serial {h.serial} length {len(frame.data)}")  # fmt: skip
-            except Exception as exc:  # a header the judge reports: show it as it is
-                fields = f"invalid header: {exc}"
-            body = f"{len(frame.data) - MIN_FRAME} payload bytes"
+            fields, body = describe_frame(bytes(frame.data))
         note = f" ({html.escape(frame.note)})" if getattr(frame, "note", None) else ""
         hexed = frame.data[:64].hex() + ("&hellip;" if len(frame.data) > 64 else "")
         rows.append(
-            f"<tr><td>{number}</td><td>{arrow}</td><td>{when}</td>"
-            f"<td>{html.escape(fields)}{note}</td><td>{html.escape(body)}</td>"
-            f'<td class="hex">{hexed}</td></tr>'
+            f'<tr class="frame"><td>{number}</td><td>{arrow}</td><td>{when}</td>'
+            f'<td class="header">{html.escape(fields)}{note}</td>'
+            f'<td class="body">{html.escape(body)}</td><td class="hex">{hexed}</td></tr>'
         )
     return "".join(rows)
 
@@ -321,3 +416,27 @@ def html_report(
 
 def write_html(path: str | Path, results: Sequence[Result], title: str, **kw: Any) -> None:
     Path(path).write_text(html_report(results, title=title, **kw), encoding="utf-8")
+
+
+# ---- two servers side by side (README) ----------------------------------------------------------
+COLUMNS_BEGIN = "<!-- server-columns: begin (xdrstream conformance columns) -->"
+COLUMNS_END = "<!-- server-columns: end -->"
+
+
+def server_columns(
+    documents: Sequence[tuple[str, dict[str, Any]]], program: str = "libvirt"
+) -> str:
+    """A Markdown table of ``conformance run --json`` documents side by side (one column per
+    ``(label, document)``), one row per case of ``program``, between the README markers."""
+    by_label = [(label, {r["id"]: r for r in doc["results"]}) for label, doc in documents]
+    ids = [r["id"] for r in documents[0][1]["results"] if program in r["programs"]]
+    head = "| case | " + " | ".join(label for label, _ in by_label) + " |"
+    rule = "|---" * (len(by_label) + 1) + "|"
+    rows = []
+    for case_id in ids:
+        cells = []
+        for _, results in by_label:
+            found = results.get(case_id)
+            cells.append("-" if found is None else found["outcome"])
+        rows.append(f"| {case_id} | " + " | ".join(cells) + " |")
+    return "\n".join([COLUMNS_BEGIN, head, rule, *rows, COLUMNS_END])

@@ -18,8 +18,11 @@ The RAM section ("ram", instance 0, version 4) is a sequence of be64 words `addr
 (flags in the bits below the target page size): MEM_SIZE (total, then per block u8 n, name,
 be64 length), ZERO (block name unless CONTINUE, one fill byte), PAGE (block name unless
 CONTINUE, one target page), EOS (end of this part). The block named last carries over to the
-next section, as in QEMU. Pages stream through in constant memory (page bodies are skipped,
-never copied; a fast path walks consecutive CONTINUE pages inside a chunk).
+next section, as in QEMU. A source with the dirty-bitmaps capability adds a "dirty-bitmap"
+section (chunks up to EOS) and a MIG_CMD_POSTCOPY_ADVISE; commands are judged as a restoring
+QEMU 7.2 without capabilities judges them (see MIG_COMMANDS). Pages stream through in
+constant memory (page bodies are skipped, never copied; a fast path walks consecutive CONTINUE
+pages inside a chunk).
 
 Device sections carry no length on the wire: QEMU reads them with its compiled-in device
 descriptions; the stub has only the vmdesc JSON QEMU appends after EOF, whose field sizes are
@@ -79,6 +82,19 @@ RAM_SAVE_FLAG_COMPRESS_PAGE = 0x100
 RAM_SAVE_FLAG_MULTIFD_FLUSH = 0x200  # QEMU >= 8.0; QEMU 7.2 rejects it as unknown
 RAM_VERSION = 4
 
+# migration/block-dirty-bitmap.c: the "dirty-bitmap" section (version 1), chunk flags
+DIRTY_BITMAP_VERSION = 1
+DIRTY_BITMAP_EOS = 0x01
+DIRTY_BITMAP_ZEROES = 0x02
+DIRTY_BITMAP_BITMAP_NAME = 0x04
+DIRTY_BITMAP_DEVICE_NAME = 0x08
+DIRTY_BITMAP_START = 0x10
+DIRTY_BITMAP_COMPLETE = 0x20
+DIRTY_BITMAP_BITS = 0x40
+DIRTY_BITMAP_EXTRA_FLAGS = 0x80
+DIRTY_BITMAP_CHUNK_LIMIT = 1 << 20
+"""Largest serialized bitmap chunk accepted (QEMU sends chunks of ~1 KiB)."""
+
 TARGET_PAGE_SIZE = 4096
 """x86's target page size (the stub stands in for qemu-system-x86_64)."""
 
@@ -88,7 +104,14 @@ DEVICE_STATE_LIMIT = 16 << 20
 MACHINE_NAME_LIMIT = 256
 """Longest machine name accepted in the CONFIGURATION section (QEMU's are ~15 bytes)."""
 
-# QEMU 7.2 savevm.c mig_cmd_args: command -> (name, argument length or -1 for variable)
+# QEMU 7.2 savevm.c enum qemu_vm_cmd and mig_cmd_args: command -> (name, argument length,
+# -1 for variable). What a restoring QEMU 7.2 (no migration capabilities set, as for a restore
+# from a file) does with each, seen with real QEMU (tests/transport/test_qemu_commands.py):
+# OPEN_RETURN_PATH opens one (on the incoming fd) and PING then needs it; POSTCOPY_ADVISE of
+# length 0 (a source with only the dirty-bitmaps capability) is accepted once, of length 16
+# (postcopy-ram) refused; LISTEN, RUN, RAM_DISCARD and PACKAGED fail or never complete;
+# ENABLE_COLO leaves the restore in state 'colo' for good; POSTCOPY_RESUME is ignored
+# ("illegal resume received"); RECV_BITMAP with a consistent counted block name is accepted.
 MIG_COMMANDS = {
     1: ("OPEN_RETURN_PATH", 0),
     2: ("PING", 4),
@@ -96,10 +119,10 @@ MIG_COMMANDS = {
     4: ("POSTCOPY_LISTEN", 0),
     5: ("POSTCOPY_RUN", 0),
     6: ("POSTCOPY_RAM_DISCARD", -1),
-    7: ("POSTCOPY_RESUME", 0),
-    8: ("RECV_BITMAP", -1),
-    9: ("PACKAGED", 4),
-    10: ("ENABLE_COLO", 0),
+    7: ("PACKAGED", 4),
+    8: ("ENABLE_COLO", 0),
+    9: ("POSTCOPY_RESUME", 0),
+    10: ("RECV_BITMAP", -1),
 }
 
 CONFIG_SUBSECTIONS = (b"configuration/target-page-bits", b"configuration/capabilities")
@@ -146,7 +169,7 @@ class _Section:
     idstr: str
     instance: int
     version: int
-    device: dict[str, Any] | None = None  # the vmdesc entry; None for RAM
+    device: dict[str, Any] | None = None  # the vmdesc entry; None for RAM and dirty bitmaps
 
     def label(self, kind: int) -> str:
         return f"{SECTION_NAMES.get(kind, '?')} section {self.section_id} '{self.idstr}'"
@@ -179,6 +202,9 @@ class MigrationParser:
         self._sections: dict[int, _Section] = {}
         self._block_len = 0  # length of the RAM block named last (0: none yet)
         self._block = ""
+        self._return_path = False  # MIG_CMD_OPEN_RETURN_PATH seen
+        self._advised = False  # MIG_CMD_POSTCOPY_ADVISE seen
+        self._page_rest = 0  # body bytes of a fast-path page still to skip
         self._gen = self._stream()
         self._request = next(self._gen)
 
@@ -197,8 +223,16 @@ class MigrationParser:
                     f"{end - pos} bytes after the vmdesc, which ends the stream", base + pos
                 )
             if request == _PAGES:
+                if self._page_rest:  # the body of a fast-path page begun in an earlier chunk
+                    take = min(self._page_rest, end - pos)
+                    self._page_rest -= take
+                    pos += take
+                    if self._page_rest:
+                        break
                 pos = self._fast_pages(view, pos, end)
                 self.offset = base + pos
+                if self._page_rest:  # the chunk ended inside a page body: stay on the fast path
+                    break
                 self._advance(None)
             elif request == _HOLD:
                 self.offset = base + pos
@@ -263,7 +297,11 @@ class MigrationParser:
         self.offset += len(view)
 
     def _fast_pages(self, view: memoryview, pos: int, end: int) -> int:
-        """Skip whole CONTINUE PAGE / ZERO records of the current block inside the chunk."""
+        """Skip CONTINUE PAGE / ZERO records of the current block from `pos` on.
+
+        A page whose body runs past the chunk's end is counted and its remaining body left
+        in `_page_rest`, so reads of any size cost no per-page generator steps.
+        """
         if self.trace is not None:  # every page goes through the traced path
             return pos
         mask = self.page_size - 1
@@ -277,10 +315,14 @@ class MigrationParser:
             word = unpack(view, pos)[0]
             flags = word & mask
             if flags == page_flags:
-                if end - pos < record or word - flags >= limit:
+                if word - flags >= limit:
                     break
                 pos += record
                 pages += 1
+                if pos > end:  # the body goes on in the next chunk(s): skipped there
+                    self._page_rest = pos - end
+                    pos = end
+                    break
             elif flags == zero_flags:
                 if word - flags >= limit:
                     break
@@ -363,6 +405,8 @@ class MigrationParser:
         yield from self._vmdesc_section()
 
     def _read(self, size: int) -> Generator[int, bytes | None, bytes]:
+        if not size:  # a request of 0 is _PAGES's: an empty counted string reads nothing
+            return b""
         value = yield size
         assert value is not None
         return value
@@ -420,6 +464,14 @@ class MigrationParser:
             self._sections[section_id] = section
             yield from self._ram(section)
             return section
+        if idstr == "dirty-bitmap" and instance == 0:
+            if version != DIRTY_BITMAP_VERSION:
+                raise self._error(
+                    f"dirty-bitmap section version {version}, expected 1", self.offset - 4
+                )
+            self._sections[section_id] = section
+            yield from self._dirty_bitmaps()
+            return section
         if self._vmdesc is None:
             yield _HOLD
             self.where = section.label(kind)
@@ -452,13 +504,16 @@ class MigrationParser:
                 at + 1,
             )
         self.where = section.label(kind)
-        if section.device is None:
+        if section.idstr == "dirty-bitmap" and section.device is None:
+            yield from self._dirty_bitmaps()
+        elif section.device is None:
             yield from self._ram(section)
         else:
             yield from self._device(section.device, section.label(kind))
         return section
 
     def _command(self, at: int) -> Generator[int, bytes | None, None]:
+        """A QEMU_VM_COMMAND, judged as a restoring QEMU 7.2 does (see MIG_COMMANDS)."""
         self.where = f"the QEMU_VM_COMMAND at byte {at}"
         command, length = struct.unpack(">HH", (yield from self._read(4)))
         known = MIG_COMMANDS.get(command)
@@ -467,8 +522,38 @@ class MigrationParser:
         name, expected = known
         if expected != -1 and length != expected:
             raise self._error(f"MIG_CMD_{name} with length {length}, expected {expected}", at)
-        if name != "OPEN_RETURN_PATH":
-            raise self._error(f"MIG_CMD_{name}: postcopy, COLO and pings are not supported", at)
+        self.where = f"MIG_CMD_{name} at byte {at}"
+        if name == "OPEN_RETURN_PATH":
+            self._return_path = True
+        elif name == "PING":
+            yield from self._read(4)
+            if not self._return_path:
+                raise self._error("MIG_CMD_PING received with no return path open", at)
+        elif name == "POSTCOPY_ADVISE":
+            if self._advised:
+                raise self._error("MIG_CMD_POSTCOPY_ADVISE a second time (postcopy state)", at)
+            if length == 16:
+                raise self._error(
+                    "MIG_CMD_POSTCOPY_ADVISE of 16 bytes: the postcopy-ram capability is off", at
+                )
+            if length:
+                raise self._error(f"MIG_CMD_POSTCOPY_ADVISE of invalid length {length}", at)
+            self._advised = True  # a source with the dirty-bitmaps capability only
+        elif name == "RECV_BITMAP":
+            size = (yield from self._read(1))[0] if length else 0
+            if not size or length != size + 1:
+                raise self._error(
+                    f"MIG_CMD_RECV_BITMAP of length {length} holding a block name of {size} "
+                    "bytes: expected a counted, non-empty name filling it",
+                    at,
+                )
+            yield from self._read(size)  # QEMU 7.2 accepts any name here (outside recovery)
+        elif name != "POSTCOPY_RESUME":  # RESUME outside a postcopy recovery: ignored
+            raise self._error(
+                f"MIG_CMD_{name}: postcopy and COLO do not complete a restore (QEMU 7.2 "
+                "fails or waits for ever)",
+                at,
+            )
         self.summary.commands += 1
 
     def _ram(self, section: _Section) -> Generator[int, bytes | None, None]:
@@ -521,6 +606,45 @@ class MigrationParser:
                 continue
             else:
                 raise self._error(self._flags_reason(flags), at)
+
+    def _dirty_bitmaps(self) -> Generator[int, bytes | None, None]:
+        """A dirty-bitmap section's chunks up to the one flagged EOS (block-dirty-bitmap.c).
+
+        A source with the dirty-bitmaps capability sends this section (just EOS when it has
+        no bitmaps). QEMU 7.2 cancels, not fails, the bitmap migration when a node or bitmap
+        it names is unknown, so names are only read; the structure is checked.
+        """
+        label = self.where
+        while True:
+            at = self.offset
+            flags = (yield from self._read(1))[0]
+            if flags & DIRTY_BITMAP_EXTRA_FLAGS:
+                flags = flags << 8 | (yield from self._read(1))[0]
+                if flags & DIRTY_BITMAP_EXTRA_FLAGS:
+                    flags = flags << 16 | _BE16.unpack((yield from self._read(2)))[0]
+            self.where = f"the dirty-bitmap chunk at byte {at} (flags 0x{flags:x}) of {label}"
+            for name_flag in (DIRTY_BITMAP_DEVICE_NAME, DIRTY_BITMAP_BITMAP_NAME):
+                if flags & name_flag:
+                    yield from self._read((yield from self._read(1))[0])
+            if flags & DIRTY_BITMAP_START:
+                yield from self._read(5)  # be32 granularity, u8 bitmap flags
+            elif flags & DIRTY_BITMAP_COMPLETE:
+                pass
+            elif flags & DIRTY_BITMAP_BITS:
+                yield from self._read(12)  # be64 first sector, be32 sector count
+                if not flags & DIRTY_BITMAP_ZEROES:
+                    (size,) = _BE64.unpack((yield from self._read(8)))
+                    if size > DIRTY_BITMAP_CHUNK_LIMIT:
+                        raise self._error(
+                            f"dirty-bitmap chunk of {size} bytes exceeds "
+                            f"{DIRTY_BITMAP_CHUNK_LIMIT}",
+                            self.offset - 8,
+                        )
+                    if size:
+                        yield -size
+            if flags & DIRTY_BITMAP_EOS:
+                self.where = label
+                return
 
     def _flags_reason(self, flags: int) -> str:
         if flags & RAM_SAVE_FLAG_XBZRLE:

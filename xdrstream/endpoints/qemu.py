@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from xdrstream.endpoints.sink import (
-    Direction,
     EndpointError,
     EndpointResult,
+    Operation,
     StreamEndpoint,
+    child_pipe,
     close_fd,
-    make_pipe,
+    spawn,
     stderr_file,
 )
 
@@ -149,14 +150,14 @@ class QemuEndpoint(StreamEndpoint):
 
     def __init__(
         self,
-        direction: Direction,
+        operation: Operation,
         process: subprocess.Popen[bytes],
         fd: int,
         stderr: IO[bytes],
         qmp: QMPClient,
         workdir: str,
     ) -> None:
-        super().__init__(direction, process, fd, stderr)
+        super().__init__(operation, process, fd, stderr)
         self.qmp = qmp
         self._workdir = workdir
 
@@ -170,7 +171,7 @@ class QemuEndpoint(StreamEndpoint):
             run_state = self.qmp.execute("query-status")["status"]
         except QMPError as exc:
             return self._failure(f"QEMU failed: {exc}")
-        if self.direction is Direction.RESTORE and run_state not in RESTORED_RUN_STATES:
+        if self.operation is Operation.RESTORE and run_state not in RESTORED_RUN_STATES:
             return self._failure(f"migration completed but the guest is {run_state!r}")
         code = self._quit()
         return EndpointResult(ok=True, exit_code=code)
@@ -217,13 +218,17 @@ class QemuEndpoint(StreamEndpoint):
 class QemuLauncher:
     """Starts real QEMU endpoints: the binary, machine type, guest memory, extra arguments.
 
-    Same interface as the stub's launcher (`sink.EndpointLauncher`).
+    `save_setup` are QMP commands (name, arguments) a save runs before `migrate`, e.g.
+    `("migrate-set-capabilities", {...})` for a source with the dirty-bitmaps capability;
+    restores run none (a restore from a file sets no capabilities). Same interface as the
+    stub's launcher (`sink.EndpointLauncher`).
     """
 
     binary: str = QEMU_BINARY
     machine: str = "pc"
     memory_mib: int = 16
     extra_args: tuple[str, ...] = field(default=())
+    save_setup: tuple[tuple[str, dict[str, Any]], ...] = field(default=())
 
     def command(self, qmp_path: str) -> list[str]:
         binary = find_qemu(self.binary)
@@ -239,44 +244,34 @@ class QemuLauncher:
 
     def restore(self) -> QemuEndpoint:
         """Start QEMU with `-incoming fd:N`; write the stream into `.fd`, then `wait()`."""
-        return _start(self, Direction.RESTORE)
+        return _start(self, Operation.RESTORE)
 
     def save(self) -> QemuEndpoint:
         """Start QEMU and `migrate` to a pipe; read `.fd` to EOF, then `wait()`."""
-        return _start(self, Direction.SAVE)
+        return _start(self, Operation.SAVE)
 
 
-def _start(config: QemuLauncher, direction: Direction) -> QemuEndpoint:
+def _start(config: QemuLauncher, operation: Operation) -> QemuEndpoint:
     """Start QEMU, connect QMP and, for a save, start the migration into the pipe."""
     workdir = tempfile.mkdtemp(prefix="xdrstream-qemu-")
     qmp_path = os.path.join(workdir, "qmp.sock")
-    read_fd, write_fd = make_pipe()
-    child_fd, parent_fd = (
-        (read_fd, write_fd) if direction is Direction.RESTORE else (write_fd, read_fd)
-    )
+    child_fd, parent_fd = child_pipe(operation)
     stderr = stderr_file()
     process: subprocess.Popen[bytes] | None = None
     try:
         command = config.command(qmp_path)
-        if direction is Direction.RESTORE:
+        if operation is Operation.RESTORE:
             command += ["-incoming", f"fd:{child_fd}"]
             pass_fds: tuple[int, ...] = (child_fd,)
         else:
             pass_fds = ()  # the save pipe goes over QMP instead, as libvirt does
-        try:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                pass_fds=pass_fds,
-            )
-        except OSError as exc:
-            raise EndpointError(f"cannot start QEMU {command[0]!r}: {exc}") from exc
+        process = spawn(command, stderr, pass_fds, "QEMU")
         try:
             qmp = QMPClient.connect(qmp_path, process)
             try:
-                if direction is Direction.SAVE:
+                if operation is Operation.SAVE:
+                    for name, arguments in config.save_setup:
+                        qmp.execute(name, arguments)
                     qmp.execute("getfd", {"fdname": MIGRATION_FD_NAME}, fds=[child_fd])
                     qmp.execute("migrate", {"uri": f"fd:{MIGRATION_FD_NAME}"})
             except BaseException:
@@ -296,4 +291,4 @@ def _start(config: QemuLauncher, direction: Direction) -> QemuEndpoint:
         raise
     finally:
         close_fd(child_fd)
-    return QemuEndpoint(direction, process, parent_fd, stderr, qmp, workdir)
+    return QemuEndpoint(operation, process, parent_fd, stderr, qmp, workdir)

@@ -64,12 +64,13 @@ from typing import IO, Literal
 from xdrstream.endpoints import migration
 from xdrstream.endpoints.migration import MigrationError, MigrationParser, Summary
 from xdrstream.endpoints.sink import (
-    Direction,
     EndpointError,
     EndpointResult,
+    Operation,
     StreamEndpoint,
+    child_pipe,
     close_fd,
-    make_pipe,
+    spawn,
     stderr_file,
 )
 
@@ -207,18 +208,30 @@ PAGES_PER_PART = 255  # ~1 MiB parts, like SECTION_SIZE
 _PAGE = migration.TARGET_PAGE_SIZE
 
 
-def real_format_size(ram_bytes: int) -> int:
-    """Bytes of `iter_real_format(ram_bytes, ...)` (its pieces but the page bodies)."""
+def real_format_size(ram_bytes: int, zero_every: int = 0) -> int:
+    """Bytes of `iter_real_format(ram_bytes, seed, zero_every)`."""
     pieces = _real_format_pieces(ram_bytes)
-    parts = -(-ram_bytes // _PAGE // PAGES_PER_PART)
+    pages = ram_bytes // _PAGE
+    parts = -(-pages // PAGES_PER_PART)
     per_part = len(pieces["part_head"]) + len(pieces["tail"])
+    zeros = sum(_is_zero(index, zero_every) for index in range(min(pages, PAGES_PER_PART)))
+    zeros *= pages // PAGES_PER_PART
+    zeros += sum(_is_zero(index, zero_every) for index in range(pages % PAGES_PER_PART))
     return (
         len(pieces["head"])
         + parts * per_part
-        + ram_bytes // _PAGE * (8 + _PAGE)
+        + (pages - zeros) * (8 + _PAGE)
+        + zeros * 9
         + len(pieces["name"])
         + len(pieces["end"])
     )
+
+
+def _is_zero(slot: int, zero_every: int) -> bool:
+    """Whether page `slot` of a part is a ZERO page (slot 0, which may name the block, never)."""
+    if zero_every < 0 or zero_every == 1:
+        raise ValueError(f"zero_every {zero_every}: 0 (no zero pages) or at least 2 needed")
+    return bool(zero_every) and slot % zero_every == zero_every - 1
 
 
 def _real_format_pieces(ram_bytes: int) -> dict[str, bytes]:
@@ -245,50 +258,59 @@ def _real_format_pieces(ram_bytes: int) -> dict[str, bytes]:
     }
 
 
-def iter_real_format(ram_bytes: int, seed: int) -> Iterator[memoryview]:
+def iter_real_format(ram_bytes: int, seed: int, zero_every: int = 0) -> Iterator[memoryview]:
     """A RAM-heavy stream in QEMU 7.2's real format (what `migration.MigrationParser` checks).
 
     A pc-i440fx-7.2 configuration, a RAM section ("ram" v4, section id 2) declaring one block
-    `pc.ram` of `ram_bytes` (a multiple of 4096), every page a normal PAGE (the first named,
-    the rest CONTINUE) with our known payload (255 pages of seeded random bytes, repeated),
-    in PART sections of 255 pages (~1 MiB) with EOS and footers, END, EOF and a vmdesc
-    without devices. Views of a reused buffer, valid until the next one is asked for.
+    `pc.ram` of `ram_bytes` (a multiple of 4096), its pages as QEMU 7.2 writes them: normal
+    PAGEs (the first names the block, the rest CONTINUE) with our known payload (255 pages
+    of seeded random bytes, repeated), and with `zero_every` N every Nth page of a part a
+    CONTINUE ZERO page (flags 0x22, fill byte 0: what QEMU sends for an all-zero page), in
+    PART sections of 255 pages (~1 MiB) with EOS and footers, END, EOF and a vmdesc without
+    devices. Views of a reused buffer, valid until the next one is asked for.
     """
     pieces = _real_format_pieces(ram_bytes)
     payload = random.Random(seed).randbytes(PAGES_PER_PART * _PAGE)
     yield memoryview(pieces["head"])
     part_head, name, tail = pieces["part_head"], pieces["name"], pieces["tail"]
-    record = 8 + _PAGE
     pack = struct.Struct(">Q").pack_into
     pages = ram_bytes // _PAGE
-    # the first part names the block in its first page; later parts share one template
-    # (page k of a part carries payload page k) whose address words alone are patched
-    first = bytearray(part_head)
-    for index in range(min(PAGES_PER_PART, pages)):
-        flags = 0x28 if index else migration.RAM_SAVE_FLAG_PAGE  # PAGE [| CONTINUE]
-        first += struct.pack(">Q", index * _PAGE | flags) + (b"" if index else name)
-        first += payload[index * _PAGE : (index + 1) * _PAGE]
-    yield memoryview(first + tail)
+    page_flags = migration.RAM_SAVE_FLAG_PAGE | migration.RAM_SAVE_FLAG_CONTINUE
+    zero_flags = migration.RAM_SAVE_FLAG_ZERO | migration.RAM_SAVE_FLAG_CONTINUE
+    # every part shares one template (slot k: payload page k, or a zero page) whose address
+    # words alone are patched; the first part's first page names the block
     template = bytearray(part_head)
-    for index in range(PAGES_PER_PART):
-        template += bytes(8) + payload[index * _PAGE : (index + 1) * _PAGE]
+    slots = []  # (offset of the address word, flags) per slot
+    for slot in range(PAGES_PER_PART):
+        zero = _is_zero(slot, zero_every)
+        slots.append((len(template), zero_flags if zero else page_flags))
+        template += bytes(8)
+        template += b"\0" if zero else payload[slot * _PAGE : (slot + 1) * _PAGE]
+    ends = [at for at, _ in slots[1:]] + [len(template)]
     template += bytes(len(tail))
     view = memoryview(template)
-    for start in range(PAGES_PER_PART, pages, PAGES_PER_PART):
+    for start in range(0, pages, PAGES_PER_PART):
         count = min(PAGES_PER_PART, pages - start)
-        at = len(part_head)
-        for index in range(start, start + count):
-            pack(template, at, index * _PAGE | 0x28)
-            at += record
-        template[at : at + len(tail)] = tail
-        yield view[: at + len(tail)]
+        for slot in range(count):
+            at, flags = slots[slot]
+            pack(template, at, (start + slot) * _PAGE | flags)
+        stop = ends[count - 1]
+        template[stop : stop + len(tail)] = tail
+        if start:
+            yield view[: stop + len(tail)]
+        else:  # the first page names its block: PAGE without CONTINUE, then the name
+            at = slots[0][0]
+            first = bytearray(view[: stop + len(tail)])
+            first[at : at + 8] = struct.pack(">Q", migration.RAM_SAVE_FLAG_PAGE)
+            first[at + 8 : at + 8] = name
+            yield memoryview(first)
     yield memoryview(pieces["end"])
 
 
-def real_format_sha256(ram_bytes: int, seed: int) -> str:
+def real_format_sha256(ram_bytes: int, seed: int, zero_every: int = 0) -> str:
     """SHA-256 (hex) of the real-format stream, computed in-process."""
     digest = hashlib.sha256()
-    for view in iter_real_format(ram_bytes, seed):
+    for view in iter_real_format(ram_bytes, seed, zero_every):
         digest.update(view)
     return digest.hexdigest()
 
@@ -732,13 +754,13 @@ class StubEndpoint(StreamEndpoint):
 
     def __init__(
         self,
-        direction: Direction,
+        operation: Operation,
         process: subprocess.Popen[bytes],
         fd: int,
         stderr: IO[bytes],
         report_fd: int,
     ) -> None:
-        super().__init__(direction, process, fd, stderr)
+        super().__init__(operation, process, fd, stderr)
         self._report_fd = report_fd
 
     def _verdict(self, timeout: float | None) -> EndpointResult:
@@ -780,35 +802,24 @@ class StubEndpoint(StreamEndpoint):
             close_fd(fd)
 
 
-def _start_stub(direction: Direction, role_args: list[str], python: str) -> StubEndpoint:
-    stream_read, stream_write = make_pipe()
+def _start_stub(operation: Operation, role_args: list[str], python: str) -> StubEndpoint:
+    child_fd, parent_fd = child_pipe(operation)
     report_read, report_write = os.pipe()
-    child_fd, parent_fd = (
-        (stream_read, stream_write)
-        if direction is Direction.RESTORE
-        else (stream_write, stream_read)
-    )
-    role = "incoming" if direction is Direction.RESTORE else "outgoing"
+    role = "incoming" if operation is Operation.RESTORE else "outgoing"
     command = [python, "-m", "xdrstream.endpoints.qemu_stub", role, "--fd", str(child_fd)]
     command += ["--report-fd", str(report_write), *role_args]
     stderr = stderr_file()
     try:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            pass_fds=(child_fd, report_write),
-        )
-    except OSError as exc:
-        for fd in (stream_read, stream_write, report_read):
+        process = spawn(command, stderr, (child_fd, report_write), "the QEMU stub")
+    except EndpointError:
+        for fd in (child_fd, parent_fd, report_read):
             close_fd(fd)
         stderr.close()
-        raise EndpointError(f"cannot start the QEMU stub {command[0]!r}: {exc}") from exc
+        raise
     finally:
         close_fd(report_write)
     close_fd(child_fd)
-    return StubEndpoint(direction, process, parent_fd, stderr, report_read)
+    return StubEndpoint(operation, process, parent_fd, stderr, report_read)
 
 
 def start_stub_restore(
@@ -816,7 +827,7 @@ def start_stub_restore(
 ) -> StubEndpoint:
     """Start `qemu_stub incoming` reading a pipe; write the stream into `.fd`, then wait()."""
     args = ["--check", check, *faults.to_args()]
-    return _start_stub(Direction.RESTORE, args, python or sys.executable)
+    return _start_stub(Operation.RESTORE, args, python or sys.executable)
 
 
 def start_stub_save(
@@ -838,7 +849,7 @@ def start_stub_save(
     else:
         _layout(size)  # a size too small is the caller's error, raised here
         args = ["--size", str(size), "--seed", str(seed), *faults.to_args()]
-    return _start_stub(Direction.SAVE, args, python or sys.executable)
+    return _start_stub(Operation.SAVE, args, python or sys.executable)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import os
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Protocol, TypeVar
@@ -38,7 +39,10 @@ STDERR_TAIL = 2000
 """How many trailing characters of a child's stderr go into an error message."""
 
 
-class Direction(enum.Enum):
+class Operation(enum.Enum):
+    """What the endpoint does with the stream (a restore is an upload procedure's data
+    arriving at the server, a save a download's: protocol.Direction is the wire's view)."""
+
     RESTORE = "restore"  # the stream flows into the endpoint (QEMU -incoming)
     SAVE = "save"  # the stream flows out of the endpoint (QEMU migrate)
 
@@ -71,6 +75,30 @@ def make_pipe(capacity: int = PIPE_SIZE) -> tuple[int, int]:
     return read_fd, write_fd
 
 
+def child_pipe(operation: Operation) -> tuple[int, int]:
+    """A pipe as (the child's end, the parent's end): the child reads a restore stream
+    and writes a save stream."""
+    read_fd, write_fd = make_pipe()
+    return (read_fd, write_fd) if operation is Operation.RESTORE else (write_fd, read_fd)
+
+
+def spawn(
+    command: Sequence[str], stderr: IO[bytes], pass_fds: Sequence[int], what: str
+) -> subprocess.Popen[bytes]:
+    """Start an endpoint's child: no stdin or stdout, stderr into ``stderr``, ``pass_fds``
+    inherited (an EndpointError naming ``what`` if it cannot start)."""
+    try:
+        return subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            pass_fds=tuple(pass_fds),
+        )
+    except OSError as exc:
+        raise EndpointError(f"cannot start {what} {command[0]!r}: {exc}") from exc
+
+
 def close_fd(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
@@ -83,9 +111,9 @@ class StreamEndpoint(abc.ABC):
     """A child process fed by (restore) or feeding (save) the pipe end `fd`."""
 
     def __init__(
-        self, direction: Direction, process: subprocess.Popen[bytes], fd: int, stderr: IO[bytes]
+        self, operation: Operation, process: subprocess.Popen[bytes], fd: int, stderr: IO[bytes]
     ) -> None:
-        self.direction = direction
+        self.operation = operation
         self.process = process
         self._fd = fd
         self._stderr = stderr
@@ -99,12 +127,12 @@ class StreamEndpoint(abc.ABC):
     def fd(self) -> int:
         """The parent's end of the pipe: writable for a restore, readable for a save."""
         if self._fd < 0:
-            raise ValueError(f"{self.direction.value} stream of pid {self.process.pid} is closed")
+            raise ValueError(f"{self.operation.value} stream of pid {self.process.pid} is closed")
         return self._fd
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of `data` into a restore stream (blocking)."""
-        if self.direction is not Direction.RESTORE:
+        if self.operation is not Operation.RESTORE:
             raise ValueError("write() is for restore endpoints; a save endpoint is read")
         view = memoryview(data).cast("B")
         while view:
@@ -112,7 +140,7 @@ class StreamEndpoint(abc.ABC):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         """Read the next bytes of a save stream into `buffer`; 0 means end of stream."""
-        if self.direction is not Direction.SAVE:
+        if self.operation is not Operation.SAVE:
             raise ValueError("readinto() is for save endpoints; a restore endpoint is written")
         return os.readv(self.fd, [buffer])
 

@@ -67,11 +67,12 @@ def run_fuzz(args: argparse.Namespace) -> int:
         target = live.Target(args.target, args.spawn, timeout)
         seeds = None
         if args.procedure is not None:
-            # libvirt's program knowledge lives in xdrstream.libvirt (the CLI composes them)
-            from xdrstream.libvirt import fuzzing, protocol
+            from xdrstream.fuzz import libvirt as fuzzing
+            from xdrstream.libvirt import protocol
 
-            remote = protocol.load(args.libvirt_schemas)
+            remote = protocol.load(args.libvirt_schemas, lenient=True)
             seeds = fuzzing.procedure_seeds(remote, args.procedure, uri=args.uri, seed=args.seed)
+            live.use_registry(fuzzing.judge_registry(remote))  # the whole program's replies
     except (ValueError, KeyError, OSError) as exc:
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ Sources (all optional but the first):
   error reply), driven through a real client/server :class:`Connection` pair: every stream
   variant and direction, holes, keepalives;
 * :func:`capture_sessions` -- the real virsh <-> libvirtd captures in
-  ``tests/fixtures/libvirt/*.pcapng``, cut into frames with :mod:`xdrstream.protocol.pcap`
+  ``tests/fixtures/libvirt/*.pcapng``, cut into frames with :mod:`xdrstream.capture.pcap`
   and ordered by the packet that carried each frame;
 * :func:`trace_sessions` -- the conformance traces under ``xdrstream/conformance/traces/``
   (valid and deliberately invalid sessions);
@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from xdrstream.capture.pcap import FlowDirection, reassemble_capture
 from xdrstream.fuzz import trace
 from xdrstream.fuzz.harnesses import (
     REPO,
@@ -52,7 +53,6 @@ from xdrstream.protocol.events import (
     StreamHole,
     StreamRead,
 )
-from xdrstream.protocol.pcap import Direction, reassemble_capture
 
 __all__ = [
     "SessionFrames",
@@ -189,8 +189,8 @@ def capture_sessions(directory: Path = CAPTURES, chunk_limit: int = 1024) -> lis
         for flow in reassemble_capture(path.read_bytes()).flows:
             timed: list[tuple[int, int, Role, bytes]] = []
             for direction, role in (
-                (Direction.CLIENT_TO_SERVER, Role.CLIENT),
-                (Direction.SERVER_TO_CLIENT, Role.SERVER),
+                (FlowDirection.CLIENT_TO_SERVER, Role.CLIENT),
+                (FlowDirection.SERVER_TO_CLIENT, Role.SERVER),
             ):
                 stream = flow.stream(direction)
                 frames, _rest = split_frames(stream.data)

@@ -253,6 +253,14 @@ def _dead(target: Target, detail: str, answers: bytes = b"") -> Outcome:
 _REGISTRY: Registry | None = None
 
 
+def use_registry(registry: Registry | None) -> None:
+    """Judge answers (and read our frames) with ``registry``'s programs, e.g. libvirt's
+    whole remote program (:func:`xdrstream.fuzz.libvirt.judge_registry`); None: back to
+    the built-in schemas."""
+    global _REGISTRY
+    _REGISTRY = registry
+
+
 def _registry() -> Registry:
     global _REGISTRY
     if _REGISTRY is None:

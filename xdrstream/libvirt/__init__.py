@@ -9,7 +9,6 @@
 * :mod:`.protocol` -- the remote program as data, from libvirt's own ``.x`` files (a source
   tree) or the built-in subset: every procedure by name and number, its argument, result
   and stream; :class:`LibvirtClient` calls any of them by name.
-* :mod:`.fuzzing` -- seeds for fuzzing one procedure (``xdrstream fuzz --procedure``).
 """
 
 from xdrstream.libvirt.client import LibvirtClient, Transfer

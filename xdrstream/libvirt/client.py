@@ -147,7 +147,7 @@ class LibvirtClient:
             timeout=timeout, keepalive_interval=keepalive, keepalive_count=keepalive_count
         )
         channel = _channel(address, tls, server_hostname, options.handshake_timeout)
-        registry = Registry([remote_protocol.program_definition()])
+        registry = Registry(remote_protocol.programs())  # with qemu/lxc when loaded
         conn = BlockingConnection(channel, Role.CLIENT, registry, options, str(address))
         conn.start()
         client = cls(
@@ -204,13 +204,15 @@ class LibvirtClient:
             dom = client.call("DOMAIN_LOOKUP_BY_NAME", name="test").dom
             info = client.call("DOMAIN_GET_INFO", dom=dom)
 
-        A procedure with a data stream is opened with :meth:`open_stream` instead."""
-        proc = self.protocol.procedure(procedure)
+        A procedure with a data stream is opened with :meth:`open_stream` instead.  With
+        libvirt's source tree loaded, the qemu and lxc programs' procedures are called by
+        their full names (``"QEMU_PROC_DOMAIN_MONITOR_COMMAND"``)."""
+        program, proc = self.protocol.resolve(procedure)
         if proc.stream is not None:
             raise TypeError(f"{proc.name} has a data stream: use open_stream()")
-        value = self.protocol.args(proc.number, args, **fields)
+        value = program.args(proc.number, args, **fields)
         try:
-            return self.conn.call(self.protocol.program, self.protocol.version, proc.number, value)
+            return self.conn.call(program.program, program.version, proc.number, value)
         except RemoteFailure as failure:
             raise LibvirtError.from_failure(failure) from None
 
@@ -220,12 +222,10 @@ class LibvirtClient:
         """Call a procedure that has a data stream (``DOMAIN_SCREENSHOT``,
         ``STORAGE_VOL_UPLOAD``...; arguments as for :meth:`call`); the stream once the
         daemon's reply has come (its result in ``stream.result``)."""
-        proc = self.protocol.procedure(procedure)
-        value = self.protocol.args(proc.number, args, **fields)
+        program, proc = self.protocol.resolve(procedure)
+        value = program.args(proc.number, args, **fields)
         try:
-            return self.conn.open_stream(
-                self.protocol.program, self.protocol.version, proc.number, value
-            )
+            return self.conn.open_stream(program.program, program.version, proc.number, value)
         except RemoteFailure as failure:
             raise LibvirtError.from_failure(failure) from None
 

@@ -26,6 +26,16 @@ Constants that libvirt's ``.x`` files take from C headers (``VIR_UUID_BUFLEN``,
 with :func:`header_constants` -- integer ``#define``\\ s and enum members, the only forms
 these files use; otherwise pass ``constants=``.  Given values win over the headers'.
 
+libvirt's two other client programs, ``qemu_protocol.x`` (QEMU_PROGRAM: monitor and
+agent commands, monitor events) and ``lxc_protocol.x`` (LXC_PROGRAM), use the remote
+program's types; given a source tree (or ``src/remote``) that has them, :func:`load`
+compiles the three files together and the remote program's :attr:`RemoteProtocol.companions`
+holds them by name (``"qemu"``, ``"lxc"``), each a :class:`RemoteProtocol` of its own with
+the same conventions (``QEMU_PROC_FOO`` takes ``qemu_foo_args``...).
+:meth:`RemoteProtocol.resolve` finds a procedure of any of them by its full name
+(``"QEMU_PROC_DOMAIN_MONITOR_COMMAND"``), which is how :class:`~xdrstream.libvirt.LibvirtClient`
+calls them.
+
 ``lenient=True`` compiles the schema in the codec's libtirpc-compatible mode (what
 libvirtd accepts: any non-zero bool or optional-data flag is TRUE, undeclared enum values
 decode as ints); the libvirt-facing client and server use it, strict stays the default.
@@ -33,9 +43,7 @@ decode as ints); the libvirt-facing client and server use it, strict stays the d
 
 from __future__ import annotations
 
-import ast
 import functools
-import operator
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,6 +52,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from xdrstream.codec import model as m
+from xdrstream.codec.cheaders import c_constants
 from xdrstream.protocol import schemas
 from xdrstream.protocol.programs import (
     Direction,
@@ -58,6 +67,9 @@ PREFIX = "REMOTE_PROC_"
 #: Where a libvirt source tree keeps the remote program's schema and its C constants.
 TREE_SCHEMA = "src/remote/remote_protocol.x"
 TREE_HEADERS = "include/libvirt"
+#: libvirt's client programs besides the remote one: name -> the ``.x`` file beside
+#: remote_protocol.x (compiled after it: they use its types).
+COMPANIONS = {"qemu": "qemu_protocol.x", "lxc": "lxc_protocol.x"}
 
 Source = Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]], "RemoteProtocol"]
 
@@ -95,11 +107,15 @@ class RemoteProtocol:
         program: int,
         version: int,
         origin: str,
+        prefix: str = PREFIX,
     ) -> None:
         self.schema = schema
         self.program = program
         self.version = version
         self.origin = origin
+        self.prefix = prefix
+        #: libvirt's other client programs compiled with this one (see the module docstring)
+        self.companions: dict[str, RemoteProtocol] = {}
         self.procedures: dict[str, RemoteProcedure] = {}
         self.by_number: dict[int, RemoteProcedure] = {}
         for proc in sorted(procedures, key=lambda p: p.number):
@@ -111,14 +127,16 @@ class RemoteProtocol:
 
     def __contains__(self, key: object) -> bool:
         if isinstance(key, str):
-            return _short(key) in self.procedures
+            return _short(key, self.prefix) in self.procedures
         return key in self.by_number
 
     def procedure(self, key: str | int) -> RemoteProcedure:
         """The procedure named ``key`` (``"DOMAIN_GET_INFO"``, the ``REMOTE_PROC_`` prefix
         optional, any case) or numbered ``key``."""
         found = (
-            self.by_number.get(key) if isinstance(key, int) else self.procedures.get(_short(key))
+            self.by_number.get(key)
+            if isinstance(key, int)
+            else self.procedures.get(_short(key, self.prefix))
         )
         if found is None:
             raise ProtocolLookupError(
@@ -129,6 +147,21 @@ class RemoteProtocol:
 
     def number(self, key: str | int) -> int:
         return self.procedure(key).number
+
+    def resolve(self, key: str | int) -> tuple[RemoteProtocol, RemoteProcedure]:
+        """The program and procedure of ``key``: a companion's when ``key`` carries its
+        prefix (``"QEMU_PROC_DOMAIN_MONITOR_COMMAND"``), else this program's."""
+        if isinstance(key, str):
+            for companion in self.companions.values():
+                if key.upper().startswith(companion.prefix):
+                    return companion, companion.procedure(key)
+        return self, self.procedure(key)
+
+    def programs(self) -> list[Program]:
+        """Program definitions of this program and its companions, for a registry."""
+        return [self.program_definition()] + [
+            c.program_definition() for c in self.companions.values()
+        ]
 
     def codec(self, type_name: str | None) -> Any:
         """The codec of a ``.x`` type name (None for void)."""
@@ -161,20 +194,20 @@ class RemoteProtocol:
             value = fields
         return self.build(type_name, value)
 
-    def program_definition(self, raw_args: bool = False) -> Program:
+    def program_definition(self, raw_args: bool = False, raw_results: bool = False) -> Program:
         """The :class:`~xdrstream.protocol.Program` for a connection's registry.
         ``raw_args``: leave arguments undecoded (bytes), for a server that decodes them
-        itself and answers a failure as libvirtd does."""
+        itself and answers a failure as libvirtd does; ``raw_results``: the same for
+        results, for a client that judges each reply's bytes itself (the exactness check)."""
         raw = RawBody()
         procs: dict[int, Procedure] = {}
         for proc in self.by_number.values():
             arg = self.codec(proc.arg_type)
             if raw_args and not proc.event:
                 arg = raw
-            procs[proc.number] = Procedure(
-                proc.number, proc.name, arg, self.codec(proc.result_type), proc.stream
-            )
-        return Program(self.program, self.version, procs, "REMOTE_PROGRAM")
+            result = raw if raw_results and not proc.event else self.codec(proc.result_type)
+            procs[proc.number] = Procedure(proc.number, proc.name, arg, result, proc.stream)
+        return Program(self.program, self.version, procs, f"{self.prefix[:-5]}PROGRAM")
 
 
 class RawBody:
@@ -187,9 +220,9 @@ class RawBody:
         return bytes(data)
 
 
-def _short(name: str) -> str:
+def _short(name: str, prefix: str = PREFIX) -> str:
     name = name.upper()
-    return name[len(PREFIX) :] if name.startswith(PREFIX) else name
+    return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 # ---------------------------------------------------------------------------- values
@@ -272,11 +305,12 @@ def _files(source: Any) -> tuple[list[Path], Path | None]:
         path = Path(source)
         if path.is_dir():
             if (path / TREE_SCHEMA).is_file():
-                return [path / TREE_SCHEMA], path / TREE_HEADERS
+                return _with_companions(path / TREE_SCHEMA), path / TREE_HEADERS
             if (path / "remote_protocol.x").is_file():
                 tree = path.resolve().parent.parent  # DIR = TREE/src/remote
                 headers = tree / TREE_HEADERS
-                return [path / "remote_protocol.x"], headers if headers.is_dir() else None
+                files = _with_companions(path / "remote_protocol.x")
+                return files, headers if headers.is_dir() else None
             raise FileNotFoundError(
                 f"{path}: neither a libvirt source tree ({TREE_SCHEMA}) nor a directory "
                 "with remote_protocol.x"
@@ -286,6 +320,13 @@ def _files(source: Any) -> tuple[list[Path], Path | None]:
     if not files:
         raise ValueError("no .x files given")
     return files, None
+
+
+def _with_companions(remote: Path) -> list[Path]:
+    """remote_protocol.x and, after it, the companion programs' files beside it."""
+    return [remote] + [
+        remote.parent / f for f in COMPANIONS.values() if (remote.parent / f).is_file()
+    ]
 
 
 def _compile(files: Sequence[Path], constants: Mapping[str, int], lenient: bool) -> Any:
@@ -323,14 +364,30 @@ def from_schema(schema: Any, texts: Sequence[str] = (), origin: str = "<schema>"
         return RemoteProtocol(
             schema, procs, program=int(prog.number), version=int(vers_number), origin=origin
         )
-    enum = schema.model.types.get("remote_procedure")
-    if not isinstance(enum, m.Enum):
+    remote = _from_enum(schema, "REMOTE", texts, origin)
+    if remote is None:
         raise ValueError(f"{origin}: no program REMOTE_PROGRAM and no enum remote_procedure")
-    notes = _annotations("\n".join(texts))
+    for name in COMPANIONS:
+        companion = _from_enum(schema, name.upper(), texts, origin)
+        if companion is not None:
+            remote.companions[name] = companion
+    return remote
+
+
+def _from_enum(
+    schema: Any, program: str, texts: Sequence[str], origin: str
+) -> RemoteProtocol | None:
+    """The program ``program`` (``REMOTE``, ``QEMU``, ``LXC``) from its ``enum
+    PROGRAM_procedure`` and libvirt's type-name convention; None if the schema lacks it."""
+    enum = schema.model.types.get(f"{program.lower()}_procedure")
+    if not isinstance(enum, m.Enum) or f"{program}_PROGRAM" not in schema.constants:
+        return None
+    prefix = f"{program}_PROC_"
+    notes = _annotations("\n".join(texts), prefix)
     procs = []
     for member, number in enum.members.items():
-        name = _short(member)
-        base = "remote_" + name.lower()
+        name = _short(member, prefix)
+        base = f"{program.lower()}_{name.lower()}"
         msg = f"{base}_msg" if f"{base}_msg" in schema.model.types else None
         arg = f"{base}_args" if f"{base}_args" in schema.model.types else msg
         ret = f"{base}_ret" if f"{base}_ret" in schema.model.types else None
@@ -349,21 +406,24 @@ def from_schema(schema: Any, texts: Sequence[str] = (), origin: str = "<schema>"
     return RemoteProtocol(
         schema,
         procs,
-        program=int(schema.constants["REMOTE_PROGRAM"]),
-        version=int(schema.constants["REMOTE_PROTOCOL_VERSION"]),
+        program=int(schema.constants[f"{program}_PROGRAM"]),
+        version=int(schema.constants[f"{program}_PROTOCOL_VERSION"]),
         origin=origin,
+        prefix=prefix,
     )
 
 
-_MEMBER = re.compile(r"/\*\*((?:(?!\*/).)*)\*/\s*(REMOTE_PROC_\w+)\s*=", re.S)
+_MEMBER = re.compile(r"/\*\*((?:(?!\*/).)*)\*/\s*([A-Z]+_PROC_\w+)\s*=", re.S)
 _NOTE = re.compile(r"@(\w+)\s*:?\s*([^\n]*)")
 
 
-def _annotations(text: str) -> dict[str, dict[str, str]]:
-    """libvirt's ``@key: value`` annotations per ``REMOTE_PROC_`` member (repeated keys,
-    such as ``@acl``, joined with ", ")."""
+def _annotations(text: str, prefix: str = PREFIX) -> dict[str, dict[str, str]]:
+    """libvirt's ``@key: value`` annotations per ``PREFIX`` member (repeated keys, such as
+    ``@acl``, joined with ", ")."""
     out: dict[str, dict[str, str]] = {}
     for comment, member in _MEMBER.findall(text):
+        if not member.startswith(prefix):
+            continue
         notes: dict[str, str] = {}
         for key, value in _NOTE.findall(comment):
             value = value.strip().rstrip("*").strip()
@@ -382,86 +442,8 @@ def _libvirt_stream(notes: Mapping[str, str]) -> StreamMode | None:
 
 
 # ---------------------------------------------------------------------------- C headers
-_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
-_DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)[ \t]+([^\n]+)$", re.M)
-_ENUM = re.compile(r"\benum\b\s*\w*\s*\{([^{}]*)\}", re.S)
-_SUFFIX = re.compile(r"\b(0[xX][0-9a-fA-F]+|\d+)[uUlL]+\b")
-_OPS: dict[type, Callable[..., int]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.FloorDiv: operator.floordiv,
-    ast.Div: operator.floordiv,
-    ast.LShift: operator.lshift,
-    ast.RShift: operator.rshift,
-    ast.BitOr: operator.or_,
-    ast.BitAnd: operator.and_,
-    ast.BitXor: operator.xor,
-    ast.USub: operator.neg,
-    ast.UAdd: operator.pos,
-    ast.Invert: operator.invert,
-}
-
-
 def header_constants(directory: str | os.PathLike[str]) -> dict[str, int]:
-    """Integer constants of the C headers in ``directory`` (``*.h`` and ``*.h.in``):
-    ``#define NAME EXPR`` and enum members (implicit values counted on), where EXPR is an
-    integer expression of literals, operators and names already known.  Anything else
-    (strings, function-like macros, casts) is left out."""
-    values: dict[str, int] = {}
-    pending: list[tuple[str, str]] = []
+    """Integer constants of the C headers in ``directory`` (``*.h``, then ``*.h.in``), as
+    :func:`xdrstream.codec.cheaders.c_constants` reads them."""
     files = sorted(Path(directory).glob("*.h")) + sorted(Path(directory).glob("*.h.in"))
-    for path in files:
-        text = _COMMENT.sub(" ", path.read_text(encoding="utf-8", errors="replace"))
-        for name, expr in _DEFINE.findall(text):
-            pending.append((name, expr))
-        for body in _ENUM.findall(text):
-            body = "\n".join(line for line in body.splitlines() if not line.strip().startswith("#"))
-            previous: str | None = None
-            for item in body.split(","):
-                item = item.strip()
-                if not item:
-                    continue
-                name, _, expr = (part.strip() for part in item.partition("="))
-                if not name.isidentifier():
-                    break
-                if not expr:
-                    expr = "0" if previous is None else f"({previous}) + 1"
-                pending.append((name, expr))
-                previous = name
-    progress = True
-    while pending and progress:  # names may be defined after their first use
-        progress = False
-        rest = []
-        for name, expr in pending:
-            value = _evaluate(expr, values)
-            if value is None:
-                rest.append((name, expr))
-            else:
-                values.setdefault(name, value)
-                progress = True
-        pending = rest
-    return values
-
-
-def _evaluate(expr: str, known: Mapping[str, int]) -> int | None:
-    try:
-        tree = ast.parse(_SUFFIX.sub(r"\1", expr.strip()), mode="eval")
-    except SyntaxError:
-        return None
-
-    def value(node: ast.AST) -> int:
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            return node.value
-        if isinstance(node, ast.Name) and node.id in known:
-            return known[node.id]
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](value(node.left), value(node.right))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](value(node.operand))
-        raise ValueError(node)
-
-    try:
-        return value(tree.body)
-    except (ValueError, ZeroDivisionError, OverflowError):
-        return None
+    return c_constants(path.read_text(encoding="utf-8", errors="replace") for path in files)

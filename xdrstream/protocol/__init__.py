@@ -11,7 +11,7 @@ Modules: :mod:`.framing` (frames, header, FrameDecoder), :mod:`.events`,
 sub-protocol), :mod:`.exchange` (exchanges, draining), :mod:`.flow` (flow-control policy),
 :mod:`.programs` (stream declarations), :mod:`.states`
 (the state tables of spec.md §9), :mod:`.bodies` (error, hole and V1 stream bodies),
-:mod:`.decode` (describe recorded frames and captures), :mod:`.errors`, :mod:`.schemas`.
+:mod:`.errors`, :mod:`.schemas`. Captures and their descriptions are :mod:`xdrstream.capture`.
 Modules whose names start with ``_`` are the engine's own; use their public faces.
 """
 

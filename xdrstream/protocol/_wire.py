@@ -18,6 +18,16 @@ from xdrstream.protocol.framing import pack_header as pack_header
 
 U32 = 0xFFFFFFFF
 
+# Message types and statuses as module globals: the engine's hot paths compare with them.
+CALL = MessageType.CALL
+REPLY = MessageType.REPLY
+MESSAGE = MessageType.MESSAGE
+STREAM = MessageType.STREAM
+HOLE = MessageType.STREAM_HOLE
+OK = MessageStatus.OK
+ERROR = MessageStatus.ERROR
+CONTINUE = MessageStatus.CONTINUE
+
 Buffers = list[bytes | bytearray | memoryview]
 
 

@@ -45,7 +45,18 @@ from typing import Any
 
 from xdrstream.protocol import _bodies, _wire, v1
 from xdrstream.protocol._state import Kind, Role, State
-from xdrstream.protocol._wire import Buffers, remote
+from xdrstream.protocol._wire import (
+    CALL,
+    CONTINUE,
+    ERROR,
+    HOLE,
+    MESSAGE,
+    OK,
+    REPLY,
+    STREAM,
+    Buffers,
+    remote,
+)
 from xdrstream.protocol.errors import LocalProtocolError, RemoteProtocolError
 from xdrstream.protocol.events import (
     NEED_DATA,
@@ -88,14 +99,6 @@ from xdrstream.protocol.framing import (
 )
 from xdrstream.protocol.programs import Direction, Registry, Variant
 
-_CALL = MessageType.CALL
-_REPLY = MessageType.REPLY
-_MESSAGE = MessageType.MESSAGE
-_STREAM = MessageType.STREAM
-_HOLE = MessageType.STREAM_HOLE
-_OK = MessageStatus.OK
-_ERROR = MessageStatus.ERROR
-_CONTINUE = MessageStatus.CONTINUE
 _TYPE_OF = {int(t): t for t in MessageType}  # (next_raw has checked the values)
 _STATUS_OF = {int(s): s for s in MessageStatus}
 _TYPE_STREAM = int(MessageType.STREAM)
@@ -104,10 +107,10 @@ _LEN = struct.Struct(">I")
 
 # Status of the V2/V3 STREAM frame that carries each control event (§7.3, §7.4).
 _STREAM_STATUS: dict[type[StreamEvent], MessageStatus] = {
-    StreamEnd: _CONTINUE,
-    StreamFinish: _OK,
-    StreamConfirm: _OK,
-    StreamAbort: _ERROR,
+    StreamEnd: CONTINUE,
+    StreamFinish: OK,
+    StreamConfirm: OK,
+    StreamAbort: ERROR,
 }
 
 
@@ -315,18 +318,18 @@ class Connection:
     def _receive(self, frame: Frame) -> Event | None:
         h = frame.header
         mtype = h.type
-        if mtype is _MESSAGE:
+        if mtype is MESSAGE:
             return self._receive_message(frame)
-        if mtype is _STREAM or mtype is _HOLE:
+        if mtype is STREAM or mtype is HOLE:
             return self._receive_stream(frame)
         if self.role is Role.SERVER:
-            if mtype is _CALL:
-                if h.status is _OK:
+            if mtype is CALL:
+                if h.status is OK:
                     return self._receive_call(frame)
-                if h.status is _CONTINUE:
+                if h.status is CONTINUE:
                     return v1.receive_call(self._exchanges, frame)
                 raise remote(frame, "a call's status must be OK or CONTINUE", "§4.4")
-        elif mtype is _REPLY:
+        elif mtype is REPLY:
             return self._receive_reply(frame)
         if mtype in (MessageType.CALL_WITH_FDS, MessageType.REPLY_WITH_FDS):
             raise remote(frame, "descriptor passing is not supported", "§4.8")
@@ -334,7 +337,7 @@ class Connection:
 
     def _receive_message(self, frame: Frame) -> Event:
         h = frame.header
-        if h.status is not _OK or h.serial != 0:
+        if h.status is not OK or h.serial != 0:
             raise remote(frame, "a MESSAGE has status OK and serial 0", "§4.6")
         if h.prog == KEEPALIVE_PROGRAM:
             if h.vers != KEEPALIVE_VERSION or h.proc not in (KEEPALIVE_PING, KEEPALIVE_PONG):
@@ -372,13 +375,13 @@ class Connection:
             raise remote(frame, "V1 streams carry no STREAM messages", "§7.2.1")
         payload = frame.payload
         event: StreamEvent
-        if h.type is _HOLE:
-            if not ex.mode.sparse and h.status is _CONTINUE:
+        if h.type is HOLE:
+            if not ex.mode.sparse and h.status is CONTINUE:
                 raise remote(frame, "hole in a stream not declared @sparse", "§7.1.3")
             event = self._hole(frame)
-        elif h.status is _CONTINUE:
+        elif h.status is CONTINUE:
             event = StreamData(h.serial, payload) if len(payload) else StreamEnd(h.serial)
-        elif h.status is _OK:
+        elif h.status is OK:
             if len(payload):
                 raise remote(frame, "STREAM/OK has an empty payload", "§7.3.3")
             is_client = self.role is Role.CLIENT
@@ -394,7 +397,7 @@ class Connection:
     @staticmethod
     def _hole(frame: Frame) -> StreamHole:
         h = frame.header
-        if h.status is not _CONTINUE:
+        if h.status is not CONTINUE:
             raise remote(frame, "a STREAM_HOLE has status CONTINUE", "§7.1.3")
         try:
             length, flags = _bodies.unpack_hole(frame.payload)
@@ -407,13 +410,13 @@ class Connection:
         take (the table drops the client's stream events and refuses anything else)."""
         h = frame.header
         payload = frame.payload
-        if h.type is _HOLE:
+        if h.type is HOLE:
             return self._hole(frame)
-        if h.status is _CONTINUE:
+        if h.status is CONTINUE:
             return StreamData(h.serial, payload) if len(payload) else StreamEnd(h.serial)
         if len(payload):
             raise remote(frame, "a client's finish or abort has an empty payload", "§7.4")
-        return StreamFinish(h.serial) if h.status is _OK else StreamAbort(h.serial)
+        return StreamFinish(h.serial) if h.status is OK else StreamAbort(h.serial)
 
     def _receive_reply(self, frame: Frame) -> Event | None:
         h = frame.header
@@ -427,14 +430,14 @@ class Connection:
         if (h.prog, h.vers, h.proc) != ex.words:
             raise remote(frame, "reply does not match its call's procedure", "§4.4")
         event: ExchangeEvent
-        if h.status is _OK:
+        if h.status is OK:
             if ex.state not in (State.CALLING, State.FINISHING, State.ABORTING, State.EOF):
                 # decode only where a Reply is allowed; the table rejects it otherwise
                 event = Reply(serial, None)
             else:
                 codec = ex.procedure.result if ex.procedure is not None else None
                 event = Reply(serial, _wire.decode(frame, codec, "§4.4"))
-        elif h.status is _ERROR:
+        elif h.status is ERROR:
             event = ErrorReply(serial, _wire.decode_error(frame, "§4.5"))
         else:
             raise remote(frame, "a reply's status must be OK or ERROR", "§4.4")
@@ -465,7 +468,7 @@ class Connection:
             return [self._send_message(event)]
         if isinstance(event, (KeepalivePing, KeepalivePong)):
             proc = KEEPALIVE_PING if type(event) is KeepalivePing else KEEPALIVE_PONG
-            header = Header(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, proc, _MESSAGE, 0, _OK)
+            header = Header(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, proc, MESSAGE, 0, OK)
             return [pack_header(header)]
         if type(event) is ConnectionClosed:
             raise LocalProtocolError("ConnectionClosed is only received", section="§12.1")
@@ -502,7 +505,7 @@ class Connection:
                 "registered with this connection",
                 section="§4.4",
             )
-        header = Header(event.program, event.version, event.procedure, _CALL, serial, _OK)
+        header = Header(event.program, event.version, event.procedure, CALL, serial, OK)
         payload = _wire.encode(proc.arg, event.args, "call arguments", "§4.4")
         data = _wire.frame(header, payload, self.limits.max_frame)
         ex = Exchange(serial, (event.program, event.version, event.procedure), proc, Role.CLIENT)
@@ -521,7 +524,7 @@ class Connection:
             payload = bytes(event.body)
         else:
             payload = _wire.encode(proc.arg, event.body, "message body", "§4.6")
-        header = Header(event.program, event.version, event.procedure, _MESSAGE, 0, _OK)
+        header = Header(event.program, event.version, event.procedure, MESSAGE, 0, OK)
         return _wire.frame(header, payload, self.limits.max_frame)
 
     def _send_reply(self, ex: Exchange, event: Reply | ErrorReply) -> Buffers:
@@ -534,12 +537,12 @@ class Connection:
         prog, vers, proc = ex.words
         if isinstance(event, ErrorReply):
             payload = _wire.error_payload(event.error)
-            status = _ERROR
+            status = ERROR
         else:
             codec = ex.procedure.result if ex.procedure is not None else None
             payload = _wire.encode(codec, event.result, "reply result", "§4.4")
-            status = _OK
-        header = Header(prog, vers, proc, _REPLY, ex.serial, status)
+            status = OK
+        header = Header(prog, vers, proc, REPLY, ex.serial, status)
         data = _wire.frame(header, payload, self.limits.max_frame)
         self._exchanges.sent(ex, message)
         return [data]
@@ -553,15 +556,15 @@ class Connection:
         out: Buffers
         if isinstance(event, StreamData):
             size = _wire.check_data(event, self.limits.max_frame - HEADER_SIZE)
-            header = Header(prog, vers, proc, _STREAM, serial, _CONTINUE)
+            header = Header(prog, vers, proc, STREAM, serial, CONTINUE)
             out = [pack_header(header, size), event.data]
         elif isinstance(event, StreamHole):
             _wire.check_hole(event, ex.sparse)
             body = _bodies.pack_hole(event.length, event.flags)
-            out = [pack_header(Header(prog, vers, proc, _HOLE, serial, _CONTINUE), 12) + body]
+            out = [pack_header(Header(prog, vers, proc, HOLE, serial, CONTINUE), 12) + body]
         elif isinstance(event, StreamError):
             payload = _wire.error_payload(event.error)
-            header = Header(prog, vers, proc, _STREAM, serial, _ERROR)
+            header = Header(prog, vers, proc, STREAM, serial, ERROR)
             out = [_wire.frame(header, payload, self.limits.max_frame)]
         else:
             status = _STREAM_STATUS.get(type(event))
@@ -570,7 +573,7 @@ class Connection:
                     f"{_wire.event_name(event)} does not exist in {ex.kind} streams",
                     section=ex.kind.section,
                 )
-            out = [pack_header(Header(prog, vers, proc, _STREAM, serial, status))]
+            out = [pack_header(Header(prog, vers, proc, STREAM, serial, status))]
         self._exchanges.sent(ex, message)
         return out
 

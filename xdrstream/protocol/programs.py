@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-class Codec(Protocol):
+class PayloadCodec(Protocol):
+    """What the engine needs of a body codec (a generated class or an xdrstream.codec.Codec)."""
+
     def pack(self, value: Any, /) -> bytes: ...
 
     def unpack(self, data: bytes | memoryview, /) -> Any: ...
@@ -55,8 +57,8 @@ class StreamMode:
 class Procedure:
     number: int
     name: str = ""
-    arg: Codec | None = None
-    result: Codec | None = None
+    arg: PayloadCodec | None = None
+    result: PayloadCodec | None = None
     stream: StreamMode | None = None
 
 

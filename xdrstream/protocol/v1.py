@@ -12,7 +12,7 @@ from __future__ import annotations
 from xdrstream.protocol import _bodies, _wire
 from xdrstream.protocol._bodies import V1_CHUNK_MAX, V1_WINDOW, V1Op
 from xdrstream.protocol._state import Action, Role, State
-from xdrstream.protocol._wire import Buffers, remote
+from xdrstream.protocol._wire import CALL, CONTINUE, ERROR, OK, REPLY, Buffers, remote
 from xdrstream.protocol.errors import LocalProtocolError, RemoteProtocolError
 from xdrstream.protocol.events import (
     StreamAbort,
@@ -27,13 +27,7 @@ from xdrstream.protocol.events import (
     StreamRead,
 )
 from xdrstream.protocol.exchange import Exchange, Exchanges, V1Call
-from xdrstream.protocol.framing import Frame, Header, MessageStatus, MessageType, pack_header
-
-_CALL = MessageType.CALL
-_REPLY = MessageType.REPLY
-_OK = MessageStatus.OK
-_ERROR = MessageStatus.ERROR
-_CONTINUE = MessageStatus.CONTINUE
+from xdrstream.protocol.framing import Frame, Header, pack_header
 
 # Which outstanding call each of the server's answers may answer (§7.2.1).
 _ANSWERS: dict[type[StreamEvent], tuple[int, ...]] = {
@@ -104,7 +98,7 @@ def receive_reply(exchanges: Exchanges, ex: Exchange, frame: Frame) -> StreamEve
     h = frame.header
     if (h.prog, h.vers, h.proc) != ex.words:
         raise remote(frame, "reply does not match its stream's procedure", "§7.2.1")
-    if h.status is _CONTINUE:
+    if h.status is CONTINUE:
         raise remote(frame, "a reply's status must be OK or ERROR", "§4.4")
     head = ex.pending[0]
     if h.serial != head.serial:
@@ -116,7 +110,7 @@ def receive_reply(exchanges: Exchanges, ex: Exchange, frame: Frame) -> StreamEve
             exchanges.answer_oldest(ex)
         head = abort
     event: StreamEvent
-    if h.status is _ERROR:
+    if h.status is ERROR:
         event = StreamError(ex.serial, _wire.decode_error(frame, "§4.5"))
     elif head.op in (V1Op.DATA, V1Op.HOLE):
         if len(frame.payload):
@@ -174,7 +168,7 @@ def _send_call(exchanges: Exchanges, ex: Exchange, event: StreamEvent) -> Buffer
         )
     prog, vers, proc = ex.words
     chunk_serial = exchanges.next_serial()
-    header = Header(prog, vers, proc, _CALL, chunk_serial, _CONTINUE)
+    header = Header(prog, vers, proc, CALL, chunk_serial, CONTINUE)
     max_bytes = 0
     out: Buffers
     if isinstance(event, StreamData):
@@ -218,8 +212,8 @@ def _send_answer(exchanges: Exchanges, ex: Exchange, event: StreamEvent, max_fra
             section="§7.2.1",
         )
     prog, vers, proc = ex.words
-    status = _ERROR if type(event) is StreamError else _OK
-    header = Header(prog, vers, proc, _REPLY, head.serial, status)
+    status = ERROR if type(event) is StreamError else OK
+    header = Header(prog, vers, proc, REPLY, head.serial, status)
     out: Buffers
     if isinstance(event, StreamData):
         size = _wire.check_data(event, head.max_bytes)

@@ -8,6 +8,13 @@ valid on its own, bounds respected), so the live fuzzer's mutations start from b
 daemon decodes and reach its handler.  A procedure with a data stream gets, after its
 call, what a client sends on it (a data chunk and the finish of an upload; the finish of
 a download).
+
+The live fuzzer judges the daemon's answers with a client engine that must know each
+procedure's result and stream (:func:`xdrstream.fuzz.live.judge`); :func:`judge_registry`
+gives it the loaded remote program -- every procedure of libvirt's ``.x`` files, not only
+the built-in subset -- beside restore.x and keepalive.  ``xdrstream fuzz --procedure``
+installs it (:func:`xdrstream.fuzz.live.use_registry`), with the remote program loaded
+lenient, as libvirt's own client decodes.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import random
 
 from xdrstream.fuzz.values import random_value
 from xdrstream.libvirt.protocol import RemoteProtocol
+from xdrstream.protocol import Registry, programs_from_schema, schemas
 from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
 from xdrstream.protocol.programs import Direction
 
@@ -54,6 +62,13 @@ def procedure_seeds(
                 frames += _stream_tail(remote, proc.number, serial, proc.stream.direction, rng)
         sessions.append(frames)
     return sessions
+
+
+def judge_registry(remote: RemoteProtocol) -> Registry:
+    """The programs the live fuzzer's judge decodes answers with: ``remote`` (as loaded:
+    its procedures, results and streams) and restore.x."""
+    restore = programs_from_schema(schemas.load("restore"))
+    return Registry([remote.program_definition(), *restore])
 
 
 def _pack(remote: RemoteProtocol, procedure: str, **fields: object) -> bytes:

@@ -10,20 +10,20 @@ from pathlib import Path
 import pytest
 from realpeers import require, rows_from_decode_json, rows_from_tshark, tshark_fields
 
-from xdrstream.protocol.commands import print_messages
-from xdrstream.protocol.decode import Decoder
-from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
-from xdrstream.protocol.pcap import (
-    Direction,
+from xdrstream.capture.commands import print_messages
+from xdrstream.capture.decode import Decoder
+from xdrstream.capture.pcap import (
     Endpoint,
     FlowChunk,
+    FlowDirection,
     SyntheticConnection,
     read_packets,
     reassemble_capture,
     write_pcapng,
 )
+from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
 
-UP, DOWN = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+UP, DOWN = FlowDirection.CLIENT_TO_SERVER, FlowDirection.SERVER_TO_CLIENT
 PROG, VERS = 0x20008086, 1
 
 
@@ -31,7 +31,7 @@ def libvirt_upload_chunks(data: bytes, hole: int) -> list[FlowChunk]:
     """A V2 sparse upload as libvirt frames it: call, reply, data, hole, data, finish."""
 
     def frame(
-        direction: Direction, proc: int, mtype: int, status: int, payload: bytes
+        direction: FlowDirection, proc: int, mtype: int, status: int, payload: bytes
     ) -> FlowChunk:
         header = Header(PROG, VERS, proc, mtype, 5, status)
         return FlowChunk(direction, pack_frame(header, payload))
@@ -80,7 +80,7 @@ def test_roundtrip_through_our_reader() -> None:
             connection.server,
             True,
         )
-        for direction in Direction:
+        for direction in FlowDirection:
             sent = b"".join(c.data for c in connection.chunks if c.direction is direction)
             assert flow.stream(direction).data == sent
             assert flow.stream(direction).retransmitted == 0

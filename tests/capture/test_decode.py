@@ -14,17 +14,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xdrstream.cli import main
-from xdrstream.protocol.decode import DecodedMessage, Decoder, StreamFailure
-from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
-from xdrstream.protocol.pcap import (
+from xdrstream.capture.decode import DecodedMessage, Decoder, StreamFailure
+from xdrstream.capture.pcap import (
     CaptureError,
-    Direction,
     Endpoint,
     FlowChunk,
+    FlowDirection,
     SyntheticConnection,
     write_pcapng,
 )
+from xdrstream.cli import main
+from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
 
 REMOTE = 0x20008086
 KEEPALIVE = 0x6B656570
@@ -205,7 +205,7 @@ def test_v1_stream_calls_of_the_demo_program(
 
 
 def test_describe_frames_of_both_directions_keeps_v1_calls_across_them() -> None:
-    up, down = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+    up, down = FlowDirection.CLIENT_TO_SERVER, FlowDirection.SERVER_TO_CLIENT
     read_call = frame(5, CALL, CONTINUE, struct.pack(">III", 1, 4, 4096), serial=3, prog=RESTORE)
     chunk = frame(5, REPLY, OK, struct.pack(">II", 0, 2) + b"hi\0\0", serial=3, prog=RESTORE)
     ping = frame(1, MESSAGE, serial=0, prog=KEEPALIVE)
@@ -265,7 +265,7 @@ def test_extra_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def connection(port: int, serial: int) -> SyntheticConnection:
-    up, down = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+    up, down = FlowDirection.CLIENT_TO_SERVER, FlowDirection.SERVER_TO_CLIENT
     return SyntheticConnection(
         Endpoint("127.0.0.1", 40000 + port % 1000),
         Endpoint("127.0.0.1", port),
@@ -306,7 +306,7 @@ def test_damaged_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_bytes_lost_by_the_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    up = Direction.CLIENT_TO_SERVER
+    up = FlowDirection.CLIENT_TO_SERVER
     chunks = [FlowChunk(up, frame(2, CALL, serial=n)) for n in range(3)]
     capture = write_pcapng([SyntheticConnection(Endpoint("::1", 5), Endpoint("::1", 6), chunks)])
     # drop the packet of the second frame: the block holding serial 1
@@ -344,7 +344,7 @@ def test_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_long_strings_are_cut_in_text_only() -> None:
-    from xdrstream.protocol.commands import print_messages
+    from xdrstream.capture.commands import print_messages
 
     stream = frame(84, CALL, payload=xdr_string("p" * 1000))
     decoder = Decoder.with_schemas()
@@ -388,7 +388,7 @@ def test_port_that_no_connection_uses(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_loss_inside_a_frame_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    up = Direction.CLIENT_TO_SERVER
+    up = FlowDirection.CLIENT_TO_SERVER
     big = frame(208, STREAM, CONTINUE, bytes(70_000), serial=3)  # three segments
     chunks = [FlowChunk(up, frame(2, CALL)), FlowChunk(up, big)]
     capture = write_pcapng([SyntheticConnection(Endpoint("::1", 5), Endpoint("::1", 6), chunks)])

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from xdrstream.capture.decode import DecodedMessage, Decoder, StreamFailure
+from xdrstream.capture.pcap import CaptureError
 from xdrstream.codec.errors import SchemaError
-from xdrstream.protocol.decode import DecodedMessage, Decoder, StreamFailure
 from xdrstream.protocol.framing import MessageStatus, MessageType
-from xdrstream.protocol.pcap import CaptureError
 
 _TEXT_LIMIT = 160  # longest string shown in text output; JSON shows everything
 

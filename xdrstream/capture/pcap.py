@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "CaptureError",
-    "Direction",
     "Endpoint",
     "FlowChunk",
+    "FlowDirection",
     "LinkType",
     "Packet",
     "Reassembly",
@@ -461,7 +461,7 @@ _SEQ_MOD = 1 << 32
 _SEQ_HALF = 1 << 31
 
 
-class Direction(enum.Enum):
+class FlowDirection(enum.Enum):
     """Which way bytes travel on a connection."""
 
     CLIENT_TO_SERVER = "client->server"
@@ -508,8 +508,8 @@ class TcpFlow:
     handshake_seen: bool
     first_packet: int
 
-    def stream(self, direction: Direction) -> TcpStream:
-        return self.to_server if direction is Direction.CLIENT_TO_SERVER else self.to_client
+    def stream(self, direction: FlowDirection) -> TcpStream:
+        return self.to_server if direction is FlowDirection.CLIENT_TO_SERVER else self.to_client
 
 
 @dataclass
@@ -678,7 +678,7 @@ def reassemble_capture(data: bytes, server_port: int | None = None) -> Reassembl
 class FlowChunk:
     """Bytes one side wrote, in the order they went on the wire."""
 
-    direction: Direction
+    direction: FlowDirection
     data: bytes
     timestamp: float | None = None  # seconds; None: 1 ms after the previous packet
 
@@ -820,7 +820,7 @@ def write_pcapng(connections: Sequence[SyntheticConnection]) -> bytes:
             clock = chunk.timestamp if chunk.timestamp is not None else clock + _STEP
             sender, receiver = (
                 (client, server)
-                if chunk.direction is Direction.CLIENT_TO_SERVER
+                if chunk.direction is FlowDirection.CLIENT_TO_SERVER
                 else (server, client)
             )
             view = chunk.data

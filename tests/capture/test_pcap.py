@@ -1,7 +1,7 @@
 """pcap/pcapng reading and TCP reassembly on captures crafted byte by byte.
 
 The captures here are built by this file's own small writer (independent of
-``xdrstream.protocol.pcap.write_pcapng``), so the reader is checked against the file
+``xdrstream.capture.pcap.write_pcapng``), so the reader is checked against the file
 formats, not against itself.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xdrstream.protocol.pcap import (
+from xdrstream.capture.pcap import (
     CaptureError,
     Endpoint,
     LinkType,

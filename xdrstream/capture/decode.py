@@ -2,7 +2,7 @@
 
 Input is either a raw byte stream of frames (one direction of a connection, as written
 to a socket) or a pcap/pcapng capture (recognised by its magic number) whose TCP
-connections are rebuilt by :mod:`xdrstream.protocol.pcap`.  Frames are split by
+connections are rebuilt by :mod:`xdrstream.capture.pcap`.  Frames are split by
 :class:`~xdrstream.protocol.framing.FrameDecoder` (spec.md §3), and each message is
 described with the header fields and names, and the body decoded with the schemas that
 know its program:
@@ -32,8 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xdrstream.capture.pcap import (
+    FlowDirection,
+    TcpFlow,
+    TcpStream,
+    is_capture,
+    reassemble_capture,
+)
 from xdrstream.codec.errors import DecodeError
-from xdrstream.protocol import _bodies, schemas
+from xdrstream.protocol import bodies, schemas
 from xdrstream.protocol.errors import ProtocolError, RemoteProtocolError
 from xdrstream.protocol.framing import (
     LEN_SIZE,
@@ -42,13 +49,6 @@ from xdrstream.protocol.framing import (
     Header,
     MessageStatus,
     MessageType,
-)
-from xdrstream.protocol.pcap import (
-    Direction,
-    TcpFlow,
-    TcpStream,
-    is_capture,
-    reassemble_capture,
 )
 from xdrstream.protocol.programs import (
     Procedure,
@@ -88,7 +88,7 @@ class DecodedMessage:
     procedure_name: str | None = None
     body: Any = None
     body_error: str | None = None
-    direction: Direction | None = None
+    direction: FlowDirection | None = None
     source: str | None = None
     destination: str | None = None
     packet: int | None = None
@@ -128,7 +128,7 @@ class StreamFailure:
 
     message: str
     offset: int
-    direction: Direction | None = None
+    direction: FlowDirection | None = None
     source: str | None = None
     destination: str | None = None
     packet: int | None = None
@@ -250,7 +250,7 @@ class Decoder:
             yield failure
 
     def describe_frames(
-        self, frames: Iterable[tuple[Direction, bytes | memoryview]]
+        self, frames: Iterable[tuple[FlowDirection, bytes | memoryview]]
     ) -> Iterator[DecodedMessage | StreamFailure]:
         """One description per ``(direction, frame bytes)`` of one connection, given in wire
         order with both directions interleaved, each item exactly one frame (length word
@@ -261,7 +261,7 @@ class Decoder:
         :class:`StreamFailure` instead (and decoding goes on with the next item).
         """
         state = _ConnectionState()
-        offsets = dict.fromkeys(Direction, 0)
+        offsets = dict.fromkeys(FlowDirection, 0)
         for direction, data in frames:
             start = offsets[direction]
             offsets[direction] += len(data)
@@ -281,7 +281,7 @@ class Decoder:
     ) -> Iterator[DecodedMessage | StreamFailure]:
         """The messages of every TCP connection of a capture (see the module docstring).
 
-        Raises :class:`~xdrstream.protocol.pcap.CaptureError` if ``data`` is no capture;
+        Raises :class:`~xdrstream.capture.pcap.CaptureError` if ``data`` is no capture;
         damage later in the file ends the output with a :class:`StreamFailure`.
         """
         reassembly = reassemble_capture(data, server_port=port)
@@ -293,10 +293,10 @@ class Decoder:
         if port is not None and not flows and reassembly.flows:
             yield StreamFailure(f"no TCP connection of the capture uses port {port}", 0)
         # Frames of all connections, in the order of the packets that completed them.
-        tagged: list[tuple[int, int, int, int, Direction, _RawFrame]] = []
+        tagged: list[tuple[int, int, int, int, FlowDirection, _RawFrame]] = []
         failures: list[StreamFailure] = []
         for index, flow in enumerate(flows):
-            for rank, direction in enumerate(Direction):
+            for rank, direction in enumerate(FlowDirection):
                 frames, failure = self._frames_of(flow, direction)
                 tagged += [
                     (frame.packet or 0, index, rank, frame.offset, direction, frame)
@@ -319,7 +319,7 @@ class Decoder:
     # -- internals -----------------------------------------------------------------------
 
     def _frames_of(
-        self, flow: TcpFlow, direction: Direction
+        self, flow: TcpFlow, direction: FlowDirection
     ) -> tuple[list[_RawFrame], StreamFailure | None]:
         """The frames one side of a connection sent, and why its stream stopped early."""
         stream = flow.stream(direction)
@@ -405,7 +405,7 @@ class Decoder:
     ) -> Any:
         mtype, status = header.type, header.status
         if mtype == MessageType.STREAM_HOLE:
-            length, flags = _bodies.unpack_hole(payload)
+            length, flags = bodies.unpack_hole(payload)
             return {"length": length, "flags": flags}
         if status == MessageStatus.ERROR and mtype in (
             MessageType.REPLY,
@@ -414,7 +414,7 @@ class Decoder:
         ):
             if mtype == MessageType.STREAM and not payload:
                 return {"abort": True}
-            return jsonable(_bodies.unpack_error(payload))
+            return jsonable(bodies.unpack_error(payload))
         if mtype == MessageType.STREAM:
             if status == MessageStatus.CONTINUE:
                 return {"data_bytes": len(payload)}
@@ -425,7 +425,7 @@ class Decoder:
         is_v1 = procedure.stream is not None and procedure.stream.variant is Variant.V1
         if mtype in (MessageType.CALL, MessageType.CALL_WITH_FDS):
             if status == MessageStatus.CONTINUE and is_v1:
-                stream, op, arg = _bodies.unpack_v1_call(payload)
+                stream, op, arg = bodies.unpack_v1_call(payload)
                 state.v1_calls[header.serial] = op
                 return _v1_json({"stream": stream, "op": _v1_op_name(op)}, arg)
             return _unpack(procedure.arg, payload, "arguments")
@@ -434,8 +434,8 @@ class Decoder:
         # REPLY with status OK
         v1_op = state.v1_calls.pop(header.serial, None)
         if v1_op is not None:
-            if v1_op == _bodies.V1Op.READ:
-                op, chunk = _bodies.unpack_v1_chunk(payload)
+            if v1_op == bodies.V1Op.READ:
+                op, chunk = bodies.unpack_v1_chunk(payload)
                 return _v1_json({"op": _v1_op_name(op)}, chunk)
             _expect_empty(payload, "the reply to a V1 stream call")
             return None
@@ -457,7 +457,7 @@ def _expect_empty(payload: memoryview, what: str) -> None:
 
 
 def _v1_op_name(op: int) -> str:
-    names = {value: name for name, value in vars(_bodies.V1Op).items() if name.isupper()}
+    names = {value: name for name, value in vars(bodies.V1Op).items() if name.isupper()}
     return names.get(op, str(op))
 
 
@@ -471,8 +471,8 @@ def _v1_json(out: dict[str, Any], arg: Any) -> dict[str, Any]:
     return out
 
 
-def _ends(flow: TcpFlow, direction: Direction) -> tuple[str, str]:
-    if direction is Direction.CLIENT_TO_SERVER:
+def _ends(flow: TcpFlow, direction: FlowDirection) -> tuple[str, str]:
+    if direction is FlowDirection.CLIENT_TO_SERVER:
         return str(flow.client), str(flow.server)
     return str(flow.server), str(flow.client)
 
