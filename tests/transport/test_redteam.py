@@ -1,0 +1,29 @@
+"""The red team's small version (issue 15 part 6): each attack against a real server
+process stays within the issue's bounds (benchmarks/redteam.py --scale 0.1)."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+REDTEAM = Path(__file__).resolve().parents[2] / "benchmarks" / "redteam.py"
+
+
+def test_redteam_small_meets_the_bounds() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = min(hard, 4096)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    try:
+        run = subprocess.run(
+            [sys.executable, str(REDTEAM), "--scale", "0.1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "MiB" in line]
+    assert len(rows) == 3, run.stdout + run.stderr
+    assert run.returncode == 0 and all("MET" in row for row in rows), run.stdout + run.stderr
