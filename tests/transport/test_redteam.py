@@ -17,7 +17,7 @@ def test_redteam_small_meets_the_bounds() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
     try:
         run = subprocess.run(
-            [sys.executable, str(REDTEAM), "--scale", "0.1"],
+            [sys.executable, str(REDTEAM), "--scale", "0.1", "--restore-only"],
             capture_output=True,
             text=True,
             timeout=60,
