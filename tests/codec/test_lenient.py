@@ -163,3 +163,37 @@ def test_cli_options_reach_the_written_module(tmp_path: Path) -> None:
         [sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert out.stdout.strip() == "p(x=9, b=True)", out.stderr
+
+
+NARROW = """
+struct narrow { char c; unsigned char uc; short s; unsigned short us;
+                short fixed[2]; unsigned char many<>; };
+union by_short switch (short k) { case 1: int one; default: void; };
+"""
+
+
+def test_narrow_integers_keep_their_low_bits_when_lenient() -> None:
+    # libtirpc's xdr_char/xdr_short decode the whole word and cast it ("*cp = i",
+    # "*sp = (short) l"): out-of-range words wrap instead of failing.
+    strict = compile_schema(NARROW, "narrow.x")
+    lenient = compile_schema(NARROW, "narrow.x", lenient=True)
+    data = be("iIiI", 0x17F, 0x1FF, -32769, 0x12345) + be("ii", 65535, 3) + be("III", 2, 256, 7)
+    with pytest.raises(DecodeError, match=r"^narrow\.c at byte offset 0: 383 is outside"):
+        strict["narrow"].unpack(data)
+    N = lenient["narrow"]
+    value = N.unpack(data)
+    assert (value.c, value.uc, value.s, value.us) == (127, 255, 32767, 0x2345)
+    assert value.fixed == [-1, 3] and value.many == [0, 7]
+    # Re-encoding writes the C value, as libtirpc would.
+    assert N.unpack(N.pack(value)) == value
+    assert N.pack(value)[:4] == be("i", 127)
+    # Encoding stays range-checked: a C char cannot hold 383.
+    with pytest.raises(EncodeError, match="outside the range of char"):
+        N.pack(N(c=383, uc=0, s=0, us=0, fixed=[0, 0], many=[]))
+    # The exact (slow) path that names errors wraps too: the error is the truncation.
+    with pytest.raises(DecodeError, match=r"^narrow\.many at byte offset 24: truncated"):
+        N.unpack(data[:-4])
+    U = lenient["by_short"]
+    assert U.unpack(be("ii", 0x10001, 9)) == U(k=1, value=9)
+    with pytest.raises(DecodeError):
+        strict["by_short"].unpack(be("ii", 0x10001, 9))

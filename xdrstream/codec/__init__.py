@@ -81,10 +81,13 @@ it re-encodes byte-exactly; an unknown union discriminant still needs a ``defaul
 - padding bytes of ``opaque`` and ``string`` are not checked (``xdr_opaque`` skips them);
   re-encoding writes zeros;
 - a ``string``'s bytes need not be UTF-8 (C's ``char *`` carries any): invalid bytes decode
-  as lone surrogates (``surrogateescape``) and re-encode to the same bytes.
+  as lone surrogates (``surrogateescape``) and re-encode to the same bytes;
+- a ``char``/``short`` (signed or not, also a union discriminant) word outside the C type's
+  range keeps its low bits (two's complement), as libtirpc's ``xdr_char``/``xdr_short``
+  cast it; re-encoding writes the C value.
 
 Everything else stays strict in lenient mode: bounds, truncation, trailing bytes, range of
-integers, union discriminants without an arm.
+integers when encoding, union discriminants without an arm.
 
 Errors: :class:`SchemaError` (``file:line:col: reason``) from the compiler;
 :class:`DecodeError` and :class:`EncodeError`, both :class:`CodecError` and ``ValueError``,

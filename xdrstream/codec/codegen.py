@@ -328,14 +328,14 @@ class Generator:
         if self.scalar(t):
             var = fn.tmp()
             names.append(var)
-            if isinstance(t, m.Prim) and t.narrow:
+            if isinstance(t, m.Prim) and t.narrow and not self.model.lenient:
                 checks.append(f"{t.lo} <= {var} <= {t.hi}")
             return self.scalar_fmt(t), self.scalar_value(t, var)
         if isinstance(t, m.Array):
             vars_ = [fn.tmp() for _ in range(t.size)]
             names.extend(vars_)
             elem = t.element
-            if isinstance(elem, m.Prim) and elem.narrow:
+            if isinstance(elem, m.Prim) and elem.narrow and not self.model.lenient:
                 checks.extend(f"{elem.lo} <= {v} <= {elem.hi}" for v in vars_)
             items = ", ".join(self.scalar_value(t.element, v) for v in vars_)
             return f"{t.size}{self.scalar_fmt(t.element)}", f"[{items}]"
@@ -349,6 +349,8 @@ class Generator:
         return "".join(fmts), f"C_{t.ident}({', '.join(exprs)})"
 
     def scalar_value(self, t: XType, var: str) -> str:
+        if isinstance(t, m.Prim) and t.narrow and self.model.lenient:
+            return t.wrap_expr(var)  # libtirpc's xdr_char/xdr_short keep the low bits
         if isinstance(t, m.Bool):
             return f"({var} != 0)" if self.model.lenient else f"_B[{var}]"
         if isinstance(t, m.Enum):
@@ -423,11 +425,11 @@ class Generator:
                 if t.fixed
                 else f"_SC_{fmt}[{count}].unpack_from(buf, off)"
             )
-            if isinstance(elem, (m.Bool, m.Enum)):
+            if self.scalar_value(elem, "x") != "x":
                 fn.emit(ind, f"{var} = [{self.scalar_value(elem, 'x')} for x in {call}]")
             else:
                 fn.emit(ind, f"{var} = list({call})")
-            if isinstance(elem, m.Prim) and elem.narrow:
+            if isinstance(elem, m.Prim) and elem.narrow and not self.model.lenient:
                 fn.emit(
                     ind, f"if {var} and not {elem.lo} <= min({var}) <= max({var}) <= {elem.hi}:"
                 )
@@ -550,11 +552,13 @@ class Generator:
         fmt = "i" if not isinstance(dtype, m.Prim) or dtype.kind == "int" else "I"
         fn.emit(1, f"{raw}, = {self.struct_const('>' + fmt)}.unpack_from(buf, off)")
         fn.emit(1, "off += 4")
-        if isinstance(dtype, m.Prim) and dtype.narrow:
+        if isinstance(dtype, m.Prim) and dtype.narrow and self.model.lenient:
+            fn.emit(1, f"{raw} = {dtype.wrap_expr(raw)}")  # xdr_short: (short) l
+        elif isinstance(dtype, m.Prim) and dtype.narrow:
             fn.emit(1, f"if not {dtype.lo} <= {raw} <= {dtype.hi}: raise _Invalid")
         if isinstance(dtype, m.Bool) and self.model.lenient:
             fn.emit(1, f"if {raw}: {raw} = 1")  # xdr_bool stores TRUE for any non-zero word
-        value = self.scalar_value(dtype, raw)
+        value = raw if isinstance(dtype, m.Prim) else self.scalar_value(dtype, raw)
         if value != raw:
             dv = fn.tmp()
             fn.emit(1, f"{dv} = {value}")

@@ -54,6 +54,8 @@ class Interpreter:
                 )
         if isinstance(t, m.Prim):
             value = self.word(buf, off, ">" + t.fmt, path, t.xname)
+            if t.narrow and self.lenient:
+                return t.wrap(value), off + t.size  # libtirpc: *sp = (short) l
             if t.narrow and not t.lo <= value <= t.hi:
                 raise DecodeError(
                     f"{value} is outside the range of {t.xname} ({t.lo}..{t.hi})", path, off

@@ -49,9 +49,22 @@ class Prim:
     @property
     def narrow(self) -> bool:
         """A C integer type narrower than its XDR word (char, short): the codecs check its
-        range both ways, as libtirpc's ``xdr_char``/``xdr_short`` do."""
+        range both ways; lenient decoding wraps it instead (:meth:`wrap_expr`)."""
         return (self.kind == "int" and self.lo > -(2**31)) or (
             self.kind == "uint" and self.hi < 2**32 - 1
+        )
+
+    def wrap_expr(self, var: str) -> str:
+        """Python expression of the C cast libtirpc's decoders apply to the word in ``var``
+        (``xdr_char``: ``*cp = i``; ``xdr_short``: ``*sp = (short) l``): the low bits, as
+        two's complement for signed types."""
+        if self.kind == "uint":
+            return f"({var} & {self.hi})"
+        return f"((({var} + {-self.lo}) & {self.hi - self.lo}) - {-self.lo})"
+
+    def wrap(self, n: int) -> int:
+        return (
+            n & self.hi if self.kind == "uint" else ((n - self.lo) & (self.hi - self.lo)) + self.lo
         )
 
 
