@@ -21,7 +21,9 @@ from xdrstream.libvirt import remote
 
 pytestmark = [pytest.mark.real_peers, pytest.mark.timeout(90)]
 
-_SEND = re.compile(r'^(\d+) sendmsg\(\d+, \{.*?iov_base="((?:\\x[0-9a-f]{2})+)"')
+# strace pads the pid column to five characters: one space after a 5-digit pid, more after
+# a shorter one
+_SEND = re.compile(r'^(\d+) +sendmsg\(\d+, \{.*?iov_base="((?:\\x[0-9a-f]{2})+)"')
 
 
 def _children(pid: int) -> list[int]:
