@@ -14,9 +14,23 @@ from pathlib import Path
 import pytest
 from libvirt_servers import OurServer, TlsLibvirtd
 from realpeers import NOBODY, Libvirtd, free_tcp_port, private_libvirtd, require, stop_process
+from sources import debian_source
 
+from xdrstream.libvirt import protocol as protocols
 from xdrstream.libvirt.storage_server import StorageServer
 from xdrstream.transport.sparse import supports_holes
+
+
+@pytest.fixture(scope="module")
+def tree() -> Path:
+    """libvirt 9.0's source tree (Debian bookworm), for its own .x files."""
+    return debian_source("libvirt", "bookworm")
+
+
+@pytest.fixture(scope="module")
+def real(tree: Path) -> protocols.RemoteProtocol:
+    """libvirt's whole remote protocol, compiled from that tree's .x files."""
+    return protocols.load(tree)
 
 
 @pytest.fixture(scope="module")

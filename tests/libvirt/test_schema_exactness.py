@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from realpeers import Libvirtd
-from sources import debian_source
 
 from xdrstream.cli import main
 from xdrstream.conformance import exactness
@@ -30,16 +29,6 @@ from xdrstream.protocol.framing import (
 #: Measured on libvirtd 9.0 (Debian bookworm), test:///default + qemu:///session with a
 #: volume: 158. The floor leaves room for a libvirtd built without a driver's extras.
 CHECKED_FLOOR = 140
-
-
-@pytest.fixture(scope="module")
-def tree() -> Path:
-    return debian_source("libvirt", "bookworm")
-
-
-@pytest.fixture(scope="module")
-def real(tree: Path) -> protocols.RemoteProtocol:
-    return protocols.load(tree)
 
 
 def test_plan_comes_from_the_annotations(real: protocols.RemoteProtocol) -> None:

@@ -9,23 +9,12 @@ from pathlib import Path
 
 import pytest
 from realpeers import Libvirtd
-from sources import debian_source
 
 from xdrstream.fuzz.values import random_value
 from xdrstream.libvirt import LibvirtClient, LibvirtError
 from xdrstream.libvirt import protocol as protocols
 
 VALUES_PER_TYPE = 50
-
-
-@pytest.fixture(scope="module")
-def tree() -> Path:
-    return debian_source("libvirt", "bookworm")
-
-
-@pytest.fixture(scope="module")
-def real(tree: Path) -> protocols.RemoteProtocol:
-    return protocols.load(tree)
 
 
 def test_the_whole_program_is_known(real: protocols.RemoteProtocol, tree: Path) -> None:

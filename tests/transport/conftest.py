@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from test_cli_support import Leaks
 
 DIFFERENTIAL = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def leaks() -> Iterator[Leaks]:
+    """No process or descriptor a test started outlives it (test_cli_support.Leaks)."""
+    leaks = Leaks()
+    yield leaks
+    leaks.check()
 
 
 @pytest.fixture(scope="session")

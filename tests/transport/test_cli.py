@@ -32,13 +32,6 @@ SIZE = 3 * SECTION_SIZE + 12345
 SEED = 11
 
 
-@pytest.fixture
-def leaks() -> Iterator[Leaks]:
-    leaks = Leaks()
-    yield leaks
-    leaks.check()
-
-
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     path = tmp_path_factory.mktemp("images") / "guest.qevm"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ pytestmark = [
     pytest.mark.real_peers,
     pytest.mark.skipif(find_qemu() is None, reason="not installed: qemu-system-x86_64"),
 ]
-
-
-@pytest.fixture
-def leaks() -> Iterator[Leaks]:
-    leaks = Leaks()
-    yield leaks
-    leaks.check()
 
 
 @pytest.mark.parametrize("variant", [1, 2, 3])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ pytestmark = [
 ]
 
 QEMU = QemuLauncher(machine="pc-i440fx-7.2", memory_mib=16)
-
-
-@pytest.fixture
-def leaks() -> Iterator[Leaks]:
-    leaks = Leaks()
-    yield leaks
-    leaks.check()
 
 
 @pytest.fixture(scope="module")

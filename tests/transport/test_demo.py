@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ from xdrstream.endpoints.qemu_stub import SECTION_SIZE
 
 SIZE = 2 * SECTION_SIZE + 999
 ROW = re.compile(r"V([123]) │ (restore|save)\s*│\s*(\d+) │\s*[\d.]+ │\s*[\d.]+ │ (yes|NO)")
-
-
-@pytest.fixture
-def leaks() -> Iterator[Leaks]:
-    leaks = Leaks()
-    yield leaks
-    leaks.check()
 
 
 def run_demo(leaks: Leaks, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -43,13 +43,6 @@ CLEANUP = 10.0  # seconds within which a fault must be cleaned up (a bound, not 
 STALL = "30"  # seconds a stalled stub sleeps: far longer than any test waits
 
 
-@pytest.fixture
-def leaks() -> Iterator[Leaks]:
-    leaks = Leaks()
-    yield leaks
-    leaks.check()
-
-
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("images") / "guest.qevm"

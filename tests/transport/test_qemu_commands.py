@@ -11,15 +11,14 @@ verdict must equal QEMU's on every stream.
 
 from __future__ import annotations
 
-import contextlib
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from qemu_oracle import qemu_verdict, save, stub_verdict
 
 from xdrstream.endpoints.migration import MigrationParser
 from xdrstream.endpoints.qemu import QemuLauncher, find_qemu
-from xdrstream.endpoints.qemu_stub import StreamChecker, StreamRejected
 
 pytestmark = [
     pytest.mark.real_peers,
@@ -33,39 +32,6 @@ DIRTY_BITMAPS = (
     {"capabilities": [{"capability": "dirty-bitmaps", "state": True}]},
 )
 DISK = ("-blockdev", "driver=null-co,node-name=disk0,size=16777216")
-
-
-def _save(launcher: QemuLauncher) -> bytes:
-    with launcher.save() as endpoint:
-        buffer = bytearray(1 << 16)
-        chunks = []
-        while count := endpoint.readinto(buffer):
-            chunks.append(bytes(buffer[:count]))
-        result = endpoint.wait(timeout=60)
-    assert result.ok, result.error
-    return b"".join(chunks)
-
-
-def _qemu_accepts(data: bytes) -> tuple[bool, str]:
-    with QemuLauncher().restore() as endpoint:
-        with contextlib.suppress(BrokenPipeError):
-            endpoint.write(data)
-        try:
-            result = endpoint.wait(timeout=WAIT)
-        except TimeoutError as exc:
-            endpoint.abort("did not complete")
-            return False, str(exc)
-    return result.ok, result.error or ""
-
-
-def _stub_accepts(data: bytes) -> tuple[bool, str]:
-    checker = StreamChecker()
-    try:
-        checker.feed(memoryview(data))
-        checker.finish()
-    except StreamRejected as exc:
-        return False, str(exc)
-    return True, ""
 
 
 def _cmd(command: int, payload: bytes = b"", length: int | None = None) -> bytes:
@@ -134,9 +100,9 @@ def _streams(data: bytes) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def judged() -> list[tuple[str, bool, str, bool, str]]:
-    plain = _save(QemuLauncher())
-    bitmaps = _save(QemuLauncher(save_setup=(DIRTY_BITMAPS,)))
-    two = _save(
+    plain = save(QemuLauncher())
+    bitmaps = save(QemuLauncher(save_setup=(DIRTY_BITMAPS,)))
+    two = save(
         QemuLauncher(
             extra_args=DISK,
             save_setup=(
@@ -159,9 +125,14 @@ def judged() -> list[tuple[str, bool, str, bool, str]]:
         **_streams(plain),
     }
     with ThreadPoolExecutor(POOL) as pool:
-        oracle = list(pool.map(_qemu_accepts, streams.values()))
+        oracle = list(
+            pool.map(
+                lambda data: qemu_verdict(QemuLauncher(), data, WAIT, hang_refuses=True),
+                streams.values(),
+            )
+        )
     return [
-        (name, qemu_ok, qemu_error, *_stub_accepts(data))
+        (name, qemu_ok, qemu_error, *stub_verdict(data))
         for (name, data), (qemu_ok, qemu_error) in zip(streams.items(), oracle, strict=True)
     ]
 
@@ -191,7 +162,7 @@ def test_the_stub_judges_every_command_as_qemu_does(
 
 
 def test_a_dirty_bitmaps_save_has_the_advise_first() -> None:
-    data = _save(QemuLauncher(save_setup=(DIRTY_BITMAPS,)))
+    data = save(QemuLauncher(save_setup=(DIRTY_BITMAPS,)))
     parser = MigrationParser()
     parser.feed(data)
     assert parser.finish().commands == 1

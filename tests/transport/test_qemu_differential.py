@@ -15,17 +15,16 @@ kind are marked `after_eof` and asserted as such; on all others the verdicts mus
 
 from __future__ import annotations
 
-import contextlib
 import struct
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+from qemu_oracle import qemu_verdict, save, stub_verdict
 
 from xdrstream.endpoints.migration import MigrationParser
 from xdrstream.endpoints.qemu import QemuLauncher, find_qemu
-from xdrstream.endpoints.qemu_stub import StreamChecker, StreamRejected
 
 pytestmark = [
     pytest.mark.real_peers,
@@ -51,35 +50,6 @@ class Verdicts:
     qemu_error: str
     stub: bool
     stub_error: str
-
-
-def save(launcher: QemuLauncher) -> bytes:
-    with launcher.save() as endpoint:
-        buffer = bytearray(1 << 16)
-        chunks = []
-        while count := endpoint.readinto(buffer):
-            chunks.append(bytes(buffer[:count]))
-        result = endpoint.wait(timeout=60)
-    assert result.ok, result.error
-    return b"".join(chunks)
-
-
-def qemu_verdict(launcher: QemuLauncher, data: bytes) -> tuple[bool, str]:
-    with launcher.restore() as endpoint:
-        with contextlib.suppress(BrokenPipeError):  # QEMU gave up or stopped at EOF
-            endpoint.write(data)
-        result = endpoint.wait(timeout=60)
-    return result.ok, result.error or ""
-
-
-def stub_verdict(data: bytes) -> tuple[bool, str]:
-    checker = StreamChecker()
-    try:
-        checker.feed(memoryview(data))
-        checker.finish()
-    except StreamRejected as exc:
-        return False, str(exc)
-    return True, ""
 
 
 def _be32(value: int) -> bytes:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from qemu_oracle import save
 from test_cli_support import child_pids, open_fds
 
 from xdrstream.endpoints.qemu import QemuEndpoint, QemuLauncher, QMPClient, QMPError, find_qemu
@@ -29,17 +30,6 @@ def no_leaks() -> Iterator[None]:
     leaked = {fd for fd in open_fds() - before if os.path.exists(f"/proc/self/fd/{fd}")}
     assert not leaked
     assert not child_pids() - children
-
-
-def save(launcher: EndpointLauncher) -> bytes:
-    with launcher.save() as endpoint:
-        buffer = bytearray(1 << 16)
-        chunks = []
-        while count := endpoint.readinto(buffer):
-            chunks.append(bytes(buffer[:count]))
-        result = endpoint.wait(timeout=30)
-    assert result.ok, result.error
-    return b"".join(chunks)
 
 
 def restore(launcher: EndpointLauncher, data: bytes) -> QemuEndpoint:
