@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import hashlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -45,15 +44,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from realpeers import NOBODY, Libvirtd, private_libvirtd, stop_process  # noqa: E402
 
 from xdrstream.libvirt import LibvirtClient  # noqa: E402
+from xdrstream.restore.commands import parse_size  # noqa: E402
 
 MiB = 1 << 20
-
-
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"(\d+)([KMG]?)", text.strip().upper())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1G, 256M)")
-    return int(match.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[match.group(2)]
 
 
 def sha256(path: Path) -> str:

@@ -77,6 +77,7 @@ from xdrstream.endpoints.qemu_stub import (
     synthetic_sha256,
 )
 from xdrstream.endpoints.sink import make_pipe
+from xdrstream.restore.commands import parse_size
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -109,13 +110,6 @@ def _ram_for(size: int) -> int:
 
 TARGET_RSS = 64 * MIB  # peak RSS of client and server each
 TARGET_CONCURRENT = 0.70  # aggregate of N streams / single stream
-
-
-def parse_size(text: str) -> int:
-    units = {"": 0, "K": 10, "M": 20, "G": 30}
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = text[-1:] if text[-1:] in units else ""
-    return int(text[: len(text) - len(unit)]) << units[unit]
 
 
 def maxrss_bytes() -> int:

@@ -59,6 +59,7 @@ from xdrstream.endpoints.qemu_stub import (
     start_stub_restore,
 )
 from xdrstream.endpoints.sink import make_pipe
+from xdrstream.restore.commands import parse_size
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -84,13 +85,6 @@ def ram_for(size: int) -> int:
 
 def real_stream(size: int, seed: int, zero_every: int) -> Iterator[memoryview]:
     return iter_real_format(ram_for(size), seed, zero_every)
-
-
-def parse_size(text: str) -> int:
-    units = {"": 0, "K": 10, "M": 20, "G": 30}
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = text[-1:] if text[-1:] in units else ""
-    return int(text[: len(text) - len(unit)]) << units[unit]
 
 
 def children_cpu() -> float:
