@@ -525,36 +525,6 @@ def _libvirt_fresh_volume(ctx: Context) -> tuple[Peer, Any, Any]:
     return peer, schema, vol
 
 
-def closes_after(peer: Peer, section: str, answers: Sequence[tuple[int, Sequence[int]]]) -> None:
-    """The target must close the connection, but first MAY answer valid frames that were
-    sent before the offending one in the same write (``answers``: serial and frame types,
-    each at most once, in order), as h2spec judges: a server that handles frames in order
-    cannot know what follows, and only what follows its reading of the offender is judged."""
-    pending = list(answers)
-    while True:
-        try:
-            frame = peer.frame(what="the target to close the connection")
-        except Closed:
-            return
-        except Violation as exc:
-            raise Violation(
-                f"{section}: the target must close the connection (§10.1): {exc}"
-            ) from None
-        header = frame.header
-        if header.type == MESSAGE and header.prog == KEEPALIVE_PROGRAM:
-            continue
-        while pending and not (header.serial == pending[0][0] and header.type in pending[0][1]):
-            pending.pop(0)  # that valid frame went unanswered: the close came first
-        if pending:
-            pending.pop(0)
-            continue
-        raise Violation(
-            f"{section}: the target answered instead of closing the connection (§10.1 "
-            f"forbids answering the offending frame): got {header.type!r}/{header.status!r} "
-            f"serial {header.serial}"
-        )
-
-
 # ============================================================================== §3 framing
 def _closes_on(ctx: Context, data: bytes, section: str, shutdown: bool = False) -> None:
     peer = ctx.connect()
@@ -1342,7 +1312,7 @@ def _v2_data_after_finish(ctx: Context) -> None:
         + kit.raw(STREAM, 3, CONTINUE, data[:100])
     )
     # the finish came before the offending data: its confirmation (or failure) may come
-    closes_after(kit.peer, "§9.3", [(3, [STREAM])])
+    kit.peer.expect_close("§9.3", answers=[(3, [STREAM])])
 
 
 @case(
@@ -1359,7 +1329,7 @@ def _v2_finish_twice(ctx: Context) -> None:
     kit.peer.send_raw(
         kit.raw(STREAM, 3, CONTINUE, kit.data()) + kit.raw(STREAM, 3, OK) + kit.raw(STREAM, 3, OK)
     )
-    closes_after(kit.peer, "§9.3", [(3, [STREAM])])  # the first finish may be answered
+    kit.peer.expect_close("§9.3", answers=[(3, [STREAM])])  # the first finish may be answered
 
 
 @case(
@@ -2139,7 +2109,7 @@ def _eof_in_stream(ctx: Context) -> None:
     kit.open_raw(3)
     kit.peer.send_raw(kit.raw(STREAM, 3, CONTINUE, kit.data()[:50_000]))
     kit.peer.shutdown_write()
-    closes_after(kit.peer, "§3.5", [])
+    kit.peer.expect_close("§3.5")
     alive(ctx.connect(), ctx, "§3.5")
 
 
@@ -2155,7 +2125,7 @@ def _call_then_truncated(ctx: Context) -> None:
     peer = ctx.connect()
     peer.send_raw(probe_call(ctx, 1) + probe_call(ctx, 2)[:20])
     peer.shutdown_write()
-    closes_after(peer, "§3.5", [(1, [REPLY])])
+    peer.expect_close("§3.5", answers=[(1, [REPLY])])
 
 
 @case(

@@ -347,7 +347,7 @@ class LibvirtClient:
             writer.finish()
             os.fsync(fd)  # success means on disk (spec.md §7.1.4), its name too
             if created:
-                _fsync_directory(os.path.dirname(os.path.abspath(dest)))
+                sparsemod.fsync_directory(os.path.dirname(os.path.abspath(dest)))
             ok = True
         finally:
             os.close(fd)
@@ -445,14 +445,6 @@ def _chunks(stream: BlockingStream) -> Iterator[memoryview | Hole]:
     finally:
         if not done:
             _abort_quietly(stream)
-
-
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _abort_quietly(stream: BlockingStream) -> None:

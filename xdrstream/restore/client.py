@@ -205,14 +205,7 @@ class _Sink:
                 self._writer.finish()
                 if self._path is not None:  # a file we made: success means on disk (§7.1.4)
                     os.fsync(self._close_fd)
-                    directory = os.open(
-                        os.path.dirname(os.path.abspath(self._path)),
-                        os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
-                    )
-                    try:
-                        os.fsync(directory)
-                    finally:
-                        os.close(directory)
+                    sparsemod.fsync_directory(os.path.dirname(os.path.abspath(self._path)))
         except BaseException:
             ok = False
             raise

@@ -413,7 +413,7 @@ class RestoreServer:
                 # Confirmed means stored (spec §7.1.4): the data, then the name, on disk first.
                 os.fsync(fd)
                 os.replace(partial, path)
-                _fsync_directory(path.parent)
+                sparse.fsync_directory(path.parent)
             except OSError as exc:
                 reason = exc.strerror or str(exc)
                 raise ServerError(
@@ -561,12 +561,3 @@ class ServerThread:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX: the entry lives in the directory)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -177,3 +177,13 @@ def supports_holes(directory: str) -> bool:
         os.pwrite(fd, b"x", 1 << 20)
         os.ftruncate(fd, 2 << 20)
         return _seek(fd, 0, SEEK_DATA) == 1 << 20
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Make a new or renamed entry in ``directory`` durable: POSIX keeps the entry in the
+    directory, so syncing the file alone does not (spec.md §7.1.4)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
