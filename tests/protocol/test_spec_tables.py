@@ -44,7 +44,7 @@ def test_spec_sections_named_by_the_code_exist() -> None:
 
 
 def test_tables_are_well_formed() -> None:
-    actions = {"send", "deliver", "drop"}
+    actions = {"send", "deliver", "drop", "hold"}
     for (role, kind), table in TABLES.items():
         states = {s for s, _ in table} | {n for n, _ in table.values()}
         assert "IDLE" in states and "CLOSED" in states

@@ -7,7 +7,8 @@ dropped).  A table maps ``(state, message)`` to ``(next state, action)``:
 
 * message ``">Name"``: this role sends event ``Name``; ``"<Name"``: it receives it;
 * action ``send`` (allowed send), ``deliver`` (received, returned by ``next_event``),
-  ``drop`` (received and silently discarded, §10.2).
+  ``drop`` (received and silently discarded, §10.2), ``hold`` (received early, kept and
+  applied to the table in order right after the next delivered event, §7.3.2).
 
 A pair missing from a table is an error: ``LocalProtocolError`` for a send,
 ``RemoteProtocolError`` for a receipt.  Every exchange starts in ``IDLE`` and is forgotten
@@ -63,6 +64,9 @@ class Action(_Word):
     SEND = "send"  # an allowed send
     DELIVER = "deliver"  # received, returned by next_event
     DROP = "drop"  # received and silently discarded (§10.2)
+    # received before the reply, kept, and applied in order once the reply has been
+    # delivered (libvirtd's race, §7.3.2); discarded if the exchange ends instead
+    HOLD = "hold"
 
 
 class Kind(_Word):
@@ -256,6 +260,10 @@ _ROWS: dict[tuple[str, str], str] = {
         IDLE      >Call          CALLING    send
         CALLING   <Reply         OPEN       deliver
         CALLING   <ErrorReply    CLOSED     deliver
+        CALLING   <StreamData    CALLING    hold
+        CALLING   <StreamHole    CALLING    hold
+        CALLING   <StreamEnd     CALLING    hold
+        CALLING   <StreamError   CALLING    hold
         OPEN      <StreamData    OPEN       deliver
         OPEN      <StreamHole    OPEN       deliver
         OPEN      <StreamEnd     EOF        deliver

@@ -39,6 +39,7 @@ connection is then unusable: every later call re-raises) or :class:`LocalProtoco
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -162,7 +163,14 @@ class Connection:
         self._registry = Registry.of(programs)
         self._decoder = FrameDecoder(self.limits.max_frame)
         self._flow = FlowControl(self.limits.stream_buffer)
-        self._exchanges = Exchanges(role, self._flow, self.limits.max_draining)
+        self._exchanges = Exchanges(
+            role,
+            self._flow,
+            self.limits.max_draining,
+            self.limits.stream_buffer or self.limits.max_receive_buffer,
+        )
+        # events held before their reply (§7.3.2), to apply before reading more frames
+        self._replay: deque[tuple[Exchange, ExchangeEvent, Frame]] = deque()
         self._eof = False
         self._error: RemoteProtocolError | None = None
 
@@ -287,6 +295,12 @@ class Connection:
             raise self._error
         try:
             while True:
+                if self._replay:
+                    early = self._replay.popleft()
+                    replayed = self._exchanges.deliver(*early)
+                    if replayed is not None:
+                        return replayed
+                    continue
                 raw = self._decoder.next_raw()
                 if raw is None:
                     if not self._eof:
@@ -441,7 +455,10 @@ class Connection:
             event = ErrorReply(serial, _wire.decode_error(frame, "§4.5"))
         else:
             raise remote(frame, "a reply's status must be OK or ERROR", "§4.4")
-        return self._exchanges.deliver(ex, event, frame)
+        delivered = self._exchanges.deliver(ex, event, frame)
+        if ex.held:  # stream events that came before this reply follow it (§7.3.2)
+            self._replay.extend((ex, e, f) for e, f in self._exchanges.take_held(ex))
+        return delivered
 
     # ------------------------------------------------------------------ sending
     def send(self, event: Event) -> bytes:

@@ -43,6 +43,8 @@ class Exchange:
 
     __slots__ = (
         "data_head",
+        "held",
+        "held_bytes",
         "kind",
         "known",
         "mode",
@@ -81,6 +83,9 @@ class Exchange:
         self.data_head = b""
         self.pending: deque[V1Call] = deque()  # V1: outstanding stream calls, oldest first
         self.unconsumed = 0  # bytes delivered, not yet reported consumed (§8.2)
+        # stream events received before the reply (action "hold", §7.3.2), with their frames
+        self.held: list[tuple[ExchangeEvent, Frame]] = []
+        self.held_bytes = 0
 
     # ------------------------------------------------------------------ facts
     @property
@@ -125,10 +130,13 @@ class Exchange:
 class Exchanges:
     """The exchanges of one connection, by primary serial, and what their ends release."""
 
-    def __init__(self, role: Role, flow: FlowControl, max_draining: int) -> None:
+    def __init__(
+        self, role: Role, flow: FlowControl, max_draining: int, max_held: int = 4 << 20
+    ) -> None:
         self.role = role
         self.flow = flow
         self.max_draining = max_draining
+        self.max_held = max_held  # bytes of stream data one exchange may hold (§7.3.2)
         self.by_serial: dict[int, Exchange] = {}
         self.v1_calls: dict[int, Exchange] = {}  # V1 stream-call serial -> exchange
         self._draining: OrderedDict[int, None] = OrderedDict()
@@ -196,7 +204,19 @@ class Exchanges:
 
     def deliver(self, ex: Exchange, event: ExchangeEvent, frame: Frame) -> ExchangeEvent | None:
         """``event`` received: apply it; the event to deliver, or None if dropped."""
-        if self.received(ex, "<" + type(event).__name__, frame) is Action.DROP:
+        action = self.received(ex, "<" + type(event).__name__, frame)
+        if action is Action.DROP:
+            return None
+        if action is Action.HOLD:
+            if type(event) is StreamData:
+                ex.held_bytes += len(event.data)
+                if ex.held_bytes > self.max_held:
+                    raise remote(
+                        frame,
+                        f"more than {self.max_held} bytes of stream data before the reply",
+                        "§7.3.2",
+                    )
+            ex.held.append((event, frame))
             return None
         if type(event) is StreamData and ex.state is not State.CLOSED:
             self.flow.delivered(ex, len(event.data))
@@ -214,6 +234,7 @@ class Exchanges:
         if state is State.CLOSED or state is State.DRAINING:
             self.cancel_pending(ex)
             self.flow.release(ex)
+            ex.held.clear()  # the call failed: what came early is discarded (§7.3.2)
         if state is State.CLOSED:
             self.by_serial.pop(ex.serial, None)
             self._draining.pop(ex.serial, None)
@@ -222,6 +243,11 @@ class Exchanges:
             while len(self._draining) > self.max_draining:
                 old, _ = self._draining.popitem(last=False)
                 self.by_serial.pop(old, None)
+
+    def take_held(self, ex: Exchange) -> list[tuple[ExchangeEvent, Frame]]:
+        """The events ``ex`` held before its reply, oldest first, to be applied now."""
+        held, ex.held, ex.held_bytes = ex.held, [], 0
+        return held
 
     # ------------------------------------------------------------------ V1 calls
     def add_pending(self, ex: Exchange, call: V1Call) -> None:
