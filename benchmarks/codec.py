@@ -15,6 +15,8 @@ strings as bytes (its compiler cannot compute a UTF-8 length), so it skips the d
 Then it unpacks a 256 KiB `opaque<>` zero-copy (checking the result is a memoryview over
 the input) and copying.
 
+Then the table of real schemas' types (libvirt, NFSv4) of benchmarks/codec_realtypes.py.
+
 Timing: timeit, the best (minimum) of several interleaved repeats of a loop sized to
 ~0.05 s. Prints markdown tables, and MET/MISSED per target; exits 0 either way.
 """
@@ -334,7 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         met = ratio >= goal if goal > 1.0 else ratio > goal
         print(f"  {'MET   ' if met else 'MISSED'} {label}: {ratio:.2f}x")
     print(f"  {'MET   ' if is_view else 'MISSED'} 256 KiB opaque<> unpacks zero-copy (memoryview)")
-    return 0
+
+    # -- real schemas' types (issue 13): benchmarks/codec_realtypes.py ---------------------
+    import codec_realtypes
+
+    print()
+    return codec_realtypes.main(["--quick"] if args.quick else [])
 
 
 if __name__ == "__main__":

@@ -75,6 +75,20 @@ def test_trace_server_reports_an_unknown_first_call(short_dir: Path) -> None:
         server.close()
     [result] = server.results
     assert not result.ok and "no trace starts with proc 2" in result.detail
+    assert "no trace starts with this procedure at all" in result.detail
+
+
+def test_trace_server_names_the_traces_of_a_known_procedure(short_dir: Path) -> None:
+    # a save under a name no trace recorded: the report says which traces the client could pick
+    address = addresses.parse_address(f"unix:{short_dir / 'serve-name.sock'}")
+    with replay.TraceServer(address, replay.committed_traces("restore"), timeout=2) as server:
+        server.start()
+        with pytest.raises(TransportError), Client.connect(server.address, options=OPTIONS) as c:
+            c.save(lambda chunk: None, 2, name="no-such-trace")
+        server.close()
+    [result] = server.results
+    assert not result.ok and "traces starting with this procedure: " in result.detail
+    assert "client-3-4-5.jsonl" in result.detail and "v2-download.jsonl" in result.detail
 
 
 def test_recording_proxy_relays_byte_for_byte(

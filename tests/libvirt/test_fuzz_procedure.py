@@ -54,20 +54,20 @@ def test_fuzz_one_procedure_of_our_storage_server(
 
 
 def test_the_judge_knows_the_whole_program() -> None:
-    """live.judge with judge_registry() reads a DOMAIN_GET_INFO exchange (outside the
+    """live.judge with judge_registry() reads a NODE_GET_INFO exchange (outside the
     built-in subset): a truncated reply is a violation; with the built-in schemas the
     judge cannot follow the call at all."""
     from xdrstream.fuzz import live
     from xdrstream.protocol.framing import Header, MessageType, pack_frame
 
     remote = protocol.load(debian_source("libvirt", "bookworm"), lenient=True)
-    proc = remote.procedure("DOMAIN_GET_INFO")
-    args = remote.args(proc.name, dom={"name": "test", "uuid": bytes(16), "id": 1})
+    proc = remote.procedure("NODE_GET_INFO")  # no arguments
     call = pack_frame(
-        Header(remote.program, remote.version, proc.number, MessageType.CALL, 5, 0),
-        remote.codec(proc.arg_type).pack(args),
+        Header(remote.program, remote.version, proc.number, MessageType.CALL, 5, 0), b""
     )
-    good = remote.result(proc.name, state=1, maxMem=8, memory=8, nrVirtCpu=2, cpuTime=3)
+    good = remote.result(
+        proc.name, model=[1] * 32, memory=8, cpus=2, mhz=3, nodes=1, sockets=1, cores=2, threads=1
+    )
     reply = Header(remote.program, remote.version, proc.number, MessageType.REPLY, 5, 0)
     body = bytes(remote.codec(proc.result_type).pack(good))
     try:
@@ -75,6 +75,6 @@ def test_the_judge_knows_the_whole_program() -> None:
         live.use_registry(fuzzing.judge_registry(remote))
         assert live.judge([call], pack_frame(reply, body)) is None
         problem = live.judge([call], pack_frame(reply, body[:-4]))
-        assert problem is not None and "remote_domain_get_info_ret" in problem
+        assert problem is not None and "remote_node_get_info_ret" in problem
     finally:
         live.use_registry(None)

@@ -96,14 +96,21 @@ def register(subparsers: Any) -> None:
     replay.set_defaults(func=cmd_replay)
 
     serve = sub.add_parser("serve", help="play traces' server sides for a client under test")
-    serve.add_argument("--listen", required=True, metavar="ADDR")
+    serve.add_argument(
+        "--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT to listen on"
+    )
     serve.add_argument(
         "--count",
         type=int,
         default=0,
         help="stop after this many connections (0: until interrupted)",
     )
-    serve.add_argument("--timeout", type=float, default=10.0)
+    serve.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for each frame the client should send (default 10)",
+    )
     serve.add_argument("--json", metavar="FILE", help="write the per-trace results as JSON")
     serve.add_argument(
         "traces",
@@ -121,23 +128,34 @@ def register(subparsers: Any) -> None:
     )
     tsub = trace.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
     show = tsub.add_parser("show", help="print a trace as a decoded ladder diagram")
-    show.add_argument("file", metavar="FILE")
+    show.add_argument("file", metavar="FILE", help="trace file (.jsonl)")
     show.set_defaults(func=cmd_show)
     export = tsub.add_parser("export", help="write a trace as a pcapng capture")
-    export.add_argument("--pcapng", required=True, metavar="OUT")
+    export.add_argument("--pcapng", required=True, metavar="OUT", help="pcapng file to write")
     export.add_argument("--port", type=int, default=16509, help="server TCP port in the capture")
-    export.add_argument("file", metavar="FILE")
+    export.add_argument("file", metavar="FILE", help="trace file (.jsonl)")
     export.set_defaults(func=cmd_export)
     record = tsub.add_parser("record", help="relay one session byte for byte and record it")
-    record.add_argument("--listen", required=True, metavar="ADDR")
-    record.add_argument("--upstream", required=True, metavar="ADDR")
-    record.add_argument("-o", "--output", required=True, metavar="FILE")
+    record.add_argument(
+        "--listen", required=True, metavar="ADDR", help="address the client under test connects to"
+    )
+    record.add_argument(
+        "--upstream", required=True, metavar="ADDR", help="the real server the bytes are relayed to"
+    )
+    record.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="trace file to write (.jsonl)"
+    )
     record.add_argument(
         "--sessions", type=int, default=1, help="connections to relay before writing the trace"
     )
-    record.add_argument("--description", default="")
+    record.add_argument("--description", default="", help="the trace header's description")
     record.add_argument("--cases", default="", help="comma-separated case ids covered")
-    record.add_argument("--program", default="restore", choices=["restore", "libvirt"])
+    record.add_argument(
+        "--program",
+        default="restore",
+        choices=["restore", "libvirt"],
+        help="program whose schemas describe the frames (default restore)",
+    )
     record.set_defaults(func=cmd_record)
 
 
@@ -157,9 +175,11 @@ def _target_options(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for each expected answer"
     )
-    parser.add_argument("--tls-ca", metavar="FILE")
-    parser.add_argument("--tls-cert", metavar="FILE")
-    parser.add_argument("--tls-key", metavar="FILE")
+    parser.add_argument(
+        "--tls-ca", metavar="FILE", help="CA that signed the server certificate (implies TLS)"
+    )
+    parser.add_argument("--tls-cert", metavar="FILE", help="client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", metavar="FILE", help="client key (mutual TLS)")
     parser.add_argument(
         "--libvirt-uri",
         default="qemu:///session",
@@ -170,7 +190,9 @@ def _target_options(parser: argparse.ArgumentParser, required: bool) -> None:
         default="test:///default",
         help="URI the screenshot cases open (default test:///default)",
     )
-    parser.add_argument("--libvirt-domain", default="test")
+    parser.add_argument(
+        "--libvirt-domain", default="test", help="domain the screenshot cases use (default test)"
+    )
     parser.add_argument(
         "--libvirt-pool",
         help="make the volume cases' volumes in this pool (default: a pool of the run's own)",

@@ -465,11 +465,15 @@ class TraceServer:
 
     def __init__(self, address: addresses.Address, traces: Sequence[Path], timeout: float = 10.0):
         self.traces: dict[tuple[Any, ...], tuple[str, Trace]] = {}
+        # trace names by the procedure of their first call, for the unknown-call message
+        self._by_procedure: dict[tuple[Any, ...], list[str]] = {}
         for path in traces:
             trace = read(path)
             first = _first_call(trace)
             if first is not None and trace.extra.get("client_testable", True):
-                self.traces.setdefault(_call_key(first), (path.name, trace))
+                key = _call_key(first)
+                self.traces.setdefault(key, (path.name, trace))
+                self._by_procedure.setdefault(key[:4], []).append(path.name)
         self.timeout = timeout
         self._listen = address
         self._sock = addresses.listen(address)
@@ -509,13 +513,21 @@ class TraceServer:
                     ReplayResult("(none)", False, "the client sent nothing", role="client")
                 )
             raw = frame_bytes(first)
-            entry = self.traces.get(_call_key(raw))
+            key = _call_key(raw)
+            entry = self.traces.get(key)
             if entry is None:
                 header = first.header
+                names = self._by_procedure.get(key[:4])
+                hint = (
+                    f"; traces starting with this procedure: {', '.join(names)} (a client "
+                    "picks one by sending its first call's arguments exactly, e.g. its image name)"
+                    if names
+                    else "; no trace starts with this procedure at all"
+                )
                 return self._record(ReplayResult(
                     "(none)", False,
                     f"no trace starts with proc {header.proc} of program {header.prog:#x} "
-                    "and these arguments", role="client"))  # fmt: skip
+                    f"and these arguments{hint}", role="client"))  # fmt: skip
             name, trace = entry
             return self._record(self._play(peer, name, trace, raw))
         finally:

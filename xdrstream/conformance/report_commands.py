@@ -48,7 +48,9 @@ def register(sub: Any) -> None:
         default=[],
         help="driver URI to open (repeatable, outcomes merged; default test:///default)",
     )
-    exact.add_argument("--timeout", type=float, default=30.0)
+    exact.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)"
+    )
     exact.add_argument("--json", metavar="FILE", help="write every procedure's outcome as JSON")
     exact.add_argument("--verbose", action="store_true", help="print every procedure's outcome")
     exact.set_defaults(func=cmd_exactness)
@@ -56,13 +58,26 @@ def register(sub: Any) -> None:
     judge = sub.add_parser(
         "judge", help="play the server side to a client under test and judge its frames"
     )
-    judge.add_argument("--listen", required=True, metavar="ADDR")
+    judge.add_argument(
+        "--listen", required=True, metavar="ADDR", help="address the client under test connects to"
+    )
     judge.add_argument(
         "--upstream", required=True, metavar="ADDR", help="the real server the calls go to"
     )
     judge.add_argument("--count", type=int, default=1, help="sessions to wait for (no command)")
-    judge.add_argument("--timeout", type=float, default=60.0)
-    judge.add_argument("--allow-deviation", action="append", default=[], metavar="CASE-ID")
+    judge.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds the client command or the sessions may take (default 60)",
+    )
+    judge.add_argument(
+        "--allow-deviation",
+        action="append",
+        default=[],
+        metavar="CASE-ID",
+        help="a known deviation of this case (glob) does not fail the run; repeatable",
+    )
     judge.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     judge.add_argument("--json", metavar="FILE", help="write a JSON report")
     judge.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
@@ -72,7 +87,12 @@ def register(sub: Any) -> None:
     columns = sub.add_parser(
         "columns", help="print `conformance run --json` reports side by side (README's table)"
     )
-    columns.add_argument("reports", nargs="+", metavar="LABEL=FILE")
+    columns.add_argument(
+        "reports",
+        nargs="+",
+        metavar="LABEL=FILE",
+        help="a column label and the `conformance run --json` report it shows",
+    )
     columns.set_defaults(func=cmd_columns)
 
 
