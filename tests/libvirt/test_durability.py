@@ -13,7 +13,7 @@ from libvirt_helpers import MiB, make_random_file, sha256
 from libvirt_servers import OurServer
 
 from xdrstream.libvirt import LibvirtClient
-from xdrstream.transport.stream import BlockingStream
+from xdrstream.transport.stream import Stream
 
 SIZE = 2 * MiB + 333
 
@@ -31,18 +31,18 @@ def test_upload_is_synced_before_its_confirmation(
     source = tmp_path / "in"
     make_random_file(source, SIZE)
     events: list[tuple[str, str, int]] = []
-    real_fsync, real_complete = os.fsync, BlockingStream.complete
+    real_fsync, real_complete = os.fsync, Stream.complete
 
     def fsync(fd: int) -> None:
         real_fsync(fd)
         events.append(("fsync", *_what(fd)))
 
-    def complete(self: BlockingStream, result: object = None) -> None:
+    async def complete(self: Stream, result: object = None) -> None:
         events.append(("confirm", "", 0))  # the server's confirming STREAM/OK goes now
-        real_complete(self, result)
+        await real_complete(self, result)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(BlockingStream, "complete", complete)
+    monkeypatch.setattr(Stream, "complete", complete)
     with LibvirtClient.open(our_server.uri) as client:
         vol = client.lookup_volume("images", "vol1")
         client.upload(vol, source)

@@ -1,5 +1,6 @@
 """The red team's small version (issue 15 part 6): each attack against a real server
-process stays within the issue's bounds (benchmarks/redteam.py --scale 0.1)."""
+process, the restore server and the storage-pool server (`serve --libvirt-storage`), stays
+within the issue's bounds (benchmarks/redteam.py --scale 0.1)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def test_redteam_small_meets_the_bounds() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
     try:
         run = subprocess.run(
-            [sys.executable, str(REDTEAM), "--scale", "0.1", "--restore-only"],
+            [sys.executable, str(REDTEAM), "--scale", "0.1"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -25,5 +26,6 @@ def test_redteam_small_meets_the_bounds() -> None:
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "MiB" in line]
-    assert len(rows) == 3, run.stdout + run.stderr
+    assert len(rows) == 5, run.stdout + run.stderr
+    assert sum(row.startswith("| storage: ") for row in rows) == 2, run.stdout
     assert run.returncode == 0 and all("MET" in row for row in rows), run.stdout + run.stderr

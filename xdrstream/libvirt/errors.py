@@ -20,12 +20,14 @@ VIR_ERR_INTERNAL_ERROR = 1
 VIR_ERR_NO_SUPPORT = 3
 VIR_ERR_INVALID_ARG = 8
 VIR_ERR_OPERATION_FAILED = 9
+VIR_ERR_XML_ERROR = 27
 VIR_ERR_SYSTEM_ERROR = 38
 VIR_ERR_RPC = 39
 VIR_ERR_NO_DOMAIN = 42
 VIR_ERR_NO_STORAGE_POOL = 49
 VIR_ERR_NO_STORAGE_VOL = 50
 VIR_ERR_OPERATION_INVALID = 55
+VIR_ERR_STORAGE_VOL_EXIST = 90
 
 # virErrorDomain values used here
 VIR_FROM_NONE = 0
@@ -42,12 +44,14 @@ _FORMATS = {
     VIR_ERR_NO_SUPPORT: "this function is not supported by the connection driver: %s",
     VIR_ERR_INVALID_ARG: "invalid argument: %s",
     VIR_ERR_OPERATION_FAILED: "operation failed: %s",
+    VIR_ERR_XML_ERROR: "XML error: %s",
     VIR_ERR_SYSTEM_ERROR: "%s",
     VIR_ERR_RPC: "%s",
     VIR_ERR_NO_DOMAIN: "Domain not found: %s",
     VIR_ERR_NO_STORAGE_POOL: "Storage pool not found: %s",
     VIR_ERR_NO_STORAGE_VOL: "Storage volume not found: %s",
     VIR_ERR_OPERATION_INVALID: "Requested operation is not valid: %s",
+    VIR_ERR_STORAGE_VOL_EXIST: "storage volume '%s' exists already",
 }
 
 

@@ -613,7 +613,7 @@ def _emit(record: dict[str, Any], text: str) -> None:
 def _serve_libvirt_storage(
     args: argparse.Namespace, tls: ssl.SSLContext | None, options: Options
 ) -> int:
-    """``serve --libvirt-storage DIR``: the threaded storage server until SIGINT/SIGTERM."""
+    """``serve --libvirt-storage DIR``: the storage server until SIGINT/SIGTERM."""
     import threading
 
     from xdrstream.libvirt.storage_server import StorageServer
