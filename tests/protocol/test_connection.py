@@ -582,8 +582,9 @@ def test_consuming_data_of_a_stream_that_ended_is_fine() -> None:
 
 
 def _partial_echo(server: Connection, sent: int) -> None:
-    """Feed ``server`` the header and ``sent`` payload bytes of a 1 MiB frame, in place."""
-    head = struct.pack(">7I", MIN_FRAME + (1 << 20), PROG, VERS, 2, 0, 1, 0)
+    """Feed ``server`` the header and ``sent`` payload bytes of a 1 MiB stream data frame
+    (STREAM/CONTINUE: only the frame limit bounds it), in place."""
+    head = struct.pack(">7I", MIN_FRAME + (1 << 20), PROG, VERS, 6, 3, 1, 2)
     view = server.get_buffer(len(head))
     view[: len(head)] = head
     server.buffer_updated(len(head))
@@ -624,3 +625,60 @@ def test_protocol_error_releases_the_decoders_memory() -> None:
     with pytest.raises(RemoteProtocolError, match="closed inside a frame"):
         server.next_event()  # the same error again, not the decoder's "released"
     assert server.buffered == 0
+
+
+def _call_head(proc: int, payload: int, serial: int = 1) -> bytes:
+    return struct.pack(">7I", MIN_FRAME + payload, PROG, VERS, proc, 0, serial, 0)
+
+
+def test_procedure_bounds_come_from_the_schema() -> None:
+    from xdrstream.protocol import programs_from_schema
+
+    [program] = programs_from_schema(RESTORE)
+    bounds = {p.name: p.arg_max for p in program.procedures.values()}
+    assert bounds["XS_PROC_PING"] == 0  # void
+    assert bounds["XS_PROC_ECHO"] == 4 + 65536  # opaque data<XS_ECHO_MAX>
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_oversized_call_is_refused_from_its_header(in_place: bool) -> None:
+    # §3.6: a PING (void) announcing 1 MiB is refused at its 28-byte header; its payload
+    # is discarded as it arrives, never buffered; libvirt's error reply; the connection goes on
+    client, server = pair()
+    chunks = [_call_head(1, 1 << 20)] + [bytes(65536)] * 16
+    for chunk in chunks:
+        if in_place:
+            view = server.get_buffer(len(chunk))
+            view[: len(chunk)] = chunk
+            server.buffer_updated(len(chunk))
+        else:
+            server.receive_data(chunk)
+        assert server.buffered <= MIN_FRAME  # the header only, never the payload
+        event = server.next_event()
+        if event is not NEED_DATA:
+            break
+    assert chunk is chunks[-1]
+    assert isinstance(event, Call) and not event.known and event.refusal is not None
+    assert (event.refusal.code, event.refusal.domain) == (39, 7)
+    assert event.refusal.message == "Unable to decode message payload"
+    reply = client.receive_data(server.send(ErrorReply(event.serial, event.refusal)))
+    assert reply is None
+    # the connection goes on: the next call is served
+    ping = client.send(Call(client.next_serial(), PROG, VERS, 1, None))
+    server.receive_data(ping)
+    assert isinstance(server.next_event(), Call)
+
+
+def test_echo_at_its_bound_is_accepted_one_more_byte_refused() -> None:
+    _, server = pair()
+    at_bound = struct.pack(">I", 65536) + bytes(65536)
+    server.receive_data(_call_head(2, len(at_bound)) + at_bound)
+    event = server.next_event()
+    assert isinstance(event, Call) and event.known and len(event.args.data) == 65536
+    server.receive_data(_call_head(2, len(at_bound) + 1, serial=2))
+    assert server.next_event() is NEED_DATA  # refused here, from the header
+    assert server.buffered == MIN_FRAME
+    server.receive_data(at_bound + b"x")
+    assert server.buffered == MIN_FRAME  # discarded, not kept
+    event = server.next_event()
+    assert isinstance(event, Call) and event.refusal is not None and event.serial == 2

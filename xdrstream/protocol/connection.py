@@ -61,6 +61,7 @@ from xdrstream.protocol._wire import (
 from xdrstream.protocol.errors import LocalProtocolError, RemoteProtocolError
 from xdrstream.protocol.events import (
     NEED_DATA,
+    OVERSIZED_CALL,
     Call,
     ConnectionClosed,
     ErrorReply,
@@ -162,6 +163,8 @@ class Connection:
         self.limits = limits or Limits()
         self._registry = Registry.of(programs)
         self._decoder = FrameDecoder(self.limits.max_frame)
+        if role is Role.SERVER:  # refuse oversized calls from their header (§3.6)
+            self._decoder.call_bound = self._call_bound
         self._flow = FlowControl(self.limits.stream_buffer)
         self._exchanges = Exchanges(
             role,
@@ -371,12 +374,21 @@ class Connection:
             return Message(h.prog, h.vers, h.proc, bytes(frame.payload))
         return Message(h.prog, h.vers, h.proc, _wire.decode(frame, proc.arg, "§4.6"))
 
+    def _call_bound(self, prog: int, vers: int, proc: int) -> int | None:
+        found = self._registry.lookup(prog, vers, proc)
+        return None if found is None else found.arg_max
+
     def _receive_call(self, frame: Frame) -> Event:
         h = frame.header
         serial = h.serial
         # a DRAINING serial is free: the client is done with it (§4.3.2)
         if not self._exchanges.free_draining(serial) and self._exchanges.in_use(serial):
             raise remote(frame, "serial is already in use", "§4.3")
+        if self._decoder.discarded:  # refused from its header, payload discarded (§3.6)
+            ex = Exchange(serial, (h.prog, h.vers, h.proc), None, Role.SERVER, False)
+            self._exchanges.received(ex, "<Call", frame)
+            self._exchanges.add(ex)
+            return Call(serial, h.prog, h.vers, h.proc, None, False, OVERSIZED_CALL)
         proc = self._registry.lookup(h.prog, h.vers, h.proc)
         ex = Exchange(serial, (h.prog, h.vers, h.proc), proc, Role.SERVER, proc is not None)
         if proc is None:
