@@ -744,6 +744,23 @@ def _unknown(ctx: Context, prog: int, vers: int, proc: int, section: str) -> Non
 
 
 @case(
+    "3.6/1",
+    "a PING announcing 1 MiB of arguments gets libvirt's decode error and the connection goes on",
+    requirement="§3.6: a call larger than its procedure's largest valid argument MUST be "
+    "refused from its header with an ERROR reply",
+    expect='REPLY/ERROR code 39 "Unable to decode message payload"; later calls answered',
+)
+def _oversized_call(ctx: Context) -> None:
+    peer = ctx.connect()
+    peer.send_raw(raw(PING, CALL, 5, OK, bytes(1 << 20)))
+    frame = expect_error_reply(peer, 5, "§3.6")
+    error = bodies.unpack_error(frame.payload)
+    if (error.code, error.domain) != (39, 7):
+        raise Violation(f"§3.6: error {error.code}/{error.domain}, expected 39/7 (VIR_ERR_RPC)")
+    alive(peer, ctx, "§3.6")
+
+
+@case(
     "4.4.2/1",
     "a call of an unknown program gets an ERROR reply and the connection continues",
     requirement="§4.4.2, §10.1: an unknown program MUST be answered with an ERROR reply",
@@ -787,7 +804,11 @@ def _unknown_procedure(ctx: Context) -> None:
     deviations=(_LV_TRAILING, _ours_as_libvirtd("answers a call with trailing bytes")),
 )
 def _trailing_args(ctx: Context) -> None:
-    _closes_on(ctx, probe_call(ctx, 1, b"\0\0\0\0"), "§4.4.2")
+    if ctx.program == "libvirt":
+        call = probe_call(ctx, 1, b"\0\0\0\0")
+    else:  # an empty ECHO plus 4 bytes: within ECHO's bound, so not refused at its header (§3.6)
+        call = raw(ECHO, CALL, 1, OK, b"\0\0\0\0" * 2)
+    _closes_on(ctx, call, "§4.4.2")
 
 
 @case(
