@@ -682,3 +682,19 @@ def test_echo_at_its_bound_is_accepted_one_more_byte_refused() -> None:
     assert server.buffered == MIN_FRAME  # discarded, not kept
     event = server.next_event()
     assert isinstance(event, Call) and event.refusal is not None and event.serial == 2
+
+
+def test_libvirt_procedures_are_bounded_for_a_server_decoding_its_own_arguments() -> None:
+    # the storage-pool server registers raw arguments; the bound still comes from the schema
+    from xdrstream.libvirt import protocol as remote
+
+    program = remote.load().program_definition(raw_args=True)
+    server = Connection(Role.SERVER, [program])
+    auth_list = remote.load().number("AUTH_LIST")
+    server.receive_data(
+        struct.pack(">7I", MIN_FRAME + (1 << 20), program.number, 1, auth_list, 0, 3, 0)
+    )
+    assert server.next_event() is NEED_DATA and server.buffered == MIN_FRAME
+    server.receive_data(bytes(1 << 20))
+    event = server.next_event()
+    assert isinstance(event, Call) and event.refusal is not None and server.buffered == 0

@@ -60,6 +60,7 @@ from xdrstream.protocol.programs import (
     Program,
     StreamMode,
     Variant,
+    arg_bound,
     stream_mode,
 )
 
@@ -206,7 +207,8 @@ class RemoteProtocol:
             if raw_args and not proc.event:
                 arg = raw
             result = raw if raw_results and not proc.event else self.codec(proc.result_type)
-            procs[proc.number] = Procedure(proc.number, proc.name, arg, result, proc.stream)
+            bound = arg_bound(self.codec(proc.arg_type))  # refused beyond it (spec §3.6)
+            procs[proc.number] = Procedure(proc.number, proc.name, arg, result, proc.stream, bound)
         return Program(self.program, self.version, procs, f"{self.prefix[:-5]}PROGRAM")
 
 
