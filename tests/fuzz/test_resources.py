@@ -12,7 +12,7 @@ from pathlib import Path
 from xdrstream.fuzz import resources
 from xdrstream.fuzz.live import Target
 
-TOY = '''
+TOY = """
 import asyncio, struct, sys
 
 held = []
@@ -29,7 +29,7 @@ async def main():
     await server.serve_forever()
 
 asyncio.run(main())
-'''
+"""
 
 
 def _start(command: list[str], ready: str) -> subprocess.Popen[str]:
@@ -73,3 +73,16 @@ def test_our_server_has_no_resource_finding(tmp_path: Path) -> None:
         _stop(process)
     assert [m.attack for m in measures] == list(resources.ATTACKS)
     assert resources.findings(measures) == [], [m.line() for m in measures]
+
+
+def test_cli_resources_campaign_reports_the_toy_server(tmp_path: Path) -> None:
+    from xdrstream.cli import main
+
+    script, sock = tmp_path / "toy.py", tmp_path / "toy.sock"
+    script.write_text(TOY)
+    spawn = f"{sys.executable} {script} {sock}"
+    code = main([
+        "fuzz", "--target", f"unix:{sock}", "--spawn", spawn, "--campaign", "resources",
+        "--connections", "8",
+    ])  # fmt: skip
+    assert code == 1  # 8 x 32 MiB announced: the toy allocates them all
