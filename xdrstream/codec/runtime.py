@@ -114,10 +114,19 @@ class Codec:
     unpack: Callable[..., Any]
     unpack_from: Callable[..., tuple[Any, int]]
 
-    def __init__(self, schema: Schema, name: str, pack_fn: PackFn, unpack_fn: UnpackFn):
+    def __init__(
+        self,
+        schema: Schema,
+        name: str,
+        pack_fn: PackFn,
+        unpack_fn: UnpackFn,
+        encode_fn: Callable[[Any], bytes] | None = None,
+    ):
         self.name = name
         self.schema = schema
         self.pack, self.unpack, self.unpack_from = _wrappers(schema, name, pack_fn, unpack_fn)
+        if encode_fn is not None:
+            self.pack = _direct_pack(schema, name, encode_fn)
 
     @property
     def __xdr_schema__(self) -> Schema:
@@ -179,6 +188,19 @@ def _wrappers(
     return pack, unpack, unpack_from
 
 
+def _direct_pack(schema: Schema, name: str, encode_fn: Callable[[Any], bytes]) -> Any:
+    """``pack`` of a fixed-layout type whose generated ``b_<type>`` returns the bytes."""
+
+    def pack(value: Any) -> bytes:
+        try:
+            return encode_fn(value)
+        except Exception as exc:
+            raise schema.encode_error(name, value, exc) from None
+
+    pack.__qualname__ = pack.__name__ = f"pack_{name}"
+    return pack
+
+
 def _builtin_names() -> tuple[str, ...]:
     from xdrstream.codec.codegen import BUILTINS
 
@@ -204,9 +226,10 @@ class Schema(Mapping[str, Any]):
         self.filename: str = model.filename
         self._codecs: dict[str, Codec] = {}
         self._types: dict[str, Any] = {}
-        table: dict[str, tuple[Any, PackFn, UnpackFn]] = namespace["_TYPES"]
-        for name, (cls, pack_fn, unpack_fn) in table.items():
-            codec = Codec(self, name, pack_fn, unpack_fn)
+        # (class, pack, unpack[, encode]): fixed-layout structs have an encode returning bytes.
+        table: dict[str, tuple[Any, ...]] = namespace["_TYPES"]
+        for name, (cls, pack_fn, unpack_fn, *encode) in table.items():
+            codec = Codec(self, name, pack_fn, unpack_fn, *encode)
             self._codecs[name] = codec
             if name in BUILTIN_NAMES and name not in model.types:
                 continue
