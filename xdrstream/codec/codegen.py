@@ -5,7 +5,8 @@ Per struct/union/enum ``X`` the module defines the value class ``C_X`` and two f
 returns ``(value, new_offset)``. Structs and unions that can contain themselves take a
 third argument, the nesting depth, checked against ``MAX_DEPTH``. Typedefs of other types
 get ``pt_<name>``/``ut_<name>``, built-in types ``pb_<name>``/``ub_<name>``. A fixed-layout
-struct also gets ``b_X(v)``, returning its bytes from one ``struct`` call.
+struct also gets ``b_X(v)``, returning its bytes from one ``struct`` call, and ``d_X(buf)``,
+decoding a buffer of exactly its size.
 
 Speed comes from doing at generation time what an interpreter does per value: consecutive
 fixed-size items (and the length/flag word of the item after them) are packed/unpacked by
@@ -630,6 +631,17 @@ class Generator:
             f, args = self.pack_fixed(fn, t, "v", 1)
             fn.emit(1, f"return {self.struct_const('>' + f)}.pack({', '.join(args)})")
             self.function(f"b_{t.ident}", "v", fn, f"Encode struct {t.name}.")
+            fn = _Fn(False)
+            names: list[str] = []
+            checks: list[str] = []
+            f, expr = self.unpack_fixed(fn, t, names, checks)
+            s = self.struct_const(">" + f)
+            target = ", ".join(names) + ("," if len(names) == 1 else "")
+            fn.emit(1, f"{target} = {s}.unpack(buf)")  # struct.error unless exactly its size
+            for check in checks:
+                fn.emit(1, f"if not {check}: raise _Invalid")
+            fn.emit(1, f"return {expr}")
+            self.function(f"d_{t.ident}", "buf", fn, f"Decode all of buf as struct {t.name}.")
             self.direct.add(t.ident)
         fn = _Fn(t.recursive)
         exprs = self.unpack_seq(fn, [f.type for f in t.fields], 1)
@@ -834,7 +846,7 @@ class Generator:
         table: list[str] = []
         for name, t in model.types.items():
             if isinstance(t, (m.Struct, m.Union_, m.Enum)):
-                direct = f", b_{t.ident}" if t.ident in self.direct else ""
+                direct = f", b_{t.ident}, d_{t.ident}" if t.ident in self.direct else ""
                 table.append(f"    {name!r}: (C_{t.ident}, p_{t.ident}, u_{t.ident}{direct}),")
             else:
                 table.append(f"    {name!r}: (None, pt_{name}, ut_{name}),")

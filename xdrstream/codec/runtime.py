@@ -121,12 +121,13 @@ class Codec:
         pack_fn: PackFn,
         unpack_fn: UnpackFn,
         encode_fn: Callable[[Any], bytes] | None = None,
+        decode_fn: Callable[[Any], Any] | None = None,
     ):
         self.name = name
         self.schema = schema
         self.pack, self.unpack, self.unpack_from = _wrappers(schema, name, pack_fn, unpack_fn)
-        if encode_fn is not None:
-            self.pack = _direct_pack(schema, name, encode_fn)
+        if encode_fn is not None and decode_fn is not None:
+            self.pack, self.unpack = _direct(schema, name, encode_fn, decode_fn, self.unpack)
 
     @property
     def __xdr_schema__(self) -> Schema:
@@ -188,8 +189,16 @@ def _wrappers(
     return pack, unpack, unpack_from
 
 
-def _direct_pack(schema: Schema, name: str, encode_fn: Callable[[Any], bytes]) -> Any:
-    """``pack`` of a fixed-layout type whose generated ``b_<type>`` returns the bytes."""
+def _direct(
+    schema: Schema,
+    name: str,
+    encode_fn: Callable[[Any], bytes],
+    decode_fn: Callable[[Any], Any],
+    unpack_wrapper: Callable[..., Any],
+) -> tuple[Callable[[Any], bytes], Callable[..., Any]]:
+    """``pack`` and ``unpack`` of a fixed-layout struct through its generated ``b_<type>``
+    (returns the bytes) and ``d_<type>`` (decodes exactly its size): no bytearray, no
+    offsets. Input ``d_`` refuses goes to the general ``unpack`` for its exact error."""
 
     def pack(value: Any) -> bytes:
         try:
@@ -197,8 +206,17 @@ def _direct_pack(schema: Schema, name: str, encode_fn: Callable[[Any], bytes]) -
         except Exception as exc:
             raise schema.encode_error(name, value, exc) from None
 
+    def unpack(data: Any, zero_copy: bool = False) -> Any:
+        if data.__class__ is bytes:
+            try:
+                return decode_fn(data)
+            except Exception:
+                pass
+        return unpack_wrapper(data, zero_copy)
+
     pack.__qualname__ = pack.__name__ = f"pack_{name}"
-    return pack
+    unpack.__qualname__ = unpack.__name__ = f"unpack_{name}"
+    return pack, unpack
 
 
 def _builtin_names() -> tuple[str, ...]:
