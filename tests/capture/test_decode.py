@@ -162,6 +162,8 @@ def test_bad_length_and_header_name_the_offset(
     status, found, err = run_decode(tmp_path, good + bytes(bad_type), capsys)
     assert status == 1 and len(found) == 1
     assert "§4.1" in err and f"byte offset {len(good) + 16}" in err
+    # the offset is named once: "byte offset N: §4.1: ...", not again at the end
+    assert err.count("offset") == 1, err
 
 
 def test_body_that_does_not_match_the_schema(

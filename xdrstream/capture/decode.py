@@ -361,7 +361,8 @@ class Decoder:
         except RemoteProtocolError as exc:
             offset = exc.offset if exc.offset is not None else decoder.offset
             packet = None if stream is None else stream.packet_at(offset)
-            return frames, StreamFailure(str(exc), offset, packet=packet)
+            # the failure names the offset itself: the error's text without it
+            return frames, StreamFailure(exc.reason, offset, packet=packet)
         if decoder.buffered:
             offset = decoder.offset
             tail = bytes(data[offset : offset + LEN_SIZE])
