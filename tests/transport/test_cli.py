@@ -208,6 +208,36 @@ def test_json_flag_prints_the_json_line_on_a_terminal_too(
     assert "restored" not in output
 
 
+def test_save_size_against_a_recorded_stream_is_refused_naming_both_options(
+    leaks: Leaks, tmp_path: Path, image: tuple[Path, str]
+) -> None:
+    recorded, digest = image
+    out = tmp_path / "out.qevm"
+    with serving(leaks, f"unix:{tmp_path}/x.sock", "--save-from", str(recorded)) as server:
+        refused = run_cli(leaks, "save", str(out), "--connect", server.address, "--size", "2M")
+        assert refused.code == 1 and not out.exists()
+        assert "--size" in refused.error and "--save-from" in refused.error, refused.error
+        saved = run_cli(leaks, "save", str(out), "--connect", server.address)
+        assert saved.code == 0, saved.stderr
+        assert file_sha256(out) == digest
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--name", "x", "--size", "2M"], "--name and --size/--seed: give one or the other"),
+        (["--name", "x", "--seed", "3"], "--name and --size/--seed: give one or the other"),
+        (["--seed", "3"], "--seed needs --size"),
+    ],
+)
+def test_save_options_that_would_be_ignored_are_usage_errors(
+    leaks: Leaks, tmp_path: Path, options: list[str], message: str
+) -> None:
+    out = tmp_path / "out.qevm"
+    outcome = run_cli(leaks, "save", str(out), "--connect", f"unix:{tmp_path}/none", *options)
+    assert (outcome.code, outcome.error) == (2, f"xdrstream save: error: {message}")
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 

@@ -202,7 +202,9 @@ def _register_transfer(subparsers: Any, command: str) -> None:
             type=parse_size,
             help="length of the stub's synthetic stream (the server's default otherwise)",
         )
-        parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream")
+        parser.add_argument(
+            "--seed", type=int, help="seed of the synthetic stream (with --size; default 0)"
+        )
     parser.add_argument(
         "--timeout",
         type=_positive_float,
@@ -523,10 +525,15 @@ def run_save(args: argparse.Namespace) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.file))
     if not os.path.isdir(out_dir):
         return _fail("save", CommandError(f"cannot write {args.file}: no such directory", 2))
+    # --size/--seed travel as the name SIZE:SEED (the server's rule): none may be lost
+    if args.name is not None and (args.size is not None or args.seed is not None):
+        return _fail("save", CommandError("--name and --size/--seed: give one or the other", 2))
+    if args.seed is not None and args.size is None:
+        return _fail("save", CommandError("--seed needs --size", 2))
     if args.name is not None:
         name = args.name
     elif args.size is not None:
-        name = f"{args.size}:{args.seed}"
+        name = f"{args.size}:{args.seed or 0}"
     else:
         name = "image"
     console = None if args.json else terminal_console()
