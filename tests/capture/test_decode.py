@@ -302,6 +302,7 @@ def test_damaged_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert status == 1
     assert [m["type_name"] for m in found] == ["CALL", "REPLY"]
     assert "cut short" in err and "file offset" in err
+    assert err.count("offset") == 1, err  # named once, as the capture file's offset
     status, found, err = run_decode(tmp_path, b"\xa1\xb2\xc3\xd4" + bytes(4), capsys)
     assert status == 1 and found == []
     assert "pcap file header needs 24 bytes" in err

@@ -124,7 +124,8 @@ class DecodedMessage:
 
 @dataclass(frozen=True)
 class StreamFailure:
-    """A byte stream that could not be decoded past ``offset`` (stream offset)."""
+    """A byte stream that could not be decoded past ``offset`` (stream offset; the capture
+    file's offset when ``in_file``: the capture itself is damaged there)."""
 
     message: str
     offset: int
@@ -132,8 +133,11 @@ class StreamFailure:
     source: str | None = None
     destination: str | None = None
     packet: int | None = None
+    in_file: bool = False
 
     def __str__(self) -> str:
+        if self.in_file:
+            return f"capture file offset {self.offset}: {self.message}"
         where = f"byte offset {self.offset}"
         if self.direction is not None and self.source is not None:
             where = f"{self.direction.value} {self.source} -> {self.destination}, stream {where}"
@@ -314,7 +318,8 @@ class Decoder:
             )
         yield from failures
         if reassembly.error is not None:
-            yield StreamFailure(str(reassembly.error), reassembly.error.offset)
+            error = reassembly.error
+            yield StreamFailure(error.reason, error.offset, in_file=True)
 
     # -- internals -----------------------------------------------------------------------
 
