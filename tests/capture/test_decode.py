@@ -388,6 +388,11 @@ def test_port_that_no_connection_uses(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert (status, found) == (1, [])
     assert "no TCP connection of the capture uses port 9" in err
+    assert "offset" not in err and "16509" in err  # no offset to name; the ports there are
+    with pytest.raises(SystemExit) as usage:
+        main(["decode", "--port", "99999", str(tmp_path / "input.bin")])
+    assert usage.value.code == 2
+    assert "'99999' is not a TCP port (1-65535)" in capsys.readouterr().err
 
 
 def test_loss_inside_a_frame_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,10 +49,17 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=_port,
         help="captures: only connections with this TCP port, taken as the server's port",
     )
     parser.set_defaults(func=run)
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return port
 
 
 def run(args: argparse.Namespace) -> int:

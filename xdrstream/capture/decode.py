@@ -30,7 +30,7 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from xdrstream.capture.pcap import (
     FlowDirection,
@@ -124,8 +124,9 @@ class DecodedMessage:
 
 @dataclass(frozen=True)
 class StreamFailure:
-    """A byte stream that could not be decoded past ``offset`` (stream offset; the capture
-    file's offset when ``in_file``: the capture itself is damaged there)."""
+    """A byte stream that could not be decoded past ``offset``: the stream's offset, or with
+    ``scope`` "file" the capture file's (the capture itself is damaged there); "capture"
+    for a failure of the whole capture, at no offset."""
 
     message: str
     offset: int
@@ -133,11 +134,13 @@ class StreamFailure:
     source: str | None = None
     destination: str | None = None
     packet: int | None = None
-    in_file: bool = False
+    scope: Literal["stream", "file", "capture"] = "stream"
 
     def __str__(self) -> str:
-        if self.in_file:
+        if self.scope == "file":
             return f"capture file offset {self.offset}: {self.message}"
+        if self.scope == "capture":
+            return self.message
         where = f"byte offset {self.offset}"
         if self.direction is not None and self.source is not None:
             where = f"{self.direction.value} {self.source} -> {self.destination}, stream {where}"
@@ -295,7 +298,13 @@ class Decoder:
             if port is None or port in (flow.client.port, flow.server.port)
         ]
         if port is not None and not flows and reassembly.flows:
-            yield StreamFailure(f"no TCP connection of the capture uses port {port}", 0)
+            found = sorted({p for f in reassembly.flows for p in (f.client.port, f.server.port)})
+            yield StreamFailure(
+                f"no TCP connection of the capture uses port {port} (its ports: "
+                f"{', '.join(map(str, found))})",
+                0,
+                scope="capture",
+            )
         # Frames of all connections, in the order of the packets that completed them.
         tagged: list[tuple[int, int, int, int, FlowDirection, _RawFrame]] = []
         failures: list[StreamFailure] = []
@@ -319,7 +328,7 @@ class Decoder:
         yield from failures
         if reassembly.error is not None:
             error = reassembly.error
-            yield StreamFailure(error.reason, error.offset, in_file=True)
+            yield StreamFailure(error.reason, error.offset, scope="file")
 
     # -- internals -----------------------------------------------------------------------
 
