@@ -398,6 +398,32 @@ def test_serve_on_tcp_port_zero_prints_the_real_port(leaks: Leaks) -> None:
         wait_until(lambda: server.process.poll() is None, 1, "the server survives a hang-up")
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--save-from", "{missing}"], "--save-from {missing}: no such file"),
+        (
+            ["--save-from", "{image}", "--save-size", "2M"],
+            "--save-from and --save-size: not together",
+        ),
+        (
+            ["--save-from", "{image}", "--seed", "2", "--images", "{tmp}"],
+            "--save-from and --seed, --images: not together",
+        ),
+        (["--save-size", "50"], "--save-size 50: a synthetic stream has at least"),
+    ],
+)
+def test_serve_refuses_save_stream_options_it_would_ignore(
+    leaks: Leaks, tmp_path: Path, image: tuple[Path, str], options: list[str], message: str
+) -> None:
+    names = {"missing": tmp_path / "missing.qevm", "image": image[0], "tmp": tmp_path}
+    argv = [option.format(**names) for option in options]
+    outcome = run_cli(leaks, "serve", "--listen", f"unix:{tmp_path}/x.sock", *argv)
+    assert outcome.code == 2
+    assert outcome.error.startswith(f"xdrstream serve: error: {message.format(**names)}")
+    assert not (tmp_path / "x.sock").exists()
+
+
 def test_serve_refuses_a_missing_qemu(leaks: Leaks, tmp_path: Path) -> None:
     missing = tmp_path / "qemu-system-none"
     outcome = run_cli(leaks, "serve", "--listen", f"unix:{tmp_path}/x.sock", "--qemu", str(missing))

@@ -276,14 +276,14 @@ def _register_serve(subparsers: Any) -> None:
     parser.add_argument(
         "--save-size",
         type=parse_size,
-        default=DEFAULT_SAVE_SIZE,
         help="length of the stub's stream for saves without a SIZE[:SEED] name (default 64M)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the stub's save stream")
+    parser.add_argument("--seed", type=int, help="seed of the stub's save stream (default 0)")
     parser.add_argument(
         "--save-from",
         metavar="FILE",
-        help="the stub's saves replay this recorded stream, e.g. a real QEMU save",
+        help="the stub's saves replay this recorded stream, e.g. a real QEMU save "
+        "(not with --save-size/--seed, --qemu, --images or --libvirt-storage)",
     )
     parser.add_argument(
         "--timeout",
@@ -581,8 +581,8 @@ def _launcher(args: argparse.Namespace) -> EndpointLauncher:
     )
     return StubLauncher(
         check=args.stub_check,
-        save_size=args.save_size,
-        seed=args.seed,
+        save_size=DEFAULT_SAVE_SIZE if args.save_size is None else args.save_size,
+        seed=args.seed or 0,
         faults=faults,
         save_from=args.save_from,
     )
@@ -654,6 +654,33 @@ def _serve_libvirt_storage(
     return EXIT_OK
 
 
+def _check_save_stream(args: argparse.Namespace) -> None:
+    """The stub's save stream options, checked before listening: none may be ignored."""
+    from xdrstream.endpoints.qemu_stub import MIN_SIZE
+
+    if args.save_from is not None:
+        other = [
+            option
+            for option, value in (
+                ("--save-size", args.save_size),
+                ("--seed", args.seed),
+                ("--qemu", args.qemu),
+                ("--images", args.images),
+                ("--libvirt-storage", args.libvirt_storage),
+            )
+            if value is not None
+        ]
+        if other:
+            raise CommandError(f"--save-from and {', '.join(other)}: not together", EXIT_USAGE)
+        if not os.path.isfile(args.save_from):
+            raise CommandError(f"--save-from {args.save_from}: no such file", EXIT_USAGE)
+    if args.save_size is not None and args.save_size < MIN_SIZE:
+        raise CommandError(
+            f"--save-size {args.save_size}: a synthetic stream has at least {MIN_SIZE} bytes",
+            EXIT_USAGE,
+        )
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from xdrstream.restore.server import RestoreServer
     from xdrstream.transport.options import Options
@@ -675,6 +702,7 @@ def run_serve(args: argparse.Namespace) -> int:
             raise CommandError("--pool needs --libvirt-storage", EXIT_USAGE)
         if args.images is not None and not args.images.is_dir():
             raise CommandError(f"--images {args.images}: no such directory", EXIT_USAGE)
+        _check_save_stream(args)
         options = Options(
             timeout=args.timeout,
             idle_timeout=args.idle_timeout,
