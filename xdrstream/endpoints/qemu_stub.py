@@ -59,7 +59,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from xdrstream.endpoints import migration
 from xdrstream.endpoints.migration import MigrationError, MigrationParser, Summary
@@ -326,8 +326,13 @@ class StreamChecker:
     by counting, so the cost per MiB is a few Python operations.
     """
 
-    def __init__(self, mode: Literal["full", "header"] = "full") -> None:
+    def __init__(
+        self,
+        mode: Literal["full", "header"] = "full",
+        receiver: dict[tuple[str, int], dict[str, Any]] | None = None,
+    ) -> None:
         self.mode = mode
+        self.receiver = receiver  # migration.receiver_state of the receiving machine's save
         self.offset = 0
         self.declared_size: int | None = None
         self.complete = False
@@ -384,7 +389,7 @@ class StreamChecker:
 
     def _to_real(self, prefix: bytes) -> None:
         """Not the synthetic machine: judge the stream as QEMU would, from its start."""
-        self.real = MigrationParser()
+        self.real = MigrationParser(receiver=self.receiver)
         self._feed_real(memoryview(HEADER + prefix))
 
     def finish(self) -> None:
@@ -588,10 +593,15 @@ class _FaultClock:
         return "close" if self.limit == self.faults.close_early else "fail"
 
 
-def run_incoming(fd: int, mode: Literal["full", "header"], faults: Faults) -> tuple[int, str]:
+def run_incoming(
+    fd: int,
+    mode: Literal["full", "header"],
+    faults: Faults,
+    receiver: dict[tuple[str, int], dict[str, Any]] | None = None,
+) -> tuple[int, str]:
     """Read and check a stream from `fd`; returns (exit code, report line)."""
     report = _Report("incoming")
-    checker = StreamChecker(mode)
+    checker = StreamChecker(mode, receiver)
     buffer = bytearray(SECTION_SIZE)
     view = memoryview(buffer)
     clock = _FaultClock(faults)
@@ -688,6 +698,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="full",
         help="full: judge it as QEMU 7.2 would (real or synthetic format); header: magic, version",
     )
+    incoming.add_argument(
+        "--receiver",
+        metavar="FILE",
+        help="a save made by the receiving machine: device fields QEMU compares with its own "
+        "values ('... equal', 'int32 le', PCI config ids) are checked against it",
+    )
     outgoing = roles.add_parser("outgoing", help="write a stream (like migrate fd:)")
     outgoing.add_argument("--fd", type=_nonnegative, default=1, help="stream fd (default 1)")
     what = outgoing.add_mutually_exclusive_group(required=True)
@@ -735,7 +751,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         exit_code=args.exit_code,
     )
     if args.role == "incoming":
-        code, line = run_incoming(args.fd, args.check, faults)
+        receiver = None
+        if args.receiver is not None:
+            try:
+                with open(args.receiver, "rb") as saved:
+                    receiver = migration.receiver_state(saved.read())
+            except (OSError, MigrationError) as exc:
+                parser.error(f"--receiver {args.receiver}: {exc}")
+        code, line = run_incoming(args.fd, args.check, faults, receiver)
     else:
         if args.source is not None and not os.path.isfile(args.source):
             parser.error(f"--from {args.source}: no such file")
