@@ -58,6 +58,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
@@ -599,11 +600,18 @@ def run_incoming(
     faults: Faults,
     receiver: dict[tuple[str, int], dict[str, Any]] | None = None,
 ) -> tuple[int, str]:
-    """Read and check a stream from `fd`; returns (exit code, report line)."""
+    """Read and check a stream from `fd`; returns (exit code, report line).
+
+    SHA-256 is the stub's largest cost (~0.4 s/GiB against ~0.05 for the check): a second
+    thread hashes each chunk (hashlib releases the GIL) while this one reads and checks the
+    next, into the other of two buffers, so the stub is not a restore's bottleneck.
+    """
     report = _Report("incoming")
     checker = StreamChecker(mode, receiver)
-    buffer = bytearray(SECTION_SIZE)
-    view = memoryview(buffer)
+    views = [memoryview(bytearray(SECTION_SIZE)) for _ in range(2)]
+    turn = 0
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="qemu_stub-sha256")
+    hashed: Future[None] | None = None
     clock = _FaultClock(faults)
     source = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed below, maybe early
     try:
@@ -613,22 +621,29 @@ def run_incoming(
                 source.close()
                 action = "closed the stream early" if stop == "close" else "failed"
                 why = f"{action} after {report.bytes} bytes (fault injection)"
+                hasher.shutdown()
                 return faults.fault_exit, report.line(False, why)
             want = clock.next_chunk(report.bytes, SECTION_SIZE)
-            count = source.readinto(view[:want])
+            count = source.readinto(views[turn][:want])
             if not count:
                 break
-            chunk = view[:count]
-            report.digest.update(chunk)
+            chunk = views[turn][:count]
+            turn ^= 1
+            if hashed is not None:
+                hashed.result()  # the other buffer is free again once its chunk is hashed
+            hashed = hasher.submit(report.digest.update, chunk)
             report.bytes += count
             checker.feed(chunk)
         checker.finish()
     except StreamRejected as exc:
+        hasher.shutdown()
         return EXIT_REJECTED, report.line(False, f"stream rejected: {exc}")
     except OSError as exc:
+        hasher.shutdown()
         return EXIT_IO, report.line(False, f"read error after {report.bytes} bytes: {exc}")
     finally:
         source.close()
+    hasher.shutdown()
     if faults.exit_code is not None and faults.exit_code != 0:
         return faults.exit_code, report.line(False, f"exit code {faults.exit_code} (injected)")
     return EXIT_OK, report.line(True, None)
