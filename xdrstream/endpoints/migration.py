@@ -28,8 +28,11 @@ Device sections carry no length on the wire: QEMU reads them with its compiled-i
 descriptions; the stub has only the vmdesc JSON QEMU appends after EOF, whose field sizes are
 the bytes written (savevm.c vmsd_desc_field_end). So from the first device section on the
 parser holds the input (at most `hold_limit` bytes, `DEVICE_STATE_LIMIT` by default), finds
-the vmdesc at the end of input, then checks the held sections field by field (sizes and
-subsection headers), footers included. The vmdesc must end the stream: a stream cut inside
+the vmdesc at the end of input, then decodes the held sections field by field as
+analyze-migration.py does (`decode_fields`: sizes, structs and their subsections, footers
+included; `decode=True` keeps the values in `state`) and judges the values QEMU 7.2 judges
+from the stream alone (`check_value`, `check_device_state`) or, given a `receiver` (the
+device state of a save by the receiving machine, `receiver_state`), against its values. The vmdesc must end the stream: a stream cut inside
 it, or with bytes after it, is rejected (QEMU 7.2 itself stops judging at EOF: it only drains
 the vmdesc, so it accepts such streams; the stub is stricter because it is a stream checker).
 
@@ -37,8 +40,10 @@ A stream with device sections but no vmdesc (machines that suppress it, none of 
 the postcopy-ram capability) cannot be checked and is rejected, saying so.
 
 Where the stub cannot know the receiving machine (which RAM blocks and devices it has, their
-field values), it accepts what a matching machine would: any block names and lengths the
-MEM_SIZE list declares, any device the vmdesc describes.
+field values, without a `receiver`), it accepts what a matching machine would: any block
+names and lengths the MEM_SIZE list declares, any device the vmdesc describes. Checks that
+need guest RAM contents or a RAM block's maximum length (kvm-tpr-opt's state, fw_cfg's
+acpi_mr sizes) are not made: pages stream through unkept.
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ any other machine (or a stream without a CONFIGURATION section, as old machine t
 is QEMU's real format, checked by `migration.MigrationParser`: sections, footers, the RAM
 section's pages inside their blocks, device sections against the vmdesc, EOF and the vmdesc
 ending the stream (see that module; `iter_real_format` writes a RAM-heavy stream of it).
-`--check header` only checks magic and version (the explicit lenient mode).
+`--receiver FILE` (a save made by the receiving machine) adds the device-field checks QEMU
+makes against its own values (see `migration.check_value`). `--check header` only checks
+magic and version (the explicit lenient mode).
 
 The synthetic stream keeps QEMU's outer framing (migration/savevm.c: QEMU_VM_FILE_MAGIC,
 QEMU_VM_FILE_VERSION 3, a CONFIGURATION section naming the machine, START/PART/END sections
