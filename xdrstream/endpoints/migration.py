@@ -33,9 +33,9 @@ analyze-migration.py does (`decode_fields`: sizes, structs and their subsections
 included; `decode=True` keeps the values in `state`) and judges the values QEMU 7.2 judges
 from the stream alone (`check_value`, `check_device_state`) or, given a `receiver` (the
 device state of a save by the receiving machine, `receiver_state`), against its values.
-The vmdesc must end the stream: a stream cut inside
-it, or with bytes after it, is rejected (QEMU 7.2 itself stops judging at EOF: it only drains
-the vmdesc, so it accepts such streams; the stub is stricter because it is a stream checker).
+The vmdesc must end the stream: a stream cut inside it, or with bytes after it, is rejected
+(QEMU 7.2 itself stops judging at EOF: it only drains the vmdesc, so it accepts such
+streams; the stub is stricter because it is a stream checker).
 
 A stream with device sections but no vmdesc (machines that suppress it, none of x86's, or
 the postcopy-ram capability) cannot be checked and is rejected, saying so.
