@@ -1046,6 +1046,11 @@ def check_device_state(idstr: str, values: dict[str, Any], at: int, label: str) 
     (tests/transport/test_qemu_fields.py names the one a real save's mutations found).
     """
     _check_ide_drives(values, at, label)
+    ahci = values.get("ahci")
+    if isinstance(ahci, dict) and isinstance(ahci.get("dev"), list):
+        for port, device in enumerate(ahci["dev"]):
+            if isinstance(device, dict):
+                _check_ahci_port(port, device, at, label)
     if idstr == "globalstate":  # migration/global_state.c global_state_post_load
         runstate = values.get("runstate")
         if isinstance(runstate, bytes):
@@ -1099,3 +1104,48 @@ def _check_ide_drives(values: Any, at: int, label: str) -> None:
         for item in values.values():
             if isinstance(item, (dict, list)):
                 _check_ide_drives(item, at, label)
+
+
+# hw/ide/ahci_internal.h port command bits
+AHCI_PORT_CMD_START = 1 << 0
+AHCI_PORT_CMD_FIS_RX = 1 << 4
+AHCI_PORT_CMD_FIS_ON = 1 << 14
+AHCI_PORT_CMD_LIST_ON = 1 << 15
+AHCI_MAX_CMDS = 32
+
+
+def _check_ahci_port(port: int, device: dict[str, Any], at: int, label: str) -> None:
+    """hw/ide/ahci.c ahci_state_post_load, the checks on the state alone (the others map
+    guest memory: the command list and FIS buffers, an NCQ command's scatter list)."""
+    cmd = device.get("port_regs.cmd")
+    if isinstance(cmd, int):
+        if not cmd & AHCI_PORT_CMD_START and cmd & AHCI_PORT_CMD_LIST_ON:
+            raise MigrationError(
+                f"AHCI port {port}: DMA engine off but LIST_ON set (cmd {cmd:#x})", at, label
+            )
+        if not cmd & AHCI_PORT_CMD_FIS_RX and cmd & AHCI_PORT_CMD_FIS_ON:
+            raise MigrationError(
+                f"AHCI port {port}: FIS receive off but FIS_ON set (cmd {cmd:#x})", at, label
+            )
+    for slot, ncq in enumerate(device.get("ncq_tfs") or ()):
+        if not isinstance(ncq, dict):
+            continue
+        if ncq.get("used") != ncq.get("halt"):
+            raise MigrationError(
+                f"AHCI port {port} NCQ slot {slot}: used {ncq.get('used')} but halt "
+                f"{ncq.get('halt')} (QEMU loads only both or neither)",
+                at,
+                label,
+            )
+        if ncq.get("halt") and isinstance(cmd, int) and not cmd & AHCI_PORT_CMD_START:
+            raise MigrationError(
+                f"AHCI port {port} NCQ slot {slot}: halted with the DMA engine off (no command "
+                "list to resume from)",
+                at,
+                label,
+            )
+    busy = device.get("busy_slot")
+    if isinstance(busy, int) and busy != -1 and not 0 <= busy < AHCI_MAX_CMDS:
+        raise MigrationError(
+            f"AHCI port {port}: busy_slot {busy} not -1 nor in 0..{AHCI_MAX_CMDS - 1}", at, label
+        )
