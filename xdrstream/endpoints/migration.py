@@ -107,6 +107,11 @@ TARGET_PAGE_SIZE = 4096
 DEVICE_STATE_LIMIT = 16 << 20
 """Bytes held from the first device section to the end of the vmdesc (a PC guest: ~0.2 MiB)."""
 
+FIELD_VALUES_LIMIT = 1 << 20
+"""Most field values decoded from one device section (with `decode`, from the whole stream):
+the vmdesc's array_len multiplies a few JSON bytes into many values, so this bounds the memory
+and time of decoding (~100 B a value). A q35 guest's largest section (ICH9 LPC) has ~17,000."""
+
 MACHINE_NAME_LIMIT = 256
 """Longest machine name accepted in the CONFIGURATION section (QEMU's are ~15 bytes)."""
 
@@ -221,6 +226,7 @@ class MigrationParser:
         self._advised = False  # MIG_CMD_POSTCOPY_ADVISE seen
         self._page_rest = 0  # body bytes of a fast-path page still to skip
         self._field_label = ""  # where decode_fields errors say they are
+        self._values = 0  # field values decoded and kept (decode=True), FIELD_VALUES_LIMIT
         self._gen = self._stream()
         self._request = next(self._gen)
 
@@ -696,6 +702,14 @@ class MigrationParser:
         """A device section's fields, decoded and judged (see check_device_state)."""
         assert section.device is not None
         at = self.offset
+        count = _values_in(section.device)
+        self._values = self._values + count if self.state is not None else count
+        if self._values > FIELD_VALUES_LIMIT:
+            raise self._error(
+                f"the vmdesc makes {self._values} field values to decode, more than the "
+                f"stub's bound of {FIELD_VALUES_LIMIT}",
+                at,
+            )
         key = f"{section.idstr} ({section.section_id})"
         values: dict[str, Any] = {} if self.state is None else self.state.setdefault(key, {})
         ref = None
@@ -815,6 +829,22 @@ class MigrationParser:
                 raise MigrationError(f"vmdesc device {device['name']!r}: no instance_id", at, where)
             self._devices[(device["name"], instance)] = device
         return value
+
+
+def _values_in(desc: dict[str, Any]) -> int:
+    """How many values decode_fields makes of a vmdesc entry (structs count as one too)."""
+    total = 0
+    for entry in desc.get("fields") or ():
+        if not isinstance(entry, dict):
+            continue
+        count = entry.get("array_len", 1)
+        count = count if isinstance(count, int) and count > 0 else 1
+        inner = entry.get("struct")
+        total += count * (1 + _values_in(inner) if isinstance(inner, dict) else 1)
+    for sub in desc.get("subsections") or ():
+        if isinstance(sub, dict):
+            total += 1 + _values_in(sub)
+    return total
 
 
 def _fields_size(desc: dict[str, Any], at: int, label: str) -> int:
