@@ -55,3 +55,15 @@ def test_compile_exit_status_input_output_and_content(
 def test_the_rule_is_in_the_top_level_help() -> None:
     assert EXIT_STATUS in build_parser().format_help()
     assert "2    usage, or a local file that cannot be read or written" in EXIT_STATUS
+
+
+@pytest.mark.timeout(60)
+def test_a_target_that_does_not_accept_connections_is_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"unix:{tmp_path}/none.sock"
+    assert main(["fuzz", "--target", target, "--duration", "1s"]) == 3
+    assert main(["conformance", "run", "--target", target]) == 3
+    assert main(["restore", str(Path(__file__)), "--connect", target]) == 3
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and all(target in line for line in lines), lines
