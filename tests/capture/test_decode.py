@@ -247,6 +247,29 @@ def test_describe_frames_of_both_directions_keeps_v1_calls_across_them() -> None
     assert "xs_save_ret" in (alone.body_error or "")
 
 
+def test_extra_schema_with_constants_from_c_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = tmp_path / "named.x"
+    schema.write_text(
+        "struct named { string name<NAMELEN>; };\n"
+        "program NAMED { version NAMED_V1 { void SET(named) = 1; } = 1; } = 0x40000002;\n"
+    )
+    stream = pack_frame(Header(0x40000002, 1, 1, CALL, 1, OK), xdr_string("abc"))
+    status, found, err = run_decode(tmp_path, stream, capsys, "--schema", str(schema))
+    assert (status, found) == (2, []) and "undefined constant 'NAMELEN'" in err
+    options = ("--schema", str(schema), "-D", "NAMELEN=8")
+    status, found, _ = run_decode(tmp_path, stream, capsys, *options)
+    assert status == 0 and found[0]["body"] == {"name": "abc"}
+    status, found, _ = run_decode(
+        tmp_path, stream, capsys, "--schema", str(schema), "-D", "NAMELEN=2"
+    )
+    assert status == 1 and "exceeds" in found[0]["body_error"]
+    status, _, err = run_decode(tmp_path, stream, capsys, "--schema", str(tmp_path / "none.x"))
+    assert status == 2
+    assert f"xdrstream decode: cannot read {tmp_path / 'none.x'}: No such file or directory" in err
+
+
 def test_extra_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     schema = tmp_path / "mine.x"
     schema.write_text(

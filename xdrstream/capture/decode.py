@@ -219,10 +219,12 @@ class Decoder:
         extra: Sequence[Path] = (),
         names: Sequence[str] = DEFAULT_SCHEMAS,
         programs: Iterable[Program] = (),
+        constants: Mapping[str, int | str] | None = None,
     ) -> Decoder:
-        """A decoder for the built-in schemas ``names`` plus the ``.x`` files ``extra`` and
-        ``programs``; a later program replaces an earlier one of the same number and
-        version (e.g. libvirt's whole remote program the built-in subset)."""
+        """A decoder for the built-in schemas ``names`` plus the ``.x`` files ``extra``
+        (compiled with ``constants``, rpcgen's ``-D``) and ``programs``; a later program
+        replaces an earlier one of the same number and version (e.g. libvirt's whole
+        remote program the built-in subset)."""
         found: list[Program] = []
         for name in names:
             found += programs_from_schema(schemas.load(name))
@@ -230,7 +232,7 @@ class Decoder:
             from xdrstream.codec import load_schema
 
             for path in extra:
-                found += programs_from_schema(load_schema(path))
+                found += programs_from_schema(load_schema(path, constants=constants or {}))
         return cls([*found, *programs])
 
     # -- input kinds ---------------------------------------------------------------------
