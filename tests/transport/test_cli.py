@@ -222,6 +222,26 @@ def test_save_size_against_a_recorded_stream_is_refused_naming_both_options(
         assert file_sha256(out) == digest
 
 
+def test_save_size_against_an_images_server_names_the_options(leaks: Leaks, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    with serving(leaks, f"unix:{tmp_path}/x.sock", "--images", str(images)) as server:
+        out = tmp_path / "out.qevm"
+        refused = run_cli(leaks, "save", str(out), "--connect", server.address, "--size", "2M")
+        assert refused.code == 1 and not out.exists()
+        assert "--size" in refused.error and "--images" in refused.error, refused.error
+
+
+def test_a_name_beyond_the_schemas_bound_is_a_usage_error(leaks: Leaks, tmp_path: Path) -> None:
+    for command in ("restore", "save"):
+        outcome = run_cli(
+            leaks, command, str(tmp_path / "f"), "--connect", f"unix:{tmp_path}/none",
+            "--name", "a" * 256,
+        )  # fmt: skip
+        assert outcome.code == 2
+        assert "argument --name: an image name has 1 to 255 bytes, not 256" in outcome.stderr
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from xdrstream.endpoints.sink import EndpointLauncher, EndpointResult
-from xdrstream.protocol import ProtocolError
+from xdrstream.protocol import ProtocolError, schemas
 from xdrstream.restore.progress import Meter, terminal_console
 from xdrstream.transport import address as addresses
 from xdrstream.transport import limits as lim
@@ -108,6 +108,14 @@ def _address(text: str) -> addresses.Address:
         return addresses.parse_address(text)
     except addresses.AddressError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _name(text: str) -> str:
+    """An image name within restore.x's bound (XS_NAME_MAX), checked before connecting."""
+    limit = int(schemas.load("restore").constants["XS_NAME_MAX"])
+    if not 0 < len(text.encode()) <= limit:
+        raise argparse.ArgumentTypeError(f"an image name has 1 to {limit} bytes, not {len(text)}")
+    return text
 
 
 def _positive_float(text: str) -> float:
@@ -186,6 +194,7 @@ def _register_transfer(subparsers: Any, command: str) -> None:
     )
     parser.add_argument(
         "--name",
+        type=_name,
         help=(
             "image name (default: the file's name)"
             if restore

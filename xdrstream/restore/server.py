@@ -435,6 +435,13 @@ class RestoreServer:
                     os.unlink(partial)
 
     async def _save_file(self, stream: Stream) -> None:
+        if _SAVE_SPEC.fullmatch(stream.args.name):  # a stub's stream, not a stored image
+            raise ServerError(
+                ERR_INVALID_ARG,
+                f"save {stream.args.name!r} asks for a synthetic stream of a size "
+                "(xdrstream save --size/--seed), but this server stores named images "
+                "(serve --images); save one with --name",
+            )
         path = self._image(stream.args.name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
