@@ -444,6 +444,15 @@ def test_serve_refuses_save_stream_options_it_would_ignore(
     assert not (tmp_path / "x.sock").exists()
 
 
+def test_serve_in_a_missing_directory_says_so(leaks: Leaks, tmp_path: Path) -> None:
+    where = f"unix:{tmp_path}/no/such/x.sock"
+    outcome = run_cli(leaks, "serve", "--listen", where)
+    assert (outcome.code, outcome.error) == (
+        3,
+        f"xdrstream serve: error: cannot listen, no such directory: {where}",
+    )
+
+
 def test_serve_refuses_a_missing_qemu(leaks: Leaks, tmp_path: Path) -> None:
     missing = tmp_path / "qemu-system-none"
     outcome = run_cli(leaks, "serve", "--listen", f"unix:{tmp_path}/x.sock", "--qemu", str(missing))
