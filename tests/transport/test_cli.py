@@ -281,6 +281,11 @@ def test_save_into_a_missing_directory_is_a_local_error(leaks: Leaks, tmp_path: 
     outcome = run_cli(leaks, "save", str(out), "--connect", f"unix:{tmp_path}/none")
     assert outcome.code == 2
     assert outcome.error == f"xdrstream save: error: cannot write {out}: no such directory"
+    outcome = run_cli(leaks, "save", str(tmp_path), "--connect", f"unix:{tmp_path}/none")
+    assert (outcome.code, outcome.error) == (
+        2,
+        f"xdrstream save: error: cannot write {tmp_path}: Is a directory",
+    )
 
 
 def test_no_such_socket(leaks: Leaks, tmp_path: Path, image: tuple[Path, str]) -> None:

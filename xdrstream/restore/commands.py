@@ -534,6 +534,8 @@ def run_save(args: argparse.Namespace) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.file))
     if not os.path.isdir(out_dir):
         return _fail("save", CommandError(f"cannot write {args.file}: no such directory", 2))
+    if os.path.isdir(args.file):
+        return _fail("save", CommandError(f"cannot write {args.file}: Is a directory", 2))
     # --size/--seed travel as the name SIZE:SEED (the server's rule): none may be lost
     if args.name is not None and (args.size is not None or args.seed is not None):
         return _fail("save", CommandError("--name and --size/--seed: give one or the other", 2))
