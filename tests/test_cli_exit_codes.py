@@ -33,6 +33,16 @@ def test_trace_show_of_a_missing_file_is_exit_2(tmp_path: Path) -> None:
     assert main(["trace", "show", str(tmp_path / "missing.jsonl")]) == 2
 
 
+def test_trace_show_of_a_binary_file_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = tmp_path / "capture.pcapng"
+    capture.write_bytes(bytes.fromhex("0a0d0d0a") + b"\xff" * 40)
+    assert main(["trace", "show", str(capture)]) == 2
+    err = capsys.readouterr().err
+    assert f"{capture}: not a trace (JSON Lines): byte 4 is not UTF-8" in err
+
+
 def test_compile_exit_status_input_output_and_content(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
