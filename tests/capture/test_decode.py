@@ -268,6 +268,13 @@ def test_extra_schema_with_constants_from_c_headers(
     status, _, err = run_decode(tmp_path, stream, capsys, "--schema", str(tmp_path / "none.x"))
     assert status == 2
     assert f"xdrstream decode: cannot read {tmp_path / 'none.x'}: No such file or directory" in err
+    binary = tmp_path / "binary.x"
+    binary.write_bytes(b"struct \xff")
+    status, _, err = run_decode(tmp_path, stream, capsys, "--schema", str(binary))
+    assert (status, err) == (
+        2,
+        f"xdrstream decode: bad schema: {binary}: not UTF-8 text (byte 7)\n",
+    )
 
 
 def test_extra_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

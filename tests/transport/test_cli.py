@@ -361,8 +361,14 @@ def test_a_bad_client_certificate_file_is_reported(
         leaks, "restore", str(image[0]), "--connect", "tls:127.0.0.1:1",
         "--tls-ca", str(pki.ca), "--tls-cert", str(bogus),
     )  # fmt: skip
-    assert outcome.code == 3
+    assert outcome.code == 2  # a local file, as for serve (cli.py's exit status rule)
     assert f"cannot load TLS certificate '{bogus}'" in outcome.error
+    outcome = run_cli(
+        leaks, "save", str(tmp_path / "out"), "--connect", "tls:127.0.0.1:1",
+        "--tls-ca", str(bogus),
+    )  # fmt: skip
+    assert outcome.code == 2
+    assert f"cannot load TLS CA '{bogus}'" in outcome.error
 
 
 # --- serve ----------------------------------------------------------------------------------

@@ -232,7 +232,11 @@ class Decoder:
             from xdrstream.codec import load_schema
 
             for path in extra:
-                found += programs_from_schema(load_schema(path, constants=constants or {}))
+                try:
+                    schema = load_schema(path, constants=constants or {})
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+                found += programs_from_schema(schema)
         return cls([*found, *programs])
 
     # -- input kinds ---------------------------------------------------------------------

@@ -30,7 +30,7 @@ Errors are one line on stderr, ``xdrstream COMMAND: error: ...``, with these exi
 
     1  the transfer failed: the server's error (e.g. the stub rejected the stream), the
        connection was lost, a protocol error
-    2  usage, or a local file that cannot be read or written
+    2  usage, or a local file that cannot be read or written (images, TLS certificates)
     3  could not connect: refused, no such socket, TLS handshake or verification failure
     4  the peer stalled longer than --timeout
 """
@@ -72,7 +72,7 @@ EXIT_TIMEOUT = 4
 EXIT_CODES = """exit codes:
   0  done: the endpoint accepted (restore) or produced (save) the whole stream
   1  the transfer failed: server error (e.g. stream rejected), connection lost, protocol error
-  2  usage, or a local file that cannot be read or written
+  2  usage, or a local file that cannot be read or written (images, TLS certificates)
   3  could not connect: refused, no such socket, TLS handshake or verification failure
   4  the peer stalled longer than --timeout
 """
@@ -420,7 +420,10 @@ def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     wanted = args.connect.tls or any((args.tls_ca, args.tls_cert, args.tls_key))
     if not wanted:
         return None
-    return tlsmod.client_context(args.tls_ca, args.tls_cert, args.tls_key)
+    try:
+        return tlsmod.client_context(args.tls_ca, args.tls_cert, args.tls_key)
+    except tlsmod.TLSError as exc:  # a local file that cannot be used: exit 2, as serve's
+        raise CommandError(str(exc), EXIT_USAGE) from None
 
 
 def _connect(args: argparse.Namespace) -> Any:
