@@ -30,9 +30,11 @@ known payload, which real QEMU accepts), checked by the stub's real-format parse
    relay reads the stub's save pipe into the socket, the client `recv_into`s and writes the
    file, fsyncing it once as `save` does). The CLI's SHA-256 is included in its cost (restore
    hashes inline; save re-reads the file it wrote); the baseline hashes nothing on the client
-   side. Each wall time has the start-up of its process taken off (best of 3 of the
-   interpreter and the imports alone), so the figure is the transfer, connect and verdict
-   included; client CPU includes start-up. Targets: V2 and V3 >= 0.90 of the baseline, V1
+   side. The time is the span each client reports: the CLI's JSON `seconds` (open of the
+   stream to the server's verdict; for save, plus the time this process takes to hash OUT
+   as `save` does after its span), the baseline's connect to verdict (save: to its fsync).
+   The client process's whole wall time (start-up included) is printed beside it, and its
+   CPU includes start-up. Targets: V2 and V3 >= 0.90 of the baseline, V1
    >= 0.75, both directions.
 2. Memory: `--rss-size` bytes per variant with a fresh server; the peak RSS of the server
    (VmHWM in /proc/PID/status, read before it stops) and of the client process
@@ -223,6 +225,7 @@ def worker_baseline_file_client(args: argparse.Namespace) -> dict[str, Any]:
     view = memoryview(buffer)
     sent = 0
     with sock, open(args.file, "rb", buffering=0) as source:
+        start = time.monotonic()
         sock.connect(args.connect)
         while count := source.readinto(buffer):
             sock.sendall(view[:count])
@@ -234,7 +237,8 @@ def worker_baseline_file_client(args: argparse.Namespace) -> dict[str, Any]:
     verdict = json.loads(reply)
     if not verdict["ok"]:
         raise RuntimeError(f"baseline stream failed: {verdict['error']}")
-    return {"bytes": sent, "maxrss": maxrss_bytes(), "cpu": cpu_seconds()}
+    end = time.monotonic()
+    return {"bytes": sent, "seconds": end - start, "maxrss": maxrss_bytes(), "cpu": cpu_seconds()}
 
 
 def worker_baseline_save_client(args: argparse.Namespace) -> dict[str, Any]:
@@ -246,6 +250,7 @@ def worker_baseline_save_client(args: argparse.Namespace) -> dict[str, Any]:
     fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with sock:
+            start = time.monotonic()
             sock.connect(args.connect)
             while count := sock.recv_into(buffer):
                 data = view[:count]
@@ -253,9 +258,11 @@ def worker_baseline_save_client(args: argparse.Namespace) -> dict[str, Any]:
                     data = data[os.write(fd, data) :]
                 received += count
         os.fsync(fd)
+        end = time.monotonic()
     finally:
         os.close(fd)
-    return {"bytes": received, "maxrss": maxrss_bytes(), "cpu": cpu_seconds()}
+    seconds = end - start
+    return {"bytes": received, "seconds": seconds, "maxrss": maxrss_bytes(), "cpu": cpu_seconds()}
 
 
 def _baseline_save_relay(conn: socket.socket, lock: threading.Lock, size: int) -> None:
@@ -326,8 +333,6 @@ def worker_baseline_server(args: argparse.Namespace) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     if args.worker == "baseline-server":
         worker_baseline_server(args)
-        return 0
-    if args.worker == "nothing":  # start-up only: what a process costs before its work
         return 0
     run = {
         "client": worker_client,
@@ -444,6 +449,7 @@ class Run:
     stub_cpu: float = 0.0
     ok: bool = True
     note: str = ""
+    wall: float = 0.0  # of the client process, start-up included (part 1b)
 
     @property
     def rate(self) -> float:
@@ -502,7 +508,6 @@ def baseline_run(work: Path, size: int, seed: int) -> Run:
 PARTS = ("0", "1", "1b", "2", "3")
 SAVE_SEED = 5  # of the stub's save stream in the CLI runs
 CLI = [sys.executable, "-m", "xdrstream.cli"]
-CLI_STARTUP = [sys.executable, "-c", "import xdrstream.cli, xdrstream.restore.client"]
 
 
 def _process(command: list[str], work: Path) -> tuple[float, str, resource.struct_rusage]:
@@ -523,16 +528,11 @@ def _process(command: list[str], work: Path) -> tuple[float, str, resource.struc
         return seconds, out.read(), usage
 
 
-def startup_seconds(command: list[str], work: Path) -> float:
-    """What starting `command` costs before its work (best of 3), taken off its wall time."""
-    return min(_process(command, work)[0] for _ in range(3))
-
-
 def _usage_cpu(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cli_run(work: Path, direction: str, variant: int, size: int, startup: float) -> Run:
+def cli_run(work: Path, direction: str, variant: int, size: int) -> Run:
     """`xdrstream restore IMAGE` (or `save OUT`) into a fresh `xdrstream serve`."""
     image, out = work / "image", work / "saved"
     with protocol_server(work) as (server, path):
@@ -541,20 +541,24 @@ def cli_run(work: Path, direction: str, variant: int, size: int, startup: float)
         command += ["--connect", f"unix:{path}", "--variant", str(variant), "--json"]
         if direction == "save":
             command += ["--size", str(size), "--seed", str(SAVE_SEED)]
-        seconds, stdout, usage = _process(command, work)
+        wall, stdout, usage = _process(command, work)
         verdict = server.line("endpoint")["endpoint"]
-        run = Run(f"V{variant}", size, seconds - startup, usage.ru_maxrss * 1024)
+        reported = json.loads(stdout.splitlines()[-1])
+        seconds = reported["seconds"]
+        if direction == "save":  # `save` hashes OUT after its timed span: time the same
+            started = time.monotonic()
+            file_sha256(out)
+            seconds += time.monotonic() - started
+        run = Run(f"V{variant}", reported["bytes"], seconds, usage.ru_maxrss * 1024, wall=wall)
         run.client_cpu = _usage_cpu(usage)
         run.server_rss = vmhwm_bytes(server.process.pid)
         run.server_cpu, run.stub_cpu = proc_cpu_seconds(server.process.pid)
         run.server_cpu -= idle_cpu
-    reported = json.loads(stdout.splitlines()[-1])
     expected = (
         stream_sha256(FORMAT[0], size, 0)
         if direction == "restore"
         else synthetic_sha256(size, SAVE_SEED)
     )
-    run.bytes = reported["bytes"]
     if not verdict["ok"] or reported["sha256"] != expected:
         run.ok, run.note = False, f"stub: ok={verdict['ok']} error={verdict['error']}"
     if direction == "save":
@@ -562,7 +566,7 @@ def cli_run(work: Path, direction: str, variant: int, size: int, startup: float)
     return run
 
 
-def baseline_cli_run(work: Path, direction: str, size: int, startup: float) -> Run:
+def baseline_cli_run(work: Path, direction: str, size: int) -> Run:
     """The plain relay of the same bytes, its client a process as the CLI is."""
     path = str(work / "baseline.sock")
     image, out = work / "image", work / "saved"
@@ -574,20 +578,19 @@ def baseline_cli_run(work: Path, direction: str, size: int, startup: float) -> R
             command = _me("baseline-file-client", "--connect", path, "--file", str(image))
         else:
             command = _me("baseline-save-client", "--connect", path, "--file", str(out))
-        seconds, _, usage = _process(command, work)
+        wall, stdout, usage = _process(command, work)
         verdict = server.line("endpoint")["endpoint"]
         report = server.line("done")
     finally:
         server.stop()
-    run = Run("baseline", size, seconds - startup, usage.ru_maxrss * 1024)
+    record = json.loads(stdout.splitlines()[-1])
+    run = Run("baseline", record["bytes"], record["seconds"], usage.ru_maxrss * 1024, wall=wall)
     run.client_cpu = _usage_cpu(usage)
     run.server_rss = report["vmhwm"]
     run.server_cpu, run.stub_cpu = report["cpu"], report["stub_cpu"]
     if direction == "restore":
-        run.bytes = image.stat().st_size
         good = verdict["sha256"] == stream_sha256(FORMAT[0], size, 0)
     else:
-        run.bytes = out.stat().st_size
         good = verdict["ok"] and file_sha256(out) == synthetic_sha256(size, SAVE_SEED)
         out.unlink()
     if not good:
@@ -600,23 +603,17 @@ def cli_section(work: Path, size: int, repeat: int) -> int:
     with open(work / "image", "wb") as image:
         for view in stream(FORMAT[0], size, 0):
             image.write(view)
-    ours_startup = startup_seconds(CLI_STARTUP, work)
-    base_startup = startup_seconds(_me("nothing"), work)
-    print(
-        f"start-up taken off each wall time (best of 3): xdrstream CLI {ours_startup:.3f} s, "
-        f"baseline client {base_startup:.3f} s\n"
-    )
     failures = 0
     print(
-        "| direction | run | MB/s | vs baseline | target | result "
+        "| direction | run | MB/s | vs baseline | target | result | process wall s "
         "| CPU s/GiB: client, server, stub | peak RSS MiB: client, server |"
     )
-    print("|---|---|---:|---:|---:|---|---|---|")
+    print("|---|---|---:|---:|---:|---|---:|---|---|")
     for direction in ("restore", "save"):
         best: dict[str, Run] = {}
         for _ in range(repeat):
-            runs = [baseline_cli_run(work, direction, size, base_startup)]
-            runs += [cli_run(work, direction, v, size, ours_startup) for v in VARIANTS]
+            runs = [baseline_cli_run(work, direction, size)]
+            runs += [cli_run(work, direction, v, size) for v in VARIANTS]
             for run in runs:
                 failures += not run.ok
                 if run.label not in best or run.rate > best[run.label].rate:
@@ -627,7 +624,7 @@ def cli_section(work: Path, size: int, repeat: int) -> int:
             if label == "baseline":
                 print(
                     f"| {direction} | plain relay | {run.rate:.0f} | 1.00 | | "
-                    f"(reference) {run.note} | {cpu_cells(run)} | {memory} |"
+                    f"(reference) {run.note} | {run.wall:.2f} | {cpu_cells(run)} | {memory} |"
                 )
                 continue
             target = TARGET_CLI[int(label[1:])]
@@ -635,7 +632,7 @@ def cli_section(work: Path, size: int, repeat: int) -> int:
             print(
                 f"| {direction} | `xdrstream {direction}` {label} | {run.rate:.0f} | "
                 f"{ratio:.2f} | >= {target:.2f} | {verdict(ratio >= target and run.ok)} "
-                f"{run.note} | {cpu_cells(run)} | {memory} |"
+                f"{run.note} | {run.wall:.2f} | {cpu_cells(run)} | {memory} |"
             )
     (work / "image").unlink()
     return failures
@@ -818,7 +815,6 @@ def main(argv: list[str] | None = None) -> int:
             "baseline-server",
             "baseline-file-client",
             "baseline-save-client",
-            "nothing",
         ),
     )
     parser.add_argument("--file", help=argparse.SUPPRESS)
