@@ -4,7 +4,9 @@ Per struct/union/enum ``X`` the module defines the value class ``C_X`` and two f
 ``p_X(v, out)`` appends the encoding of ``v`` to the bytearray ``out``; ``u_X(buf, off)``
 returns ``(value, new_offset)``. Structs and unions that can contain themselves take a
 third argument, the nesting depth, checked against ``MAX_DEPTH``. Typedefs of other types
-get ``pt_<name>``/``ut_<name>``, built-in types ``pb_<name>``/``ub_<name>``.
+get ``pt_<name>``/``ut_<name>``, built-in types ``pb_<name>``/``ub_<name>``. A fixed-layout
+struct also gets ``b_X(v)``, returning its bytes from one ``struct`` call, and ``d_X(buf)``,
+decoding a buffer of exactly its size.
 
 Speed comes from doing at generation time what an interpreter does per value: consecutive
 fixed-size items (and the length/flag word of the item after them) are packed/unpacked by
@@ -80,6 +82,7 @@ class Generator:
         self.structs: dict[str, str] = {}  # format -> global name
         self.fusable_cache: dict[int, bool] = {}
         self.weight_cache: dict[int, float] = {}
+        self.direct: set[str] = set()  # idents of the types with a b_<ident> function
         self.in_loop = 0  # > 0 while generating the code of an array's element
         self.out: list[str] = []
 
@@ -622,6 +625,24 @@ class Generator:
         fn = _Fn(t.recursive)
         self.pack_seq(fn, [(f.type, f"v.{f.py}") for f in t.fields], 1)
         self.function(f"p_{t.ident}", f"v, out{extra}", fn, f"Pack struct {t.name}.")
+        if self.fusable(t):
+            # A fixed-layout struct is one pack call: the bytes, no bytearray to copy.
+            fn = _Fn(False)
+            f, args = self.pack_fixed(fn, t, "v", 1)
+            fn.emit(1, f"return {self.struct_const('>' + f)}.pack({', '.join(args)})")
+            self.function(f"b_{t.ident}", "v", fn, f"Encode struct {t.name}.")
+            fn = _Fn(False)
+            names: list[str] = []
+            checks: list[str] = []
+            f, expr = self.unpack_fixed(fn, t, names, checks)
+            s = self.struct_const(">" + f)
+            target = ", ".join(names) + ("," if len(names) == 1 else "")
+            fn.emit(1, f"{target} = {s}.unpack(buf)")  # struct.error unless exactly its size
+            for check in checks:
+                fn.emit(1, f"if not {check}: raise _Invalid")
+            fn.emit(1, f"return {expr}")
+            self.function(f"d_{t.ident}", "buf", fn, f"Decode all of buf as struct {t.name}.")
+            self.direct.add(t.ident)
         fn = _Fn(t.recursive)
         exprs = self.unpack_seq(fn, [f.type for f in t.fields], 1)
         fn.emit(1, f"return C_{t.ident}({', '.join(exprs)}), off")
@@ -825,7 +846,8 @@ class Generator:
         table: list[str] = []
         for name, t in model.types.items():
             if isinstance(t, (m.Struct, m.Union_, m.Enum)):
-                table.append(f"    {name!r}: (C_{t.ident}, p_{t.ident}, u_{t.ident}),")
+                direct = f", b_{t.ident}, d_{t.ident}" if t.ident in self.direct else ""
+                table.append(f"    {name!r}: (C_{t.ident}, p_{t.ident}, u_{t.ident}{direct}),")
             else:
                 table.append(f"    {name!r}: (None, pt_{name}, ut_{name}),")
         for name in BUILTINS:
