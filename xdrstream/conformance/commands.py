@@ -303,6 +303,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = []
     frames: list[Any] = []  # every case's frames, for the HTML report
     evidence: list[list[int]] = []
+    dropped: list[int] = []  # per case: frames beyond its recording's bound
     with prepared(context) as fixtures:
         if fixtures is not None:
             made = "; ".join(fixtures.made) or "nothing"
@@ -316,6 +317,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             results.append(result)
             evidence.append(list(range(len(frames) + 1, len(frames) + len(record.frames) + 1)))
             frames += record.frames
+            dropped.append(record.dropped)
     who = f", {context.implementation}" if context.implementation else ""
     report.print_table(
         results, console, f"xdrstream conformance: {args.target} ({context.program}{who})"
@@ -329,6 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"xdrstream conformance: {args.target} ({context.program}{who})",
             frames=frames,
             evidence=evidence,
+            dropped=dropped,
         )
     if args.json:
         report.write_json(
