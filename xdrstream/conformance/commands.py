@@ -257,7 +257,16 @@ def detect_program(context: Context) -> str:
         ("restore", raw(PING, MessageType.CALL, 0)),
         ("libvirt", raw(LV_AUTH_LIST, MessageType.CALL, 0, prog=LIBVIRT_PROG)),
     ):
-        peer = Peer(context.address, [], tls=context.tls, timeout=context.timeout)
+        try:
+            peer = Peer(
+                context.address,
+                [],
+                tls=context.tls,
+                timeout=context.timeout,
+                tls_confirmation=program == "libvirt",
+            )
+        except Violation:
+            continue
         try:
             peer.send_raw(probe)
             frame = peer.frame(what="the answer to a probe call")
