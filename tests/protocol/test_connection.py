@@ -55,7 +55,7 @@ from xdrstream.protocol.events import (
     StreamHole,
     StreamRead,
 )
-from xdrstream.protocol.framing import MAX_FRAME, Header, pack_frame
+from xdrstream.protocol.framing import MAX_FRAME, MIN_FRAME, Header, pack_frame
 
 
 def open_stream(kind: str, client: Connection, server: Connection) -> int:
@@ -579,3 +579,48 @@ def test_consuming_data_of_a_stream_that_ended_is_fine() -> None:
     assert not server.reading_paused
     server.stream_consumed(serial, 50)  # the application catches up: no error
     assert server.stream_info(serial).state == "DRAINING"  # type: ignore[union-attr]
+
+
+def _partial_echo(server: Connection, sent: int) -> None:
+    """Feed ``server`` the header and ``sent`` payload bytes of a 1 MiB frame, in place."""
+    head = struct.pack(">7I", MIN_FRAME + (1 << 20), PROG, VERS, 2, 0, 1, 0)
+    view = server.get_buffer(len(head))
+    view[: len(head)] = head
+    server.buffer_updated(len(head))
+    while sent:
+        view = server.get_buffer(sent)
+        n = min(len(view), sent)
+        view[:n] = bytes(n)
+        server.buffer_updated(n)
+        sent -= n
+
+
+def test_connection_end_releases_the_decoders_memory() -> None:
+    # issue 15 part 1: the engine gives a partial frame's buffers back when the
+    # connection ends (§3.5), inside a frame or at a frame boundary
+    _, server = pair()
+    _partial_echo(server, 300_000)
+    assert server.next_event() is NEED_DATA
+    assert server.buffered == MIN_FRAME + 300_000
+    server.buffer_updated(0)  # EOF inside the frame
+    with pytest.raises(RemoteProtocolError, match=r"§3\.5: connection closed inside a frame"):
+        server.next_event()
+    assert server.buffered == 0  # released, not held until the object is collected
+    client, server = pair()
+    server.receive_data(client.send(Call(client.next_serial(), PROG, VERS, 1, None)))
+    server.receive_data(b"")
+    assert isinstance(server.next_event(), Call)
+    assert isinstance(server.next_event(), ConnectionClosed)
+    assert isinstance(server.next_event(), ConnectionClosed)  # still, once released
+
+
+def test_protocol_error_releases_the_decoders_memory() -> None:
+    _, server = pair()
+    _partial_echo(server, 100_000)
+    assert server.next_event() is NEED_DATA
+    server.buffer_updated(0)
+    with pytest.raises(RemoteProtocolError):
+        server.next_event()
+    with pytest.raises(RemoteProtocolError, match="closed inside a frame"):
+        server.next_event()  # the same error again, not the decoder's "released"
+    assert server.buffered == 0

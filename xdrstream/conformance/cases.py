@@ -1947,8 +1947,8 @@ def _lv_plain_calls(ctx: Context) -> None:
     info = _libvirt_call(
         peer, _lv("DOMAIN_GET_INFO"), schema["vir_domain_ref_args"](dom=dom), "DOMAIN_GET_INFO"
     )
-    if info.nr_virt_cpu < 1:
-        raise Violation(f"§4.4.1: DOMAIN_GET_INFO says {info.nr_virt_cpu} vCPUs")
+    if info.nrVirtCpu < 1:
+        raise Violation(f"§4.4.1: DOMAIN_GET_INFO says {info.nrVirtCpu} vCPUs")
     peer.expect_silence(0.2, "§4.4.1: nothing after the single replies")
 
 
@@ -2020,8 +2020,8 @@ def _lv_events(ctx: Context) -> None:
     peer, schema, dom = _libvirt_domain(ctx)
     callback = _libvirt_call(
         peer, _lv("CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY"),
-        schema["vir_domain_event_register_args"](event_id=0, dom=dom), "REGISTER_ANY",
-    ).callback_id  # fmt: skip
+        schema["vir_domain_event_register_args"](eventID=0, dom=dom), "REGISTER_ANY",
+    ).callbackID  # fmt: skip
     ref = schema["vir_domain_ref_args"](dom=dom)
     seen: list[int] = []
     for name in ("DOMAIN_SUSPEND", "DOMAIN_RESUME"):
@@ -2037,8 +2037,8 @@ def _lv_events(ctx: Context) -> None:
                 if event.procedure != _lv("DOMAIN_EVENT_CALLBACK_LIFECYCLE"):
                     continue
                 body = event.body
-                if body.callback_id != callback or body.msg.dom.name != dom.name:
-                    raise Violation(f"§4.6: an event for callback {body.callback_id}")
+                if body.callbackID != callback or body.msg.dom.name != dom.name:
+                    raise Violation(f"§4.6: an event for callback {body.callbackID}")
                 seen.append(body.msg.event)
             else:
                 raise Violation(f"§4.6: unexpected {event!r}"[:300])
@@ -2047,7 +2047,7 @@ def _lv_events(ctx: Context) -> None:
         raise Violation(f"§4.6: lifecycle events {seen}, expected SUSPENDED (3), RESUMED (4)")
     _libvirt_call(
         peer, _lv("CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY"),
-        schema["vir_domain_event_deregister_args"](callback_id=callback), "DEREGISTER_ANY",
+        schema["vir_domain_event_deregister_args"](callbackID=callback), "DEREGISTER_ANY",
     )  # fmt: skip
 
 
@@ -2066,7 +2066,7 @@ def _lv_pipelined(ctx: Context) -> None:
         call(peer, LV_DOMAIN_LOOKUP, schema["vir_domain_lookup_by_name_args"](name=dom.name),
              LIBVIRT_PROG): "dom",
         call(peer, _lv("DOMAIN_GET_INFO"), schema["vir_domain_ref_args"](dom=dom),
-             LIBVIRT_PROG): "nr_virt_cpu",
+             LIBVIRT_PROG): "nrVirtCpu",
     }  # fmt: skip
     while wanted:
         event = peer.expect_event(Reply, "the pipelined replies")

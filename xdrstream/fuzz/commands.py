@@ -97,6 +97,9 @@ def run_fuzz(args: argparse.Namespace) -> int:
             status=sys.stderr if sys.stderr.isatty() else None,
             seeds=seeds,
         )
-    except (ConnectionError, OSError) as exc:
+    except ConnectionError as exc:  # could not connect: exit 3, as every command (cli.py)
+        print(f"xdrstream fuzz: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2

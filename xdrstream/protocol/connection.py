@@ -172,6 +172,7 @@ class Connection:
         # events held before their reply (§7.3.2), to apply before reading more frames
         self._replay: deque[tuple[Exchange, ExchangeEvent, Frame]] = deque()
         self._eof = False
+        self._closed = False  # ConnectionClosed delivered and the decoder released
         self._error: RemoteProtocolError | None = None
 
     # ------------------------------------------------------------------ public queries
@@ -273,6 +274,7 @@ class Connection:
             return self._decoder.get_buffer(min(sizehint, room))
         except RemoteProtocolError as exc:
             self._error = exc
+            self._decoder.release()
             raise
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -293,6 +295,8 @@ class Connection:
         (repeatedly)."""
         if self._error is not None:
             raise self._error
+        if self._closed:
+            return ConnectionClosed()
         try:
             while True:
                 if self._replay:
@@ -312,6 +316,8 @@ class Connection:
                             section="§3.5",
                             offset=self._decoder.offset,
                         )
+                    self._decoder.release()  # the connection ended: give memory back
+                    self._closed = True
                     return ConnectionClosed()
                 prog, vers, proc, mtype, serial, status, payload, offset = raw
                 if mtype == _TYPE_STREAM and status == _STATUS_CONTINUE and payload:
@@ -327,6 +333,7 @@ class Connection:
                     return event
         except RemoteProtocolError as exc:
             self._error = exc
+            self._decoder.release()  # the connection is unusable: its buffers are garbage
             raise
 
     def _receive(self, frame: Frame) -> Event | None:

@@ -278,7 +278,7 @@ class FrameDecoder:
             self._scratch = None
             base = self._big_base
             if len(big) - base == self._big_filled:  # this step is full: grow (§8.1)
-                big = self._grow(self._big_filled + 1)
+                big, base = self._grow(self._big_filled + 1), 0
             end = base + min(self._big_size, len(big) - base)
             return memoryview(big)[base + self._big_filled : end]
         # (a complete in-place frame not yet taken by next_frame: what follows it is
@@ -314,12 +314,15 @@ class FrameDecoder:
         if self._big is None and not self._avail and nbytes >= MIN_FRAME:
             length, mtype, status = _LEN_TYPE_STATUS.unpack_from(scratch)
             if (
-                self._BIG <= length <= min(len(scratch), self._max_frame + LEN_SIZE)
+                self._BIG <= length <= self._max_frame + LEN_SIZE
+                and (length <= len(scratch) or 2 * nbytes >= len(scratch))
                 and nbytes < length
                 and mtype in _TYPES
                 and status in _STATUSES
             ):  # a large frame starts here: receive the rest of it in place, after this
-                # read (however little is missing: nothing has to be copied for that)
+                # read (however little is missing: nothing has to be copied for that; a
+                # frame longer than this buffer, half filled at least so that memory still
+                # follows the bytes received, grows it by doubling: one copy in all)
                 self._big, self._big_base = scratch, MIN_FRAME
                 self._big_size, self._big_filled = length - MIN_FRAME, nbytes - MIN_FRAME
                 self._big_words = _HEADER.unpack_from(scratch, LEN_SIZE)
