@@ -92,6 +92,20 @@ def test_unreachable_target_and_bad_usage(
     assert main(["conformance", "run"]) == 2
     assert main(["conformance", "run", "--target", "bogus"]) == 2
     assert main(["conformance", "run", "--target", "tcp:127.0.0.1:1", "--cases", "99.*"]) == 2
+    capsys.readouterr()
+    # a named program is no excuse to fail every case: unreachable is 3 there too
+    none = f"unix:{tmp_path / 'none.sock'}"
+    assert main(["conformance", "run", "--target", none, "--program", "libvirt"]) == 3
+    assert "cannot connect" in capsys.readouterr().err
+
+
+def test_run_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["conformance", "run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Run the catalogue's server cases" in text
+    for code in ("0 every case passed", "1 a case failed", "2 bad usage", "3 the target cannot"):
+        assert code in text, code
 
 
 def test_replay_command(

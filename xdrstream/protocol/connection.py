@@ -390,11 +390,11 @@ class Connection:
             self._exchanges.add(ex)
             return Call(serial, h.prog, h.vers, h.proc, None, False, OVERSIZED_CALL)
         proc = self._registry.lookup(h.prog, h.vers, h.proc)
-        ex = Exchange(serial, (h.prog, h.vers, h.proc), proc, Role.SERVER, proc is not None)
         if proc is None:
             args: Any = bytes(frame.payload)
         else:
             args = _wire.decode(frame, proc.arg, "§4.4")
+        ex = Exchange(serial, (h.prog, h.vers, h.proc), proc, Role.SERVER, proc is not None, args)
         self._exchanges.received(ex, "<Call", frame)
         self._exchanges.add(ex)
         return Call(serial, h.prog, h.vers, h.proc, args, proc is not None)
@@ -409,8 +409,12 @@ class Connection:
         payload = frame.payload
         event: StreamEvent
         if h.type is HOLE:
-            if not ex.mode.sparse and h.status is CONTINUE:
-                raise remote(frame, "hole in a stream not declared @sparse", "§7.1.3")
+            if not ex.sparse and h.status is CONTINUE:
+                raise remote(
+                    frame,
+                    "hole in a stream not declared @sparse or whose call asked for none",
+                    "§7.1.3",
+                )
             event = self._hole(frame)
         elif h.status is CONTINUE:
             event = StreamData(h.serial, payload) if len(payload) else StreamEnd(h.serial)
@@ -544,7 +548,8 @@ class Connection:
         header = Header(event.program, event.version, event.procedure, CALL, serial, OK)
         payload = _wire.encode(proc.arg, event.args, "call arguments", "§4.4")
         data = _wire.frame(header, payload, self.limits.max_frame)
-        ex = Exchange(serial, (event.program, event.version, event.procedure), proc, Role.CLIENT)
+        words = (event.program, event.version, event.procedure)
+        ex = Exchange(serial, words, proc, Role.CLIENT, True, event.args)
         self._exchanges.sent(ex, ">Call")
         self._exchanges.add(ex)
         return [data]

@@ -18,7 +18,7 @@ A body codec is anything with ``pack(value) -> bytes`` and ``unpack(data) -> val
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,9 +50,20 @@ class Direction(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class StreamMode:
+    """A procedure's stream (§6).  ``sparse``: its calls may carry holes (§7.1.3);
+    ``sparse_if``, when given, narrows that to the calls whose arguments it accepts (libvirt:
+    the call's ``flags`` ask for holes, its gendispatch.pl's ``args->flags & @sparseflag``).
+    The rule is I/O-free, must not raise, and sees what the engine sees of the arguments
+    (the decoded value or, for a raw-bodied procedure, the payload bytes)."""
+
     variant: Variant
     direction: Direction
     sparse: bool = False
+    sparse_if: Callable[[Any], bool] | None = field(default=None, compare=False)
+
+    def sparse_for(self, args: Any) -> bool:
+        """Whether the call with ``args`` may carry holes (§7.1.3)."""
+        return self.sparse and (self.sparse_if is None or self.sparse_if(args))
 
 
 @dataclass(frozen=True, slots=True)
