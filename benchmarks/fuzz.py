@@ -6,7 +6,7 @@ For each harness of xdrstream.fuzz.harnesses (decode, frames, session):
 
   - in-process: the one-input function on its seed corpus mutated by the structure-aware
     mutator (xdrstream.fuzz.mutators), timed alone (mutation time excluded);
-  - atheris: ``python fuzz/fuzz_X.py -max_total_time=T -seed=1`` in a subprocess, libFuzzer's
+  - atheris: ``python fuzz/X_fuzzer.py -max_total_time=T -seed=1`` in a subprocess, libFuzzer's
     ``stat::number_of_executed_units`` / T (coverage instrumentation and mutators included),
     skipped when atheris is not installed; the ratio says what instrumentation costs;
 
@@ -68,7 +68,7 @@ def atheris_rate(name: str, seconds: int) -> float | None:
         proc = subprocess.run(
             [
                 sys.executable,
-                str(ROOT / "fuzz" / f"fuzz_{name}.py"),
+                str(ROOT / "fuzz" / f"{name}_fuzzer.py"),
                 f"-max_total_time={seconds}",
                 "-seed=1",
                 "-print_final_stats=1",

@@ -1,5 +1,5 @@
 """The harness functions (xdrstream.fuzz.harnesses) driven by hypothesis with valid and
-mutated inputs, their seed corpora, and short atheris campaigns of fuzz/fuzz_*.py."""
+mutated inputs, their seed corpora, and short atheris campaigns of fuzz/*_fuzzer.py."""
 
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def test_memory_check_reports_growth() -> None:
 
 
 def _load_entry(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"fuzz_{name}", ROOT / "fuzz" / f"fuzz_{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_fuzzer", ROOT / "fuzz" / f"{name}_fuzzer.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -192,7 +192,7 @@ def test_short_atheris_campaign_exits_cleanly(name: str, tmp_path: Path) -> None
     proc = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "fuzz" / f"fuzz_{name}.py"),
+            str(ROOT / "fuzz" / f"{name}_fuzzer.py"),
             "-atheris_runs=3000",
             "-seed=1",
             str(corpus_dir),

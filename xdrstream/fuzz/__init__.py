@@ -7,7 +7,7 @@ Modules:
   sessions over all stream variants (``sessions``, ``replay``). Needs hypothesis.
 * :mod:`.values` -- smallest and random valid values without hypothesis.
 * :mod:`.mutators` -- structure-aware, deterministic mutations of frames and sessions.
-* :mod:`.harnesses` -- the one-input functions behind ``fuzz/fuzz_*.py`` (atheris).
+* :mod:`.harnesses` -- the one-input functions behind ``fuzz/*_fuzzer.py`` (atheris).
 * :mod:`.corpus` -- seed inputs: canonical sessions, libvirt captures, traces.
 * :mod:`.trace` -- findings and seeds as JSON Lines trace files.
 * :mod:`.live` -- fuzzing a live server over a socket (``xdrstream fuzz``).
