@@ -1,15 +1,16 @@
 """Volume upload/download throughput against real libvirt, in one run (issue 7).
 
-    .venv/bin/python benchmarks/libvirt.py [--size 1G] [--repeat 3] [--profile]
+    .venv/bin/python benchmarks/libvirt.py [--size 256M] [--repeat 5] [--profile]
 
 One private libvirtd (tests/realpeers.py: uid 65534, session mode, Unix socket) with a
 directory pool holding a raw volume of `--size` bytes, one random source file of that size,
 and our storage server (`xdrstream serve --libvirt-storage`, a separate process) on another Unix
-socket with a volume file of the same size. Runs are interleaved, best of `--repeat`:
+socket with a volume file of the same size. Runs are interleaved, median of `--repeat` (5):
 
 1. Client: `virsh vol-upload` / `vol-download` (a process: its wall time) against
    `LibvirtClient.upload` / `download` in this process (connect, AUTH_LIST ... CONNECT_CLOSE
-   included), both against libvirtd. Target: ours >= virsh (ratio >= 1.0) each way.
+   included), both against libvirtd. Targets (issue 12): download >= 1.0x virsh, upload
+   >= 1.2x virsh.
 2. Server: the same `virsh vol-upload` into libvirtd and into our server.
    Target: our server >= 1.5x libvirtd.  For scale, the same upload into our server with
    the file writes turned off (a sink: it parses every frame and drops the data) shows
@@ -30,6 +31,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -224,8 +226,8 @@ def rate(size: int, seconds: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=parse_size, default=1 << 30, help="bytes (default 1G)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement, best kept")
+    parser.add_argument("--size", type=parse_size, default=256 * MiB, help="bytes (256M)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement, median")
     parser.add_argument("--profile", action="store_true", help="cProfile our client and server")
     parser.add_argument("--serve-sink", nargs=2, metavar=("DIR", "SOCK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -239,10 +241,10 @@ def main() -> int:
         bench = Bench(daemon, work, size)
         bench.prepare()
         profile = work / "server.prof" if args.profile else None
-        best: dict[str, float] = {}
+        times: dict[str, list[float]] = {}
 
         def record(name: str, seconds: float) -> None:
-            best[name] = min(best.get(name, float("inf")), seconds)
+            times.setdefault(name, []).append(seconds)
 
         with (
             our_server(bench.ours_dir, bench.ours_sock, profile),
@@ -265,6 +267,7 @@ def main() -> int:
                 record("our client download <- libvirtd", bench.client_download())
         if args.profile:
             profile_client(bench)
+        best = {name: statistics.median(seconds) for name, seconds in times.items()}
         print_report(size, args.repeat, best, bench.failures)
         if profile is not None and profile.exists():
             print_profile(profile, "our server (virsh uploads into it)")
@@ -299,7 +302,8 @@ def print_profile(path: Path, title: str) -> None:
 def print_report(size: int, repeat: int, best: dict[str, float], failures: list[str]) -> None:
     python = sys.version.split()[0]
     print(
-        f"Volume of {size / MiB:.0f} MiB over the Unix socket; best of {repeat}; Python {python}\n"
+        f"Volume of {size / MiB:.0f} MiB over the Unix socket; median of {repeat}; "
+        f"Python {python}\n"
     )
     print("| transfer                          | seconds |   MiB/s |")
     print("|-----------------------------------|--------:|--------:|")
@@ -316,7 +320,7 @@ def print_report(size: int, repeat: int, best: dict[str, float], failures: list[
     print(f"  virsh -> sink (no writes, any server's bound) vs virsh -> libvirtd: {bound:.2f}x")
     print("\nTargets:")
     for ok, text in (
-        (up >= 1.0, f"our client upload >= virsh: {up:.2f}x"),
+        (up >= 1.2, f"our client upload >= 1.2x virsh: {up:.2f}x"),
         (down >= 1.0, f"our client download >= virsh: {down:.2f}x"),
         (server >= 1.5, f"our server >= 1.5x libvirtd for virsh vol-upload: {server:.2f}x"),
     ):

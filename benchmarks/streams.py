@@ -1,7 +1,7 @@
 """Stream throughput, memory and concurrency of the transport, in one run (issue 4).
 
-    .venv/bin/python benchmarks/streams.py [--size 1G] [--rss-size 4G] [--streams 16]
-                                           [--repeat 2] [--quick]
+    .venv/bin/python benchmarks/streams.py [--size 256M] [--rss-size 4G] [--streams 16]
+                                           [--repeat 2] [--quick] [--parts 0,1,1b,2,3]
 
 Every stream is generated in the client process and restored over a Unix socket into a
 QEMU stub process, which checks it as QEMU would and computes its SHA-256; the stub's SHA-256
@@ -24,6 +24,18 @@ known payload, which real QEMU accepts), checked by the stub's real-format parse
    connect to the server's verdict (process start-up excluded), best of `--repeat` runs,
    runs interleaved. Targets: V1 >= 60% of the baseline; V2 and V3 >= 90% with the
    real-format check (>= 80% for the synthetic stream).
+1b. The CLI end to end (issue 12): `xdrstream restore IMAGE` and `xdrstream save OUT` (each a
+   process, `--json`) into a fresh `xdrstream serve`, against the plain relay with its client
+   a process too (restore: reads the same file with `readinto` and `sendall`s it; save: the
+   relay reads the stub's save pipe into the socket, the client `recv_into`s and writes the
+   file, fsyncing it once as `save` does). The CLI's SHA-256 is included in its cost (restore
+   hashes inline; save re-reads the file it wrote); the baseline hashes nothing on the client
+   side. The time is the span each client reports: the CLI's JSON `seconds` (open of the
+   stream to the server's verdict; for save, plus the time this process takes to hash OUT
+   as `save` does after its span), the baseline's connect to verdict (save: to its fsync).
+   The client process's whole wall time (start-up included) is printed beside it, and its
+   CPU includes start-up. Targets: V2 and V3 >= 0.90 of the baseline, V1
+   >= 0.75, both directions.
 2. Memory: `--rss-size` bytes per variant with a fresh server; the peak RSS of the server
    (VmHWM in /proc/PID/status, read before it stops) and of the client process
    (getrusage ru_maxrss) must each stay under 64 MiB.
@@ -31,7 +43,7 @@ known payload, which real QEMU accepts), checked by the stub's real-format parse
    of `--concurrent-size`) bytes with its own seed, started together (each connects, then
    waits for a common go); none may lose or mix data (every stub's SHA-256 matches its
    stream's), and the aggregate throughput (all bytes / first start to last end) must be
-   >= 70% of the single-stream throughput of the same variant. Each stream pays fixed costs
+   >= 90% of the single-stream throughput of the same variant. Each stream pays fixed costs
    (a stub process started, a client connecting): small streams measure those. For
    reference the baseline runs the same way: a threaded plain relay, one stub per stream.
 
@@ -74,10 +86,11 @@ from xdrstream.endpoints.qemu_stub import (
     iter_synthetic,
     real_format_sha256,
     start_stub_restore,
+    start_stub_save,
     synthetic_sha256,
 )
 from xdrstream.endpoints.sink import make_pipe
-from xdrstream.restore.commands import parse_size
+from xdrstream.restore.commands import file_sha256, parse_size
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -108,8 +121,9 @@ def _ram_for(size: int) -> int:
     return max(1, size // (TARGET_PAGE_SIZE + 8)) * TARGET_PAGE_SIZE
 
 
+TARGET_CLI = {1: 0.75, 2: 0.90, 3: 0.90}  # `xdrstream restore`/`save` vs the relay (issue 12)
 TARGET_RSS = 64 * MIB  # peak RSS of client and server each
-TARGET_CONCURRENT = 0.70  # aggregate of N streams / single stream
+TARGET_CONCURRENT = 0.90  # aggregate of N streams / single stream (issue 12)
 
 
 def maxrss_bytes() -> int:
@@ -204,6 +218,68 @@ def worker_baseline_client(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def worker_baseline_file_client(args: argparse.Namespace) -> dict[str, Any]:
+    """The CLI restore's baseline: send FILE on a plain socket, wait for the verdict."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    buffer = bytearray(BASELINE_BUFFER)
+    view = memoryview(buffer)
+    sent = 0
+    with sock, open(args.file, "rb", buffering=0) as source:
+        start = time.monotonic()
+        sock.connect(args.connect)
+        while count := source.readinto(buffer):
+            sock.sendall(view[:count])
+            sent += count
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    verdict = json.loads(reply)
+    if not verdict["ok"]:
+        raise RuntimeError(f"baseline stream failed: {verdict['error']}")
+    end = time.monotonic()
+    return {"bytes": sent, "seconds": end - start, "maxrss": maxrss_bytes(), "cpu": cpu_seconds()}
+
+
+def worker_baseline_save_client(args: argparse.Namespace) -> dict[str, Any]:
+    """The CLI save's baseline: receive into FILE, fsynced as `xdrstream save` does."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    buffer = bytearray(BASELINE_BUFFER)
+    view = memoryview(buffer)
+    received = 0
+    fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with sock:
+            start = time.monotonic()
+            sock.connect(args.connect)
+            while count := sock.recv_into(buffer):
+                data = view[:count]
+                while data:
+                    data = data[os.write(fd, data) :]
+                received += count
+        os.fsync(fd)
+        end = time.monotonic()
+    finally:
+        os.close(fd)
+    seconds = end - start
+    return {"bytes": received, "seconds": seconds, "maxrss": maxrss_bytes(), "cpu": cpu_seconds()}
+
+
+def _baseline_save_relay(conn: socket.socket, lock: threading.Lock, size: int) -> None:
+    """One connection: relay a stub's save stream (pipe) into it, then close."""
+    with conn:
+        endpoint = start_stub_save(size, SAVE_SEED)
+        buffer = bytearray(BASELINE_BUFFER)
+        view = memoryview(buffer)
+        with endpoint:
+            while count := os.readv(endpoint.fd, [buffer]):
+                conn.sendall(view[:count])
+            result = endpoint.wait()
+        verdict = {"ok": result.ok, "sha256": result.sha256, "error": result.error}
+        with lock:
+            print(json.dumps({"endpoint": verdict}), flush=True)
+
+
 def _baseline_relay(conn: socket.socket, lock: threading.Lock) -> None:
     """One connection: relay it into a stub's pipe, answer with the stub's verdict."""
     with conn:
@@ -234,7 +310,11 @@ def worker_baseline_server(args: argparse.Namespace) -> None:
     threads = []
     for _ in range(args.connections):
         conn, _ = listener.accept()
-        thread = threading.Thread(target=_baseline_relay, args=(conn, lock))
+        if args.save_size:
+            relay: tuple[Any, ...] = (_baseline_save_relay, (conn, lock, args.save_size))
+        else:
+            relay = (_baseline_relay, (conn, lock))
+        thread = threading.Thread(target=relay[0], args=relay[1])
         thread.start()
         threads.append(thread)
     listener.close()
@@ -254,7 +334,12 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.worker == "baseline-server":
         worker_baseline_server(args)
         return 0
-    run = worker_client if args.worker == "client" else worker_baseline_client
+    run = {
+        "client": worker_client,
+        "baseline-client": worker_baseline_client,
+        "baseline-file-client": worker_baseline_file_client,
+        "baseline-save-client": worker_baseline_save_client,
+    }[args.worker]
     try:
         record = run(args)
     except Exception as exc:
@@ -364,6 +449,7 @@ class Run:
     stub_cpu: float = 0.0
     ok: bool = True
     note: str = ""
+    wall: float = 0.0  # of the client process, start-up included (part 1b)
 
     @property
     def rate(self) -> float:
@@ -417,6 +503,139 @@ def baseline_run(work: Path, size: int, seed: int) -> Run:
     if verdict["sha256"] != stream_sha256(FORMAT[0], size, seed):
         run.ok, run.note = False, "baseline stub saw other bytes"
     return run
+
+
+PARTS = ("0", "1", "1b", "2", "3")
+SAVE_SEED = 5  # of the stub's save stream in the CLI runs
+CLI = [sys.executable, "-m", "xdrstream.cli"]
+
+
+def _process(command: list[str], work: Path) -> tuple[float, str, resource.struct_rusage]:
+    """Wall seconds, stdout and rusage of `command` run to its end (it must succeed)."""
+    with (
+        tempfile.TemporaryFile("w+", dir=work) as out,
+        tempfile.TemporaryFile("w+", dir=work) as err,
+    ):
+        start = time.monotonic()
+        process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.monotonic() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode:
+            raise RuntimeError(f"{command[1:4]}: exit {process.returncode}: {err.read()[-300:]}")
+        return seconds, out.read(), usage
+
+
+def _usage_cpu(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+def cli_run(work: Path, direction: str, variant: int, size: int) -> Run:
+    """`xdrstream restore IMAGE` (or `save OUT`) into a fresh `xdrstream serve`."""
+    image, out = work / "image", work / "saved"
+    with protocol_server(work) as (server, path):
+        idle_cpu, _ = proc_cpu_seconds(server.process.pid)
+        command = [*CLI, direction, str(image if direction == "restore" else out)]
+        command += ["--connect", f"unix:{path}", "--variant", str(variant), "--json"]
+        if direction == "save":
+            command += ["--size", str(size), "--seed", str(SAVE_SEED)]
+        wall, stdout, usage = _process(command, work)
+        verdict = server.line("endpoint")["endpoint"]
+        reported = json.loads(stdout.splitlines()[-1])
+        seconds = reported["seconds"]
+        if direction == "save":  # `save` hashes OUT after its timed span: time the same
+            started = time.monotonic()
+            file_sha256(out)
+            seconds += time.monotonic() - started
+        run = Run(f"V{variant}", reported["bytes"], seconds, usage.ru_maxrss * 1024, wall=wall)
+        run.client_cpu = _usage_cpu(usage)
+        run.server_rss = vmhwm_bytes(server.process.pid)
+        run.server_cpu, run.stub_cpu = proc_cpu_seconds(server.process.pid)
+        run.server_cpu -= idle_cpu
+    expected = (
+        stream_sha256(FORMAT[0], size, 0)
+        if direction == "restore"
+        else synthetic_sha256(size, SAVE_SEED)
+    )
+    if not verdict["ok"] or reported["sha256"] != expected:
+        run.ok, run.note = False, f"stub: ok={verdict['ok']} error={verdict['error']}"
+    if direction == "save":
+        out.unlink()
+    return run
+
+
+def baseline_cli_run(work: Path, direction: str, size: int) -> Run:
+    """The plain relay of the same bytes, its client a process as the CLI is."""
+    path = str(work / "baseline.sock")
+    image, out = work / "image", work / "saved"
+    extra = ["--save-size", str(size)] if direction == "save" else []
+    server = Child(_me("baseline-server", "--listen", path, *extra))
+    try:
+        server.line("listening")
+        if direction == "restore":
+            command = _me("baseline-file-client", "--connect", path, "--file", str(image))
+        else:
+            command = _me("baseline-save-client", "--connect", path, "--file", str(out))
+        wall, stdout, usage = _process(command, work)
+        verdict = server.line("endpoint")["endpoint"]
+        report = server.line("done")
+    finally:
+        server.stop()
+    record = json.loads(stdout.splitlines()[-1])
+    run = Run("baseline", record["bytes"], record["seconds"], usage.ru_maxrss * 1024, wall=wall)
+    run.client_cpu = _usage_cpu(usage)
+    run.server_rss = report["vmhwm"]
+    run.server_cpu, run.stub_cpu = report["cpu"], report["stub_cpu"]
+    if direction == "restore":
+        good = verdict["sha256"] == stream_sha256(FORMAT[0], size, 0)
+    else:
+        good = verdict["ok"] and file_sha256(out) == synthetic_sha256(size, SAVE_SEED)
+        out.unlink()
+    if not good:
+        run.ok, run.note = False, "baseline moved other bytes"
+    return run
+
+
+def cli_section(work: Path, size: int, repeat: int) -> int:
+    """Part 1b: the CLI end to end, restore and save, against the plain relay."""
+    with open(work / "image", "wb") as image:
+        for view in stream(FORMAT[0], size, 0):
+            image.write(view)
+    failures = 0
+    print(
+        "| direction | run | MB/s | vs baseline | target | result | process wall s "
+        "| CPU s/GiB: client, server, stub | peak RSS MiB: client, server |"
+    )
+    print("|---|---|---:|---:|---:|---|---:|---|---|")
+    for direction in ("restore", "save"):
+        best: dict[str, Run] = {}
+        for _ in range(repeat):
+            runs = [baseline_cli_run(work, direction, size)]
+            runs += [cli_run(work, direction, v, size) for v in VARIANTS]
+            for run in runs:
+                failures += not run.ok
+                if run.label not in best or run.rate > best[run.label].rate:
+                    best[run.label] = run
+        base = best["baseline"]
+        for label, run in best.items():
+            memory = f"{mib(run.client_rss)}, {mib(run.server_rss)}"
+            if label == "baseline":
+                print(
+                    f"| {direction} | plain relay | {run.rate:.0f} | 1.00 | | "
+                    f"(reference) {run.note} | {run.wall:.2f} | {cpu_cells(run)} | {memory} |"
+                )
+                continue
+            target = TARGET_CLI[int(label[1:])]
+            ratio = run.rate / base.rate if base.rate else 0.0
+            print(
+                f"| {direction} | `xdrstream {direction}` {label} | {run.rate:.0f} | "
+                f"{ratio:.2f} | >= {target:.2f} | {verdict(ratio >= target and run.ok)} "
+                f"{run.note} | {run.wall:.2f} | {cpu_cells(run)} | {memory} |"
+            )
+    (work / "image").unlink()
+    return failures
 
 
 @dataclass
@@ -560,13 +779,18 @@ def mib(value: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--size", type=parse_size, default=GIB, help="bytes per run (1G)")
+    parser.add_argument("--size", type=parse_size, default=256 * MIB, help="bytes per run (256M)")
     parser.add_argument("--rss-size", type=parse_size, default=4 * GIB, help="memory run (4G)")
     parser.add_argument("--streams", type=int, default=16, help="concurrent streams (16)")
     parser.add_argument(
         "--concurrent-size",
         type=parse_size,
         help="bytes of all concurrent streams together (default: --size)",
+    )
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"parts to run, comma-separated (default all: {','.join(PARTS)})",
     )
     parser.add_argument("--repeat", type=int, default=2, help="throughput runs, best kept (2)")
     parser.add_argument(
@@ -583,7 +807,18 @@ def main(argv: list[str] | None = None) -> int:
         default="real",
         help="stream format: QEMU 7.2's real format (RAM pages) or the stub's synthetic one",
     )
-    parser.add_argument("--worker", choices=("client", "baseline-client", "baseline-server"))
+    parser.add_argument(
+        "--worker",
+        choices=(
+            "client",
+            "baseline-client",
+            "baseline-server",
+            "baseline-file-client",
+            "baseline-save-client",
+        ),
+    )
+    parser.add_argument("--file", help=argparse.SUPPRESS)
+    parser.add_argument("--save-size", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--connect", help=argparse.SUPPRESS)
     parser.add_argument("--listen", help=argparse.SUPPRESS)
     parser.add_argument("--variant", type=int, default=2, help=argparse.SUPPRESS)
@@ -594,6 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     FORMAT[0] = args.format
     if args.worker:
         return run_worker(args)
+    parts = set(args.parts.split(","))
+    if not parts <= set(PARTS):
+        parser.error(f"--parts: choose among {','.join(PARTS)}")
     if args.quick:
         args.size, args.rss_size, args.repeat = 64 * MIB, 256 * MIB, 1
     per_stream = max(MIN_SIZE, (args.concurrent_size or args.size) // args.streams)
@@ -605,73 +843,83 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="xdrstream-bench-") as name:
         work = Path(name)
 
-        print(f"## 0. The stub's parse rate ({args.format} format, {args.size / GIB:g} GiB)\n")
-        failures += parse_rates(args.format, args.size)
+        if "0" in parts:
+            print(f"## 0. The stub's parse rate ({args.format} format, {args.size / GIB:g} GiB)\n")
+            failures += parse_rates(args.format, args.size)
 
-        print(f"\n## 1. Throughput: {args.size / GIB:g} GiB over a Unix socket into the stub\n")
-        best: dict[str, Run] = {}
-        for attempt in range(args.repeat):
-            runs = [baseline_run(work, args.size, attempt)]
-            runs += [protocol_run(work, v, args.size, attempt) for v in VARIANTS]
-            for run in runs:
+        if "1" in parts or "3" in parts:
+            print(f"\n## 1. Throughput: {args.size / GIB:g} GiB over a Unix socket into the stub\n")
+            best: dict[str, Run] = {}
+            for attempt in range(args.repeat):
+                runs = [baseline_run(work, args.size, attempt)]
+                runs += [protocol_run(work, v, args.size, attempt) for v in VARIANTS]
+                for run in runs:
+                    failures += not run.ok
+                    if run.label not in best or run.rate > best[run.label].rate:
+                        best[run.label] = run
+            base = best["baseline"]
+            print(
+                "| run | MB/s | vs baseline | target | result | CPU s/GiB: client, server, stub |"
+            )
+            print("|---|---:|---:|---:|---|---|")
+            print(f"| baseline (plain sockets) | {base.rate:.0f} | 1.00 | | | {cpu_cells(base)} |")
+            for variant in VARIANTS:
+                run = best[f"V{variant}"]
+                ratio = run.rate / base.rate
+                target = (TARGET_RATIO_REAL if args.format == "real" else TARGET_RATIO)[variant]
+                print(
+                    f"| V{variant} | {run.rate:.0f} | {ratio:.2f} | >= {target:.2f} | "
+                    f"{verdict(ratio >= target and run.ok)} {run.note} | {cpu_cells(run)} |"
+                )
+
+        if "1b" in parts:
+            print(f"\n## 1b. The CLI end to end: {args.size / GIB:g} GiB restored and saved\n")
+            failures += cli_section(work, args.size, args.repeat)
+
+        if "2" in parts:
+            print(f"\n## 2. Peak RSS while streaming {args.rss_size / GIB:g} GiB\n")
+            print("| run | client MiB | server MiB | target | result |")
+            print("|---|---:|---:|---:|---|")
+            memory = [baseline_run(work, args.rss_size, 99)]
+            memory += [protocol_run(work, v, args.rss_size, 99) for v in VARIANTS]
+            for run in memory:
                 failures += not run.ok
-                if run.label not in best or run.rate > best[run.label].rate:
-                    best[run.label] = run
-        base = best["baseline"]
-        print("| run | MB/s | vs baseline | target | result | CPU s/GiB: client, server, stub |")
-        print("|---|---:|---:|---:|---|---|")
-        print(f"| baseline (plain sockets) | {base.rate:.0f} | 1.00 | | | {cpu_cells(base)} |")
-        for variant in VARIANTS:
-            run = best[f"V{variant}"]
-            ratio = run.rate / base.rate
-            target = (TARGET_RATIO_REAL if args.format == "real" else TARGET_RATIO)[variant]
-            print(
-                f"| V{variant} | {run.rate:.0f} | {ratio:.2f} | >= {target:.2f} | "
-                f"{verdict(ratio >= target and run.ok)} {run.note} | {cpu_cells(run)} |"
-            )
+                ok = run.client_rss < TARGET_RSS and run.server_rss < TARGET_RSS
+                result = "(reference)" if run.label == "baseline" else verdict(ok and run.ok)
+                print(
+                    f"| {run.label} | {mib(run.client_rss)} | {mib(run.server_rss)} | "
+                    f"< {mib(TARGET_RSS)} | {result} {run.note} |"
+                )
 
-        print(f"\n## 2. Peak RSS while streaming {args.rss_size / GIB:g} GiB\n")
-        print("| run | client MiB | server MiB | target | result |")
-        print("|---|---:|---:|---:|---|")
-        memory = [baseline_run(work, args.rss_size, 99)]
-        memory += [protocol_run(work, v, args.rss_size, 99) for v in VARIANTS]
-        for run in memory:
-            failures += not run.ok
-            ok = run.client_rss < TARGET_RSS and run.server_rss < TARGET_RSS
-            result = "(reference)" if run.label == "baseline" else verdict(ok and run.ok)
+        if "3" in parts:
             print(
-                f"| {run.label} | {mib(run.client_rss)} | {mib(run.server_rss)} | "
-                f"< {mib(TARGET_RSS)} | {result} {run.note} |"
+                f"\n## 3. {args.streams} concurrent streams of {per_stream / MIB:g} MiB "
+                "(one server, one client process each)\n"
             )
-
-        print(
-            f"\n## 3. {args.streams} concurrent streams of {per_stream / MIB:g} MiB "
-            "(one server, one client process each)\n"
-        )
-        print(
-            "| variant | aggregate MB/s | single MB/s | ratio | lost | target | result "
-            "| CPU s/GiB: clients, server, stubs (single stream) |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---|---|")
-        base_many = concurrent_run(work, 0, args.streams, per_stream)
-        failures += bool(base_many.lost or base_many.errors)
-        print(
-            f"| baseline | {base_many.rate:.0f} | {base.rate:.0f} | "
-            f"{base_many.rate / base.rate:.2f} | {base_many.lost} | | (reference) | "
-            f"{cpu_cells(base_many)} ({cpu_cells(base)}) |"
-        )
-        for variant in VARIANTS:
-            result = concurrent_run(work, variant, args.streams, per_stream)
-            single = best[f"V{variant}"].rate
-            ratio = result.rate / single if single else 0.0
-            failures += bool(result.lost or result.errors)
-            ok = ratio >= TARGET_CONCURRENT and not result.lost and not result.errors
             print(
-                f"| V{variant} | {result.rate:.0f} | {single:.0f} | {ratio:.2f} | "
-                f"{result.lost} | >= {TARGET_CONCURRENT:.2f}, 0 lost | {verdict(ok)} "
-                f"{'; '.join(result.errors)[:200]} | {cpu_cells(result)} "
-                f"({cpu_cells(best[f'V{variant}'])}) |"
+                "| variant | aggregate MB/s | single MB/s | ratio | lost | target | result "
+                "| CPU s/GiB: clients, server, stubs (single stream) |"
             )
+            print("|---|---:|---:|---:|---:|---:|---|---|")
+            base_many = concurrent_run(work, 0, args.streams, per_stream)
+            failures += bool(base_many.lost or base_many.errors)
+            print(
+                f"| baseline | {base_many.rate:.0f} | {base.rate:.0f} | "
+                f"{base_many.rate / base.rate:.2f} | {base_many.lost} | | (reference) | "
+                f"{cpu_cells(base_many)} ({cpu_cells(base)}) |"
+            )
+            for variant in VARIANTS:
+                result = concurrent_run(work, variant, args.streams, per_stream)
+                single = best[f"V{variant}"].rate
+                ratio = result.rate / single if single else 0.0
+                failures += bool(result.lost or result.errors)
+                ok = ratio >= TARGET_CONCURRENT and not result.lost and not result.errors
+                print(
+                    f"| V{variant} | {result.rate:.0f} | {single:.0f} | {ratio:.2f} | "
+                    f"{result.lost} | >= {TARGET_CONCURRENT:.2f}, 0 lost | {verdict(ok)} "
+                    f"{'; '.join(result.errors)[:200]} | {cpu_cells(result)} "
+                    f"({cpu_cells(best[f'V{variant}'])}) |"
+                )
     print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
     return 1 if failures else 0
 

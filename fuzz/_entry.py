@@ -1,6 +1,6 @@
 """Shared start-up of the atheris entry points (OSS-Fuzz Python layout).
 
-Each ``fuzz_X.py`` is runnable as ``python fuzz/fuzz_X.py [libFuzzer flags] [corpus_dir]``.
+Each ``X_fuzzer.py`` is runnable as ``python fuzz/X_fuzzer.py [libFuzzer flags] [corpus_dir]``.
 atheris is imported only in :func:`run`, so the modules import without it. A corpus
 directory that is empty (or missing) is first filled with the seeds of
 :mod:`xdrstream.fuzz.corpus`. Every 64th input also runs under tracemalloc to check that

@@ -3,6 +3,8 @@
 Each layer contributes its subcommands through a module with
 ``register(subparsers) -> None``; every subcommand sets ``func(args) -> int`` as its
 handler. The list below is the single place that wires them in.
+
+Every command follows one exit status rule (``EXIT_STATUS``, shown by ``xdrstream -h``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,23 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xdrstream.conformance.commands",
 )
 
+EXIT_STATUS = """exit status, every command:
+  0    done
+  1    the work failed on its input or peer: a schema that does not compile, bytes that
+       do not decode, a transfer the server failed, a conformance failure, a finding
+  2    usage, or a local file that cannot be read or written
+  3    could not connect or listen (refused, no such socket, TLS failure)
+  4    the peer stalled longer than --timeout
+  130  interrupted
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xdrstream",
         description="libvirt's XDR RPC protocol with data streams: codec, engine, tools.",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"xdrstream {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -152,7 +152,9 @@ class DemoServer:
     def __init__(self, socket_path: Path, size: int, seed: int, extra: list[str]) -> None:
         command = [sys.executable, "-m", "xdrstream.cli", "serve"]
         command += ["--listen", f"unix:{socket_path}"]
-        command += ["--save-size", str(size), "--seed", str(seed), *extra]
+        if "--save-from" not in extra:  # a recorded stream has its own size and content
+            command += ["--save-size", str(size), "--seed", str(seed)]
+        command += extra
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

@@ -162,6 +162,8 @@ def test_bad_length_and_header_name_the_offset(
     status, found, err = run_decode(tmp_path, good + bytes(bad_type), capsys)
     assert status == 1 and len(found) == 1
     assert "§4.1" in err and f"byte offset {len(good) + 16}" in err
+    # the offset is named once: "byte offset N: §4.1: ...", not again at the end
+    assert err.count("offset") == 1, err
 
 
 def test_body_that_does_not_match_the_schema(
@@ -245,6 +247,36 @@ def test_describe_frames_of_both_directions_keeps_v1_calls_across_them() -> None
     assert "xs_save_ret" in (alone.body_error or "")
 
 
+def test_extra_schema_with_constants_from_c_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = tmp_path / "named.x"
+    schema.write_text(
+        "struct named { string name<NAMELEN>; };\n"
+        "program NAMED { version NAMED_V1 { void SET(named) = 1; } = 1; } = 0x40000002;\n"
+    )
+    stream = pack_frame(Header(0x40000002, 1, 1, CALL, 1, OK), xdr_string("abc"))
+    status, found, err = run_decode(tmp_path, stream, capsys, "--schema", str(schema))
+    assert (status, found) == (2, []) and "undefined constant 'NAMELEN'" in err
+    options = ("--schema", str(schema), "-D", "NAMELEN=8")
+    status, found, _ = run_decode(tmp_path, stream, capsys, *options)
+    assert status == 0 and found[0]["body"] == {"name": "abc"}
+    status, found, _ = run_decode(
+        tmp_path, stream, capsys, "--schema", str(schema), "-D", "NAMELEN=2"
+    )
+    assert status == 1 and "exceeds" in found[0]["body_error"]
+    status, _, err = run_decode(tmp_path, stream, capsys, "--schema", str(tmp_path / "none.x"))
+    assert status == 2
+    assert f"xdrstream decode: cannot read {tmp_path / 'none.x'}: No such file or directory" in err
+    binary = tmp_path / "binary.x"
+    binary.write_bytes(b"struct \xff")
+    status, _, err = run_decode(tmp_path, stream, capsys, "--schema", str(binary))
+    assert (status, err) == (
+        2,
+        f"xdrstream decode: bad schema: {binary}: not UTF-8 text (byte 7)\n",
+    )
+
+
 def test_extra_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     schema = tmp_path / "mine.x"
     schema.write_text(
@@ -300,6 +332,7 @@ def test_damaged_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert status == 1
     assert [m["type_name"] for m in found] == ["CALL", "REPLY"]
     assert "cut short" in err and "file offset" in err
+    assert err.count("offset") == 1, err  # named once, as the capture file's offset
     status, found, err = run_decode(tmp_path, b"\xa1\xb2\xc3\xd4" + bytes(4), capsys)
     assert status == 1 and found == []
     assert "pcap file header needs 24 bytes" in err
@@ -385,6 +418,11 @@ def test_port_that_no_connection_uses(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert (status, found) == (1, [])
     assert "no TCP connection of the capture uses port 9" in err
+    assert "offset" not in err and "16509" in err  # no offset to name; the ports there are
+    with pytest.raises(SystemExit) as usage:
+        main(["decode", "--port", "99999", str(tmp_path / "input.bin")])
+    assert usage.value.code == 2
+    assert "'99999' is not a TCP port (1-65535)" in capsys.readouterr().err
 
 
 def test_loss_inside_a_frame_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,3 +58,4 @@ def test_a_tiny_run_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None
     assert len(rows) == 9, out
     assert "COMPOUND4res" in out and "remote_domain_get_job_stats_ret" in out
     assert "Targets (" in out
+    assert "compile of libvirt's remote_protocol.x: " in out

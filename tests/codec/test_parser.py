@@ -245,6 +245,44 @@ def test_syntax_errors_name_file_line_and_column(text: str, where: str, reason: 
 @pytest.mark.parametrize(
     ("text", "where", "reason"),
     [
+        (
+            "struct pair {\n  int a;\n  int b;\n\nstruct next { int c; };\n",
+            "5:13",
+            "(in struct pair, opened at bad.x:1:1: is its '}' missing?)",
+        ),
+        (
+            "struct pair {\n  int a;\n\ntypedef int b;\n",
+            "4:1",
+            "found keyword 'typedef' (in struct pair, opened at bad.x:1:1: is its '}' missing?)",
+        ),
+        ("enum e { A,\n", "2:1", "(in enum e, opened at bad.x:1:1: is its '}' missing?)"),
+        (
+            "const X = 1;\nunion u switch (int d) { case 1: int x;\n",
+            "3:1",
+            "(in union u, opened at bad.x:2:1: is its '}' missing?)",
+        ),
+        (
+            "program P { version V { void F(void) = 1;\n",
+            "2:1",
+            "(in program P, opened at bad.x:1:1: is its '}' missing?)",
+        ),
+        (
+            "struct s {\n  int x }",
+            "2:9",
+            "expected ';', found '}' (in struct s, opened at bad.x:1:1)",
+        ),
+    ],
+)
+def test_an_unclosed_or_broken_definition_is_named(text: str, where: str, reason: str) -> None:
+    with pytest.raises(SchemaError) as info:
+        compile_schema(text, filename="bad.x")
+    assert str(info.value).startswith(f"bad.x:{where}: ")
+    assert str(info.value).endswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "reason"),
+    [
         ("struct s { missing x; };", "1:12", "undefined type 'missing'"),
         ("struct s { int x[N]; };", "1:18", "undefined constant 'N'"),
         ("const A = 1; const A = 2;", "1:14", "'A' is already defined"),

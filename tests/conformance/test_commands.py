@@ -30,7 +30,8 @@ def test_run_writes_junit_and_json_and_passes(
     junit, report = tmp_path / "r.xml", tmp_path / "r.json"
     code = main([
         "conformance", "run", "--target", str(reference_server), "--cases", "4.*",
-        "--cases", "7.3.2/2", "--exclude", "4.6/1", "--junit", str(junit), "--json", str(report),
+        "--cases", "7.3.2/2", "--cases", "3.6/1", "--exclude", "4.6/1",
+        "--junit", str(junit), "--json", str(report),
     ])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
@@ -39,6 +40,7 @@ def test_run_writes_junit_and_json_and_passes(
     assert document["program"] == "restore"
     ids = {r["id"]: r for r in document["results"]}
     assert "4.6/1" not in ids and ids["4.3.2/1"]["outcome"] == "pass"
+    assert ids["3.6/1"]["outcome"] == "pass" and ids["4.4.2/4"]["outcome"] == "pass"
     assert ids["7.3.2/2"]["outcome"] == "skip" and "libvirt" in ids["7.3.2/2"]["detail"]
     assert document["summary"]["fail"] == 0
     root = ET.parse(junit).getroot()
@@ -90,6 +92,20 @@ def test_unreachable_target_and_bad_usage(
     assert main(["conformance", "run"]) == 2
     assert main(["conformance", "run", "--target", "bogus"]) == 2
     assert main(["conformance", "run", "--target", "tcp:127.0.0.1:1", "--cases", "99.*"]) == 2
+    capsys.readouterr()
+    # a named program is no excuse to fail every case: unreachable is 3 there too
+    none = f"unix:{tmp_path / 'none.sock'}"
+    assert main(["conformance", "run", "--target", none, "--program", "libvirt"]) == 3
+    assert "cannot connect" in capsys.readouterr().err
+
+
+def test_run_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["conformance", "run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Run the catalogue's server cases" in text
+    for code in ("0 every case passed", "1 a case failed", "2 bad usage", "3 the target cannot"):
+        assert code in text, code
 
 
 def test_replay_command(

@@ -3,6 +3,7 @@ written by a judged session and by `conformance run --html`."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -124,6 +125,32 @@ def test_run_writes_html(reference_server: addresses.Address, tmp_path: Path) ->
     assert "void" in [b for h, b in frames if "PING)" in h]
     echo = [b for h, b in frames if "ECHO)" in h]
     assert echo and all(b and b != "void" for b in echo), echo
+
+
+def test_html_counts_the_frames_it_does_not_show(
+    reference_server: addresses.Address, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case's recording keeps at most RECORD_FRAMES frames; the report says how many more
+    the case exchanged."""
+    from xdrstream.conformance import peer
+
+    def run(name: str) -> tuple[int, str]:
+        out = tmp_path / name
+        assert main(["conformance", "run", "--target", str(reference_server), "--cases",
+                     "4.4.1/1", "--html", str(out)]) == 0  # fmt: skip
+        text = out.read_text(encoding="utf-8")
+        outline = _Outline()
+        outline.feed(text)
+        return len(outline.frames["4.4.1/1"]), text
+
+    total, whole = run("whole.html")
+    assert total > 3 and 'class="dropped"' not in whole
+    monkeypatch.setattr(peer, "RECORD_FRAMES", 3)
+    shown, cut = run("cut.html")
+    assert shown == 3
+    assert re.search(
+        rf'<p class="dropped">{total - 3} more frames? exchanged, not shown \(a case', cut
+    ), cut
 
 
 def test_run_writes_html_of_libvirt_cases(tmp_path: Path) -> None:

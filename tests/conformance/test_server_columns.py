@@ -12,6 +12,7 @@ import pytest
 from xdrstream.cli import main
 from xdrstream.conformance import report
 from xdrstream.conformance.catalogue import all_cases
+from xdrstream.libvirt.storage_server import StorageServer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -36,6 +37,23 @@ def test_readme_table_matches_the_catalogue() -> None:
         if cells[0] != cells[1]:  # a difference is a documented deviation or explained skip
             assert "deviation" in cells or "skip" in cells, case_id
             assert case_id in README.read_text(encoding="utf-8").split(report.COLUMNS_BEGIN)[0]
+
+
+def test_our_servers_column_is_what_a_strict_run_gives(tmp_path: Path) -> None:
+    """README's `xdrstream serve --libvirt-storage` column, re-measured: a `--strict` run of
+    the libvirt cases against our storage server (its own volumes in pool ``images``)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    out = tmp_path / "ours.json"
+    with StorageServer(f"unix:{tmp_path / 's.sock'}", images):
+        main(
+            ["conformance", "run", "--target", f"unix:{tmp_path / 's.sock'}", "--program",
+             "libvirt", "--libvirt-pool", "images", "--strict", "--json", str(out)]
+        )  # fmt: skip
+    measured = {r["id"]: r["outcome"] for r in json.loads(out.read_text())["results"]}
+    readme = {case_id: cells[1] for case_id, cells in _readme_table().items()}
+    assert {k: measured.get(k) for k in readme} == readme
+    assert sorted(images.iterdir()) == []  # the run removed the volumes it made
 
 
 def test_columns_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

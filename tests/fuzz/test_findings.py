@@ -3,7 +3,7 @@
 Each test reproduces one finding and failed before its fix. (A finding not yet fixed would
 be marked ``xfail(strict=True)`` with its report until the fix lands.)
 
-Finding 1 (fuzz_frames, tracemalloc check of ``check_memory``; fixed in 16d6067):
+Finding 1 (frames_fuzzer, tracemalloc check of ``check_memory``; fixed in 16d6067):
 FrameDecoder kept every fed chunk as its own memoryview + bytes object, ~300 bytes of
 overhead per read, so a peer dripping a frame one byte per read made it hold ~300 times
 the frame's size (spec.md §8.1 bounds the buffer by one frame plus one read).

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from realpeers import Libvirtd
 
+from xdrstream.codec import model
+from xdrstream.codec.cheaders import c_constants
 from xdrstream.fuzz.values import random_value
 from xdrstream.libvirt import LibvirtClient, LibvirtError
 from xdrstream.libvirt import protocol as protocols
@@ -67,6 +69,45 @@ def test_builtin_subset_is_wire_identical(real: protocols.RemoteProtocol) -> Non
                     u = theirs_t if a is builtin else ours_t
                     data = a.codec(t).pack(random_value(a.schema, a.schema.xtype(t), rng))
                     assert b.codec(u).pack(b.codec(u).unpack(data)) == data, (proc.name, t)
+
+
+def test_builtin_subset_names_are_libvirts(real: protocols.RemoteProtocol, tree: Path) -> None:
+    """Every constant and enum member of libvirt_remote.x has libvirt's name and value: in
+    remote_protocol.x, as a REMOTE_PROC_* number, or in the C headers libvirt takes it from;
+    every field and enum member of an argument or result is named as libvirt names it."""
+    builtin = protocols.builtin()
+    headers = protocols.header_constants(tree / protocols.TREE_HEADERS)
+    headers |= c_constants([(tree / "src" / "libvirt_internal.h").read_text()])  # VIR_DRV_*
+    theirs = real.schema.constants
+    for name, value in builtin.schema.constants.items():
+        if name in builtin.procedures:
+            assert theirs.get(protocols.PREFIX + name) == value, name
+        elif name in theirs:
+            assert theirs[name] == value, name
+        else:
+            assert headers.get(name) == value, f"{name}: not libvirt's name"
+
+    def same(ours: model.XType, real_t: model.XType, path: str) -> None:
+        if isinstance(ours, model.Struct):
+            assert isinstance(real_t, model.Struct), path
+            assert [f.name for f in ours.fields] == [f.name for f in real_t.fields], path
+            for a, b in zip(ours.fields, real_t.fields, strict=True):
+                same(a.type, b.type, f"{path}.{a.name}")
+        elif isinstance(ours, model.Array | model.Optional):
+            assert isinstance(real_t, model.Array | model.Optional), path
+            same(ours.element, real_t.element, path)
+        elif isinstance(ours, model.Enum):
+            assert isinstance(real_t, model.Enum), path
+            assert (ours.name, ours.members) == (real_t.name, real_t.members), path
+
+    for proc in builtin.procedures.values():
+        other = real.procedure(proc.number)
+        for ours_t, theirs_t in (
+            (proc.arg_type, other.arg_type),
+            (proc.result_type, other.result_type),
+        ):
+            if ours_t is not None and theirs_t is not None:
+                same(builtin.schema.xtype(ours_t), real.schema.xtype(theirs_t), ours_t)
 
 
 @pytest.mark.real_peers

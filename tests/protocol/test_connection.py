@@ -55,7 +55,7 @@ from xdrstream.protocol.events import (
     StreamHole,
     StreamRead,
 )
-from xdrstream.protocol.framing import MAX_FRAME, Header, pack_frame
+from xdrstream.protocol.framing import MAX_FRAME, MIN_FRAME, Header, pack_frame
 
 
 def open_stream(kind: str, client: Connection, server: Connection) -> int:
@@ -579,3 +579,122 @@ def test_consuming_data_of_a_stream_that_ended_is_fine() -> None:
     assert not server.reading_paused
     server.stream_consumed(serial, 50)  # the application catches up: no error
     assert server.stream_info(serial).state == "DRAINING"  # type: ignore[union-attr]
+
+
+def _partial_echo(server: Connection, sent: int) -> None:
+    """Feed ``server`` the header and ``sent`` payload bytes of a 1 MiB stream data frame
+    (STREAM/CONTINUE: only the frame limit bounds it), in place."""
+    head = struct.pack(">7I", MIN_FRAME + (1 << 20), PROG, VERS, 6, 3, 1, 2)
+    view = server.get_buffer(len(head))
+    view[: len(head)] = head
+    server.buffer_updated(len(head))
+    while sent:
+        view = server.get_buffer(sent)
+        n = min(len(view), sent)
+        view[:n] = bytes(n)
+        server.buffer_updated(n)
+        sent -= n
+
+
+def test_connection_end_releases_the_decoders_memory() -> None:
+    # issue 15 part 1: the engine gives a partial frame's buffers back when the
+    # connection ends (§3.5), inside a frame or at a frame boundary
+    _, server = pair()
+    _partial_echo(server, 300_000)
+    assert server.next_event() is NEED_DATA
+    assert server.buffered == MIN_FRAME + 300_000
+    server.buffer_updated(0)  # EOF inside the frame
+    with pytest.raises(RemoteProtocolError, match=r"§3\.5: connection closed inside a frame"):
+        server.next_event()
+    assert server.buffered == 0  # released, not held until the object is collected
+    client, server = pair()
+    server.receive_data(client.send(Call(client.next_serial(), PROG, VERS, 1, None)))
+    server.receive_data(b"")
+    assert isinstance(server.next_event(), Call)
+    assert isinstance(server.next_event(), ConnectionClosed)
+    assert isinstance(server.next_event(), ConnectionClosed)  # still, once released
+
+
+def test_protocol_error_releases_the_decoders_memory() -> None:
+    _, server = pair()
+    _partial_echo(server, 100_000)
+    assert server.next_event() is NEED_DATA
+    server.buffer_updated(0)
+    with pytest.raises(RemoteProtocolError):
+        server.next_event()
+    with pytest.raises(RemoteProtocolError, match="closed inside a frame"):
+        server.next_event()  # the same error again, not the decoder's "released"
+    assert server.buffered == 0
+
+
+def _call_head(proc: int, payload: int, serial: int = 1) -> bytes:
+    return struct.pack(">7I", MIN_FRAME + payload, PROG, VERS, proc, 0, serial, 0)
+
+
+def test_procedure_bounds_come_from_the_schema() -> None:
+    from xdrstream.protocol import programs_from_schema
+
+    [program] = programs_from_schema(RESTORE)
+    bounds = {p.name: p.arg_max for p in program.procedures.values()}
+    assert bounds["XS_PROC_PING"] == 0  # void
+    assert bounds["XS_PROC_ECHO"] == 4 + 65536  # opaque data<XS_ECHO_MAX>
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_oversized_call_is_refused_from_its_header(in_place: bool) -> None:
+    # §3.6: a PING (void) announcing 1 MiB is refused at its 28-byte header; its payload
+    # is discarded as it arrives, never buffered; libvirt's error reply; the connection goes on
+    client, server = pair()
+    chunks = [_call_head(1, 1 << 20)] + [bytes(65536)] * 16
+    for chunk in chunks:
+        if in_place:
+            view = server.get_buffer(len(chunk))
+            view[: len(chunk)] = chunk
+            server.buffer_updated(len(chunk))
+        else:
+            server.receive_data(chunk)
+        assert server.buffered <= MIN_FRAME  # the header only, never the payload
+        event = server.next_event()
+        if event is not NEED_DATA:
+            break
+    assert chunk is chunks[-1]
+    assert isinstance(event, Call) and not event.known and event.refusal is not None
+    assert (event.refusal.code, event.refusal.domain) == (39, 7)
+    assert event.refusal.message == "Unable to decode message payload"
+    reply = client.receive_data(server.send(ErrorReply(event.serial, event.refusal)))
+    assert reply is None
+    # the connection goes on: the next call is served
+    ping = client.send(Call(client.next_serial(), PROG, VERS, 1, None))
+    server.receive_data(ping)
+    assert isinstance(server.next_event(), Call)
+
+
+def test_echo_at_its_bound_is_accepted_one_more_byte_refused() -> None:
+    _, server = pair()
+    at_bound = struct.pack(">I", 65536) + bytes(65536)
+    server.receive_data(_call_head(2, len(at_bound)) + at_bound)
+    event = server.next_event()
+    assert isinstance(event, Call) and event.known and len(event.args.data) == 65536
+    server.receive_data(_call_head(2, len(at_bound) + 1, serial=2))
+    assert server.next_event() is NEED_DATA  # refused here, from the header
+    assert server.buffered == MIN_FRAME
+    server.receive_data(at_bound + b"x")
+    assert server.buffered == MIN_FRAME  # discarded, not kept
+    event = server.next_event()
+    assert isinstance(event, Call) and event.refusal is not None and event.serial == 2
+
+
+def test_libvirt_procedures_are_bounded_for_a_server_decoding_its_own_arguments() -> None:
+    # the storage-pool server registers raw arguments; the bound still comes from the schema
+    from xdrstream.libvirt import protocol as remote
+
+    program = remote.load().program_definition(raw_args=True)
+    server = Connection(Role.SERVER, [program])
+    auth_list = remote.load().number("AUTH_LIST")
+    server.receive_data(
+        struct.pack(">7I", MIN_FRAME + (1 << 20), program.number, 1, auth_list, 0, 3, 0)
+    )
+    assert server.next_event() is NEED_DATA and server.buffered == MIN_FRAME
+    server.receive_data(bytes(1 << 20))
+    event = server.next_event()
+    assert isinstance(event, Call) and event.refusal is not None and server.buffered == 0

@@ -243,6 +243,27 @@ def test_large_payload_is_received_in_place() -> None:
     assert len(decoder.get_buffer()) == len(frame) - 100  # pooled: exactly the rest
 
 
+def test_reads_of_the_payload_size_receive_frames_in_place() -> None:
+    # A transport reading exactly a payload's size (256 KiB, libvirt's chunk) gets each
+    # frame's header and all but 28 bytes of its payload in one read: the frame must still
+    # be received in place (the read's buffer grows once), not joined from copies.
+    payload = bytes(range(256)) * 1024
+    frame = pack_frame(Header(1, 1, 1, MessageType.STREAM, 3, 2), payload)
+    wire = memoryview(frame * 4)
+    decoder, pos, in_place = FrameDecoder(), 0, 0
+    while pos < len(wire):
+        buf = decoder.get_buffer(len(payload))
+        n = min(len(buf), len(wire) - pos, len(payload))
+        assert n > 0  # never an empty buffer (a recv_into would read it as EOF)
+        buf[:n] = wire[pos : pos + n]
+        decoder.buffer_updated(n)
+        pos += n
+        while (got := decoder.next_frame()) is not None:
+            assert bytes(got.payload) == payload
+            in_place += got.payload.obj is buf.obj
+    assert in_place == 4
+
+
 def _traced(action: Callable[[], object]) -> tuple[object, int]:
     """``action()``'s result and the memory it left allocated (tracemalloc)."""
     tracemalloc.start()

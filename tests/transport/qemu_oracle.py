@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
+from xdrstream.endpoints.migration import receiver_state
 from xdrstream.endpoints.qemu import QemuLauncher
 from xdrstream.endpoints.qemu_stub import StreamChecker, StreamRejected
 from xdrstream.endpoints.sink import EndpointLauncher
@@ -40,9 +41,10 @@ def qemu_verdict(
     return result.ok, result.error or ""
 
 
-def stub_verdict(data: bytes) -> tuple[bool, str]:
-    """Whether the stub's checker (the stub's own code) accepts `data`, and why not."""
-    checker = StreamChecker()
+def stub_verdict(data: bytes, receiver: bytes | None = None) -> tuple[bool, str]:
+    """Whether the stub's checker (the stub's own code) accepts `data`, and why not; with
+    `receiver` (a save of the receiving machine), as `--receiver FILE` judges it."""
+    checker = StreamChecker(receiver=None if receiver is None else receiver_state(receiver))
     try:
         checker.feed(memoryview(data))
         checker.finish()

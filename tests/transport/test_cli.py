@@ -208,6 +208,56 @@ def test_json_flag_prints_the_json_line_on_a_terminal_too(
     assert "restored" not in output
 
 
+def test_save_size_against_a_recorded_stream_is_refused_naming_both_options(
+    leaks: Leaks, tmp_path: Path, image: tuple[Path, str]
+) -> None:
+    recorded, digest = image
+    out = tmp_path / "out.qevm"
+    with serving(leaks, f"unix:{tmp_path}/x.sock", "--save-from", str(recorded)) as server:
+        refused = run_cli(leaks, "save", str(out), "--connect", server.address, "--size", "2M")
+        assert refused.code == 1 and not out.exists()
+        assert "--size" in refused.error and "--save-from" in refused.error, refused.error
+        saved = run_cli(leaks, "save", str(out), "--connect", server.address)
+        assert saved.code == 0, saved.stderr
+        assert file_sha256(out) == digest
+
+
+def test_save_size_against_an_images_server_names_the_options(leaks: Leaks, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    with serving(leaks, f"unix:{tmp_path}/x.sock", "--images", str(images)) as server:
+        out = tmp_path / "out.qevm"
+        refused = run_cli(leaks, "save", str(out), "--connect", server.address, "--size", "2M")
+        assert refused.code == 1 and not out.exists()
+        assert "--size" in refused.error and "--images" in refused.error, refused.error
+
+
+def test_a_name_beyond_the_schemas_bound_is_a_usage_error(leaks: Leaks, tmp_path: Path) -> None:
+    for command in ("restore", "save"):
+        outcome = run_cli(
+            leaks, command, str(tmp_path / "f"), "--connect", f"unix:{tmp_path}/none",
+            "--name", "a" * 256,
+        )  # fmt: skip
+        assert outcome.code == 2
+        assert "argument --name: an image name has 1 to 255 bytes, not 256" in outcome.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--name", "x", "--size", "2M"], "--name and --size/--seed: give one or the other"),
+        (["--name", "x", "--seed", "3"], "--name and --size/--seed: give one or the other"),
+        (["--seed", "3"], "--seed needs --size"),
+    ],
+)
+def test_save_options_that_would_be_ignored_are_usage_errors(
+    leaks: Leaks, tmp_path: Path, options: list[str], message: str
+) -> None:
+    out = tmp_path / "out.qevm"
+    outcome = run_cli(leaks, "save", str(out), "--connect", f"unix:{tmp_path}/none", *options)
+    assert (outcome.code, outcome.error) == (2, f"xdrstream save: error: {message}")
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 
@@ -231,6 +281,11 @@ def test_save_into_a_missing_directory_is_a_local_error(leaks: Leaks, tmp_path: 
     outcome = run_cli(leaks, "save", str(out), "--connect", f"unix:{tmp_path}/none")
     assert outcome.code == 2
     assert outcome.error == f"xdrstream save: error: cannot write {out}: no such directory"
+    outcome = run_cli(leaks, "save", str(tmp_path), "--connect", f"unix:{tmp_path}/none")
+    assert (outcome.code, outcome.error) == (
+        2,
+        f"xdrstream save: error: cannot write {tmp_path}: Is a directory",
+    )
 
 
 def test_no_such_socket(leaks: Leaks, tmp_path: Path, image: tuple[Path, str]) -> None:
@@ -306,8 +361,14 @@ def test_a_bad_client_certificate_file_is_reported(
         leaks, "restore", str(image[0]), "--connect", "tls:127.0.0.1:1",
         "--tls-ca", str(pki.ca), "--tls-cert", str(bogus),
     )  # fmt: skip
-    assert outcome.code == 3
+    assert outcome.code == 2  # a local file, as for serve (cli.py's exit status rule)
     assert f"cannot load TLS certificate '{bogus}'" in outcome.error
+    outcome = run_cli(
+        leaks, "save", str(tmp_path / "out"), "--connect", "tls:127.0.0.1:1",
+        "--tls-ca", str(bogus),
+    )  # fmt: skip
+    assert outcome.code == 2
+    assert f"cannot load TLS CA '{bogus}'" in outcome.error
 
 
 # --- serve ----------------------------------------------------------------------------------
@@ -366,6 +427,41 @@ def test_serve_on_tcp_port_zero_prints_the_real_port(leaks: Leaks) -> None:
         with socket.create_connection((host, int(port)), timeout=5):
             pass
         wait_until(lambda: server.process.poll() is None, 1, "the server survives a hang-up")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--save-from", "{missing}"], "--save-from {missing}: no such file"),
+        (
+            ["--save-from", "{image}", "--save-size", "2M"],
+            "--save-from and --save-size: not together",
+        ),
+        (
+            ["--save-from", "{image}", "--seed", "2", "--images", "{tmp}"],
+            "--save-from and --seed, --images: not together",
+        ),
+        (["--save-size", "50"], "--save-size 50: a synthetic stream has at least"),
+    ],
+)
+def test_serve_refuses_save_stream_options_it_would_ignore(
+    leaks: Leaks, tmp_path: Path, image: tuple[Path, str], options: list[str], message: str
+) -> None:
+    names = {"missing": tmp_path / "missing.qevm", "image": image[0], "tmp": tmp_path}
+    argv = [option.format(**names) for option in options]
+    outcome = run_cli(leaks, "serve", "--listen", f"unix:{tmp_path}/x.sock", *argv)
+    assert outcome.code == 2
+    assert outcome.error.startswith(f"xdrstream serve: error: {message.format(**names)}")
+    assert not (tmp_path / "x.sock").exists()
+
+
+def test_serve_in_a_missing_directory_says_so(leaks: Leaks, tmp_path: Path) -> None:
+    where = f"unix:{tmp_path}/no/such/x.sock"
+    outcome = run_cli(leaks, "serve", "--listen", where)
+    assert (outcome.code, outcome.error) == (
+        3,
+        f"xdrstream serve: error: cannot listen, no such directory: {where}",
+    )
 
 
 def test_serve_refuses_a_missing_qemu(leaks: Leaks, tmp_path: Path) -> None:

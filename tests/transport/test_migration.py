@@ -9,7 +9,12 @@ import struct
 
 import pytest
 
-from xdrstream.endpoints.migration import MigrationError, MigrationParser, Summary
+from xdrstream.endpoints.migration import (
+    FIELD_VALUES_LIMIT,
+    MigrationError,
+    MigrationParser,
+    Summary,
+)
 
 PAGE = 4096
 
@@ -241,3 +246,40 @@ def test_continue_pages_split_anywhere_are_counted_and_checked(step: int) -> Non
     with pytest.raises(MigrationError, match=r"outside RAM block 'pc\.ram'") as info:
         parse(bad, step)
     assert info.value.offset == at
+
+
+def _with_fields(fields: list[dict[str, object]], body: bytes) -> bytes:
+    desc = {"page_size": PAGE, "devices": [{"name": "dev", "instance_id": 0, "version": 1}]}
+    desc["devices"][0]["fields"] = fields  # type: ignore[index]
+    return HEAD + RAM_START + RAM_END + start(4, 3, b"dev", 1) + body + footer(3) + tail(desc)
+
+
+def test_device_fields_are_decoded_as_analyze_migration_lays_them_out() -> None:
+    parser = MigrationParser(decode=True)
+    parser.feed(STREAM)
+    parser.finish()
+    assert parser.state == {"dev (3)": {"a": 7, "b": [b"abc", b"def"], "dev/sub": {"c": 9}}}
+    signed = [{"name": "s", "type": "int16", "size": 2}, {"name": "f", "type": "bool", "size": 1}]
+    parser = MigrationParser(decode=True)
+    parser.feed(_with_fields(signed, b"\xff\xfe\x02"))
+    parser.finish()
+    assert parser.state == {"dev (3)": {"s": -2, "f": True}}
+
+
+def test_field_values_qemu_refuses_are_refused() -> None:
+    irq = [{"name": "irq_state", "type": "pci irq state", "size": 16}]
+    assert "pin 2 is 0x2" in str(
+        rejection(_with_fields(irq, be32(1) + be32(0) + be32(2) + be32(0)))
+    )
+    parse(_with_fields(irq, be32(1) * 4))
+    equal = [{"name": "n", "type": "int32 equal", "size": 4}]
+    receiver = {("dev", 0): {"n": 4}}
+    parse(_with_fields(equal, be32(5)))  # no receiver: what a matching machine would accept
+    parse(_with_fields(equal, be32(4)), receiver=receiver)
+    error = rejection(_with_fields(equal, be32(5)), receiver=receiver)
+    assert "field 'n': 5 != 4" in str(error) and "receiving machine" in str(error)
+
+
+def test_decoding_is_bounded_by_the_values_the_vmdesc_makes() -> None:
+    huge = [{"name": "z", "type": "uint8", "size": 0, "array_len": FIELD_VALUES_LIMIT + 1}]
+    assert "more than the stub's bound" in str(rejection(_with_fields(huge, b"")))

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from xdrstream.capture.decode import DecodedMessage, Decoder, StreamFailure
 from xdrstream.capture.pcap import CaptureError
+from xdrstream.codec.commands import parse_define
 from xdrstream.codec.errors import SchemaError
 from xdrstream.protocol.framing import MessageStatus, MessageType
 
@@ -41,6 +42,14 @@ def register(subparsers: Any) -> None:
         help="an extra .x schema with programs to decode (repeatable)",
     )
     parser.add_argument(
+        "-D",
+        dest="defines",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="a constant for the --schema files, as `xdrstream compile -D` (e.g. from a C header)",
+    )
+    parser.add_argument(
         "--libvirt-schemas",
         type=Path,
         metavar="DIR",
@@ -49,10 +58,17 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=_port,
         help="captures: only connections with this TCP port, taken as the server's port",
     )
     parser.set_defaults(func=run)
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return port
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,8 +84,12 @@ def run(args: argparse.Namespace) -> int:
             from xdrstream.libvirt import protocol as libvirt_protocol
 
             programs.append(libvirt_protocol.load(args.libvirt_schemas).program_definition())
-        decoder = Decoder.with_schemas(extra=args.schema, programs=programs)
-    except (OSError, SchemaError, ValueError) as exc:
+        constants = dict(parse_define(d) for d in args.defines)
+        decoder = Decoder.with_schemas(extra=args.schema, programs=programs, constants=constants)
+    except OSError as exc:
+        print(f"xdrstream decode: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except (SchemaError, ValueError) as exc:
         print(f"xdrstream decode: bad schema: {exc}", file=sys.stderr)
         return 2
     return print_messages(decoder, data, args.format, args.port, sys.stdout, sys.stderr)

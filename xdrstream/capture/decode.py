@@ -30,7 +30,7 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from xdrstream.capture.pcap import (
     FlowDirection,
@@ -124,7 +124,9 @@ class DecodedMessage:
 
 @dataclass(frozen=True)
 class StreamFailure:
-    """A byte stream that could not be decoded past ``offset`` (stream offset)."""
+    """A byte stream that could not be decoded past ``offset``: the stream's offset, or with
+    ``scope`` "file" the capture file's (the capture itself is damaged there); "capture"
+    for a failure of the whole capture, at no offset."""
 
     message: str
     offset: int
@@ -132,8 +134,13 @@ class StreamFailure:
     source: str | None = None
     destination: str | None = None
     packet: int | None = None
+    scope: Literal["stream", "file", "capture"] = "stream"
 
     def __str__(self) -> str:
+        if self.scope == "file":
+            return f"capture file offset {self.offset}: {self.message}"
+        if self.scope == "capture":
+            return self.message
         where = f"byte offset {self.offset}"
         if self.direction is not None and self.source is not None:
             where = f"{self.direction.value} {self.source} -> {self.destination}, stream {where}"
@@ -212,10 +219,12 @@ class Decoder:
         extra: Sequence[Path] = (),
         names: Sequence[str] = DEFAULT_SCHEMAS,
         programs: Iterable[Program] = (),
+        constants: Mapping[str, int | str] | None = None,
     ) -> Decoder:
-        """A decoder for the built-in schemas ``names`` plus the ``.x`` files ``extra`` and
-        ``programs``; a later program replaces an earlier one of the same number and
-        version (e.g. libvirt's whole remote program the built-in subset)."""
+        """A decoder for the built-in schemas ``names`` plus the ``.x`` files ``extra``
+        (compiled with ``constants``, rpcgen's ``-D``) and ``programs``; a later program
+        replaces an earlier one of the same number and version (e.g. libvirt's whole
+        remote program the built-in subset)."""
         found: list[Program] = []
         for name in names:
             found += programs_from_schema(schemas.load(name))
@@ -223,7 +232,11 @@ class Decoder:
             from xdrstream.codec import load_schema
 
             for path in extra:
-                found += programs_from_schema(load_schema(path))
+                try:
+                    schema = load_schema(path, constants=constants or {})
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+                found += programs_from_schema(schema)
         return cls([*found, *programs])
 
     # -- input kinds ---------------------------------------------------------------------
@@ -291,7 +304,13 @@ class Decoder:
             if port is None or port in (flow.client.port, flow.server.port)
         ]
         if port is not None and not flows and reassembly.flows:
-            yield StreamFailure(f"no TCP connection of the capture uses port {port}", 0)
+            found = sorted({p for f in reassembly.flows for p in (f.client.port, f.server.port)})
+            yield StreamFailure(
+                f"no TCP connection of the capture uses port {port} (its ports: "
+                f"{', '.join(map(str, found))})",
+                0,
+                scope="capture",
+            )
         # Frames of all connections, in the order of the packets that completed them.
         tagged: list[tuple[int, int, int, int, FlowDirection, _RawFrame]] = []
         failures: list[StreamFailure] = []
@@ -314,7 +333,8 @@ class Decoder:
             )
         yield from failures
         if reassembly.error is not None:
-            yield StreamFailure(str(reassembly.error), reassembly.error.offset)
+            error = reassembly.error
+            yield StreamFailure(error.reason, error.offset, scope="file")
 
     # -- internals -----------------------------------------------------------------------
 
@@ -361,7 +381,8 @@ class Decoder:
         except RemoteProtocolError as exc:
             offset = exc.offset if exc.offset is not None else decoder.offset
             packet = None if stream is None else stream.packet_at(offset)
-            return frames, StreamFailure(str(exc), offset, packet=packet)
+            # the failure names the offset itself: the error's text without it
+            return frames, StreamFailure(exc.reason, offset, packet=packet)
         if decoder.buffered:
             offset = decoder.offset
             tail = bytes(data[offset : offset + LEN_SIZE])

@@ -56,6 +56,7 @@ class CaptureError(ValueError):
 
     def __init__(self, message: str, offset: int) -> None:
         super().__init__(f"{message} (at file offset {offset})")
+        self.reason = message  # without the offset, for callers that name it themselves
         self.offset = offset
 
 

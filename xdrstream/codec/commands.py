@@ -102,9 +102,12 @@ def run_compile(args: argparse.Namespace) -> int:
     for path in args.schema:
         try:
             sources.append((str(path), path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"xdrstream compile: cannot read {path}: {exc}", file=sys.stderr)
-            return 1
+        except OSError as exc:  # a local file: exit 2, the rule of every command (cli.py)
+            print(f"xdrstream compile: cannot read {path}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except UnicodeDecodeError as exc:
+            print(f"xdrstream compile: cannot read {path}: not UTF-8 text ({exc})", file=sys.stderr)
+            return 2
     try:
         source = generate_source(
             sources,
@@ -124,6 +127,6 @@ def run_compile(args: argparse.Namespace) -> int:
     try:
         args.output.write_text(source, encoding="utf-8")
     except OSError as exc:
-        print(f"xdrstream compile: cannot write {args.output}: {exc}", file=sys.stderr)
-        return 1
+        print(f"xdrstream compile: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
     return 0

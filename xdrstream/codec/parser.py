@@ -10,12 +10,15 @@ join the specification as if written outside.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 from xdrstream.codec import ast
 from xdrstream.codec.errors import SchemaError
 from xdrstream.codec.lexer import Token, tokenize
 
+_DEFINITION_WORDS = frozenset({"const", "typedef", "struct", "union", "enum", "program"})
 _ANNOTATION = re.compile(r"^[\s*]*@([A-Za-z_][A-Za-z0-9_.-]*)\s*(?::\s*(.*?))?\s*$")
 
 
@@ -82,6 +85,26 @@ class Parser:
             raise self.error(f"expected {what}, found keyword {self.tok.text!r}")
         return self.expect("ident", what)
 
+    @contextlib.contextmanager
+    def inside(self, what: str, start: Token) -> Iterator[None]:
+        """Errors within a definition name it; one found where another definition or the
+        end of the file begins most likely means its ``}`` is missing: say so."""
+        try:
+            yield
+        except SchemaError as exc:
+            at = self.tok
+            hint = ""
+            starts_another = at.kind == "keyword" and at.text in _DEFINITION_WORDS
+            if at.kind == "eof" or starts_another or exc.reason.startswith("a named "):
+                hint = ": is its '}' missing?"
+            where = f"{start.file}:{start.line}:{start.col}"
+            raise SchemaError(
+                f"{exc.reason} (in {what}, opened at {where}{hint})",
+                exc.filename,
+                exc.line,
+                exc.col,
+            ) from None
+
     # -- grammar -----------------------------------------------------------------------------
 
     def specification(self) -> ast.Specification:
@@ -135,11 +158,13 @@ class Parser:
             if t.text in ("struct", "union", "enum"):
                 self.advance()
                 name = self.identifier(f"a {t.text} name").text
-                body = self.type_body(t.text, pos)
+                with self.inside(f"{t.text} {name}", t):
+                    body = self.type_body(t.text, pos)
                 self.expect(";", "';'")
                 return ast.TypeDef(pos, name, body)
             if t.text == "program":
-                return self.program()
+                with self.inside(f"program {self.tokens[self.i + 1].text}", t):
+                    return self.program()
         raise self.error(
             "expected a definition (const, typedef, enum, struct, union, program), "
             f"found {self.describe(t)}"

@@ -114,10 +114,20 @@ class Codec:
     unpack: Callable[..., Any]
     unpack_from: Callable[..., tuple[Any, int]]
 
-    def __init__(self, schema: Schema, name: str, pack_fn: PackFn, unpack_fn: UnpackFn):
+    def __init__(
+        self,
+        schema: Schema,
+        name: str,
+        pack_fn: PackFn,
+        unpack_fn: UnpackFn,
+        encode_fn: Callable[[Any], bytes] | None = None,
+        decode_fn: Callable[[Any], Any] | None = None,
+    ):
         self.name = name
         self.schema = schema
         self.pack, self.unpack, self.unpack_from = _wrappers(schema, name, pack_fn, unpack_fn)
+        if encode_fn is not None and decode_fn is not None:
+            self.pack, self.unpack = _direct(schema, name, encode_fn, decode_fn, self.unpack)
 
     @property
     def __xdr_schema__(self) -> Schema:
@@ -179,6 +189,36 @@ def _wrappers(
     return pack, unpack, unpack_from
 
 
+def _direct(
+    schema: Schema,
+    name: str,
+    encode_fn: Callable[[Any], bytes],
+    decode_fn: Callable[[Any], Any],
+    unpack_wrapper: Callable[..., Any],
+) -> tuple[Callable[[Any], bytes], Callable[..., Any]]:
+    """``pack`` and ``unpack`` of a fixed-layout struct through its generated ``b_<type>``
+    (returns the bytes) and ``d_<type>`` (decodes exactly its size): no bytearray, no
+    offsets. Input ``d_`` refuses goes to the general ``unpack`` for its exact error."""
+
+    def pack(value: Any) -> bytes:
+        try:
+            return encode_fn(value)
+        except Exception as exc:
+            raise schema.encode_error(name, value, exc) from None
+
+    def unpack(data: Any, zero_copy: bool = False) -> Any:
+        if data.__class__ is bytes:
+            try:
+                return decode_fn(data)
+            except Exception:
+                pass
+        return unpack_wrapper(data, zero_copy)
+
+    pack.__qualname__ = pack.__name__ = f"pack_{name}"
+    unpack.__qualname__ = unpack.__name__ = f"unpack_{name}"
+    return pack, unpack
+
+
 def _builtin_names() -> tuple[str, ...]:
     from xdrstream.codec.codegen import BUILTINS
 
@@ -204,9 +244,10 @@ class Schema(Mapping[str, Any]):
         self.filename: str = model.filename
         self._codecs: dict[str, Codec] = {}
         self._types: dict[str, Any] = {}
-        table: dict[str, tuple[Any, PackFn, UnpackFn]] = namespace["_TYPES"]
-        for name, (cls, pack_fn, unpack_fn) in table.items():
-            codec = Codec(self, name, pack_fn, unpack_fn)
+        # (class, pack, unpack[, encode]): fixed-layout structs have an encode returning bytes.
+        table: dict[str, tuple[Any, ...]] = namespace["_TYPES"]
+        for name, (cls, pack_fn, unpack_fn, *encode) in table.items():
+            codec = Codec(self, name, pack_fn, unpack_fn, *encode)
             self._codecs[name] = codec
             if name in BUILTIN_NAMES and name not in model.types:
                 continue

@@ -744,6 +744,23 @@ def _unknown(ctx: Context, prog: int, vers: int, proc: int, section: str) -> Non
 
 
 @case(
+    "3.6/1",
+    "a PING announcing 1 MiB of arguments gets libvirt's decode error and the connection goes on",
+    requirement="§3.6: a call larger than its procedure's largest valid argument MUST be "
+    "refused from its header with an ERROR reply",
+    expect='REPLY/ERROR code 39 "Unable to decode message payload"; later calls answered',
+)
+def _oversized_call(ctx: Context) -> None:
+    peer = ctx.connect()
+    peer.send_raw(raw(PING, CALL, 5, OK, bytes(1 << 20)))
+    frame = expect_error_reply(peer, 5, "§3.6")
+    error = bodies.unpack_error(frame.payload)
+    if (error.code, error.domain) != (39, 7):
+        raise Violation(f"§3.6: error {error.code}/{error.domain}, expected 39/7 (VIR_ERR_RPC)")
+    alive(peer, ctx, "§3.6")
+
+
+@case(
     "4.4.2/1",
     "a call of an unknown program gets an ERROR reply and the connection continues",
     requirement="§4.4.2, §10.1: an unknown program MUST be answered with an ERROR reply",
@@ -787,7 +804,11 @@ def _unknown_procedure(ctx: Context) -> None:
     deviations=(_LV_TRAILING, _ours_as_libvirtd("answers a call with trailing bytes")),
 )
 def _trailing_args(ctx: Context) -> None:
-    _closes_on(ctx, probe_call(ctx, 1, b"\0\0\0\0"), "§4.4.2")
+    if ctx.program == "libvirt":
+        call = probe_call(ctx, 1, b"\0\0\0\0")
+    else:  # an empty ECHO plus 4 bytes: within ECHO's bound, so not refused at its header (§3.6)
+        call = raw(ECHO, CALL, 1, OK, b"\0\0\0\0" * 2)
+    _closes_on(ctx, call, "§4.4.2")
 
 
 @case(
@@ -1947,8 +1968,8 @@ def _lv_plain_calls(ctx: Context) -> None:
     info = _libvirt_call(
         peer, _lv("DOMAIN_GET_INFO"), schema["vir_domain_ref_args"](dom=dom), "DOMAIN_GET_INFO"
     )
-    if info.nr_virt_cpu < 1:
-        raise Violation(f"§4.4.1: DOMAIN_GET_INFO says {info.nr_virt_cpu} vCPUs")
+    if info.nrVirtCpu < 1:
+        raise Violation(f"§4.4.1: DOMAIN_GET_INFO says {info.nrVirtCpu} vCPUs")
     peer.expect_silence(0.2, "§4.4.1: nothing after the single replies")
 
 
@@ -2020,8 +2041,8 @@ def _lv_events(ctx: Context) -> None:
     peer, schema, dom = _libvirt_domain(ctx)
     callback = _libvirt_call(
         peer, _lv("CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY"),
-        schema["vir_domain_event_register_args"](event_id=0, dom=dom), "REGISTER_ANY",
-    ).callback_id  # fmt: skip
+        schema["vir_domain_event_register_args"](eventID=0, dom=dom), "REGISTER_ANY",
+    ).callbackID  # fmt: skip
     ref = schema["vir_domain_ref_args"](dom=dom)
     seen: list[int] = []
     for name in ("DOMAIN_SUSPEND", "DOMAIN_RESUME"):
@@ -2037,8 +2058,8 @@ def _lv_events(ctx: Context) -> None:
                 if event.procedure != _lv("DOMAIN_EVENT_CALLBACK_LIFECYCLE"):
                     continue
                 body = event.body
-                if body.callback_id != callback or body.msg.dom.name != dom.name:
-                    raise Violation(f"§4.6: an event for callback {body.callback_id}")
+                if body.callbackID != callback or body.msg.dom.name != dom.name:
+                    raise Violation(f"§4.6: an event for callback {body.callbackID}")
                 seen.append(body.msg.event)
             else:
                 raise Violation(f"§4.6: unexpected {event!r}"[:300])
@@ -2047,7 +2068,7 @@ def _lv_events(ctx: Context) -> None:
         raise Violation(f"§4.6: lifecycle events {seen}, expected SUSPENDED (3), RESUMED (4)")
     _libvirt_call(
         peer, _lv("CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY"),
-        schema["vir_domain_event_deregister_args"](callback_id=callback), "DEREGISTER_ANY",
+        schema["vir_domain_event_deregister_args"](callbackID=callback), "DEREGISTER_ANY",
     )  # fmt: skip
 
 
@@ -2066,7 +2087,7 @@ def _lv_pipelined(ctx: Context) -> None:
         call(peer, LV_DOMAIN_LOOKUP, schema["vir_domain_lookup_by_name_args"](name=dom.name),
              LIBVIRT_PROG): "dom",
         call(peer, _lv("DOMAIN_GET_INFO"), schema["vir_domain_ref_args"](dom=dom),
-             LIBVIRT_PROG): "nr_virt_cpu",
+             LIBVIRT_PROG): "nrVirtCpu",
     }  # fmt: skip
     while wanted:
         event = peer.expect_event(Reply, "the pipelined replies")

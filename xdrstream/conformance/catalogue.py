@@ -216,7 +216,13 @@ class Context:
     def open_peer(self) -> Peer:
         """A new connection that no case owns (the caller closes it)."""
         try:
-            return Peer(self.address, self.programs(), tls=self.tls, timeout=self.timeout)
+            return Peer(
+                self.address,
+                self.programs(),
+                tls=self.tls,
+                timeout=self.timeout,
+                tls_confirmation=self.program == "libvirt",
+            )
         except (OSError, ssl.SSLError) as exc:
             raise Violation(f"cannot connect to {self.address}: {exc}") from None
 

@@ -55,7 +55,20 @@ def register(subparsers: Any) -> None:
         "play the server side of traces for a client under test.",
     )
     sub = conformance.add_subparsers(dest="conformance_command", metavar="ACTION", required=True)
-    run = sub.add_parser("run", help="run the case catalogue against a server")
+    run = sub.add_parser(
+        "run",
+        help="run the case catalogue against a server",
+        description="Run the catalogue's server cases (spec.md's MUSTs; with --strict its "
+        "SHOULDs too) against the server at --target, print a table of outcomes (pass, fail, "
+        "skip with its reason, deviation: a MUST a known implementation breaks, recognised "
+        "from the target) and write JUnit, JSON or HTML reports. Against libvirt's program "
+        "the run makes its own pool, volumes and domain on the target and removes them.",
+        epilog="exit status: 0 every case passed or skipped (deviations allowed by "
+        "--allow-deviation included); 1 a case failed, or showed a deviation not allowed; 2 "
+        "bad usage (a bad address or TLS file, no --target, no case matching --cases/"
+        "--exclude); 3 the target cannot be reached (or, with --program auto, answers "
+        "neither program).",
+    )
     _target_options(run, required=False)
     run.add_argument("--list", action="store_true", help="print the catalogue and exit")
     run.add_argument(
@@ -244,7 +257,16 @@ def detect_program(context: Context) -> str:
         ("restore", raw(PING, MessageType.CALL, 0)),
         ("libvirt", raw(LV_AUTH_LIST, MessageType.CALL, 0, prog=LIBVIRT_PROG)),
     ):
-        peer = Peer(context.address, [], tls=context.tls, timeout=context.timeout)
+        try:
+            peer = Peer(
+                context.address,
+                [],
+                tls=context.tls,
+                timeout=context.timeout,
+                tls_confirmation=program == "libvirt",
+            )
+        except Violation:
+            continue
         try:
             peer.send_raw(probe)
             frame = peer.frame(what="the answer to a probe call")
@@ -278,6 +300,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"cannot reach {args.target}: {exc}", EXIT_CONNECT)
     except Violation as exc:
         return _fail(f"{args.target}: {exc}; choose --program", EXIT_CONNECT)
+    try:  # an unreachable target is no case's failure (exit 3, as with --program auto)
+        context.open_peer().close()
+    except Violation as exc:
+        return _fail(str(exc), EXIT_CONNECT)
     from xdrstream.conformance.cases import identify
 
     context.implementation = identify(context)
@@ -286,6 +312,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = []
     frames: list[Any] = []  # every case's frames, for the HTML report
     evidence: list[list[int]] = []
+    dropped: list[int] = []  # per case: frames beyond its recording's bound
     with prepared(context) as fixtures:
         if fixtures is not None:
             made = "; ".join(fixtures.made) or "nothing"
@@ -299,6 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             results.append(result)
             evidence.append(list(range(len(frames) + 1, len(frames) + len(record.frames) + 1)))
             frames += record.frames
+            dropped.append(record.dropped)
     who = f", {context.implementation}" if context.implementation else ""
     report.print_table(
         results, console, f"xdrstream conformance: {args.target} ({context.program}{who})"
@@ -312,6 +340,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"xdrstream conformance: {args.target} ({context.program}{who})",
             frames=frames,
             evidence=evidence,
+            dropped=dropped,
         )
     if args.json:
         report.write_json(

@@ -558,6 +558,17 @@ def _lenient_decode(procedure: Procedure, payload: bytes) -> tuple[Any, list[str
     raise DecodeError("too many lenient words", "", 0)
 
 
+def _call_args(ex: _Exchange) -> Any:
+    """The call's arguments as the engine gives them to a stream rule: decoded (leniently,
+    as a libvirt server reads them), or the payload bytes when they do not decode."""
+    if ex.procedure is None or ex.procedure.arg is None:
+        return None
+    try:
+        return _lenient_decode(ex.procedure, ex.call.payload)[0]
+    except DecodeError:
+        return ex.call.payload
+
+
 @_case(
     "C4.4.2/1",
     "client: call arguments decode exactly as the procedure's type",
@@ -825,6 +836,11 @@ def _holes(view: _View) -> list[int]:
         if mode is None or not mode.sparse or ex.direction != "upload":
             raise Violation(
                 f"§7.1.3: {_where(wire)}: a hole in a stream that is not a sparse upload"
+            )
+        if not mode.sparse_for(_call_args(ex)):
+            raise Violation(
+                f"§7.1.3, §11.3: {_where(wire)}: a hole in an upload whose call "
+                f"({_where(ex.call)}) did not ask for holes"
             )
         if wire.header.status != MessageStatus.CONTINUE:  # type: ignore[union-attr]
             raise Violation(f"§7.1.3: {_where(wire)}: a hole has status CONTINUE")

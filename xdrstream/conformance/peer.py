@@ -140,6 +140,20 @@ def frame_bytes(frame: Frame) -> bytes:
     return pack_header(frame.header, len(frame.payload)) + bytes(frame.payload)
 
 
+def _confirmed(sock: socket.socket, address: addresses.Address) -> None:
+    """libvirt over TLS: after the handshake the server checks the client's certificate and
+    sends one byte, 1 for success, before any RPC message (libvirt's virnetclient.c)."""
+    try:
+        byte = sock.recv(1)
+    except (OSError, ssl.SSLError) as exc:
+        byte, why = b"", str(exc)
+    else:
+        why = "closed the connection" if not byte else f"sent {byte.hex()}"
+    if byte != b"\x01":
+        sock.close()
+        raise Violation(f"§2.1: {address}: no TLS confirmation byte (libvirt's): {why}")
+
+
 class Peer:
     """One connection to the target (see the module docstring)."""
 
@@ -150,12 +164,15 @@ class Peer:
         *,
         tls: ssl.SSLContext | None = None,
         timeout: float = 5.0,
+        tls_confirmation: bool = False,
     ) -> None:
         self.timeout = timeout
         sock = addresses.connect(address, timeout=timeout)
         if tls is not None:
             server_name = address.host if address.kind == "tcp" else None
             sock = tls.wrap_socket(sock, server_hostname=server_name)
+            if tls_confirmation:
+                _confirmed(sock, address)
         self._setup(sock, programs, timeout)
 
     @classmethod

@@ -359,11 +359,13 @@ def html_report(
     title: str,
     frames: Sequence[Any] = (),
     evidence: Sequence[Sequence[int]] | None = None,
+    dropped: Sequence[int] | None = None,
 ) -> str:
     """A self-contained HTML report (inline CSS, no external assets), after the Autobahn
     testsuite's: a summary per spec section, then each case with its requirement,
     expectation, outcome, time, detail and the frames it looked at (``frames`` of a judged
-    session, ``evidence[i]`` the frame numbers of ``results[i]``)."""
+    session, ``evidence[i]`` the frame numbers of ``results[i]``; ``dropped[i]`` the frames
+    its recording exchanged beyond its bound and does not show)."""
     import html
 
     outcomes = OUTCOMES
@@ -390,6 +392,12 @@ def html_report(
             table = (
                 "<table><tr><th>#</th><th>dir</th><th>t (s)</th><th>header</th>"
                 f"<th>body</th><th>hex</th></tr>{frame_rows(frames, numbers)}</table>"
+            )
+        lost = dropped[index] if dropped is not None and index < len(dropped) else 0
+        if lost:
+            table += (
+                f'<p class="dropped">{lost} more frame{"s" if lost != 1 else ""} exchanged, '
+                f"not shown (a case's recording keeps its first {len(numbers)})</p>"
             )
         blocks.append(
             f'<div class="case" id="{html.escape(item.id)}"><h3>{html.escape(item.id)} '

@@ -238,6 +238,10 @@ def read(path: str | Path) -> Trace:
         return loads(Path(path).read_text(encoding="utf-8"))
     except TraceError as exc:
         raise TraceError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:  # e.g. a pcapng given for a trace
+        raise TraceError(
+            f"{path}: not a trace (JSON Lines): byte {exc.start} is not UTF-8"
+        ) from None
 
 
 def write(path: str | Path, trace: Trace) -> None:

@@ -28,17 +28,23 @@ Device sections carry no length on the wire: QEMU reads them with its compiled-i
 descriptions; the stub has only the vmdesc JSON QEMU appends after EOF, whose field sizes are
 the bytes written (savevm.c vmsd_desc_field_end). So from the first device section on the
 parser holds the input (at most `hold_limit` bytes, `DEVICE_STATE_LIMIT` by default), finds
-the vmdesc at the end of input, then checks the held sections field by field (sizes and
-subsection headers), footers included. The vmdesc must end the stream: a stream cut inside
-it, or with bytes after it, is rejected (QEMU 7.2 itself stops judging at EOF: it only drains
-the vmdesc, so it accepts such streams; the stub is stricter because it is a stream checker).
+the vmdesc at the end of input, then decodes the held sections field by field as
+analyze-migration.py does (`decode_fields`: sizes, structs and their subsections, footers
+included; `decode=True` keeps the values in `state`) and judges the values QEMU 7.2 judges
+from the stream alone (`check_value`, `check_device_state`) or, given a `receiver` (the
+device state of a save by the receiving machine, `receiver_state`), against its values.
+The vmdesc must end the stream: a stream cut inside it, or with bytes after it, is rejected
+(QEMU 7.2 itself stops judging at EOF: it only drains the vmdesc, so it accepts such
+streams; the stub is stricter because it is a stream checker).
 
 A stream with device sections but no vmdesc (machines that suppress it, none of x86's, or
 the postcopy-ram capability) cannot be checked and is rejected, saying so.
 
 Where the stub cannot know the receiving machine (which RAM blocks and devices it has, their
-field values), it accepts what a matching machine would: any block names and lengths the
-MEM_SIZE list declares, any device the vmdesc describes.
+field values, without a `receiver`), it accepts what a matching machine would: any block
+names and lengths the MEM_SIZE list declares, any device the vmdesc describes. Checks that
+need guest RAM contents or a RAM block's maximum length (kvm-tpr-opt's state, fw_cfg's
+acpi_mr sizes) are not made: pages stream through unkept.
 """
 
 from __future__ import annotations
@@ -100,6 +106,11 @@ TARGET_PAGE_SIZE = 4096
 
 DEVICE_STATE_LIMIT = 16 << 20
 """Bytes held from the first device section to the end of the vmdesc (a PC guest: ~0.2 MiB)."""
+
+FIELD_VALUES_LIMIT = 1 << 20
+"""Most field values decoded from one device section (with `decode`, from the whole stream):
+the vmdesc's array_len multiplies a few JSON bytes into many values, so this bounds the memory
+and time of decoding (~100 B a value). A q35 guest's largest section (ICH9 LPC) has ~17,000."""
 
 MACHINE_NAME_LIMIT = 256
 """Longest machine name accepted in the CONFIGURATION section (QEMU's are ~15 bytes)."""
@@ -185,8 +196,17 @@ class MigrationParser:
         hold_limit: int = DEVICE_STATE_LIMIT,
         multifd_flush: bool = False,
         trace: list[tuple[int, str]] | None = None,
+        decode: bool = False,
+        receiver: dict[tuple[str, int], dict[str, Any]] | None = None,
     ) -> None:
         self.page_size = page_size
+        # with `decode`, device sections' field values by "idstr (section id)", laid out as
+        # scripts/analyze-migration.py's `--dump state` (see decode_fields)
+        self.state: dict[str, dict[str, Any]] | None = {} if decode else None
+        # the receiving machine's device state (receiver_state() of a save it made): fields
+        # QEMU checks against its own values ("... equal", "int32 le", "pci config") are
+        # checked against these; without it only checks the stream alone allows are made
+        self.receiver = receiver
         self.trace = trace  # (offset, what) of sections, footers, pages: for tests
         self.hold_limit = hold_limit
         self.multifd_flush = multifd_flush
@@ -205,6 +225,8 @@ class MigrationParser:
         self._return_path = False  # MIG_CMD_OPEN_RETURN_PATH seen
         self._advised = False  # MIG_CMD_POSTCOPY_ADVISE seen
         self._page_rest = 0  # body bytes of a fast-path page still to skip
+        self._field_label = ""  # where decode_fields errors say they are
+        self._values = 0  # field values decoded and kept (decode=True), FIELD_VALUES_LIMIT
         self._gen = self._stream()
         self._request = next(self._gen)
 
@@ -490,7 +512,7 @@ class MigrationParser:
         section.device = device
         self._sections[section_id] = section
         self.summary.devices += 1
-        yield from self._device(device, section.label(kind))
+        yield from self._device_section(section, kind)
         return section
 
     def _part_end(self, kind: int, at: int) -> Generator[int, bytes | None, _Section]:
@@ -509,7 +531,7 @@ class MigrationParser:
         elif section.device is None:
             yield from self._ram(section)
         else:
-            yield from self._device(section.device, section.label(kind))
+            yield from self._device_section(section, kind)
         return section
 
     def _command(self, at: int) -> Generator[int, bytes | None, None]:
@@ -676,10 +698,40 @@ class MigrationParser:
         if self._block in blocks:
             self._block_len = blocks[self._block]
 
-    def _device(self, desc: dict[str, Any], label: str) -> Generator[int, bytes | None, None]:
+    def _device_section(self, section: _Section, kind: int) -> Generator[int, bytes | None, None]:
+        """A device section's fields, decoded and judged (see check_device_state)."""
+        assert section.device is not None
+        at = self.offset
+        count = _values_in(section.device)
+        self._values = self._values + count if self.state is not None else count
+        if self._values > FIELD_VALUES_LIMIT:
+            raise self._error(
+                f"the vmdesc makes {self._values} field values to decode, more than the "
+                f"stub's bound of {FIELD_VALUES_LIMIT}",
+                at,
+            )
+        key = f"{section.idstr} ({section.section_id})"
+        values: dict[str, Any] = {} if self.state is None else self.state.setdefault(key, {})
+        ref = None
+        if self.receiver is not None:
+            ref = self.receiver.get((section.idstr, section.instance))
+        yield from self._device(section.device, section.label(kind), values, ref)
+        check_device_state(section.idstr, values, at, section.label(kind))
+
+    def _device(
+        self,
+        desc: dict[str, Any],
+        label: str,
+        out: dict[str, Any],
+        ref: dict[str, Any] | None,
+        path: str = "",
+    ) -> Generator[int, bytes | None, None]:
         size = _fields_size(desc, self.offset, label)
+        self._field_label = f"{label}{path}"
         if size:
-            yield -size
+            at = self.offset
+            raw = yield from self._read(size)
+            decode_fields(desc, raw, 0, size, at, self._field_label, out, self.trace, ref)
         for sub in desc.get("subsections") or ():
             if not isinstance(sub, dict):
                 raise self._error("vmdesc: a subsection that is not an object", self.offset)
@@ -697,7 +749,12 @@ class MigrationParser:
                     f"subsection version {version}, the vmdesc says {sub.get('version')}",
                     self.offset - 4,
                 )
-            yield from self._device(sub, label)
+            child: dict[str, Any] = {}
+            sub_ref = ref.get(name) if ref is not None else None
+            yield from self._device(
+                sub, label, child, sub_ref if isinstance(sub_ref, dict) else None, f"{path}/{name}"
+            )
+            out[name] = child
         self.where = label
 
     def _vmdesc_section(self) -> Generator[int, bytes | None, None]:
@@ -774,6 +831,22 @@ class MigrationParser:
         return value
 
 
+def _values_in(desc: dict[str, Any]) -> int:
+    """How many values decode_fields makes of a vmdesc entry (structs count as one too)."""
+    total = 0
+    for entry in desc.get("fields") or ():
+        if not isinstance(entry, dict):
+            continue
+        count = entry.get("array_len", 1)
+        count = count if isinstance(count, int) and count > 0 else 1
+        inner = entry.get("struct")
+        total += count * (1 + _values_in(inner) if isinstance(inner, dict) else 1)
+    for sub in desc.get("subsections") or ():
+        if isinstance(sub, dict):
+            total += 1 + _values_in(sub)
+    return total
+
+
 def _fields_size(desc: dict[str, Any], at: int, label: str) -> int:
     """Wire bytes of a vmdesc entry's fields (struct sizes include their subsections)."""
     total = 0
@@ -785,3 +858,324 @@ def _fields_size(desc: dict[str, Any], at: int, label: str) -> int:
             raise MigrationError(f"vmdesc field {name!r} has no valid size", at, label)
         total += size * count
     return total
+
+
+# vmdesc field types (QEMU 7.2 migration/vmstate-types.c VMStateInfo names) read as integers,
+# by signedness; "bool" reads as one byte, any other type (buffers, timers, "pci config",
+# "unused_buffer", "tmp", ...) as its bytes, as scripts/analyze-migration.py reads them.
+INT_TYPES = {
+    **dict.fromkeys(("int8", "int16", "int32", "int64", "int32 equal", "int32 le"), True),
+    **dict.fromkeys(("int64 equal",), True),
+    **dict.fromkeys(("uint8", "uint16", "uint32", "uint64"), False),
+    **dict.fromkeys(("uint8 equal", "uint16 equal", "uint32 equal", "uint64 equal"), False),
+}
+
+
+def decode_fields(
+    desc: dict[str, Any],
+    raw: bytes,
+    pos: int,
+    limit: int,
+    base: int,
+    label: str,
+    out: dict[str, Any] | None,
+    trace: list[tuple[int, str]] | None = None,
+    ref: dict[str, Any] | None = None,
+) -> int:
+    """Walk a vmdesc entry's fields over `raw[pos:limit]` (stream offset `base` + index).
+
+    Returns the index after them. Struct fields are walked into (their fields, then their
+    subsections, which must fill exactly the struct's vmdesc size); with `out`, values are
+    stored by field name as scripts/analyze-migration.py lays them out: an `array_len` field
+    or fields with an `index` as a list, a struct or subsection as a dict, integers as int,
+    "bool" as bool, other types as bytes. Raises MigrationError naming the field. With
+    `trace`, each leaf field's (offset, "field SIZE TYPE: LABEL/NAME") is appended. Values
+    are judged by check_value, against `ref` (the receiving machine's values, laid out
+    alike) where QEMU compares with its own.
+    """
+    for entry in desc.get("fields") or ():
+        if not isinstance(entry, dict):
+            raise MigrationError(f"vmdesc field {entry!r} is not an object", base + pos, label)
+        name = str(entry.get("name"))
+        kind = entry.get("type")
+        size = entry.get("size")
+        count = entry.get("array_len", 1)
+        if not isinstance(size, int) or not isinstance(count, int) or size < 0 or count < 0:
+            raise MigrationError(f"vmdesc field {name!r} has no valid size", base + pos, label)
+        if pos + size * count > limit:
+            raise MigrationError(
+                f"field {name!r} ({count} x {size} bytes) runs past its struct's "
+                f"{limit - pos} remaining bytes",
+                base + pos,
+                label,
+            )
+        values: list[Any] = []
+        refs = ref.get(name) if ref is not None else None
+        if "index" in entry and isinstance(refs, list):
+            refs = refs[entry["index"] :]
+        for item in range(count):
+            ref_value = refs[item] if isinstance(refs, list) and item < len(refs) else refs
+            if kind == "struct":
+                inner = entry.get("struct")
+                if not isinstance(inner, dict):
+                    raise MigrationError(
+                        f"vmdesc struct field {name!r} has no struct", base + pos, label
+                    )
+                child: dict[str, Any] | None = None if out is None else {}
+                end = _decode_struct(
+                    inner,
+                    raw,
+                    pos,
+                    pos + size,
+                    base,
+                    f"{label}/{name}",
+                    child,
+                    trace,
+                    ref_value if isinstance(ref_value, dict) else None,
+                )
+                if end != pos + size:
+                    raise MigrationError(
+                        f"struct field {name!r}: its fields and subsections take {end - pos} "
+                        f"bytes, the vmdesc says {size}",
+                        base + pos,
+                        label,
+                    )
+                values.append(child)
+            else:
+                if trace is not None:
+                    trace.append((base + pos, f"field {size} {kind}: {label}/{name}"))
+                chunk = raw[pos : pos + size]
+                signed = INT_TYPES.get(str(kind))
+                value: Any
+                if signed is not None:
+                    value = int.from_bytes(chunk, "big", signed=signed)
+                elif kind == "bool" and size == 1:
+                    value = chunk[0] != 0
+                else:
+                    value = bytes(chunk)
+                reason = check_value(str(kind), value, ref_value)
+                if reason:
+                    raise MigrationError(f"field {name!r}: {reason}", base + pos, label)
+                values.append(value)
+            pos += size
+        if out is None:
+            continue
+        if "array_len" in entry:
+            out[name] = values
+        elif "index" in entry:
+            items = out.setdefault(name, [])
+            if not isinstance(items, list) or len(items) != entry["index"]:
+                raise MigrationError(
+                    f"vmdesc field {name!r} index {entry['index']} out of order", base + pos, label
+                )
+            items.append(values[0])
+        else:
+            out[name] = values[0]
+    return pos
+
+
+def _decode_struct(
+    desc: dict[str, Any],
+    raw: bytes,
+    pos: int,
+    limit: int,
+    base: int,
+    label: str,
+    out: dict[str, Any] | None,
+    trace: list[tuple[int, str]] | None,
+    ref: dict[str, Any] | None,
+) -> int:
+    pos = decode_fields(desc, raw, pos, limit, base, label, out, trace, ref)
+    for sub in desc.get("subsections") or ():
+        at = base + pos
+        if not isinstance(sub, dict):
+            raise MigrationError("vmdesc: a subsection that is not an object", at, label)
+        name = str(sub.get("vmsd_name", ""))
+        if pos + 2 > limit or raw[pos] != QEMU_VM_SUBSECTION:
+            raise MigrationError(f"subsection '{name}' missing (no 0x05 marker)", at, label)
+        length = raw[pos + 1]
+        got = raw[pos + 2 : pos + 2 + length].decode("utf-8", "replace")
+        pos += 2 + length
+        if got != name or pos + 4 > limit:
+            raise MigrationError(f"subsection {got!r}, the vmdesc says {name!r}", at + 1, label)
+        (version,) = _BE32.unpack_from(raw, pos)
+        if version != sub.get("version"):
+            raise MigrationError(
+                f"subsection '{name}' version {version}, the vmdesc says {sub.get('version')}",
+                base + pos,
+                label,
+            )
+        pos += 4
+        child: dict[str, Any] | None = None if out is None else {}
+        sub_ref = ref.get(name) if ref is not None else None
+        pos = _decode_struct(
+            sub,
+            raw,
+            pos,
+            limit,
+            base,
+            f"{label}/{name}",
+            child,
+            trace,
+            sub_ref if isinstance(sub_ref, dict) else None,
+        )
+        if out is not None:
+            out[name] = child
+    return pos
+
+
+# hw/pci/pci.c pci_init_cmask: the config bytes (offset, mask) get_pci_config_device compares
+# with the receiving device's ("Bad config data"): ids, revision, class, header type, the
+# capability list bit and pointer. (Capabilities' own bytes are checked too, less the bits the
+# device makes writable, which the stream does not say: not checked here.)
+PCI_CHECKED_CONFIG = (
+    (0x00, 0xFF), (0x01, 0xFF), (0x02, 0xFF), (0x03, 0xFF), (0x06, 0x10), (0x08, 0xFF),
+    (0x09, 0xFF), (0x0A, 0xFF), (0x0B, 0xFF), (0x0E, 0xFF), (0x34, 0xFF),
+)  # fmt: skip
+
+# qapi/run-state.json RunState (QEMU 7.2): what the globalstate section may name
+RUN_STATES = frozenset(
+    ("debug", "inmigrate", "internal-error", "io-error", "paused", "postmigrate", "prelaunch",
+     "finish-migrate", "restore-vm", "running", "save-vm", "shutdown", "suspended", "watchdog",
+     "guest-panicked", "colo")
+)  # fmt: skip
+
+
+def check_value(kind: str, value: Any, ref: Any) -> str:
+    """Why QEMU 7.2 refuses a field value of vmdesc type `kind` ('' if it loads it).
+
+    `ref` is the receiving machine's value of the same field, or None when unknown: the
+    types QEMU compares with its own value are then accepted, as a matching machine would.
+    """
+    if kind == "pci irq state" and isinstance(value, bytes):  # hw/pci/pci.c get_pci_irq_state
+        for pin in range(len(value) // 4):
+            (level,) = _BE32.unpack_from(value, 4 * pin)
+            if level > 1:
+                return f"PCI irq state of pin {pin} is {level:#x}; QEMU loads only 0 or 1"
+        return ""
+    if ref is None or type(ref) is not type(value):
+        return ""
+    if kind.endswith(" equal") and value != ref:  # vmstate-types.c get_*_equal
+        return f"{value} != {ref}: a '{kind}' field must equal the receiving machine's"
+    if kind == "int32 le" and not 0 <= value <= ref:  # VMSTATE_INT32_POSITIVE_LE
+        return f"{value} not in 0..{ref} (an 'int32 le' field, bounded by the receiving machine)"
+    if kind == "pci config" and isinstance(value, bytes) and len(value) == len(ref):
+        for at, mask in PCI_CHECKED_CONFIG:
+            if at < len(value) and (value[at] ^ ref[at]) & mask:
+                return (
+                    f"PCI config byte 0x{at:02x} is 0x{value[at]:02x}, the receiving device has "
+                    f"0x{ref[at]:02x} (read-only, compared by QEMU: 'Bad config data')"
+                )
+    return ""
+
+
+def check_device_state(idstr: str, values: dict[str, Any], at: int, label: str) -> None:
+    """Device checks QEMU 7.2 makes on a section's own values (no receiver needed).
+
+    Only these devices' rules are known to the stub; other post_load checks are not made
+    (tests/transport/test_qemu_fields.py names the one a real save's mutations found).
+    """
+    _check_ide_drives(values, at, label)
+    ahci = values.get("ahci")
+    if isinstance(ahci, dict) and isinstance(ahci.get("dev"), list):
+        for port, device in enumerate(ahci["dev"]):
+            if isinstance(device, dict):
+                _check_ahci_port(port, device, at, label)
+    if idstr == "globalstate":  # migration/global_state.c global_state_post_load
+        runstate = values.get("runstate")
+        if isinstance(runstate, bytes):
+            name = runstate.split(b"\0", 1)[0].decode("utf-8", "replace")
+            if name not in RUN_STATES:
+                raise MigrationError(f"globalstate runstate {name!r} is no RunState", at, label)
+    elif idstr == "cpu" and values.get("env.fpregs_format_vmstate", 0) != 0:
+        raise MigrationError(
+            "cpu env.fpregs_format_vmstate "
+            f"{values['env.fpregs_format_vmstate']}: QEMU refuses old non-softfloat state",
+            at,
+            label,
+        )
+
+
+def receiver_state(data: bytes) -> dict[tuple[str, int], dict[str, Any]]:
+    """The device state of a whole save, by (idstr, instance): a `receiver` for the parser.
+
+    A receiving QEMU started as the source was has the values such a save holds in the fields
+    it compares (e.g. PCIBUS nirq, vmmouse queue_size, fdc num_floppies, PCI ids)."""
+    parser = MigrationParser(decode=True)
+    parser.feed(data)
+    parser.finish()
+    assert parser.state is not None
+    by_key: dict[tuple[str, int], dict[str, Any]] = {}
+    for section in parser._sections.values():
+        if section.device is not None:
+            by_key[(section.idstr, section.instance)] = parser.state[
+                f"{section.idstr} ({section.section_id})"
+            ]
+    return by_key
+
+
+def _check_ide_drives(values: Any, at: int, label: str) -> None:
+    """hw/ide/core.c vmstate_ide_drive: identify_data is on the wire iff identify_set != 0
+    (VMSTATE_BUFFER_TEST), so a changed identify_set moves every later byte for QEMU."""
+    if isinstance(values, list):
+        for item in values:
+            _check_ide_drives(item, at, label)
+    elif isinstance(values, dict):
+        flag = values.get("identify_set")
+        present = "identify_data" in values
+        if isinstance(flag, int) and not isinstance(flag, bool) and bool(flag) != present:
+            raise MigrationError(
+                f"IDE drive identify_set {flag} but identify_data "
+                f"{'present' if present else 'absent'}: QEMU would read the fields after it "
+                "at the wrong place",
+                at,
+                label,
+            )
+        for item in values.values():
+            if isinstance(item, (dict, list)):
+                _check_ide_drives(item, at, label)
+
+
+# hw/ide/ahci_internal.h port command bits
+AHCI_PORT_CMD_START = 1 << 0
+AHCI_PORT_CMD_FIS_RX = 1 << 4
+AHCI_PORT_CMD_FIS_ON = 1 << 14
+AHCI_PORT_CMD_LIST_ON = 1 << 15
+AHCI_MAX_CMDS = 32
+
+
+def _check_ahci_port(port: int, device: dict[str, Any], at: int, label: str) -> None:
+    """hw/ide/ahci.c ahci_state_post_load, the checks on the state alone (the others map
+    guest memory: the command list and FIS buffers, an NCQ command's scatter list)."""
+    cmd = device.get("port_regs.cmd")
+    if isinstance(cmd, int):
+        if not cmd & AHCI_PORT_CMD_START and cmd & AHCI_PORT_CMD_LIST_ON:
+            raise MigrationError(
+                f"AHCI port {port}: DMA engine off but LIST_ON set (cmd {cmd:#x})", at, label
+            )
+        if not cmd & AHCI_PORT_CMD_FIS_RX and cmd & AHCI_PORT_CMD_FIS_ON:
+            raise MigrationError(
+                f"AHCI port {port}: FIS receive off but FIS_ON set (cmd {cmd:#x})", at, label
+            )
+    for slot, ncq in enumerate(device.get("ncq_tfs") or ()):
+        if not isinstance(ncq, dict):
+            continue
+        if ncq.get("used") != ncq.get("halt"):
+            raise MigrationError(
+                f"AHCI port {port} NCQ slot {slot}: used {ncq.get('used')} but halt "
+                f"{ncq.get('halt')} (QEMU loads only both or neither)",
+                at,
+                label,
+            )
+        if ncq.get("halt") and isinstance(cmd, int) and not cmd & AHCI_PORT_CMD_START:
+            raise MigrationError(
+                f"AHCI port {port} NCQ slot {slot}: halted with the DMA engine off (no command "
+                "list to resume from)",
+                at,
+                label,
+            )
+    busy = device.get("busy_slot")
+    if isinstance(busy, int) and busy != -1 and not 0 <= busy < AHCI_MAX_CMDS:
+        raise MigrationError(
+            f"AHCI port {port}: busy_slot {busy} not -1 nor in 0..{AHCI_MAX_CMDS - 1}", at, label
+        )

@@ -160,6 +160,7 @@ class QemuEndpoint(StreamEndpoint):
         super().__init__(operation, process, fd, stderr)
         self.qmp = qmp
         self._workdir = workdir
+        self.setup_replies: list[Any] = []  # of the launcher's save_setup, in order
 
     def _verdict(self, timeout: float | None) -> EndpointResult:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -220,7 +221,9 @@ class QemuLauncher:
 
     `save_setup` are QMP commands (name, arguments) a save runs before `migrate`, e.g.
     `("migrate-set-capabilities", {...})` for a source with the dirty-bitmaps capability;
-    restores run none (a restore from a file sets no capabilities). Same interface as the
+    restores run none (a restore from a file sets no capabilities); their replies are kept in
+    the endpoint's `setup_replies` (e.g. HMP `info registers` of the guest being saved). Same
+    interface as the
     stub's launcher (`sink.EndpointLauncher`).
     """
 
@@ -268,10 +271,11 @@ def _start(config: QemuLauncher, operation: Operation) -> QemuEndpoint:
         process = spawn(command, stderr, pass_fds, "QEMU")
         try:
             qmp = QMPClient.connect(qmp_path, process)
+            replies: list[Any] = []
             try:
                 if operation is Operation.SAVE:
                     for name, arguments in config.save_setup:
-                        qmp.execute(name, arguments)
+                        replies.append(qmp.execute(name, arguments))
                     qmp.execute("getfd", {"fdname": MIGRATION_FD_NAME}, fds=[child_fd])
                     qmp.execute("migrate", {"uri": f"fd:{MIGRATION_FD_NAME}"})
             except BaseException:
@@ -291,4 +295,6 @@ def _start(config: QemuLauncher, operation: Operation) -> QemuEndpoint:
         raise
     finally:
         close_fd(child_fd)
-    return QemuEndpoint(operation, process, parent_fd, stderr, qmp, workdir)
+    endpoint = QemuEndpoint(operation, process, parent_fd, stderr, qmp, workdir)
+    endpoint.setup_replies = replies
+    return endpoint

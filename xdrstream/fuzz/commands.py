@@ -56,6 +56,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--replay", type=Path, metavar="TRACE", help="send a saved finding again instead"
     )
+    parser.add_argument(
+        "--campaign",
+        choices=("cases", "resources"),
+        default="cases",
+        help="cases: mutated sessions (default); resources: many connections held open, "
+        "frames announced and never completed, replies never read, measuring the server's "
+        "RSS, descriptors and threads (needs --spawn or --pid)",
+    )
+    parser.add_argument("--pid", type=int, help="with --campaign resources: the server's pid")
+    parser.add_argument(
+        "--connections", type=int, default=100, help="connections per resource attack (100)"
+    )
     parser.set_defaults(func=run_fuzz)
 
 
@@ -76,6 +88,8 @@ def run_fuzz(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, OSError) as exc:
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2
+    if args.campaign == "resources":
+        return _resources(target, args.pid, args.connections)
     try:
         if args.replay is not None:
             target.start()
@@ -97,6 +111,36 @@ def run_fuzz(args: argparse.Namespace) -> int:
             status=sys.stderr if sys.stderr.isatty() else None,
             seeds=seeds,
         )
+    except ConnectionError as exc:  # could not connect: exit 3, as every command (cli.py)
+        print(f"xdrstream fuzz: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:
+        print(f"xdrstream fuzz: {exc}", file=sys.stderr)
+        return 2
+
+
+def _resources(target: live.Target, pid: int | None, connections: int) -> int:
+    from xdrstream.fuzz import resources
+
+    try:
+        target.start()
+        try:
+            if pid is None and target.process is not None:
+                pid = target.process.pid
+            if pid is None:
+                message = "--campaign resources needs --spawn or --pid"
+                print(f"xdrstream fuzz: {message}", file=sys.stderr)
+                return 2
+            measures = resources.campaign(target, pid, connections)
+        finally:
+            target.stop()
     except (ConnectionError, OSError) as exc:
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2
+    for measure in measures:
+        print(measure.line())
+    found = resources.findings(measures)
+    for finding in found:
+        print(f"finding ({finding.kind}): {finding.detail}")
+    print(f"{len(found)} resource finding(s)")
+    return 1 if found else 0

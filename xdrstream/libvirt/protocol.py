@@ -47,10 +47,11 @@ import functools
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
+from xdrstream.codec import CodecError
 from xdrstream.codec import model as m
 from xdrstream.codec.cheaders import c_constants
 from xdrstream.protocol import schemas
@@ -60,6 +61,7 @@ from xdrstream.protocol.programs import (
     Program,
     StreamMode,
     Variant,
+    arg_bound,
     stream_mode,
 )
 
@@ -206,7 +208,8 @@ class RemoteProtocol:
             if raw_args and not proc.event:
                 arg = raw
             result = raw if raw_results and not proc.event else self.codec(proc.result_type)
-            procs[proc.number] = Procedure(proc.number, proc.name, arg, result, proc.stream)
+            bound = arg_bound(self.codec(proc.arg_type))  # refused beyond it (spec §3.6)
+            procs[proc.number] = Procedure(proc.number, proc.name, arg, result, proc.stream, bound)
         return Program(self.program, self.version, procs, f"{self.prefix[:-5]}PROGRAM")
 
 
@@ -355,7 +358,7 @@ def from_schema(schema: Any, texts: Sequence[str] = (), origin: str = "<schema>"
                 int(number),
                 p.arg_type,
                 p.result_type,
-                stream_mode(p.annotations, p.name),
+                _per_call(schema, stream_mode(p.annotations, p.name), p.arg_type, p.annotations),
                 event=bool(p.result_type is None and p.arg_type and p.arg_type.endswith("_msg")),
                 annotations=dict(p.annotations),
             )
@@ -398,7 +401,7 @@ def _from_enum(
                 int(number),
                 arg,
                 ret,
-                _libvirt_stream(annotations),
+                _per_call(schema, _libvirt_stream(annotations), arg, annotations),
                 msg is not None,
                 annotations,
             )
@@ -439,6 +442,44 @@ def _libvirt_stream(notes: Mapping[str, str]) -> StreamMode | None:
     if "writestream" in notes:
         return StreamMode(Variant.V2, Direction.UPLOAD, "sparseflag" in notes)
     return None
+
+
+def _per_call(
+    schema: Any, mode: StreamMode | None, arg_type: str | None, notes: Mapping[str, str]
+) -> StreamMode | None:
+    """``mode`` sparse per call, as libvirt decides it (spec.md §11.3): a procedure with
+    ``@sparseflag: NAME`` allows holes only in the calls whose ``flags`` has NAME's bit."""
+    name = notes.get("sparseflag")
+    if mode is None or not mode.sparse or not name or arg_type is None:
+        return mode
+    # a lone .x file loaded without its C headers: libvirt's value, from the built-in subset
+    bit = schema.constants.get(name)
+    if bit is None:
+        bit = schemas.load("libvirt_remote").constants.get(name)
+    if bit is None:
+        raise ValueError(f"@sparseflag names {name}, a constant neither the schema nor C has")
+    return replace(mode, sparse_if=SparseFlag(int(bit), schema.codec(arg_type)))
+
+
+@dataclass(frozen=True)
+class SparseFlag:
+    """libvirt's per-call sparseness (gendispatch.pl: ``sparse = args->flags & FLAG``), a
+    :attr:`~xdrstream.protocol.StreamMode.sparse_if` rule: the call's ``flags`` has ``bit``.
+    It sees decoded arguments (a generated struct, any object or mapping with ``flags``) or,
+    from a server that decodes them itself, the payload bytes, read with ``codec``;
+    arguments that do not decode ask for nothing (such a call is refused anyway)."""
+
+    bit: int
+    codec: Any
+
+    def __call__(self, args: Any) -> bool:
+        if isinstance(args, (bytes, bytearray, memoryview)):
+            try:
+                args = self.codec.unpack(args)
+            except CodecError:
+                return False
+        flags = args.get("flags") if isinstance(args, Mapping) else getattr(args, "flags", None)
+        return isinstance(flags, int) and bool(flags & self.bit)
 
 
 # ---------------------------------------------------------------------------- C headers

@@ -14,7 +14,7 @@ from xdrstream.transport import address as addresses
 # Numbers from the built-in libvirt_remote.x (issue 10: a fact is written once, there).
 _C = schemas.load("libvirt_remote").constants
 PROGRAM = int(_C["REMOTE_PROGRAM"])
-VERSION = int(_C["REMOTE_PROTOCOL"])
+VERSION = int(_C["REMOTE_PROTOCOL_VERSION"])
 
 # procedures (libvirt's REMOTE_PROC_*)
 CONNECT_OPEN = int(_C["CONNECT_OPEN"])
@@ -52,7 +52,7 @@ FEATURE_PROGRAM_KEEPALIVE = int(_C["VIR_DRV_FEATURE_PROGRAM_KEEPALIVE"])
 FEATURE_REMOTE_EVENT_CALLBACK = int(_C["VIR_DRV_FEATURE_REMOTE_EVENT_CALLBACK"])
 FEATURE_REMOTE_CLOSE_CALLBACK = int(_C["VIR_DRV_FEATURE_REMOTE_CLOSE_CALLBACK"])
 
-AUTH_NONE = int(_C["VIR_AUTH_NONE"])
+AUTH_NONE = int(_C["REMOTE_AUTH_NONE"])
 SPARSE_STREAM = int(_C["VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM"])  # ..._DOWNLOAD_... too
 
 POOL_RUNNING = 2  # VIR_STORAGE_POOL_RUNNING

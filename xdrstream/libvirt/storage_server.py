@@ -674,7 +674,7 @@ class StorageServer:
         """Write the stream into the volume from ``offset``, each chunk in the file-I/O
         pool (the event loop never waits for the disk)."""
         args = stream.args
-        is_sparse = self._transfer_flags(args)
+        self._transfer_flags(args)  # unsupported flags refused; holes: the engine (§11.3)
         path = await self._io(self._volume_path, args.vol)
         fd = await self._io(_open_at, path, os.O_WRONLY, args.offset)
         try:
@@ -688,11 +688,7 @@ class StorageServer:
                         VIR_FROM_STREAMS,
                         f"cannot write to stream: more than the {args.length} bytes asked for",
                     )
-                if isinstance(chunk, Hole):
-                    if not is_sparse:
-                        raise libvirt_error(
-                            VIR_ERR_INVALID_ARG, VIR_FROM_STREAMS, "hole in a non-sparse upload"
-                        )
+                if isinstance(chunk, Hole):  # only in a sparse call: the engine refuses others
                     await self._io(_skip_hole, fd, chunk.length)
                 else:
                     await self._io(_write_all, fd, chunk)

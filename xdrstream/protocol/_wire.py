@@ -106,7 +106,9 @@ def frame(header: Header, payload: bytes, max_frame: int) -> bytes:
 
 def check_hole(event: StreamHole, sparse: bool) -> None:
     if not sparse:
-        raise LocalProtocolError("holes need a @sparse procedure", section="§7.1.3")
+        raise LocalProtocolError(
+            "holes need a @sparse procedure and a call that asks for them", section="§7.1.3"
+        )
     if not isinstance(event.length, int) or not 0 <= event.length < 2**63:
         raise LocalProtocolError(f"hole length {event.length!r}", section="§7.1.3")
     if event.flags != 0:

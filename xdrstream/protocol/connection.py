@@ -61,6 +61,7 @@ from xdrstream.protocol._wire import (
 from xdrstream.protocol.errors import LocalProtocolError, RemoteProtocolError
 from xdrstream.protocol.events import (
     NEED_DATA,
+    OVERSIZED_CALL,
     Call,
     ConnectionClosed,
     ErrorReply,
@@ -162,6 +163,8 @@ class Connection:
         self.limits = limits or Limits()
         self._registry = Registry.of(programs)
         self._decoder = FrameDecoder(self.limits.max_frame)
+        if role is Role.SERVER:  # refuse oversized calls from their header (§3.6)
+            self._decoder.call_bound = self._call_bound
         self._flow = FlowControl(self.limits.stream_buffer)
         self._exchanges = Exchanges(
             role,
@@ -172,6 +175,7 @@ class Connection:
         # events held before their reply (§7.3.2), to apply before reading more frames
         self._replay: deque[tuple[Exchange, ExchangeEvent, Frame]] = deque()
         self._eof = False
+        self._closed = False  # ConnectionClosed delivered and the decoder released
         self._error: RemoteProtocolError | None = None
 
     # ------------------------------------------------------------------ public queries
@@ -273,6 +277,7 @@ class Connection:
             return self._decoder.get_buffer(min(sizehint, room))
         except RemoteProtocolError as exc:
             self._error = exc
+            self._decoder.release()
             raise
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -293,6 +298,8 @@ class Connection:
         (repeatedly)."""
         if self._error is not None:
             raise self._error
+        if self._closed:
+            return ConnectionClosed()
         try:
             while True:
                 if self._replay:
@@ -312,6 +319,8 @@ class Connection:
                             section="§3.5",
                             offset=self._decoder.offset,
                         )
+                    self._decoder.release()  # the connection ended: give memory back
+                    self._closed = True
                     return ConnectionClosed()
                 prog, vers, proc, mtype, serial, status, payload, offset = raw
                 if mtype == _TYPE_STREAM and status == _STATUS_CONTINUE and payload:
@@ -327,6 +336,7 @@ class Connection:
                     return event
         except RemoteProtocolError as exc:
             self._error = exc
+            self._decoder.release()  # the connection is unusable: its buffers are garbage
             raise
 
     def _receive(self, frame: Frame) -> Event | None:
@@ -364,18 +374,27 @@ class Connection:
             return Message(h.prog, h.vers, h.proc, bytes(frame.payload))
         return Message(h.prog, h.vers, h.proc, _wire.decode(frame, proc.arg, "§4.6"))
 
+    def _call_bound(self, prog: int, vers: int, proc: int) -> int | None:
+        found = self._registry.lookup(prog, vers, proc)
+        return None if found is None else found.arg_max
+
     def _receive_call(self, frame: Frame) -> Event:
         h = frame.header
         serial = h.serial
         # a DRAINING serial is free: the client is done with it (§4.3.2)
         if not self._exchanges.free_draining(serial) and self._exchanges.in_use(serial):
             raise remote(frame, "serial is already in use", "§4.3")
+        if self._decoder.discarded:  # refused from its header, payload discarded (§3.6)
+            ex = Exchange(serial, (h.prog, h.vers, h.proc), None, Role.SERVER, False)
+            self._exchanges.received(ex, "<Call", frame)
+            self._exchanges.add(ex)
+            return Call(serial, h.prog, h.vers, h.proc, None, False, OVERSIZED_CALL)
         proc = self._registry.lookup(h.prog, h.vers, h.proc)
-        ex = Exchange(serial, (h.prog, h.vers, h.proc), proc, Role.SERVER, proc is not None)
         if proc is None:
             args: Any = bytes(frame.payload)
         else:
             args = _wire.decode(frame, proc.arg, "§4.4")
+        ex = Exchange(serial, (h.prog, h.vers, h.proc), proc, Role.SERVER, proc is not None, args)
         self._exchanges.received(ex, "<Call", frame)
         self._exchanges.add(ex)
         return Call(serial, h.prog, h.vers, h.proc, args, proc is not None)
@@ -390,8 +409,12 @@ class Connection:
         payload = frame.payload
         event: StreamEvent
         if h.type is HOLE:
-            if not ex.mode.sparse and h.status is CONTINUE:
-                raise remote(frame, "hole in a stream not declared @sparse", "§7.1.3")
+            if not ex.sparse and h.status is CONTINUE:
+                raise remote(
+                    frame,
+                    "hole in a stream not declared @sparse or whose call asked for none",
+                    "§7.1.3",
+                )
             event = self._hole(frame)
         elif h.status is CONTINUE:
             event = StreamData(h.serial, payload) if len(payload) else StreamEnd(h.serial)
@@ -525,7 +548,8 @@ class Connection:
         header = Header(event.program, event.version, event.procedure, CALL, serial, OK)
         payload = _wire.encode(proc.arg, event.args, "call arguments", "§4.4")
         data = _wire.frame(header, payload, self.limits.max_frame)
-        ex = Exchange(serial, (event.program, event.version, event.procedure), proc, Role.CLIENT)
+        words = (event.program, event.version, event.procedure)
+        ex = Exchange(serial, words, proc, Role.CLIENT, True, event.args)
         self._exchanges.sent(ex, ">Call")
         self._exchanges.add(ex)
         return [data]

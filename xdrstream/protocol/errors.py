@@ -9,7 +9,8 @@ Every failure the protocol layer reports is a :class:`ProtocolError`:
   state is unchanged, so the application may recover.
 
 Each message names the spec section that was violated, e.g. ``"§4.3: ..."``; ``section``
-holds that reference, ``offset`` the byte offset in the received stream where known.
+holds that reference, ``offset`` the byte offset in the received stream where known,
+``reason`` the message without that offset (for callers that print the offset themselves).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ class ProtocolError(Exception):
 
     def __init__(self, message: str, *, section: str, offset: int | None = None) -> None:
         where = f" (at byte offset {offset})" if offset is not None else ""
-        super().__init__(f"{section}: {message}{where}")
+        self.reason = f"{section}: {message}"
+        super().__init__(f"{self.reason}{where}")
         self.section = section
         self.offset = offset
 

@@ -78,17 +78,35 @@ class RemoteError:
     net: tuple[str, bytes] | None = None
 
 
+#: The answer to a call refused from its header (spec.md §3.6): what libvirtd answers an
+#: argument that does not decode (virnetmessage.c: VIR_ERR_RPC 39, VIR_FROM_RPC 7).
+OVERSIZED_CALL: Final = RemoteError(
+    code=39,
+    domain=7,
+    message="Unable to decode message payload",
+    level=2,
+    str1="%s",
+    str2="Unable to decode message payload",
+    int1=-1,
+    int2=-1,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Call(ExchangeEvent):
     """``serial`` from :meth:`Connection.next_serial`; ``args`` for the procedure's codec.
     On the server ``known`` is False when the program, version or procedure is not
-    registered: ``args`` is then the raw payload and the only valid answer is ErrorReply."""
+    registered: ``args`` is then the raw payload and the only valid answer is ErrorReply.
+    ``refusal`` is set (and ``known`` False, ``args`` None) for a call refused from its
+    header because it announced more than its procedure's largest valid argument
+    (spec.md §3.6): answer with ``ErrorReply(serial, call.refusal)``."""
 
     program: int
     version: int
     procedure: int
     args: Any = None
     known: bool = True
+    refusal: RemoteError | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict, deque
 from collections.abc import ItemsView
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from xdrstream.protocol._bodies import V1_WINDOW, V1Op
 from xdrstream.protocol._state import TABLES, Action, Kind, Role, State, Table
@@ -53,6 +53,7 @@ class Exchange:
         "receives_data",
         "sends_data",
         "serial",
+        "sparse",
         "state",
         "table",
         "unconsumed",
@@ -66,6 +67,7 @@ class Exchange:
         procedure: Procedure | None,
         role: Role,
         known: bool = True,
+        args: Any = None,
     ) -> None:
         self.serial = serial
         self.words = words  # the primary call's (prog, vers, proc)
@@ -73,6 +75,8 @@ class Exchange:
         self.known = known
         self.mode: StreamMode | None = procedure.stream if procedure is not None else None
         self.kind = Kind.of(self.mode, known)
+        # holes allowed: decided per call, from its arguments (§7.1.3)
+        self.sparse = self.mode is not None and self.mode.sparse_for(args)
         self.table: Table = TABLES[(role, self.kind)]
         self.state = State.IDLE
         # Fast data path (V2/V3): whether the current state lets data in / out and stay in
@@ -91,10 +95,6 @@ class Exchange:
     @property
     def variant(self) -> Variant | None:
         return None if self.mode is None else self.mode.variant
-
-    @property
-    def sparse(self) -> bool:
-        return self.mode is not None and self.mode.sparse
 
     @property
     def v1(self) -> bool:

@@ -35,6 +35,7 @@ import enum
 import struct
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple
 
 from xdrstream.protocol.errors import RemoteProtocolError
@@ -187,10 +188,14 @@ class FrameDecoder:
         "_head",
         "_max_frame",
         "_pool",
+        "_refused",
         "_scratch",
         "_scratch_len",
+        "_skip",
         "_stream_offset",
         "_tail",
+        "call_bound",
+        "discarded",
     )
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
@@ -216,6 +221,14 @@ class FrameDecoder:
         self._scratch_len = 0
         # payload buffers of earlier in-place frames, reused once no view of them is alive
         self._pool: list[bytearray] = []
+        #: (prog, vers, proc) -> largest valid argument payload of a CALL/OK (None: no
+        #: bound beyond max_frame); a call announcing more is refused from its header
+        #: (§3.6): its payload is discarded as it arrives, never buffered
+        self.call_bound: Callable[[int, int, int], int | None] | None = None
+        #: payload bytes discarded of the frame next_raw returned last (0: none)
+        self.discarded = 0
+        self._refused: RawFrame | None = None  # the refused call, due once _skip is 0
+        self._skip = 0  # payload bytes of the refused call still to discard
 
     @property
     def max_frame(self) -> int:
@@ -223,8 +236,10 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        """Bytes received and not yet returned in a frame."""
-        return self._avail + (MIN_FRAME + self._big_filled if self._big is not None else 0)
+        """Bytes received and not yet returned in a frame (a refused call's header counts,
+        its discarded payload does not)."""
+        held = MIN_FRAME if self._refused is not None else 0
+        return self._avail + held + (MIN_FRAME + self._big_filled if self._big is not None else 0)
 
     @property
     def offset(self) -> int:
@@ -249,6 +264,7 @@ class FrameDecoder:
         self._big = self._scratch = None
         self._big_base = self._big_size = self._big_filled = 0
         self._pool = []
+        self._refused, self._skip = None, 0
         if self._error is None:
             self._error = RemoteProtocolError(
                 "the frame decoder was released (connection ended)",
@@ -278,7 +294,7 @@ class FrameDecoder:
             self._scratch = None
             base = self._big_base
             if len(big) - base == self._big_filled:  # this step is full: grow (§8.1)
-                big = self._grow(self._big_filled + 1)
+                big, base = self._grow(self._big_filled + 1), 0
             end = base + min(self._big_size, len(big) - base)
             return memoryview(big)[base + self._big_filled : end]
         # (a complete in-place frame not yet taken by next_frame: what follows it is
@@ -300,6 +316,13 @@ class FrameDecoder:
         """``nbytes`` bytes were written at the start of the last :meth:`get_buffer`."""
         if self._error is not None:
             raise self._error
+        if self._skip and self._scratch is not None:  # discarding a refused call (§3.6)
+            data = memoryview(self._scratch)[:nbytes]
+            if not 0 <= nbytes <= self._scratch_len:
+                raise ValueError(f"buffer_updated({nbytes}) without a matching get_buffer()")
+            self._scratch = None
+            self.feed(data)
+            return
         if self._big is not None and self._scratch is None:
             room = min(self._big_size, len(self._big) - self._big_base) - self._big_filled
             if not 0 <= nbytes <= room:
@@ -314,12 +337,16 @@ class FrameDecoder:
         if self._big is None and not self._avail and nbytes >= MIN_FRAME:
             length, mtype, status = _LEN_TYPE_STATUS.unpack_from(scratch)
             if (
-                self._BIG <= length <= min(len(scratch), self._max_frame + LEN_SIZE)
+                self._BIG <= length <= self._max_frame + LEN_SIZE
+                and (length <= len(scratch) or 2 * nbytes >= len(scratch))
                 and nbytes < length
                 and mtype in _TYPES
                 and status in _STATUSES
+                and not self._refuses(length, *_HEADER.unpack_from(scratch, LEN_SIZE))
             ):  # a large frame starts here: receive the rest of it in place, after this
-                # read (however little is missing: nothing has to be copied for that)
+                # read (however little is missing: nothing has to be copied for that; a
+                # frame longer than this buffer, half filled at least so that memory still
+                # follows the bytes received, grows it by doubling: one copy in all)
                 self._big, self._big_base = scratch, MIN_FRAME
                 self._big_size, self._big_filled = length - MIN_FRAME, nbytes - MIN_FRAME
                 self._big_words = _HEADER.unpack_from(scratch, LEN_SIZE)
@@ -397,6 +424,9 @@ class FrameDecoder:
         words = _HEADER.unpack_from(self._take(MIN_FRAME), LEN_SIZE)
         self._check_words(words[3], words[5], start)
         size = length - MIN_FRAME
+        if self._refuses(length, *words):
+            self._refuse(words, size, start)
+            return
         have = self._avail  # all buffered bytes belong to this frame's payload
         # a pooled buffer of the frame's size costs nothing; otherwise start with a step
         # and grow as the payload arrives (a header alone never costs the announced size)
@@ -411,6 +441,13 @@ class FrameDecoder:
             raise self._error
         if not data:
             return
+        if self._skip:  # the payload of a refused call: counted, never kept (§3.6)
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            self._stream_offset += dropped
+            if dropped == len(data):
+                return
+            data = memoryview(data)[dropped:]
         big = self._big
         if big is not None:  # fill the frame being received in place first
             room = self._big_size - self._big_filled
@@ -472,6 +509,49 @@ class FrameDecoder:
         self._avail -= n
         self._stream_offset += n
         return out
+
+    def _refuses(
+        self, length: int, prog: int, vers: int, proc: int, mtype: int, serial: int, status: int
+    ) -> bool:
+        """Whether the frame with this length word and header is a call announcing more
+        than the largest valid argument of its procedure (§3.6)."""
+        bound = self.call_bound
+        if bound is None or mtype != _CALL or status != _OK or length == MIN_FRAME:
+            return False
+        most = bound(prog, vers, proc)
+        return most is not None and length - MIN_FRAME > most
+
+    def _refuse(self, words: tuple[int, int, int, int, int, int], size: int, start: int) -> None:
+        """Discard the payload of a refused call (its header is taken): what is buffered
+        now, and the rest as it arrives (feed)."""
+        if self._tail:
+            self._flush_tail()
+        have = min(self._avail, size)
+        chunks = self._chunks
+        need = have
+        while need:
+            room = len(chunks[0]) - self._head
+            if room > need:
+                self._head += need
+                break
+            need -= room
+            chunks.popleft()
+            self._head = 0
+        self._avail -= have
+        self._stream_offset += have
+        self._skip = size - have
+        self._refused = (*words, _EMPTY, start)
+        self.discarded = size
+
+    def _peek(self, n: int) -> bytes:
+        """The next ``n`` (<= _avail) bytes, without taking them."""
+        out = bytearray()
+        for i, chunk in enumerate(self._chunks):
+            start = self._head if i == 0 else 0
+            out += chunk[start : start + n - len(out)]
+            if len(out) == n:
+                return bytes(out)
+        return bytes(out + self._tail[: n - len(out)])
 
     def _peek_length(self) -> int:
         """The next length word (``_avail >= 4``), from the chunks and then the tail."""
@@ -537,6 +617,13 @@ class FrameDecoder:
         offset)`` with ``type`` and ``status`` as plain (valid) ints."""
         if self._error is not None:
             raise self._error
+        refused = self._refused
+        if refused is not None:
+            if self._skip:
+                return None
+            self._refused = None  # discarded stays set for the engine to see
+            return refused
+        self.discarded = 0
         big = self._big
         if big is not None:
             if self._big_filled < self._big_size:
@@ -561,6 +648,10 @@ class FrameDecoder:
             if length < MIN_FRAME or length - LEN_SIZE > self._max_frame:
                 self._check_length(length, start)
             if avail < length:
+                if self.call_bound is not None and self._refuses(
+                    length, prog, vers, proc, mtype, serial, status
+                ):
+                    return self._refuse_buffered(length, start)
                 return None
             if self._tail:
                 self._flush_tail()
@@ -575,6 +666,10 @@ class FrameDecoder:
             length = self._peek_length()
             self._check_length(length, start)
             if avail < length:
+                if self.call_bound is not None and avail >= MIN_FRAME:
+                    words = _HEADER.unpack_from(self._peek(MIN_FRAME), LEN_SIZE)
+                    if self._refuses(length, *words):
+                        return self._refuse_buffered(length, start)
                 return None
             if self._tail:
                 self._flush_tail()
@@ -587,6 +682,15 @@ class FrameDecoder:
         # chunk (e.g. written with writev as header + payload) is never copied.
         payload = self._take(length - MIN_FRAME) if length > MIN_FRAME else _EMPTY
         return (prog, vers, proc, mtype, serial, status, payload, start)
+
+    def _refuse_buffered(self, length: int, start: int) -> RawFrame | None:
+        """Refuse the call whose header is next (§3.6); its frame once all is discarded."""
+        if self._tail:
+            self._flush_tail()
+        words = _HEADER.unpack_from(self._take(MIN_FRAME), LEN_SIZE)
+        self._check_words(words[3], words[5], start)
+        self._refuse(words, length - MIN_FRAME, start)
+        return self.next_raw()
 
     def next_frame(self) -> Frame | None:
         raw = self.next_raw()
@@ -606,6 +710,8 @@ _POOL_BUFFER_MAX = 1 << 20  # larger payloads get a buffer of their own
 _STEP = 16 * 1024  # first buffer of a large frame whose payload has not arrived yet
 
 
+_CALL = int(MessageType.CALL)
+_OK = int(MessageStatus.OK)
 _getrefcount = sys.getrefcount
 
 

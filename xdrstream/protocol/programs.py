@@ -18,9 +18,11 @@ A body codec is anything with ``pack(value) -> bytes`` and ``unpack(data) -> val
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from xdrstream.codec import model as m
 
 
 class PayloadCodec(Protocol):
@@ -48,18 +50,100 @@ class Direction(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class StreamMode:
+    """A procedure's stream (§6).  ``sparse``: its calls may carry holes (§7.1.3);
+    ``sparse_if``, when given, narrows that to the calls whose arguments it accepts (libvirt:
+    the call's ``flags`` ask for holes, its gendispatch.pl's ``args->flags & @sparseflag``).
+    The rule is I/O-free, must not raise, and sees what the engine sees of the arguments
+    (the decoded value or, for a raw-bodied procedure, the payload bytes)."""
+
     variant: Variant
     direction: Direction
     sparse: bool = False
+    sparse_if: Callable[[Any], bool] | None = field(default=None, compare=False)
+
+    def sparse_for(self, args: Any) -> bool:
+        """Whether the call with ``args`` may carry holes (§7.1.3)."""
+        return self.sparse and (self.sparse_if is None or self.sparse_if(args))
 
 
 @dataclass(frozen=True, slots=True)
 class Procedure:
+    """``arg_max``: the largest valid argument payload in bytes (None: unbounded or
+    unknown); a server refuses a CALL announcing more from its header (spec.md §3.6)."""
+
     number: int
     name: str = ""
     arg: PayloadCodec | None = None
     result: PayloadCodec | None = None
     stream: StreamMode | None = None
+    arg_max: int | None = None
+
+
+def max_size(t: m.XType | None, limit: int = 1 << 32) -> int | None:
+    """Largest XDR encoding of type ``t`` (None: void, 0), or None when it is unbounded
+    or above ``limit`` (a recursive type, an unbounded string, array or opaque)."""
+    if t is None:
+        return 0
+    seen: set[int] = set()
+
+    def of(t: m.XType) -> int | None:
+        if isinstance(t, m.Prim):
+            return t.size
+        if isinstance(t, (m.Bool, m.Enum)):
+            return 4
+        if isinstance(t, (m.Opaque, m.String)):
+            if t.size >= m.UINT_MAX:
+                return None
+            padded = (t.size + 3) // 4 * 4
+            return padded if isinstance(t, m.Opaque) and t.fixed else 4 + padded
+        if id(t) in seen:  # recursion: a list as long as its input allows
+            return None
+        seen.add(id(t))
+        try:
+            if isinstance(t, m.Optional):
+                inner = of(t.element)
+                return None if inner is None else 4 + inner
+            if isinstance(t, m.Array):
+                if t.size >= m.UINT_MAX:
+                    return None
+                inner = of(t.element)
+                if inner is None:
+                    return None
+                return t.size * inner + (0 if t.fixed else 4)
+            if isinstance(t, m.Struct):
+                total = 0
+                for f in t.fields:
+                    size = of(f.type)
+                    if size is None or total + size > limit:
+                        return None
+                    total += size
+                return total
+            arms = [a for a in (*t.arms, t.default) if a is not None]
+            sizes = [0 if a.type is None else of(a.type) for a in arms]
+            if any(size is None for size in sizes):
+                return None
+            return 4 + max((s for s in sizes if s is not None), default=0)
+        finally:
+            seen.discard(id(t))
+
+    size = of(t)
+    return None if size is None or size > limit else size
+
+
+def arg_bound(codec: Any) -> int | None:
+    """Largest valid payload for a body codec: 0 for void (None), the type's
+    :func:`max_size` for a codec compiled by :mod:`xdrstream.codec` (it names its schema
+    and type), None when unknown."""
+    if codec is None:
+        return 0
+    schema = getattr(codec, "__xdr_schema__", None)
+    name = getattr(codec, "__xdr_name__", None)
+    if schema is None or not isinstance(name, str):
+        return None
+    try:
+        return max_size(schema.xtype(name))
+    except (KeyError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +186,9 @@ def programs_from_schema(schema: Any) -> list[Program]:
             procs: dict[int, Procedure] = {}
             for number, proc in vers.procedures.items():
                 mode = stream_mode(proc.annotations, f"{prog_name}.{proc.name}")
-                procs[int(number)] = Procedure(int(number), proc.name, proc.arg, proc.result, mode)
+                procs[int(number)] = Procedure(
+                    int(number), proc.name, proc.arg, proc.result, mode, arg_bound(proc.arg)
+                )
             out.append(Program(int(prog.number), int(vers_number), procs, str(prog_name)))
     return out
 

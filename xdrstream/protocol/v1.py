@@ -63,7 +63,11 @@ def receive_call(exchanges: Exchanges, frame: Frame) -> StreamEvent | None:
     elif op == V1Op.HOLE:
         assert isinstance(arg, tuple)
         if not sparse:
-            raise remote(frame, "hole in a stream not declared @sparse", "§7.1.3")
+            raise remote(
+                frame,
+                "hole in a stream not declared @sparse or whose call asked for none",
+                "§7.1.3",
+            )
         event = StreamHole(stream, arg[0], arg[1])
     elif op == V1Op.FINISH:
         event = StreamFinish(stream)
@@ -143,7 +147,11 @@ def _read_answer(ex: Exchange, frame: Frame, max_bytes: int) -> StreamEvent:
     if chunk_op == V1Op.HOLE:
         assert isinstance(arg, tuple)
         if not ex.sparse:
-            raise remote(frame, "hole in a stream not declared @sparse", "§7.1.3")
+            raise remote(
+                frame,
+                "hole in a stream not declared @sparse or whose call asked for none",
+                "§7.1.3",
+            )
         return StreamHole(ex.serial, arg[0], arg[1])
     return StreamEnd(ex.serial)
 

@@ -30,7 +30,7 @@ Errors are one line on stderr, ``xdrstream COMMAND: error: ...``, with these exi
 
     1  the transfer failed: the server's error (e.g. the stub rejected the stream), the
        connection was lost, a protocol error
-    2  usage, or a local file that cannot be read or written
+    2  usage, or a local file that cannot be read or written (images, TLS certificates)
     3  could not connect: refused, no such socket, TLS handshake or verification failure
     4  the peer stalled longer than --timeout
 """
@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from xdrstream.endpoints.sink import EndpointLauncher, EndpointResult
-from xdrstream.protocol import ProtocolError
+from xdrstream.protocol import ProtocolError, schemas
 from xdrstream.restore.progress import Meter, terminal_console
 from xdrstream.transport import address as addresses
 from xdrstream.transport import limits as lim
@@ -72,7 +72,7 @@ EXIT_TIMEOUT = 4
 EXIT_CODES = """exit codes:
   0  done: the endpoint accepted (restore) or produced (save) the whole stream
   1  the transfer failed: server error (e.g. stream rejected), connection lost, protocol error
-  2  usage, or a local file that cannot be read or written
+  2  usage, or a local file that cannot be read or written (images, TLS certificates)
   3  could not connect: refused, no such socket, TLS handshake or verification failure
   4  the peer stalled longer than --timeout
 """
@@ -108,6 +108,14 @@ def _address(text: str) -> addresses.Address:
         return addresses.parse_address(text)
     except addresses.AddressError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _name(text: str) -> str:
+    """An image name within restore.x's bound (XS_NAME_MAX), checked before connecting."""
+    limit = int(schemas.load("restore").constants["XS_NAME_MAX"])
+    if not 0 < len(text.encode()) <= limit:
+        raise argparse.ArgumentTypeError(f"an image name has 1 to {limit} bytes, not {len(text)}")
+    return text
 
 
 def _positive_float(text: str) -> float:
@@ -186,6 +194,7 @@ def _register_transfer(subparsers: Any, command: str) -> None:
     )
     parser.add_argument(
         "--name",
+        type=_name,
         help=(
             "image name (default: the file's name)"
             if restore
@@ -202,7 +211,9 @@ def _register_transfer(subparsers: Any, command: str) -> None:
             type=parse_size,
             help="length of the stub's synthetic stream (the server's default otherwise)",
         )
-        parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream")
+        parser.add_argument(
+            "--seed", type=int, help="seed of the synthetic stream (with --size; default 0)"
+        )
     parser.add_argument(
         "--timeout",
         type=_positive_float,
@@ -274,14 +285,14 @@ def _register_serve(subparsers: Any) -> None:
     parser.add_argument(
         "--save-size",
         type=parse_size,
-        default=DEFAULT_SAVE_SIZE,
         help="length of the stub's stream for saves without a SIZE[:SEED] name (default 64M)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the stub's save stream")
+    parser.add_argument("--seed", type=int, help="seed of the stub's save stream (default 0)")
     parser.add_argument(
         "--save-from",
         metavar="FILE",
-        help="the stub's saves replay this recorded stream, e.g. a real QEMU save",
+        help="the stub's saves replay this recorded stream, e.g. a real QEMU save "
+        "(not with --save-size/--seed, --qemu, --images or --libvirt-storage)",
     )
     parser.add_argument(
         "--timeout",
@@ -409,7 +420,10 @@ def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     wanted = args.connect.tls or any((args.tls_ca, args.tls_cert, args.tls_key))
     if not wanted:
         return None
-    return tlsmod.client_context(args.tls_ca, args.tls_cert, args.tls_key)
+    try:
+        return tlsmod.client_context(args.tls_ca, args.tls_cert, args.tls_key)
+    except tlsmod.TLSError as exc:  # a local file that cannot be used: exit 2, as serve's
+        raise CommandError(str(exc), EXIT_USAGE) from None
 
 
 def _connect(args: argparse.Namespace) -> Any:
@@ -523,10 +537,17 @@ def run_save(args: argparse.Namespace) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.file))
     if not os.path.isdir(out_dir):
         return _fail("save", CommandError(f"cannot write {args.file}: no such directory", 2))
+    if os.path.isdir(args.file):
+        return _fail("save", CommandError(f"cannot write {args.file}: Is a directory", 2))
+    # --size/--seed travel as the name SIZE:SEED (the server's rule): none may be lost
+    if args.name is not None and (args.size is not None or args.seed is not None):
+        return _fail("save", CommandError("--name and --size/--seed: give one or the other", 2))
+    if args.seed is not None and args.size is None:
+        return _fail("save", CommandError("--seed needs --size", 2))
     if args.name is not None:
         name = args.name
     elif args.size is not None:
-        name = f"{args.size}:{args.seed}"
+        name = f"{args.size}:{args.seed or 0}"
     else:
         name = "image"
     console = None if args.json else terminal_console()
@@ -574,8 +595,8 @@ def _launcher(args: argparse.Namespace) -> EndpointLauncher:
     )
     return StubLauncher(
         check=args.stub_check,
-        save_size=args.save_size,
-        seed=args.seed,
+        save_size=DEFAULT_SAVE_SIZE if args.save_size is None else args.save_size,
+        seed=args.seed or 0,
         faults=faults,
         save_from=args.save_from,
     )
@@ -647,6 +668,33 @@ def _serve_libvirt_storage(
     return EXIT_OK
 
 
+def _check_save_stream(args: argparse.Namespace) -> None:
+    """The stub's save stream options, checked before listening: none may be ignored."""
+    from xdrstream.endpoints.qemu_stub import MIN_SIZE
+
+    if args.save_from is not None:
+        other = [
+            option
+            for option, value in (
+                ("--save-size", args.save_size),
+                ("--seed", args.seed),
+                ("--qemu", args.qemu),
+                ("--images", args.images),
+                ("--libvirt-storage", args.libvirt_storage),
+            )
+            if value is not None
+        ]
+        if other:
+            raise CommandError(f"--save-from and {', '.join(other)}: not together", EXIT_USAGE)
+        if not os.path.isfile(args.save_from):
+            raise CommandError(f"--save-from {args.save_from}: no such file", EXIT_USAGE)
+    if args.save_size is not None and args.save_size < MIN_SIZE:
+        raise CommandError(
+            f"--save-size {args.save_size}: a synthetic stream has at least {MIN_SIZE} bytes",
+            EXIT_USAGE,
+        )
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from xdrstream.restore.server import RestoreServer
     from xdrstream.transport.options import Options
@@ -668,6 +716,7 @@ def run_serve(args: argparse.Namespace) -> int:
             raise CommandError("--pool needs --libvirt-storage", EXIT_USAGE)
         if args.images is not None and not args.images.is_dir():
             raise CommandError(f"--images {args.images}: no such directory", EXIT_USAGE)
+        _check_save_stream(args)
         options = Options(
             timeout=args.timeout,
             idle_timeout=args.idle_timeout,

@@ -367,6 +367,13 @@ class RestoreServer:
         launcher = self.launcher
         spec = _SAVE_SPEC.fullmatch(stream.args.name)
         if spec and isinstance(launcher, StubLauncher):
+            if launcher.save_from is not None:  # a recording has its own length: refuse
+                raise ServerError(
+                    ERR_INVALID_ARG,
+                    f"save {stream.args.name!r} asks for a synthetic stream of a size "
+                    "(xdrstream save --size/--seed), but this server replays a recorded "
+                    "stream (serve --save-from); save without --size",
+                )
             seed = int(spec.group(2)) if spec.group(2) is not None else launcher.seed
             launcher = dataclasses.replace(launcher, save_size=int(spec.group(1)), seed=seed)
         endpoint = await self._start_endpoint(launcher.save)
@@ -428,6 +435,13 @@ class RestoreServer:
                     os.unlink(partial)
 
     async def _save_file(self, stream: Stream) -> None:
+        if _SAVE_SPEC.fullmatch(stream.args.name):  # a stub's stream, not a stored image
+            raise ServerError(
+                ERR_INVALID_ARG,
+                f"save {stream.args.name!r} asks for a synthetic stream of a size "
+                "(xdrstream save --size/--seed), but this server stores named images "
+                "(serve --images); save one with --name",
+            )
         path = self._image(stream.args.name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -214,7 +214,9 @@ def listen(address: Address, backlog: int = 128) -> socket.socket:
     except ListenError:
         raise
     except OSError as exc:
-        raise ListenError(f"cannot listen, {_reason(exc)}: {address}") from exc
+        missing_dir = address.kind == "unix" and exc.errno == errno.ENOENT  # bind's ENOENT
+        reason = "no such directory" if missing_dir else _reason(exc)
+        raise ListenError(f"cannot listen, {reason}: {address}") from exc
 
 
 def _listen_unix(path: str, backlog: int) -> socket.socket:

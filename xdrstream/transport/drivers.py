@@ -43,7 +43,10 @@ def client_tls(
 
 
 def unknown_procedure(call: Call) -> RemoteError:
-    """The refusal of a call the registry does not know (``call.known`` is False)."""
+    """The refusal of a call the registry does not know (``call.known`` is False), or of
+    one the engine refused from its header (``call.refusal``, spec.md §3.6)."""
+    if call.refusal is not None:
+        return call.refusal
     return remote_error(
         ERR_NO_SUPPORT,
         f"unknown procedure {call.procedure} of program {call.program:#x} version {call.version}",

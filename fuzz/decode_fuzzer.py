@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """atheris harness: every type of every shipped schema; the first two bytes choose the type.
 
-    python fuzz/fuzz_decode.py [-atheris_runs=N] [-seed=S] [corpus_dir]
+    python fuzz/decode_fuzzer.py [-atheris_runs=N] [-seed=S] [corpus_dir]
 
 The per-input logic is :func:`xdrstream.fuzz.harnesses.decode_one`.
 """

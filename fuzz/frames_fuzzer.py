@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """atheris harness: FrameDecoder and a server Connection fed the input in reads.
 
-    python fuzz/fuzz_frames.py [-atheris_runs=N] [-seed=S] [corpus_dir]
+    python fuzz/frames_fuzzer.py [-atheris_runs=N] [-seed=S] [corpus_dir]
 
 The per-input logic is :func:`xdrstream.fuzz.harnesses.frames_one`.
 """

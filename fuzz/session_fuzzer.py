@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """atheris harness: a client and a server Connection fed records in both directions.
 
-    python fuzz/fuzz_session.py [-atheris_runs=N] [-seed=S] [corpus_dir]
+    python fuzz/session_fuzzer.py [-atheris_runs=N] [-seed=S] [corpus_dir]
 
 The per-input logic is :func:`xdrstream.fuzz.harnesses.session_one`.
 """

@@ -1,0 +1,79 @@
+"""One exit status rule across commands (xdrstream.cli.EXIT_STATUS): a local file that cannot
+be read or written is exit 2 for every command, content that fails is exit 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xdrstream.cli import EXIT_STATUS, build_parser, main
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["compile", "{missing}"],
+        ["decode", "{missing}"],
+        ["restore", "{missing}", "--connect", "unix:{tmp}/none.sock"],
+    ],
+)
+def test_an_unreadable_input_file_is_exit_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    missing = tmp_path / "missing.x"
+    argv = [a.format(missing=missing, tmp=tmp_path) for a in command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "No such file or directory" in err
+    assert "[Errno" not in err  # the reason once, not the exception's repr
+
+
+def test_trace_show_of_a_missing_file_is_exit_2(tmp_path: Path) -> None:
+    assert main(["trace", "show", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_trace_show_of_a_binary_file_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = tmp_path / "capture.pcapng"
+    capture.write_bytes(bytes.fromhex("0a0d0d0a") + b"\xff" * 40)
+    assert main(["trace", "show", str(capture)]) == 2
+    err = capsys.readouterr().err
+    assert f"{capture}: not a trace (JSON Lines): byte 4 is not UTF-8" in err
+
+
+def test_compile_exit_status_input_output_and_content(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ok = tmp_path / "ok.x"
+    ok.write_text("struct s { int x; };\n")
+    out = tmp_path / "no" / "dir" / "mod.py"
+    assert main(["compile", str(ok), "-o", str(out)]) == 2
+    assert f"xdrstream compile: cannot write {out}: No such file or directory" in (
+        capsys.readouterr().err
+    )
+    latin = tmp_path / "latin.x"
+    latin.write_bytes(b"/* caf\xe9 */ struct s { int x; };\n")
+    assert main(["compile", str(latin)]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+    bad = tmp_path / "bad.x"
+    bad.write_text("struct s { int x }\n")
+    assert main(["compile", str(bad)]) == 1  # the input's content: the work failed
+
+
+def test_the_rule_is_in_the_top_level_help() -> None:
+    assert EXIT_STATUS in build_parser().format_help()
+    assert "2    usage, or a local file that cannot be read or written" in EXIT_STATUS
+
+
+@pytest.mark.timeout(60)
+def test_a_target_that_does_not_accept_connections_is_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"unix:{tmp_path}/none.sock"
+    assert main(["fuzz", "--target", target, "--duration", "1s"]) == 3
+    assert main(["conformance", "run", "--target", target]) == 3
+    assert main(["restore", str(Path(__file__)), "--connect", target]) == 3
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and all(target in line for line in lines), lines
