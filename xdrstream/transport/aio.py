@@ -29,49 +29,17 @@ import select
 import socket
 import ssl
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
-from xdrstream.protocol import (
-    NEED_DATA,
-    Connection,
-    Limits,
-    LocalProtocolError,
-    Registry,
-    RemoteError,
-    Role,
-)
-from xdrstream.protocol.events import (
-    Call,
-    ConnectionClosed,
-    Event,
-    ExchangeEvent,
-    KeepalivePing,
-    KeepalivePong,
-    Message,
-    StreamAbort,
-)
-from xdrstream.protocol.programs import Procedure
-from xdrstream.protocol.states import Kind as EngineKind
+from xdrstream.protocol import LocalProtocolError, Registry, Role
+from xdrstream.protocol.events import Call, Event, KeepalivePong
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
-from xdrstream.transport.drivers import (
-    advance,
-    client_tls,
-    connection_error,
-    resolve,
-    unknown_procedure,
-)
-from xdrstream.transport.errors import (
-    ERR_OPERATION_INVALID,
-    ConnectionLost,
-    PeerTimeout,
-    StreamAborted,
-    TransportError,
-    remote_error,
-)
-from xdrstream.transport.limits import Budget, frame_stalled
+from xdrstream.transport.core import PAUSE_CHECK, TLS_PIECE, DriverCore, TLSPump, queued_size
+from xdrstream.transport.drivers import advance, client_tls, resolve
+from xdrstream.transport.errors import ConnectionLost, PeerTimeout, StreamAborted, TransportError
+from xdrstream.transport.limits import Budget
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import (
     WAIT,
@@ -80,18 +48,12 @@ from xdrstream.transport.stream import (
     Stream,
     T,
     client_call,
-    make_exchange,
     server_conclude,
     server_fail,
 )
 
 Handler = Callable[[Stream], Awaitable[Any]]
 Buffers = list[bytes | bytearray | memoryview]
-
-TLS_PIECE = 256 * 1024
-PAUSE_CHECK = 0.25
-"""Seconds between checks for a peer that hung up while reading is paused."""
-"""Plaintext bytes encrypted before the ciphertext is written out (bounds the TLS buffer)."""
 
 
 _HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
@@ -169,7 +131,7 @@ class AsyncChannel:
 
 
 class AsyncTLSChannel(AsyncChannel):
-    """TLS on an ``ssl.SSLObject`` over memory BIOs, written and read on the plain socket."""
+    """TLS (a :class:`~.core.TLSPump`) written and read on the plain socket."""
 
     def __init__(
         self,
@@ -180,89 +142,68 @@ class AsyncTLSChannel(AsyncChannel):
         peer: str = "",
     ) -> None:
         super().__init__(sock)
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
-        self._obj = context.wrap_bio(
-            self._in, self._out, server_side=server_side, server_hostname=server_hostname
-        )
+        self._tls = TLSPump(context, server_side, server_hostname, peer)
         self._lock = asyncio.Lock()  # ciphertext leaves in the order it was made
         self._raw = memoryview(bytearray(256 * 1024))
-        self._peer = peer
         self._flusher: asyncio.Task[None] | None = None
 
     async def handshake(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._handshake(), timeout)
         except asyncio.TimeoutError:
-            raise tlsmod.TLSError(f"TLS handshake with {self._peer} timed out") from None
+            raise tlsmod.TLSError(f"TLS handshake with {self._tls.peer} timed out") from None
         except (ssl.SSLError, OSError, ConnectionLost) as exc:
             if isinstance(exc, ssl.SSLError):  # tell the peer why (the alert is queued)
                 with contextlib.suppress(Exception):
                     await self._flush(1.0)
-            raise tlsmod.TLSError(
-                f"TLS handshake with {self._peer} failed: {tlsmod.describe(exc)}"
-            ) from exc
+            raise self._tls.handshake_error(exc) from exc
 
     async def _handshake(self) -> None:
-        while True:
-            try:
-                self._obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                await self._flush(None)
-                if not await self._fill():
-                    raise ConnectionLost("connection closed during the TLS handshake") from None
+        while not self._tls.handshake():
+            await self._flush(None)
+            if not await self._fill():
+                raise ConnectionLost("connection closed during the TLS handshake") from None
         await self._flush(None)
 
     async def _fill(self) -> bool:
         count = await super().recv_into(self._raw)
-        if not count:
-            self._in.write_eof()
-            return False
-        self._in.write(self._raw[:count])
-        return True
+        self._tls.feed(self._raw[:count])
+        return bool(count)
 
     async def _flush(self, timeout: float | None) -> None:
         async with self._lock:
-            data = self._out.read()
+            data = self._tls.take()
             if data:
                 await super().send_all([data], timeout)
 
     def _flush_later(self) -> None:
-        if self._out.pending and (self._flusher is None or self._flusher.done()):
+        if self._tls.pending and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.ensure_future(self._flush(None))
 
     async def recv_into(self, view: memoryview) -> int:
         while True:
-            try:
-                count = cast(int, self._obj.read(len(view), view))
-                self._flush_later()  # e.g. a TLS 1.3 key update answer
+            count = self._tls.read_into(view)
+            self._flush_later()  # e.g. a TLS 1.3 key update answer
+            if count is not None:
                 return count
-            except ssl.SSLWantReadError:
-                self._flush_later()
-                await self._fill()
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return 0
-            except ssl.SSLError as exc:
-                raise tlsmod.TLSError(
-                    f"TLS error with {self._peer}: {tlsmod.describe(exc)}"
-                ) from exc
+            await self._fill()
 
     async def send_all(
         self, buffers: Iterable[bytes | bytearray | memoryview], timeout: float | None
     ) -> None:
+        tls = self._tls
         async with self._lock:
             for buffer in buffers:
                 view = memoryview(buffer).cast("B")
                 while view:
-                    view = view[self._obj.write(view[:TLS_PIECE]) :]
-                    if self._out.pending >= TLS_PIECE:
-                        await super().send_all([self._out.read()], timeout)
-            if self._out.pending:
-                await super().send_all([self._out.read()], timeout)
+                    view = tls.encrypt(view)
+                    if tls.pending >= TLS_PIECE:
+                        await super().send_all([tls.take()], timeout)
+            if tls.pending:
+                await super().send_all([tls.take()], timeout)
 
     def peer_certificate(self) -> dict[str, Any] | None:
-        return self._obj.getpeercert()
+        return self._tls.peer_certificate()
 
     def close(self) -> None:
         if self._flusher is not None:
@@ -271,7 +212,8 @@ class AsyncTLSChannel(AsyncChannel):
 
 
 class AsyncConnection:
-    """One endpoint of a connection driven by asyncio (see the module docstring)."""
+    """One endpoint of a connection driven by asyncio (see the module docstring); what
+    it decides lives in its :class:`~.core.DriverCore`."""
 
     def __init__(
         self,
@@ -284,29 +226,24 @@ class AsyncConnection:
         budget: Budget | None = None,
     ) -> None:
         self.options = options or Options()
-        # libvirtd's limits (spec.md §8.5): the server's shared budget, or this one's own
-        self._limits = self.options.server_limits()
-        self._account = (budget or Budget(self.options.memory_budget)).account()
-        self._progress = time.monotonic()  # last byte received (stalled partial frames)
-        self._holding = False  # complete frames left in the engine by max_client_requests
         self.role = role
         self.name = name
         self._channel = channel
-        self._registry = Registry.of(programs)
-        self.engine = Connection(
-            role, self._registry, Limits(stream_buffer=self.options.stream_buffer)
-        )
         self._handler = handler
-        self._exchanges: dict[int, Exchange] = {}
+        core = self._core = DriverCore(
+            role, programs, self.options, name, budget, serving=handler is not None
+        )
+        self.engine = core.engine
+        core.wake = self._wake
+        core.dispatch = self._dispatch
+        core.kick = self._kick
+        core.aborted = self._aborted
+        core.failed = self._failed
+        core.equip = self._equip
         self._write_lock = asyncio.Lock()
         self._resume = asyncio.Event()
-        self._error: TransportError | None = None
         self._closed = asyncio.Event()
-        self._last_rx = time.monotonic()
-        self._missed_pings = 0
-        self._pong_due = False
         self._ponger: asyncio.Task[None] | None = None
-        self._refusals: deque[tuple[Exchange, RemoteError]] = deque()
         self._refuser: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
@@ -384,8 +321,7 @@ class AsyncConnection:
 
     def start(self) -> None:
         self._reader = self._spawn(self._read_loop())
-        opts = self.options
-        if opts.keepalive_interval or opts.idle_timeout or opts.timeout:
+        if self._core.tick_period() is not None:
             self._spawn(self._watchdog())
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -398,30 +334,23 @@ class AsyncConnection:
     @property
     def error(self) -> TransportError | None:
         """Why the connection ended (None while it is usable)."""
-        return self._error
+        return self._core.error
 
     @property
     def peer_certificate(self) -> dict[str, Any] | None:
         return self._channel.peer_certificate()
 
     def _fail(self, exc: BaseException) -> None:
-        if self._error is not None:
-            return
-        error = connection_error(exc)
-        error.__cause__ = exc if exc is not error else None
-        self._error = error
-        self._account.set_input(0)
+        self._core.fail(exc)
+
+    def _failed(self) -> None:
+        """The core ended the connection: stop the socket, wake every waiter."""
         self._channel.shutdown()
         self._resume.set()
         self._closed.set()
-        for ex in self._exchanges.values():
+        for ex in self._core.exchanges.values():
             if ex.waker is not None:
                 ex.waker.set()
-
-    def _raise_error(self) -> None:
-        error = self._error
-        assert error is not None
-        raise type(error)(*error.args) from error
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -445,24 +374,33 @@ class AsyncConnection:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    # ------------------------------------------------------------------ running ops
-    def _new_exchange(self, serial: int, kind: EngineKind, sparse: bool) -> Exchange:
-        ex = make_exchange(serial, self.role is Role.CLIENT, kind, sparse, self.options.chunk_size)
+    # ------------------------------------------------------------------ core hooks
+    def _wake(self, ex: Exchange) -> None:
+        ex.waker.set()
+
+    def _aborted(self, ex: Exchange) -> None:
+        ex.abort_event.set()
+
+    def _kick(self) -> None:
+        core = self._core
+        if core.pong_due and (self._ponger is None or self._ponger.done()):
+            self._ponger = self._spawn(self._send_pongs())
+        if core.refusals and (self._refuser is None or self._refuser.done()):
+            self._refuser = self._spawn(self._send_refusals())
+
+    def _dispatch(self, ex: Exchange, call: Call) -> None:
+        self._spawn(self._handle(ex, Stream(self, ex, call)))
+
+    def _equip(self, ex: Exchange) -> None:
         ex.waker = asyncio.Event()
         ex.abort_event = asyncio.Event()
         ex.on_consumed = self._consumed
-        ex.info = lambda: self.engine.stream_info(serial)
-        self._exchanges[serial] = ex
-        return ex
 
     def _consumed(self, serial: int, count: int) -> None:
-        engine_ex = self.engine.exchange(serial)  # no StreamInfo per chunk
-        if engine_ex is None or self._error is not None:
-            return
-        self.engine.stream_consumed(serial, min(count, engine_ex.unconsumed))
-        if not self.engine.reading_paused:
+        if self._core.consumed(serial, count):
             self._resume.set()
 
+    # ------------------------------------------------------------------ running ops
     async def run(self, ex: Exchange, op: Op[T]) -> T:
         """Run one stream operation: send what it yields, wait when it says WAIT."""
         try:
@@ -481,73 +419,50 @@ class AsyncConnection:
             return stop.value  # type: ignore[no-any-return]
         finally:
             op.close()
-            if ex.closed and self._exchanges.get(ex.serial) is ex:
-                del self._exchanges[ex.serial]
+            self._core.forget(ex)
 
     async def _wait(self, ex: Exchange) -> None:
-        timeout = self.options.timeout
+        core = self._core
         while not ex.inbox:
-            if self._error is not None:
-                self._raise_error()
+            if core.error is not None:
+                raise core.raised()
             ex.waker.clear()
-            wait = None if timeout is None else max(0.0, self._last_rx + timeout - time.monotonic())
-            try:
-                await asyncio.wait_for(ex.waker.wait(), wait)
-            except asyncio.TimeoutError:
-                if self.engine.reading_paused:  # we are not listening: not the peer's fault
-                    self._last_rx = time.monotonic()
-                elif timeout is not None and time.monotonic() - self._last_rx >= timeout:
-                    self._fail(
-                        PeerTimeout(f"{self.name or 'peer'}: nothing received for {timeout} s")
-                    )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ex.waker.wait(), core.wait_left(time.monotonic()))
 
     async def _send(self, event: Event) -> None:
-        if self._error is not None:
-            self._raise_error()
-        async with self._write_lock:
-            if self._error is not None:
-                self._raise_error()
-            buffers = self.engine.send_buffers(event)
-            queued = sum(len(b) for b in buffers)
-            self._account.add_output(queued)
-            try:
-                await self._channel.send_all(buffers, self.options.timeout)
-            except BaseException as exc:  # a partly written frame ruins the connection
-                self._fail(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                self._raise_error()
-            finally:
-                self._account.add_output(-queued)
-                self._resume.set()
+        core = self._core
+        if core.error is not None:
+            raise core.raised()
+        counted = queued_size(event)
+        core.queued(counted)  # waiting for the lock counts as queued output (§8.5)
+        try:
+            async with self._write_lock:
+                buffers, counted = core.encode(event, counted)
+                try:
+                    await self._channel.send_all(buffers, self.options.timeout)
+                except BaseException as exc:  # a partly written frame ruins the connection
+                    self._fail(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    raise core.raised()  # noqa: B904 - the cause is the connection's error
+        finally:
+            core.queued(-counted)
+            self._resume.set()
 
     # ------------------------------------------------------------------ client API
-    def _procedure(self, program: int, version: int, procedure: int) -> Procedure:
-        proc = self._registry.lookup(program, version, procedure)
-        if proc is None:
-            raise TransportError(
-                f"procedure {program:#x}/{version}/{procedure} is not in this connection's programs"
-            )
-        return proc
-
     async def open_stream(
         self, program: int, version: int, procedure: int, args: Any = None
     ) -> Stream:
         """Call ``procedure``; for V1/V2 wait for the reply that opens its stream (an error
         reply raises RemoteFailure).  Plain calls are answered when this returns."""
-        if self._error is not None:
-            self._raise_error()
-        proc = self._procedure(program, version, procedure)
-        serial = self.engine.next_serial()
-        mode = proc.stream
-        kind = EngineKind.of(mode)
-        ex = self._new_exchange(serial, kind, bool(mode and mode.sparse))
-        call = Call(serial, program, version, procedure, args)
+        core = self._core
+        call = core.open_call(program, version, procedure, args)
+        ex = core.exchanges[call.serial]
         try:
             await self.run(ex, client_call(ex, call))
         except BaseException:  # e.g. cancelled: later frames of this exchange are dropped
-            if self._exchanges.get(serial) is ex:
-                del self._exchanges[serial]
+            core.forget(ex, closed_only=False)
             raise
         return Stream(self, ex, call)
 
@@ -561,130 +476,51 @@ class AsyncConnection:
 
     # ------------------------------------------------------------------ reading
     async def _read_loop(self) -> None:
+        core = self._core
         engine = self.engine
+        channel = self._channel
         hint = self.options.recv_buffer
         try:
-            while self._drain():
-                self._account.set_input(engine.buffered)
-                while self._error is None and (
-                    engine.reading_paused
-                    or len(self._refusals) >= self.options.max_calls
-                    or not self._may_read()
-                ):
+            while core.drain():
+                while core.error is None and not core.may_read():
                     self._resume.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._resume.wait(), PAUSE_CHECK)
-                    self._last_rx = time.monotonic()  # we were not listening
-                    if self._channel.peer_gone():  # §3.5: exchanges in progress end
-                        self._fail(ConnectionLost(f"{self.name or 'peer'}: connection closed"))
-                if self._error is not None:
+                    core.not_listening(time.monotonic())
+                    if channel.peer_gone():  # §3.5: exchanges in progress end
+                        self._fail(ConnectionLost(f"{core.peer}: connection closed"))
+                if core.error is not None:
                     return
-                if self._holding:  # frames held back by max_client_requests: route them first
+                if core.holding:  # frames held back by max_client_requests: route them first
                     continue
                 # receive in place: a large payload lands in its final buffer (§12.1)
                 buffer = engine.get_buffer(hint)
                 in_frame = engine.frame_remaining
-                count = total = await self._channel.recv_into(buffer)
+                count = total = await channel.recv_into(buffer)
                 # a large frame is arriving: fill the rest of its payload buffer before
                 # going back to the engine (no event can come out before it is complete)
                 while in_frame and count and total < len(buffer):
-                    self._last_rx = time.monotonic()
-                    count = await self._channel.recv_into(buffer[total:])
+                    core.progress = time.monotonic()
+                    count = await channel.recv_into(buffer[total:])
                     total += count
-                self._last_rx = self._progress = time.monotonic()
-                self._missed_pings = 0
-                if total:
-                    engine.buffer_updated(total)
-                if not count:  # the peer closed (maybe inside the frame: §3.5)
-                    engine.buffer_updated(0)
+                core.received(total, not count, time.monotonic())
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._fail(exc)
 
-    def _may_read(self) -> bool:
-        """libvirtd's limits (§8.5): a server stops reading a connection with
-        ``max_client_requests`` calls unanswered or ``max_queued_output`` bytes unsent, and
-        every connection holding more than a read's worth while the budget is spent."""
-        if self.role is not Role.SERVER:
-            return True
-        requests = self._requests()
-        account = self._account
-        if account.budget.exhausted and account.input + account.output <= self.options.recv_buffer:
-            # at rest: a small call still gets through, so the server serves the others
-            return requests < self._limits.max_client_requests
-        return self._limits.may_read(requests, account.output, account.budget)
-
-    def _requests(self) -> int:
-        """Calls received and not yet answered (a stream counts until its reply)."""
-        return sum(1 for ex in self._exchanges.values() if not ex.accepted and not ex.closed)
-
-    def _drain(self) -> bool:
-        """Route every complete event; False once the connection is over."""
-        engine = self.engine
-        self._holding = False
-        while self._error is None:
-            if (
-                self.role is Role.SERVER
-                and engine.buffered
-                and self._requests() >= (self._limits.max_client_requests)
-            ):  # the next call waits unread (§8.5): one read's worth stays in the engine
-                self._holding = True
-                return True
-            event = engine.next_event()
-            if event is NEED_DATA:
-                return True
-            kind = type(event)
-            if kind is KeepalivePing:
-                self._pong_due = True
-                if self._ponger is None or self._ponger.done():
-                    self._ponger = self._spawn(self._send_pongs())
-            elif kind is KeepalivePong or kind is Message:
-                pass  # any input counts as a sign of life; notifications are not used
-            elif kind is ConnectionClosed:
-                self._fail(ConnectionLost(f"{self.name or 'peer'}: connection closed by peer"))
-                return False
-            elif isinstance(event, Call):
-                self._incoming(event)
-            elif isinstance(event, ExchangeEvent):
-                ex = self._exchanges.get(event.serial)
-                if ex is not None:
-                    ex.inbox.append(event)
-                    ex.waker.set()
-                    if kind is StreamAbort and ex.abort_event is not None:
-                        ex.abort_event.set()
-        return False
-
     async def _send_pongs(self) -> None:
         """Answer PINGs (§5) without making the reader wait for the socket."""
-        while self._pong_due:
-            self._pong_due = False
+        core = self._core
+        while core.pong_due:
+            core.pong_due = False
             with contextlib.suppress(TransportError):
                 await self._send(KeepalivePong())
 
-    def _incoming(self, call: Call) -> None:
-        info = self.engine.stream_info(call.serial)
-        ex = self._new_exchange(
-            call.serial, info.kind if info else EngineKind.CALL, bool(info and info.sparse)
-        )
-        stream = Stream(self, ex, call)
-        if not call.known:
-            self._refuse(ex, unknown_procedure(call))
-        elif self._handler is None or len(self._exchanges) > self.options.max_calls:
-            why = "no handler" if self._handler is None else "too many calls in progress"
-            self._refuse(ex, remote_error(ERR_OPERATION_INVALID, why))
-        else:
-            self._spawn(self._handle(ex, stream))
-
-    def _refuse(self, ex: Exchange, error: RemoteError) -> None:
-        """Queue an error reply; one task sends them (the reader pauses if they pile up)."""
-        self._refusals.append((ex, error))
-        if self._refuser is None or self._refuser.done():
-            self._refuser = self._spawn(self._send_refusals())
-
     async def _send_refusals(self) -> None:
-        while self._refusals:
-            ex, error = self._refusals.popleft()
+        core = self._core
+        while (refusal := core.next_refusal()) is not None:
+            ex, error = refusal
             self._resume.set()
             with contextlib.suppress(TransportError):
                 await self.run(ex, server_fail(ex, error))
@@ -701,62 +537,18 @@ class AsyncConnection:
             return
         except Exception as exc:
             failure = exc
-        if self._error is None and not ex.closed:
+        if self._core.error is None and not ex.closed:
             with contextlib.suppress(TransportError):
                 await self.run(ex, server_conclude(ex, failure, value))
 
     # ------------------------------------------------------------------ keepalive
     async def _watchdog(self) -> None:
-        opts = self.options
-        periods = [p for p in (opts.keepalive_interval, opts.idle_timeout, opts.timeout) if p]
-        tick = min(periods) / 2
-        seen = self._last_rx
-        last_ping = time.monotonic()
-        while self._error is None:
+        core = self._core
+        tick = core.tick_period()
+        assert tick is not None
+        while core.error is None:
             await asyncio.sleep(tick)
-            now = time.monotonic()
-            partial = bool(self.engine.buffered or self.engine.frame_remaining)
-            if (
-                self.role is Role.SERVER
-                and not self.engine.reading_paused
-                and frame_stalled(partial, self._progress, now, opts.timeout)
-            ):
-                self._fail(
-                    PeerTimeout(
-                        f"{self.name or 'peer'}: a partial frame made no progress for "
-                        f"{opts.timeout} s (spec.md §8.5)"
-                    )
-                )
-                return
-            if self.engine.reading_paused:  # we stopped listening: the peer is not silent
-                seen = self._last_rx = now
-                continue
-            if (
-                opts.idle_timeout
-                and not self._exchanges
-                and now - self._last_rx >= opts.idle_timeout
-            ):
-                self._fail(
-                    PeerTimeout(f"{self.name or 'connection'}: idle for {opts.idle_timeout} s")
-                )
-                return
-            interval = opts.keepalive_interval
-            if not interval or now - last_ping < interval:
-                continue
-            if self._last_rx != seen:
-                seen = self._last_rx
-                self._missed_pings = 0
-            if now - self._last_rx < interval:
-                continue
-            if self._missed_pings >= opts.keepalive_count:
-                self._fail(
-                    PeerTimeout(
-                        f"{self.name or 'peer'}: no answer to {opts.keepalive_count} keepalive "
-                        f"pings ({interval} s apart)"
-                    )
-                )
-                return
-            self._missed_pings += 1
-            last_ping = now
-            with contextlib.suppress(TransportError):
-                await self._send(KeepalivePing())
+            ping = core.tick(time.monotonic())
+            if ping is not None:
+                with contextlib.suppress(TransportError):
+                    await self._send(ping)

@@ -29,38 +29,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
-from xdrstream.protocol import (
-    NEED_DATA,
-    Connection,
-    Limits,
-    LocalProtocolError,
-    Registry,
-    Role,
-)
-from xdrstream.protocol.events import (
-    Call,
-    ConnectionClosed,
-    Event,
-    ExchangeEvent,
-    KeepalivePing,
-    KeepalivePong,
-    Message,
-)
-from xdrstream.protocol.states import Kind as EngineKind
+from xdrstream.protocol import LocalProtocolError, Registry, Role
+from xdrstream.protocol.events import Call, Event, KeepalivePong
 from xdrstream.transport import address as addresses
-from xdrstream.transport import tls as tlsmod
-from xdrstream.transport.aio import PAUSE_CHECK, TLS_PIECE, peer_gone
-from xdrstream.transport.drivers import advance, client_tls, connection_error, unknown_procedure
-from xdrstream.transport.errors import (
-    ERR_OPERATION_INVALID,
-    ConnectionLost,
-    PeerTimeout,
-    StreamAborted,
-    TransportError,
-    remote_error,
-)
+from xdrstream.transport.aio import peer_gone
+from xdrstream.transport.core import PAUSE_CHECK, TLS_PIECE, DriverCore, TLSPump, queued_size
+from xdrstream.transport.drivers import advance, client_tls
+from xdrstream.transport.errors import ConnectionLost, PeerTimeout, StreamAborted, TransportError
+from xdrstream.transport.limits import Budget
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import (
     WAIT,
@@ -69,7 +47,6 @@ from xdrstream.transport.stream import (
     Op,
     T,
     client_call,
-    make_exchange,
     server_conclude,
     server_fail,
 )
@@ -137,8 +114,9 @@ class SocketChannel:
 
 
 class TLSChannel(SocketChannel):
-    """TLS on ``ssl.SSLObject``: the reader thread decrypts, writers encrypt, each under
-    a short lock; ciphertext made by the reader (rare) is flushed by the control thread."""
+    """TLS (a :class:`~.core.TLSPump`): the reader thread decrypts, writers encrypt, each
+    under a short lock; ciphertext made by the reader (rare) is flushed by the control
+    thread."""
 
     def __init__(
         self,
@@ -149,14 +127,9 @@ class TLSChannel(SocketChannel):
         peer: str = "",
     ) -> None:
         super().__init__(sock)
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
-        self._obj = context.wrap_bio(
-            self._in, self._out, server_side=server_side, server_hostname=server_hostname
-        )
+        self._tls = TLSPump(context, server_side, server_hostname, peer)
         self._lock = threading.Lock()
         self._raw = memoryview(bytearray(256 * 1024))
-        self._peer = peer
 
     def _fill(self, timeout: float | None) -> bool:
         while True:
@@ -165,48 +138,30 @@ class TLSChannel(SocketChannel):
                 break
             except (BlockingIOError, InterruptedError):
                 if not _wait_fd(self.sock, select.POLLIN, timeout):
-                    raise PeerTimeout(f"{self._peer}: no TLS data for {timeout} s") from None
+                    raise PeerTimeout(f"{self._tls.peer}: no TLS data for {timeout} s") from None
         with self._lock:
-            if count:
-                self._in.write(self._raw[:count])
-            else:
-                self._in.write_eof()
+            self._tls.feed(self._raw[:count])
         return bool(count)
 
     def handshake(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         try:
-            while True:
-                try:
-                    self._obj.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    self.flush(timeout)
-                    if not self._fill(max(0.0, deadline - time.monotonic())):
-                        raise ConnectionLost("connection closed during the TLS handshake") from None
+            while not self._tls.handshake():
+                self.flush(timeout)
+                if not self._fill(max(0.0, deadline - time.monotonic())):
+                    raise ConnectionLost("connection closed during the TLS handshake") from None
             self.flush(timeout)
         except (ssl.SSLError, OSError, ConnectionLost) as exc:
             if isinstance(exc, ssl.SSLError):  # tell the peer why (the alert is queued)
                 with contextlib.suppress(Exception):
                     self.flush(1.0)
-            raise tlsmod.TLSError(
-                f"TLS handshake with {self._peer} failed: {tlsmod.describe(exc)}"
-            ) from exc
+            raise self._tls.handshake_error(exc) from exc
 
     def recv_into(self, view: memoryview) -> int:
         while True:
             with self._lock:
-                try:
-                    count: int | None = cast(int, self._obj.read(len(view), view))
-                except ssl.SSLWantReadError:
-                    count = None
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    return 0
-                except ssl.SSLError as exc:
-                    raise tlsmod.TLSError(
-                        f"TLS error with {self._peer}: {tlsmod.describe(exc)}"
-                    ) from exc
-                if self._out.pending:
+                count = self._tls.read_into(view)
+                if self._tls.pending:
                     self.needs_flush = True
             if count is not None:
                 return count
@@ -215,12 +170,13 @@ class TLSChannel(SocketChannel):
     def send_all(
         self, buffers: Iterable[bytes | bytearray | memoryview], timeout: float | None
     ) -> None:
+        tls = self._tls
         for buffer in buffers:
             view = memoryview(buffer).cast("B")
             while view:
                 with self._lock:
-                    view = view[self._obj.write(view[:TLS_PIECE]) :]
-                    data = self._out.read() if self._out.pending >= TLS_PIECE else b""
+                    view = tls.encrypt(view)
+                    data = tls.take() if tls.pending >= TLS_PIECE else b""
                 if data:
                     super().send_all([data], timeout)
         self.flush(timeout)
@@ -228,16 +184,17 @@ class TLSChannel(SocketChannel):
     def flush(self, timeout: float | None) -> None:
         with self._lock:
             self.needs_flush = False
-            data = self._out.read()
+            data = self._tls.take()
         if data:
             super().send_all([data], timeout)
 
     def peer_certificate(self) -> dict[str, Any] | None:
-        return self._obj.getpeercert()
+        return self._tls.peer_certificate()
 
 
 class BlockingConnection:
-    """One endpoint of a connection driven by threads (see the module docstring)."""
+    """One endpoint of a connection driven by threads (see the module docstring); what
+    it decides lives in its :class:`~.core.DriverCore`, guarded by one condition."""
 
     def __init__(
         self,
@@ -246,23 +203,20 @@ class BlockingConnection:
         programs: Iterable[Any] | Registry = (),
         options: Options | None = None,
         name: str = "",
+        budget: Budget | None = None,
     ) -> None:
         self.options = options or Options()
         self.role = role
         self.name = name
         self._channel = channel
-        self._registry = Registry.of(programs)
-        self.engine = Connection(
-            role, self._registry, Limits(stream_buffer=self.options.stream_buffer)
-        )
-        self._cond = threading.Condition()  # guards the engine and the routing state
+        core = self._core = DriverCore(role, programs, self.options, name, budget)
+        self.engine = core.engine
+        core.dispatch = self._dispatch
+        core.failed = self._failed
+        core.equip = self._equip
+        self._cond = threading.Condition()  # guards the core (re-entrant)
         self._write_lock = threading.Lock()  # one frame at a time, in engine order
-        self._exchanges: dict[int, Exchange] = {}
         self._calls: deque[BlockingStream] = deque()
-        self._refusals: deque[tuple[Exchange, Any]] = deque()
-        self._error: TransportError | None = None
-        self._last_rx = time.monotonic()
-        self._pong_due = False
         self._threads = [
             threading.Thread(target=self._read_loop, name=f"xdrstream-reader {name}", daemon=True),
             threading.Thread(target=self._control_loop, name=f"xdrstream-ctl {name}", daemon=True),
@@ -310,8 +264,10 @@ class BlockingConnection:
         tls: ssl.SSLContext | None = None,
         options: Options | None = None,
         name: str = "",
+        budget: Budget | None = None,
     ) -> BlockingConnection:
-        """The server side of an accepted socket (TLS handshake first if ``tls``)."""
+        """The server side of an accepted socket (TLS handshake first if ``tls``);
+        ``budget``: the server's memory budget shared by its connections (§8.5)."""
         options = options or Options()
         channel = (
             TLSChannel(sock, tls, True, peer=name or "client")
@@ -323,7 +279,7 @@ class BlockingConnection:
         except BaseException:
             channel.close()
             raise
-        conn = cls(channel, Role.SERVER, programs, options, name)
+        conn = cls(channel, Role.SERVER, programs, options, name, budget)
         conn.start()
         return conn
 
@@ -333,7 +289,7 @@ class BlockingConnection:
 
     @property
     def error(self) -> TransportError | None:
-        return self._error
+        return self._core.error
 
     @property
     def peer_certificate(self) -> dict[str, Any] | None:
@@ -341,19 +297,13 @@ class BlockingConnection:
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
-            if self._error is not None:
-                return
-            error = connection_error(exc)
-            if exc is not error:
-                error.__cause__ = exc
-            self._error = error
-            self._cond.notify_all()
-        self._channel.shutdown()  # wakes the reader; the fd is closed by close()
+            self._core.fail(exc)
 
-    def _raise_error(self) -> None:
-        error = self._error
-        assert error is not None
-        raise type(error)(*error.args) from error
+    def _failed(self) -> None:
+        """(Under the condition.) Wake every waiter and the reader; the fd is closed by
+        close()."""
+        self._cond.notify_all()
+        self._channel.shutdown()
 
     def close(self) -> None:
         """Close the connection; exchanges in progress end with ConnectionLost."""
@@ -370,28 +320,19 @@ class BlockingConnection:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ running ops
-    def _new_exchange(self, serial: int, kind: EngineKind, sparse: bool) -> Exchange:
-        ex = make_exchange(serial, self.role is Role.CLIENT, kind, sparse, self.options.chunk_size)
+    # ------------------------------------------------------------------ core hooks
+    def _equip(self, ex: Exchange) -> None:
         ex.on_consumed = self._consumed
-        ex.info = lambda: self._info(serial)
-        self._exchanges[serial] = ex
-        return ex
 
-    def _info(self, serial: int) -> Any:
-        with self._cond:
-            return self.engine.stream_info(serial)
+    def _dispatch(self, ex: Exchange, call: Call) -> None:
+        self._calls.append(BlockingStream(self, ex, call))
 
     def _consumed(self, serial: int, count: int) -> None:
         with self._cond:
-            engine_ex = self.engine.exchange(serial)  # no StreamInfo per chunk
-            if engine_ex is None or self._error is not None:
-                return
-            paused = self.engine.reading_paused
-            self.engine.stream_consumed(serial, min(count, engine_ex.unconsumed))
-            if paused and not self.engine.reading_paused:
+            if self._core.consumed(serial, count):
                 self._cond.notify_all()
 
+    # ------------------------------------------------------------------ running ops
     def run(self, ex: Exchange, op: Op[T]) -> T:
         try:
             step = next(op)
@@ -409,66 +350,57 @@ class BlockingConnection:
             return stop.value  # type: ignore[no-any-return]
         finally:
             op.close()
-            if ex.closed:
+            if ex.closed or self.role is Role.SERVER:
                 with self._cond:
-                    if self._exchanges.get(ex.serial) is ex:
-                        del self._exchanges[ex.serial]
+                    self._core.forget(ex)
+                    if self.role is Role.SERVER:  # an answered call may let the reader on
+                        self._cond.notify_all()
 
     def _wait(self, ex: Exchange) -> None:
-        timeout = self.options.timeout
+        core = self._core
         with self._cond:
             while not ex.inbox:
-                if self._error is not None:
-                    self._raise_error()
-                if timeout is None:
-                    self._cond.wait()
-                    continue
-                if self.engine.reading_paused:  # we are not listening: not the peer's fault
-                    self._last_rx = time.monotonic()
-                left = self._last_rx + timeout - time.monotonic()
-                if left <= 0:  # (the condition's lock is re-entrant)
-                    self._fail(
-                        PeerTimeout(f"{self.name or 'peer'}: nothing received for {timeout} s")
-                    )
-                    continue
-                self._cond.wait(left)
+                if core.error is not None:
+                    raise core.raised()
+                left = core.wait_left(time.monotonic())
+                if left != 0.0:
+                    self._cond.wait(left)
 
     def _send(self, event: Event) -> None:
-        with self._write_lock:
+        core = self._core
+        counted = queued_size(event) if core.accounting else 0
+        if counted:  # waiting for the lock counts as queued output (§8.5)
             with self._cond:
-                if self._error is not None:
-                    self._raise_error()
-                buffers = self.engine.send_buffers(event)
-            try:
-                self._channel.send_all(buffers, self.options.timeout)
-            except BaseException as exc:  # a partly written frame ruins the connection
-                self._fail(exc)
-                self._raise_error()
+                core.queued(counted)
+        try:
+            with self._write_lock:
+                with self._cond:
+                    buffers, counted = core.encode(event, counted)
+                try:
+                    self._channel.send_all(buffers, self.options.timeout)
+                except BaseException as exc:  # a partly written frame ruins the connection
+                    self._fail(exc)
+                    raise core.raised()  # noqa: B904 - the cause is the connection's error
+        finally:
+            if counted and core.accounting:
+                with self._cond:
+                    core.queued(-counted)
 
     # ------------------------------------------------------------------ client API
     def open_stream(
         self, program: int, version: int, procedure: int, args: Any = None
     ) -> BlockingStream:
         """Call ``procedure``; V1/V2 wait for the reply that opens its stream."""
-        proc = self._registry.lookup(program, version, procedure)
-        if proc is None:
-            raise TransportError(
-                f"procedure {program:#x}/{version}/{procedure} is not in this connection's programs"
-            )
-        mode = proc.stream
-        kind = EngineKind.of(mode)
+        core = self._core
         with self._cond:
-            if self._error is not None:
-                self._raise_error()
-            serial = self.engine.next_serial()
-            ex = self._new_exchange(serial, kind, bool(mode and mode.sparse))
-        call = Call(serial, program, version, procedure, args)
+            call = core.open_call(program, version, procedure, args)
+            ex = core.exchanges[call.serial]
         try:
             self.run(ex, client_call(ex, call))
         except BaseException:
             with self._cond:
-                if self._exchanges.get(serial) is ex and not ex.closed:
-                    del self._exchanges[serial]
+                if not ex.closed:
+                    core.forget(ex, closed_only=False)
             raise
         return BlockingStream(self, ex, call)
 
@@ -486,7 +418,7 @@ class BlockingConnection:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._calls:
-                if self._error is not None:
+                if self._core.error is not None:
                     return None
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -498,7 +430,7 @@ class BlockingConnection:
         """End ``stream``'s exchange after its handler (reply ``value`` to a plain call,
         error reply for an exception, confirm a client abort)."""
         ex = stream._ex
-        if self._error is None and not ex.closed:
+        if self._core.error is None and not ex.closed:
             with contextlib.suppress(TransportError):
                 self.run(ex, server_conclude(ex, exc, value))
 
@@ -529,114 +461,72 @@ class BlockingConnection:
 
     # ------------------------------------------------------------------ threads
     def _read_loop(self) -> None:
+        core = self._core
         engine = self.engine
+        channel = self._channel
         hint = self.options.recv_buffer
         try:
             while True:
                 with self._cond:
-                    if not self._drain():
+                    if not core.drain():
                         return
-                    while self._error is None and (
-                        engine.reading_paused or len(self._refusals) >= self.options.max_calls
-                    ):
+                    if core.routed:
+                        self._cond.notify_all()
+                    while core.error is None and not core.may_read():
                         self._cond.wait(PAUSE_CHECK)
-                        self._last_rx = time.monotonic()  # we were not listening
-                        if self._channel.peer_gone():  # §3.5: exchanges in progress end
-                            self._fail(ConnectionLost(f"{self.name or 'peer'}: connection closed"))
-                    if self._error is not None:
+                        core.not_listening(time.monotonic())
+                        if channel.peer_gone():  # §3.5: exchanges in progress end
+                            core.fail(ConnectionLost(f"{core.peer}: connection closed"))
+                    if core.error is not None:
                         return
+                    if core.holding:  # frames held back by max_client_requests: route first
+                        continue
                     # receive in place: a large payload lands in its final buffer (§12.1);
                     # only this thread touches the engine's receive side
                     buffer = engine.get_buffer(hint)
                     in_frame = engine.frame_remaining
-                count = total = self._channel.recv_into(buffer)
+                count = total = channel.recv_into(buffer)
                 # A large frame is arriving: fill the rest of its payload buffer with
                 # plain reads; nothing can be routed (and no one notified) before it is
                 # complete, so the lock, the drain and the wake-ups wait until then.
                 while in_frame and count and total < len(buffer):
-                    self._last_rx = time.monotonic()
-                    count = self._channel.recv_into(buffer[total:])
+                    core.progress = time.monotonic()
+                    count = channel.recv_into(buffer[total:])
                     total += count
                 with self._cond:
-                    if self._error is not None:
+                    if core.error is not None:
                         return
-                    self._last_rx = time.monotonic()
-                    if total:
-                        engine.buffer_updated(total)
-                    if not count:  # the peer closed (maybe inside the frame: §3.5)
-                        engine.buffer_updated(0)
-                if self._channel.needs_flush:
+                    core.received(total, not count, time.monotonic())
+                if channel.needs_flush:
                     with self._cond:
                         self._cond.notify_all()
         except BaseException as exc:
             self._fail(exc)
 
-    def _drain(self) -> bool:
-        engine = self.engine
-        routed = False
-        while self._error is None:
-            event = engine.next_event()
-            if event is NEED_DATA:
-                if routed:
-                    self._cond.notify_all()
-                return True
-            routed = True
-            kind = type(event)
-            if kind is KeepalivePing:
-                self._pong_due = True
-            elif kind is KeepalivePong or kind is Message:
-                pass
-            elif kind is ConnectionClosed:
-                self._error = ConnectionLost(f"{self.name or 'peer'}: connection closed by peer")
-                self._cond.notify_all()
-                return False
-            elif isinstance(event, Call):
-                self._incoming(event)
-            elif isinstance(event, ExchangeEvent):
-                ex = self._exchanges.get(event.serial)
-                if ex is not None:
-                    ex.inbox.append(event)
-        return False
-
-    def _incoming(self, call: Call) -> None:
-        info = self.engine.stream_info(call.serial)
-        ex = self._new_exchange(
-            call.serial, info.kind if info else EngineKind.CALL, bool(info and info.sparse)
-        )
-        if not call.known:
-            self._refusals.append((ex, unknown_procedure(call)))
-        elif len(self._exchanges) > self.options.max_calls:
-            why = "too many calls in progress"
-            self._refusals.append((ex, remote_error(ERR_OPERATION_INVALID, why)))
-        else:
-            self._calls.append(BlockingStream(self, ex, call))
-
     def _control_loop(self) -> None:
-        """PONGs, keepalive PINGs, idle timeout, TLS flushes: the sending the reader
-        must not do itself."""
-        opts = self.options
-        periods = [p for p in (opts.keepalive_interval, opts.idle_timeout) if p]
-        tick = min(periods) / 2 if periods else 1.0
-        missed = 0
-        seen = self._last_rx
-        last_ping = time.monotonic()
+        """PONGs, keepalive PINGs, idle timeout, stalled frames, TLS flushes: the sending
+        the reader must not do itself (the core decides what is due)."""
+        core = self._core
+        tick = core.tick_period() or 1.0
         try:
             while True:
                 with self._cond:
-                    if self._error is not None:
+                    if core.error is not None:
                         return
-                    if not (self._pong_due or self._refusals or self._channel.needs_flush):
+                    if not (core.pong_due or core.refusals or self._channel.needs_flush):
                         self._cond.wait(tick)
-                    if self._error is not None:
+                    if core.error is not None:
                         return
-                    pong, self._pong_due = self._pong_due, False
-                    refusals = list(self._refusals)
-                    self._refusals.clear()
-                    paused = self.engine.reading_paused
-                    idle = not self._exchanges and not self._calls
+                    pong, core.pong_due = core.pong_due, False
+                    refusals = []
+                    while (refusal := core.next_refusal()) is not None:
+                        refusals.append(refusal)
+                    ping = core.tick(time.monotonic())
+                    if core.error is not None:
+                        return
                 if self._channel.needs_flush:
                     with self._write_lock:
-                        self._channel.flush(opts.timeout)
+                        self._channel.flush(self.options.timeout)
                 if pong:
                     self._send(KeepalivePong())
                 for ex, error in refusals:
@@ -644,33 +534,8 @@ class BlockingConnection:
                 if refusals:
                     with self._cond:
                         self._cond.notify_all()
-                now = time.monotonic()
-                if paused:
-                    seen = self._last_rx = now
-                    continue
-                if opts.idle_timeout and idle and now - self._last_rx >= opts.idle_timeout:
-                    self._fail(
-                        PeerTimeout(f"{self.name or 'connection'}: idle for {opts.idle_timeout} s")
-                    )
-                    return
-                interval = opts.keepalive_interval
-                if not interval or now - last_ping < interval:
-                    continue
-                if self._last_rx != seen:
-                    seen, missed = self._last_rx, 0
-                if now - self._last_rx < interval:
-                    continue
-                if missed >= opts.keepalive_count:
-                    self._fail(
-                        PeerTimeout(
-                            f"{self.name or 'peer'}: no answer to {opts.keepalive_count} "
-                            f"keepalive pings ({interval} s apart)"
-                        )
-                    )
-                    return
-                missed += 1
-                last_ping = now
-                self._send(KeepalivePing())
+                if ping is not None:
+                    self._send(ping)
         except TransportError:
             return
         except BaseException as exc:

@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterat
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
-from xdrstream.protocol import LocalProtocolError, RemoteError, StreamInfo, Variant
+from xdrstream.protocol import LocalProtocolError, RemoteError, Variant
 from xdrstream.protocol.bodies import V1_CHUNK_MAX, V1_WINDOW
 from xdrstream.protocol.events import (
     Call,
@@ -62,6 +62,7 @@ from xdrstream.protocol.events import (
     StreamHole,
     StreamRead,
 )
+from xdrstream.protocol.exchange import Exchange as EngineExchange
 from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD
 from xdrstream.protocol.states import Kind as EngineKind
 from xdrstream.transport.errors import (
@@ -140,7 +141,7 @@ class Exchange:
         self.aborted = False  # server: the client aborted; confirmation pending
         # set by the driver
         self.on_consumed: Callable[[int, int], None] = lambda serial, n: None
-        self.info: Callable[[], StreamInfo | None] = lambda: None
+        self.engine: EngineExchange | None = None  # server: the engine's own exchange
         self.waker: Any = None
         self.abort_event: Any = None  # server: set when the client's abort arrives
 
@@ -488,8 +489,7 @@ def server_fail(ex: Exchange, error: RemoteError) -> Op[None]:
 
 
 def _v1_outstanding(ex: Exchange) -> int:
-    info = ex.info()
-    return info.outstanding if info is not None else 0
+    return len(ex.engine.pending) if ex.engine is not None else 0
 
 
 def server_conclude(ex: Exchange, exc: BaseException | None, value: Any) -> Op[None]:
