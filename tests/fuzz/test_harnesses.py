@@ -166,7 +166,9 @@ def test_memory_check_reports_growth() -> None:
 
 
 def _load_entry(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"{name}_fuzzer", ROOT / "fuzz" / f"{name}_fuzzer.py")
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_fuzzer", ROOT / "fuzz" / f"{name}_fuzzer.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
