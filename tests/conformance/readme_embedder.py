@@ -52,7 +52,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 answer = KeepalivePong()
             elif isinstance(event, Call):
                 serial, proc = event.serial, event.procedure
-                if not event.known:
+                if event.refusal is not None:
+                    answer = ErrorReply(serial, event.refusal)
+                elif not event.known:
                     answer = ErrorReply(serial, RemoteError(code=1, message="unknown procedure"))
                 elif proc == PING:
                     answer = Reply(serial)
