@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from xdrstream.transport import sparse
+from xdrstream.restore.client import iter_source
+from xdrstream.transport import sparse, stream
 from xdrstream.transport.sparse import (
     Data,
     Extent,
@@ -115,6 +116,22 @@ def test_copy_keeps_content_size_holes_and_allocated_blocks(
     assert destination.stat().st_blocks == source.stat().st_blocks
     assert destination.stat().st_blocks * 512 < SIZE // 10
     assert sum(item.length for item in items if isinstance(item, Hole)) == SIZE - 76 * KIB
+
+
+def test_a_files_holes_are_the_streams_holes_passed_on_unchanged(
+    holey: tuple[Path, bytes],
+) -> None:
+    """One hole type (issue 12): what `iter_sparse` yields is what a stream sends and
+    receives, so the upload path hands the very objects on instead of re-wrapping them."""
+    path, _ = holey
+    with open(path, "rb") as source:
+        holes = [i for i in iter_sparse(source.fileno(), bytearray(4096)) if isinstance(i, Hole)]
+    assert [hole.length for hole in holes] == [MIB - 8 * KIB, MIB - 4 * KIB, MIB - 64 * KIB]
+    assert all(isinstance(hole, stream.Hole) for hole in holes)
+    passed = list(stream.iter_items(holes))
+    assert all(out is hole for out, hole in zip(passed, holes, strict=True))
+    restored = [item for item in iter_source(path) if isinstance(item, stream.Hole)]
+    assert restored == holes
 
 
 def test_data_comes_in_chunks_of_at_most_the_buffer(

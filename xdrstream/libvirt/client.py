@@ -292,7 +292,7 @@ class LibvirtClient:
             digest = _Digest(checksum)
             try:
                 for item in sparsemod.iter_sparse(fd, bytearray(READ_BUFFER), sparse=sparse):
-                    if isinstance(item, sparsemod.Hole):
+                    if isinstance(item, Hole):
                         stream.send_hole(item.length)
                         digest.hole(item.length)
                     else:

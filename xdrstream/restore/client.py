@@ -93,7 +93,7 @@ def _procedure(table: dict[int, int], variant: int) -> int:
 def _iter_fd(fd: int, sparse: bool) -> Iterator[memoryview | Hole]:
     buffer = bytearray(READ_BUFFER)
     for item in sparsemod.iter_sparse(fd, buffer, sparse=sparse):
-        yield Hole(item.length) if isinstance(item, sparsemod.Hole) else item.view
+        yield item if isinstance(item, Hole) else item.view
 
 
 def iter_source(source: Source, sparse: bool = True) -> Iterator[memoryview | Hole]:

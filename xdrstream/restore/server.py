@@ -452,7 +452,7 @@ class RestoreServer:
             buffer = bytearray(self.options.chunk_size)
             total = 0
             for item in sparse.iter_sparse(fd, buffer, sparse=stream.sparse):
-                if isinstance(item, sparse.Hole):
+                if isinstance(item, Hole):
                     await stream.send_hole(item.length)
                     total += item.length
                 else:

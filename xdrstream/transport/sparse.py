@@ -37,9 +37,15 @@ class Extent:
     length: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hole:
-    offset: int
+    """``length`` bytes of zeros in a sparse stream (spec.md §7.1.3).
+
+    The one hole type of the transport: `iter_sparse` yields it, :mod:`.stream` sends and
+    receives it (re-exported there as ``stream.Hole``), so a hole read from a file reaches
+    the engine as is. A hole's offset is where the previous item ended.
+    """
+
     length: int
 
 
@@ -116,7 +122,7 @@ def iter_sparse(
     extents = iter_extents(fd, size) if sparse else iter([Extent("data", 0, size)])
     for extent in extents:
         if extent.kind == "hole":
-            yield Hole(extent.offset, extent.length)
+            yield Hole(extent.length)
             continue
         offset, end = extent.offset, extent.offset + extent.length
         while offset < end:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 from xdrstream.protocol import LocalProtocolError, RemoteError, Variant
@@ -75,18 +74,12 @@ from xdrstream.transport.errors import (
     TransportError,
     remote_error,
 )
+from xdrstream.transport.sparse import Hole as Hole  # the one hole type, re-exported
 
 T = TypeVar("T")
 
 DEFAULT_CHUNK = LEGACY_STREAM_PAYLOAD
 """Data bytes per stream frame by default: what libvirt sends (spec.md §3.3)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Hole:
-    """``length`` bytes of zeros in a sparse stream (spec.md §7.1.3)."""
-
-    length: int
 
 
 Chunk = memoryview | Hole
