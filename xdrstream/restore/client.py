@@ -96,6 +96,23 @@ def _iter_fd(fd: int, sparse: bool) -> Iterator[memoryview | Hole]:
         yield Hole(item.length) if isinstance(item, sparsemod.Hole) else item.view
 
 
+def _file_fd(obj: object, method: str) -> int:
+    """The descriptor under a file object that has ``method`` ("read" or "write"), or -1
+    if it has none; what the object buffered for writing is flushed first, since we then
+    read or write the descriptor itself."""
+    fileno = getattr(obj, "fileno", None)
+    if fileno is None or not hasattr(obj, method):
+        return -1
+    try:
+        fd = int(fileno())
+    except (OSError, ValueError):
+        return -1
+    flush = getattr(obj, "flush", None)
+    if fd >= 0 and callable(flush) and getattr(obj, "writable", lambda: method == "write")():
+        flush()
+    return fd
+
+
 def iter_source(source: Source, sparse: bool = True) -> Iterator[memoryview | Hole]:
     """``source`` as data views (valid until the next item) and holes."""
     if isinstance(source, (str, os.PathLike)):
@@ -109,18 +126,10 @@ def iter_source(source: Source, sparse: bool = True) -> Iterator[memoryview | Ho
         if len(source):
             yield memoryview(source)
         return
-    fileno = getattr(source, "fileno", None)
-    if fileno is not None and hasattr(source, "read"):
-        try:
-            fd = fileno()
-        except (OSError, ValueError):
-            fd = -1
-        if fd >= 0:
-            flush = getattr(source, "flush", None)
-            if callable(flush) and getattr(source, "writable", lambda: False)():
-                flush()
-            yield from _iter_fd(fd, sparse)
-            return
+    fd = _file_fd(source, "read")
+    if fd >= 0:
+        yield from _iter_fd(fd, sparse)
+        return
     readinto = getattr(source, "readinto", None)
     if readinto is not None:
         view = memoryview(bytearray(READ_BUFFER))
@@ -180,18 +189,10 @@ class _Sink(_Tally):
             self._path = dest
             self._writer = sparsemod.SparseWriter(fd)
             return
-        fileno = getattr(dest, "fileno", None)
-        if fileno is not None and hasattr(dest, "write"):
-            try:
-                fd = fileno()
-            except (OSError, ValueError):
-                fd = -1
-            if fd >= 0:
-                flush = getattr(dest, "flush", None)
-                if callable(flush):
-                    flush()
-                self._writer = sparsemod.SparseWriter(fd)
-                return
+        fd = _file_fd(dest, "write")
+        if fd >= 0:
+            self._writer = sparsemod.SparseWriter(fd)
+            return
         if hasattr(dest, "write"):
             self._write = dest.write
         elif callable(dest):
