@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -181,3 +182,93 @@ def test_plain_calls(running: Running) -> None:
         client.ping()
         assert client.echo(b"\x00abc" * 1000) == b"\x00abc" * 1000
         assert client.info().server == "xdrstream"
+
+
+class Boom(Exception):
+    """The caller's own failure, which must come back out of the client unchanged."""
+
+
+def failing_source(data: bytes) -> Iterator[bytes]:
+    yield data[:200_000]
+    raise Boom("the source broke")
+
+
+def fail_after_first_chunk(done: int) -> None:
+    raise Boom(f"the destination broke after {done} bytes")
+
+
+def recording(client: Client | AsyncClient, streams: list[Any]) -> None:
+    """Keep every stream the client opens, to look at its state afterwards."""
+    for opener in ("open_restore", "open_save"):
+        open_stream = getattr(client, opener)
+        if isinstance(client, Client):
+
+            def record(*args: Any, _open: Any = open_stream) -> Any:
+                streams.append(_open(*args))
+                return streams[-1]
+        else:
+
+            async def record(*args: Any, _open: Any = open_stream) -> Any:
+                streams.append(await _open(*args))
+                return streams[-1]
+
+        setattr(client, opener, record)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_failure_on_our_side_aborts_the_stream_in_both_clients(
+    running: Running, image: tuple[Path, str], tmp_path: Path, variant: int
+) -> None:
+    """A source or destination failure aborts the stream (it is closed, not left open) and
+    propagates; a save into a path leaves no file behind; the connection serves on."""
+    data = image[0].read_bytes()
+    out = tmp_path / "saved.img"
+    name = f"{SIZE}:{SEED}"
+    streams: list[Any] = []
+    with Client.connect(running.address, tls=running.client_tls) as client:
+        recording(client, streams)
+        with pytest.raises(Boom):
+            client.restore(failing_source(data), variant)
+        with pytest.raises(Boom):
+            client.save(out, variant, name=name, progress=fail_after_first_chunk)
+        assert not out.exists()
+        client.ping()
+        assert len(streams) == 2 and all(s.closed for s in streams)
+
+    async def main() -> None:
+        client = await AsyncClient.connect(running.address, tls=running.client_tls)
+        async with client:
+            recording(client, streams)
+            with pytest.raises(Boom):
+                await client.restore(failing_source(data), variant)
+            with pytest.raises(Boom):
+                await client.save(out, variant, name=name, progress=fail_after_first_chunk)
+            assert not out.exists()
+            await client.ping()
+            assert len(streams) == 4 and all(s.closed for s in streams)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_async_restore_from_an_async_iterable(
+    running: Running, image: tuple[Path, str], variant: int
+) -> None:
+    path, digest = image
+    data = path.read_bytes()
+    done: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 65_000):
+            yield data[start : start + 65_000]
+            yield b""  # an empty item is skipped, not sent as an empty chunk
+
+    async def main() -> int:
+        client = await AsyncClient.connect(running.address, tls=running.client_tls)
+        async with client:
+            result = await client.restore(chunks(), variant, progress=done.append)
+            return result.bytes
+
+    assert asyncio.run(main()) == SIZE and done[-1] == SIZE
+    verdict = running.server.results[-1]
+    assert verdict.ok and verdict.sha256 == digest

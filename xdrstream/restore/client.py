@@ -37,7 +37,7 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
@@ -96,6 +96,23 @@ def _iter_fd(fd: int, sparse: bool) -> Iterator[memoryview | Hole]:
         yield item if isinstance(item, Hole) else item.view
 
 
+def _file_fd(obj: object, method: str) -> int:
+    """The descriptor under a file object that has ``method`` ("read" or "write"), or -1
+    if it has none; what the object buffered for writing is flushed first, since we then
+    read or write the descriptor itself."""
+    fileno = getattr(obj, "fileno", None)
+    if fileno is None or not hasattr(obj, method):
+        return -1
+    try:
+        fd = int(fileno())
+    except (OSError, ValueError):
+        return -1
+    flush = getattr(obj, "flush", None)
+    if fd >= 0 and callable(flush) and getattr(obj, "writable", lambda: method == "write")():
+        flush()
+    return fd
+
+
 def iter_source(source: Source, sparse: bool = True) -> Iterator[memoryview | Hole]:
     """``source`` as data views (valid until the next item) and holes."""
     if isinstance(source, (str, os.PathLike)):
@@ -109,18 +126,10 @@ def iter_source(source: Source, sparse: bool = True) -> Iterator[memoryview | Ho
         if len(source):
             yield memoryview(source)
         return
-    fileno = getattr(source, "fileno", None)
-    if fileno is not None and hasattr(source, "read"):
-        try:
-            fd = fileno()
-        except (OSError, ValueError):
-            fd = -1
-        if fd >= 0:
-            flush = getattr(source, "flush", None)
-            if callable(flush) and getattr(source, "writable", lambda: False)():
-                flush()
-            yield from _iter_fd(fd, sparse)
-            return
+    fd = _file_fd(source, "read")
+    if fd >= 0:
+        yield from _iter_fd(fd, sparse)
+        return
     readinto = getattr(source, "readinto", None)
     if readinto is not None:
         view = memoryview(bytearray(READ_BUFFER))
@@ -135,33 +144,55 @@ def iter_source(source: Source, sparse: bool = True) -> Iterator[memoryview | Ho
             yield memoryview(item)
 
 
-class _Sink:
-    """Where a save goes: a sparse file, a file object or a callable."""
+def _length(result: Any) -> int:
+    return int(getattr(result, "length", 0) or 0)
 
-    def __init__(self, dest: Dest) -> None:
+
+# --------------------------------------------------------------------------- shared, I/O-free
+class _Tally:
+    """One transfer's clock and counts (bytes of data, bytes of holes), the progress calls
+    and the :class:`TransferResult`: what :class:`Client` and :class:`AsyncClient` share."""
+
+    def __init__(self, variant: int, progress: Progress | None) -> None:
+        self.started = time.monotonic()
+        self.variant = variant
+        self.progress = progress
+        self.moved = self.holes = 0  # bytes of data, of holes
+
+    def count(self, item: memoryview | Hole) -> None:
+        if isinstance(item, Hole):
+            self.holes += item.length
+        else:
+            self.moved += len(item)
+        if self.progress is not None:
+            self.progress(self.moved + self.holes)
+
+    def result(self, reply: Any) -> TransferResult:
+        elapsed = time.monotonic() - self.started
+        return TransferResult(self.moved, self.holes, _length(reply), elapsed, self.variant)
+
+
+class _Sink(_Tally):
+    """Where a save goes (a sparse file, a file object or a callable) and its
+    :class:`_Tally`: ``with`` it, the destination is closed on the way out, kept (written,
+    synced) on success and removed on failure."""
+
+    def __init__(self, dest: Dest, variant: int, progress: Progress | None) -> None:
+        super().__init__(variant, progress)
         self._close_fd = -1
         self._path: str | os.PathLike[str] | None = None
         self._writer: sparsemod.SparseWriter | None = None
         self._write: Callable[[memoryview], Any] | None = None
-        self.received = self.holes = 0  # bytes of data and of holes taken so far
         if isinstance(dest, (str, os.PathLike)):
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             self._close_fd = fd
             self._path = dest
             self._writer = sparsemod.SparseWriter(fd)
             return
-        fileno = getattr(dest, "fileno", None)
-        if fileno is not None and hasattr(dest, "write"):
-            try:
-                fd = fileno()
-            except (OSError, ValueError):
-                fd = -1
-            if fd >= 0:
-                flush = getattr(dest, "flush", None)
-                if callable(flush):
-                    flush()
-                self._writer = sparsemod.SparseWriter(fd)
-                return
+        fd = _file_fd(dest, "write")
+        if fd >= 0:
+            self._writer = sparsemod.SparseWriter(fd)
+            return
         if hasattr(dest, "write"):
             self._write = dest.write
         elif callable(dest):
@@ -179,16 +210,13 @@ class _Sink:
             assert self._write is not None
             self._write(view)
 
-    def take(self, chunk: memoryview | Hole, progress: Progress | None) -> None:
+    def take(self, chunk: memoryview | Hole) -> None:
         """Write one received chunk, count it and report the progress."""
         if isinstance(chunk, Hole):
             self.hole(chunk.length)
-            self.holes += chunk.length
         else:
             self.data(chunk)
-            self.received += len(chunk)
-        if progress is not None:
-            progress(self.received + self.holes)
+        self.count(chunk)
 
     def hole(self, length: int) -> None:
         if self._writer is not None:
@@ -217,18 +245,65 @@ class _Sink:
                 with contextlib.suppress(OSError):
                     os.unlink(self._path)
 
+    def __enter__(self) -> _Sink:
+        return self
 
-def _length(result: Any) -> int:
-    return int(getattr(result, "length", 0) or 0)
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        self.close(kind is None)
+
+
+class _AbortOnError:
+    """``with``/``async with`` around a stream's use: an exception aborts the stream (if
+    still open) and propagates; the abort's own failure is dropped, since the first error
+    matters and the connection may be gone."""
+
+    def __init__(self, stream: BlockingStream | Stream) -> None:
+        self.stream = stream
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is not None and not self.stream.closed:
+            assert isinstance(self.stream, BlockingStream)
+            with contextlib.suppress(Exception):
+                self.stream.abort()
+
+    async def __aenter__(self) -> None:
+        pass
+
+    async def __aexit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is not None and not self.stream.closed:
+            assert isinstance(self.stream, Stream)
+            with contextlib.suppress(Exception):
+                await self.stream.abort()
+
+
+class _Calls:
+    """The calls of the program, built once for both clients: each returns the procedure
+    number and its argument (or raises ValueError for an unknown variant)."""
+
+    def __init__(self) -> None:
+        self.schema = schema()
+
+    def _echo(self, data: bytes) -> tuple[int, Any]:
+        return PROC_ECHO, self.schema["xs_echo_args"](data=data)
+
+    def _restore(self, variant: int, name: str, size_hint: int) -> tuple[int, Any]:
+        args = self.schema["xs_restore_args"](name=name, size_hint=size_hint, flags=0)
+        return _procedure(RESTORE_PROCS, variant), args
+
+    def _save(self, variant: int, name: str) -> tuple[int, Any]:
+        return _procedure(SAVE_PROCS, variant), self.schema["xs_save_args"](name=name, flags=0)
 
 
 # --------------------------------------------------------------------------- blocking
-class Client:
+class Client(_Calls):
     """Blocking client of the ``restore.x`` program (see the module docstring)."""
 
     def __init__(self, conn: BlockingConnection) -> None:
+        super().__init__()
         self.conn = conn
-        self.schema = schema()
 
     @classmethod
     def connect(
@@ -260,7 +335,7 @@ class Client:
         self.call(PROC_PING)
 
     def echo(self, data: bytes) -> bytes:
-        return bytes(self.call(PROC_ECHO, self.schema["xs_echo_args"](data=data)).data)
+        return bytes(self.call(*self._echo(data)).data)
 
     def info(self) -> Any:
         return self.call(PROC_GET_INFO)
@@ -268,12 +343,10 @@ class Client:
     def open_restore(
         self, variant: int = 2, name: str = "image", size_hint: int = 0
     ) -> BlockingStream:
-        args = self.schema["xs_restore_args"](name=name, size_hint=size_hint, flags=0)
-        return self.conn.open_stream(PROGRAM, VERSION, _procedure(RESTORE_PROCS, variant), args)
+        return self.conn.open_stream(PROGRAM, VERSION, *self._restore(variant, name, size_hint))
 
     def open_save(self, variant: int = 2, name: str = "image") -> BlockingStream:
-        args = self.schema["xs_save_args"](name=name, flags=0)
-        return self.conn.open_stream(PROGRAM, VERSION, _procedure(SAVE_PROCS, variant), args)
+        return self.conn.open_stream(PROGRAM, VERSION, *self._save(variant, name))
 
     def restore(
         self,
@@ -285,24 +358,16 @@ class Client:
         sparse: bool = True,
         progress: Progress | None = None,
     ) -> TransferResult:
-        started = time.monotonic()
+        tally = _Tally(variant, progress)
         stream = self.open_restore(variant, name, size_hint)
-        sent = holes = 0
-        try:
+        with _AbortOnError(stream):
             for item in iter_source(source, sparse):
                 if isinstance(item, Hole):
                     stream.send_hole(item.length)
-                    holes += item.length
                 else:
                     stream.send(item)
-                    sent += len(item)
-                if progress is not None:
-                    progress(sent + holes)
-            result = stream.finish()
-        except BaseException:
-            _abort_quietly(stream)
-            raise
-        return TransferResult(sent, holes, _length(result), time.monotonic() - started, variant)
+                tally.count(item)
+            return tally.result(stream.finish())
 
     def save(
         self,
@@ -312,39 +377,21 @@ class Client:
         name: str = "image",
         progress: Progress | None = None,
     ) -> TransferResult:
-        started = time.monotonic()
-        sink = _Sink(dest)
-        ok = False
-        try:
+        with _Sink(dest, variant, progress) as sink:
             stream = self.open_save(variant, name)
-            try:
+            with _AbortOnError(stream):
                 for chunk in stream:
-                    sink.take(chunk, progress)
-            except BaseException:
-                _abort_quietly(stream)
-                raise
-            ok = True
-        finally:
-            sink.close(ok)
-        length = _length(stream.result)
-        return TransferResult(
-            sink.received, sink.holes, length, time.monotonic() - started, variant
-        )
-
-
-def _abort_quietly(stream: BlockingStream) -> None:
-    if not stream.closed:
-        with contextlib.suppress(Exception):  # the first error matters; the connection may be gone
-            stream.abort()
+                    sink.take(chunk)
+        return sink.result(stream.result)
 
 
 # --------------------------------------------------------------------------- asyncio
-class AsyncClient:
+class AsyncClient(_Calls):
     """asyncio client of the ``restore.x`` program (same methods as :class:`Client`)."""
 
     def __init__(self, conn: AsyncConnection) -> None:
+        super().__init__()
         self.conn = conn
-        self.schema = schema()
 
     @classmethod
     async def connect(
@@ -376,8 +423,7 @@ class AsyncClient:
         await self.call(PROC_PING)
 
     async def echo(self, data: bytes) -> bytes:
-        result = await self.call(PROC_ECHO, self.schema["xs_echo_args"](data=data))
-        return bytes(result.data)
+        return bytes((await self.call(*self._echo(data))).data)
 
     async def info(self) -> Any:
         return await self.call(PROC_GET_INFO)
@@ -385,13 +431,11 @@ class AsyncClient:
     async def open_restore(
         self, variant: int = 2, name: str = "image", size_hint: int = 0
     ) -> Stream:
-        args = self.schema["xs_restore_args"](name=name, size_hint=size_hint, flags=0)
-        procedure = _procedure(RESTORE_PROCS, variant)
-        return await self.conn.open_stream(PROGRAM, VERSION, procedure, args)
+        call = self._restore(variant, name, size_hint)
+        return await self.conn.open_stream(PROGRAM, VERSION, *call)
 
     async def open_save(self, variant: int = 2, name: str = "image") -> Stream:
-        args = self.schema["xs_save_args"](name=name, flags=0)
-        return await self.conn.open_stream(PROGRAM, VERSION, _procedure(SAVE_PROCS, variant), args)
+        return await self.conn.open_stream(PROGRAM, VERSION, *self._save(variant, name))
 
     async def restore(
         self,
@@ -405,30 +449,16 @@ class AsyncClient:
     ) -> TransferResult:
         """As :meth:`Client.restore`; ``source`` may also be an async iterable.  Reading a
         local file happens on the event loop (page-cache reads are short)."""
-        started = time.monotonic()
+        tally = _Tally(variant, progress)
         stream = await self.open_restore(variant, name, size_hint)
-        sent = holes = 0
-        try:
-            if isinstance(source, AsyncIterable):
-                items: Any = source
-            else:
-                items = _AsyncWrap(iter_source(source, sparse))
-            async for item in items:
+        async with _AbortOnError(stream):
+            async for item in _aiter_source(source, sparse):
                 if isinstance(item, Hole):
                     await stream.send_hole(item.length)
-                    holes += item.length
-                elif len(item):
+                else:
                     await stream.send(item)
-                    sent += len(item)
-                if progress is not None:
-                    progress(sent + holes)
-            result = await stream.finish()
-        except BaseException:
-            if not stream.closed:
-                with contextlib.suppress(Exception):
-                    await stream.abort()
-            raise
-        return TransferResult(sent, holes, _length(result), time.monotonic() - started, variant)
+                tally.count(item)
+            return tally.result(await stream.finish())
 
     async def save(
         self,
@@ -438,36 +468,40 @@ class AsyncClient:
         name: str = "image",
         progress: Progress | None = None,
     ) -> TransferResult:
-        started = time.monotonic()
-        sink = _Sink(dest)
-        ok = False
-        try:
+        with _Sink(dest, variant, progress) as sink:
             stream = await self.open_save(variant, name)
-            try:
+            async with _AbortOnError(stream):
                 async for chunk in stream:
-                    sink.take(chunk, progress)
-            except BaseException:
-                if not stream.closed:
-                    with contextlib.suppress(Exception):
-                        await stream.abort()
-                raise
-            ok = True
-        finally:
-            sink.close(ok)
-        length = _length(stream.result)
-        return TransferResult(
-            sink.received, sink.holes, length, time.monotonic() - started, variant
-        )
+                    sink.take(chunk)
+        return sink.result(stream.result)
+
+
+def _aiter_source(
+    source: Source | AsyncIterable[Any], sparse: bool
+) -> AsyncIterator[memoryview | Hole]:
+    if isinstance(source, AsyncIterable):
+        return _aiter_items(source)
+    return _AsyncWrap(iter_source(source, sparse))
+
+
+async def _aiter_items(items: AsyncIterable[Any]) -> AsyncIterator[memoryview | Hole]:
+    async for item in items:
+        if isinstance(item, Hole):
+            yield item
+        elif len(item):
+            yield memoryview(item)
 
 
 class _AsyncWrap:
-    def __init__(self, items: Iterator[Any]) -> None:
+    """A sync iterator as an async one, without an async generator's per-item cost."""
+
+    def __init__(self, items: Iterator[memoryview | Hole]) -> None:
         self._items = items
 
     def __aiter__(self) -> _AsyncWrap:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> memoryview | Hole:
         try:
             return next(self._items)
         except StopIteration:
