@@ -82,7 +82,12 @@ from xdrstream.libvirt.protocol import RawBody, RemoteProtocol
 from xdrstream.protocol import Procedure, Registry, Role
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse
-from xdrstream.transport.aio import AsyncChannel, AsyncConnection, AsyncTLSChannel
+from xdrstream.transport.aio import (
+    AsyncChannel,
+    AsyncConnection,
+    AsyncTLSChannel,
+    accept_clients,
+)
 from xdrstream.transport.drivers import resolve
 from xdrstream.transport.limits import Admission, Budget
 from xdrstream.transport.options import Options
@@ -93,7 +98,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 VIR_FROM_QEMU = 10
-ACCEPT_RETRY = 0.1  # seconds before accepting again after a failed accept (EMFILE)
 # threads doing file I/O, whatever the number of clients (issue 15 part 2: <= 64 in all)
 FILE_THREADS = 16
 TLS_CONFIRMATION = b"\x01"  # sent after the TLS handshake, before any message (libvirt)
@@ -178,7 +182,6 @@ class StorageServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.budget = Budget(self.options.memory_budget)  # shared by all connections (§8.5)
         self._admission = Admission(self.options.max_clients)
-        self._room = asyncio.Event()  # set when a client left a full server
         handlers: dict[str, Handler] = {
             "AUTH_LIST": self._auth_list,
             "CONNECT_SUPPORTS_FEATURE": self._supports_feature,
@@ -275,7 +278,6 @@ class StorageServer:
 
     async def _main(self, ready: threading.Event) -> None:
         self._stop = asyncio.get_running_loop().create_future()
-        self._room = asyncio.Event()  # of this loop (a server may be started again)
         accepting = asyncio.ensure_future(self._accept_loop())
         ready.set()
         try:
@@ -291,35 +293,8 @@ class StorageServer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         assert self._sock is not None
-        while True:
-            if self._admission.full:  # libvirtd: stop accepting, serve the others (§8.5)
-                log.warning(
-                    "max_clients (%d) reached: not accepting until a client leaves",
-                    self._admission.max_clients,
-                )
-                self._room.clear()
-                while self._admission.full:
-                    await self._room.wait()
-                    self._room.clear()
-            try:
-                sock, peer = await loop.sock_accept(self._sock)
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                await asyncio.sleep(ACCEPT_RETRY)
-                continue
-            self._admission.admit()
-            task = asyncio.ensure_future(self._serve_connection(sock, str(peer or "unix")))
-            self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._left, sock))
-
-    def _left(self, sock: socket.socket, task: asyncio.Task[None]) -> None:
-        # a task cancelled before its first step (the server closing) never closed it
-        sock.close()
-        self._tasks.discard(task)
-        self._admission.leave()
-        self._room.set()
+        await accept_clients(self._sock, self._admission, self._serve_connection, self._tasks)
 
     async def _serve_connection(self, sock: socket.socket, peer: str) -> None:
         """The server side of ``sock``: TLS handshake and libvirt's confirmation byte

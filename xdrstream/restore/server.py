@@ -31,7 +31,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import re
@@ -55,7 +54,7 @@ from xdrstream.protocol import schemas
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse
 from xdrstream.transport import tls as tlsmod
-from xdrstream.transport.aio import AsyncConnection
+from xdrstream.transport.aio import AsyncConnection, accept_clients
 from xdrstream.transport.drivers import resolve
 from xdrstream.transport.errors import (
     ERR_INVALID_ARG,
@@ -126,7 +125,6 @@ class RestoreServer:
         self._bytes = 0
         self.budget = Budget(self.options.memory_budget)  # shared by all connections (§8.5)
         self._admission = Admission(self.options.max_clients)
-        self._room = asyncio.Event()  # set when a client left a full server
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> addresses.Address:
@@ -164,36 +162,8 @@ class RestoreServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         assert self._sock is not None
-        while True:
-            if self._admission.full:  # libvirtd: stop accepting, serve the others (§8.5)
-                log.warning(
-                    "max_clients (%d) reached: not accepting until a client leaves",
-                    self._admission.max_clients,
-                )
-                self._room.clear()
-                while self._admission.full:
-                    await self._room.wait()
-                    self._room.clear()
-            try:
-                sock, peer = await loop.sock_accept(self._sock)
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            self._admission.admit()
-            task = asyncio.ensure_future(self._serve_connection(sock, str(peer or "unix")))
-            task.add_done_callback(self._left)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            # a task cancelled before its first step (the server closing) never ran the
-            # code that closes the socket
-            task.add_done_callback(functools.partial(_close_when_done, sock))
-
-    def _left(self, _task: asyncio.Task[None]) -> None:
-        self._admission.leave()
-        self._room.set()
+        await accept_clients(self._sock, self._admission, self._serve_connection, self._tasks)
 
     async def _serve_connection(self, sock: socket.socket, peer: str) -> None:
         if sock.family != socket.AF_UNIX:
@@ -507,10 +477,6 @@ def run(server: RestoreServer, on_ready: Callable[[addresses.Address], Any] | No
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-
-
-def _close_when_done(sock: socket.socket, _task: asyncio.Task[None]) -> None:
-    sock.close()
 
 
 class ServerThread:

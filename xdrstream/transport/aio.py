@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import select
 import socket
 import ssl
@@ -39,7 +41,7 @@ from xdrstream.transport import tls as tlsmod
 from xdrstream.transport.core import PAUSE_CHECK, TLS_PIECE, DriverCore, TLSPump, queued_size
 from xdrstream.transport.drivers import advance, client_tls, resolve
 from xdrstream.transport.errors import ConnectionLost, PeerTimeout, StreamAborted, TransportError
-from xdrstream.transport.limits import Budget
+from xdrstream.transport.limits import Admission, Budget
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import (
     WAIT,
@@ -552,3 +554,48 @@ class AsyncConnection:
             if ping is not None:
                 with contextlib.suppress(TransportError):
                     await self._send(ping)
+
+
+_log = logging.getLogger("xdrstream.transport")
+ACCEPT_RETRY = 0.1  # seconds before accepting again after a failed accept (EMFILE)
+
+
+async def accept_clients(
+    listener: socket.socket,
+    admission: Admission,
+    serve: Callable[[socket.socket, str], Awaitable[None]],
+    tasks: set[asyncio.Task[None]],
+) -> None:
+    """Accept connections on ``listener`` for ever, each served by ``serve(sock, peer)`` in
+    a task kept in ``tasks``; at ``admission``'s max_clients stop accepting and serve the
+    others until one leaves, as libvirtd does (§8.5)."""
+    loop = asyncio.get_running_loop()
+    room = asyncio.Event()  # set when a client left
+
+    def left(sock: socket.socket, task: asyncio.Task[None]) -> None:
+        # a task cancelled before its first step (the server closing) never closed it
+        sock.close()
+        tasks.discard(task)
+        admission.leave()
+        room.set()
+
+    while True:
+        if admission.full:
+            _log.warning(
+                "max_clients (%d) reached: not accepting until a client leaves",
+                admission.max_clients,
+            )
+            room.clear()
+            while admission.full:
+                await room.wait()
+                room.clear()
+        try:
+            sock, peer = await loop.sock_accept(listener)
+        except OSError as exc:
+            _log.warning("accept failed: %s", exc)
+            await asyncio.sleep(ACCEPT_RETRY)
+            continue
+        admission.admit()
+        task = asyncio.ensure_future(serve(sock, str(peer or "unix")))
+        tasks.add(task)
+        task.add_done_callback(functools.partial(left, sock))
