@@ -348,11 +348,12 @@ def _register_serve(subparsers: Any) -> None:
     faults = parser.add_argument_group(
         "stub fault injection (for tests; see python -m xdrstream.endpoints.qemu_stub -h)"
     )
-    faults.add_argument("--stub-check", choices=("full", "header"), default="full")
+    # defaults are None (applied in _launcher) so that a given option is told from an absent one
+    faults.add_argument("--stub-check", choices=("full", "header"), help="(default full)")
     faults.add_argument("--stub-fail-after", type=_nonnegative, metavar="N")
     faults.add_argument("--stub-close-early", type=_nonnegative, metavar="N")
     faults.add_argument("--stub-stall", type=_positive_float, metavar="SECONDS")
-    faults.add_argument("--stub-stall-after", type=_nonnegative, default=0, metavar="N")
+    faults.add_argument("--stub-stall-after", type=_nonnegative, metavar="N", help="(default 0)")
     faults.add_argument("--stub-exit-code", type=int, metavar="C")
     parser.set_defaults(func=run_serve)
 
@@ -590,11 +591,11 @@ def _launcher(args: argparse.Namespace) -> EndpointLauncher:
         fail_after=args.stub_fail_after,
         close_early=args.stub_close_early,
         stall=args.stub_stall,
-        stall_after=args.stub_stall_after,
+        stall_after=args.stub_stall_after or 0,
         exit_code=args.stub_exit_code,
     )
     return StubLauncher(
-        check=args.stub_check,
+        check=args.stub_check or "full",
         save_size=DEFAULT_SAVE_SIZE if args.save_size is None else args.save_size,
         seed=args.seed or 0,
         faults=faults,
@@ -695,6 +696,40 @@ def _check_save_stream(args: argparse.Namespace) -> None:
         )
 
 
+_STUB_OPTIONS = (
+    "save_size",
+    "seed",
+    "stub_check",
+    "stub_fail_after",
+    "stub_close_early",
+    "stub_stall",
+    "stub_stall_after",
+    "stub_exit_code",
+)
+
+
+def _check_stub_options(args: argparse.Namespace) -> None:
+    """The stub's options with a mode that runs no stub (--qemu, --images,
+    --libvirt-storage) would be ignored: refuse them instead, naming both."""
+    mode = next(
+        (
+            f"--{name.replace('_', '-')}"
+            for name in ("qemu", "images", "libvirt_storage")
+            if getattr(args, name) is not None
+        ),
+        None,
+    )
+    if mode is None:
+        return
+    given = [
+        f"--{name.replace('_', '-')}" for name in _STUB_OPTIONS if getattr(args, name) is not None
+    ]
+    if given:
+        raise CommandError(
+            f"{mode} and {', '.join(given)}: not together ({mode} runs no stub)", EXIT_USAGE
+        )
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from xdrstream.restore.server import RestoreServer
     from xdrstream.transport.options import Options
@@ -717,6 +752,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.images is not None and not args.images.is_dir():
             raise CommandError(f"--images {args.images}: no such directory", EXIT_USAGE)
         _check_save_stream(args)
+        _check_stub_options(args)
         options = Options(
             timeout=args.timeout,
             idle_timeout=args.idle_timeout,
