@@ -28,11 +28,11 @@ known payload, which real QEMU accepts), checked by the stub's real-format parse
    process, `--json`) into a fresh `xdrstream serve`, against the plain relay with its client
    a process too (restore: reads the same file with `readinto` and `sendall`s it; save: the
    relay reads the stub's save pipe into the socket, the client `recv_into`s and writes the
-   file, fsyncing it once as `save` does). The CLI's SHA-256 is included in its cost (restore
-   hashes inline; save re-reads the file it wrote); the baseline hashes nothing on the client
+   file, fsyncing it once as `save` does). The CLI's SHA-256 is included in its cost (both
+   commands hash inline, as the data moves); the baseline hashes nothing on the client
    side. The time is the span each client reports: the CLI's JSON `seconds` (open of the
-   stream to the server's verdict; for save, plus the time this process takes to hash OUT
-   as `save` does after its span), the baseline's connect to verdict (save: to its fsync).
+   stream to the server's verdict; for save, to OUT fsynced), the baseline's connect to
+   verdict (save: to its fsync).
    The client process's whole wall time (start-up included) is printed beside it, and its
    CPU includes start-up. Targets: V2 and V3 >= 0.90 of the baseline, V1
    >= 0.75, both directions.
@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -90,7 +91,7 @@ from xdrstream.endpoints.qemu_stub import (
     synthetic_sha256,
 )
 from xdrstream.endpoints.sink import make_pipe
-from xdrstream.restore.commands import file_sha256, parse_size
+from xdrstream.restore.commands import parse_size
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -124,6 +125,15 @@ def _ram_for(size: int) -> int:
 TARGET_CLI = {1: 0.75, 2: 0.90, 3: 0.90}  # `xdrstream restore`/`save` vs the relay (issue 12)
 TARGET_RSS = 64 * MIB  # peak RSS of client and server each
 TARGET_CONCURRENT = 0.90  # aggregate of N streams / single stream (issue 12)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(MIB)
+    with open(path, "rb", buffering=0) as file:
+        while count := file.readinto(buffer):
+            digest.update(memoryview(buffer)[:count])
+    return digest.hexdigest()
 
 
 def maxrss_bytes() -> int:
@@ -544,11 +554,7 @@ def cli_run(work: Path, direction: str, variant: int, size: int) -> Run:
         wall, stdout, usage = _process(command, work)
         verdict = server.line("endpoint")["endpoint"]
         reported = json.loads(stdout.splitlines()[-1])
-        seconds = reported["seconds"]
-        if direction == "save":  # `save` hashes OUT after its timed span: time the same
-            started = time.monotonic()
-            file_sha256(out)
-            seconds += time.monotonic() - started
+        seconds = reported["seconds"]  # hashing included: both commands hash inline
         run = Run(f"V{variant}", reported["bytes"], seconds, usage.ru_maxrss * 1024, wall=wall)
         run.client_cpu = _usage_cpu(usage)
         run.server_rss = vmhwm_bytes(server.process.pid)

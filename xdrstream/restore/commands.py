@@ -14,7 +14,8 @@ JSON line per command, e.g. for ``restore``/``save``::
      "hole_bytes": .., "seconds": 0.41, "mb_per_s": 163.2, "sha256": "..", ...}
 
 ``sha256`` is the digest of the image's content, holes included: of what ``restore`` sent,
-and of the file ``save`` wrote (a failed save removes OUT: no partial image is left).
+and of what ``save`` wrote to OUT, hashed as it moves (a failed save removes OUT: no
+partial image is left).
 ``serve`` prints ``{"listening": "unix:/tmp/x.sock"}``, then one ``{"endpoint": {...}}``
 line per endpoint verdict (ok, bytes, sha256, error, exit code of the stub or QEMU) -- on a
 terminal, the same as text. SIGINT or SIGTERM stop it cleanly: every connection is closed,
@@ -49,7 +50,6 @@ import signal
 import ssl
 import stat
 import sys
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -436,30 +436,6 @@ def _connect(args: argparse.Namespace) -> Any:
     return Client.connect(args.connect, tls=tls, server_hostname=args.tls_hostname, options=options)
 
 
-def _hashed(items: Iterable[Any], digest: Any, hole_type: type[Any]) -> Iterator[Any]:
-    """Pass the source's items through, hashing their content (holes as zeros)."""
-    zeros = memoryview(bytes(1 << 20))
-    for item in items:
-        if isinstance(item, hole_type):
-            left = item.length
-            while left:
-                step = min(left, len(zeros))
-                digest.update(zeros[:step])
-                left -= step
-        else:
-            digest.update(item)
-        yield item
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    buffer = bytearray(1 << 20)
-    with open(path, "rb", buffering=0) as file:
-        while count := file.readinto(buffer):
-            digest.update(memoryview(buffer)[:count])
-    return digest.hexdigest()
-
-
 def _default_name(path: str) -> str:
     base = os.path.basename(path)
     return base if _IMAGE_NAME.fullmatch(base) and base not in (".", "..") else "image"
@@ -503,9 +479,6 @@ def _report(
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    from xdrstream.restore.client import iter_source
-    from xdrstream.transport.stream import Hole
-
     try:
         info = os.stat(args.file)
         if stat.S_ISDIR(info.st_mode):
@@ -520,13 +493,14 @@ def run_restore(args: argparse.Namespace) -> int:
     name = args.name or _default_name(args.file)
     try:
         with _connect(args) as client, Meter(f"restore V{args.variant}", size, console) as meter:
-            items = _hashed(iter_source(args.file, sparse=not args.dense), digest, Hole)
             result = client.restore(
-                items,
+                args.file,
                 variant=args.variant,
                 name=name,
                 size_hint=size,
+                sparse=not args.dense,
                 progress=lambda done: meter.advance(done - meter.bytes),
+                digest=digest,
             )
     except Exception as exc:
         return _fail("restore", classify(exc))
@@ -552,6 +526,7 @@ def run_save(args: argparse.Namespace) -> int:
     else:
         name = "image"
     console = None if args.json else terminal_console()
+    digest = hashlib.sha256()
     try:
         client = _connect(args)
     except Exception as exc:
@@ -563,15 +538,15 @@ def run_save(args: argparse.Namespace) -> int:
                 variant=args.variant,
                 name=name,
                 progress=lambda done: meter.advance(done - meter.bytes),
+                digest=digest,  # what the sink writes, as it writes it: no second read
             )
-        sha256 = file_sha256(args.file)
     except Exception as exc:
         # OUT was truncated when the save began: leave no partial image behind
         with contextlib.suppress(OSError):
             if os.path.isfile(args.file):
                 os.unlink(args.file)
         return _fail("save", classify(exc))
-    _report("save", args, result, sha256, sys.stdout, console is None)
+    _report("save", args, result, digest.hexdigest(), sys.stdout, console is None)
     return EXIT_OK
 
 
