@@ -110,6 +110,23 @@ def test_save_size_and_seed_choose_the_stubs_stream(
     assert file_sha256(out) == synthetic_sha256(size, seed) != synthetic_sha256(SIZE, SEED)
 
 
+def test_no_sha256_skips_the_hash_and_still_saves_the_whole_image(
+    leaks: Leaks, tmp_path: Path, image: tuple[Path, str], server_unix: Server
+) -> None:
+    """`--no-sha256` (issue 12): "sha256" is null, the transfer itself is unchanged."""
+    path, expected = image
+    connect = ["--connect", server_unix.address, "--no-sha256"]
+    restored = run_cli(leaks, "restore", str(path), *connect)
+    assert restored.code == 0, restored.stderr
+    assert (restored.record["bytes"], restored.record["sha256"]) == (SIZE, None)
+    assert server_unix.endpoint()["sha256"] == expected
+    out = tmp_path / "saved.qevm"
+    saved = run_cli(leaks, "save", str(out), *connect)
+    assert saved.code == 0, saved.stderr
+    assert (saved.record["bytes"], saved.record["sha256"]) == (SIZE, None)
+    assert file_sha256(out) == expected
+
+
 def sparse_image(path: Path) -> bytes:
     """A QEVM header, a 4 MiB hole, 64 KiB of data: only `--stub-check header` accepts it."""
     data = os.urandom(1 << 16)
