@@ -284,7 +284,8 @@ class _Sink(_Tally):
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             self._close_fd = fd
             self._path = dest
-            self._writer = sparsemod.SparseWriter(fd)
+            # fsynced at the end (close): have the kernel write it out as it comes
+            self._writer = sparsemod.SparseWriter(fd, writeback=sparsemod.WRITEBACK)
             return
         fd = _file_fd(dest, "write")
         if fd >= 0:
