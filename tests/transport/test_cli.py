@@ -518,6 +518,16 @@ def test_every_stub_option_with_every_stubless_mode_is_refused(
     assert not (tmp_path / "x.sock").exists()
 
 
+def test_a_stall_point_without_a_stall_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["serve", "--listen", f"unix:{tmp_path}/x.sock", "--stub-stall-after", "100"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "xdrstream serve: error: --stub-stall-after needs --stub-stall"
+    assert not (tmp_path / "x.sock").exists()
+
+
 def test_serve_in_a_missing_directory_says_so(leaks: Leaks, tmp_path: Path) -> None:
     where = f"unix:{tmp_path}/no/such/x.sock"
     outcome = run_cli(leaks, "serve", "--listen", where)

@@ -700,7 +700,8 @@ _STUB_OPTIONS = (
 
 def _check_stub_options(args: argparse.Namespace) -> None:
     """The stub's options with a mode that runs no stub (--qemu, --images,
-    --libvirt-storage) would be ignored: refuse them instead, naming both."""
+    --libvirt-storage) would be ignored: refuse them instead, naming both; so would
+    --stub-stall-after without --stub-stall."""
     mode = next(
         (
             f"--{name.replace('_', '-')}"
@@ -710,6 +711,8 @@ def _check_stub_options(args: argparse.Namespace) -> None:
         None,
     )
     if mode is None:
+        if args.stub_stall_after is not None and args.stub_stall is None:
+            raise CommandError("--stub-stall-after needs --stub-stall", EXIT_USAGE)
         return
     given = [
         f"--{name.replace('_', '-')}" for name in _STUB_OPTIONS if getattr(args, name) is not None
