@@ -358,7 +358,9 @@ def _register_serve(subparsers: Any) -> None:
         "(default 256M)",
     )
     faults = parser.add_argument_group(
-        "stub fault injection (for tests; see python -m xdrstream.endpoints.qemu_stub -h)"
+        "stub fault injection (for tests; see python -m xdrstream.endpoints.qemu_stub -h)",
+        "The stub's options, --save-size and --seed included, are refused with --qemu, "
+        "--images and --libvirt-storage, which run no stub.",
     )
     # defaults are None (applied in _launcher) so that a given option is told from an absent one
     faults.add_argument("--stub-check", choices=("full", "header"), help="(default full)")
