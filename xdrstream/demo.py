@@ -326,7 +326,7 @@ def _transfer(
     size: int,
 ) -> Transfer:
     transfer = Transfer(variant, direction)
-    common = ["--connect", address, "--variant", str(variant)]
+    common = ["--connect", address, "--variant", str(variant), "--sha256"]  # checked below
     if direction == "restore":
         result, error = _cli(["restore", str(image), *common])
     else:

@@ -78,6 +78,7 @@ def test_restore_and_save_through_each_variant_and_transport(
     with serving(leaks, listen, *server_args) as server:
         assert server.address.startswith(f"{transport}:")
         connect = ["--connect", server.address, "--variant", str(variant), *client_args]
+        connect.append("--sha256")
 
         restored = run_cli(leaks, "restore", str(path), *connect)
         assert restored.code == 0, restored.stderr
@@ -110,12 +111,12 @@ def test_save_size_and_seed_choose_the_stubs_stream(
     assert file_sha256(out) == synthetic_sha256(size, seed) != synthetic_sha256(SIZE, SEED)
 
 
-def test_no_sha256_skips_the_hash_and_still_saves_the_whole_image(
+def test_without_sha256_nothing_is_hashed_and_the_whole_image_moves(
     leaks: Leaks, tmp_path: Path, image: tuple[Path, str], server_unix: Server
 ) -> None:
-    """`--no-sha256` (issue 12): "sha256" is null, the transfer itself is unchanged."""
+    """The default (issue 12): "sha256" is null, the transfer itself is unchanged."""
     path, expected = image
-    connect = ["--connect", server_unix.address, "--no-sha256"]
+    connect = ["--connect", server_unix.address]
     restored = run_cli(leaks, "restore", str(path), *connect)
     assert restored.code == 0, restored.stderr
     assert (restored.record["bytes"], restored.record["sha256"]) == (SIZE, None)
@@ -147,7 +148,7 @@ def test_sparse_restore_sends_holes_and_the_stub_reads_zeros(
         pytest.skip(f"the file system of {tmp_path} does not keep holes")
     expected = hashlib.sha256(content).hexdigest()
     with serving(leaks, f"unix:{tmp_path}/x.sock", "--stub-check", "header") as server:
-        connect = ["--connect", server.address, "--variant", str(variant)]
+        connect = ["--connect", server.address, "--variant", str(variant), "--sha256"]
         sparse = run_cli(leaks, "restore", str(path), *connect)
         assert sparse.code == 0, sparse.stderr
         assert sparse.record["bytes"] == len(content)
@@ -204,8 +205,9 @@ def test_a_terminal_gets_a_progress_bar_and_a_summary(
 ) -> None:
     path, expected = image
     code, output = run_on_terminal(
-        leaks, "restore", str(path), "--connect", server_unix.address, "--variant", "1"
-    )
+        leaks, "restore", str(path), "--connect", server_unix.address, "--variant", "1",
+        "--sha256",
+    )  # fmt: skip
     assert code == 0, output
     assert "restore V1" in output  # the bar's label
     assert "MB/s" in output  # rich's transfer speed column
@@ -219,7 +221,7 @@ def test_json_flag_prints_the_json_line_on_a_terminal_too(
 ) -> None:
     path, expected = image
     code, output = run_on_terminal(
-        leaks, "restore", str(path), "--connect", server_unix.address, "--json"
+        leaks, "restore", str(path), "--connect", server_unix.address, "--json", "--sha256"
     )
     assert code == 0, output
     assert f'"sha256": "{expected}"' in output

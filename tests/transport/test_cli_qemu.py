@@ -26,7 +26,7 @@ def test_a_qemu_guest_is_saved_and_restored_into_another_qemu(
     image = tmp_path / "guest.qevm"
     with serving(leaks, f"unix:{tmp_path}/x.sock", "--qemu", qemu) as server:
         connect = ["--connect", server.address, "--variant", str(variant)]
-        saved = run_cli(leaks, "save", str(image), *connect, timeout=60)
+        saved = run_cli(leaks, "save", str(image), *connect, "--sha256", timeout=60)
         assert saved.code == 0, saved.stderr
         data = image.read_bytes()
         assert data.startswith(HEADER)  # QEVM, version 3: QEMU's migration stream

@@ -46,7 +46,7 @@ def test_serve_restores_a_real_save_through_every_variant(
         for variant in (1, 2, 3):
             done = run_cli(
                 leaks, "restore", str(path), "--connect", server.address, "--variant",
-                str(variant),
+                str(variant), "--sha256",
             )  # fmt: skip
             assert done.code == 0, done.stderr
             assert (done.record["bytes"], done.record["sha256"]) == (size, digest)
@@ -76,7 +76,7 @@ def test_a_real_save_replayed_by_the_stub_round_trips_into_real_qemu(
     out = tmp_path / "saved.state"
     with serving(leaks, f"unix:{tmp_path}/x.sock", "--save-from", str(path)) as server:
         connect = ["--connect", server.address, "--variant", str(variant)]
-        saved = run_cli(leaks, "save", str(out), *connect)
+        saved = run_cli(leaks, "save", str(out), *connect, "--sha256")
         assert saved.code == 0, saved.stderr
         assert saved.record["sha256"] == digest == hashlib.sha256(out.read_bytes()).hexdigest()
         assert server.endpoint()["ok"] is True

@@ -13,9 +13,10 @@ JSON line per command, e.g. for ``restore``/``save``::
     {"direction": "restore", "variant": 2, "bytes": 67108864, "data_bytes": ..,
      "hole_bytes": .., "seconds": 0.41, "mb_per_s": 163.2, "sha256": "..", ...}
 
-``sha256`` is the digest of the image's content, holes included: of what ``restore`` sent,
-and of what ``save`` wrote to OUT, hashed as it moves on a thread of its own (a failed save
-removes OUT: no partial image is left); ``--no-sha256`` skips it (``null``).
+``sha256`` is null unless ``--sha256`` is given: then the digest of the image's content,
+holes included, of what ``restore`` sent and of what ``save`` wrote to OUT, hashed as it
+moves on a thread of its own (off by default: it costs the throughput of a 2-core machine
+about a third, see README). A failed save removes OUT: no partial image is left.
 ``serve`` prints ``{"listening": "unix:/tmp/x.sock"}``, then one ``{"endpoint": {...}}``
 line per endpoint verdict (ok, bytes, sha256, error, exit code of the stub or QEMU) -- on a
 terminal, the same as text. SIGINT or SIGTERM stop it cleanly: every connection is closed,
@@ -225,15 +226,15 @@ def _register_transfer(subparsers: Any, command: str) -> None:
         "--json", action="store_true", help="print the JSON line even on a terminal, no bar"
     )
     parser.add_argument(
-        "--no-sha256",
-        dest="sha256",
-        action="store_false",
+        "--sha256",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help=(
-            'do not hash what was sent ("sha256": null); the hash runs on its own thread, '
-            "about 0.7-1 CPU s/GiB"
+            "print the SHA-256 of what was sent, hashed on a thread of its own as it goes "
+            '(about 0.6-1 CPU s/GiB; default off: "sha256": null)'
             if restore
-            else 'do not hash what was written ("sha256": null); the hash runs on its own '
-            "thread, about 0.7-1 CPU s/GiB"
+            else "print the SHA-256 of what was written, hashed on a thread of its own as it "
+            'goes (about 0.6-1 CPU s/GiB; default off: "sha256": null)'
         ),
     )
     _tls_client_options(parser)
