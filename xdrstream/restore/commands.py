@@ -15,8 +15,9 @@ JSON line per command, e.g. for ``restore``/``save``::
 
 ``sha256`` is null unless ``--sha256`` is given: then the digest of the image's content,
 holes included, of what ``restore`` sent and of what ``save`` wrote to OUT, hashed as it
-moves on a thread of its own (off by default: it costs the throughput of a 2-core machine
-about a third, see README). A failed save removes OUT: no partial image is left.
+moves on a thread of its own (off by default: 0.6-1.0 CPU s/GiB that the server and the
+endpoint need on a small machine; README gives the figures). A failed save removes OUT: no
+partial image is left.
 ``serve`` prints ``{"listening": "unix:/tmp/x.sock"}``, then one ``{"endpoint": {...}}``
 line per endpoint verdict (ok, bytes, sha256, error, exit code of the stub or QEMU) -- on a
 terminal, the same as text. SIGINT or SIGTERM stop it cleanly: every connection is closed,
