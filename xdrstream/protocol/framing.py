@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
-from xdrstream.protocol.errors import RemoteProtocolError
+from xdrstream.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 #: Size of the length word (libvirt's VIR_NET_MESSAGE_LEN_MAX).
 LEN_SIZE = 4
@@ -186,7 +186,10 @@ class FrameDecoder:
         "_chunks",
         "_error",
         "_head",
+        "_max_buffered",
         "_max_frame",
+        "_need",
+        "_next_head",
         "_pool",
         "_refused",
         "_scratch",
@@ -198,10 +201,19 @@ class FrameDecoder:
         "discarded",
     )
 
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME, max_buffered: int | None = None) -> None:
         if not HEADER_SIZE <= max_frame <= 0xFFFFFFFF - LEN_SIZE:
             raise ValueError(f"max_frame must be in [{HEADER_SIZE}, 2**32-5], got {max_frame}")
         self._max_frame = max_frame
+        # feed refuses (LocalProtocolError, nothing changed) to hold more than this (§8.1)
+        self._max_buffered = sys.maxsize if max_buffered is None else max_buffered
+        # next_raw returns None at once while fewer than _need bytes are buffered: the
+        # length of the next frame once its header is checked (that header is then kept
+        # in _next_head), else LEN_SIZE.  -1 while anything needs the general path (an
+        # error, a refused call, a frame received in place), so one compare answers the
+        # common "not yet" and feed's fast path knows none of those is under way.
+        self._need = LEN_SIZE
+        self._next_head: tuple[int, int, int, int, int, int, int] | None = None
         self._chunks: deque[memoryview] = deque()
         self._head = 0  # read position inside _chunks[0]
         self._avail = 0  # unread bytes over all chunks and the tail
@@ -265,6 +277,7 @@ class FrameDecoder:
         self._big_base = self._big_size = self._big_filled = 0
         self._pool = []
         self._refused, self._skip = None, 0
+        self._need, self._next_head = -1, None
         if self._error is None:
             self._error = RemoteProtocolError(
                 "the frame decoder was released (connection ended)",
@@ -352,6 +365,7 @@ class FrameDecoder:
                 self._big_words = _HEADER.unpack_from(scratch, LEN_SIZE)
                 self._big_start = self._stream_offset
                 self._stream_offset += nbytes
+                self._need = -1
                 return
         if nbytes >= _SMALL:
             if self._tail:
@@ -421,6 +435,7 @@ class FrameDecoder:
         if self._tail:
             self._flush_tail()
         start = self._stream_offset
+        self._next_head = None
         words = _HEADER.unpack_from(self._take(MIN_FRAME), LEN_SIZE)
         self._check_words(words[3], words[5], start)
         size = length - MIN_FRAME
@@ -435,12 +450,32 @@ class FrameDecoder:
             big[:have] = self._take(have)
         self._big, self._big_base, self._big_size, self._big_filled = big, 0, size, have
         self._big_words, self._big_start = words, start
+        self._need = -1
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append received bytes.  Raises :class:`LocalProtocolError` (nothing changed)
+        if that would buffer more than ``max_buffered`` bytes (§8.1)."""
+        if type(data) is bytes and self._need >= 0 and not self._tail:
+            # the common large read at a frame boundary or inside a frame: kept by reference
+            size = len(data)
+            if size >= _SMALL and self._avail + size <= self._max_buffered:
+                self._chunks.append(memoryview(data))
+                self._avail += size
+                return
+        self._feed(data)
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
             raise self._error
         if not data:
             return
+        nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
+        if self.buffered + nbytes > self._max_buffered:
+            raise LocalProtocolError(
+                f"receive buffer would exceed {self._max_buffered} bytes: "
+                "drain next_event() before reading more",
+                section="§8.1",
+            )
         if self._skip:  # the payload of a refused call: counted, never kept (§3.6)
             dropped = min(self._skip, len(data))
             self._skip -= dropped
@@ -485,30 +520,38 @@ class FrameDecoder:
         chunks = self._chunks
         first = chunks[0]
         head = self._head
-        if len(first) - head >= n:
-            out = first[head : head + n]
-            head += n
-            if head == len(first):
-                chunks.popleft()
-                head = 0
-            self._head = head
-        else:
-            parts = []
-            need = n
-            while need:
-                chunk = chunks[0]
-                part = chunk[head : head + need]
-                parts.append(part)
-                need -= len(part)
-                head += len(part)
-                if head == len(chunk):
-                    chunks.popleft()
-                    head = 0
-            self._head = head
-            out = memoryview(b"".join(parts))  # the one copy
+        end = head + n
+        size = len(first)
         self._avail -= n
         self._stream_offset += n
-        return out
+        if end < size:
+            self._head = end
+            return first[head:end]
+        chunks.popleft()
+        if end == size:
+            self._head = 0
+            return first[head:] if head else first
+        # spread over several chunks (a payload cut by the reads): joined, the one copy
+        need = end - size
+        second = chunks[0]
+        if len(second) > need:  # the common case: the rest lies in the next chunk
+            self._head = need
+            return memoryview(b"".join((first[head:], second[:need])))
+        parts = [first[head:]]
+        while True:
+            chunk = chunks[0]
+            size = len(chunk)
+            if size > need:
+                parts.append(chunk[:need])
+                self._head = need
+                break
+            parts.append(chunk)
+            chunks.popleft()
+            need -= size
+            if not need:
+                self._head = 0
+                break
+        return memoryview(b"".join(parts))
 
     def _refuses(
         self, length: int, prog: int, vers: int, proc: int, mtype: int, serial: int, status: int
@@ -541,6 +584,7 @@ class FrameDecoder:
         self._stream_offset += have
         self._skip = size - have
         self._refused = (*words, _EMPTY, start)
+        self._need, self._next_head = -1, None
         self.discarded = size
 
     def _peek(self, n: int) -> bytes:
@@ -571,6 +615,7 @@ class FrameDecoder:
 
     def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
         self._error = error
+        self._need = -1
         return error
 
     def _check_length(self, length: int, start: int) -> None:
@@ -615,6 +660,72 @@ class FrameDecoder:
         """As :meth:`next_frame`, without building :class:`Header`/:class:`Frame` objects
         (the engine's fast path): ``(prog, vers, proc, type, serial, status, payload,
         offset)`` with ``type`` and ``status`` as plain (valid) ints."""
+        avail = self._avail
+        if avail < self._need:  # the next frame is not all here (see __init__)
+            return None
+        if self._need < 0:
+            return self._next_special()
+        start = self._stream_offset
+        chunks = self._chunks
+        head = self._head
+        words = self._next_head
+        if words is not None:  # the header checked when the frame was still incomplete
+            self._next_head = None
+            length, prog, vers, proc, mtype, serial, status = words
+        elif chunks and len(chunks[0]) - head >= MIN_FRAME:
+            # length word and header lie in one chunk: no copy at all
+            words = _LEN_HEADER.unpack_from(chunks[0], head)
+            length, prog, vers, proc, mtype, serial, status = words
+            if length < MIN_FRAME or length - LEN_SIZE > self._max_frame:
+                self._check_length(length, start)
+            if avail < length:
+                if mtype == _CALL and self.call_bound is not None and self._refuses(*words):
+                    return self._refuse_buffered(length, start)
+                self._need, self._next_head = length, words
+                return None
+        else:
+            if avail < LEN_SIZE:
+                self._need = LEN_SIZE
+                return None
+            length = self._peek_length()
+            self._check_length(length, start)
+            if avail < length:
+                if avail < MIN_FRAME:  # the header is still to come
+                    self._need = MIN_FRAME
+                    return None
+                if self.call_bound is not None:
+                    head_words = _HEADER.unpack_from(self._peek(MIN_FRAME), LEN_SIZE)
+                    if self._refuses(length, *head_words):
+                        return self._refuse_buffered(length, start)
+                self._need = length
+                return None
+            if self._tail:
+                self._flush_tail()
+            prog, vers, proc, mtype, serial, status = _HEADER.unpack_from(
+                self._take(MIN_FRAME), LEN_SIZE
+            )
+            head = -1  # the header is taken
+        self._need = LEN_SIZE
+        self.discarded = 0
+        if mtype not in _TYPES or status not in _STATUSES:
+            self._check_words(mtype, status, start)
+        if head >= 0:  # take the header, which lies in the first chunk
+            if self._tail:
+                self._flush_tail()
+            head += MIN_FRAME
+            if head == len(chunks[0]):
+                chunks.popleft()
+                head = 0
+            self._head = head
+            self._avail = avail - MIN_FRAME
+            self._stream_offset = start + MIN_FRAME
+        # Header and payload are taken separately so that a payload lying inside one fed
+        # chunk (e.g. written with writev as header + payload) is never copied.
+        payload = self._take(length - MIN_FRAME) if length > MIN_FRAME else _EMPTY
+        return (prog, vers, proc, mtype, serial, status, payload, start)
+
+    def _next_special(self) -> RawFrame | None:
+        """next_raw while an error, a refused call or a frame received in place is on."""
         if self._error is not None:
             raise self._error
         refused = self._refused
@@ -622,69 +733,25 @@ class FrameDecoder:
             if self._skip:
                 return None
             self._refused = None  # discarded stays set for the engine to see
+            self._need = LEN_SIZE
             return refused
         self.discarded = 0
         big = self._big
-        if big is not None:
-            if self._big_filled < self._big_size:
-                return None
-            self._big = None
-            self._keep(big)
-            view = memoryview(big)
-            if len(big) != self._big_size:  # the payload of a frame read into a pooled buffer
-                view = view[self._big_base : self._big_base + self._big_size]
-            self._big_filled = self._big_size = self._big_base = 0
-            return (*self._big_words, view.toreadonly(), self._big_start)
-        avail = self._avail
-        if avail < LEN_SIZE:
+        assert big is not None
+        if self._big_filled < self._big_size:
             return None
-        start = self._stream_offset
-        chunks = self._chunks
-        head = self._head
-        first = chunks[0] if chunks else None
-        if first is not None and len(first) - head >= MIN_FRAME:
-            # common case: length word and header lie in one chunk, no copy at all
-            length, prog, vers, proc, mtype, serial, status = _LEN_HEADER.unpack_from(first, head)
-            if length < MIN_FRAME or length - LEN_SIZE > self._max_frame:
-                self._check_length(length, start)
-            if avail < length:
-                if self.call_bound is not None and self._refuses(
-                    length, prog, vers, proc, mtype, serial, status
-                ):
-                    return self._refuse_buffered(length, start)
-                return None
-            if self._tail:
-                self._flush_tail()
-            head += MIN_FRAME
-            if head == len(first):
-                chunks.popleft()
-                head = 0
-            self._head = head
-            self._avail = avail - MIN_FRAME
-            self._stream_offset = start + MIN_FRAME
-        else:
-            length = self._peek_length()
-            self._check_length(length, start)
-            if avail < length:
-                if self.call_bound is not None and avail >= MIN_FRAME:
-                    words = _HEADER.unpack_from(self._peek(MIN_FRAME), LEN_SIZE)
-                    if self._refuses(length, *words):
-                        return self._refuse_buffered(length, start)
-                return None
-            if self._tail:
-                self._flush_tail()
-            prog, vers, proc, mtype, serial, status = _HEADER.unpack_from(
-                self._take(MIN_FRAME), LEN_SIZE
-            )
-        if mtype not in _TYPES or status not in _STATUSES:
-            self._check_words(mtype, status, start)
-        # Header and payload are taken separately so that a payload lying inside one fed
-        # chunk (e.g. written with writev as header + payload) is never copied.
-        payload = self._take(length - MIN_FRAME) if length > MIN_FRAME else _EMPTY
-        return (prog, vers, proc, mtype, serial, status, payload, start)
+        self._big = None
+        self._need = LEN_SIZE
+        self._keep(big)
+        view = memoryview(big)
+        if len(big) != self._big_size:  # the payload of a frame read into a pooled buffer
+            view = view[self._big_base : self._big_base + self._big_size]
+        self._big_filled = self._big_size = self._big_base = 0
+        return (*self._big_words, view.toreadonly(), self._big_start)
 
     def _refuse_buffered(self, length: int, start: int) -> RawFrame | None:
         """Refuse the call whose header is next (§3.6); its frame once all is discarded."""
+        self._next_head = None
         if self._tail:
             self._flush_tail()
         words = _HEADER.unpack_from(self._take(MIN_FRAME), LEN_SIZE)
