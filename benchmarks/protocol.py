@@ -178,7 +178,7 @@ def upload(chunks: list[bytes], proc: int, delivery: str) -> float:
             wire_end += len(buffers[0]) + len(buffers[-1])
             while fed < wire_end:
                 target = get_buffer(step)
-                n = min(len(target), wire_end - fed)
+                n = min(len(target), step, wire_end - fed)
                 target[:n] = view[fed : fed + n]
                 buffer_updated(n)
                 fed += n

