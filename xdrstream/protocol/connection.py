@@ -487,7 +487,7 @@ class Connection:
             ex = self._exchanges.by_serial.get(event.serial)
             if ex is not None and ex.sends_data:
                 data = event.data
-                size = len(data)
+                size = data.nbytes if type(data) is memoryview else len(data)
                 if 0 < size <= self.limits.max_frame - HEADER_SIZE:
                     return [_LEN.pack(MIN_FRAME + size) + ex.data_head, data]
         if isinstance(event, Call):
