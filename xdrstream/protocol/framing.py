@@ -304,7 +304,8 @@ class FrameDecoder:
             self._start_big()
             big = self._big
         if big is not None and self._big_filled < self._big_size:
-            self._check_room(self._avail + MIN_FRAME + self._big_filled)
+            if self._avail + MIN_FRAME + self._big_filled >= self._max_buffered:
+                self._check_room(self._avail + MIN_FRAME + self._big_filled)
             self._scratch = None
             base = self._big_base
             if len(big) - base == self._big_filled:  # this step is full: grow (§8.1)
@@ -314,7 +315,8 @@ class FrameDecoder:
         # (a complete in-place frame not yet taken by next_frame: what follows it is
         # buffered as usual, never an empty buffer that a recv_into would mistake for EOF)
         held = self._avail if self._need >= 0 else self.buffered
-        size = min(max(sizehint, 1), self._check_room(held))
+        room = self._max_buffered - held
+        size = sizehint if 0 < sizehint <= room else min(max(sizehint, 1), self._check_room(held))
         if not held and self._pool and big is None:
             # At a frame boundary of a connection that has received large frames: read
             # into a pooled buffer large enough for a whole default-sized stream frame,
@@ -393,12 +395,11 @@ class FrameDecoder:
 
     def _free_pooled(self, size: int) -> bytearray | None:
         """A pooled buffer of exactly ``size`` bytes that no view refers to any more."""
-        pool = self._pool
-        for index in range(len(pool)):
+        for buffer in self._pool:
             # only the pool refers to it: no view of it is alive (a memoryview, and every
             # slice of it, holds a reference to the object it exports from)
-            if len(pool[index]) == size and _getrefcount(pool[index]) <= _FREE_REFS:
-                return pool[index]
+            if len(buffer) == size and _getrefcount(buffer) <= _FREE_REFS:
+                return buffer
         return None
 
     def _keep(self, buffer: bytearray) -> None:
@@ -413,7 +414,8 @@ class FrameDecoder:
             pool.append(buffer)
             return
         for index in range(len(pool)):
-            if _getrefcount(pool[index]) <= _FREE_REFS:  # replace an idle one
+            held = pool[index]
+            if _getrefcount(held) <= _FREE_REFS:  # replace an idle one
                 pool[index] = buffer
                 return
 
@@ -799,11 +801,12 @@ _getrefcount = sys.getrefcount
 
 
 def _free_refs() -> int:
-    """What ``_getrefcount(pool[index])`` gives for a buffer only its pool refers to:
-    measured the way _payload_buffer asks (interpreters differ in the temporary
-    references they count)."""
-    pool, index = [bytearray(1)], 0
-    return _getrefcount(pool[index])
+    """What ``_getrefcount(buffer)`` gives for a buffer only its pool refers to, asked
+    from a loop over the pool as _free_pooled and _keep ask (interpreters differ in the
+    temporary references they count)."""
+    for buffer in [bytearray(1)]:
+        return _getrefcount(buffer)
+    raise AssertionError  # (the list has one item)
 
 
 _FREE_REFS = _free_refs()
