@@ -179,6 +179,7 @@ class FrameDecoder:
         "_big",
         "_big_base",
         "_big_filled",
+        "_big_kept",
         "_big_size",
         "_big_start",
         "_big_words",
@@ -192,6 +193,7 @@ class FrameDecoder:
         "_pool",
         "_refused",
         "_scratch",
+        "_scratch_kept",
         "_scratch_len",
         "_skip",
         "_stream_offset",
@@ -230,6 +232,8 @@ class FrameDecoder:
         self._big_start = 0
         self._scratch: bytearray | None = None
         self._scratch_len = 0
+        # whether _scratch / _big is a buffer of the pool already (else pooled when done)
+        self._scratch_kept = self._big_kept = False
         # payload buffers of earlier in-place frames, reused once no view of them is alive
         self._pool: list[bytearray] = []
         #: (prog, vers, proc) -> largest valid argument payload of a CALL/OK (None: no
@@ -323,9 +327,13 @@ class FrameDecoder:
             # so that if this read starts a large frame its payload goes on filling the
             # same buffer (buffer_updated): no zeroing, no copy of the first read.  A
             # connection that never did (an idle one, a flood of headers) holds no arena.
-            scratch = self._payload_buffer(max(size, _ARENA))
+            want = max(size, _ARENA)
+            pooled = self._free_pooled(want)
+            self._scratch_kept = pooled is not None
+            scratch = pooled if pooled is not None else self._payload_buffer(want)
         else:
             scratch = bytearray(size)
+            self._scratch_kept = False
         self._scratch, self._scratch_len = scratch, size
         return memoryview(scratch)[:size]
 
@@ -376,6 +384,7 @@ class FrameDecoder:
                 # frame longer than this buffer, half filled at least so that memory still
                 # follows the bytes received, grows it by doubling: one copy in all)
                 self._big, self._big_base = scratch, MIN_FRAME
+                self._big_kept = self._scratch_kept
                 self._big_size, self._big_filled = length - MIN_FRAME, nbytes - MIN_FRAME
                 self._big_words = words[1:]
                 self._big_start = self._stream_offset
@@ -441,6 +450,7 @@ class FrameDecoder:
             grown = bytearray(capacity)
         grown[:filled] = memoryview(big)[base : base + filled]
         self._big, self._big_base = grown, 0
+        self._big_kept = False
         return grown
 
     def _start_big(self) -> None:
@@ -467,6 +477,7 @@ class FrameDecoder:
         if have:
             big[:have] = self._take(have)
         self._big, self._big_base, self._big_size, self._big_filled = big, 0, size, have
+        self._big_kept = False
         self._big_words, self._big_start = words, start
         self._need = -1
 
@@ -760,7 +771,8 @@ class FrameDecoder:
             return None
         self._big = None
         self._need = LEN_SIZE
-        self._keep(big)
+        if not self._big_kept:
+            self._keep(big)
         view = memoryview(big)
         if len(big) != self._big_size:  # the payload of a frame read into a pooled buffer
             view = view[self._big_base : self._big_base + self._big_size]
