@@ -31,11 +31,11 @@
    client; one header unpack, one lookup, the payload join and one event on the server)
    without a single check; its ratio is the ceiling of the engine's.
 
-   Method: every case, the copy and the floor are timed once per round, rounds
-   interleaved, and each keeps its best (``--runs``) time; the clock is the thread's CPU
-   time (a sans-I/O loop does no I/O: time spent descheduled by other load is not its
-   cost).  The machine's load still shows in the memory bandwidth the copy gets, so print
-   ``uptime`` beside reported figures.
+   Method: ``--runs`` rounds; in each, every case (and the floor) is timed right after a
+   copy of the same chunks, and a case's ratio is the median over rounds of its pairs'
+   ratios (a pair shares the memory bandwidth other jobs leave it).  The clock is the
+   thread's CPU time (a sans-I/O loop does no I/O: time spent descheduled by other load
+   is not its cost).  Print ``uptime`` beside reported figures.
 
 Prints one line per measurement and the ratio to the copy rate (target: >= 0.80 for V2, V3).
 Run: .venv/bin/python benchmarks/protocol.py [--size 128M] [--calls N] [--runs N]
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import struct
 import time
 from collections.abc import Callable
@@ -256,13 +257,23 @@ def bare_copy(chunks: list[bytes]) -> float:
     return CLOCK() - start
 
 
+def paired(timed: list[tuple[float, float]], frames: int, copied: bool) -> tuple[float, float]:
+    """Median over rounds of (copy / case) and of the case's own per-frame work (its time
+    less the copy's, if it copies), from (copy seconds, case seconds) pairs."""
+    ratio = statistics.median(copy / seconds for copy, seconds in timed)
+    work = statistics.median(
+        (seconds - (copy if copied else 0)) / frames for copy, seconds in timed
+    )
+    return ratio, work
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--size", type=parse_size, default=128 << 20, help="stream size (default 128M)"
     )
     parser.add_argument("--calls", type=int, default=20000, help="round trips per measurement")
-    parser.add_argument("--runs", type=int, default=5, help="best of N interleaved rounds")
+    parser.add_argument("--runs", type=int, default=5, help="interleaved rounds (median)")
     ns = parser.parse_args()
 
     for proc, label in ((1, "ping (void)"), (2, "echo (16 B)")):
@@ -282,35 +293,40 @@ def main() -> None:
     ]
     for proc in (6, 8, 4):
         record_wire(chunks, proc)
-    # Interleaved rounds, best of each over the run: the copy, the floor and every case are
-    # timed once per round, so a burst of other load touches them alike.
-    copy_seconds = floor_seconds = float("inf")
-    best = dict.fromkeys(cases, float("inf"))
-    for _ in range(ns.runs):
-        copy_seconds = min(copy_seconds, bare_copy(chunks))
-        floor_seconds = min(floor_seconds, floor(chunks, CHUNK))
-        for case in cases:
-            best[case] = min(best[case], upload(chunks, case[0], case[2]))
-    copy_rate = nbytes / copy_seconds
+    # Paired, interleaved rounds: each case (and the floor) is timed right after a copy of
+    # the same chunks, and its ratio is that pair's; a case's figure is the median of its
+    # rounds' ratios.  Other jobs change the memory bandwidth a copy gets from one second
+    # to the next: a pair shares it, a best copy and a best case from different seconds
+    # would not (the ratio would follow the noise, either way).
     frames = len(chunks)
+    pairs: dict[tuple[int, str, str], list[tuple[float, float]]] = {case: [] for case in cases}
+    floors: list[tuple[float, float]] = []
+    copies: list[float] = []
+    for _ in range(ns.runs):
+        copies.append(bare_copy(chunks))
+        floors.append((copies[-1], floor(chunks, CHUNK)))
+        for case in cases:
+            copies.append(bare_copy(chunks))
+            pairs[case].append((copies[-1], upload(chunks, case[0], case[2])))
+    copy_seconds = min(copies)
     print(
-        f"bare bytes copy of 256 KiB chunks   : {copy_rate / 2**20:10,.0f} MiB/s"
-        f"   ({copy_seconds / frames * 1e6:.1f} µs per chunk, best in this run)"
+        f"bare bytes copy of 256 KiB chunks   : {nbytes / copy_seconds / 2**20:10,.0f} MiB/s"
+        f"   ({copy_seconds / frames * 1e6:.1f} µs per chunk, best in this run;"
+        f" median {statistics.median(copies) / frames * 1e6:.1f})"
     )
+    ratio, work = paired(floors, frames, copied=True)
     print(
-        f"floor (least per-frame work), 256 KiB reads: ratio to bare copy:"
-        f" {copy_seconds / floor_seconds:5.2f}"
-        f"   per-frame work: {(floor_seconds - copy_seconds) / frames * 1e6:5.1f} µs/frame"
+        f"floor (least per-frame work), 256 KiB reads: ratio to bare copy: {ratio:5.2f}"
+        f"   per-frame work: {work * 1e6:5.1f} µs/frame"
     )
     ratios: dict[tuple[str, str], float] = {}
-    for (_, variant, delivery), seconds in best.items():
-        rate = nbytes / seconds
-        ratios[(variant, delivery)] = rate / copy_rate
-        engine = (seconds - (0 if delivery == "writev" else copy_seconds)) / frames
+    for (_, variant, delivery), timed in pairs.items():
+        ratio, work = paired(timed, frames, copied=delivery != "writev")
+        ratios[(variant, delivery)] = ratio
+        rate = nbytes / min(seconds for _, seconds in timed)
         print(
             f"stream {variant} upload, {delivery:16}: {rate / 2**20:10,.0f} MiB/s"
-            f"   ratio to bare copy: {rate / copy_rate:5.2f}"
-            f"   engine: {engine * 1e6:5.1f} µs/frame"
+            f"   ratio to bare copy: {ratio:5.2f}   engine: {work * 1e6:5.1f} µs/frame"
         )
     print("\nTargets (issue 12):")
     for variant in ("V2", "V3"):

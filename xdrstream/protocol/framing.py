@@ -499,7 +499,8 @@ class FrameDecoder:
         if not data:
             return
         nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
-        if self.buffered + nbytes > self._max_buffered:
+        held = self._avail if self._need >= 0 else self.buffered
+        if held + nbytes > self._max_buffered:
             raise LocalProtocolError(
                 f"receive buffer would exceed {self._max_buffered} bytes: "
                 "drain next_event() before reading more",
