@@ -42,7 +42,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 from xdrstream.protocol import LocalProtocolError, RemoteError, Variant
 from xdrstream.protocol.bodies import V1_CHUNK_MAX, V1_WINDOW
@@ -67,6 +67,7 @@ from xdrstream.protocol.states import Kind as EngineKind
 from xdrstream.transport.errors import (
     ERR_INTERNAL,
     ERR_OPERATION_ABORTED,
+    ConnectionLost,
     RemoteFailure,
     ServerError,
     StreamAborted,
@@ -85,17 +86,42 @@ DEFAULT_CHUNK = LEGACY_STREAM_PAYLOAD
 Chunk = memoryview | Hole
 
 
-class _Wait:
+class Wait:
+    """The type of :data:`WAIT`."""
+
     __slots__ = ()
 
     def __repr__(self) -> str:
         return "WAIT"
 
 
-WAIT: Final = _Wait()
+WAIT: Final = Wait()
 """Yielded by an operation that needs the next event of its exchange."""
 
-Op = Generator[Event | _Wait, None, T]
+Op = Generator[Event | Wait, None, T]
+
+
+class Steps(Generic[T]):
+    """An operation as a driver runs it: :meth:`advance` gives the next step (an event to
+    send, or WAIT) until it returns None, the operation's result then in ``value``."""
+
+    __slots__ = ("_op", "value")
+
+    def __init__(self, op: Op[T]) -> None:
+        self._op = op
+        self.value: T = cast(T, None)
+
+    def advance(self, refused: LocalProtocolError | None = None) -> Event | Wait | None:
+        """The step after the last one was done; ``refused``: the engine refused to send
+        its event (the operation decides what that means, see ``_emit``)."""
+        try:
+            return self._op.send(None) if refused is None else self._op.throw(refused)
+        except StopIteration as stop:
+            self.value = stop.value
+            return None
+
+    def close(self) -> None:
+        self._op.close()
 
 
 class Kind(enum.Enum):
@@ -486,9 +512,13 @@ def _v1_outstanding(ex: Exchange) -> int:
 
 
 def server_conclude(ex: Exchange, exc: BaseException | None, value: Any) -> Op[None]:
-    """After the handler returned (or raised): end the exchange if it has not ended."""
-    if ex.closed:
+    """After the handler returned ``value`` or raised ``exc``: end the exchange if it has
+    not ended (a handler that lost its connection has nothing left to end; one that saw
+    the client's abort ends as if it had returned)."""
+    if ex.closed or isinstance(exc, ConnectionLost):
         return
+    if isinstance(exc, StreamAborted):
+        exc = None
     if not ex.aborted and any(type(event) is StreamAbort for event in ex.inbox):
         ex.aborted = True  # the handler gave up before reading up to the abort
         ex.inbox.clear()
