@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from xdrstream.protocol import LocalProtocolError, Role
+from xdrstream.protocol.bodies import V1_WINDOW
 from xdrstream.protocol.events import (
     Call,
     ErrorReply,
@@ -19,16 +20,26 @@ from xdrstream.protocol.events import (
     Reply,
     StreamConfirm,
     StreamData,
+    StreamRead,
 )
 from xdrstream.protocol.framing import Header, pack_frame
 from xdrstream.protocol.states import Kind as EngineKind
-from xdrstream.restore.server import PROC_PING, PROGRAM, RESTORE_PROCS, VERSION, schema
+from xdrstream.restore.server import PROC_PING, PROGRAM, RESTORE_PROCS, SAVE_PROCS, VERSION, schema
 from xdrstream.transport.blocking import BlockingConnection, SocketChannel
 from xdrstream.transport.channels import client_setup, server_setup
 from xdrstream.transport.core import FRAME_OVERHEAD, DriverCore, queued_size
 from xdrstream.transport.errors import ConnectionLost, PeerTimeout, StreamAborted, TransportError
 from xdrstream.transport.options import Options
-from xdrstream.transport.stream import WAIT, Op, Steps, Wait, make_exchange, server_conclude
+from xdrstream.transport.stream import (
+    WAIT,
+    Op,
+    Steps,
+    Wait,
+    client_call,
+    client_recv,
+    make_exchange,
+    server_conclude,
+)
 
 CALL = 0
 
@@ -196,3 +207,52 @@ def test_server_conclude_sorts_out_what_a_handler_raised() -> None:
     assert isinstance(failure, ErrorReply) and "ValueError: boom" in str(failure.error.message)
     (confirm,) = _concluded(StreamAborted("aborted"), aborted=True)
     assert isinstance(confirm, StreamConfirm)
+
+
+def _deliver(src: DriverCore, dst: DriverCore, event: Any) -> None:
+    buffers, _ = src.encode(event, 0)
+    dst.engine.receive_data(b"".join(bytes(b) for b in buffers))
+    assert dst.drain()
+
+
+def test_v1_download_keeps_its_reads_within_the_engines_window() -> None:
+    """The driver's exchange counts no V1 calls of its own: the READs it sends stop at
+    the window the engine counts (§7.2.4), answers not yet taken included."""
+    client = DriverCore(Role.CLIENT, [schema()], Options())
+    server, _ = server_core()
+    s = schema()
+    call = client.open_call(PROGRAM, VERSION, SAVE_PROCS[1], s["xs_save_args"](name="x", flags=0))
+    ex = client.exchanges[call.serial]
+    opening = client_call(ex, call)
+    _deliver(client, server, next(opening))
+    assert isinstance(opening.send(None), Wait)
+    _deliver(server, client, Reply(call.serial, s["xs_save_ret"](length=0)))
+    with pytest.raises(StopIteration):
+        opening.send(None)
+    op = client_recv(ex)
+    reads = []
+    step = next(op)
+    while isinstance(step, StreamRead):
+        reads.append(step)
+        _deliver(client, server, step)
+        step = op.send(None)
+    assert isinstance(step, Wait) and len(reads) == V1_WINDOW
+    assert ex.engine is not None and ex.engine.window == 0
+    server_ex = server.exchanges[call.serial]
+    assert server_ex.engine is not None and server_ex.engine.read_max == reads[0].max_bytes
+    _deliver(server, client, StreamData(call.serial, b"abc"))  # answers one READ
+    assert ex.engine.window == 1 and len(ex.inbox) == 1
+    with pytest.raises(StopIteration) as done:
+        op.send(None)
+    assert bytes(done.value.value) == b"abc"
+    # two more answers wait untaken: with them, the outstanding READs fill the window
+    _deliver(server, client, StreamData(call.serial, b"d"))
+    _deliver(server, client, StreamData(call.serial, b"e"))
+    assert ex.engine.window == 3 and len(ex.inbox) == 2
+    op = client_recv(ex)
+    read = next(op)
+    assert isinstance(read, StreamRead)
+    _deliver(client, server, read)
+    with pytest.raises(StopIteration) as done:
+        op.send(None)  # no second READ: with the answers waiting, the window is full
+    assert bytes(done.value.value) == b"d" and ex.engine.window == 2

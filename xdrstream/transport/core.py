@@ -298,6 +298,10 @@ class DriverCore:
         if self.error is not None:
             raise self.raised()
         buffers = self.engine.send_buffers(event)
+        if type(event) is Call:  # the engine's exchange now exists: the driver's reads it
+            ex = self.exchanges.get(event.serial)
+            if ex is not None:
+                ex.engine = self.engine.exchange(event.serial)
         if not self.accounting:
             return buffers, 0
         size = sum(len(b) for b in buffers)
