@@ -933,6 +933,10 @@ class Generator:
             f"_SOURCES = {tuple(sources)!r}",
             f"_CONSTANTS = {dict(constants)!r}",
             f"_OPTIONS = {self.options()!r}",
+            f"_FILENAME = {model.filename!r}",
+            f"_DEFINED_BUILTINS = {tuple(n for n in BUILTINS if n in model.types)!r}",
+            f"_ALL_CONSTANTS = {dict(model.constants)!r}",
+            f"_PROGRAMS = {m.program_facts(model)!r}",
             "SCHEMA = _rt.build_schema(globals())",
             "",
         ]
