@@ -6,6 +6,9 @@ Generated modules import this (``from xdrstream.codec import runtime``) and end 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import reprlib
 import struct
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -23,9 +26,11 @@ __all__ = [
     "StructCache",
     "TooDeep",
     "build_schema",
+    "dataclass_fields",
     "is_bytes",
     "linked_eq",
     "linked_repr",
+    "recursive_repr",
 ]
 
 
@@ -86,6 +91,38 @@ def linked_repr(head: list[str], link: str) -> Callable[[Any], str]:
         return "".join(parts) + tail + ")" * depth
 
     return __repr__
+
+
+recursive_repr = reprlib.recursive_repr()  # a value containing itself shows "..." there
+
+
+@dataclasses.dataclass
+class _Probe:
+    required: Any
+    optional: Any = None
+
+
+_FIELDS: dict[tuple[str, bool], dataclasses.Field[Any]] = {}
+
+
+def dataclass_fields(cls: type, defaults: int) -> None:
+    """Make a generated value class one for :mod:`dataclasses` (``fields``, ``replace``,
+    ``asdict``, ``is_dataclass``): its ``__slots__`` become its fields, the last
+    ``defaults`` of them defaulting to None. Field objects are copies of a real dataclass's,
+    shared between classes (they hold nothing else than name and default)."""
+    names: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
+    fields: dict[str, dataclasses.Field[Any]] = {}
+    for i, name in enumerate(names):
+        optional = i >= len(names) - defaults
+        field = _FIELDS.get((name, optional))
+        if field is None:
+            field = copy.copy(dataclasses.fields(_Probe)[optional])
+            field.name = name
+            field.type = Any
+            _FIELDS[name, optional] = field
+        fields[name] = field
+    cls.__dataclass_fields__ = fields  # type: ignore[attr-defined]
+    cls.__dataclass_params__ = _Probe.__dataclass_params__  # type: ignore[attr-defined]
 
 
 PackFn = Callable[..., None]
