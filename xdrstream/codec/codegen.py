@@ -803,10 +803,11 @@ class Generator:
         ident: str, doc: str, names: list[str], defaults: int, methods: bool = True
     ) -> list[str]:
         """What ``@dataclass(slots=True)`` makes of ``names`` (the last ``defaults`` of them
-        None by default), written out: the decorator costs ~0.5 ms per class at import
-        (it compiles three methods per class), this is compiled once with the module (and
-        cached). ``_rt.dataclass_fields`` adds the ``dataclasses.fields`` metadata.
-        Parameters are ``_s``/``_o``: field names never start with ``_``."""
+        None by default): the decorator costs ~0.5 ms per class at import (it compiles
+        three methods per class); here ``__init__`` is compiled with the module (and
+        cached), ``__eq__``/``__repr__`` are closures made by the runtime and
+        ``_rt.dataclass_fields`` adds the ``dataclasses.fields`` metadata. ``__init__``'s
+        first parameter is ``_s``: field names never start with ``_``."""
         params = [f"{n}=None" if i >= len(names) - defaults else n for i, n in enumerate(names)]
         lines = [
             f"class C_{ident}:",
@@ -820,18 +821,7 @@ class Generator:
         if not names:
             lines.append("        pass")
         if methods:
-            mine = "".join(f"_s.{n}, " for n in names)
-            theirs = "".join(f"_o.{n}, " for n in names)
-            shown = ", ".join(f"{n}={{_s.{n}!r}}" for n in names)
-            lines += [
-                "    def __eq__(_s, _o):",
-                "        if _o.__class__ is _s.__class__:",
-                f"            return ({mine}) == ({theirs})",
-                "        return NotImplemented",
-                "    @_recursive_repr",
-                "    def __repr__(_s):",
-                f"        return f'{{_s.__class__.__qualname__}}({shown})'",
-            ]
+            lines += [f"    __eq__, __repr__ = _dataclass_methods({tuple(names)!r})"]
         return lines
 
     def class_source(self, t: XType) -> list[str]:
@@ -939,7 +929,7 @@ class Generator:
             "_Invalid = _rt.Invalid",
             "_TooDeep = _rt.TooDeep",
             "_is_bytes = _rt.is_bytes",
-            "_recursive_repr = _rt.recursive_repr",
+            "_dataclass_methods = _rt.dataclass_methods",
             "_dataclass_fields = _rt.dataclass_fields",
             "_SEQ = (list, tuple)",
             *[f"_SC_{c} = _rt.StructCache({c!r})" for c in "iIqQfd"],

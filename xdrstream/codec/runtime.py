@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import operator
 import reprlib
 import struct
 import types
@@ -27,10 +28,10 @@ __all__ = [
     "TooDeep",
     "build_schema",
     "dataclass_fields",
+    "dataclass_methods",
     "is_bytes",
     "linked_eq",
     "linked_repr",
-    "recursive_repr",
 ]
 
 
@@ -93,7 +94,25 @@ def linked_repr(head: list[str], link: str) -> Callable[[Any], str]:
     return __repr__
 
 
-recursive_repr = reprlib.recursive_repr()  # a value containing itself shows "..." there
+def dataclass_methods(
+    names: tuple[str, ...],
+) -> tuple[Callable[[Any, Any], Any], Callable[[Any], str]]:
+    """``__eq__`` and ``__repr__`` as ``@dataclass`` writes them for fields ``names``:
+    equal when of the same class with equal field tuples; ``name(field=value!r, ...)``,
+    and ``...`` where a value contains itself."""
+    get = operator.attrgetter(*names) if names else (lambda value: ())
+
+    def __eq__(self: Any, other: Any) -> Any:
+        if other.__class__ is self.__class__:
+            return get(self) == get(other)
+        return NotImplemented
+
+    @reprlib.recursive_repr()
+    def __repr__(self: Any) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
+        return f"{self.__class__.__qualname__}({shown})"
+
+    return __eq__, __repr__
 
 
 @dataclasses.dataclass
