@@ -70,6 +70,9 @@ BUILTINS: dict[str, XType] = {
 _MAX_FUSED_ARRAY = 32
 # Largest struct/union (in type nodes) whose code is inlined into each of its users.
 _MAX_INLINE_WEIGHT = 10
+# Unions with more runs of labels than this dispatch by bisection (measured on NFSv4's
+# nfs_argop4: 40 arms).
+_SWITCH_CHAIN = 6
 
 
 def builtin_ident(name: str) -> str:
@@ -97,6 +100,7 @@ class Generator:
         self.model = model
         self.max_depth = max_depth
         self.structs: dict[str, str] = {}  # format -> global name
+        self.label_sets: dict[frozenset[int], str] = {}  # a big union's labels -> global name
         self.fusable_cache: dict[int, bool] = {}
         self.weight_cache: dict[int, float] = {}
         self.direct: set[str] = set()  # idents of the types with a b_<ident> function
@@ -257,18 +261,65 @@ class Generator:
         disc = fn.tmp()
         fn.emit(ind, f"{var} = {expr}")
         fn.emit(ind, f"{disc} = {var}.{t.discriminant_py}")
-        keyword = "if"
-        for arm in t.arms:
-            fn.emit(ind, f"{keyword} {self.label_test(disc, arm.labels)}:")
-            self.pack_arm(fn, dtype, disc, arm, ind + 1, var, pending)
-            keyword = "elif"
-        if t.arms:
-            fn.emit(ind, "else:")
-        inner = ind + 1 if t.arms else ind
-        if t.default is not None:
-            self.pack_arm(fn, dtype, disc, t.default, inner, var, pending)
-        else:
-            fn.emit(inner, "raise _Invalid")
+        self.switch(
+            fn, t, disc, ind, lambda arm, i: self.pack_arm(fn, dtype, disc, arm, i, var, pending)
+        )
+
+    def switch(
+        self, fn: _Fn, t: m.Union_, var: str, ind: int, body: Callable[[m.Arm, int], None]
+    ) -> None:
+        """Emit the dispatch on discriminant ``var``: ``body(arm, indent)`` per arm, the
+        default arm (or ``raise _Invalid``) for other values. Up to ``_SWITCH_CHAIN`` runs
+        of labels are one if/elif chain; more (NFSv4's ~40 operations) are one set test
+        for the default and then a bisection on the labels: ~log2(n) compares, not n."""
+        runs: list[tuple[int, int, int]] = []  # (first label, last label, arm), by label
+        for label, i in sorted((n, i) for i, arm in enumerate(t.arms) for n in arm.labels):
+            if runs and runs[-1][2] == i:
+                runs[-1] = (runs[-1][0], label, i)
+            else:
+                runs.append((label, label, i))
+
+        def default(inner: int) -> None:
+            if t.default is not None:
+                body(t.default, inner)
+            else:
+                fn.emit(inner, "raise _Invalid")
+
+        if len(runs) <= _SWITCH_CHAIN:
+            keyword = "if"
+            for arm in t.arms:
+                fn.emit(ind, f"{keyword} {self.label_test(var, arm.labels)}:")
+                body(arm, ind + 1)
+                keyword = "elif"
+            if t.arms:
+                fn.emit(ind, "else:")
+            default(ind + 1 if t.arms else ind)
+            return
+
+        def bisect(part: list[tuple[int, int, int]], inner: int) -> None:
+            # Only labels get here: a run's last label bounds it from above.
+            if len(part) <= 3:
+                for k, (_, last, i) in enumerate(part):
+                    if k == len(part) - 1:
+                        if k:
+                            fn.emit(inner, "else:")
+                        body(t.arms[i], inner + 1 if k else inner)
+                    else:
+                        fn.emit(inner, f"{'elif' if k else 'if'} {var} <= {last}:")
+                        body(t.arms[i], inner + 1)
+                return
+            mid = len(part) // 2
+            fn.emit(inner, f"if {var} < {part[mid][0]}:")
+            bisect(part[:mid], inner + 1)
+            fn.emit(inner, "else:")
+            bisect(part[mid:], inner + 1)
+
+        labels = frozenset(n for arm in t.arms for n in arm.labels)
+        name = self.label_sets.setdefault(labels, f"_L{len(self.label_sets)}")
+        fn.emit(ind, f"if {var} not in {name}:")
+        default(ind + 1)
+        fn.emit(ind, "else:")
+        bisect(runs, ind + 1)
 
     def pack_fixed(self, fn: _Fn, t: XType, expr: str, ind: int) -> tuple[str, list[str]]:
         if isinstance(t, m.Prim) and t.narrow:
@@ -698,23 +749,11 @@ class Generator:
         extra = ", d=1" if t.recursive else ""
         dtype = t.discriminant_type
         assert dtype is not None
-        arms = [a for a in t.arms]
         # pack
         fn = _Fn(t.recursive)
         disc = fn.tmp()
         fn.emit(1, f"{disc} = v.{t.discriminant_py}")
-        keyword = "if"
-        for arm in arms:
-            fn.emit(1, f"{keyword} {self.label_test(disc, arm.labels)}:")
-            self.pack_arm(fn, dtype, disc, arm, 2)
-            keyword = "elif"
-        if arms:
-            fn.emit(1, "else:")
-        ind = 2 if arms else 1
-        if t.default is not None:
-            self.pack_arm(fn, dtype, disc, t.default, ind)
-        else:
-            fn.emit(ind, "raise _Invalid")
+        self.switch(fn, t, disc, 1, lambda arm, i: self.pack_arm(fn, dtype, disc, arm, i))
         self.function(f"p_{t.ident}", f"v, out{extra}", fn, f"Pack union {t.name}.")
         # unpack
         fn = _Fn(t.recursive)
@@ -747,18 +786,7 @@ class Generator:
             dv = fn.tmp()
             fn.emit(ind, f"{dv} = {value}")
             value = dv
-        keyword = "if"
-        for arm in t.arms:
-            fn.emit(ind, f"{keyword} {self.label_test(raw, arm.labels)}:")
-            self.unpack_arm(fn, t, value, arm, ind + 1, done)
-            keyword = "elif"
-        if t.arms:
-            fn.emit(ind, "else:")
-        inner = ind + 1 if t.arms else ind
-        if t.default is not None:
-            self.unpack_arm(fn, t, value, t.default, inner, done)
-        else:
-            fn.emit(inner, "raise _Invalid")
+        self.switch(fn, t, raw, ind, lambda arm, i: self.unpack_arm(fn, t, value, arm, i, done))
 
     def pack_arm(
         self,
@@ -946,6 +974,8 @@ class Generator:
         ]
         for fmt, name in self.structs.items():
             head.append(f"{name} = _struct.Struct({fmt!r})")
+        for labels, name in self.label_sets.items():
+            head.append(f"{name} = frozenset({sorted(labels)!r})")
         head.append("")
         tail = [
             "_TYPES = {",
