@@ -676,7 +676,9 @@ class Generator:
         fn.emit(1, "steps = 0")
         fn.emit(1, "span = 2")
         fn.emit(1, "while True:")
+        self.in_loop += 1  # a node is an array element: inline its small members
         self.pack_seq(fn, [(f.type, f"v.{f.py}") for f in body], 2)
+        self.in_loop -= 1
         fn.emit(2, f"v = v.{last.py}")
         fn.emit(2, "if v is None:")
         fn.emit(3, "out += _W0")
@@ -692,7 +694,9 @@ class Generator:
         fn = _Fn(True)
         fn.emit(1, "head = prev = None")
         fn.emit(1, "while True:")
+        self.in_loop += 1
         exprs = self.unpack_values(fn, [f.type for f in body], 2)
+        self.in_loop -= 1
         flag = fn.tmp()
         fn.emit(2, f"{flag}, = _S_I.unpack_from(buf, off)")
         fn.emit(2, "off += 4")
