@@ -219,13 +219,18 @@ def _x3_typed_params(lv: Any) -> tuple[Callable[[Any, list[Any]], None], Callabl
     return pack, unpack
 
 
-def _construct_typed_params() -> c.Construct:
-    string = c.FocusedSeq(
+def _xdr_bytes() -> c.Construct:
+    """construct's spelling of an XDR ``string<>``/``opaque<>`` (as bytes)."""
+    return c.FocusedSeq(
         "data",
         "length" / c.Rebuild(c.Int32ub, c.len_(c.this.data)),
         "data" / c.Bytes(c.this.length),
         c.Padding(-c.this.length % 4),
     )
+
+
+def _construct_typed_params() -> c.Construct:
+    string = _xdr_bytes()
     arm = c.Switch(
         c.this.type,
         {
@@ -318,7 +323,16 @@ def _cpu_stats_case(lv: Any) -> Case:
         u.done()
         return r
 
-    return Case("remote_node_get_cpu_stats_ret, 4 params", R, value, pack, unpack)
+    con = c.Struct(
+        "params"
+        / c.PrefixedArray(c.Int32ub, c.Struct("field" / _xdr_bytes(), "value" / c.Int64ub)),
+        "nparams" / c.Int32sb,
+    ).compile()
+    cvalue = {
+        "params": [{"field": s.field.encode(), "value": s.value} for s in value.params],
+        "nparams": 4,
+    }
+    return Case("remote_node_get_cpu_stats_ret, 4 params", R, value, pack, unpack, con, cvalue)
 
 
 def _event_case(lv: Any) -> Case:
@@ -351,7 +365,21 @@ def _event_case(lv: Any) -> Case:
         u.done()
         return m
 
-    return Case("remote_domain_event_callback_lifecycle_msg", M, value, pack, unpack)
+    dom = c.Struct("name" / _xdr_bytes(), "uuid" / c.Bytes(16), "id" / c.Int32sb)
+    con = c.Struct(
+        "callbackID" / c.Int32sb,
+        "msg" / c.Struct("dom" / dom, "event" / c.Int32sb, "detail" / c.Int32sb),
+    ).compile()
+    d = value.msg.dom
+    cvalue = {
+        "callbackID": 3,
+        "msg": {
+            "dom": {"name": d.name.encode(), "uuid": d.uuid, "id": d.id},
+            "event": 5,
+            "detail": 1,
+        },
+    }
+    return Case("remote_domain_event_callback_lifecycle_msg", M, value, pack, unpack, con, cvalue)
 
 
 # ---- NFSv4 (libnfs's nfs4.x) ---------------------------------------------------------------
@@ -539,6 +567,54 @@ def _nfs_cases(nfs: Any) -> list[Case]:
         u.done()
         return f
 
+    opaque = _xdr_bytes()
+    con_args = c.Struct(
+        "tag" / opaque,
+        "minorversion" / c.Int32ub,
+        "argarray"
+        / c.PrefixedArray(
+            c.Int32ub,
+            c.Struct(
+                "argop" / c.Int32sb,
+                "v"
+                / c.Switch(
+                    c.this.argop,
+                    {
+                        int(Op.OP_PUTFH): c.Struct("object" / opaque),
+                        int(Op.OP_LOOKUP): c.Struct("objname" / opaque),
+                        int(Op.OP_GETATTR): c.Struct(
+                            "attr_request" / c.PrefixedArray(c.Int32ub, c.Int32ub)
+                        ),
+                        int(Op.OP_READ): c.Struct(
+                            "stateid" / c.Struct("seqid" / c.Int32ub, "other" / c.Bytes(12)),
+                            "offset" / c.Int64ub,
+                            "count" / c.Int32ub,
+                        ),
+                        int(Op.OP_GETFH): c.Pass,
+                    },
+                ),
+            ),
+        ),
+    ).compile()
+    read = args.argarray[3].value
+    cargs = {
+        "tag": b"",
+        "minorversion": 0,
+        "argarray": [
+            {"argop": int(Op.OP_PUTFH), "v": {"object": fh}},
+            {"argop": int(Op.OP_LOOKUP), "v": {"objname": b"disk.qcow2"}},
+            {"argop": int(Op.OP_GETATTR), "v": {"attr_request": [0x0010011A, 0x00B0A23A]}},
+            {
+                "argop": int(Op.OP_READ),
+                "v": {
+                    "stateid": {"seqid": 1, "other": read.stateid.other},
+                    "offset": read.offset,
+                    "count": read.count,
+                },
+            },
+            {"argop": int(Op.OP_GETFH), "v": None},
+        ],
+    }
     con_fattr = c.Struct(
         "attrmask" / c.PrefixedArray(c.Int32ub, c.Int32ub),
         "attr_vals"
@@ -556,6 +632,8 @@ def _nfs_cases(nfs: Any) -> list[Case]:
             args,
             args_pack,
             args_unpack,
+            con_args,
+            cargs,
         ),
         Case(
             "NFSv4 COMPOUND4res (PUTFH, READ 4 KiB, READDIR 8 entries)",
