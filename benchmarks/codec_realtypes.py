@@ -615,6 +615,66 @@ def _nfs_cases(nfs: Any) -> list[Case]:
             {"argop": int(Op.OP_GETFH), "v": None},
         ],
     }
+    fattr = c.Struct("attrmask" / c.PrefixedArray(c.Int32ub, c.Int32ub), "attr_vals" / opaque)
+    # The READDIR linked list: (flag 1, entry)... then flag 0.
+    node = c.Struct(
+        "more" / c.Int32ub,
+        "e"
+        / c.If(
+            c.this.more == 1,
+            c.Struct("cookie" / c.Int64ub, "name" / opaque, "attrs" / fattr),
+        ),
+    )
+    ok = c.this.status == 0
+    con_res = c.Struct(
+        "status" / c.Int32sb,
+        "tag" / opaque,
+        "resarray"
+        / c.PrefixedArray(
+            c.Int32ub,
+            c.Struct(
+                "resop" / c.Int32sb,
+                "status" / c.Int32sb,
+                "v"
+                / c.Switch(
+                    c.this.resop,
+                    {
+                        int(Op.OP_PUTFH): c.Pass,
+                        int(Op.OP_READ): c.If(ok, c.Struct("eof" / c.Int32ub, "data" / opaque)),
+                        int(Op.OP_READDIR): c.If(
+                            ok,
+                            c.Struct(
+                                "cookieverf" / c.Bytes(8),
+                                "entries" / c.RepeatUntil(c.obj_.more == 0, node),
+                                "eof" / c.Int32ub,
+                            ),
+                        ),
+                    },
+                ),
+            ),
+        ),
+    ).compile()
+    read_ok, readdir_ok = res.resarray[1].value.value, res.resarray[2].value.value
+    nodes: list[dict[str, Any]] = []
+    e = readdir_ok.reply.entries
+    while e is not None:
+        attrs_value = {"attrmask": e.attrs.attrmask, "attr_vals": e.attrs.attr_vals}
+        nodes.append({"more": 1, "e": {"cookie": e.cookie, "name": e.name, "attrs": attrs_value}})
+        e = e.nextentry
+    nodes.append({"more": 0, "e": None})
+    cres = {
+        "status": 0,
+        "tag": b"",
+        "resarray": [
+            {"resop": int(Op.OP_PUTFH), "status": 0, "v": None},
+            {"resop": int(Op.OP_READ), "status": 0, "v": {"eof": 0, "data": read_ok.data}},
+            {
+                "resop": int(Op.OP_READDIR),
+                "status": 0,
+                "v": {"cookieverf": readdir_ok.cookieverf, "entries": nodes, "eof": 1},
+            },
+        ],
+    }
     con_fattr = c.Struct(
         "attrmask" / c.PrefixedArray(c.Int32ub, c.Int32ub),
         "attr_vals"
@@ -641,6 +701,8 @@ def _nfs_cases(nfs: Any) -> list[Case]:
             res,
             res_pack,
             res_unpack,
+            con_res,
+            cres,
         ),
         Case(
             "NFSv4 fattr4 (2-word mask, 96 B)",
