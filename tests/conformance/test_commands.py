@@ -88,7 +88,7 @@ def test_unreachable_target_and_bad_usage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["conformance", "run", "--target", f"unix:{tmp_path / 'none.sock'}"]) == 3
-    assert "cannot reach" in capsys.readouterr().err
+    assert "cannot connect" in capsys.readouterr().err
     assert main(["conformance", "run"]) == 2
     assert main(["conformance", "run", "--target", "bogus"]) == 2
     assert main(["conformance", "run", "--target", "tcp:127.0.0.1:1", "--cases", "99.*"]) == 2
@@ -97,6 +97,36 @@ def test_unreachable_target_and_bad_usage(
     none = f"unix:{tmp_path / 'none.sock'}"
     assert main(["conformance", "run", "--target", none, "--program", "libvirt"]) == 3
     assert "cannot connect" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("program", ["auto", "restore", "libvirt"])
+def test_an_unreachable_target_is_named_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], program: str
+) -> None:
+    target = f"unix:{tmp_path / 'none.sock'}"
+    for action in ("run", "replay"):
+        assert main(["conformance", action, "--target", target, "--program", program]) == 3
+        err = capsys.readouterr().err
+        assert err.count(target) == 1 and "no such socket" in err, err
+        assert len(err.splitlines()) == 1, err  # one line, not a failed row per trace
+
+
+def test_replay_of_a_missing_or_bad_trace_is_a_usage_error_naming_it(
+    reference_server: addresses.Address, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = str(replay.traces_dir() / "v3-upload.jsonl")
+    missing = tmp_path / "missing.jsonl"
+    target = str(reference_server)
+    assert main(["conformance", "replay", "--target", target, good, str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot read {missing}: No such file or directory" in captured.err
+    assert "[Errno" not in captured.err and "replayed" not in captured.out  # nothing ran
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"format": \n')
+    assert main(["conformance", "replay", "--target", target, str(bad)]) == 2
+    assert f"{bad}: trace line 1: not JSON" in capsys.readouterr().err
+    assert main(["conformance", "serve", "--listen", f"unix:{tmp_path}/s", str(missing)]) == 2
+    assert f"cannot read {missing}" in capsys.readouterr().err
 
 
 def test_run_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

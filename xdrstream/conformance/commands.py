@@ -40,7 +40,7 @@ from xdrstream.conformance.catalogue import (
     run_case,
     select,
 )
-from xdrstream.conformance.peer import Closed, Peer, Violation
+from xdrstream.conformance.peer import Closed, Peer, Violation, unreachable
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
 
@@ -226,6 +226,31 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _file_error(path: str | Path, exc: OSError, verb: str = "read") -> str:
+    """One line naming the local file and the reason (exit 2), without the errno repr."""
+    return f"cannot {verb} {exc.filename or path}: {exc.strerror or exc}"
+
+
+def _read_traces(paths: list[Path]) -> list[tuple[Path, Any]]:
+    """Every trace file read up front: a missing or malformed one is a usage error (exit 2)
+    naming it, not a failed row after the others ran. Raises _UsageError."""
+    from xdrstream.conformance.trace import TraceError, read
+
+    out = []
+    for path in paths:
+        try:
+            out.append((path, read(path)))
+        except OSError as exc:
+            raise _UsageError(_file_error(path, exc)) from None
+        except TraceError as exc:
+            raise _UsageError(str(exc)) from None
+    return out
+
+
+class _UsageError(Exception):
+    """A local input that cannot be used (exit 2); the message names it."""
+
+
 def context_from_args(args: argparse.Namespace) -> Context:
     """A :class:`Context` from the target options (raises AddressError / TLSError)."""
     address = addresses.parse_address(args.target)
@@ -297,7 +322,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         context.program = detect_program(context) if args.program == "auto" else args.program
     except (OSError, ssl.SSLError, addresses.ConnectError) as exc:
-        return _fail(f"cannot reach {args.target}: {exc}", EXIT_CONNECT)
+        return _fail(unreachable(args.target, exc), EXIT_CONNECT)
     except Violation as exc:
         return _fail(f"{args.target}: {exc}; choose --program", EXIT_CONNECT)
     try:  # an unreachable target is no case's failure (exit 3, as with --program auto)
@@ -359,14 +384,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False)
     try:
+        given = _read_traces([Path(p) for p in args.traces])
         context = context_from_args(args)
-        context.program = detect_program(context) if args.program == "auto" else args.program
-    except (addresses.AddressError, tlsmod.TLSError) as exc:
+    except _UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except (OSError, Violation) as exc:
-        return _fail(f"cannot reach {args.target}: {exc}", EXIT_CONNECT)
-    paths = [Path(p) for p in args.traces] or replay.committed_traces(context.program)
-    results = [replay.replay_file(path, context) for path in paths]
+    except (addresses.AddressError, tlsmod.TLSError, OSError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        context.program = detect_program(context) if args.program == "auto" else args.program
+    except (OSError, ssl.SSLError) as exc:
+        return _fail(unreachable(args.target, exc), EXIT_CONNECT)
+    except Violation as exc:
+        return _fail(f"{args.target}: {exc}; choose --program", EXIT_CONNECT)
+    try:  # unreachable is exit 3, not every trace's failure (as in `run`)
+        context.open_peer().close()
+    except Violation as exc:
+        return _fail(str(exc), EXIT_CONNECT)
+    if not given:
+        given = _read_traces(replay.committed_traces(context.program))
+    results = [replay.replay(trace, context, path.name) for path, trace in given]
     replay.print_results(results, console)
     return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
 
@@ -377,10 +413,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     paths = [Path(p) for p in args.traces] or replay.committed_traces("restore")
     try:
+        _read_traces(paths)
         address = addresses.parse_address(args.listen)
         server = replay.TraceServer(address, paths, timeout=args.timeout)
-    except (addresses.AddressError, OSError, ValueError) as exc:
+    except (_UsageError, addresses.AddressError) as exc:
         return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:  # ListenError: one line naming the address
+        return _fail(str(exc), EXIT_CONNECT)
     console.print(f"conformance server listening on {server.address} ({len(paths)} traces)")
     try:
         server.serve(count=args.count or None, on_result=lambda r: replay.print_one(r, console))
@@ -395,11 +434,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from xdrstream.conformance import ladder
-    from xdrstream.conformance.trace import TraceError, read
 
     try:
-        trace = read(args.file)
-    except (OSError, TraceError) as exc:
+        [(_, trace)] = _read_traces([Path(args.file)])
+    except _UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     sys.stdout.write(ladder.render(trace))
     return EXIT_OK
@@ -407,12 +445,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from xdrstream.conformance import ladder
-    from xdrstream.conformance.trace import TraceError, read
 
     try:
-        trace = read(args.file)
+        [(_, trace)] = _read_traces([Path(args.file)])
         Path(args.pcapng).write_bytes(ladder.to_pcapng(trace, args.port))
-    except (OSError, TraceError, ValueError) as exc:
+    except _UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return _fail(_file_error(args.pcapng, exc, "write"), EXIT_USAGE)
+    except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
     return EXIT_OK
 

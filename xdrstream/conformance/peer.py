@@ -124,6 +124,14 @@ def _split(data: bytes) -> list[bytes]:
     return pieces
 
 
+def unreachable(address: addresses.Address | str, exc: Exception) -> str:
+    """One line saying why ``address`` cannot be reached, naming it once: a ConnectError's
+    message already ends with the address, a TLS failure's does not."""
+    if isinstance(exc, addresses.ConnectError) or str(address) in str(exc):
+        return f"cannot connect: {exc}"
+    return f"cannot connect to {address}: {exc}"
+
+
 class Violation(AssertionError):
     """The target did not behave as the case requires (the message says how, citing §)."""
 

@@ -180,8 +180,6 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_columns(args: argparse.Namespace) -> int:
-    import json
-
     from xdrstream.conformance import report
 
     documents = []
@@ -190,8 +188,10 @@ def cmd_columns(args: argparse.Namespace) -> int:
         if not sep:
             return _fail(f"{item!r}: give LABEL=FILE", EXIT_USAGE)
         try:
-            documents.append((label, json.loads(Path(path).read_text(encoding="utf-8"))))
-        except (OSError, ValueError) as exc:
-            return _fail(f"{path}: {exc}", EXIT_USAGE)
+            documents.append((label, report.read_json(path)))
+        except OSError as exc:
+            return _fail(f"cannot read {path}: {exc.strerror or exc}", EXIT_USAGE)
+        except report.ReportError as exc:
+            return _fail(str(exc), EXIT_USAGE)
     print(report.server_columns(documents))
     return EXIT_OK
