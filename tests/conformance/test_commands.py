@@ -129,6 +129,15 @@ def test_replay_of_a_missing_or_bad_trace_is_a_usage_error_naming_it(
     assert f"cannot read {missing}" in capsys.readouterr().err
 
 
+def test_judge_of_a_client_that_never_connects_fails(
+    reference_server: addresses.Address, short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listen = f"unix:{short_dir / 'judge-none.sock'}"
+    argv = ["conformance", "judge", "--listen", listen, "--upstream", str(reference_server)]
+    assert main([*argv, "--", "true"]) == 1  # nothing judged is no pass
+    assert f"the client made no connection to {listen}" in capsys.readouterr().err
+
+
 def test_run_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["conformance", "run", "--help"])

@@ -41,6 +41,7 @@ from xdrstream.conformance.catalogue import (
     select,
 )
 from xdrstream.conformance.peer import Closed, Peer, Violation, unreachable
+from xdrstream.conformance.relay import check_upstream
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
 
@@ -162,6 +163,7 @@ def register(subparsers: Any) -> None:
         "--sessions", type=int, default=1, help="connections to relay before writing the trace"
     )
     record.add_argument("--description", default="", help="the trace header's description")
+
     record.add_argument("--cases", default="", help="comma-separated case ids covered")
     record.add_argument(
         "--program",
@@ -221,8 +223,8 @@ def _target_options(parser: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"xdrstream conformance: error: {message}", file=sys.stderr)
+def _fail(message: str, code: int, command: str = "conformance") -> int:
+    print(f"xdrstream {command}: error: {message}", file=sys.stderr)
     return code
 
 
@@ -438,7 +440,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         [(_, trace)] = _read_traces([Path(args.file)])
     except _UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), EXIT_USAGE, "trace")
     sys.stdout.write(ladder.render(trace))
     return EXIT_OK
 
@@ -450,11 +452,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         [(_, trace)] = _read_traces([Path(args.file)])
         Path(args.pcapng).write_bytes(ladder.to_pcapng(trace, args.port))
     except _UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), EXIT_USAGE, "trace")
     except OSError as exc:
-        return _fail(_file_error(args.pcapng, exc, "write"), EXIT_USAGE)
+        return _fail(_file_error(args.pcapng, exc, "write"), EXIT_USAGE, "trace")
     except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), EXIT_USAGE, "trace")
     return EXIT_OK
 
 
@@ -465,9 +467,13 @@ def cmd_record(args: argparse.Namespace) -> int:
     try:
         listen = addresses.parse_address(args.listen)
         upstream = addresses.parse_address(args.upstream)
+    except addresses.AddressError as exc:
+        return _fail(str(exc), EXIT_USAGE, "trace")
+    try:
+        check_upstream(upstream)
         proxy = recorder.RecordingProxy(listen, upstream)
-    except (addresses.AddressError, OSError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:  # ConnectError, ListenError: one line naming the address
+        return _fail(str(exc), EXIT_CONNECT, "trace")
     print(f"recording proxy listening on {proxy.address}, upstream {upstream}", flush=True)
     try:
         sessions = proxy.record(args.sessions)

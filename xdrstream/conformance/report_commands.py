@@ -103,6 +103,7 @@ def _fail(message: str, code: int) -> int:
 
 def cmd_exactness(args: argparse.Namespace) -> int:
     from xdrstream.conformance import exactness
+    from xdrstream.conformance.peer import unreachable
     from xdrstream.libvirt import protocol as protocols
     from xdrstream.transport import address as addresses
     from xdrstream.transport.errors import TransportError
@@ -118,7 +119,7 @@ def cmd_exactness(args: argparse.Namespace) -> int:
         except addresses.AddressError as exc:
             return _fail(str(exc), EXIT_USAGE)
         except (OSError, TransportError) as exc:
-            return _fail(f"{args.connect} ({uri}): {exc}", EXIT_CONNECT)
+            return _fail(f"{unreachable(args.connect, exc)} ({uri})", EXIT_CONNECT)
     for item in reports:
         if len(reports) > 1:
             print(f"{item.uri}: {item.summary_line()}")
@@ -134,15 +135,19 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
     from xdrstream.conformance import report
     from xdrstream.conformance.judge import JudgingProxy, judge
+    from xdrstream.conformance.relay import check_upstream
     from xdrstream.transport import address as addresses
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:
         listen = addresses.parse_address(args.listen)
         upstream = addresses.parse_address(args.upstream)
+        check_upstream(upstream)
         proxy = JudgingProxy(listen, upstream)
-    except (addresses.AddressError, OSError, ValueError) as exc:
+    except (addresses.AddressError, ValueError) as exc:  # ValueError: a TLS address
         return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:  # ConnectError, ListenError: one line naming the address
+        return _fail(str(exc), EXIT_CONNECT)
     console = Console(highlight=False)
     with proxy:
         if command:
@@ -152,6 +157,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
                 return _fail(f"the client command: {exc}", EXIT_USAGE)
             console.print(f"client exited with status {completed.returncode}")
             count = len(proxy.sessions)
+            if not count:  # nothing judged is no pass
+                return _fail(f"the client made no connection to {proxy.address}", EXIT_FAILED)
         else:
             count = args.count
         try:

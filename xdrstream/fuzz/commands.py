@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
             "Send mutated restore.x/libvirt sessions to a server, one fresh connection per "
             "case, and report crashes, hangs, protocol violations in its answers and "
             "resource growth. Each finding is minimised and saved as a JSON Lines trace. "
-            "Exit status: 0 no finding, 1 findings, 2 bad arguments or unreachable target."
+            "Exit status: 0 no finding, 1 findings, 2 bad arguments, 3 unreachable target."
         ),
     )
     parser.add_argument("--target", required=True, help="unix:PATH, tcp:HOST:PORT or HOST:PORT")
@@ -131,10 +131,16 @@ def _resources(target: live.Target, pid: int | None, connections: int) -> int:
                 message = "--campaign resources needs --spawn or --pid"
                 print(f"xdrstream fuzz: {message}", file=sys.stderr)
                 return 2
+            if not Path(f"/proc/{pid}").is_dir():
+                print(f"xdrstream fuzz: --pid {pid}: no such process", file=sys.stderr)
+                return 2
             measures = resources.campaign(target, pid, connections)
         finally:
             target.stop()
-    except (ConnectionError, OSError) as exc:
+    except ConnectionError as exc:  # could not connect: exit 3, as every command (cli.py)
+        print(f"xdrstream fuzz: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:  # e.g. no /proc/PID of --pid
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2
     for measure in measures:
