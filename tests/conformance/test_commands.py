@@ -215,3 +215,12 @@ def test_run_over_mutual_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         # without a client certificate the server refuses the handshake: unreachable
         assert main(["conformance", "run", "--target", target, "--tls-ca",
                      str(tmp_path / "ca.pem"), *cases]) == 3  # fmt: skip
+
+
+def test_judge_of_sessions_that_never_come_is_exit_4(
+    reference_server: addresses.Address, short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listen = f"unix:{short_dir / 'judge-wait.sock'}"
+    argv = ["conformance", "judge", "--listen", listen, "--upstream", str(reference_server)]
+    assert main([*argv, "--count", "1", "--timeout", "0.2"]) == 4  # stalled (cli.EXIT_STATUS)
+    assert "fewer than 1 judged sessions ended in 0.2 s" in capsys.readouterr().err

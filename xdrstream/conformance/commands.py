@@ -99,7 +99,17 @@ def register(subparsers: Any) -> None:
     run.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     run.set_defaults(func=cmd_run)
 
-    replay = sub.add_parser("replay", help="replay traces' client sides against a server")
+    replay = sub.add_parser(
+        "replay",
+        help="replay traces' client sides against a server",
+        description="Send each trace's client frames to the server at --target and compare "
+        "what it answers with the recorded server side (serials renumbered, data compared "
+        "by length and SHA-256, error bodies by code and domain). Traces marked not "
+        "replayable are skipped with their reason.",
+        epilog="exit status: 0 every trace replayed identically or was skipped; 1 a trace "
+        "differed; 2 bad usage or a trace file that cannot be read; 3 the target cannot be "
+        "reached.",
+    )
     _target_options(replay, required=True)
     replay.add_argument(
         "traces",
@@ -109,7 +119,15 @@ def register(subparsers: Any) -> None:
     )
     replay.set_defaults(func=cmd_replay)
 
-    serve = sub.add_parser("serve", help="play traces' server sides for a client under test")
+    serve = sub.add_parser(
+        "serve",
+        help="play traces' server sides for a client under test",
+        description="Listen on --listen; each connection's first call picks the trace whose "
+        "first call it is (same procedure and arguments), whose server side is played while "
+        "the client's frames are compared with the recorded ones.",
+        epilog="exit status: 0 every client session matched its trace; 1 one did not; 2 bad "
+        "usage or a trace file that cannot be read; 3 cannot listen.",
+    )
     serve.add_argument(
         "--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT to listen on"
     )
@@ -141,15 +159,33 @@ def register(subparsers: Any) -> None:
         "trace", help="show, export or record conformance traces (JSON Lines)"
     )
     tsub = trace.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
-    show = tsub.add_parser("show", help="print a trace as a decoded ladder diagram")
+    show = tsub.add_parser(
+        "show",
+        help="print a trace as a decoded ladder diagram",
+        description="Print a trace as a ladder diagram, each frame's header and body decoded.",
+    )
     show.add_argument("file", metavar="FILE", help="trace file (.jsonl)")
     show.set_defaults(func=cmd_show)
-    export = tsub.add_parser("export", help="write a trace as a pcapng capture")
+    export = tsub.add_parser(
+        "export",
+        help="write a trace as a pcapng capture",
+        description="Write a trace as a pcapng capture of one TCP connection, for Wireshark's "
+        "libvirt dissector (tshark -d tcp.port==PORT,libvirt).",
+    )
     export.add_argument("--pcapng", required=True, metavar="OUT", help="pcapng file to write")
-    export.add_argument("--port", type=int, default=16509, help="server TCP port in the capture")
+    export.add_argument(
+        "--port", type=int, default=16509, help="server TCP port in the capture (default 16509)"
+    )
     export.add_argument("file", metavar="FILE", help="trace file (.jsonl)")
     export.set_defaults(func=cmd_export)
-    record = tsub.add_parser("record", help="relay one session byte for byte and record it")
+    record = tsub.add_parser(
+        "record",
+        help="relay one session byte for byte and record it",
+        description="Listen on --listen, relay each connection byte for byte to --upstream and "
+        "write the sessions as a trace once --sessions of them have ended.",
+        epilog="exit status: 0 written; 2 bad usage; 3 cannot listen, or the upstream cannot "
+        "be reached.",
+    )
     record.add_argument(
         "--listen", required=True, metavar="ADDR", help="address the client under test connects to"
     )

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_STALLED = 0, 1, 2, 3, 4
 
 
 def register(sub: Any) -> None:
@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
         "exactness",
         help="call every safe procedure of libvirt's remote program; each reply must decode "
         "exactly per libvirt's .x",
+        description="Call every procedure of libvirt's remote program that only reads (its "
+        "@acl), on each --uri, and decode each reply strictly per libvirt's own .x files; "
+        "print how many were checked and every mismatch.",
+        epilog="exit status: 0 no mismatch; 1 a reply did not decode exactly; 2 bad usage or "
+        ".x files that cannot be loaded; 3 the server cannot be reached.",
     )
     exact.add_argument(
         "--connect", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT"
@@ -56,7 +61,14 @@ def register(sub: Any) -> None:
     exact.set_defaults(func=cmd_exactness)
 
     judge = sub.add_parser(
-        "judge", help="play the server side to a client under test and judge its frames"
+        "judge",
+        help="play the server side to a client under test and judge its frames",
+        description="Listen on --listen and relay each connection to --upstream, judging the "
+        "client's frames against the catalogue's client cases; with a command after --, run "
+        "it and judge the sessions it opened, else wait for --count sessions.",
+        epilog="exit status: 0 every case passed or skipped; 1 a case failed, a deviation was "
+        "not allowed, or the client opened no session; 2 bad usage; 3 cannot listen, or the "
+        "upstream cannot be reached; 4 the sessions did not end in --timeout.",
     )
     judge.add_argument(
         "--listen", required=True, metavar="ADDR", help="address the client under test connects to"
@@ -85,7 +97,11 @@ def register(sub: Any) -> None:
     judge.set_defaults(func=cmd_judge)
 
     columns = sub.add_parser(
-        "columns", help="print `conformance run --json` reports side by side (README's table)"
+        "columns",
+        help="print `conformance run --json` reports side by side (README's table)",
+        description="Print a Markdown table of `conformance run --json` reports, one column "
+        "per LABEL=FILE, one row per libvirt case of the first report.",
+        epilog="exit status: 0 printed; 2 a report that cannot be read or is not one.",
     )
     columns.add_argument(
         "reports",
@@ -163,8 +179,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
             count = args.count
         try:
             sessions = proxy.wait(count, timeout=args.timeout)
-        except TimeoutError as exc:
-            return _fail(str(exc), EXIT_CONNECT)
+        except TimeoutError as exc:  # the client stalled: exit 4 (cli.EXIT_STATUS)
+            return _fail(str(exc), EXIT_STALLED)
     results = []
     frames: list[Any] = []
     evidence: list[list[int]] = []
