@@ -118,3 +118,15 @@ def test_fuzz_resources_with_no_such_pid_is_exit_2(
                      "--pid", "999999999"])  # fmt: skip
     assert code == 2
     assert "xdrstream fuzz: --pid 999999999: no such process" in capsys.readouterr().err
+
+
+def test_fuzz_replay_of_a_missing_or_bad_trace_is_exit_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"unix:{tmp_path}/none.sock"  # never reached: the file is checked first
+    missing, bad = tmp_path / "missing.jsonl", tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\x89PNG\r\n")
+    assert main(["fuzz", "--target", target, "--replay", str(missing)]) == 2
+    assert f"cannot read {missing}: No such file or directory" in capsys.readouterr().err
+    assert main(["fuzz", "--target", target, "--replay", str(bad)]) == 2
+    assert f"{bad}: not a trace (JSON Lines): byte 0 is not UTF-8" in capsys.readouterr().err

@@ -85,7 +85,15 @@ def run_fuzz(args: argparse.Namespace) -> int:
             remote = protocol.load(args.libvirt_schemas, lenient=True)
             seeds = fuzzing.procedure_seeds(remote, args.procedure, uri=args.uri, seed=args.seed)
             live.use_registry(fuzzing.judge_registry(remote))  # the whole program's replies
-    except (ValueError, KeyError, OSError) as exc:
+        if args.replay is not None:  # a bad file is a usage error now, not a traceback later
+            from xdrstream.fuzz import trace
+
+            trace.load(args.replay)
+    except OSError as exc:
+        text = f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        print(f"xdrstream fuzz: {text}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError) as exc:  # TraceError is a ValueError: names the file
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2
     if args.campaign == "resources":
