@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -155,7 +156,9 @@ def test_replay_command(
     assert "2 of 2 traces replayed identically" in capsys.readouterr().out
 
 
-def test_serve_command_reports_client_results(short_dir: Path, tmp_path: Path) -> None:
+def test_serve_command_reports_client_results(
+    short_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     listen = short_dir / "serve-cli.sock"
     report = tmp_path / "serve.json"
     codes: list[int] = []
@@ -173,6 +176,10 @@ def test_serve_command_reports_client_results(short_dir: Path, tmp_path: Path) -
     assert codes == [0]
     document = json.loads(report.read_text())
     assert document["passed_cases"] == ["7.3.2/1"] and document["failed_cases"] == []
+    out = " ".join(capsys.readouterr().out.split())
+    shown = re.search(r"\((\d+) of (\d+) traces playable for a client\)", out)
+    assert shown is not None, out  # server-side traces are not counted as playable
+    assert 1 <= int(shown[1]) < int(shown[2]) == len(replay.committed_traces("restore"))
 
 
 def test_trace_show_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

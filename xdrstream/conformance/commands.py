@@ -458,7 +458,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except OSError as exc:  # ListenError: one line naming the address
         return _fail(str(exc), EXIT_CONNECT)
-    console.print(f"conformance server listening on {server.address} ({len(paths)} traces)")
+    playable = len(server.traces)  # traces a client can start: the others are server cases
+    console.print(
+        f"conformance server listening on {server.address} "
+        f"({playable} of {len(paths)} traces playable for a client)"
+    )
     try:
         server.serve(count=args.count or None, on_result=lambda r: replay.print_one(r, console))
     except KeyboardInterrupt:
