@@ -130,3 +130,13 @@ def test_fuzz_replay_of_a_missing_or_bad_trace_is_exit_2_naming_it(
     assert f"cannot read {missing}: No such file or directory" in capsys.readouterr().err
     assert main(["fuzz", "--target", target, "--replay", str(bad)]) == 2
     assert f"{bad}: not a trace (JSON Lines): byte 0 is not UTF-8" in capsys.readouterr().err
+
+
+def test_decode_with_a_directory_that_is_no_libvirt_tree_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = tmp_path / "empty.bin"
+    stream.write_bytes(b"")
+    assert main(["decode", "--libvirt-schemas", str(tmp_path), str(stream)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: neither a libvirt source tree" in err and "None" not in err
