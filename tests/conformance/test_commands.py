@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -231,3 +232,29 @@ def test_judge_of_sessions_that_never_come_is_exit_4(
     argv = ["conformance", "judge", "--listen", listen, "--upstream", str(reference_server)]
     assert main([*argv, "--count", "1", "--timeout", "0.2"]) == 4  # stalled (cli.EXIT_STATUS)
     assert "fewer than 1 judged sessions ended in 0.2 s" in capsys.readouterr().err
+
+
+def test_a_failed_tls_handshake_is_one_plain_line_exit_3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:  # plain TCP: closes each client
+        target = f"tls:127.0.0.1:{server.getsockname()[1]}"
+
+        def close_clients() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    server.accept()[0].close()
+
+        thread = threading.Thread(target=close_clients, daemon=True)
+        thread.start()
+        for program in ("auto", "restore"):
+            code = main(["conformance", "run", "--target", target, "--program", program,
+                         "--timeout", "2"])  # fmt: skip
+            assert code == 3
+            err = capsys.readouterr().err
+            assert f"TLS handshake with {target} failed: " in err, err
+            assert "_ssl.c" not in err and err.count(target) == 1, err
+        server.shutdown(socket.SHUT_RDWR)
+    thread.join(5)

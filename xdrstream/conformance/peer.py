@@ -54,6 +54,7 @@ from xdrstream.protocol.framing import (
     pack_header,
 )
 from xdrstream.transport import address as addresses
+from xdrstream.transport import tls as tlsmod
 
 __all__ = ["Closed", "Peer", "Recording", "Silence", "Violation", "frame_bytes", "recording"]
 
@@ -129,6 +130,8 @@ def unreachable(address: addresses.Address | str, exc: Exception) -> str:
     message already ends with the address, a TLS failure's does not."""
     if isinstance(exc, addresses.ConnectError) or str(address) in str(exc):
         return f"cannot connect: {exc}"
+    if isinstance(exc, ssl.SSLError):  # OpenSSL's reason, not its "[SSL: ...] (_ssl.c:N)"
+        return f"TLS handshake with {address} failed: {tlsmod.describe(exc)}"
     return f"cannot connect to {address}: {exc}"
 
 
