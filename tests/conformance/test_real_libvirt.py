@@ -248,3 +248,14 @@ def test_a_preallocated_given_volume_fails_nothing(daemon: Libvirtd, tmp_path: P
         "--allow-deviation", "3.2/*", "--timeout", "2",
     ])  # fmt: skip
     assert allowed == 0
+
+
+def test_the_committed_libvirt_traces_replay_or_say_why_not(daemon: Libvirtd) -> None:
+    """`conformance replay --target LIBVIRTD` (its default traces) fails nothing on a fresh
+    libvirtd: traces that carry their recording daemon's pool UUID are skipped, saying so."""
+    context = Context(addresses.parse_address(f"unix:{daemon.socket_path}"), timeout=5.0)
+    context.program = "libvirt"
+    results = [replay.replay_file(p, context) for p in replay.committed_traces("libvirt")]
+    assert all(r.ok for r in results), [r.detail for r in results if not r.ok]
+    assert any(not r.skipped for r in results)  # the screenshot: test:///default's domain
+    assert any("pool UUID" in r.detail for r in results if r.skipped)

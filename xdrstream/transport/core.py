@@ -271,7 +271,7 @@ class DriverCore:
             ex = self.new_exchange(call.serial, engine_ex.kind, engine_ex.sparse)
             ex.engine = engine_ex
         if not call.known:
-            self.refuse(ex, unknown_procedure(call))
+            self.refuse(ex, unknown_procedure(call, self.registry))
         elif not self.serving or len(self.exchanges) > self.options.max_calls:
             why = "no handler" if not self.serving else "too many calls in progress"
             self.refuse(ex, remote_error(ERR_OPERATION_INVALID, why))
