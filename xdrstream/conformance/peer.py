@@ -54,6 +54,7 @@ from xdrstream.protocol.framing import (
     pack_header,
 )
 from xdrstream.transport import address as addresses
+from xdrstream.transport import tls as tlsmod
 
 __all__ = ["Closed", "Peer", "Recording", "Silence", "Violation", "frame_bytes", "recording"]
 
@@ -122,6 +123,16 @@ def _split(data: bytes) -> list[bytes]:
     if at < len(data):
         pieces.append(data[at:])
     return pieces
+
+
+def unreachable(address: addresses.Address | str, exc: Exception) -> str:
+    """One line saying why ``address`` cannot be reached, naming it once: a ConnectError's
+    message already ends with the address, a TLS failure's does not."""
+    if isinstance(exc, addresses.ConnectError) or str(address) in str(exc):
+        return f"cannot connect: {exc}"
+    if isinstance(exc, ssl.SSLError):  # OpenSSL's reason, not its "[SSL: ...] (_ssl.c:N)"
+        return f"TLS handshake with {address} failed: {tlsmod.describe(exc)}"
+    return f"cannot connect to {address}: {exc}"
 
 
 class Violation(AssertionError):

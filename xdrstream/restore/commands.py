@@ -425,6 +425,51 @@ def _tls_cause(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _refused_program(exc: BaseException, args: argparse.Namespace) -> CommandError | None:
+    """libvirtd's (and our servers') answer to a call of a program they do not serve
+    (§4.4.2, "Cannot find program N version V"): say that restore.x is what was refused,
+    and what the server answers instead when one probe call finds out."""
+    from xdrstream.restore.server import PROGRAM, VERSION
+    from xdrstream.transport.errors import ERR_RPC, RemoteFailure
+
+    if not isinstance(exc, RemoteFailure) or exc.code != ERR_RPC:
+        return None
+    if not exc.message.startswith("Cannot find program"):
+        return None
+    text = (
+        f"{args.connect} does not serve restore.x (program {PROGRAM:#x} = {PROGRAM} version "
+        f"{VERSION}): it answered '{exc.message}'"
+    )
+    if _answers_libvirt(args):
+        text += (
+            "; it answers libvirt's remote program (a libvirt daemon, or `xdrstream serve "
+            "--libvirt-storage`): use virsh there, e.g. vol-upload"
+        )
+    return CommandError(text, EXIT_FAILED)
+
+
+def _answers_libvirt(args: argparse.Namespace) -> bool:
+    """Whether the server answers libvirt's AUTH_LIST (callable before any CONNECT_OPEN)."""
+    from xdrstream.libvirt import remote
+    from xdrstream.protocol import programs_from_schema
+    from xdrstream.transport.blocking import BlockingConnection
+    from xdrstream.transport.options import Options
+
+    try:
+        programs = programs_from_schema(schemas.load("libvirt_remote"))
+        with BlockingConnection.connect(
+            args.connect,
+            programs,
+            tls=_client_tls(args),
+            server_hostname=args.tls_hostname,
+            options=Options(timeout=min(args.timeout, 5.0)),
+        ) as conn:
+            conn.call(remote.PROGRAM, remote.VERSION, remote.AUTH_LIST)
+    except Exception:  # a hint only: any failure means "not known"
+        return False
+    return True
+
+
 def _fail(command: str, error: CommandError) -> int:
     print(f"xdrstream {command}: error: {_one_line(str(error))}", file=sys.stderr)
     return error.code
@@ -520,7 +565,7 @@ def run_restore(args: argparse.Namespace) -> int:
                 digest=digest,
             )
     except Exception as exc:
-        return _fail("restore", classify(exc))
+        return _fail("restore", _refused_program(exc, args) or classify(exc))
     sha256 = digest.hexdigest() if digest is not None else None
     _report("restore", args, result, sha256, sys.stdout, console is None)
     return EXIT_OK
@@ -563,7 +608,7 @@ def run_save(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             if os.path.isfile(args.file):
                 os.unlink(args.file)
-        return _fail("save", classify(exc))
+        return _fail("save", _refused_program(exc, args) or classify(exc))
     sha256 = digest.hexdigest() if digest is not None else None
     _report("save", args, result, sha256, sys.stdout, console is None)
     return EXIT_OK
