@@ -210,6 +210,21 @@ def test_send_buffers_pass_the_payload_through_uncopied() -> None:
     assert isinstance(event, StreamData) and bytes(event.data) == bytes(odd)
 
 
+@pytest.mark.parametrize("kind", ["v2 upload", "v3 upload", "v1 upload"])
+def test_stream_data_of_wide_items_is_sent_as_its_bytes(kind: str) -> None:
+    # a memoryview of 4-byte items: len() counts items, the frame must carry every byte
+    import array
+
+    client, server = pair()
+    serial = open_stream(kind, client, server)
+    words = memoryview(array.array("I", range(1000)))
+    buffers = client.send_buffers(StreamData(serial, words))
+    wire = b"".join(buffers)
+    assert struct.unpack_from(">I", wire)[0] == len(wire) >= MIN_FRAME + 4000
+    [event] = deliver(server, wire)
+    assert isinstance(event, StreamData) and bytes(event.data) == words.tobytes()
+
+
 def test_received_data_is_a_view_of_the_received_bytes() -> None:
     client, server = pair()
     serial = open_stream("v2 upload", client, server)

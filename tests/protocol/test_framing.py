@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xdrstream.protocol.errors import RemoteProtocolError
+from xdrstream.protocol.errors import LocalProtocolError, RemoteProtocolError
 from xdrstream.protocol.framing import (
     HEADER_SIZE,
     LEN_SIZE,
@@ -427,3 +427,52 @@ def test_get_buffer_after_a_complete_in_place_frame_is_not_empty() -> None:
         decoder.buffer_updated(n)
         pos += n
     assert [bytes(p) for _, p, _ in decode_all(decoder)] == [bytes(100000), b"tail"]
+
+
+@pytest.mark.parametrize("size", [100, 8192])  # a small read (gathered), a large one (kept)
+def test_feed_beyond_max_buffered_is_refused_and_changes_nothing(size: int) -> None:
+    payload = bytes(range(256)) * 40  # 10240 bytes
+    frame = pack_frame(Header(1, 1, 1, MessageType.STREAM, 3, 2), payload)
+    decoder = FrameDecoder(max_buffered=len(frame))
+    decoder.feed(frame[:size])
+    with pytest.raises(LocalProtocolError, match=r"§8\.1"):
+        decoder.feed(frame[size:] + frame[:1])  # one byte too many
+    assert decoder.buffered == size and decoder.next_frame() is None
+    decoder.feed(frame[size:-1])  # within the bound: the decoder carries on
+    decoder.feed(frame[-1:])
+    got = decoder.next_frame()
+    assert got is not None and bytes(got.payload) == payload
+
+
+def test_a_header_checked_while_incomplete_is_used_once() -> None:
+    # next_raw keeps the header of a frame seen before its payload; the frames that follow
+    # (cut anywhere, header first seen whole or in pieces) must each use their own header
+    frames = [
+        pack_frame(Header(1, 1, n, MessageType.STREAM, n, 2), bytes([n]) * (5000 + n))
+        for n in range(1, 6)
+    ]
+    wire = b"".join(frames)
+    for cut in (1, 27, 28, 29, 4096, 5029, 6000):
+        decoder = FrameDecoder()
+        got = []
+        for pos in range(0, len(wire), cut):
+            decoder.feed(wire[pos : pos + cut])
+            got.extend(decode_all(decoder))
+        assert [(h.proc, h.serial, p) for h, p, _ in got] == [
+            (n, n, bytes([n]) * (5000 + n)) for n in range(1, 6)
+        ], cut
+
+
+def test_an_oversized_call_whose_header_drips_in_is_refused_from_it() -> None:
+    # §3.6 with the header cut: the bound is checked once all 28 bytes are here
+    decoder = FrameDecoder()
+    decoder.call_bound = lambda prog, vers, proc: 16
+    head = pack_header(Header(7, 1, 2, MessageType.CALL, 9, 0), 1 << 20)
+    for i in range(len(head)):
+        decoder.feed(head[i : i + 1])
+        assert decoder.next_raw() is None
+    assert decoder.buffered == MIN_FRAME  # the header only
+    decoder.feed(bytes(1 << 20))
+    assert decoder.buffered == MIN_FRAME  # the payload is discarded as it arrives
+    raw = decoder.next_raw()
+    assert raw is not None and raw[:6] == (7, 1, 2, 0, 9, 0) and decoder.discarded == 1 << 20

@@ -981,3 +981,59 @@ def build_model(
     model.lenient = lenient
     model.rpc_constants = rpc_constants
     return model
+
+
+# (name, number, ((version, number, ((procedure, number, arg, result, annotations), ...)),
+# ...)) per program; arg/result ("type" or "codec", name) or None for void.
+SpecRef = tuple[str, str] | None
+ProcedureFacts = tuple[tuple[str, int, SpecRef, SpecRef, tuple[tuple[str, str], ...]], ...]
+ProgramFacts = tuple[tuple[str, int, tuple[tuple[str, int, ProcedureFacts], ...]], ...]
+
+
+def _spec_ref(spec: ast.TypeSpec | None) -> SpecRef:
+    if spec is None:
+        return None
+    if isinstance(spec, ast.NamedSpec):
+        return ("type", spec.name)
+    if isinstance(spec, ast.PrimSpec):
+        return ("codec", spec.name)
+    if isinstance(spec, ast.StringSpec):
+        return ("codec", "string")
+    if isinstance(spec, ast.OpaqueSpec):
+        return ("codec", "opaque")
+    raise SchemaError(
+        "a procedure argument or result must be a type name or a built-in type",
+        spec.pos.filename,
+        spec.pos.line,
+        spec.pos.col,
+    )
+
+
+def program_facts(model: Model) -> ProgramFacts:
+    """The programs of ``model`` as plain data (written into generated modules)."""
+    # SchemaProgram, version and procedure names are numbers (the resolver checked them).
+    consts = {k: v for k, v in model.constants.items() if isinstance(v, int)}
+    return tuple(
+        (
+            prog.name,
+            consts[prog.name],
+            tuple(
+                (
+                    ver.name,
+                    consts[ver.name],
+                    tuple(
+                        (
+                            proc.name,
+                            consts[proc.name],
+                            _spec_ref(proc.args[0] if proc.args else None),
+                            _spec_ref(proc.result),
+                            tuple(proc.annotations),
+                        )
+                        for proc in ver.procedures
+                    ),
+                )
+                for ver in prog.versions
+            ),
+        )
+        for prog in model.programs
+    )

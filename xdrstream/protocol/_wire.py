@@ -116,8 +116,10 @@ def check_hole(event: StreamHole, sparse: bool) -> None:
 
 
 def check_data(event: StreamData, limit: int) -> int:
-    """The size of ``event``'s data, which must be 1..``limit`` bytes."""
-    size = len(event.data)
+    """The size of ``event``'s data in bytes (a memoryview's ``nbytes``: its ``len`` counts
+    items), which must be 1..``limit``."""
+    data = event.data
+    size = data.nbytes if type(data) is memoryview else len(data)
     if not 1 <= size <= limit:
         raise LocalProtocolError(
             f"stream data of {size} bytes: must be 1..{limit}", section="§7.1.2"

@@ -162,7 +162,7 @@ class Connection:
         self.role = role
         self.limits = limits or Limits()
         self._registry = Registry.of(programs)
-        self._decoder = FrameDecoder(self.limits.max_frame)
+        self._decoder = FrameDecoder(self.limits.max_frame, self.limits.max_receive_buffer)
         if role is Role.SERVER:  # refuse oversized calls from their header (§3.6)
             self._decoder.call_bound = self._call_bound
         self._flow = FlowControl(self.limits.stream_buffer)
@@ -248,13 +248,7 @@ class Connection:
         if not data:
             self._eof = True
             return
-        if self._decoder.buffered + len(data) > self.limits.max_receive_buffer:
-            raise LocalProtocolError(
-                f"receive buffer would exceed {self.limits.max_receive_buffer} bytes: "
-                "drain next_event() before reading more",
-                section="§8.1",
-            )
-        self._decoder.feed(data)
+        self._decoder.feed(data)  # LocalProtocolError beyond max_receive_buffer (§8.1)
 
     def get_buffer(self, sizehint: int = 65536) -> memoryview:
         """Receive in place (``sock.recv_into``, asyncio ``BufferedProtocol``): a writable
@@ -266,15 +260,8 @@ class Connection:
             raise self._error
         if self._eof:
             raise LocalProtocolError("get_buffer after end of input", section="§12.1")
-        room = self.limits.max_receive_buffer - self._decoder.buffered
-        if room <= 0:
-            raise LocalProtocolError(
-                f"receive buffer holds {self._decoder.buffered} bytes: drain next_event() "
-                "before reading more",
-                section="§8.1",
-            )
-        try:
-            return self._decoder.get_buffer(min(sizehint, room))
+        try:  # (LocalProtocolError if max_receive_buffer bytes are held, §8.1)
+            return self._decoder.get_buffer(sizehint)
         except RemoteProtocolError as exc:
             self._error = exc
             self._decoder.release()
@@ -328,7 +315,8 @@ class Connection:
                     # table and _receive_stream would decide, without their generality).
                     ex = self._exchanges.by_serial.get(serial)
                     if ex is not None and ex.receives_data and ex.words == (prog, vers, proc):
-                        self._flow.delivered(ex, len(payload))
+                        if self._flow.limit is not None:
+                            self._flow.delivered(ex, len(payload))
                         return StreamData(serial, payload)
                 header = Header(prog, vers, proc, _TYPE_OF[mtype], serial, _STATUS_OF[status])
                 event = self._receive(Frame(header, payload, offset))
@@ -499,7 +487,7 @@ class Connection:
             ex = self._exchanges.by_serial.get(event.serial)
             if ex is not None and ex.sends_data:
                 data = event.data
-                size = len(data)
+                size = data.nbytes if type(data) is memoryview else len(data)
                 if 0 < size <= self.limits.max_frame - HEADER_SIZE:
                     return [_LEN.pack(MIN_FRAME + size) + ex.data_head, data]
         if isinstance(event, Call):

@@ -130,12 +130,22 @@ class Message(Event):
     body: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class StreamData(StreamEvent):
     """``data`` is sent without copying by :meth:`Connection.send_buffers`; received data
     is a read-only memoryview that stays valid."""
 
     data: bytes | bytearray | memoryview
+
+    def __init__(self, serial: int, data: bytes | bytearray | memoryview) -> None:
+        # One of these per chunk each way: the slots' own setters (what a frozen
+        # dataclass's object.__setattr__ ends in) cost half the generated __init__.
+        _set_serial(self, serial)
+        _set_data(self, data)
+
+
+_set_serial = ExchangeEvent.__dict__["serial"].__set__
+_set_data = StreamData.__dict__["data"].__set__
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,12 @@ class FlowControl:
 
     def delivered(self, stream: Counted, nbytes: int) -> None:
         """``nbytes`` of ``stream``'s data went to the application."""
-        self._add(stream, nbytes)
+        limit = self.limit  # (once per chunk: _add inlined)
+        if limit is not None and nbytes:
+            before = stream.unconsumed >= limit
+            stream.unconsumed += nbytes
+            if not before and stream.unconsumed >= limit:
+                self._paused += 1
 
     def consumed(self, stream: Counted, nbytes: int) -> None:
         """The application reports ``nbytes`` of ``stream`` consumed."""

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
-from xdrstream.protocol.errors import RemoteProtocolError
+from xdrstream.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 #: Size of the length word (libvirt's VIR_NET_MESSAGE_LEN_MAX).
 LEN_SIZE = 4
@@ -90,7 +90,6 @@ _STATUSES = frozenset(_STATUS_BY_VALUE)
 _HEADER = struct.Struct(">IIiiIi")
 _LEN_HEADER = struct.Struct(">IIIiiIi")
 _LEN = struct.Struct(">I")
-_LEN_TYPE_STATUS = struct.Struct(">I12xi4xi")  # length word, type and status of a frame
 _EMPTY = memoryview(b"")
 _SMALL = 4096  # reads below this size are gathered into one buffer
 
@@ -180,16 +179,21 @@ class FrameDecoder:
         "_big",
         "_big_base",
         "_big_filled",
+        "_big_kept",
         "_big_size",
         "_big_start",
         "_big_words",
         "_chunks",
         "_error",
         "_head",
+        "_max_buffered",
         "_max_frame",
+        "_need",
+        "_next_head",
         "_pool",
         "_refused",
         "_scratch",
+        "_scratch_kept",
         "_scratch_len",
         "_skip",
         "_stream_offset",
@@ -198,10 +202,19 @@ class FrameDecoder:
         "discarded",
     )
 
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME, max_buffered: int | None = None) -> None:
         if not HEADER_SIZE <= max_frame <= 0xFFFFFFFF - LEN_SIZE:
             raise ValueError(f"max_frame must be in [{HEADER_SIZE}, 2**32-5], got {max_frame}")
         self._max_frame = max_frame
+        # feed refuses (LocalProtocolError, nothing changed) to hold more than this (§8.1)
+        self._max_buffered = sys.maxsize if max_buffered is None else max_buffered
+        # next_raw returns None at once while fewer than _need bytes are buffered: the
+        # length of the next frame once its header is checked (that header is then kept
+        # in _next_head), else LEN_SIZE.  -1 while anything needs the general path (an
+        # error, a refused call, a frame received in place), so one compare answers the
+        # common "not yet" and feed's fast path knows none of those is under way.
+        self._need = LEN_SIZE
+        self._next_head: tuple[int, int, int, int, int, int, int] | None = None
         self._chunks: deque[memoryview] = deque()
         self._head = 0  # read position inside _chunks[0]
         self._avail = 0  # unread bytes over all chunks and the tail
@@ -219,6 +232,8 @@ class FrameDecoder:
         self._big_start = 0
         self._scratch: bytearray | None = None
         self._scratch_len = 0
+        # whether _scratch / _big is a buffer of the pool already (else pooled when done)
+        self._scratch_kept = self._big_kept = False
         # payload buffers of earlier in-place frames, reused once no view of them is alive
         self._pool: list[bytearray] = []
         #: (prog, vers, proc) -> largest valid argument payload of a CALL/OK (None: no
@@ -265,6 +280,7 @@ class FrameDecoder:
         self._big_base = self._big_size = self._big_filled = 0
         self._pool = []
         self._refused, self._skip = None, 0
+        self._need, self._next_head = -1, None
         if self._error is None:
             self._error = RemoteProtocolError(
                 "the frame decoder was released (connection ended)",
@@ -287,10 +303,13 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
-        if self._big is None:
-            self._start_big()
         big = self._big
+        if big is None and self._avail >= MIN_FRAME:
+            self._start_big()
+            big = self._big
         if big is not None and self._big_filled < self._big_size:
+            if self._avail + MIN_FRAME + self._big_filled >= self._max_buffered:
+                self._check_room(self._avail + MIN_FRAME + self._big_filled)
             self._scratch = None
             base = self._big_base
             if len(big) - base == self._big_filled:  # this step is full: grow (§8.1)
@@ -299,59 +318,78 @@ class FrameDecoder:
             return memoryview(big)[base + self._big_filled : end]
         # (a complete in-place frame not yet taken by next_frame: what follows it is
         # buffered as usual, never an empty buffer that a recv_into would mistake for EOF)
-        size = max(sizehint, 1)
-        if big is None and not self._avail and self._pool:
+        held = self._avail if self._need >= 0 else self.buffered
+        room = self._max_buffered - held
+        size = sizehint if 0 < sizehint <= room else min(max(sizehint, 1), self._check_room(held))
+        if not held and self._pool and big is None:
             # At a frame boundary of a connection that has received large frames: read
             # into a pooled buffer large enough for a whole default-sized stream frame,
             # so that if this read starts a large frame its payload goes on filling the
             # same buffer (buffer_updated): no zeroing, no copy of the first read.  A
             # connection that never did (an idle one, a flood of headers) holds no arena.
-            scratch = self._payload_buffer(max(size, _ARENA))
+            want = max(size, _ARENA)
+            pooled = self._free_pooled(want)
+            self._scratch_kept = pooled is not None
+            scratch = pooled if pooled is not None else self._payload_buffer(want)
         else:
             scratch = bytearray(size)
+            self._scratch_kept = False
         self._scratch, self._scratch_len = scratch, size
         return memoryview(scratch)[:size]
+
+    def _check_room(self, held: int) -> int:
+        """The bytes that may still be received with ``held`` buffered (at least 1)."""
+        room = self._max_buffered - held
+        if room <= 0:
+            raise LocalProtocolError(
+                f"receive buffer holds {held} bytes: drain next_event() before reading more",
+                section="§8.1",
+            )
+        return room
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` bytes were written at the start of the last :meth:`get_buffer`."""
         if self._error is not None:
             raise self._error
-        if self._skip and self._scratch is not None:  # discarding a refused call (§3.6)
-            data = memoryview(self._scratch)[:nbytes]
-            if not 0 <= nbytes <= self._scratch_len:
+        scratch = self._scratch
+        if scratch is None:  # into the payload of the frame received in place
+            big = self._big
+            if big is None:
                 raise ValueError(f"buffer_updated({nbytes}) without a matching get_buffer()")
-            self._scratch = None
-            self.feed(data)
-            return
-        if self._big is not None and self._scratch is None:
-            room = min(self._big_size, len(self._big) - self._big_base) - self._big_filled
+            room = min(self._big_size, len(big) - self._big_base) - self._big_filled
             if not 0 <= nbytes <= room:
                 raise ValueError(f"buffer_updated({nbytes}): beyond the buffer")
             self._big_filled += nbytes
             self._stream_offset += nbytes
             return
-        scratch = self._scratch
-        if scratch is None or not 0 <= nbytes <= self._scratch_len:
+        if not 0 <= nbytes <= self._scratch_len:
             raise ValueError(f"buffer_updated({nbytes}) without a matching get_buffer()")
         self._scratch = None
-        if self._big is None and not self._avail and nbytes >= MIN_FRAME:
-            length, mtype, status = _LEN_TYPE_STATUS.unpack_from(scratch)
+        if self._skip:  # discarding a refused call (§3.6)
+            self.feed(memoryview(scratch)[:nbytes])
+            return
+        if self._need >= 0 and not self._avail and nbytes >= MIN_FRAME:
+            # (at a frame boundary, no frame in place or refused, no error)
+            words = _LEN_HEADER.unpack_from(scratch)
+            length, mtype, status = words[0], words[4], words[6]
             if (
                 self._BIG <= length <= self._max_frame + LEN_SIZE
                 and (length <= len(scratch) or 2 * nbytes >= len(scratch))
                 and nbytes < length
                 and mtype in _TYPES
                 and status in _STATUSES
-                and not self._refuses(length, *_HEADER.unpack_from(scratch, LEN_SIZE))
+                and (mtype != _CALL or not self._refuses(*words))
             ):  # a large frame starts here: receive the rest of it in place, after this
                 # read (however little is missing: nothing has to be copied for that; a
                 # frame longer than this buffer, half filled at least so that memory still
                 # follows the bytes received, grows it by doubling: one copy in all)
                 self._big, self._big_base = scratch, MIN_FRAME
+                self._big_kept = self._scratch_kept
                 self._big_size, self._big_filled = length - MIN_FRAME, nbytes - MIN_FRAME
-                self._big_words = _HEADER.unpack_from(scratch, LEN_SIZE)
+                self._big_words = words[1:]
                 self._big_start = self._stream_offset
                 self._stream_offset += nbytes
+                self._need = -1
                 return
         if nbytes >= _SMALL:
             if self._tail:
@@ -366,24 +404,27 @@ class FrameDecoder:
 
     def _free_pooled(self, size: int) -> bytearray | None:
         """A pooled buffer of exactly ``size`` bytes that no view refers to any more."""
-        pool = self._pool
-        for index in range(len(pool)):
+        for buffer in self._pool:
             # only the pool refers to it: no view of it is alive (a memoryview, and every
             # slice of it, holds a reference to the object it exports from)
-            if len(pool[index]) == size and _getrefcount(pool[index]) <= _FREE_REFS:
-                return pool[index]
+            if len(buffer) == size and _getrefcount(buffer) <= _FREE_REFS:
+                return buffer
         return None
 
     def _keep(self, buffer: bytearray) -> None:
         """Pool ``buffer`` (a frame's payload buffer, just filled) for later frames."""
         pool = self._pool
-        if len(buffer) > _POOL_BUFFER_MAX or any(b is buffer for b in pool):
+        if len(buffer) > _POOL_BUFFER_MAX:
             return
+        for held in pool:
+            if held is buffer:
+                return
         if len(pool) < _POOL_SIZE:
             pool.append(buffer)
             return
         for index in range(len(pool)):
-            if _getrefcount(pool[index]) <= _FREE_REFS:  # replace an idle one
+            held = pool[index]
+            if _getrefcount(held) <= _FREE_REFS:  # replace an idle one
                 pool[index] = buffer
                 return
 
@@ -409,6 +450,7 @@ class FrameDecoder:
             grown = bytearray(capacity)
         grown[:filled] = memoryview(big)[base : base + filled]
         self._big, self._big_base = grown, 0
+        self._big_kept = False
         return grown
 
     def _start_big(self) -> None:
@@ -421,6 +463,7 @@ class FrameDecoder:
         if self._tail:
             self._flush_tail()
         start = self._stream_offset
+        self._next_head = None
         words = _HEADER.unpack_from(self._take(MIN_FRAME), LEN_SIZE)
         self._check_words(words[3], words[5], start)
         size = length - MIN_FRAME
@@ -434,13 +477,35 @@ class FrameDecoder:
         if have:
             big[:have] = self._take(have)
         self._big, self._big_base, self._big_size, self._big_filled = big, 0, size, have
+        self._big_kept = False
         self._big_words, self._big_start = words, start
+        self._need = -1
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append received bytes.  Raises :class:`LocalProtocolError` (nothing changed)
+        if that would buffer more than ``max_buffered`` bytes (§8.1)."""
+        if type(data) is bytes and self._need >= 0 and not self._tail:
+            # the common large read at a frame boundary or inside a frame: kept by reference
+            size = len(data)
+            if size >= _SMALL and self._avail + size <= self._max_buffered:
+                self._chunks.append(memoryview(data))
+                self._avail += size
+                return
+        self._feed(data)
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
             raise self._error
         if not data:
             return
+        nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
+        held = self._avail if self._need >= 0 else self.buffered
+        if held + nbytes > self._max_buffered:
+            raise LocalProtocolError(
+                f"receive buffer would exceed {self._max_buffered} bytes: "
+                "drain next_event() before reading more",
+                section="§8.1",
+            )
         if self._skip:  # the payload of a refused call: counted, never kept (§3.6)
             dropped = min(self._skip, len(data))
             self._skip -= dropped
@@ -485,30 +550,38 @@ class FrameDecoder:
         chunks = self._chunks
         first = chunks[0]
         head = self._head
-        if len(first) - head >= n:
-            out = first[head : head + n]
-            head += n
-            if head == len(first):
-                chunks.popleft()
-                head = 0
-            self._head = head
-        else:
-            parts = []
-            need = n
-            while need:
-                chunk = chunks[0]
-                part = chunk[head : head + need]
-                parts.append(part)
-                need -= len(part)
-                head += len(part)
-                if head == len(chunk):
-                    chunks.popleft()
-                    head = 0
-            self._head = head
-            out = memoryview(b"".join(parts))  # the one copy
+        end = head + n
+        size = len(first)
         self._avail -= n
         self._stream_offset += n
-        return out
+        if end < size:
+            self._head = end
+            return first[head:end]
+        chunks.popleft()
+        if end == size:
+            self._head = 0
+            return first[head:] if head else first
+        # spread over several chunks (a payload cut by the reads): joined, the one copy
+        need = end - size
+        second = chunks[0]
+        if len(second) > need:  # the common case: the rest lies in the next chunk
+            self._head = need
+            return memoryview(b"".join((first[head:], second[:need])))
+        parts = [first[head:]]
+        while True:
+            chunk = chunks[0]
+            size = len(chunk)
+            if size > need:
+                parts.append(chunk[:need])
+                self._head = need
+                break
+            parts.append(chunk)
+            chunks.popleft()
+            need -= size
+            if not need:
+                self._head = 0
+                break
+        return memoryview(b"".join(parts))
 
     def _refuses(
         self, length: int, prog: int, vers: int, proc: int, mtype: int, serial: int, status: int
@@ -541,6 +614,7 @@ class FrameDecoder:
         self._stream_offset += have
         self._skip = size - have
         self._refused = (*words, _EMPTY, start)
+        self._need, self._next_head = -1, None
         self.discarded = size
 
     def _peek(self, n: int) -> bytes:
@@ -571,6 +645,7 @@ class FrameDecoder:
 
     def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
         self._error = error
+        self._need = -1
         return error
 
     def _check_length(self, length: int, start: int) -> None:
@@ -615,6 +690,72 @@ class FrameDecoder:
         """As :meth:`next_frame`, without building :class:`Header`/:class:`Frame` objects
         (the engine's fast path): ``(prog, vers, proc, type, serial, status, payload,
         offset)`` with ``type`` and ``status`` as plain (valid) ints."""
+        avail = self._avail
+        if avail < self._need:  # the next frame is not all here (see __init__)
+            return None
+        if self._need < 0:
+            return self._next_special()
+        start = self._stream_offset
+        chunks = self._chunks
+        head = self._head
+        words = self._next_head
+        if words is not None:  # the header checked when the frame was still incomplete
+            self._next_head = None
+            length, prog, vers, proc, mtype, serial, status = words
+        elif chunks and len(chunks[0]) - head >= MIN_FRAME:
+            # length word and header lie in one chunk: no copy at all
+            words = _LEN_HEADER.unpack_from(chunks[0], head)
+            length, prog, vers, proc, mtype, serial, status = words
+            if length < MIN_FRAME or length - LEN_SIZE > self._max_frame:
+                self._check_length(length, start)
+            if avail < length:
+                if mtype == _CALL and self.call_bound is not None and self._refuses(*words):
+                    return self._refuse_buffered(length, start)
+                self._need, self._next_head = length, words
+                return None
+        else:
+            if avail < LEN_SIZE:
+                self._need = LEN_SIZE
+                return None
+            length = self._peek_length()
+            self._check_length(length, start)
+            if avail < length:
+                if avail < MIN_FRAME:  # the header is still to come
+                    self._need = MIN_FRAME
+                    return None
+                if self.call_bound is not None:
+                    head_words = _HEADER.unpack_from(self._peek(MIN_FRAME), LEN_SIZE)
+                    if self._refuses(length, *head_words):
+                        return self._refuse_buffered(length, start)
+                self._need = length
+                return None
+            if self._tail:
+                self._flush_tail()
+            prog, vers, proc, mtype, serial, status = _HEADER.unpack_from(
+                self._take(MIN_FRAME), LEN_SIZE
+            )
+            head = -1  # the header is taken
+        self._need = LEN_SIZE
+        self.discarded = 0
+        if mtype not in _TYPES or status not in _STATUSES:
+            self._check_words(mtype, status, start)
+        if head >= 0:  # take the header, which lies in the first chunk
+            if self._tail:
+                self._flush_tail()
+            head += MIN_FRAME
+            if head == len(chunks[0]):
+                chunks.popleft()
+                head = 0
+            self._head = head
+            self._avail = avail - MIN_FRAME
+            self._stream_offset = start + MIN_FRAME
+        # Header and payload are taken separately so that a payload lying inside one fed
+        # chunk (e.g. written with writev as header + payload) is never copied.
+        payload = self._take(length - MIN_FRAME) if length > MIN_FRAME else _EMPTY
+        return (prog, vers, proc, mtype, serial, status, payload, start)
+
+    def _next_special(self) -> RawFrame | None:
+        """next_raw while an error, a refused call or a frame received in place is on."""
         if self._error is not None:
             raise self._error
         refused = self._refused
@@ -622,69 +763,26 @@ class FrameDecoder:
             if self._skip:
                 return None
             self._refused = None  # discarded stays set for the engine to see
+            self._need = LEN_SIZE
             return refused
         self.discarded = 0
         big = self._big
-        if big is not None:
-            if self._big_filled < self._big_size:
-                return None
-            self._big = None
-            self._keep(big)
-            view = memoryview(big)
-            if len(big) != self._big_size:  # the payload of a frame read into a pooled buffer
-                view = view[self._big_base : self._big_base + self._big_size]
-            self._big_filled = self._big_size = self._big_base = 0
-            return (*self._big_words, view.toreadonly(), self._big_start)
-        avail = self._avail
-        if avail < LEN_SIZE:
+        assert big is not None
+        if self._big_filled < self._big_size:
             return None
-        start = self._stream_offset
-        chunks = self._chunks
-        head = self._head
-        first = chunks[0] if chunks else None
-        if first is not None and len(first) - head >= MIN_FRAME:
-            # common case: length word and header lie in one chunk, no copy at all
-            length, prog, vers, proc, mtype, serial, status = _LEN_HEADER.unpack_from(first, head)
-            if length < MIN_FRAME or length - LEN_SIZE > self._max_frame:
-                self._check_length(length, start)
-            if avail < length:
-                if self.call_bound is not None and self._refuses(
-                    length, prog, vers, proc, mtype, serial, status
-                ):
-                    return self._refuse_buffered(length, start)
-                return None
-            if self._tail:
-                self._flush_tail()
-            head += MIN_FRAME
-            if head == len(first):
-                chunks.popleft()
-                head = 0
-            self._head = head
-            self._avail = avail - MIN_FRAME
-            self._stream_offset = start + MIN_FRAME
-        else:
-            length = self._peek_length()
-            self._check_length(length, start)
-            if avail < length:
-                if self.call_bound is not None and avail >= MIN_FRAME:
-                    words = _HEADER.unpack_from(self._peek(MIN_FRAME), LEN_SIZE)
-                    if self._refuses(length, *words):
-                        return self._refuse_buffered(length, start)
-                return None
-            if self._tail:
-                self._flush_tail()
-            prog, vers, proc, mtype, serial, status = _HEADER.unpack_from(
-                self._take(MIN_FRAME), LEN_SIZE
-            )
-        if mtype not in _TYPES or status not in _STATUSES:
-            self._check_words(mtype, status, start)
-        # Header and payload are taken separately so that a payload lying inside one fed
-        # chunk (e.g. written with writev as header + payload) is never copied.
-        payload = self._take(length - MIN_FRAME) if length > MIN_FRAME else _EMPTY
-        return (prog, vers, proc, mtype, serial, status, payload, start)
+        self._big = None
+        self._need = LEN_SIZE
+        if not self._big_kept:
+            self._keep(big)
+        view = memoryview(big)
+        if len(big) != self._big_size:  # the payload of a frame read into a pooled buffer
+            view = view[self._big_base : self._big_base + self._big_size]
+        self._big_filled = self._big_size = self._big_base = 0
+        return (*self._big_words, view.toreadonly(), self._big_start)
 
     def _refuse_buffered(self, length: int, start: int) -> RawFrame | None:
         """Refuse the call whose header is next (§3.6); its frame once all is discarded."""
+        self._next_head = None
         if self._tail:
             self._flush_tail()
         words = _HEADER.unpack_from(self._take(MIN_FRAME), LEN_SIZE)
@@ -716,11 +814,12 @@ _getrefcount = sys.getrefcount
 
 
 def _free_refs() -> int:
-    """What ``_getrefcount(pool[index])`` gives for a buffer only its pool refers to:
-    measured the way _payload_buffer asks (interpreters differ in the temporary
-    references they count)."""
-    pool, index = [bytearray(1)], 0
-    return _getrefcount(pool[index])
+    """What ``_getrefcount(buffer)`` gives for a buffer only its pool refers to, asked
+    from a loop over the pool as _free_pooled and _keep ask (interpreters differ in the
+    temporary references they count)."""
+    for buffer in [bytearray(1)]:
+        return _getrefcount(buffer)
+    raise AssertionError  # (the list has one item)
 
 
 _FREE_REFS = _free_refs()
