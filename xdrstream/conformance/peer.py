@@ -130,8 +130,6 @@ def unreachable(address: addresses.Address | str, exc: Exception) -> str:
     message already ends with the address, a TLS failure's does not."""
     if isinstance(exc, addresses.ConnectError) or str(address) in str(exc):
         return f"cannot connect: {exc}"
-    if isinstance(exc, ssl.SSLError):  # OpenSSL's reason, not its "[SSL: ...] (_ssl.c:N)"
-        return f"TLS handshake with {address} failed: {tlsmod.describe(exc)}"
     return f"cannot connect to {address}: {exc}"
 
 
@@ -181,7 +179,12 @@ class Peer:
         sock = addresses.connect(address, timeout=timeout)
         if tls is not None:
             server_name = address.host if address.kind == "tcp" else None
-            sock = tls.wrap_socket(sock, server_hostname=server_name)
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=server_name)
+            except (OSError, ssl.SSLError) as exc:  # a reset too: one line, OpenSSL's reason
+                sock.close()
+                why = tlsmod.describe(exc)
+                raise addresses.ConnectError(f"TLS handshake failed ({why}): {address}") from exc
             if tls_confirmation:
                 _confirmed(sock, address)
         self._setup(sock, programs, timeout)
