@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xdrstream.cli import build_parser
+from xdrstream.cli import COMMANDS, build_parser
 
 
 def _undocumented(parser: argparse.ArgumentParser, path: str) -> list[str]:
@@ -41,3 +41,15 @@ def test_every_command_says_what_it_does_in_its_own_help() -> None:
     """`xdrstream X -h` starts with what X does, not only its usage line."""
     bare = [path for path, parser in _leaves(build_parser(), "xdrstream") if not parser.description]
     assert bare == []
+
+
+def test_each_command_is_registered_by_the_module_cli_names() -> None:
+    """cli.COMMANDS (what a run imports) names every command and only the module that
+    registers it: a wrong entry would leave a command unreachable."""
+    for command, module in COMMANDS.items():
+        parser = build_parser(command)
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert command in subparsers.choices, (command, module)
+    whole = build_parser()
+    subparsers = next(a for a in whole._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == set(COMMANDS)

@@ -16,13 +16,18 @@ from collections.abc import Sequence
 
 from xdrstream import __version__
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "xdrstream.codec.commands",
-    "xdrstream.capture.commands",
-    "xdrstream.restore.commands",
-    "xdrstream.fuzz.commands",
-    "xdrstream.conformance.commands",
-)
+# Each command and the module that registers it: a run imports only its own command's
+# module (a restore need not import the conformance suite); `-h` imports them all.
+COMMANDS: dict[str, str] = {
+    "compile": "xdrstream.codec.commands",
+    "decode": "xdrstream.capture.commands",
+    "serve": "xdrstream.restore.commands",
+    "restore": "xdrstream.restore.commands",
+    "save": "xdrstream.restore.commands",
+    "fuzz": "xdrstream.fuzz.commands",
+    "conformance": "xdrstream.conformance.commands",
+    "trace": "xdrstream.conformance.commands",
+}
 
 EXIT_STATUS = """exit status, every command:
   0    done
@@ -35,7 +40,8 @@ EXIT_STATUS = """exit status, every command:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `command` only that command's part of it."""
     parser = argparse.ArgumentParser(
         prog="xdrstream",
         description="libvirt's XDR RPC protocol with data streams: codec, engine, tools.",
@@ -44,14 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"xdrstream {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # the first word that is not an option names the command (the top level has no
+    # option taking a value)
+    command = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
