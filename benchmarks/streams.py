@@ -28,14 +28,16 @@ known payload, which real QEMU accepts), checked by the stub's real-format parse
    process, `--json`) into a fresh `xdrstream serve`, against the plain relay with its client
    a process too (restore: reads the same file with `readinto` and `sendall`s it; save: the
    relay reads the stub's save pipe into the socket, the client `recv_into`s and writes the
-   file, fsyncing it once as `save` does). The CLI's SHA-256 is included in its cost (restore
-   hashes inline; save re-reads the file it wrote); the baseline hashes nothing on the client
+   file, fsyncing it once as `save` does). The CLI's SHA-256 is included in its cost (both
+   commands hash inline, as the data moves); the baseline hashes nothing on the client
    side. The time is the span each client reports: the CLI's JSON `seconds` (open of the
-   stream to the server's verdict; for save, plus the time this process takes to hash OUT
-   as `save` does after its span), the baseline's connect to verdict (save: to its fsync).
-   The client process's whole wall time (start-up included) is printed beside it, and its
-   CPU includes start-up. Targets: V2 and V3 >= 0.90 of the baseline, V1
-   >= 0.75, both directions.
+   stream to the server's verdict; for save, to OUT fsynced), the baseline's connect to
+   verdict (save: to its fsync).
+   V2 and V3 also run with `--no-sha256`, to show what the client's hash costs in the same
+   run. The client process's whole wall time (start-up included) is printed beside it, and
+   its CPU includes start-up; a line gives the CLI's start-up alone (an `xdrstream save` of
+   the stub's shortest stream: interpreter, imports, schema compile, connect). Targets: V2
+   and V3 >= 0.90 of the baseline, V1 >= 0.75, both directions (the default, hashing).
 2. Memory: `--rss-size` bytes per variant with a fresh server; the peak RSS of the server
    (VmHWM in /proc/PID/status, read before it stops) and of the client process
    (getrusage ru_maxrss) must each stay under 64 MiB.
@@ -62,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -90,7 +93,7 @@ from xdrstream.endpoints.qemu_stub import (
     synthetic_sha256,
 )
 from xdrstream.endpoints.sink import make_pipe
-from xdrstream.restore.commands import file_sha256, parse_size
+from xdrstream.restore.commands import parse_size
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -122,8 +125,18 @@ def _ram_for(size: int) -> int:
 
 
 TARGET_CLI = {1: 0.75, 2: 0.90, 3: 0.90}  # `xdrstream restore`/`save` vs the relay (issue 12)
+NO_SHA256_VARIANTS = (2, 3)  # also run with --no-sha256: the client hash's cost, same run
 TARGET_RSS = 64 * MIB  # peak RSS of client and server each
 TARGET_CONCURRENT = 0.90  # aggregate of N streams / single stream (issue 12)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(MIB)
+    with open(path, "rb", buffering=0) as file:
+        while count := file.readinto(buffer):
+            digest.update(memoryview(buffer)[:count])
+    return digest.hexdigest()
 
 
 def maxrss_bytes() -> int:
@@ -532,8 +545,9 @@ def _usage_cpu(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cli_run(work: Path, direction: str, variant: int, size: int) -> Run:
-    """`xdrstream restore IMAGE` (or `save OUT`) into a fresh `xdrstream serve`."""
+def cli_run(work: Path, direction: str, variant: int, size: int, sha256: bool = True) -> Run:
+    """`xdrstream restore IMAGE` (or `save OUT`) into a fresh `xdrstream serve`; with
+    `sha256` false, `--no-sha256` (the stub's verdict or OUT is checked instead)."""
     image, out = work / "image", work / "saved"
     with protocol_server(work) as (server, path):
         idle_cpu, _ = proc_cpu_seconds(server.process.pid)
@@ -541,15 +555,14 @@ def cli_run(work: Path, direction: str, variant: int, size: int) -> Run:
         command += ["--connect", f"unix:{path}", "--variant", str(variant), "--json"]
         if direction == "save":
             command += ["--size", str(size), "--seed", str(SAVE_SEED)]
+        if not sha256:
+            command.append("--no-sha256")
         wall, stdout, usage = _process(command, work)
         verdict = server.line("endpoint")["endpoint"]
         reported = json.loads(stdout.splitlines()[-1])
-        seconds = reported["seconds"]
-        if direction == "save":  # `save` hashes OUT after its timed span: time the same
-            started = time.monotonic()
-            file_sha256(out)
-            seconds += time.monotonic() - started
-        run = Run(f"V{variant}", reported["bytes"], seconds, usage.ru_maxrss * 1024, wall=wall)
+        seconds = reported["seconds"]  # hashing included: both commands hash inline
+        label = f"V{variant}" if sha256 else f"V{variant} --no-sha256"
+        run = Run(label, reported["bytes"], seconds, usage.ru_maxrss * 1024, wall=wall)
         run.client_cpu = _usage_cpu(usage)
         run.server_rss = vmhwm_bytes(server.process.pid)
         run.server_cpu, run.stub_cpu = proc_cpu_seconds(server.process.pid)
@@ -559,6 +572,8 @@ def cli_run(work: Path, direction: str, variant: int, size: int) -> Run:
         if direction == "restore"
         else synthetic_sha256(size, SAVE_SEED)
     )
+    if not sha256:  # what the CLI did not hash, checked here
+        reported["sha256"] = verdict["sha256"] if direction == "restore" else file_sha256(out)
     if not verdict["ok"] or reported["sha256"] != expected:
         run.ok, run.note = False, f"stub: ok={verdict['ok']} error={verdict['error']}"
     if direction == "save":
@@ -604,6 +619,19 @@ def cli_section(work: Path, size: int, repeat: int) -> int:
         for view in stream(FORMAT[0], size, 0):
             image.write(view)
     failures = 0
+    walls, cpus = [], []
+    with protocol_server(work) as (server, path):
+        for _ in range(3):
+            command = [*CLI, "save", str(work / "tiny"), "--connect", f"unix:{path}", "--json"]
+            wall, _, usage = _process([*command, "--size", str(MIN_SIZE)], work)
+            server.line("endpoint")
+            walls.append(wall)
+            cpus.append(_usage_cpu(usage))
+    (work / "tiny").unlink()
+    print(
+        f"CLI start-up (`xdrstream save` of {MIN_SIZE} bytes, best of 3): "
+        f"wall {min(walls):.2f} s, CPU {min(cpus):.2f} s\n"
+    )
     print(
         "| direction | run | MB/s | vs baseline | target | result | process wall s "
         "| CPU s/GiB: client, server, stub | peak RSS MiB: client, server |"
@@ -614,6 +642,7 @@ def cli_section(work: Path, size: int, repeat: int) -> int:
         for _ in range(repeat):
             runs = [baseline_cli_run(work, direction, size)]
             runs += [cli_run(work, direction, v, size) for v in VARIANTS]
+            runs += [cli_run(work, direction, v, size, sha256=False) for v in NO_SHA256_VARIANTS]
             for run in runs:
                 failures += not run.ok
                 if run.label not in best or run.rate > best[run.label].rate:
@@ -627,10 +656,12 @@ def cli_section(work: Path, size: int, repeat: int) -> int:
                     f"(reference) {run.note} | {run.wall:.2f} | {cpu_cells(run)} | {memory} |"
                 )
                 continue
-            target = TARGET_CLI[int(label[1:])]
+            target = TARGET_CLI[int(label[1])]
             ratio = run.rate / base.rate if base.rate else 0.0
+            variant, _, flag = label.partition(" ")  # "V2" or "V2 --no-sha256"
+            command = f"`xdrstream {direction} {flag}`" if flag else f"`xdrstream {direction}`"
             print(
-                f"| {direction} | `xdrstream {direction}` {label} | {run.rate:.0f} | "
+                f"| {direction} | {command} {variant} | {run.rate:.0f} | "
                 f"{ratio:.2f} | >= {target:.2f} | {verdict(ratio >= target and run.ok)} "
                 f"{run.note} | {run.wall:.2f} | {cpu_cells(run)} | {memory} |"
             )

@@ -76,4 +76,67 @@ def test_a_target_that_does_not_accept_connections_is_exit_3(
     assert main(["conformance", "run", "--target", target]) == 3
     assert main(["restore", str(Path(__file__)), "--connect", target]) == 3
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 3 and all(target in line for line in lines), lines
+    assert len(lines) == 3 and all(line.count(target) == 1 for line in lines), lines
+
+
+@pytest.mark.timeout(60)
+def test_more_commands_name_an_unreachable_peer_once_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    none = f"unix:{tmp_path}/none.sock"
+    listen = f"unix:{tmp_path}/listen.sock"
+    commands = [
+        ["fuzz", "--target", none, "--campaign", "resources", "--pid", "1"],
+        ["conformance", "exactness", "--connect", none],
+        ["conformance", "judge", "--listen", listen, "--upstream", none],
+        ["trace", "record", "--listen", listen, "--upstream", none, "-o", f"{tmp_path}/t"],
+    ]
+    for argv in commands:
+        assert main(argv) == 3, argv
+        err = capsys.readouterr().err
+        assert err.count(none) == 1 and len(err.splitlines()) == 1, err
+    assert "xdrstream trace: error: cannot connect to the upstream: no such socket" in err
+    assert not Path(f"{tmp_path}/listen.sock").exists()  # nothing left listening
+    nodir = f"unix:{tmp_path}/no/dir.sock"
+    for argv in (["conformance", "judge", "--listen", nodir, "--upstream", none],
+                 ["trace", "record", "--listen", nodir, "--upstream", none, "-o", "t"],
+                 ["conformance", "serve", "--listen", nodir]):  # fmt: skip
+        assert main(argv) == 3, argv  # could not listen (or connect upstream)
+    capsys.readouterr()
+
+
+def test_fuzz_resources_with_no_such_pid_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen()
+        code = main(["fuzz", "--target", f"unix:{path}", "--campaign", "resources",
+                     "--pid", "999999999"])  # fmt: skip
+    assert code == 2
+    assert "xdrstream fuzz: --pid 999999999: no such process" in capsys.readouterr().err
+
+
+def test_fuzz_replay_of_a_missing_or_bad_trace_is_exit_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"unix:{tmp_path}/none.sock"  # never reached: the file is checked first
+    missing, bad = tmp_path / "missing.jsonl", tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\x89PNG\r\n")
+    assert main(["fuzz", "--target", target, "--replay", str(missing)]) == 2
+    assert f"cannot read {missing}: No such file or directory" in capsys.readouterr().err
+    assert main(["fuzz", "--target", target, "--replay", str(bad)]) == 2
+    assert f"{bad}: not a trace (JSON Lines): byte 0 is not UTF-8" in capsys.readouterr().err
+
+
+def test_decode_with_a_directory_that_is_no_libvirt_tree_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = tmp_path / "empty.bin"
+    stream.write_bytes(b"")
+    assert main(["decode", "--libvirt-schemas", str(tmp_path), str(stream)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: neither a libvirt source tree" in err and "None" not in err

@@ -24,3 +24,20 @@ def _undocumented(parser: argparse.ArgumentParser, path: str) -> list[str]:
 
 def test_every_option_has_help() -> None:
     assert _undocumented(build_parser(), "xdrstream") == []
+
+
+def _leaves(
+    parser: argparse.ArgumentParser, path: str
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [(path, parser)]
+    return [
+        leaf for name, sub in subs[0].choices.items() for leaf in _leaves(sub, f"{path} {name}")
+    ]
+
+
+def test_every_command_says_what_it_does_in_its_own_help() -> None:
+    """`xdrstream X -h` starts with what X does, not only its usage line."""
+    bare = [path for path, parser in _leaves(build_parser(), "xdrstream") if not parser.description]
+    assert bare == []

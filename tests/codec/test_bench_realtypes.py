@@ -58,4 +58,6 @@ def test_a_tiny_run_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None
     assert len(rows) == 9, out
     assert "COMPOUND4res" in out and "remote_domain_get_job_stats_ret" in out
     assert "Targets (" in out
+    for line in ("compile of libvirt's", "import of the module", "loading the built-in schemas"):
+        assert any(line in row and ("MET" in row or "MISSED" in row) for row in out.splitlines())
     assert "compile of libvirt's remote_protocol.x: " in out

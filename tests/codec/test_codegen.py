@@ -211,7 +211,7 @@ def test_hostile_names_never_reach_code_unquoted() -> None:
 def test_generated_source_is_in_linecache_and_tracebacks(schema: Schema) -> None:
     pack_fn = schema._ns["p_point"]
     filename = pack_fn.__code__.co_filename
-    assert filename.startswith("<xdrstream generated #") and filename.endswith("basic.x>")
+    assert filename.startswith("<xdrstream generated ") and filename.endswith("basic.x>")
     lines = linecache.getlines(filename)
     assert "".join(lines) == schema.source
     # A traceback through generated code shows the generated line.

@@ -139,7 +139,11 @@ def test_rpc_constants_are_opt_in() -> None:
     text = "const FLAVORS = AUTH_SYS;\nenum flavor { F_GSS = RPCSEC_GSS, F_NONE = AUTH_NONE };\n"
     with pytest.raises(SchemaError) as info:
         compile_schema(text, "nfsv41.x")
-    assert str(info.value).startswith("nfsv41.x:2:23: undefined constant 'RPCSEC_GSS': it is ")
+    assert str(info.value).startswith("nfsv41.x:1:17: undefined constant 'AUTH_SYS'\n")
+    assert "AUTH_SYS, RPCSEC_GSS, AUTH_NONE: libtirpc's <rpc/*.h> constants" in str(info.value)
+    with pytest.raises(SchemaError) as info:  # one undefined name: resolution's own message
+        compile_schema("enum flavor { F_GSS = RPCSEC_GSS };\n", "nfsv41.x")
+    assert str(info.value).startswith("nfsv41.x:1:23: undefined constant 'RPCSEC_GSS': it is ")
     assert "rpc_constants=True" in str(info.value) and "--rpc-constants" in str(info.value)
     schema = compile_schema(text, "nfsv41.x", rpc_constants=True)
     assert schema.constants["FLAVORS"] == 1

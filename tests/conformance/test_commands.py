@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -88,7 +90,7 @@ def test_unreachable_target_and_bad_usage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["conformance", "run", "--target", f"unix:{tmp_path / 'none.sock'}"]) == 3
-    assert "cannot reach" in capsys.readouterr().err
+    assert "cannot connect" in capsys.readouterr().err
     assert main(["conformance", "run"]) == 2
     assert main(["conformance", "run", "--target", "bogus"]) == 2
     assert main(["conformance", "run", "--target", "tcp:127.0.0.1:1", "--cases", "99.*"]) == 2
@@ -97,6 +99,45 @@ def test_unreachable_target_and_bad_usage(
     none = f"unix:{tmp_path / 'none.sock'}"
     assert main(["conformance", "run", "--target", none, "--program", "libvirt"]) == 3
     assert "cannot connect" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("program", ["auto", "restore", "libvirt"])
+def test_an_unreachable_target_is_named_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], program: str
+) -> None:
+    target = f"unix:{tmp_path / 'none.sock'}"
+    for action in ("run", "replay"):
+        assert main(["conformance", action, "--target", target, "--program", program]) == 3
+        err = capsys.readouterr().err
+        assert err.count(target) == 1 and "no such socket" in err, err
+        assert len(err.splitlines()) == 1, err  # one line, not a failed row per trace
+
+
+def test_replay_of_a_missing_or_bad_trace_is_a_usage_error_naming_it(
+    reference_server: addresses.Address, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = str(replay.traces_dir() / "v3-upload.jsonl")
+    missing = tmp_path / "missing.jsonl"
+    target = str(reference_server)
+    assert main(["conformance", "replay", "--target", target, good, str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot read {missing}: No such file or directory" in captured.err
+    assert "[Errno" not in captured.err and "replayed" not in captured.out  # nothing ran
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"format": \n')
+    assert main(["conformance", "replay", "--target", target, str(bad)]) == 2
+    assert f"{bad}: trace line 1: not JSON" in capsys.readouterr().err
+    assert main(["conformance", "serve", "--listen", f"unix:{tmp_path}/s", str(missing)]) == 2
+    assert f"cannot read {missing}" in capsys.readouterr().err
+
+
+def test_judge_of_a_client_that_never_connects_fails(
+    reference_server: addresses.Address, short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listen = f"unix:{short_dir / 'judge-none.sock'}"
+    argv = ["conformance", "judge", "--listen", listen, "--upstream", str(reference_server)]
+    assert main([*argv, "--", "true"]) == 1  # nothing judged is no pass
+    assert f"the client made no connection to {listen}" in capsys.readouterr().err
 
 
 def test_run_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,7 +157,9 @@ def test_replay_command(
     assert "2 of 2 traces replayed identically" in capsys.readouterr().out
 
 
-def test_serve_command_reports_client_results(short_dir: Path, tmp_path: Path) -> None:
+def test_serve_command_reports_client_results(
+    short_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     listen = short_dir / "serve-cli.sock"
     report = tmp_path / "serve.json"
     codes: list[int] = []
@@ -134,6 +177,10 @@ def test_serve_command_reports_client_results(short_dir: Path, tmp_path: Path) -
     assert codes == [0]
     document = json.loads(report.read_text())
     assert document["passed_cases"] == ["7.3.2/1"] and document["failed_cases"] == []
+    out = " ".join(capsys.readouterr().out.split())
+    shown = re.search(r"\((\d+) of (\d+) traces playable for a client\)", out)
+    assert shown is not None, out  # server-side traces are not counted as playable
+    assert 1 <= int(shown[1]) < int(shown[2]) == len(replay.committed_traces("restore"))
 
 
 def test_trace_show_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -176,3 +223,38 @@ def test_run_over_mutual_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         # without a client certificate the server refuses the handshake: unreachable
         assert main(["conformance", "run", "--target", target, "--tls-ca",
                      str(tmp_path / "ca.pem"), *cases]) == 3  # fmt: skip
+
+
+def test_judge_of_sessions_that_never_come_is_exit_4(
+    reference_server: addresses.Address, short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listen = f"unix:{short_dir / 'judge-wait.sock'}"
+    argv = ["conformance", "judge", "--listen", listen, "--upstream", str(reference_server)]
+    assert main([*argv, "--count", "1", "--timeout", "0.2"]) == 4  # stalled (cli.EXIT_STATUS)
+    assert "fewer than 1 judged sessions ended in 0.2 s" in capsys.readouterr().err
+
+
+def test_a_failed_tls_handshake_is_one_plain_line_exit_3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:  # plain TCP: closes each client
+        target = f"tls:127.0.0.1:{server.getsockname()[1]}"
+
+        def close_clients() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    server.accept()[0].close()
+
+        thread = threading.Thread(target=close_clients, daemon=True)
+        thread.start()
+        for program in ("auto", "restore"):
+            code = main(["conformance", "run", "--target", target, "--program", program,
+                         "--timeout", "2"])  # fmt: skip
+            assert code == 3
+            err = capsys.readouterr().err
+            assert "cannot connect: TLS handshake failed (" in err, err
+            assert "_ssl.c" not in err and err.count(target) == 1, err
+        server.shutdown(socket.SHUT_RDWR)
+    thread.join(5)

@@ -55,7 +55,7 @@ def _context(address: addresses.Address) -> Context:
     context = Context(
         address,
         program="libvirt",
-        timeout=5.0,
+        timeout=2.0,  # libvirtd answers in milliseconds; its silences cost this each
         libvirt=LibvirtSettings(uri="qemu:///session", pool="tpool", volume="cvol"),
     )
     context.implementation = identify(context)  # libvirtd, from the daemon itself
@@ -229,7 +229,7 @@ def test_a_preallocated_given_volume_fails_nothing(daemon: Libvirtd, tmp_path: P
     code = main([
         "conformance", "run", "--target", f"unix:{daemon.socket_path}", "--strict",
         "--libvirt-pool", "tpool", "--libvirt-volume", "pvol", "--json", str(report),
-        "--cases", "7.3.*", "--cases", "3.2/*",
+        "--cases", "7.3.*", "--cases", "3.2/*", "--timeout", "2",
     ])  # fmt: skip
     document = json.loads(report.read_text())
     problems = [(r["id"], r["detail"]) for r in document["results"]
@@ -245,6 +245,17 @@ def test_a_preallocated_given_volume_fails_nothing(daemon: Libvirtd, tmp_path: P
     assert vols == ["cvol", "pvol", "svol", "vvol"]  # the suite's volumes are gone
     allowed = main([
         "conformance", "run", "--target", f"unix:{daemon.socket_path}", "--cases", "3.2/*",
-        "--allow-deviation", "3.2/*",
+        "--allow-deviation", "3.2/*", "--timeout", "2",
     ])  # fmt: skip
     assert allowed == 0
+
+
+def test_the_committed_libvirt_traces_replay_or_say_why_not(daemon: Libvirtd) -> None:
+    """`conformance replay --target LIBVIRTD` (its default traces) fails nothing on a fresh
+    libvirtd: traces that carry their recording daemon's pool UUID are skipped, saying so."""
+    context = Context(addresses.parse_address(f"unix:{daemon.socket_path}"), timeout=5.0)
+    context.program = "libvirt"
+    results = [replay.replay_file(p, context) for p in replay.committed_traces("libvirt")]
+    assert all(r.ok for r in results), [r.detail for r in results if not r.ok]
+    assert any(not r.skipped for r in results)  # the screenshot: test:///default's domain
+    assert any("pool UUID" in r.detail for r in results if r.skipped)

@@ -68,3 +68,31 @@ def test_columns_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     table = capsys.readouterr().out
     assert re.search(rf"\| {re.escape(cases[1].id)} \| pass \| skip \|", table)
     assert table.startswith(report.COLUMNS_BEGIN)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"results": [\n  {"id": "3.1/1",,}]}', "{path}:2:18: not JSON: Expecting property"),
+        (b'{"summary": {}}', "{path}: not a `conformance run --json` report: no 'results' list"),
+        (b'{"results": [{"id": "3.1/1"}]}', "results[0] lacks 'outcome', 'programs'"),
+        (b"\x89PNG\r\n", "{path}: byte 0 is not UTF-8"),
+    ],
+)
+def test_columns_of_a_file_that_is_no_report_is_exit_2_naming_file_and_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, expected: str
+) -> None:
+    path = tmp_path / "report.json"
+    path.write_bytes(content)
+    assert main(["conformance", "columns", f"ours={path}"]) == 2
+    err = capsys.readouterr().err
+    assert expected.format(path=path) in err and len(err.splitlines()) == 1, err
+
+
+def test_columns_of_a_missing_file_is_exit_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["conformance", "columns", f"ours={tmp_path / 'none.json'}"]) == 2
+    assert f"cannot read {tmp_path / 'none.json'}: No such file or directory" in (
+        capsys.readouterr().err
+    )

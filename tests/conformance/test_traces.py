@@ -29,6 +29,7 @@ from xdrstream.conformance.trace import (
 )
 from xdrstream.fuzz.corpus import canonical_sessions
 from xdrstream.protocol import Role
+from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame
 from xdrstream.transport import address as addresses
 
 TRACES = sorted(replay.traces_dir().glob("*.jsonl"))
@@ -278,3 +279,14 @@ def test_expect_annotations_loosen_or_override_the_comparison() -> None:
     assert replay.compare(loose, got) is None
     other_proc = replay.normalise([(S2C, recorded, {"proc": 8, "payload": "any"})])
     assert "proc 8" in (replay.compare(other_proc, got) or "")
+
+
+def test_a_payload_difference_says_where() -> None:
+    """Two replies alike but for their bytes (a UUID) print alike: the difference says where."""
+    frame = pack_frame(Header(0x20008086, 1, 84, MessageType.REPLY, 6, MessageStatus.OK),
+                       bytes(16) + bytes.fromhex("3d5fb1ac3cf54e29") + bytes(8))  # fmt: skip
+    other = frame[:44] + bytes.fromhex("804b12b09b6f4db8") + frame[52:]
+    difference = replay.compare(replay.normalise([(S2C, frame)]), replay.normalise([(S2C, other)]))
+    assert difference is not None and difference.endswith(
+        "(payload differs at byte 16: expected 3d5fb1ac3cf54e29, got 804b12b09b6f4db8)"
+    )

@@ -68,11 +68,19 @@ def test_our_server_has_no_resource_finding(tmp_path: Path) -> None:
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         target = Target(f"unix:{sock}", timeout=5)
-        measures = resources.campaign(target, process.pid, connections=64, announce=32 << 20)
+        measures = resources.campaign(target, process.pid, connections=64)
+        # a length beyond the frame limit is closed at once (§3.4): counted, and shown
+        beyond = resources.attack(
+            target, process.pid, "announced", 16, announce=resources.MAX_PAYLOAD + 1
+        )
     finally:
         _stop(process)
     assert [m.attack for m in measures] == list(resources.ATTACKS)
     assert resources.findings(measures) == [], [m.line() for m in measures]
+    for m in measures:  # each attack's connections, held: none closed, none left over
+        assert m.closed == 0 and m.during.fds - m.before.fds == 64, m.line()
+        assert m.after is not None and m.after.fds == m.before.fds, m.line()
+    assert beyond.closed == 16 and "the server closed 16 of them" in beyond.line()
 
 
 def test_cli_resources_campaign_reports_the_toy_server(tmp_path: Path) -> None:

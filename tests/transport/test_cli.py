@@ -26,6 +26,7 @@ from test_cli_support import (
     xdrstream,
 )
 
+from xdrstream import cli
 from xdrstream.endpoints.qemu_stub import HEADER, SECTION_SIZE, synthetic_sha256, write_synthetic
 
 SIZE = 3 * SECTION_SIZE + 12345
@@ -107,6 +108,23 @@ def test_save_size_and_seed_choose_the_stubs_stream(
     assert saved.code == 0, saved.stderr
     assert saved.record["bytes"] == out.stat().st_size == size
     assert file_sha256(out) == synthetic_sha256(size, seed) != synthetic_sha256(SIZE, SEED)
+
+
+def test_no_sha256_skips_the_hash_and_still_saves_the_whole_image(
+    leaks: Leaks, tmp_path: Path, image: tuple[Path, str], server_unix: Server
+) -> None:
+    """`--no-sha256` (issue 12): "sha256" is null, the transfer itself is unchanged."""
+    path, expected = image
+    connect = ["--connect", server_unix.address, "--no-sha256"]
+    restored = run_cli(leaks, "restore", str(path), *connect)
+    assert restored.code == 0, restored.stderr
+    assert (restored.record["bytes"], restored.record["sha256"]) == (SIZE, None)
+    assert server_unix.endpoint()["sha256"] == expected
+    out = tmp_path / "saved.qevm"
+    saved = run_cli(leaks, "save", str(out), *connect)
+    assert saved.code == 0, saved.stderr
+    assert (saved.record["bytes"], saved.record["sha256"]) == (SIZE, None)
+    assert file_sha256(out) == expected
 
 
 def sparse_image(path: Path) -> bytes:
@@ -452,6 +470,61 @@ def test_serve_refuses_save_stream_options_it_would_ignore(
     outcome = run_cli(leaks, "serve", "--listen", f"unix:{tmp_path}/x.sock", *argv)
     assert outcome.code == 2
     assert outcome.error.startswith(f"xdrstream serve: error: {message.format(**names)}")
+    assert not (tmp_path / "x.sock").exists()
+
+
+STUBLESS_MODES = ("--qemu", "--images", "--libvirt-storage")
+STUB_OPTIONS = (
+    ("--save-size", "2M"),
+    ("--seed", "3"),
+    ("--stub-check", "header"),
+    ("--stub-fail-after", "10"),
+    ("--stub-close-early", "10"),
+    ("--stub-stall", "1"),
+    ("--stub-stall-after", "0"),
+    ("--stub-exit-code", "0"),
+)
+
+
+def _stubless(tmp_path: Path, mode: str, *options: str) -> tuple[list[str], str]:
+    value = "qemu-system-x86_64" if mode == "--qemu" else str(tmp_path)
+    argv = ["serve", "--listen", f"unix:{tmp_path}/x.sock", mode, value, *options]
+    message = f"xdrstream serve: error: {mode} and {options[0]}: not together ({mode} runs no stub)"
+    return argv, message
+
+
+@pytest.mark.parametrize(
+    ("mode", "option"), [(mode, STUB_OPTIONS[i]) for i, mode in enumerate(STUBLESS_MODES)]
+)
+def test_serve_refuses_stub_options_a_stubless_mode_would_ignore(
+    leaks: Leaks, tmp_path: Path, mode: str, option: tuple[str, str]
+) -> None:
+    """Through the CLI process: exit 2 naming both options, nothing listening (issue 12)."""
+    argv, message = _stubless(tmp_path, mode, *option)
+    outcome = run_cli(leaks, *argv)
+    assert (outcome.code, outcome.error) == (2, message)
+    assert not (tmp_path / "x.sock").exists()
+
+
+@pytest.mark.parametrize("mode", STUBLESS_MODES)
+@pytest.mark.parametrize("option", STUB_OPTIONS, ids=lambda option: option[0])
+def test_every_stub_option_with_every_stubless_mode_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str, option: tuple[str, str]
+) -> None:
+    """Every pair, in-process (the same parser and run_serve, without a process each)."""
+    argv, message = _stubless(tmp_path, mode, *option)
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "x.sock").exists()
+
+
+def test_a_stall_point_without_a_stall_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["serve", "--listen", f"unix:{tmp_path}/x.sock", "--stub-stall-after", "100"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "xdrstream serve: error: --stub-stall-after needs --stub-stall"
     assert not (tmp_path / "x.sock").exists()
 
 

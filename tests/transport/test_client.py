@@ -20,6 +20,7 @@ from xdrstream.endpoints import qemu_stub
 from xdrstream.restore.client import AsyncClient, Client
 from xdrstream.restore.server import RestoreServer, ServerThread
 from xdrstream.transport.errors import RemoteFailure
+from xdrstream.transport.sparse import supports_holes
 from xdrstream.transport.stream import Hole
 from xdrstream.transport.tls import client_context, server_context
 
@@ -272,3 +273,58 @@ def test_async_restore_from_an_async_iterable(
     assert asyncio.run(main()) == SIZE and done[-1] == SIZE
     verdict = running.server.results[-1]
     assert verdict.ok and verdict.sha256 == digest
+
+
+class BrokenDigest:
+    """A digest that fails on its second update: the failure must surface in the caller."""
+
+    def __init__(self) -> None:
+        self.updates = 0
+
+    def update(self, data: memoryview) -> None:
+        self.updates += 1
+        if self.updates > 1:
+            raise Boom("the digest broke")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_digest_is_of_what_moved_holes_as_zeros(tmp_path: Path, variant: int) -> None:
+    """`digest=` gets the content as it moves (issue 12: `xdrstream save` no longer reads
+    OUT again): a sparse image with a middle and a trailing hole, restored into and saved
+    from named files (holes travel as holes), both clients; a failing digest aborts the
+    transfer and a save leaves no file."""
+    if not supports_holes(str(tmp_path)):
+        pytest.skip(f"the filesystem of {tmp_path} does not report holes (SEEK_DATA)")
+    images, out = tmp_path / "images", tmp_path / "saved.img"
+    images.mkdir()
+    source = tmp_path / "holey.img"
+    with open(source, "wb") as file:
+        file.write(b"a" * 300_000)
+        file.seek(2 << 20)
+        file.write(b"b" * 70_000)
+        file.truncate(4 << 20)
+    expected = sha256_file(source)
+    with ServerThread(RestoreServer(f"unix:{tmp_path}/xs.sock", images=images)) as thread:
+        address = str(thread.address)
+        with Client.connect(address) as client:
+            sent, written = hashlib.sha256(), hashlib.sha256()
+            restored = client.restore(source, variant, name="holey", digest=sent)
+            saved = client.save(out, variant, name="holey", digest=written)
+            with pytest.raises(Boom):
+                client.restore(source, variant, name="other", digest=BrokenDigest())
+            with pytest.raises(Boom):
+                client.save(tmp_path / "lost.img", variant, name="holey", digest=BrokenDigest())
+            client.ping()
+
+        async def main() -> tuple[str, str]:
+            sent, written = hashlib.sha256(), hashlib.sha256()
+            async with await AsyncClient.connect(address) as client:
+                await client.restore(source, variant, name="holey2", digest=sent)
+                await client.save(tmp_path / "saved2.img", variant, name="holey2", digest=written)
+            return sent.hexdigest(), written.hexdigest()
+
+        async_digests = asyncio.run(main())
+    assert restored.holes > 0 and saved.holes > 0  # holes travelled as holes
+    assert sent.hexdigest() == written.hexdigest() == sha256_file(out) == expected
+    assert async_digests == (expected, expected)
+    assert not (tmp_path / "lost.img").exists()

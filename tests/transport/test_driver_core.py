@@ -4,18 +4,42 @@ blocking driver enforcing libvirtd's limits (spec.md §8.5, issue 15) like async
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from typing import Any
 
-from xdrstream.protocol import Role
-from xdrstream.protocol.events import Call, KeepalivePing, StreamData
+import pytest
+
+from xdrstream.protocol import LocalProtocolError, Role
+from xdrstream.protocol.bodies import V1_WINDOW
+from xdrstream.protocol.events import (
+    Call,
+    ErrorReply,
+    KeepalivePing,
+    Reply,
+    StreamConfirm,
+    StreamData,
+    StreamRead,
+)
 from xdrstream.protocol.framing import Header, pack_frame
-from xdrstream.restore.server import PROC_PING, PROGRAM, VERSION, schema
+from xdrstream.protocol.states import Kind as EngineKind
+from xdrstream.restore.server import PROC_PING, PROGRAM, RESTORE_PROCS, SAVE_PROCS, VERSION, schema
 from xdrstream.transport.blocking import BlockingConnection, SocketChannel
+from xdrstream.transport.channels import client_setup, server_setup
 from xdrstream.transport.core import FRAME_OVERHEAD, DriverCore, queued_size
-from xdrstream.transport.errors import PeerTimeout
+from xdrstream.transport.errors import ConnectionLost, PeerTimeout, StreamAborted, TransportError
 from xdrstream.transport.options import Options
+from xdrstream.transport.stream import (
+    WAIT,
+    Op,
+    Steps,
+    Wait,
+    client_call,
+    client_recv,
+    make_exchange,
+    server_conclude,
+)
 
 CALL = 0
 
@@ -105,3 +129,130 @@ def test_blocking_server_leaves_calls_beyond_max_client_requests_unread() -> Non
     finally:
         conn.close()
         pair[0].close()
+
+
+# --- the policy both drivers shared before issue 12 moved it here (no socket) ---------
+def test_paused_reader_is_no_silence_and_a_hang_up_ends_the_connection() -> None:
+    core = DriverCore(Role.CLIENT, [], Options(timeout=2.0))
+    later = core.last_rx + 5.0
+    core.paused(later, gone=False)  # we were not listening: the peer is not timed out
+    assert core.error is None and core.wait_left(later) == 2.0
+    core.paused(later, gone=True)
+    assert isinstance(core.error, ConnectionLost) and "connection closed" in str(core.error)
+
+
+def test_plain_call_of_a_stream_procedure_is_refused_before_sending() -> None:
+    core = DriverCore(Role.CLIENT, [schema()], Options())
+    core.plain_call(PROGRAM, VERSION, PROC_PING)  # no stream: fine
+    with pytest.raises(TransportError, match="has a stream: use open_stream"):
+        core.plain_call(PROGRAM, VERSION, RESTORE_PROCS[2])
+    assert not core.exchanges  # nothing was opened, so nothing goes on the wire
+
+
+def test_enqueue_counts_only_where_limits_read_the_figures() -> None:
+    client = DriverCore(Role.CLIENT, [], Options())
+    assert client.enqueue(StreamData(1, bytes(100))) == 0 and client.account.output == 0
+    core, _ = server_core()
+    counted = core.enqueue(StreamData(1, bytes(100)))
+    assert counted == FRAME_OVERHEAD + 100 == core.account.output
+    core.queued(-counted)
+    assert core.account.output == 0
+
+
+def _op(log: list[object]) -> Op[str]:
+    try:
+        yield KeepalivePing()
+    except LocalProtocolError as exc:
+        log.append(exc)
+    yield WAIT
+    return "done"
+
+
+def test_steps_give_sends_waits_then_the_result_and_pass_refusals_back() -> None:
+    log: list[object] = []
+    steps = Steps(_op(log))
+    assert isinstance(steps.advance(), KeepalivePing)
+    refusal = LocalProtocolError("refused", section="4.1")
+    assert isinstance(steps.advance(refusal), Wait) and log == [refusal]
+    assert steps.advance() is None and steps.value == "done"
+
+
+def test_connect_and_accept_keywords_are_checked_and_set_up_tls() -> None:
+    address, options, setup = client_setup("unix:/run/x.sock", {})
+    assert address.kind == "unix" and options == Options() and setup is None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _, _, setup = client_setup("tcp:example.org:16514", {"tls": context})
+    assert setup is not None and setup.server_hostname == "example.org"
+    assert not setup.server_side
+    with pytest.raises(TypeError, match="connect\\(\\) got unexpected keyword arguments: timeout"):
+        client_setup("unix:/x", {"timeout": 3.0})  # type: ignore[typeddict-unknown-key]
+    options, name, setup = server_setup({"tls": context, "options": Options(timeout=1.0)})
+    assert options.timeout == 1.0 and name == ""
+    assert setup is not None and setup.server_side and setup.peer == "client"
+    with pytest.raises(TypeError, match="accept\\(\\) got unexpected keyword arguments: handler"):
+        server_setup({"handler": None})  # type: ignore[typeddict-unknown-key]
+
+
+def _concluded(exc: BaseException | None, *, aborted: bool = False) -> list[object]:
+    ex = make_exchange(7, False, EngineKind.CALL, False, 1024)
+    ex.aborted = aborted
+    return list(server_conclude(ex, exc, "value"))
+
+
+def test_server_conclude_sorts_out_what_a_handler_raised() -> None:
+    (reply,) = _concluded(None)
+    assert isinstance(reply, Reply) and reply.result == "value"
+    assert _concluded(ConnectionLost("gone")) == []  # nothing left to answer on
+    (failure,) = _concluded(ValueError("boom"))
+    assert isinstance(failure, ErrorReply) and "ValueError: boom" in str(failure.error.message)
+    (confirm,) = _concluded(StreamAborted("aborted"), aborted=True)
+    assert isinstance(confirm, StreamConfirm)
+
+
+def _deliver(src: DriverCore, dst: DriverCore, event: Any) -> None:
+    buffers, _ = src.encode(event, 0)
+    dst.engine.receive_data(b"".join(bytes(b) for b in buffers))
+    assert dst.drain()
+
+
+def test_v1_download_keeps_its_reads_within_the_engines_window() -> None:
+    """The driver's exchange counts no V1 calls of its own: the READs it sends stop at
+    the window the engine counts (§7.2.4), answers not yet taken included."""
+    client = DriverCore(Role.CLIENT, [schema()], Options())
+    server, _ = server_core()
+    s = schema()
+    call = client.open_call(PROGRAM, VERSION, SAVE_PROCS[1], s["xs_save_args"](name="x", flags=0))
+    ex = client.exchanges[call.serial]
+    opening = client_call(ex, call)
+    _deliver(client, server, next(opening))
+    assert isinstance(opening.send(None), Wait)
+    _deliver(server, client, Reply(call.serial, s["xs_save_ret"](length=0)))
+    with pytest.raises(StopIteration):
+        opening.send(None)
+    op = client_recv(ex)
+    reads = []
+    step = next(op)
+    while isinstance(step, StreamRead):
+        reads.append(step)
+        _deliver(client, server, step)
+        step = op.send(None)
+    assert isinstance(step, Wait) and len(reads) == V1_WINDOW
+    assert ex.engine is not None and ex.engine.window == 0
+    server_ex = server.exchanges[call.serial]
+    assert server_ex.engine is not None and server_ex.engine.read_max == reads[0].max_bytes
+    _deliver(server, client, StreamData(call.serial, b"abc"))  # answers one READ
+    assert ex.engine.window == 1 and len(ex.inbox) == 1
+    with pytest.raises(StopIteration) as done:
+        op.send(None)
+    assert bytes(done.value.value) == b"abc"
+    # two more answers wait untaken: with them, the outstanding READs fill the window
+    _deliver(server, client, StreamData(call.serial, b"d"))
+    _deliver(server, client, StreamData(call.serial, b"e"))
+    assert ex.engine.window == 3 and len(ex.inbox) == 2
+    op = client_recv(ex)
+    read = next(op)
+    assert isinstance(read, StreamRead)
+    _deliver(client, server, read)
+    with pytest.raises(StopIteration) as done:
+        op.send(None)  # no second READ: with the answers waiting, the window is full
+    assert bytes(done.value.value) == b"d" and ex.engine.window == 2

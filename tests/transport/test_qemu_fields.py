@@ -20,6 +20,7 @@ receiver's save holds, so the stub accepts:
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -44,9 +45,13 @@ pytestmark = [
 
 GUESTS = (("pc-i440fx-7.2", 16), ("pc-q35-7.2", 32))
 POOL = 2
-SAMPLE = 24  # mutated fields per type and save, evenly spread (every field of rarer types)
+# Mutated fields per type and save, evenly spread (every field of rarer types); each costs a
+# QEMU restore. 6 keeps the default suite's share small; a campaign raises it (24 judged 976).
+SAMPLE = int(os.environ.get("XDRSTREAM_FIELD_SAMPLE", "6"))
 # the explained disagreements (see the module docstring): field, what QEMU says
 EXPLAINED = {"acpi_mr/": "Size too large", "'kvm-tpr-opt'/state": "device 'kvm-tpr-opt'"}
+# device rules of the stub's own (check_device_state): their fields are always mutated
+RULES = ("/ncq_tfs/", "/busy_slot", "/identify_set", "/irq_state", "/runstate")
 
 
 def _hmp(command: str) -> tuple[str, dict[str, Any]]:
@@ -202,7 +207,12 @@ def _field_mutations(data: bytes) -> list[Mutation]:
     found: list[Mutation] = []
     for kind, fields in by_kind.items():
         step = max(1, len(fields) // SAMPLE)
-        for at, size, label in fields[::step]:
+        ruled = [
+            next(f for f in fields if rule in f[2])
+            for rule in (*RULES, *EXPLAINED)
+            if any(rule in f[2] for f in fields)
+        ]
+        for at, size, label in sorted(set(fields[::step]) | set(ruled)):
             last = at + size - 1
             found.append(
                 Mutation(
@@ -214,7 +224,7 @@ def _field_mutations(data: bytes) -> list[Mutation]:
                     kind, label, "top bit", data[:at] + bytes([data[at] ^ 0x80]) + data[at + 1 :]
                 )
             )
-        for at, _, label in fields[:2]:
+        for at, _, label in fields[:1]:
             found.append(Mutation(kind, label, "byte inserted", data[:at] + b"\0" + data[at:]))
             found.append(Mutation(kind, label, "byte dropped", data[:at] + data[at + 1 :]))
     return found
@@ -264,13 +274,13 @@ def field_verdicts(differential_report: list[str]) -> list[Verdicts]:
 
 
 def test_field_mutations_cover_every_field_type(field_verdicts: list[Verdicts]) -> None:
-    assert len(field_verdicts) >= 500
+    assert len(field_verdicts) >= 24 * SAMPLE
     kinds = {r.mutation.kind for r in field_verdicts}
     for kind in ("uint8", "uint32", "int32 equal", "int32 le", "pci config", "bool", "buffer"):
         assert kind in kinds
     assert sum(not r.qemu for r in field_verdicts) >= 30  # the oracle is not one-sided
     # device rules of the stub's own (check_device_state) meet QEMU's refusals
-    for rule in ("/ncq_tfs/", "/busy_slot", "/identify_set", "/irq_state", "/runstate"):
+    for rule in RULES:
         hits = [r for r in field_verdicts if rule in r.mutation.field and not r.qemu]
         assert hits and not any(r.stub for r in hits), rule
 
@@ -295,7 +305,7 @@ def test_disagreements_are_the_explained_ones(field_verdicts: list[Verdicts]) ->
 
 def test_inserted_or_dropped_bytes_are_refused_by_both(field_verdicts: list[Verdicts]) -> None:
     moved = [r for r in field_verdicts if r.mutation.change.startswith("byte ")]
-    assert len(moved) >= 30
+    assert len(moved) >= 2 * 2 * 12  # two saves, two changes, a dozen field types at least
     assert not any(r.qemu or r.stub for r in moved), [
         r.mutation.field for r in moved if r.qemu or r.stub
     ]

@@ -241,3 +241,35 @@ def test_a_file_that_shrinks_while_read_is_an_error(tmp_path: Path) -> None:
         os.truncate(path, 5000)
         with pytest.raises(OSError, match="file shrank while being read: no data at offset 5000"):
             list(items)
+
+
+def test_writeback_asks_the_kernel_to_write_out_each_step_and_keeps_the_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SparseWriter(writeback=N)` (issue 12: a save's final fsync no longer finds the whole
+    file dirty): one write-back request per N bytes written, over exactly what was written
+    since the last one; holes and content come out as without it."""
+    advice: list[tuple[int, int, int]] = []
+    real = os.posix_fadvise
+
+    def record(fd: int, offset: int, length: int, how: int) -> None:
+        advice.append((offset, length, how))
+        real(fd, offset, length, how)
+
+    monkeypatch.setattr(os, "posix_fadvise", record)
+    step = 64 * KIB
+    chunk = os.urandom(40 * KIB)
+    path = tmp_path / "out.img"
+    with open(path, "wb") as out:
+        writer = sparse.SparseWriter(out.fileno(), writeback=step)
+        for _ in range(4):
+            writer.write(chunk)
+        writer.hole(MIB)
+        writer.write(chunk)
+        writer.finish()
+    assert path.read_bytes() == chunk * 4 + bytes(MIB) + chunk
+    assert advice == [  # after 80 KiB, then 80 more, then the hole and the last chunk
+        (0, 80 * KIB, os.POSIX_FADV_DONTNEED),
+        (80 * KIB, 80 * KIB, os.POSIX_FADV_DONTNEED),
+        (160 * KIB, MIB + 40 * KIB, os.POSIX_FADV_DONTNEED),
+    ]

@@ -86,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
             programs.append(libvirt_protocol.load(args.libvirt_schemas).program_definition())
         constants = dict(parse_define(d) for d in args.defines)
         decoder = Decoder.with_schemas(extra=args.schema, programs=programs, constants=constants)
-    except OSError as exc:
-        print(f"xdrstream decode: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+    except OSError as exc:  # a schema file, or a --libvirt-schemas tree that is none
+        text = f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        print(f"xdrstream decode: {text}", file=sys.stderr)
         return 2
     except (SchemaError, ValueError) as exc:
         print(f"xdrstream decode: bad schema: {exc}", file=sys.stderr)

@@ -111,14 +111,29 @@ unions) is true nesting, limited by ``max_depth``.
 
 Generated code: see :mod:`xdrstream.codec.codegen`; ``xdrstream compile X.x -o mod.py``
 writes the same source as an importable module whose ``SCHEMA`` is the Schema.
+
+Cache: :func:`compile_schema` keeps each generated module, compiled, in
+``$XDG_CACHE_HOME/xdrstream/codec/`` (default ``~/.cache``), keyed by a SHA-256 of the
+schema text after preprocessing, the options, the Python bytecode version and the source
+of this package (so a changed generator never reuses old code). A process that compiles a
+schema compiled before loads its code instead of parsing, generating and compiling it;
+the model is rebuilt only when something needs it (error messages, ``schema.model``).
+Files are written atomically (a temporary file renamed); at most ``CACHE_ENTRIES`` are kept
+(the least recently written go first); an unreadable or unwritable cache is ignored.
+``XDRSTREAM_NO_CODEC_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
 import itertools
 import linecache
+import marshal
 import os
 import threading
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -151,6 +166,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_DEPTH = 200
+CACHE_ENTRIES = 256  # generated modules kept in the on-disk cache
+_CACHE_FORMAT = 1
 
 Constants = Mapping[str, "int | str"]
 Sources = Sequence[tuple[str, str]]
@@ -188,7 +205,7 @@ class CompileOptions(TypedDict, total=False):
     lenient: bool  # default False
 
 
-def _generate(
+def _prepare(
     text: str | Sources,
     filename: str,
     max_depth: int,
@@ -198,20 +215,83 @@ def _generate(
     rpc_constants: bool = False,
     strict_enums: bool = True,
     lenient: bool = False,
-) -> tuple[Model, str]:
-    """The model and the generated module source of a schema (the defaults of
+) -> tuple[list[tuple[str, str]], dict[str, bool]]:
+    """The preprocessed sources and the model options (the defaults of
     :class:`CompileOptions` are these)."""
     if max_depth < 1:
         raise ValueError("max_depth must be at least 1")
     sources = _prepared(text, filename, constants, include)
-    model = build_model(
-        sources,
-        constants,
-        rpc_constants=rpc_constants,
-        strict_enums=strict_enums,
-        lenient=lenient,
-    )
+    return sources, {
+        "rpc_constants": rpc_constants,
+        "strict_enums": strict_enums,
+        "lenient": lenient,
+    }
+
+
+def _generate(
+    text: str | Sources, filename: str, max_depth: int, **options: Unpack[CompileOptions]
+) -> tuple[Model, str]:
+    """The model and the generated module source of a schema."""
+    sources, model_options = _prepare(text, filename, max_depth, **options)
+    constants = options.get("constants")
+    model = build_model(sources, constants, **model_options)
     return model, generate(model, sources, max_depth, constants)
+
+
+@functools.cache
+def _generator_digest() -> bytes:
+    """What generated code depends on besides the schema: this package's source and the
+    interpreter's bytecode version."""
+    digest = hashlib.sha256(importlib.util.MAGIC_NUMBER)
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.digest()
+
+
+def _cache_dir() -> Path | None:
+    if os.environ.get("XDRSTREAM_NO_CODEC_CACHE"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "xdrstream" / "codec"
+
+
+def _cache_load(path: Path) -> tuple[str, types.CodeType] | None:
+    try:
+        entry = marshal.loads(path.read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if (
+        isinstance(entry, tuple)
+        and len(entry) == 3
+        and entry[0] == _CACHE_FORMAT
+        and isinstance(entry[1], str)
+        and isinstance(entry[2], types.CodeType)
+    ):
+        return entry[1], entry[2]
+    return None
+
+
+def _cache_store(path: Path, source: str, code: types.CodeType) -> None:
+    """Write atomically (readers see the old file or the new one), then keep the newest
+    ``CACHE_ENTRIES``. Best effort: a cache that cannot be written is no error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(marshal.dumps((_CACHE_FORMAT, source, code)))
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        entries = [e for e in os.scandir(path.parent) if e.name.endswith(".bin")]
+        if len(entries) > CACHE_ENTRIES:
+            entries.sort(key=lambda e: e.stat().st_mtime_ns)
+            for old in entries[: len(entries) - CACHE_ENTRIES]:
+                os.unlink(old.path)
+    except OSError:
+        pass
 
 
 def generate_source(
@@ -240,14 +320,31 @@ def compile_schema(
     preprocessor's ``-I`` directories; ``rpc_constants=True`` adds :data:`RPC_CONSTANTS`;
     ``strict_enums=False`` and ``lenient=True``: see the module documentation.
     """
-    model, source = _generate(text, filename, max_depth, **options)
-    n = next(_counter)
-    codename = f"<xdrstream generated #{n}: {model.filename}>"
+    sources, model_options = _prepare(text, filename, max_depth, **options)
+    constants = options.get("constants")
+    key = hashlib.sha256(_generator_digest())
+    key.update(repr((sources, sorted((constants or {}).items()), max_depth)).encode())
+    key.update(repr(sorted(model_options.items())).encode())
+    digest = key.hexdigest()
+    cache = _cache_dir()
+    path = cache / f"{digest}.bin" if cache is not None else None
+    cached = _cache_load(path) if path is not None else None
+    model: Model | None = None
+    if cached is not None:
+        source, code = cached
+    else:
+        model = build_model(sources, constants, **model_options)
+        source = generate(model, sources, max_depth, constants)
+    label = " + ".join(name for name, _ in sources)  # as the model names the schema
+    codename = f"<xdrstream generated {digest[:16]}: {label}>"
+    if cached is None:
+        code = compile(source, codename, "exec", dont_inherit=True)
+        if path is not None:
+            _cache_store(path, source, code)
     # Register the source so tracebacks, pdb and inspect show the generated code.
     linecache.cache[codename] = (len(source), None, source.splitlines(True), codename)
-    code = compile(source, codename, "exec", dont_inherit=True)
     namespace = {
-        "__name__": f"xdrstream.codec.generated_{n}",
+        "__name__": f"xdrstream.codec.generated_{next(_counter)}",
         "__file__": codename,
         "__xdr_model__": model,
         "__xdr_source__": source,

@@ -289,6 +289,22 @@ def where(pos: ast.Pos) -> str:
     return f"{pos.filename}:{pos.line}:{pos.col}"
 
 
+def references(node: object, out: list[tuple[str, str, ast.Pos]]) -> None:
+    """Append ``(kind, name, pos)`` for every constant (``"constant"``) and type (``"type"``)
+    name that ``node`` uses, in the order of the syntax tree."""
+    if isinstance(node, ast.Value):
+        if node.name is not None:
+            out.append(("constant", node.name, node.pos))
+    elif isinstance(node, ast.NamedSpec):
+        out.append(("type", node.name, node.pos))
+    elif isinstance(node, (tuple, list)):
+        for item in node:
+            references(item, out)
+    elif is_dataclass(node) and not isinstance(node, (type, ast.Pos)):
+        for f in fields(node):
+            references(getattr(node, f.name), out)
+
+
 def shape(node: object) -> object:
     """A syntax tree node without its positions: equal for identical definitions."""
     if isinstance(node, ast.Pos):
@@ -418,6 +434,7 @@ class Resolver:
                 )
         self.add_builtins(programs)
         self.collect_enum_members()
+        self.check_undefined_names(programs)
         # Pass 2: resolve every named type.
         for name in self.type_defs:
             self.resolve_named(name, self.type_defs[name].pos)
@@ -513,6 +530,50 @@ class Resolver:
         for d in self.definitions:
             if isinstance(d, ast.TypeDef):
                 walk(d.type, d.name)
+
+    def check_undefined_names(self, programs: list[ast.ProgramDef]) -> None:
+        """Two or more names used and defined nowhere are reported together, each at its
+        first use (one is left to resolution, whose message says more about it)."""
+        used: list[tuple[str, str, ast.Pos]] = []
+        references(self.definitions, used)
+        known = {*self.const_defs, *self.enum_names, *self.external, *self.fallback}
+        known |= {"TRUE", "FALSE", *self.type_defs}  # a kind mix-up has its own error
+        for prog in programs:  # program, version and procedure names are constants too
+            known.add(prog.name)
+            for ver in prog.versions:
+                known |= {ver.name, *(proc.name for proc in ver.procedures)}
+        missing: dict[str, tuple[str, ast.Pos]] = {}
+        for kind, name, pos in used:
+            if name not in known and not (kind == "type" and name in self.const_defs):
+                missing.setdefault(name, (kind, pos))
+        if len(missing) < 2:
+            return
+        lines = [
+            f"{where(pos)}: undefined {kind} {name!r}" for name, (kind, pos) in missing.items()
+        ]
+        constants = [n for n, (kind, _) in missing.items() if kind == "constant"]
+        rpc = [n for n in constants if n in RPC_CONSTANTS]
+        constants = [n for n in constants if n not in RPC_CONSTANTS]
+        hints = []
+        if rpc:
+            hints.append(
+                f"{', '.join(rpc)}: libtirpc's <rpc/*.h> constants, which rpc_constants=True "
+                "(xdrstream compile --rpc-constants) provides"
+            )
+        if constants:
+            hints.append(
+                "constants from a C header (as rpcgen's cpp would take them) are given as "
+                f"xdrstream compile {' '.join(f'-D {n}=...' for n in constants)} or "
+                "compile_schema(..., constants={...})"
+            )
+        if len(constants) + len(rpc) < len(missing):
+            hints.append(
+                "a type must be defined in the schema, or compiled together with the file "
+                "that defines it (rpcgen would leave its xdr_ routine to a C library)"
+            )
+        first = lines[0].split(": ", 1)[1]
+        rest = "\n".join([*lines[1:], f"{len(missing)} undefined names: {'; '.join(hints)}"])
+        raise self.error(f"{first}\n{rest}", next(iter(missing.values()))[1])
 
     def value(self, v: ast.Value) -> int:
         if v.number is not None:
@@ -920,3 +981,59 @@ def build_model(
     model.lenient = lenient
     model.rpc_constants = rpc_constants
     return model
+
+
+# (name, number, ((version, number, ((procedure, number, arg, result, annotations), ...)),
+# ...)) per program; arg/result ("type" or "codec", name) or None for void.
+SpecRef = tuple[str, str] | None
+ProcedureFacts = tuple[tuple[str, int, SpecRef, SpecRef, tuple[tuple[str, str], ...]], ...]
+ProgramFacts = tuple[tuple[str, int, tuple[tuple[str, int, ProcedureFacts], ...]], ...]
+
+
+def _spec_ref(spec: ast.TypeSpec | None) -> SpecRef:
+    if spec is None:
+        return None
+    if isinstance(spec, ast.NamedSpec):
+        return ("type", spec.name)
+    if isinstance(spec, ast.PrimSpec):
+        return ("codec", spec.name)
+    if isinstance(spec, ast.StringSpec):
+        return ("codec", "string")
+    if isinstance(spec, ast.OpaqueSpec):
+        return ("codec", "opaque")
+    raise SchemaError(
+        "a procedure argument or result must be a type name or a built-in type",
+        spec.pos.filename,
+        spec.pos.line,
+        spec.pos.col,
+    )
+
+
+def program_facts(model: Model) -> ProgramFacts:
+    """The programs of ``model`` as plain data (written into generated modules)."""
+    # SchemaProgram, version and procedure names are numbers (the resolver checked them).
+    consts = {k: v for k, v in model.constants.items() if isinstance(v, int)}
+    return tuple(
+        (
+            prog.name,
+            consts[prog.name],
+            tuple(
+                (
+                    ver.name,
+                    consts[ver.name],
+                    tuple(
+                        (
+                            proc.name,
+                            consts[proc.name],
+                            _spec_ref(proc.args[0] if proc.args else None),
+                            _spec_ref(proc.result),
+                            tuple(proc.annotations),
+                        )
+                        for proc in ver.procedures
+                    ),
+                )
+                for ver in prog.versions
+            ),
+        )
+        for prog in model.programs
+    )

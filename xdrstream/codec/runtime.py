@@ -6,6 +6,10 @@ Generated modules import this (``from xdrstream.codec import runtime``) and end 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import operator
+import reprlib
 import struct
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -13,7 +17,7 @@ from typing import Any
 
 from xdrstream.codec import ast
 from xdrstream.codec import model as m
-from xdrstream.codec.errors import DecodeError, EncodeError, SchemaError
+from xdrstream.codec.errors import DecodeError, EncodeError
 from xdrstream.codec.interp import Interpreter, is_bytes
 
 __all__ = [
@@ -23,6 +27,8 @@ __all__ = [
     "StructCache",
     "TooDeep",
     "build_schema",
+    "dataclass_fields",
+    "dataclass_methods",
     "is_bytes",
     "linked_eq",
     "linked_repr",
@@ -86,6 +92,56 @@ def linked_repr(head: list[str], link: str) -> Callable[[Any], str]:
         return "".join(parts) + tail + ")" * depth
 
     return __repr__
+
+
+def dataclass_methods(
+    names: tuple[str, ...],
+) -> tuple[Callable[[Any, Any], Any], Callable[[Any], str]]:
+    """``__eq__`` and ``__repr__`` as ``@dataclass`` writes them for fields ``names``:
+    equal when of the same class with equal field tuples; ``name(field=value!r, ...)``,
+    and ``...`` where a value contains itself."""
+    get = operator.attrgetter(*names) if names else (lambda value: ())
+
+    def __eq__(self: Any, other: Any) -> Any:
+        if other.__class__ is self.__class__:
+            return get(self) == get(other)
+        return NotImplemented
+
+    @reprlib.recursive_repr()
+    def __repr__(self: Any) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
+        return f"{self.__class__.__qualname__}({shown})"
+
+    return __eq__, __repr__
+
+
+@dataclasses.dataclass
+class _Probe:
+    required: Any
+    optional: Any = None
+
+
+_FIELDS: dict[tuple[str, bool], dataclasses.Field[Any]] = {}
+
+
+def dataclass_fields(cls: type, defaults: int) -> None:
+    """Make a generated value class one for :mod:`dataclasses` (``fields``, ``replace``,
+    ``asdict``, ``is_dataclass``): its ``__slots__`` become its fields, the last
+    ``defaults`` of them defaulting to None. Field objects are copies of a real dataclass's,
+    shared between classes (they hold nothing else than name and default)."""
+    names: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
+    fields: dict[str, dataclasses.Field[Any]] = {}
+    for i, name in enumerate(names):
+        optional = i >= len(names) - defaults
+        field = _FIELDS.get((name, optional))
+        if field is None:
+            field = copy.copy(dataclasses.fields(_Probe)[optional])
+            field.name = name
+            field.type = Any
+            _FIELDS[name, optional] = field
+        fields[name] = field
+    cls.__dataclass_fields__ = fields  # type: ignore[attr-defined]
+    cls.__dataclass_params__ = _Probe.__dataclass_params__  # type: ignore[attr-defined]
 
 
 PackFn = Callable[..., None]
@@ -238,10 +294,15 @@ class Schema(Mapping[str, Any]):
     including the built-in ones (``int``, ``unsigned hyper``, ``string``, ``opaque``...).
     """
 
-    def __init__(self, namespace: dict[str, Any], model: m.Model):
+    def __init__(self, namespace: dict[str, Any], model: m.Model | None = None):
         self._ns = namespace
-        self.model = model
-        self.filename: str = model.filename
+        self._model = model
+        # Facts the generator wrote into the module (older modules: from the model), so that
+        # loading a schema does not parse and resolve it again; ``model`` is built on demand.
+        self.filename: str = namespace.get("_FILENAME") or self.model.filename
+        shadowed = namespace.get("_DEFINED_BUILTINS")
+        if shadowed is None:
+            shadowed = [n for n in BUILTIN_NAMES if n in self.model.types]
         self._codecs: dict[str, Codec] = {}
         self._types: dict[str, Any] = {}
         # (class, pack, unpack[, encode]): fixed-layout structs have an encode returning bytes.
@@ -249,7 +310,7 @@ class Schema(Mapping[str, Any]):
         for name, (cls, pack_fn, unpack_fn, *encode) in table.items():
             codec = Codec(self, name, pack_fn, unpack_fn, *encode)
             self._codecs[name] = codec
-            if name in BUILTIN_NAMES and name not in model.types:
+            if name in BUILTIN_NAMES and name not in shadowed:
                 continue
             if cls is not None and cls.__name__ != name:
                 self._types[name] = cls  # a typedef naming a struct/union/enum: its class
@@ -262,8 +323,24 @@ class Schema(Mapping[str, Any]):
                 self._types[name] = cls
             else:
                 self._types[name] = codec
-        self.constants: Mapping[str, int | str] = types.MappingProxyType(dict(model.constants))
-        self.programs: Mapping[str, ast.SchemaProgram] = types.MappingProxyType(self._programs())
+        constants = namespace.get("_ALL_CONSTANTS")
+        if constants is None:
+            constants = dict(self.model.constants)
+        self.constants: Mapping[str, int | str] = types.MappingProxyType(constants)
+        facts = namespace.get("_PROGRAMS")
+        if facts is None:
+            facts = m.program_facts(self.model)
+        self.programs: Mapping[str, ast.SchemaProgram] = types.MappingProxyType(
+            self._programs(facts)
+        )
+
+    @property
+    def model(self) -> m.Model:
+        """The resolved schema (rebuilt from the module's ``.x`` text on first use)."""
+        if self._model is None:
+            ns = self._ns
+            self._model = m.build_model(ns["_SOURCES"], ns["_CONSTANTS"], **ns["_OPTIONS"])
+        return self._model
 
     # -- Mapping ---------------------------------------------------------------------------
 
@@ -347,58 +424,41 @@ class Schema(Mapping[str, Any]):
 
     # -- programs --------------------------------------------------------------------------
 
-    def _spec_codec(self, spec: ast.TypeSpec | None) -> tuple[str | None, Any]:
-        if spec is None:
+    def _ref(self, ref: tuple[str, str] | None) -> tuple[str | None, Any]:
+        if ref is None:
             return None, None
-        if isinstance(spec, ast.NamedSpec):
-            return spec.name, self._types[spec.name]
-        if isinstance(spec, ast.PrimSpec):
-            return spec.name, self._codecs[spec.name]
-        if isinstance(spec, ast.StringSpec):
-            return "string", self._codecs["string"]
-        if isinstance(spec, ast.OpaqueSpec):
-            return "opaque", self._codecs["opaque"]
-        raise SchemaError(
-            "a procedure argument or result must be a type name or a built-in type",
-            spec.pos.filename,
-            spec.pos.line,
-            spec.pos.col,
-        )
+        kind, name = ref
+        return name, (self._types[name] if kind == "type" else self._codecs[name])
 
-    def _programs(self) -> dict[str, ast.SchemaProgram]:
+    def _programs(self, facts: m.ProgramFacts) -> dict[str, ast.SchemaProgram]:
         programs: dict[str, ast.SchemaProgram] = {}
-        # SchemaProgram, version and procedure names are numbers (the resolver checked them).
-        consts = {k: v for k, v in self.model.constants.items() if isinstance(v, int)}
-        for prog in self.model.programs:
+        for prog_name, prog_number, versions_facts in facts:
             versions: dict[int, ast.SchemaVersion] = {}
-            for ver in prog.versions:
+            for ver_name, ver_number, procedure_facts in versions_facts:
                 procs: dict[int, ast.SchemaProcedure] = {}
-                for proc in ver.procedures:
-                    arg_type, arg = self._spec_codec(proc.args[0] if proc.args else None)
-                    result_type, result = self._spec_codec(proc.result)
-                    number = consts[proc.name]
+                for name, number, arg_ref, result_ref, notes in procedure_facts:
+                    arg_type, arg = self._ref(arg_ref)
+                    result_type, result = self._ref(result_ref)
                     procs[number] = ast.SchemaProcedure(
-                        proc.name,
+                        name,
                         number,
                         arg_type,
                         result_type,
-                        types.MappingProxyType(dict(proc.annotations)),
+                        types.MappingProxyType(dict(notes)),
                         arg,
                         result,
                     )
-                vnum = consts[ver.name]
-                versions[vnum] = ast.SchemaVersion(ver.name, vnum, types.MappingProxyType(procs))
-            programs[prog.name] = ast.SchemaProgram(
-                prog.name, consts[prog.name], types.MappingProxyType(versions)
+                versions[ver_number] = ast.SchemaVersion(
+                    ver_name, ver_number, types.MappingProxyType(procs)
+                )
+            programs[prog_name] = ast.SchemaProgram(
+                prog_name, prog_number, types.MappingProxyType(versions)
             )
         return programs
 
 
 def build_schema(namespace: dict[str, Any]) -> Schema:
     """Called at the end of a generated module with its ``globals()``."""
-    model = namespace.get("__xdr_model__")
-    if model is None:  # a module written by ``xdrstream compile``: rebuild the model
-        model = m.build_model(
-            namespace["_SOURCES"], namespace["_CONSTANTS"], **namespace["_OPTIONS"]
-        )
-    return Schema(namespace, model)
+    # A module written by ``xdrstream compile`` or loaded from the cache has no model: the
+    # Schema rebuilds it from the module's .x text when it is first needed.
+    return Schema(namespace, namespace.get("__xdr_model__"))

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xdrstream.conformance.fixtures import LibvirtFixtures
-from xdrstream.conformance.peer import Closed, Peer, Violation
+from xdrstream.conformance.peer import Closed, Peer, Violation, unreachable
 from xdrstream.protocol import Program, programs_from_schema, schemas
 from xdrstream.transport import address as addresses
 
@@ -224,7 +224,7 @@ class Context:
                 tls_confirmation=self.program == "libvirt",
             )
         except (OSError, ssl.SSLError) as exc:
-            raise Violation(f"cannot connect to {self.address}: {exc}") from None
+            raise Violation(unreachable(self.address, exc)) from None
 
     def connect(self) -> Peer:
         """A new connection of the running case, closed when the case ends."""

@@ -40,7 +40,8 @@ from xdrstream.conformance.catalogue import (
     run_case,
     select,
 )
-from xdrstream.conformance.peer import Closed, Peer, Violation
+from xdrstream.conformance.peer import Closed, Peer, Violation, unreachable
+from xdrstream.conformance.relay import check_upstream
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
 
@@ -98,7 +99,17 @@ def register(subparsers: Any) -> None:
     run.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     run.set_defaults(func=cmd_run)
 
-    replay = sub.add_parser("replay", help="replay traces' client sides against a server")
+    replay = sub.add_parser(
+        "replay",
+        help="replay traces' client sides against a server",
+        description="Send each trace's client frames to the server at --target and compare "
+        "what it answers with the recorded server side (serials renumbered, data compared "
+        "by length and SHA-256, error bodies by code and domain). Traces marked not "
+        "replayable are skipped with their reason.",
+        epilog="exit status: 0 every trace replayed identically or was skipped; 1 a trace "
+        "differed; 2 bad usage or a trace file that cannot be read; 3 the target cannot be "
+        "reached.",
+    )
     _target_options(replay, required=True)
     replay.add_argument(
         "traces",
@@ -108,7 +119,15 @@ def register(subparsers: Any) -> None:
     )
     replay.set_defaults(func=cmd_replay)
 
-    serve = sub.add_parser("serve", help="play traces' server sides for a client under test")
+    serve = sub.add_parser(
+        "serve",
+        help="play traces' server sides for a client under test",
+        description="Listen on --listen; each connection's first call picks the trace whose "
+        "first call it is (same procedure and arguments), whose server side is played while "
+        "the client's frames are compared with the recorded ones.",
+        epilog="exit status: 0 every client session matched its trace; 1 one did not; 2 bad "
+        "usage or a trace file that cannot be read; 3 cannot listen.",
+    )
     serve.add_argument(
         "--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT to listen on"
     )
@@ -140,15 +159,33 @@ def register(subparsers: Any) -> None:
         "trace", help="show, export or record conformance traces (JSON Lines)"
     )
     tsub = trace.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
-    show = tsub.add_parser("show", help="print a trace as a decoded ladder diagram")
+    show = tsub.add_parser(
+        "show",
+        help="print a trace as a decoded ladder diagram",
+        description="Print a trace as a ladder diagram, each frame's header and body decoded.",
+    )
     show.add_argument("file", metavar="FILE", help="trace file (.jsonl)")
     show.set_defaults(func=cmd_show)
-    export = tsub.add_parser("export", help="write a trace as a pcapng capture")
+    export = tsub.add_parser(
+        "export",
+        help="write a trace as a pcapng capture",
+        description="Write a trace as a pcapng capture of one TCP connection, for Wireshark's "
+        "libvirt dissector (tshark -d tcp.port==PORT,libvirt).",
+    )
     export.add_argument("--pcapng", required=True, metavar="OUT", help="pcapng file to write")
-    export.add_argument("--port", type=int, default=16509, help="server TCP port in the capture")
+    export.add_argument(
+        "--port", type=int, default=16509, help="server TCP port in the capture (default 16509)"
+    )
     export.add_argument("file", metavar="FILE", help="trace file (.jsonl)")
     export.set_defaults(func=cmd_export)
-    record = tsub.add_parser("record", help="relay one session byte for byte and record it")
+    record = tsub.add_parser(
+        "record",
+        help="relay one session byte for byte and record it",
+        description="Listen on --listen, relay each connection byte for byte to --upstream and "
+        "write the sessions as a trace once --sessions of them have ended.",
+        epilog="exit status: 0 written; 2 bad usage; 3 cannot listen, or the upstream cannot "
+        "be reached.",
+    )
     record.add_argument(
         "--listen", required=True, metavar="ADDR", help="address the client under test connects to"
     )
@@ -162,6 +199,7 @@ def register(subparsers: Any) -> None:
         "--sessions", type=int, default=1, help="connections to relay before writing the trace"
     )
     record.add_argument("--description", default="", help="the trace header's description")
+
     record.add_argument("--cases", default="", help="comma-separated case ids covered")
     record.add_argument(
         "--program",
@@ -221,9 +259,34 @@ def _target_options(parser: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"xdrstream conformance: error: {message}", file=sys.stderr)
+def _fail(message: str, code: int, command: str = "conformance") -> int:
+    print(f"xdrstream {command}: error: {message}", file=sys.stderr)
     return code
+
+
+def _file_error(path: str | Path, exc: OSError, verb: str = "read") -> str:
+    """One line naming the local file and the reason (exit 2), without the errno repr."""
+    return f"cannot {verb} {exc.filename or path}: {exc.strerror or exc}"
+
+
+def _read_traces(paths: list[Path]) -> list[tuple[Path, Any]]:
+    """Every trace file read up front: a missing or malformed one is a usage error (exit 2)
+    naming it, not a failed row after the others ran. Raises _UsageError."""
+    from xdrstream.conformance.trace import TraceError, read
+
+    out = []
+    for path in paths:
+        try:
+            out.append((path, read(path)))
+        except OSError as exc:
+            raise _UsageError(_file_error(path, exc)) from None
+        except TraceError as exc:
+            raise _UsageError(str(exc)) from None
+    return out
+
+
+class _UsageError(Exception):
+    """A local input that cannot be used (exit 2); the message names it."""
 
 
 def context_from_args(args: argparse.Namespace) -> Context:
@@ -297,7 +360,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         context.program = detect_program(context) if args.program == "auto" else args.program
     except (OSError, ssl.SSLError, addresses.ConnectError) as exc:
-        return _fail(f"cannot reach {args.target}: {exc}", EXIT_CONNECT)
+        return _fail(unreachable(args.target, exc), EXIT_CONNECT)
     except Violation as exc:
         return _fail(f"{args.target}: {exc}; choose --program", EXIT_CONNECT)
     try:  # an unreachable target is no case's failure (exit 3, as with --program auto)
@@ -359,14 +422,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False)
     try:
+        given = _read_traces([Path(p) for p in args.traces])
         context = context_from_args(args)
-        context.program = detect_program(context) if args.program == "auto" else args.program
-    except (addresses.AddressError, tlsmod.TLSError) as exc:
+    except _UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except (OSError, Violation) as exc:
-        return _fail(f"cannot reach {args.target}: {exc}", EXIT_CONNECT)
-    paths = [Path(p) for p in args.traces] or replay.committed_traces(context.program)
-    results = [replay.replay_file(path, context) for path in paths]
+    except (addresses.AddressError, tlsmod.TLSError, OSError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        context.program = detect_program(context) if args.program == "auto" else args.program
+    except (OSError, ssl.SSLError) as exc:
+        return _fail(unreachable(args.target, exc), EXIT_CONNECT)
+    except Violation as exc:
+        return _fail(f"{args.target}: {exc}; choose --program", EXIT_CONNECT)
+    try:  # unreachable is exit 3, not every trace's failure (as in `run`)
+        context.open_peer().close()
+    except Violation as exc:
+        return _fail(str(exc), EXIT_CONNECT)
+    if not given:
+        given = _read_traces(replay.committed_traces(context.program))
+    results = [replay.replay(trace, context, path.name) for path, trace in given]
     replay.print_results(results, console)
     return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
 
@@ -377,11 +451,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     paths = [Path(p) for p in args.traces] or replay.committed_traces("restore")
     try:
+        _read_traces(paths)
         address = addresses.parse_address(args.listen)
         server = replay.TraceServer(address, paths, timeout=args.timeout)
-    except (addresses.AddressError, OSError, ValueError) as exc:
+    except (_UsageError, addresses.AddressError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    console.print(f"conformance server listening on {server.address} ({len(paths)} traces)")
+    except OSError as exc:  # ListenError: one line naming the address
+        return _fail(str(exc), EXIT_CONNECT)
+    playable = len(server.traces)  # traces a client can start: the others are server cases
+    console.print(
+        f"conformance server listening on {server.address} "
+        f"({playable} of {len(paths)} traces playable for a client)"
+    )
     try:
         server.serve(count=args.count or None, on_result=lambda r: replay.print_one(r, console))
     except KeyboardInterrupt:
@@ -395,25 +476,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from xdrstream.conformance import ladder
-    from xdrstream.conformance.trace import TraceError, read
 
     try:
-        trace = read(args.file)
-    except (OSError, TraceError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        [(_, trace)] = _read_traces([Path(args.file)])
+    except _UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE, "trace")
     sys.stdout.write(ladder.render(trace))
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from xdrstream.conformance import ladder
-    from xdrstream.conformance.trace import TraceError, read
 
     try:
-        trace = read(args.file)
+        [(_, trace)] = _read_traces([Path(args.file)])
         Path(args.pcapng).write_bytes(ladder.to_pcapng(trace, args.port))
-    except (OSError, TraceError, ValueError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
+    except _UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE, "trace")
+    except OSError as exc:
+        return _fail(_file_error(args.pcapng, exc, "write"), EXIT_USAGE, "trace")
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE, "trace")
     return EXIT_OK
 
 
@@ -424,9 +507,13 @@ def cmd_record(args: argparse.Namespace) -> int:
     try:
         listen = addresses.parse_address(args.listen)
         upstream = addresses.parse_address(args.upstream)
+    except addresses.AddressError as exc:
+        return _fail(str(exc), EXIT_USAGE, "trace")
+    try:
+        check_upstream(upstream)
         proxy = recorder.RecordingProxy(listen, upstream)
-    except (addresses.AddressError, OSError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:  # ConnectError, ListenError: one line naming the address
+        return _fail(str(exc), EXIT_CONNECT, "trace")
     print(f"recording proxy listening on {proxy.address}, upstream {upstream}", flush=True)
     try:
         sessions = proxy.record(args.sessions)

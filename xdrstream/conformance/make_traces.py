@@ -95,6 +95,18 @@ LIBVIRT_FIXTURES: Sequence[tuple[str, str, list[str], str | None]] = (
 )
 
 
+#: Captures whose server answers carry the recording daemon's own pool UUID (random per
+#: pool), which the client's later calls echo: they replay identically only against it.
+POOL_UUID_NOTE = (
+    "the recorded answers carry the recording libvirtd's pool UUID (random per pool), which "
+    "the client's later calls send back: identical only against that daemon"
+)
+LIBVIRT_OWN_POOL = frozenset(
+    {"libvirt-vol-upload-sparse", "libvirt-vol-download-sparse", "libvirt-vol-info-missing",
+     "libvirt-keepalive"}
+)  # fmt: skip
+
+
 def image_items() -> list[bytes | Hole]:
     data = synthetic_bytes(SIZE, SEED)
     return [data[:HOLE_AT], Hole(HOLE_LEN), data[HOLE_AT + HOLE_LEN :]]
@@ -267,6 +279,8 @@ def libvirt_traces(fixtures: Path) -> dict[str, Trace]:
             cases=cases,
             extra={"source": f"tests/fixtures/libvirt/{fixture}.pcapng", "driver": info["driver"]},
         )
+        if name in LIBVIRT_OWN_POOL:
+            out[name].extra.update(replay=False, replay_note=POOL_UUID_NOTE)
     return out
 
 

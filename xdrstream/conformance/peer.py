@@ -54,6 +54,7 @@ from xdrstream.protocol.framing import (
     pack_header,
 )
 from xdrstream.transport import address as addresses
+from xdrstream.transport import tls as tlsmod
 
 __all__ = ["Closed", "Peer", "Recording", "Silence", "Violation", "frame_bytes", "recording"]
 
@@ -124,6 +125,14 @@ def _split(data: bytes) -> list[bytes]:
     return pieces
 
 
+def unreachable(address: addresses.Address | str, exc: Exception) -> str:
+    """One line saying why ``address`` cannot be reached, naming it once: a ConnectError's
+    message already ends with the address, a TLS failure's does not."""
+    if isinstance(exc, addresses.ConnectError) or str(address) in str(exc):
+        return f"cannot connect: {exc}"
+    return f"cannot connect to {address}: {exc}"
+
+
 class Violation(AssertionError):
     """The target did not behave as the case requires (the message says how, citing §)."""
 
@@ -170,7 +179,12 @@ class Peer:
         sock = addresses.connect(address, timeout=timeout)
         if tls is not None:
             server_name = address.host if address.kind == "tcp" else None
-            sock = tls.wrap_socket(sock, server_hostname=server_name)
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=server_name)
+            except (OSError, ssl.SSLError) as exc:  # a reset too: one line, OpenSSL's reason
+                sock.close()
+                why = tlsmod.describe(exc)
+                raise addresses.ConnectError(f"TLS handshake failed ({why}): {address}") from exc
             if tls_confirmation:
                 _confirmed(sock, address)
         self._setup(sock, programs, timeout)

@@ -42,6 +42,15 @@ def received(source: socket.socket) -> Iterator[bytes]:
         yield data
 
 
+def check_upstream(upstream: addresses.Address) -> None:
+    """Connect to ``upstream`` once and close: a command says at its start that the upstream
+    cannot be reached (ConnectError, naming it), not by closing each relayed client."""
+    try:
+        addresses.connect(upstream, timeout=CONNECT_TIMEOUT).close()
+    except addresses.ConnectError as exc:
+        raise addresses.ConnectError(f"cannot connect to the upstream: {exc}") from exc
+
+
 class RelayProxy:
     def __init__(self, listen: addresses.Address, upstream: addresses.Address) -> None:
         self.upstream = upstream

@@ -224,11 +224,25 @@ def _with(step: Step, **changes: Any) -> Step:
     return dataclasses.replace(step, **changes)
 
 
+def _payload_difference(want: Step, have: Step) -> str:
+    """Where two exact payloads part (their steps otherwise print alike), else ""."""
+    if want.payload[0] != "exact" or have.payload[0] != "exact":
+        return ""
+    a, b = want.payload[1], have.payload[1]
+    if a == b:
+        return ""
+    at = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    expected, got = a[at : at + 8].hex(), b[at : at + 8].hex()
+    return f" (payload differs at byte {at}: expected {expected}, got {got})"
+
+
 def compare(expected: list[Step], got: list[Step]) -> str | None:
     """None when equal, else the first difference."""
     for index, (want, have) in enumerate(zip(expected, got, strict=False)):
         if not _matches(want, have):
-            return f"step {index + 1}: expected {want}, got {have}"
+            return f"step {index + 1}: expected {want}, got {have}{_payload_difference(want, have)}"
     if len(expected) != len(got):
         if len(got) < len(expected):
             return f"step {len(got) + 1}: expected {expected[len(got)]}, got nothing"

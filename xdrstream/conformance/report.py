@@ -132,6 +132,40 @@ def write_json(
     Path(path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
+class ReportError(ValueError):
+    """A file that is not a ``conformance run --json`` report (the message names the file
+    and where in it)."""
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A ``write_json`` document, checked as far as readers rely on it. Raises OSError
+    (unreadable file) or ReportError (not UTF-8, not JSON, or not that layout)."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"{path}: byte {exc.start} is not UTF-8: not a JSON report") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(
+            f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg} (byte {exc.pos})"
+        ) from None
+    where = "the top level is not an object"
+    if isinstance(document, dict):
+        results = document.get("results")
+        where = "no 'results' list"
+        if isinstance(results, list):
+            where = ""
+            wants = {"id": str, "outcome": str, "programs": list}
+            for number, item in enumerate(results):
+                fields = item if isinstance(item, dict) else {}
+                bad = [k for k, kind in wants.items() if not isinstance(fields.get(k), kind)]
+                if bad:
+                    where = f"results[{number}] lacks {', '.join(repr(k) for k in bad)}"
+                    break
+    if where:
+        raise ReportError(f"{path}: not a `conformance run --json` report: {where}")
+    return document  # type: ignore[no-any-return]
+
+
 def junit_xml(results: Sequence[Result], name: str = "xdrstream conformance") -> str:
     root = ET.Element("testsuites", name=name)
     by_section: dict[str, list[Result]] = {}

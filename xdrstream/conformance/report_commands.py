@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_STALLED = 0, 1, 2, 3, 4
 
 
 def register(sub: Any) -> None:
@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
         "exactness",
         help="call every safe procedure of libvirt's remote program; each reply must decode "
         "exactly per libvirt's .x",
+        description="Call every procedure of libvirt's remote program that only reads (its "
+        "@acl), on each --uri, and decode each reply strictly per libvirt's own .x files; "
+        "print how many were checked and every mismatch.",
+        epilog="exit status: 0 no mismatch; 1 a reply did not decode exactly; 2 bad usage or "
+        ".x files that cannot be loaded; 3 the server cannot be reached.",
     )
     exact.add_argument(
         "--connect", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT"
@@ -56,7 +61,14 @@ def register(sub: Any) -> None:
     exact.set_defaults(func=cmd_exactness)
 
     judge = sub.add_parser(
-        "judge", help="play the server side to a client under test and judge its frames"
+        "judge",
+        help="play the server side to a client under test and judge its frames",
+        description="Listen on --listen and relay each connection to --upstream, judging the "
+        "client's frames against the catalogue's client cases; with a command after --, run "
+        "it and judge the sessions it opened, else wait for --count sessions.",
+        epilog="exit status: 0 every case passed or skipped; 1 a case failed, a deviation was "
+        "not allowed, or the client opened no session; 2 bad usage; 3 cannot listen, or the "
+        "upstream cannot be reached; 4 the sessions did not end in --timeout.",
     )
     judge.add_argument(
         "--listen", required=True, metavar="ADDR", help="address the client under test connects to"
@@ -85,7 +97,11 @@ def register(sub: Any) -> None:
     judge.set_defaults(func=cmd_judge)
 
     columns = sub.add_parser(
-        "columns", help="print `conformance run --json` reports side by side (README's table)"
+        "columns",
+        help="print `conformance run --json` reports side by side (README's table)",
+        description="Print a Markdown table of `conformance run --json` reports, one column "
+        "per LABEL=FILE, one row per libvirt case of the first report.",
+        epilog="exit status: 0 printed; 2 a report that cannot be read or is not one.",
     )
     columns.add_argument(
         "reports",
@@ -103,6 +119,7 @@ def _fail(message: str, code: int) -> int:
 
 def cmd_exactness(args: argparse.Namespace) -> int:
     from xdrstream.conformance import exactness
+    from xdrstream.conformance.peer import unreachable
     from xdrstream.libvirt import protocol as protocols
     from xdrstream.transport import address as addresses
     from xdrstream.transport.errors import TransportError
@@ -118,7 +135,7 @@ def cmd_exactness(args: argparse.Namespace) -> int:
         except addresses.AddressError as exc:
             return _fail(str(exc), EXIT_USAGE)
         except (OSError, TransportError) as exc:
-            return _fail(f"{args.connect} ({uri}): {exc}", EXIT_CONNECT)
+            return _fail(f"{unreachable(args.connect, exc)} ({uri})", EXIT_CONNECT)
     for item in reports:
         if len(reports) > 1:
             print(f"{item.uri}: {item.summary_line()}")
@@ -134,15 +151,19 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
     from xdrstream.conformance import report
     from xdrstream.conformance.judge import JudgingProxy, judge
+    from xdrstream.conformance.relay import check_upstream
     from xdrstream.transport import address as addresses
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:
         listen = addresses.parse_address(args.listen)
         upstream = addresses.parse_address(args.upstream)
+        check_upstream(upstream)
         proxy = JudgingProxy(listen, upstream)
-    except (addresses.AddressError, OSError, ValueError) as exc:
+    except (addresses.AddressError, ValueError) as exc:  # ValueError: a TLS address
         return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:  # ConnectError, ListenError: one line naming the address
+        return _fail(str(exc), EXIT_CONNECT)
     console = Console(highlight=False)
     with proxy:
         if command:
@@ -152,12 +173,14 @@ def cmd_judge(args: argparse.Namespace) -> int:
                 return _fail(f"the client command: {exc}", EXIT_USAGE)
             console.print(f"client exited with status {completed.returncode}")
             count = len(proxy.sessions)
+            if not count:  # nothing judged is no pass
+                return _fail(f"the client made no connection to {proxy.address}", EXIT_FAILED)
         else:
             count = args.count
         try:
             sessions = proxy.wait(count, timeout=args.timeout)
-        except TimeoutError as exc:
-            return _fail(str(exc), EXIT_CONNECT)
+        except TimeoutError as exc:  # the client stalled: exit 4 (cli.EXIT_STATUS)
+            return _fail(str(exc), EXIT_STALLED)
     results = []
     frames: list[Any] = []
     evidence: list[list[int]] = []
@@ -180,8 +203,6 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_columns(args: argparse.Namespace) -> int:
-    import json
-
     from xdrstream.conformance import report
 
     documents = []
@@ -190,8 +211,10 @@ def cmd_columns(args: argparse.Namespace) -> int:
         if not sep:
             return _fail(f"{item!r}: give LABEL=FILE", EXIT_USAGE)
         try:
-            documents.append((label, json.loads(Path(path).read_text(encoding="utf-8"))))
-        except (OSError, ValueError) as exc:
-            return _fail(f"{path}: {exc}", EXIT_USAGE)
+            documents.append((label, report.read_json(path)))
+        except OSError as exc:
+            return _fail(f"cannot read {path}: {exc.strerror or exc}", EXIT_USAGE)
+        except report.ReportError as exc:
+            return _fail(str(exc), EXIT_USAGE)
     print(report.server_columns(documents))
     return EXIT_OK

@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
             "Send mutated restore.x/libvirt sessions to a server, one fresh connection per "
             "case, and report crashes, hangs, protocol violations in its answers and "
             "resource growth. Each finding is minimised and saved as a JSON Lines trace. "
-            "Exit status: 0 no finding, 1 findings, 2 bad arguments or unreachable target."
+            "Exit status: 0 no finding, 1 findings, 2 bad arguments, 3 unreachable target."
         ),
     )
     parser.add_argument("--target", required=True, help="unix:PATH, tcp:HOST:PORT or HOST:PORT")
@@ -85,7 +85,15 @@ def run_fuzz(args: argparse.Namespace) -> int:
             remote = protocol.load(args.libvirt_schemas, lenient=True)
             seeds = fuzzing.procedure_seeds(remote, args.procedure, uri=args.uri, seed=args.seed)
             live.use_registry(fuzzing.judge_registry(remote))  # the whole program's replies
-    except (ValueError, KeyError, OSError) as exc:
+        if args.replay is not None:  # a bad file is a usage error now, not a traceback later
+            from xdrstream.fuzz import trace
+
+            trace.load(args.replay)
+    except OSError as exc:
+        text = f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        print(f"xdrstream fuzz: {text}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError) as exc:  # TraceError is a ValueError: names the file
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2
     if args.campaign == "resources":
@@ -131,10 +139,16 @@ def _resources(target: live.Target, pid: int | None, connections: int) -> int:
                 message = "--campaign resources needs --spawn or --pid"
                 print(f"xdrstream fuzz: {message}", file=sys.stderr)
                 return 2
+            if not Path(f"/proc/{pid}").is_dir():
+                print(f"xdrstream fuzz: --pid {pid}: no such process", file=sys.stderr)
+                return 2
             measures = resources.campaign(target, pid, connections)
         finally:
             target.stop()
-    except (ConnectionError, OSError) as exc:
+    except ConnectionError as exc:  # could not connect: exit 3, as every command (cli.py)
+        print(f"xdrstream fuzz: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:  # e.g. no /proc/PID of --pid
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2
     for measure in measures:

@@ -3,12 +3,17 @@ almost nothing and may cost the server a lot, measured on the server's process f
 
 * ``idle``: many connections opened and held, nothing sent;
 * ``announced``: each connection sends one CALL header announcing a large ECHO argument
-  (default 32 MiB) and never the payload (a server must not allocate what is announced,
-  spec.md §8.1, §3.6);
+  (default the largest payload a frame may carry, ``MAX_PAYLOAD``: a length beyond the
+  frame limit is closed at once, §3.4, and would measure nothing) and never the payload (a
+  server must not allocate what is announced, spec.md §8.1, §3.6);
 * ``unread``: each connection pipelines 64 KiB ECHO calls and never reads a reply.
 
 For each the target's RSS, open descriptors and threads are read before and while the
-connections are held; *amplification* is RSS growth per byte the client sent and
+connections are held, and after they are closed once the server has released them (so the
+next attack starts from the same state: otherwise its "before" counts the previous attack's
+descriptors still being torn down, and it shows a negative descriptor change); connections
+the server closed itself while they were held are counted and shown. *Amplification* is
+RSS growth per byte the client sent and
 *per-connection cost* RSS growth per connection.  Above the bounds (defaults 64x and
 64 KiB, the issue's budget is 16-32 KiB an idle connection) it is a finding with the
 figures.  :func:`campaign` runs them; ``xdrstream fuzz --campaign resources`` prints them.
@@ -25,7 +30,14 @@ from pathlib import Path
 
 from xdrstream.fuzz.live import Finding, Target
 from xdrstream.protocol import schemas
-from xdrstream.protocol.framing import Header, MessageStatus, MessageType, pack_frame, pack_header
+from xdrstream.protocol.framing import (
+    MAX_PAYLOAD,
+    Header,
+    MessageStatus,
+    MessageType,
+    pack_frame,
+    pack_header,
+)
 
 _RESTORE = schemas.load("restore")
 PROGRAM = int(_RESTORE.constants["XS_RESTORE_PROGRAM"])
@@ -34,6 +46,8 @@ ECHO = int(_RESTORE.constants["XS_PROC_ECHO"])
 MAX_AMPLIFICATION = 64.0  # server bytes per client byte
 MAX_PER_CONNECTION = 64 * 1024
 UNREAD_CAP = 4 << 20  # bytes of unread calls sent per connection at most
+RELEASE_TIMEOUT = 10.0  # seconds the server may take to release closed connections' fds
+RELEASE_QUIET = 0.5  # ... and for as long as their number keeps falling at least this often
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,9 @@ class Measure:
     sent: int  # client bytes
     before: Usage
     during: Usage
+    after: Usage | None = None  # once the server released the closed connections
+    closed: int = 0  # connections the server closed while they were held
+    announce: int = 0
 
     @property
     def growth(self) -> int:
@@ -78,6 +95,12 @@ class Measure:
             f"{self.amplification:.1f}x the bytes sent), "
             f"fds {self.during.fds - self.before.fds:+d}, "
             f"threads {self.during.threads - self.before.threads:+d}"
+            + (f"; the server closed {self.closed} of them" if self.closed else "")
+            + (
+                f"; fds {self.after.fds - self.before.fds:+d} after closing them"
+                if self.after is not None and self.after.fds != self.before.fds
+                else ""
+            )
         )
 
 
@@ -113,13 +136,46 @@ def _send(sock: socket.socket, attack: str, announce: int) -> int:
 ATTACKS = ("idle", "announced", "unread")
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (what it sent before is read and dropped)."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(1 << 16):
+            pass
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:  # reset
+        return True
+    return True
+
+
+def _released(pid: int, fds: int, timeout: float = RELEASE_TIMEOUT) -> Usage:
+    """The server's usage once its descriptors are back to ``fds``, or have stopped falling
+    for ``RELEASE_QUIET`` s (a server that keeps them: shown as left over), or ``timeout``
+    passed: it closes its side of a connection only after it sees ours close."""
+    start = time.monotonic()
+    now = usage(pid)
+    low, low_at = now.fds, start
+    while now.fds > fds:
+        moment = time.monotonic()
+        if moment - start > timeout or moment - low_at > RELEASE_QUIET:
+            break
+        time.sleep(0.05)
+        now = usage(pid)
+        if now.fds < low:
+            low, low_at = now.fds, time.monotonic()
+    return now
+
+
 def attack(
-    target: Target, pid: int, name: str, connections: int, announce: int = 32 << 20,
+    target: Target, pid: int, name: str, connections: int, announce: int = MAX_PAYLOAD,
     settle: float = 1.0,
 ) -> Measure:  # fmt: skip
-    """Run one attack with ``connections`` connections held open, measure, close them."""
+    """Run one attack with ``connections`` connections held open, measure, close them and
+    wait (bounded) for the server to release them."""
     before = usage(pid)
     socks: list[socket.socket] = []
+    closed = 0
     try:
         sent = 0
         for _ in range(connections):
@@ -128,10 +184,12 @@ def attack(
             sent += _send(sock, name, announce)
         time.sleep(settle)
         during = usage(pid)
+        closed = sum(_closed_by_peer(sock) for sock in socks)
     finally:
         for sock in socks:
             sock.close()
-    return Measure(name, connections, sent, before, during)
+    after = _released(pid, before.fds)
+    return Measure(name, connections, sent, before, during, after, closed, announce)
 
 
 # Per-connection cost allowed by attack: a connection at rest or holding a refused header
@@ -157,13 +215,13 @@ def findings(
             over.append(f"{m.per_connection / 1024:.0f} KiB per connection > "
                         f"{per // 1024} KiB")  # fmt: skip
         if over:
-            frames = [_call(1, 32 << 20)] if m.attack == "announced" else []
+            frames = [_call(1, m.announce)] if m.attack == "announced" else []
             out.append(Finding("resources", f"{m.line()}: {'; '.join(over)}", frames, b""))
     return out
 
 
 def campaign(
-    target: Target, pid: int, connections: int = 100, announce: int = 32 << 20,
+    target: Target, pid: int, connections: int = 100, announce: int = MAX_PAYLOAD,
     settle: float = 1.0,
 ) -> list[Measure]:  # fmt: skip
     """Every attack of :data:`ATTACKS` against ``target`` (process ``pid``)."""

@@ -336,7 +336,7 @@ class LibvirtClient:
             _abort_quietly(stream)
             raise
         try:
-            writer = sparsemod.SparseWriter(fd)
+            writer = sparsemod.SparseWriter(fd, writeback=sparsemod.WRITEBACK)  # fsynced below
             for chunk in _chunks(stream):
                 if isinstance(chunk, Hole):
                     writer.hole(chunk.length)

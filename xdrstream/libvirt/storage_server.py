@@ -32,7 +32,9 @@ and, when sparse, sends the file's holes (SEEK_DATA/SEEK_HOLE) as STREAM_HOLE.
 Errors have libvirt's shape (:func:`~xdrstream.libvirt.errors.libvirt_error`): a missing
 volume is code 50 / domain 18, a missing pool 49 / 18, and a procedure that this server
 does not implement is answered as libvirtd's dispatcher answers an unknown one:
-VIR_ERR_RPC (39), VIR_FROM_RPC (7), "unknown procedure: N"; the connection goes on.
+VIR_ERR_RPC (39), VIR_FROM_RPC (7), "unknown procedure: N"; the connection goes on. A
+call of another program (restore.x's, say) gets libvirtd's "Cannot find program N version
+V", same code and domain (:func:`xdrstream.transport.drivers.unknown_procedure`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ and sent as holes (spec.md §7.1.3) unless ``sparse=False``; data is read into o
 buffer.  ``save(dest, variant=..., name=...)`` downloads into a path or a binary file object
 (holes are recreated as holes in regular files, written as zeros elsewhere) or calls
 ``dest(chunk)`` for each chunk when ``dest`` is callable (a path is removed again if the
-save fails).  Both return a
+save fails).  ``digest`` (e.g. ``hashlib.sha256()``, anything with ``update``) is fed the
+content as it moves, holes as zeros: what ``restore`` sent, what ``save`` wrote, without
+reading the file again.  Both return a
 :class:`TransferResult`; a server failure raises :class:`~.errors.RemoteFailure` (its
 ``code`` and ``message`` are the server's), a lost connection
 :class:`~.errors.ConnectionLost`; an exception while reading the source or writing the
@@ -35,11 +37,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol, TypeVar
 
 from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD
 from xdrstream.restore.server import (
@@ -62,6 +66,13 @@ from xdrstream.transport.stream import BlockingStream, Hole, Stream
 Source = str | os.PathLike[str] | BinaryIO | IO[bytes] | Iterable[Any]
 Dest = str | os.PathLike[str] | BinaryIO | IO[bytes] | Callable[[memoryview], Any]
 Progress = Callable[[int], Any]
+
+
+class Digest(Protocol):
+    """What ``digest=`` takes: a :mod:`hashlib` object, or anything with ``update``."""
+
+    def update(self, data: memoryview, /) -> None: ...
+
 
 # Four whole frames of the default chunk size, so a read never leaves a runt frame behind.
 READ_BUFFER = 4 * LEGACY_STREAM_PAYLOAD
@@ -149,23 +160,102 @@ def _length(result: Any) -> int:
 
 
 # --------------------------------------------------------------------------- shared, I/O-free
-class _Tally:
-    """One transfer's clock and counts (bytes of data, bytes of holes), the progress calls
-    and the :class:`TransferResult`: what :class:`Client` and :class:`AsyncClient` share."""
+_ZEROS = memoryview(bytes(1 << 20))  # a hole's content, fed to a digest
+_T = TypeVar("_T", bound="_Tally")
 
-    def __init__(self, variant: int, progress: Progress | None) -> None:
+
+def _feed(digest: Digest, item: memoryview | Hole) -> None:
+    if not isinstance(item, Hole):
+        digest.update(item)
+        return
+    left = item.length
+    while left:
+        step = min(left, len(_ZEROS))
+        digest.update(_ZEROS[:step])
+        left -= step
+
+
+class _Digester:
+    """Feeds a transfer's items to its digest, on a thread of its own when ``threaded``:
+    :meth:`start` hands the item over, the caller sends or writes it meanwhile (hashlib and
+    the system call both release the GIL, so the two run on two cores), and :meth:`wait`
+    returns once the item is hashed, before its buffer may be reused.  At most one item is
+    in flight.  Without a digest both are no-ops; unthreaded (asyncio), ``start`` hashes."""
+
+    def __init__(self, digest: Digest | None, threaded: bool) -> None:
+        self.digest = digest
+        self._thread: threading.Thread | None = None
+        self._pending = False
+        self._error: BaseException | None = None
+        if digest is not None and threaded:
+            self._todo: queue.SimpleQueue[memoryview | Hole | None] = queue.SimpleQueue()
+            self._done: queue.SimpleQueue[None] = queue.SimpleQueue()
+            self._thread = threading.Thread(
+                target=self._run, args=(digest,), name="xdrstream-sha256", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, digest: Digest) -> None:
+        while (item := self._todo.get()) is not None:
+            if self._error is None:
+                try:
+                    _feed(digest, item)
+                except BaseException as exc:  # reported by wait(), in the caller's thread
+                    self._error = exc
+            self._done.put(None)
+
+    def start(self, item: memoryview | Hole) -> None:
+        if self.digest is None:
+            return
+        if self._thread is None:
+            _feed(self.digest, item)
+            return
+        self._todo.put(item)
+        self._pending = True
+
+    def wait(self) -> None:
+        if self._pending:
+            self._done.get()
+            self._pending = False
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._todo.put(None)
+            self._thread.join()
+            self._thread = None
+
+
+class _Tally:
+    """One transfer's clock and counts (bytes of data, bytes of holes), its
+    :class:`_Digester`, the progress calls and the :class:`TransferResult`: what
+    :class:`Client` and :class:`AsyncClient` share.  ``with`` it, the digester's thread
+    ends on the way out."""
+
+    def __init__(
+        self, variant: int, progress: Progress | None, digest: Digest | None, threaded: bool
+    ) -> None:
         self.started = time.monotonic()
         self.variant = variant
         self.progress = progress
+        self.digester = _Digester(digest, threaded)
         self.moved = self.holes = 0  # bytes of data, of holes
 
     def count(self, item: memoryview | Hole) -> None:
+        """Count one item that was sent or written; report the progress."""
         if isinstance(item, Hole):
             self.holes += item.length
         else:
             self.moved += len(item)
         if self.progress is not None:
             self.progress(self.moved + self.holes)
+
+    def __enter__(self: _T) -> _T:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        self.digester.close()
 
     def result(self, reply: Any) -> TransferResult:
         elapsed = time.monotonic() - self.started
@@ -177,8 +267,15 @@ class _Sink(_Tally):
     :class:`_Tally`: ``with`` it, the destination is closed on the way out, kept (written,
     synced) on success and removed on failure."""
 
-    def __init__(self, dest: Dest, variant: int, progress: Progress | None) -> None:
-        super().__init__(variant, progress)
+    def __init__(
+        self,
+        dest: Dest,
+        variant: int,
+        progress: Progress | None,
+        digest: Digest | None,
+        threaded: bool,
+    ) -> None:
+        super().__init__(variant, progress, digest, threaded)
         self._close_fd = -1
         self._path: str | os.PathLike[str] | None = None
         self._writer: sparsemod.SparseWriter | None = None
@@ -187,7 +284,8 @@ class _Sink(_Tally):
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             self._close_fd = fd
             self._path = dest
-            self._writer = sparsemod.SparseWriter(fd)
+            # fsynced at the end (close): have the kernel write it out as it comes
+            self._writer = sparsemod.SparseWriter(fd, writeback=sparsemod.WRITEBACK)
             return
         fd = _file_fd(dest, "write")
         if fd >= 0:
@@ -211,11 +309,13 @@ class _Sink(_Tally):
             self._write(view)
 
     def take(self, chunk: memoryview | Hole) -> None:
-        """Write one received chunk, count it and report the progress."""
+        """Write one received chunk (hashing it meanwhile), count it, report the progress."""
+        self.digester.start(chunk)
         if isinstance(chunk, Hole):
             self.hole(chunk.length)
         else:
             self.data(chunk)
+        self.digester.wait()
         self.count(chunk)
 
     def hole(self, length: int) -> None:
@@ -245,11 +345,11 @@ class _Sink(_Tally):
                 with contextlib.suppress(OSError):
                     os.unlink(self._path)
 
-    def __enter__(self) -> _Sink:
-        return self
-
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        self.close(kind is None)
+        try:
+            self.digester.close()
+        finally:
+            self.close(kind is None)
 
 
 class _AbortOnError:
@@ -357,17 +457,20 @@ class Client(_Calls):
         size_hint: int = 0,
         sparse: bool = True,
         progress: Progress | None = None,
+        digest: Digest | None = None,
     ) -> TransferResult:
-        tally = _Tally(variant, progress)
-        stream = self.open_restore(variant, name, size_hint)
-        with _AbortOnError(stream):
-            for item in iter_source(source, sparse):
-                if isinstance(item, Hole):
-                    stream.send_hole(item.length)
-                else:
-                    stream.send(item)
-                tally.count(item)
-            return tally.result(stream.finish())
+        with _Tally(variant, progress, digest, threaded=True) as tally:
+            stream = self.open_restore(variant, name, size_hint)
+            with _AbortOnError(stream):
+                for item in iter_source(source, sparse):
+                    tally.digester.start(item)  # hashed while it is sent
+                    if isinstance(item, Hole):
+                        stream.send_hole(item.length)
+                    else:
+                        stream.send(item)
+                    tally.digester.wait()  # before iter_source reuses the buffer
+                    tally.count(item)
+                return tally.result(stream.finish())
 
     def save(
         self,
@@ -376,8 +479,9 @@ class Client(_Calls):
         *,
         name: str = "image",
         progress: Progress | None = None,
+        digest: Digest | None = None,
     ) -> TransferResult:
-        with _Sink(dest, variant, progress) as sink:
+        with _Sink(dest, variant, progress, digest, threaded=True) as sink:
             stream = self.open_save(variant, name)
             with _AbortOnError(stream):
                 for chunk in stream:
@@ -446,13 +550,15 @@ class AsyncClient(_Calls):
         size_hint: int = 0,
         sparse: bool = True,
         progress: Progress | None = None,
+        digest: Digest | None = None,
     ) -> TransferResult:
         """As :meth:`Client.restore`; ``source`` may also be an async iterable.  Reading a
         local file happens on the event loop (page-cache reads are short)."""
-        tally = _Tally(variant, progress)
+        tally = _Tally(variant, progress, digest, threaded=False)  # hashes on the loop
         stream = await self.open_restore(variant, name, size_hint)
         async with _AbortOnError(stream):
             async for item in _aiter_source(source, sparse):
+                tally.digester.start(item)
                 if isinstance(item, Hole):
                     await stream.send_hole(item.length)
                 else:
@@ -467,8 +573,9 @@ class AsyncClient(_Calls):
         *,
         name: str = "image",
         progress: Progress | None = None,
+        digest: Digest | None = None,
     ) -> TransferResult:
-        with _Sink(dest, variant, progress) as sink:
+        with _Sink(dest, variant, progress, digest, threaded=False) as sink:
             stream = await self.open_save(variant, name)
             async with _AbortOnError(stream):
                 async for chunk in stream:

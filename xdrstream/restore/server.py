@@ -50,7 +50,7 @@ from xdrstream.endpoints.sink import (
     EndpointResult,
     StreamEndpoint,
 )
-from xdrstream.protocol import schemas
+from xdrstream.protocol import Registry, schemas
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse
 from xdrstream.transport import tls as tlsmod
@@ -117,6 +117,7 @@ class RestoreServer:
         self.on_result = on_result
         self.address: addresses.Address | None = None
         self._schema = schema()
+        self._registry = Registry.of([self._schema])  # built once, not per connection
         self._sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._connections: set[AsyncConnection] = set()
@@ -171,7 +172,7 @@ class RestoreServer:
         try:
             conn = await AsyncConnection.accept(
                 sock,
-                [self._schema],
+                self._registry,
                 self.handle,
                 tls=self.tls,
                 options=self.options,

@@ -27,57 +27,48 @@ import asyncio
 import contextlib
 import functools
 import logging
-import select
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xdrstream.protocol import LocalProtocolError, Registry, Role
+from xdrstream.protocol import LocalProtocolError, Role
 from xdrstream.protocol.events import Call, Event, KeepalivePong
 from xdrstream.transport import address as addresses
+from xdrstream.transport import channels
 from xdrstream.transport import tls as tlsmod
-from xdrstream.transport.core import PAUSE_CHECK, TLS_PIECE, DriverCore, TLSPump, queued_size
-from xdrstream.transport.drivers import advance, client_tls, resolve
-from xdrstream.transport.errors import ConnectionLost, PeerTimeout, StreamAborted, TransportError
+from xdrstream.transport.channels import Accepting, Connecting, Programs, Target
+from xdrstream.transport.core import PAUSE_CHECK, TLS_PIECE, Endpoint
+from xdrstream.transport.drivers import resolve
+from xdrstream.transport.errors import ConnectionLost, PeerTimeout, TransportError
 from xdrstream.transport.limits import Admission, Budget
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import (
-    WAIT,
     Exchange,
     Op,
+    Steps,
     Stream,
     T,
+    Wait,
     client_call,
     server_conclude,
     server_fail,
 )
 
+if TYPE_CHECKING:
+    from xdrstream.transport.channels import Unpack
+
 Handler = Callable[[Stream], Awaitable[Any]]
 Buffers = list[bytes | bytearray | memoryview]
 
 
-_HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
-
-
-def peer_gone(sock: socket.socket) -> bool:
-    """Whether ``sock``'s peer hung up (Linux POLLRDHUP: even with unread data queued)."""
-    fd = sock.fileno()
-    if fd < 0:
-        return True
-    poller = select.poll()
-    poller.register(fd, _HANGUP)
-    return any(events & _HANGUP for _, events in poller.poll(0))
-
-
-class AsyncChannel:
+class AsyncChannel(channels.SocketBase):
     """A plain non-blocking socket: ``recv_into`` a caller's buffer, ``send_all`` buffers
     with ``sendmsg``."""
 
     def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
-        self.sock = sock
+        super().__init__(sock)
         self.loop = asyncio.get_running_loop()
 
     async def recv_into(self, view: memoryview) -> int:
@@ -86,14 +77,9 @@ class AsyncChannel:
     async def send_all(
         self, buffers: Iterable[bytes | bytearray | memoryview], timeout: float | None
     ) -> None:
-        views = [memoryview(b).cast("B") for b in buffers if len(b)]
-        while views:
-            try:
-                sent = self.sock.sendmsg(views)
-            except (BlockingIOError, InterruptedError):
-                await self._writable(timeout)
-                continue
-            views = advance(views, sent)
+        views = channels.byte_views(buffers)
+        while views := self.send_ready(views):
+            await self._writable(timeout)
 
     async def _writable(self, timeout: float | None) -> None:
         fd = self.sock.fileno()
@@ -113,41 +99,14 @@ class AsyncChannel:
     async def handshake(self, timeout: float) -> None:
         return None
 
-    def peer_gone(self) -> bool:
-        """Whether the peer closed or reset the connection, even with unread data left
-        (checked while reading is paused, when end of input cannot be read)."""
-        return peer_gone(self.sock)
 
-    def peer_certificate(self) -> dict[str, Any] | None:
-        return None
+class AsyncTLSChannel(channels.TLSBase, AsyncChannel):
+    """TLS written and read on the plain socket; ciphertext leaves under one lock, in the
+    order it was made."""
 
-    def shutdown(self) -> None:
-        """Stop both directions (pending reads see end of input); the fd stays open
-        until close(), so no callback registered on it can meet a reused fd number."""
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.shutdown()
-        self.sock.close()
-
-
-class AsyncTLSChannel(AsyncChannel):
-    """TLS (a :class:`~.core.TLSPump`) written and read on the plain socket."""
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        context: ssl.SSLContext,
-        server_side: bool,
-        server_hostname: str | None = None,
-        peer: str = "",
-    ) -> None:
-        super().__init__(sock)
-        self._tls = TLSPump(context, server_side, server_hostname, peer)
-        self._lock = asyncio.Lock()  # ciphertext leaves in the order it was made
-        self._raw = memoryview(bytearray(256 * 1024))
-        self._flusher: asyncio.Task[None] | None = None
+    _lock: asyncio.Lock
+    _lock_type = asyncio.Lock
+    _flusher: asyncio.Task[None] | None = None
 
     async def handshake(self, timeout: float) -> None:
         try:
@@ -204,16 +163,13 @@ class AsyncTLSChannel(AsyncChannel):
             if tls.pending:
                 await super().send_all([tls.take()], timeout)
 
-    def peer_certificate(self) -> dict[str, Any] | None:
-        return self._tls.peer_certificate()
-
     def close(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
         super().close()
 
 
-class AsyncConnection:
+class AsyncConnection(Endpoint[AsyncChannel]):
     """One endpoint of a connection driven by asyncio (see the module docstring); what
     it decides lives in its :class:`~.core.DriverCore`."""
 
@@ -221,27 +177,18 @@ class AsyncConnection:
         self,
         channel: AsyncChannel,
         role: Role,
-        programs: Iterable[Any] | Registry = (),
+        programs: Programs = (),
         options: Options | None = None,
         handler: Handler | None = None,
         name: str = "",
         budget: Budget | None = None,
     ) -> None:
-        self.options = options or Options()
-        self.role = role
-        self.name = name
-        self._channel = channel
+        super().__init__(channel, role, programs, options, name, budget, handler is not None)
         self._handler = handler
-        core = self._core = DriverCore(
-            role, programs, self.options, name, budget, serving=handler is not None
-        )
-        self.engine = core.engine
+        core = self._core
         core.wake = self._wake
-        core.dispatch = self._dispatch
         core.kick = self._kick
         core.aborted = self._aborted
-        core.failed = self._failed
-        core.equip = self._equip
         self._write_lock = asyncio.Lock()
         self._resume = asyncio.Event()
         self._closed = asyncio.Event()
@@ -253,78 +200,51 @@ class AsyncConnection:
     # ------------------------------------------------------------------ set-up
     @classmethod
     async def connect(
-        cls,
-        target: str | addresses.Address,
-        programs: Iterable[Any] | Registry = (),
-        *,
-        tls: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-        options: Options | None = None,
+        cls, target: Target, programs: Programs = (), **keywords: Unpack[Connecting]
     ) -> AsyncConnection:
-        """Connect to ``unix:PATH``, ``tcp:HOST:PORT`` or ``tls:HOST:PORT`` (TLS also when
-        ``tls`` is given; ``tls:`` without a context verifies against the system CAs)."""
-        address = addresses.parse_address(target) if isinstance(target, str) else target
-        options = options or Options()
+        """Connect to ``unix:PATH``, ``tcp:HOST:PORT`` or ``tls:HOST:PORT`` (keywords:
+        :class:`~.channels.Connecting`)."""
+        address, options, setup = channels.client_setup(target, keywords)
         loop = asyncio.get_running_loop()
         sock = await loop.run_in_executor(
             None, addresses.connect, address, options.handshake_timeout
         )
-        channel = cls._client_channel(sock, address, tls, server_hostname)
+        channel = await cls._secured(sock, setup, options)
+        return cls(channel, Role.CLIENT, programs, options, name=str(address)).start()
+
+    @staticmethod
+    async def _secured(
+        sock: socket.socket, setup: channels.TLSSetup | None, options: Options
+    ) -> AsyncChannel:
+        channel = channels.channel_for(sock, setup, AsyncChannel, AsyncTLSChannel)
         try:
             await channel.handshake(options.handshake_timeout)
         except BaseException:
             channel.close()
             raise
-        conn = cls(channel, Role.CLIENT, programs, options, name=str(address))
-        conn.start()
-        return conn
-
-    @staticmethod
-    def _client_channel(
-        sock: socket.socket,
-        address: addresses.Address,
-        tls: ssl.SSLContext | None,
-        server_hostname: str | None,
-    ) -> AsyncChannel:
-        settings = client_tls(address, tls, server_hostname)
-        if settings is None:
-            return AsyncChannel(sock)
-        context, host = settings
-        return AsyncTLSChannel(sock, context, False, host, peer=str(address))
+        return channel
 
     @classmethod
     async def accept(
         cls,
         sock: socket.socket,
-        programs: Iterable[Any] | Registry,
+        programs: Programs,
         handler: Handler,
-        *,
-        tls: ssl.SSLContext | None = None,
-        options: Options | None = None,
-        name: str = "",
-        budget: Budget | None = None,
+        **keywords: Unpack[Accepting],
     ) -> AsyncConnection:
-        """Serve an accepted socket: TLS handshake (if ``tls``), then start reading;
-        ``budget``: the server's memory budget shared by its connections (§8.5)."""
-        options = options or Options()
-        channel = (
-            AsyncTLSChannel(sock, tls, True, peer=name or "client")
-            if tls is not None
-            else AsyncChannel(sock)
-        )
-        try:
-            await channel.handshake(options.handshake_timeout)
-        except BaseException:
-            channel.close()
-            raise
-        conn = cls(channel, Role.SERVER, programs, options, handler, name, budget)
-        conn.start()
-        return conn
+        """Serve an accepted socket: TLS handshake (if ``tls``), then start reading
+        (keywords: :class:`~.channels.Accepting`)."""
+        options, name, setup = channels.server_setup(keywords)
+        channel = await cls._secured(sock, setup, options)
+        budget = keywords.get("budget")
+        return cls(channel, Role.SERVER, programs, options, handler, name, budget).start()
 
-    def start(self) -> None:
+    def start(self) -> AsyncConnection:
+        """Start reading (and the keepalive watchdog); the connection."""
         self._reader = self._spawn(self._read_loop())
         if self._core.tick_period() is not None:
             self._spawn(self._watchdog())
+        return self
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -333,15 +253,6 @@ class AsyncConnection:
         return task
 
     # ------------------------------------------------------------------ state
-    @property
-    def error(self) -> TransportError | None:
-        """Why the connection ended (None while it is usable)."""
-        return self._core.error
-
-    @property
-    def peer_certificate(self) -> dict[str, Any] | None:
-        return self._channel.peer_certificate()
-
     def _fail(self, exc: BaseException) -> None:
         self._core.fail(exc)
 
@@ -405,22 +316,17 @@ class AsyncConnection:
     # ------------------------------------------------------------------ running ops
     async def run(self, ex: Exchange, op: Op[T]) -> T:
         """Run one stream operation: send what it yields, wait when it says WAIT."""
+        steps, refused = Steps(op), None
         try:
-            step = next(op)
-            while True:
-                if step is WAIT:
+            while (step := steps.advance(refused)) is not None:
+                refused = None
+                if isinstance(step, Wait):
                     await self._wait(ex)
                 else:
-                    try:
-                        await self._send(step)  # type: ignore[arg-type]
-                    except LocalProtocolError as exc:  # the operation decides (see _emit)
-                        step = op.throw(exc)
-                        continue
-                step = op.send(None)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+                    refused = await self._send(step)
+            return steps.value
         finally:
-            op.close()
+            steps.close()
             self._core.forget(ex)
 
     async def _wait(self, ex: Exchange) -> None:
@@ -432,15 +338,18 @@ class AsyncConnection:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ex.waker.wait(), core.wait_left(time.monotonic()))
 
-    async def _send(self, event: Event) -> None:
+    async def _send(self, event: Event) -> LocalProtocolError | None:
+        """Send ``event``; what the engine said if it refused to (nothing was sent)."""
         core = self._core
         if core.error is not None:
             raise core.raised()
-        counted = queued_size(event)
-        core.queued(counted)  # waiting for the lock counts as queued output (§8.5)
+        counted = core.enqueue(event)  # waiting for the lock counts as queued output (§8.5)
         try:
             async with self._write_lock:
-                buffers, counted = core.encode(event, counted)
+                try:
+                    buffers, counted = core.encode(event, counted)
+                except LocalProtocolError as exc:
+                    return exc
                 try:
                     await self._channel.send_all(buffers, self.options.timeout)
                 except BaseException as exc:  # a partly written frame ruins the connection
@@ -448,6 +357,7 @@ class AsyncConnection:
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     raise core.raised()  # noqa: B904 - the cause is the connection's error
+                return None
         finally:
             core.queued(-counted)
             self._resume.set()
@@ -470,11 +380,8 @@ class AsyncConnection:
 
     async def call(self, program: int, version: int, procedure: int, args: Any = None) -> Any:
         """A call without stream: its result (an error reply raises RemoteFailure)."""
-        stream = await self.open_stream(program, version, procedure, args)
-        if stream.direction != "call":
-            await stream.abort()
-            raise TransportError(f"procedure {procedure} has a stream: use open_stream()")
-        return stream.result
+        self._core.plain_call(program, version, procedure)
+        return (await self.open_stream(program, version, procedure, args)).result
 
     # ------------------------------------------------------------------ reading
     async def _read_loop(self) -> None:
@@ -488,9 +395,7 @@ class AsyncConnection:
                     self._resume.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._resume.wait(), PAUSE_CHECK)
-                    core.not_listening(time.monotonic())
-                    if channel.peer_gone():  # §3.5: exchanges in progress end
-                        self._fail(ConnectionLost(f"{core.peer}: connection closed"))
+                    core.paused(time.monotonic(), channel.peer_gone())
                 if core.error is not None:
                     return
                 if core.holding:  # frames held back by max_client_requests: route them first
@@ -529,17 +434,11 @@ class AsyncConnection:
 
     async def _handle(self, ex: Exchange, stream: Stream) -> None:
         assert self._handler is not None
-        failure: BaseException | None = None
-        value: Any = None
         try:
-            value = await self._handler(stream)
-        except StreamAborted:
-            pass
-        except ConnectionLost:
-            return
+            value, failure = await self._handler(stream), None
         except Exception as exc:
-            failure = exc
-        if self._core.error is None and not ex.closed:
+            value, failure = None, exc
+        if self._core.error is None:
             with contextlib.suppress(TransportError):
                 await self.run(ex, server_conclude(ex, failure, value))
 

@@ -29,27 +29,31 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xdrstream.protocol import LocalProtocolError, Registry, Role
+from xdrstream.protocol import LocalProtocolError, Role
 from xdrstream.protocol.events import Call, Event, KeepalivePong
 from xdrstream.transport import address as addresses
-from xdrstream.transport.aio import peer_gone
-from xdrstream.transport.core import PAUSE_CHECK, TLS_PIECE, DriverCore, TLSPump, queued_size
-from xdrstream.transport.drivers import advance, client_tls
-from xdrstream.transport.errors import ConnectionLost, PeerTimeout, StreamAborted, TransportError
+from xdrstream.transport import channels
+from xdrstream.transport.channels import Accepting, Connecting, Programs, Target
+from xdrstream.transport.core import PAUSE_CHECK, TLS_PIECE, Endpoint
+from xdrstream.transport.errors import ConnectionLost, PeerTimeout, TransportError
 from xdrstream.transport.limits import Budget
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import (
-    WAIT,
     BlockingStream,
     Exchange,
     Op,
+    Steps,
     T,
+    Wait,
     client_call,
     server_conclude,
     server_fail,
 )
+
+if TYPE_CHECKING:
+    from xdrstream.transport.channels import Unpack
 
 SyncHandler = Callable[[BlockingStream], Any]
 
@@ -60,12 +64,11 @@ def _wait_fd(sock: socket.socket, events: int, timeout: float | None) -> bool:
     return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
-class SocketChannel:
+class SocketChannel(channels.SocketBase):
     """A plain socket in non-blocking mode, waited on with poll()."""
 
     def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
-        self.sock = sock
+        super().__init__(sock)
         self.needs_flush = False
         self._readable = select.poll()  # the reader thread's wait, made once
         self._readable.register(sock.fileno(), select.POLLIN)
@@ -80,17 +83,10 @@ class SocketChannel:
     def send_all(
         self, buffers: Iterable[bytes | bytearray | memoryview], timeout: float | None
     ) -> None:
-        views = [memoryview(b).cast("B") for b in buffers if len(b)]
-        while views:
-            try:
-                sent = self.sock.sendmsg(views)
-            except (BlockingIOError, InterruptedError):
-                if not _wait_fd(self.sock, select.POLLOUT, timeout):
-                    raise PeerTimeout(
-                        f"the peer stopped reading: no send progress for {timeout} s"
-                    ) from None
-                continue
-            views = advance(views, sent)
+        views = channels.byte_views(buffers)
+        while views := self.send_ready(views):
+            if not _wait_fd(self.sock, select.POLLOUT, timeout):
+                raise PeerTimeout(f"the peer stopped reading: no send progress for {timeout} s")
 
     def flush(self, timeout: float | None) -> None:
         return None
@@ -98,38 +94,12 @@ class SocketChannel:
     def handshake(self, timeout: float) -> None:
         return None
 
-    def peer_gone(self) -> bool:
-        return peer_gone(self.sock)
 
-    def peer_certificate(self) -> dict[str, Any] | None:
-        return None
+class TLSChannel(channels.TLSBase, SocketChannel):
+    """TLS: the reader thread decrypts, writers encrypt, each under a short lock;
+    ciphertext made by the reader (rare) is flushed by the control thread."""
 
-    def shutdown(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.shutdown()
-        self.sock.close()
-
-
-class TLSChannel(SocketChannel):
-    """TLS (a :class:`~.core.TLSPump`): the reader thread decrypts, writers encrypt, each
-    under a short lock; ciphertext made by the reader (rare) is flushed by the control
-    thread."""
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        context: ssl.SSLContext,
-        server_side: bool,
-        server_hostname: str | None = None,
-        peer: str = "",
-    ) -> None:
-        super().__init__(sock)
-        self._tls = TLSPump(context, server_side, server_hostname, peer)
-        self._lock = threading.Lock()
-        self._raw = memoryview(bytearray(256 * 1024))
+    _lock_type = threading.Lock
 
     def _fill(self, timeout: float | None) -> bool:
         while True:
@@ -188,11 +158,8 @@ class TLSChannel(SocketChannel):
         if data:
             super().send_all([data], timeout)
 
-    def peer_certificate(self) -> dict[str, Any] | None:
-        return self._tls.peer_certificate()
 
-
-class BlockingConnection:
+class BlockingConnection(Endpoint[SocketChannel]):
     """One endpoint of a connection driven by threads (see the module docstring); what
     it decides lives in its :class:`~.core.DriverCore`, guarded by one condition."""
 
@@ -200,20 +167,12 @@ class BlockingConnection:
         self,
         channel: SocketChannel,
         role: Role,
-        programs: Iterable[Any] | Registry = (),
+        programs: Programs = (),
         options: Options | None = None,
         name: str = "",
         budget: Budget | None = None,
     ) -> None:
-        self.options = options or Options()
-        self.role = role
-        self.name = name
-        self._channel = channel
-        core = self._core = DriverCore(role, programs, self.options, name, budget)
-        self.engine = core.engine
-        core.dispatch = self._dispatch
-        core.failed = self._failed
-        core.equip = self._equip
+        super().__init__(channel, role, programs, options, name, budget)
         self._cond = threading.Condition()  # guards the core (re-entrant)
         self._write_lock = threading.Lock()  # one frame at a time, in engine order
         self._calls: deque[BlockingStream] = deque()
@@ -226,74 +185,42 @@ class BlockingConnection:
     # ------------------------------------------------------------------ set-up
     @classmethod
     def connect(
-        cls,
-        target: str | addresses.Address,
-        programs: Iterable[Any] | Registry = (),
-        *,
-        tls: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-        options: Options | None = None,
+        cls, target: Target, programs: Programs = (), **keywords: Unpack[Connecting]
     ) -> BlockingConnection:
-        """Connect to ``unix:PATH``, ``tcp:HOST:PORT`` or ``tls:HOST:PORT`` (TLS also when
-        ``tls`` is given)."""
-        address = addresses.parse_address(target) if isinstance(target, str) else target
-        options = options or Options()
+        """Connect to ``unix:PATH``, ``tcp:HOST:PORT`` or ``tls:HOST:PORT`` (keywords:
+        :class:`~.channels.Connecting`)."""
+        address, options, setup = channels.client_setup(target, keywords)
         sock = addresses.connect(address, options.handshake_timeout)
-        settings = client_tls(address, tls, server_hostname)
-        channel: SocketChannel
-        if settings is None:
-            channel = SocketChannel(sock)
-        else:
-            context, host = settings
-            channel = TLSChannel(sock, context, False, host, peer=str(address))
+        channel = cls._secured(sock, setup, options)
+        return cls(channel, Role.CLIENT, programs, options, name=str(address)).start()
+
+    @staticmethod
+    def _secured(
+        sock: socket.socket, setup: channels.TLSSetup | None, options: Options
+    ) -> SocketChannel:
+        channel = channels.channel_for(sock, setup, SocketChannel, TLSChannel)
         try:
             channel.handshake(options.handshake_timeout)
         except BaseException:
             channel.close()
             raise
-        conn = cls(channel, Role.CLIENT, programs, options, name=str(address))
-        conn.start()
-        return conn
+        return channel
 
     @classmethod
     def accept(
-        cls,
-        sock: socket.socket,
-        programs: Iterable[Any] | Registry,
-        *,
-        tls: ssl.SSLContext | None = None,
-        options: Options | None = None,
-        name: str = "",
-        budget: Budget | None = None,
+        cls, sock: socket.socket, programs: Programs, **keywords: Unpack[Accepting]
     ) -> BlockingConnection:
-        """The server side of an accepted socket (TLS handshake first if ``tls``);
-        ``budget``: the server's memory budget shared by its connections (§8.5)."""
-        options = options or Options()
-        channel = (
-            TLSChannel(sock, tls, True, peer=name or "client")
-            if tls is not None
-            else SocketChannel(sock)
-        )
-        try:
-            channel.handshake(options.handshake_timeout)
-        except BaseException:
-            channel.close()
-            raise
-        conn = cls(channel, Role.SERVER, programs, options, name, budget)
-        conn.start()
-        return conn
+        """The server side of an accepted socket, TLS handshake first if ``tls``
+        (keywords: :class:`~.channels.Accepting`)."""
+        options, name, setup = channels.server_setup(keywords)
+        channel = cls._secured(sock, setup, options)
+        return cls(channel, Role.SERVER, programs, options, name, keywords.get("budget")).start()
 
-    def start(self) -> None:
+    def start(self) -> BlockingConnection:
+        """Start the reader and control threads; the connection."""
         for thread in self._threads:
             thread.start()
-
-    @property
-    def error(self) -> TransportError | None:
-        return self._core.error
-
-    @property
-    def peer_certificate(self) -> dict[str, Any] | None:
-        return self._channel.peer_certificate()
+        return self
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
@@ -334,22 +261,17 @@ class BlockingConnection:
 
     # ------------------------------------------------------------------ running ops
     def run(self, ex: Exchange, op: Op[T]) -> T:
+        steps, refused = Steps(op), None
         try:
-            step = next(op)
-            while True:
-                if step is WAIT:
+            while (step := steps.advance(refused)) is not None:
+                refused = None
+                if isinstance(step, Wait):
                     self._wait(ex)
                 else:
-                    try:
-                        self._send(step)  # type: ignore[arg-type]
-                    except LocalProtocolError as exc:  # the operation decides (see _emit)
-                        step = op.throw(exc)
-                        continue
-                step = op.send(None)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+                    refused = self._send(step)
+            return steps.value
         finally:
-            op.close()
+            steps.close()
             if ex.closed or self.role is Role.SERVER:
                 with self._cond:
                     self._core.forget(ex)
@@ -366,23 +288,28 @@ class BlockingConnection:
                 if left != 0.0:
                     self._cond.wait(left)
 
-    def _send(self, event: Event) -> None:
+    def _send(self, event: Event) -> LocalProtocolError | None:
+        """Send ``event``; what the engine said if it refused to (nothing was sent)."""
         core = self._core
-        counted = queued_size(event) if core.accounting else 0
-        if counted:  # waiting for the lock counts as queued output (§8.5)
+        counted = 0
+        if core.accounting:  # waiting for the lock counts as queued output (§8.5)
             with self._cond:
-                core.queued(counted)
+                counted = core.enqueue(event)
         try:
             with self._write_lock:
                 with self._cond:
-                    buffers, counted = core.encode(event, counted)
+                    try:
+                        buffers, counted = core.encode(event, counted)
+                    except LocalProtocolError as exc:
+                        return exc
                 try:
                     self._channel.send_all(buffers, self.options.timeout)
                 except BaseException as exc:  # a partly written frame ruins the connection
                     self._fail(exc)
                     raise core.raised()  # noqa: B904 - the cause is the connection's error
+                return None
         finally:
-            if counted and core.accounting:
+            if counted:
                 with self._cond:
                     core.queued(-counted)
 
@@ -405,11 +332,10 @@ class BlockingConnection:
         return BlockingStream(self, ex, call)
 
     def call(self, program: int, version: int, procedure: int, args: Any = None) -> Any:
-        stream = self.open_stream(program, version, procedure, args)
-        if stream.direction != "call":
-            stream.abort()
-            raise TransportError(f"procedure {procedure} has a stream: use open_stream()")
-        return stream.result
+        """A call without stream: its result (an error reply raises RemoteFailure)."""
+        with self._cond:
+            self._core.plain_call(program, version, procedure)
+        return self.open_stream(program, version, procedure, args).result
 
     # ------------------------------------------------------------------ server API
     def next_call(self, timeout: float | None = None) -> BlockingStream | None:
@@ -445,16 +371,10 @@ class BlockingConnection:
             thread.join()
 
     def _handle(self, handler: SyncHandler, stream: BlockingStream) -> None:
-        failure: BaseException | None = None
-        value: Any = None
         try:
-            value = handler(stream)
-        except StreamAborted:
-            pass
-        except ConnectionLost:
-            return
+            value, failure = handler(stream), None
         except Exception as exc:
-            failure = exc
+            value, failure = None, exc
         finally:
             self._handler_threads.discard(threading.current_thread())
         self.conclude(stream, failure, value)
@@ -474,9 +394,7 @@ class BlockingConnection:
                         self._cond.notify_all()
                     while core.error is None and not core.may_read():
                         self._cond.wait(PAUSE_CHECK)
-                        core.not_listening(time.monotonic())
-                        if channel.peer_gone():  # §3.5: exchanges in progress end
-                            core.fail(ConnectionLost(f"{core.peer}: connection closed"))
+                        core.paused(time.monotonic(), channel.peer_gone())
                     if core.error is not None:
                         return
                     if core.holding:  # frames held back by max_client_requests: route first

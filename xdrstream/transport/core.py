@@ -16,7 +16,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from xdrstream.protocol import NEED_DATA, Connection, Limits, Registry, RemoteError, Role
 from xdrstream.protocol.events import (
@@ -178,6 +178,11 @@ class DriverCore:
         self.engine.stream_consumed(serial, min(count, engine_ex.unconsumed))
         return paused and not self.engine.reading_paused
 
+    def plain_call(self, program: int, version: int, procedure: int) -> None:
+        """Refuse, before anything is sent, a plain ``call()`` of a procedure with a stream."""
+        if self.procedure(program, version, procedure).stream is not None:
+            raise TransportError(f"procedure {procedure} has a stream: use open_stream()")
+
     def requests(self) -> int:
         """Calls received and not yet answered (a stream counts until its reply)."""
         return sum(1 for ex in self.exchanges.values() if not ex.accepted and not ex.closed)
@@ -201,9 +206,12 @@ class DriverCore:
             return requests < self.limits.max_client_requests
         return self.limits.may_read(requests, account.output, account.budget)
 
-    def not_listening(self, now: float) -> None:
-        """The driver did not read for a while by choice: that is no silence of the peer."""
+    def paused(self, now: float, gone: bool) -> None:
+        """The driver did not read for a while by choice (that is no silence of the peer);
+        ``gone``: meanwhile the peer hung up, so the exchanges in progress end (§3.5)."""
         self.last_rx = now
+        if gone:
+            self.fail(ConnectionLost(f"{self.peer}: connection closed"))
 
     def received(self, total: int, eof: bool, now: float) -> None:
         """``total`` bytes were received into the engine's buffer (``eof``: then the end)."""
@@ -263,7 +271,7 @@ class DriverCore:
             ex = self.new_exchange(call.serial, engine_ex.kind, engine_ex.sparse)
             ex.engine = engine_ex
         if not call.known:
-            self.refuse(ex, unknown_procedure(call))
+            self.refuse(ex, unknown_procedure(call, self.registry))
         elif not self.serving or len(self.exchanges) > self.options.max_calls:
             why = "no handler" if not self.serving else "too many calls in progress"
             self.refuse(ex, remote_error(ERR_OPERATION_INVALID, why))
@@ -290,11 +298,24 @@ class DriverCore:
         if self.error is not None:
             raise self.raised()
         buffers = self.engine.send_buffers(event)
+        if type(event) is Call:  # the engine's exchange now exists: the driver's reads it
+            ex = self.exchanges.get(event.serial)
+            if ex is not None:
+                ex.engine = self.engine.exchange(event.serial)
         if not self.accounting:
             return buffers, 0
         size = sum(len(b) for b in buffers)
         self.account.add_output(size - counted)
         return buffers, size
+
+    def enqueue(self, event: Event) -> int:
+        """``event`` waits to be encoded: what it counts for in the queued output (§8.5;
+        0 where nothing is counted), to give back with :meth:`queued` once it is sent."""
+        if not self.accounting:
+            return 0
+        counted = queued_size(event)
+        self.account.add_output(counted)
+        return counted
 
     def queued(self, nbytes: int) -> None:
         """``nbytes`` of output joined (positive) or left (negative, sent) the queue."""
@@ -368,6 +389,58 @@ class DriverCore:
         self._missed += 1
         self._last_ping = now
         return KeepalivePing()
+
+
+class Channel(Protocol):
+    """What :class:`Endpoint` asks of a driver's channel (the rest is the driver's)."""
+
+    def peer_certificate(self) -> dict[str, Any] | None: ...
+
+
+C = TypeVar("C", bound=Channel)
+
+
+class Endpoint(Generic[C]):
+    """What both drivers' connections hold alike: their settings, channel and
+    :class:`DriverCore`, whose hooks a driver's subclass implements."""
+
+    def __init__(
+        self,
+        channel: C,
+        role: Role,
+        programs: Iterable[Any] | Registry,
+        options: Options | None,
+        name: str,
+        budget: Budget | None,
+        serving: bool = True,
+    ) -> None:
+        self.options = options or Options()
+        self.role = role
+        self.name = name
+        self._channel = channel
+        core = self._core = DriverCore(role, programs, self.options, name, budget, serving)
+        self.engine = core.engine
+        core.dispatch = self._dispatch
+        core.failed = self._failed
+        core.equip = self._equip
+
+    @property
+    def error(self) -> TransportError | None:
+        """Why the connection ended (None while it is usable)."""
+        return self._core.error
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        return self._channel.peer_certificate()
+
+    def _dispatch(self, ex: Exchange, call: Call) -> None:
+        raise NotImplementedError
+
+    def _failed(self) -> None:
+        raise NotImplementedError
+
+    def _equip(self, ex: Exchange) -> None:
+        raise NotImplementedError
 
 
 class TLSPump:

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Iterable
 
-from xdrstream.protocol import RemoteError
+from xdrstream.protocol import Program, RemoteError
 from xdrstream.protocol.events import Call
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
 from xdrstream.transport.errors import (
     ERR_NO_SUPPORT,
+    ERR_RPC,
+    FROM_RPC,
     ConnectionLost,
     TransportError,
     remote_error,
@@ -42,11 +45,18 @@ def client_tls(
     return tls, server_hostname or (address.host if address.kind == "tcp" else "localhost")
 
 
-def unknown_procedure(call: Call) -> RemoteError:
+def unknown_procedure(call: Call, served: Iterable[Program] | None = None) -> RemoteError:
     """The refusal of a call the registry does not know (``call.known`` is False), or of
-    one the engine refused from its header (``call.refusal``, spec.md §3.6)."""
+    one the engine refused from its header (``call.refusal``, spec.md §3.6). A program or
+    version not among ``served`` gets libvirtd's answer (virnetserverprogram.c), so a
+    client learns which program was refused, not of an "unknown procedure" (§4.4.2)."""
     if call.refusal is not None:
         return call.refusal
+    if served is not None and (call.program, call.version) not in {
+        (p.number, p.version) for p in served
+    }:
+        message = f"Cannot find program {call.program} version {call.version}"
+        return remote_error(ERR_RPC, message, domain=FROM_RPC)
     return remote_error(
         ERR_NO_SUPPORT,
         f"unknown procedure {call.procedure} of program {call.program:#x} version {call.version}",

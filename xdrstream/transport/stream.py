@@ -42,10 +42,10 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 from xdrstream.protocol import LocalProtocolError, RemoteError, Variant
-from xdrstream.protocol.bodies import V1_CHUNK_MAX, V1_WINDOW
+from xdrstream.protocol.bodies import V1_CHUNK_MAX
 from xdrstream.protocol.events import (
     Call,
     ErrorReply,
@@ -67,6 +67,7 @@ from xdrstream.protocol.states import Kind as EngineKind
 from xdrstream.transport.errors import (
     ERR_INTERNAL,
     ERR_OPERATION_ABORTED,
+    ConnectionLost,
     RemoteFailure,
     ServerError,
     StreamAborted,
@@ -85,17 +86,42 @@ DEFAULT_CHUNK = LEGACY_STREAM_PAYLOAD
 Chunk = memoryview | Hole
 
 
-class _Wait:
+class Wait:
+    """The type of :data:`WAIT`."""
+
     __slots__ = ()
 
     def __repr__(self) -> str:
         return "WAIT"
 
 
-WAIT: Final = _Wait()
+WAIT: Final = Wait()
 """Yielded by an operation that needs the next event of its exchange."""
 
-Op = Generator[Event | _Wait, None, T]
+Op = Generator[Event | Wait, None, T]
+
+
+class Steps(Generic[T]):
+    """An operation as a driver runs it: :meth:`advance` gives the next step (an event to
+    send, or WAIT) until it returns None, the operation's result then in ``value``."""
+
+    __slots__ = ("_op", "value")
+
+    def __init__(self, op: Op[T]) -> None:
+        self._op = op
+        self.value: T = cast(T, None)
+
+    def advance(self, refused: LocalProtocolError | None = None) -> Event | Wait | None:
+        """The step after the last one was done; ``refused``: the engine refused to send
+        its event (the operation decides what that means, see ``_emit``)."""
+        try:
+            return self._op.send(None) if refused is None else self._op.throw(refused)
+        except StopIteration as stop:
+            self.value = stop.value
+            return None
+
+    def close(self) -> None:
+        self._op.close()
 
 
 class Kind(enum.Enum):
@@ -123,18 +149,20 @@ class Exchange:
         self.sparse = sparse
         limit = V1_CHUNK_MAX if variant is Variant.V1 else chunk_size
         self.chunk_size = max(1, min(chunk_size, limit))
+        # What the wire says (V1 calls outstanding, READs to answer, the table's state) is
+        # the engine's exchange's, read there.  What is kept here is the application's side:
+        # the events routed to it and not yet taken (the engine routes ahead of it), and
+        # what it has taken or promised so far.
         self.inbox: deque[Event] = deque()
-        self.closed = False  # the exchange is over (for this endpoint)
+        self.closed = False  # the application has seen (or made) the exchange's end
         self.result: Any = None  # the primary reply's result
-        self.outstanding = 0  # client V1: stream calls sent and not answered
-        self.read_sizes: deque[int] = deque()  # server V1 download: READs to answer
         self.ack_due = False  # server V1 upload: last chunk handed out, not yet acked
-        self.accepted = False  # server: the reply opened the stream (V3: at once)
-        self.eof = False  # end of data seen / sent
-        self.aborted = False  # server: the client aborted; confirmation pending
+        self.accepted = False  # server: the application accepted the call (V3: no reply)
+        self.eof = False  # the application took (or sent) the end of data
+        self.aborted = False  # server: the application saw the client's abort
         # set by the driver
         self.on_consumed: Callable[[int, int], None] = lambda serial, n: None
-        self.engine: EngineExchange | None = None  # server: the engine's own exchange
+        self.engine: EngineExchange | None = None  # the engine's exchange, once it has one
         self.waker: Any = None
         self.abort_event: Any = None  # server: set when the client's abort arrives
 
@@ -159,11 +187,20 @@ def _pop(ex: Exchange) -> Op[Event]:
     return event
 
 
-def _emit(ex: Exchange, event: Event) -> Op[None]:
-    """Send ``event``.  If the engine refuses it because the peer ended the exchange (or
-    reached the end of data) meanwhile, the peer's event, still in the inbox, explains."""
+def _engine(ex: Exchange) -> EngineExchange:
+    """The engine's exchange, where V1's outstanding calls are counted (§7.2.4)."""
+    if ex.engine is None:
+        raise TransportError(f"{ex!r}: the engine has no exchange for it (driver bug)")
+    return ex.engine
+
+
+def _emit(ex: Exchange, event: Event) -> Op[bool]:
+    """Send ``event`` (True).  If the engine refuses it because the peer ended the exchange
+    (or reached the end of data) meanwhile, the peer's event, still in the inbox, explains
+    (False: a READ that came too late, the end of data is on its way)."""
     try:
         yield event
+        return True
     except LocalProtocolError:
         for pending in ex.inbox:
             kind = type(pending)
@@ -172,7 +209,7 @@ def _emit(ex: Exchange, event: Event) -> Op[None]:
             if kind is StreamAbort and not ex.client:
                 raise _server_aborted(ex) from None
             if kind is StreamEnd and type(event) is StreamRead:
-                return  # the READ came too late: end of data is on its way (§7.2.3)
+                return False  # the READ came too late: end of data is on its way (§7.2.3)
         raise
 
 
@@ -224,7 +261,7 @@ def client_call(ex: Exchange, call: Call) -> Op[Any]:
 def _upload_event(ex: Exchange, event: Event) -> None:
     kind = type(event)
     if kind is StreamAck:
-        ex.outstanding -= 1
+        pass  # the engine freed its window slot when it arrived
     elif isinstance(event, (StreamError, ErrorReply)):
         raise _failed(ex, event.error)
     else:
@@ -236,9 +273,8 @@ def _upload_slot(ex: Exchange) -> Op[None]:
     while ex.inbox:
         _upload_event(ex, ex.inbox.popleft())
     if ex.v1:
-        while ex.outstanding >= V1_WINDOW:
+        while not _engine(ex).window:
             _upload_event(ex, (yield from _pop(ex)))
-        ex.outstanding += 1
 
 
 def client_send(ex: Exchange, data: bytes | bytearray | memoryview) -> Op[None]:
@@ -272,8 +308,8 @@ def client_finish(ex: Exchange) -> Op[Any]:
         event = yield from _pop(ex)
         kind = type(event)
         if kind is StreamAck:
-            ex.outstanding -= 1
-        elif kind is StreamConfirm or kind is Reply:
+            continue
+        if kind is StreamConfirm or kind is Reply:
             ex.closed = True
             if isinstance(event, Reply):
                 ex.result = event.result
@@ -306,21 +342,19 @@ def client_recv(ex: Exchange) -> Op[Chunk | None]:
     if ex.closed:
         return None
     while True:
-        if ex.v1:
-            while not ex.eof and ex.outstanding < V1_WINDOW:
-                ex.outstanding += 1
-                yield from _emit(ex, StreamRead(ex.serial, ex.chunk_size))
+        # V1: READs outstanding on the wire plus answers not yet taken stay within the
+        # window (§7.2.4), so at most a window of chunks waits for the application
+        while ex.v1 and not ex.eof and _engine(ex).window > len(ex.inbox):
+            if not (yield from _emit(ex, StreamRead(ex.serial, ex.chunk_size))):
+                break
         event = yield from _pop(ex)
         kind = type(event)
         if isinstance(event, StreamData):
-            ex.outstanding -= ex.v1
             return memoryview(event.data)
         if isinstance(event, StreamHole):
-            ex.outstanding -= ex.v1
             return Hole(event.length)
         if kind is StreamEnd:
-            ex.eof = True
-            ex.outstanding = 0  # later READs are cancelled (§7.2.3)
+            ex.eof = True  # the engine cancelled the later READs (§7.2.3)
             if ex.variant is not Variant.V3:
                 yield from _emit(ex, StreamFinish(ex.serial))
             continue
@@ -338,7 +372,6 @@ def client_recv(ex: Exchange) -> Op[Chunk | None]:
 def _server_aborted(ex: Exchange) -> StreamAborted:
     ex.aborted = True
     ex.ack_due = False
-    ex.read_sizes.clear()
     return StreamAborted(f"{ex!r}: the client aborted the stream")
 
 
@@ -399,8 +432,8 @@ def server_complete(ex: Exchange, result: Any) -> Op[None]:
 
 def _download_event(ex: Exchange, event: Event) -> None:
     kind = type(event)
-    if isinstance(event, StreamRead):
-        ex.read_sizes.append(event.max_bytes)
+    if kind is StreamRead:
+        pass  # the engine keeps the READs to answer (§7.2.3)
     elif kind is StreamAbort:
         raise _server_aborted(ex)
     else:
@@ -413,9 +446,9 @@ def _download_slot(ex: Exchange) -> Op[int]:
         _download_event(ex, ex.inbox.popleft())
     if not ex.v1:
         return ex.chunk_size
-    while not ex.read_sizes:
+    while not (size := _engine(ex).read_max):  # the oldest READ to answer
         _download_event(ex, (yield from _pop(ex)))
-    return ex.read_sizes.popleft()
+    return size
 
 
 def server_send(ex: Exchange, data: bytes | bytearray | memoryview) -> Op[None]:
@@ -448,7 +481,6 @@ def server_end(ex: Exchange, result: Any) -> Op[None]:
     yield from _download_slot(ex)
     yield from _emit(ex, StreamEnd(ex.serial))
     ex.eof = True
-    ex.read_sizes.clear()
     if ex.variant is Variant.V3:
         yield from _emit(ex, Reply(ex.serial, result))
         ex.closed = True
@@ -482,13 +514,17 @@ def server_fail(ex: Exchange, error: RemoteError) -> Op[None]:
 
 
 def _v1_outstanding(ex: Exchange) -> int:
-    return len(ex.engine.pending) if ex.engine is not None else 0
+    return len(_engine(ex).pending)
 
 
 def server_conclude(ex: Exchange, exc: BaseException | None, value: Any) -> Op[None]:
-    """After the handler returned (or raised): end the exchange if it has not ended."""
-    if ex.closed:
+    """After the handler returned ``value`` or raised ``exc``: end the exchange if it has
+    not ended (a handler that lost its connection has nothing left to end; one that saw
+    the client's abort ends as if it had returned)."""
+    if ex.closed or isinstance(exc, ConnectionLost):
         return
+    if isinstance(exc, StreamAborted):
+        exc = None
     if not ex.aborted and any(type(event) is StreamAbort for event in ex.inbox):
         ex.aborted = True  # the handler gave up before reading up to the abort
         ex.inbox.clear()
