@@ -22,7 +22,7 @@ from xdrstream.protocol.events import (
     StreamData,
     StreamRead,
 )
-from xdrstream.protocol.framing import Header, pack_frame
+from xdrstream.protocol.framing import Header, pack_frame, pack_header
 from xdrstream.protocol.states import Kind as EngineKind
 from xdrstream.restore.server import PROC_PING, PROGRAM, RESTORE_PROCS, SAVE_PROCS, VERSION, schema
 from xdrstream.transport.blocking import BlockingConnection, SocketChannel
@@ -256,3 +256,23 @@ def test_v1_download_keeps_its_reads_within_the_engines_window() -> None:
     with pytest.raises(StopIteration) as done:
         op.send(None)  # no second READ: with the answers waiting, the window is full
     assert bytes(done.value.value) == b"d" and ex.engine.window == 2
+
+
+def test_received_goes_on_filling_a_frame_in_place_while_the_limits_allow() -> None:
+    """After the read that starts a large frame, the driver fills it without routing in
+    between (nothing can come out before it is complete), but not past the budget (§8.5)."""
+    core, _ = server_core(memory_budget=64 << 10)
+    unknown = PROC_PING + 1000  # no argument bound: its payload is received in place
+    head = pack_header(Header(PROGRAM, VERSION, unknown, CALL, 1, 0), 1 << 20)
+    buffer, due = core.receiving()
+    assert due == 0  # at a frame boundary: no frame in place yet
+    buffer[: len(head)] = head
+    first = len(buffer)
+    assert core.received(first, False, time.monotonic())
+    buffer, due = core.receiving()
+    assert due == (1 << 20) - (first - len(head))  # the rest of its payload, in place
+    while core.received(len(buffer), False, time.monotonic()):
+        buffer, due = core.receiving()
+    # it stopped with the frame still due, once the budget was spent
+    assert core.engine.frame_remaining and core.account.budget.exhausted
+    assert core.engine.buffered < 2 * (64 << 10) and not core.may_read()

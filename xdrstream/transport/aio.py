@@ -386,9 +386,7 @@ class AsyncConnection(Endpoint[AsyncChannel]):
     # ------------------------------------------------------------------ reading
     async def _read_loop(self) -> None:
         core = self._core
-        engine = self.engine
         channel = self._channel
-        hint = self.options.recv_buffer
         try:
             while core.drain():
                 while core.error is None and not core.may_read():
@@ -401,16 +399,15 @@ class AsyncConnection(Endpoint[AsyncChannel]):
                 if core.holding:  # frames held back by max_client_requests: route them first
                     continue
                 # receive in place: a large payload lands in its final buffer (§12.1)
-                buffer = engine.get_buffer(hint)
-                in_frame = engine.frame_remaining
-                count = total = await channel.recv_into(buffer)
-                # a large frame is arriving: fill the rest of its payload buffer before
-                # going back to the engine (no event can come out before it is complete)
-                while in_frame and count and total < len(buffer):
-                    core.progress = time.monotonic()
-                    count = await channel.recv_into(buffer[total:])
-                    total += count
-                core.received(total, not count, time.monotonic())
+                filling = True
+                while filling:
+                    buffer, in_frame = core.receiving()
+                    count = total = await channel.recv_into(buffer)
+                    while in_frame and count and total < len(buffer):
+                        core.progress = time.monotonic()
+                        count = await channel.recv_into(buffer[total:])
+                        total += count
+                    filling = core.received(total, not count, time.monotonic())
         except asyncio.CancelledError:
             raise
         except BaseException as exc:

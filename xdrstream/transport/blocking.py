@@ -382,9 +382,7 @@ class BlockingConnection(Endpoint[SocketChannel]):
     # ------------------------------------------------------------------ threads
     def _read_loop(self) -> None:
         core = self._core
-        engine = self.engine
         channel = self._channel
-        hint = self.options.recv_buffer
         try:
             while True:
                 with self._cond:
@@ -401,20 +399,23 @@ class BlockingConnection(Endpoint[SocketChannel]):
                         continue
                     # receive in place: a large payload lands in its final buffer (§12.1);
                     # only this thread touches the engine's receive side
-                    buffer = engine.get_buffer(hint)
-                    in_frame = engine.frame_remaining
-                count = total = channel.recv_into(buffer)
+                    buffer, in_frame = core.receiving()
                 # A large frame is arriving: fill the rest of its payload buffer with
                 # plain reads; nothing can be routed (and no one notified) before it is
-                # complete, so the lock, the drain and the wake-ups wait until then.
-                while in_frame and count and total < len(buffer):
-                    core.progress = time.monotonic()
-                    count = channel.recv_into(buffer[total:])
-                    total += count
-                with self._cond:
-                    if core.error is not None:
-                        return
-                    core.received(total, not count, time.monotonic())
+                # complete, so the drain and the wake-ups wait until then.
+                filling = True
+                while filling:
+                    count = total = channel.recv_into(buffer)
+                    while in_frame and count and total < len(buffer):
+                        core.progress = time.monotonic()
+                        count = channel.recv_into(buffer[total:])
+                        total += count
+                    with self._cond:
+                        if core.error is not None:
+                            return
+                        filling = core.received(total, not count, time.monotonic())
+                        if filling:
+                            buffer, in_frame = core.receiving()
                 if channel.needs_flush:
                     with self._cond:
                         self._cond.notify_all()

@@ -213,8 +213,17 @@ class DriverCore:
         if gone:
             self.fail(ConnectionLost(f"{self.peer}: connection closed"))
 
-    def received(self, total: int, eof: bool, now: float) -> None:
-        """``total`` bytes were received into the engine's buffer (``eof``: then the end)."""
+    def receiving(self) -> tuple[memoryview, int]:
+        """The buffer to receive into next and the bytes of an in-place frame still due
+        (0 if none): while they are, the buffer is that frame's payload (§12.1), to fill
+        with as many reads as it takes before :meth:`received`."""
+        buffer = self.engine.get_buffer(self.options.recv_buffer)
+        return buffer, self.engine.frame_remaining
+
+    def received(self, total: int, eof: bool, now: float) -> bool:
+        """``total`` bytes were received into the engine's buffer (``eof``: then the end).
+        True if a large frame received in place is still due and the limits let it grow:
+        go on filling it (no event can come out before it is complete: routing waits)."""
         self.last_rx = self.progress = now
         self._missed = 0
         engine = self.engine
@@ -222,6 +231,8 @@ class DriverCore:
             engine.buffer_updated(total)
         if eof:  # the peer closed (maybe inside a frame: §3.5)
             engine.buffer_updated(0)
+            return False
+        return engine.frame_remaining > 0 and self.may_read()
 
     def drain(self) -> bool:
         """Route every complete event; False once the connection is over.  A server at
@@ -230,8 +241,11 @@ class DriverCore:
         exchanges = self.exchanges
         self.holding = self.routed = False
         server = self.role is Role.SERVER
+        # calls unanswered: only a call routed here adds one (the application, which
+        # answers them, does not run meanwhile)
+        requests = self.requests() if server else 0
         while self.error is None:
-            if server and engine.buffered and self.requests() >= self.limits.max_client_requests:
+            if server and engine.buffered and requests >= self.limits.max_client_requests:
                 self.holding = True
                 return True
             event = engine.next_event()
@@ -254,6 +268,7 @@ class DriverCore:
                 return False
             elif isinstance(event, Call):
                 self._incoming(event)
+                requests += 1
             elif isinstance(event, ExchangeEvent):
                 ex = exchanges.get(event.serial)
                 if ex is not None:
