@@ -766,6 +766,42 @@ def rates(
     return {k: iterations / timeit.Timer(f).timeit(iterations) for k, f in fns.items()}
 
 
+def nfs_breakdown(repeat: int, budget: float, iterations: int | None) -> None:
+    """What one NFSv4 operation of COMPOUND4args costs to unpack (ns), and the fixed cost
+    of any top-level call."""
+    nfs = unit(LIBNFS, "nfs4/nfs4.x").load()
+    Op, Argop, Read = nfs["nfs_opnum4"], nfs["nfs_argop4"], nfs["READ4args"]
+    Stateid = nfs["stateid4"]
+    read = Read(stateid=Stateid(seqid=1, other=bytes(12)), offset=1 << 20, count=4096)
+    op = Argop(Op.OP_READ, read)
+    op_wire, read_wire = bytes(Argop.pack(op)), bytes(Read.pack(read))
+    getfh_wire = bytes(Argop.pack(Argop(Op.OP_GETFH, None)))
+    word = nfs.codec("unsigned int")
+    word_wire = word.pack(7)
+
+    def x3_read(data: bytes) -> Any:
+        u = Unpacker(data)
+        o = Op(u.unpack_enum())
+        sid = Stateid(seqid=u.unpack_uint(), other=u.unpack_fopaque(12))
+        return Argop(o, Read(stateid=sid, offset=u.unpack_uhyper(), count=u.unpack_uint()))
+
+    fns: dict[str, Callable[[], object]] = {
+        "a READ operation, unpack (ours)": lambda: Argop.unpack(op_wire),
+        "  its READ4args alone": lambda: Read.unpack(read_wire),
+        "  a GETFH operation (void arm)": lambda: Argop.unpack(getfh_wire),
+        "  any top-level call: one unsigned int": lambda: word.unpack(word_wire),
+        "a READ operation, unpack (xdrlib3)": lambda: x3_read(op_wire),
+    }
+    timed = rates(fns, repeat, budget, iterations)
+    print()
+    print("Where an NFSv4 operation's time goes (nfs_argop4, 40 arms):")
+    print()
+    print("| piece | ns |")
+    print("|---|---:|")
+    for label, rate in timed.items():
+        print(f"| {label} | {1e9 / rate:,.0f} |")
+
+
 def typed_param_breakdown(lv: Any, repeat: int, budget: float, iterations: int | None) -> None:
     """What unpacking one remote_typed_param costs, piece by piece (ns per element)."""
     P, V = lv["remote_typed_param"], lv["remote_typed_param_value"]
@@ -969,6 +1005,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if any("param" in m for m in missed):
         typed_param_breakdown(lv, repeat, budget, args.iterations)
+    if any("COMPOUND4" in m for m in missed) and not notes:
+        nfs_breakdown(repeat, budget, args.iterations)
     return 0
 
 

@@ -142,3 +142,16 @@ def test_it_can_be_turned_off_and_an_unwritable_cache_is_ignored(
     assert schema["point"].pack(schema["point"](x=1, y=2)) == bytes.fromhex(
         "00000001" + "0000000000000002"
     )
+
+
+def test_an_entry_of_another_user_is_not_run(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compile_schema(SCHEMA, filename="demo.x")
+    (entry,) = entries(cache)
+    assert codec._cache_load(entry) is not None
+    monkeypatch.setattr(codec.os, "getuid", lambda: entry.stat().st_uid + 1)
+    assert codec._cache_load(entry) is None
+    generated = []
+    real = codec.generate
+    monkeypatch.setattr(codec, "generate", lambda *a, **k: generated.append(1) or real(*a, **k))
+    schema = compile_schema(SCHEMA, filename="demo.x")
+    assert generated == [1] and schema["point"](x=1, y=2).y == 2

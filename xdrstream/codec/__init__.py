@@ -120,7 +120,7 @@ schema compiled before loads its code instead of parsing, generating and compili
 the model is rebuilt only when something needs it (error messages, ``schema.model``).
 Files are written atomically (a temporary file renamed); at most ``CACHE_ENTRIES`` are kept
 (the least recently written go first); an unreadable or unwritable cache is ignored.
-``XDRSTREAM_NO_CODEC_CACHE=1`` turns it off.
+Only files owned by the user are loaded. ``XDRSTREAM_NO_CODEC_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -257,7 +257,11 @@ def _cache_dir() -> Path | None:
 
 def _cache_load(path: Path) -> tuple[str, types.CodeType] | None:
     try:
-        entry = marshal.loads(path.read_bytes())
+        with path.open("rb") as file:
+            # Code is run from it: only a file of this user's (XDG_CACHE_HOME may be shared).
+            if hasattr(os, "getuid") and os.fstat(file.fileno()).st_uid != os.getuid():
+                return None
+            entry = marshal.loads(file.read())
     except (OSError, EOFError, ValueError, TypeError):
         return None
     if (

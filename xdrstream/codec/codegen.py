@@ -68,6 +68,7 @@ BUILTINS: dict[str, XType] = {
 
 # Largest fixed array of scalars fused into a struct run (bigger ones get their own call).
 _MAX_FUSED_ARRAY = 32
+_MAX_FUSED_OPAQUE = 256  # bytes of a fixed opaque fused into a struct run
 # Largest struct/union (in type nodes) whose code is inlined into each of its users.
 _MAX_INLINE_WEIGHT = 10
 # Unions with more runs of labels than this dispatch by bisection (measured on NFSv4's
@@ -118,7 +119,8 @@ class Generator:
 
     def fusable(self, t: XType) -> bool:
         """Fixed-size types whose whole encoding is one struct format without checks on
-        padding: scalars, fixed arrays of scalars and structs made only of such."""
+        padding: scalars, fixed arrays of scalars, fixed opaque data of whole words (libvirt's
+        UUIDs, NFSv4's stateids and verifiers) and structs made only of such."""
         key = id(t)
         cached = self.fusable_cache.get(key)
         if cached is not None:
@@ -126,6 +128,10 @@ class Generator:
         self.fusable_cache[key] = False  # guards against recursion
         if isinstance(t, (m.Prim, m.Bool, m.Enum)):
             result = True
+        elif isinstance(t, m.Opaque):
+            # No padding to check: ``Ns`` packs it, ``Nx`` skips it on unpack (the value is
+            # a slice of the input, a memoryview with zero_copy as any opaque).
+            result = t.fixed and not t.size & 3 and 0 < t.size <= _MAX_FUSED_OPAQUE
         elif isinstance(t, m.Array):
             result = t.fixed and self.scalar(t.element) and t.size <= _MAX_FUSED_ARRAY
         elif isinstance(t, m.Struct):
@@ -337,6 +343,14 @@ class Generator:
             if self.model.strict_enums:
                 fn.emit(ind, f"if {var} not in _E_{t.ident}: raise _Invalid")
             return "i", [var]
+        if isinstance(t, m.Opaque):
+            var = fn.tmp()
+            fn.emit(ind, f"{var} = {expr}")
+            fn.emit(ind, f"if {var}.__class__ is not bytes:")  # struct's "s" takes only bytes
+            fn.emit(ind + 1, f"if not _is_bytes({var}): raise _Invalid")
+            fn.emit(ind + 1, f"{var} = _bytes({var})")
+            fn.emit(ind, f"if len({var}) != {t.size}: raise _Invalid")
+            return f"{t.size}s", [var]
         if isinstance(t, m.Array):
             var = fn.tmp()
             fn.emit(ind, f"{var} = {expr}")
@@ -470,6 +484,7 @@ class Generator:
         fmt: list[str] = []
         names: list[str] = []
         checks: list[str] = []  # range checks of narrow integers, after the unpack
+        slices: list[tuple[str, int, int]] = []  # fixed opaques: (name, offset in run, size)
         results: list[Expr] = []
 
         def flush() -> None:
@@ -477,18 +492,26 @@ class Generator:
                 full = ">" + "".join(fmt)
                 s = self.struct_const(full)
                 size = struct.calcsize(full)
-                target = ", ".join(names) + ("," if len(names) == 1 else "")
-                fn.emit(ind, f"{target} = {s}.unpack_from(buf, off)")
+                if names:
+                    target = ", ".join(names) + ("," if len(names) == 1 else "")
+                    fn.emit(ind, f"{target} = {s}.unpack_from(buf, off)")
+                else:
+                    fn.emit(ind, f"if off + {size} > len(buf): raise _Invalid")
+                for var, at, n in slices:
+                    start = f"off + {at}" if at else "off"
+                    fn.emit(ind, f"{var} = buf[{start}:off + {at + n}]")
                 fn.emit(ind, f"off += {size}")
                 for check in checks:
                     fn.emit(ind, f"if not {check}: raise _Invalid")
                 fmt.clear()
                 names.clear()
                 checks.clear()
+                slices.clear()
 
         def item(t: XType) -> Expr:
             if self.fusable(t):
-                f, expr = self.unpack_fixed(fn, t, names, checks)
+                at = struct.calcsize(">" + "".join(fmt))
+                f, expr = self.unpack_fixed(fn, t, names, checks, slices, at)
                 fmt.append(f)
                 return expr
             if self.head_fmt(t) is not None:
@@ -516,8 +539,20 @@ class Generator:
         return results
 
     def unpack_fixed(
-        self, fn: _Fn, t: XType, names: list[str], checks: list[str]
+        self,
+        fn: _Fn,
+        t: XType,
+        names: list[str],
+        checks: list[str],
+        slices: list[tuple[str, int, int]],
+        at: int,
     ) -> tuple[str, Expr]:
+        """Format and value of fusable ``t`` at byte ``at`` of its run: its struct values
+        are appended to ``names``, its fixed opaques to ``slices``."""
+        if isinstance(t, m.Opaque):
+            var = fn.tmp()
+            slices.append((var, at, t.size))
+            return f"{t.size}x", var
         if self.scalar(t):
             var = fn.tmp()
             names.append(var)
@@ -536,7 +571,8 @@ class Generator:
         fmts: list[str] = []
         exprs: list[Expr] = []
         for f in t.fields:
-            ff, ee = self.unpack_fixed(fn, f.type, names, checks)
+            ff, ee = self.unpack_fixed(fn, f.type, names, checks, slices, at)
+            at += struct.calcsize(">" + ff)
             fmts.append(ff)
             exprs.append(ee)
         return "".join(fmts), _New(t.ident, self.fields_py(t), exprs)
@@ -732,10 +768,14 @@ class Generator:
             fn = _Fn(False)
             names: list[str] = []
             checks: list[str] = []
-            f, expr = self.unpack_fixed(fn, t, names, checks)
+            slices: list[tuple[str, int, int]] = []
+            f, expr = self.unpack_fixed(fn, t, names, checks, slices, 0)
             s = self.struct_const(">" + f)
             target = ", ".join(names) + ("," if len(names) == 1 else "")
-            fn.emit(1, f"{target} = {s}.unpack(buf)")  # struct.error unless exactly its size
+            # struct.error unless buf is exactly its size
+            fn.emit(1, f"{target} = {s}.unpack(buf)" if names else f"{s}.unpack(buf)")
+            for var, at, n in slices:
+                fn.emit(1, f"{var} = buf[{at}:{at + n}]")
             for check in checks:
                 fn.emit(1, f"if not {check}: raise _Invalid")
             fn.emit(1, f"return {self.materialize(fn, expr, 1)}")

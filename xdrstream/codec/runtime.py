@@ -263,7 +263,7 @@ def _direct(
             raise schema.encode_error(name, value, exc) from None
 
     def unpack(data: Any, zero_copy: bool = False) -> Any:
-        if data.__class__ is bytes:
+        if data.__class__ is bytes and not zero_copy:  # zero_copy: opaques as views
             try:
                 return decode_fn(data)
             except Exception:
