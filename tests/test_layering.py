@@ -1,7 +1,7 @@
 """The package's layering (README "Layout"), checked on the source with :mod:`ast`.
 
 * Each top-level package imports only the packages below it (``ALLOWED``), which must form
-  no cycle. The ``commands`` modules that :data:`xdrstream.cli.COMMAND_MODULES` wires in
+  no cycle. The ``commands`` modules that :data:`xdrstream.cli.COMMANDS` wires in
   (and the ``*_commands`` modules they delegate to) are the command line's layer: it
   composes all the others, so they may import any package.
 * ``codec`` and ``protocol`` do no I/O: they import no socket, event-loop, process, thread or
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from xdrstream.cli import COMMAND_MODULES
+from xdrstream.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "xdrstream"
@@ -118,7 +118,7 @@ def package_of(dotted: str) -> str | None:
 def upward_imports() -> list[str]:
     found = []
     for module in modules():
-        if module.name in TOP or module.name in COMMAND_MODULES or _is_cli(module.name):
+        if module.name in TOP or module.name in COMMANDS.values() or _is_cli(module.name):
             continue
         own = package_of(module.name)
         assert own in ALLOWED, f"{module.where(1)}: package {own!r} is missing from ALLOWED"
