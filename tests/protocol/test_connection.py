@@ -225,19 +225,6 @@ def test_stream_data_of_wide_items_is_sent_as_its_bytes(kind: str) -> None:
     assert isinstance(event, StreamData) and bytes(event.data) == words.tobytes()
 
 
-@pytest.mark.parametrize("kind", ["v2 upload", "v3 upload"])
-def test_data_frames_of_changing_sizes_each_carry_their_own_length(kind: str) -> None:
-    # the sender reuses the last data frame's 28 header bytes while the size stays the same
-    client, server = pair()
-    serial = open_stream(kind, client, server)
-    sizes = [5, 5, 7, 5, 5, 1, 7]
-    wire = b"".join(client.send(StreamData(serial, bytes([n]) * n)) for n in sizes)
-    events = deliver(server, wire)
-    assert [bytes(e.data) for e in events if isinstance(e, StreamData)] == [
-        bytes([n]) * n for n in sizes
-    ]
-
-
 def test_received_data_is_a_view_of_the_received_bytes() -> None:
     client, server = pair()
     serial = open_stream("v2 upload", client, server)
