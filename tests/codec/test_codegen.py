@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import importlib
 import linecache
+import math
 import os
 import struct
 import subprocess
@@ -170,6 +171,15 @@ def test_value_classes(schema: Schema) -> None:
     # Enum values decode to members; encode takes members or their int values.
     assert schema["scalars"].unpack(bytes(28) + be("fdi", 0, 0, -2)).c is C.NEG
     assert R.pack(R(status=7, value="")) == R.pack(R(status=C.BLUE, value=""))
+
+
+def test_a_value_equals_itself_as_a_dataclass_does() -> None:
+    """Equality compares field tuples (identity first, as @dataclass): a NaN field keeps a
+    value equal to itself, whether the struct has one field or two."""
+    schema = compile_schema("struct one { double d; }; struct two { double a; double b; };")
+    one, two = schema["one"](d=math.nan), schema["two"](a=math.nan, b=1.0)
+    assert one == one and two == two
+    assert schema["one"](d=1.0) == schema["one"](d=1.0) != schema["one"](d=2.0)
 
 
 def test_fused_struct_runs_in_generated_source(schema: Schema) -> None:

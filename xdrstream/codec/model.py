@@ -571,7 +571,8 @@ class Resolver:
                 "a type must be defined in the schema, or compiled together with the file "
                 "that defines it (rpcgen would leave its xdr_ routine to a C library)"
             )
-        first = lines[0].split(": ", 1)[1]
+        name, (kind, _) = next(iter(missing.items()))
+        first = f"undefined {kind} {name!r}"  # self.error names its place
         rest = "\n".join([*lines[1:], f"{len(missing)} undefined names: {'; '.join(hints)}"])
         raise self.error(f"{first}\n{rest}", next(iter(missing.values()))[1])
 

@@ -100,7 +100,13 @@ def dataclass_methods(
     """``__eq__`` and ``__repr__`` as ``@dataclass`` writes them for fields ``names``:
     equal when of the same class with equal field tuples; ``name(field=value!r, ...)``,
     and ``...`` where a value contains itself."""
-    get = operator.attrgetter(*names) if names else (lambda value: ())
+    # always a tuple, as @dataclass compares: one field's attrgetter returns the bare value,
+    # and a NaN field would then make a value unequal to itself
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        get: Callable[[Any], Any] = lambda value: (one(value),)  # noqa: E731
+    else:
+        get = operator.attrgetter(*names) if names else (lambda value: ())
 
     def __eq__(self: Any, other: Any) -> Any:
         if other.__class__ is self.__class__:
