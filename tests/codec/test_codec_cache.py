@@ -125,7 +125,7 @@ def test_the_cache_is_bounded(cache: Path, monkeypatch: pytest.MonkeyPatch) -> N
     for n in range(5):
         compile_schema(f"const N{n} = {n};", filename="n.x")
     assert len(entries(cache)) == 3
-    assert not list(cache.glob(".tmp-*"))  # atomic writes leave no temporary file
+    assert not list(cache.glob("*.tmp"))  # atomic writes leave no temporary file
 
 
 def test_it_can_be_turned_off_and_an_unwritable_cache_is_ignored(
@@ -155,3 +155,14 @@ def test_an_entry_of_another_user_is_not_run(cache: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(codec, "generate", lambda *a, **k: generated.append(1) or real(*a, **k))
     schema = compile_schema(SCHEMA, filename="demo.x")
     assert generated == [1] and schema["point"](x=1, y=2).y == 2
+
+
+def test_an_entry_under_another_key_or_writable_by_others_is_not_run(cache: Path) -> None:
+    compile_schema(SCHEMA, filename="demo.x")
+    compile_schema(SCHEMA + "const N = 1;", filename="demo.x")
+    first, second = entries(cache)
+    assert codec._cache_load(first) is not None
+    first.write_bytes(second.read_bytes())  # the other schema's code under this key
+    assert codec._cache_load(first) is None
+    second.chmod(0o622)
+    assert codec._cache_load(second) is None

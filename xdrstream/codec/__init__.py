@@ -167,7 +167,7 @@ __all__ = [
 
 DEFAULT_MAX_DEPTH = 200
 CACHE_ENTRIES = 256  # generated modules kept in the on-disk cache
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # (format, key, source, code)
 
 Constants = Mapping[str, "int | str"]
 Sources = Sequence[tuple[str, str]]
@@ -258,20 +258,23 @@ def _cache_dir() -> Path | None:
 def _cache_load(path: Path) -> tuple[str, types.CodeType] | None:
     try:
         with path.open("rb") as file:
-            # Code is run from it: only a file of this user's (XDG_CACHE_HOME may be shared).
-            if hasattr(os, "getuid") and os.fstat(file.fileno()).st_uid != os.getuid():
+            # Code is run from it: only a file of this user's that no one else may write
+            # (XDG_CACHE_HOME may be shared).
+            status = os.fstat(file.fileno())
+            if status.st_mode & 0o022 or (hasattr(os, "getuid") and status.st_uid != os.getuid()):
                 return None
             entry = marshal.loads(file.read())
     except (OSError, EOFError, ValueError, TypeError):
         return None
     if (
         isinstance(entry, tuple)
-        and len(entry) == 3
+        and len(entry) == 4
         and entry[0] == _CACHE_FORMAT
-        and isinstance(entry[1], str)
-        and isinstance(entry[2], types.CodeType)
+        and entry[1] == path.stem  # the key it was written for: a renamed entry is not run
+        and isinstance(entry[2], str)
+        and isinstance(entry[3], types.CodeType)
     ):
-        return entry[1], entry[2]
+        return entry[2], entry[3]
     return None
 
 
@@ -280,11 +283,12 @@ def _cache_store(path: Path, source: str, code: types.CodeType) -> None:
     ``CACHE_ENTRIES``. Best effort: a cache that cannot be written is no error."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
+        # not a ".bin": the bound's count below must not take (or remove) a write in flight
+        tmp = path.with_name(f".{path.stem}-{os.getpid()}-{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "wb") as file:
-                file.write(marshal.dumps((_CACHE_FORMAT, source, code)))
+                file.write(marshal.dumps((_CACHE_FORMAT, path.stem, source, code)))
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
