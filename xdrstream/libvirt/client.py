@@ -82,8 +82,6 @@ class Transfer:
 class _Digest:
     """Byte counts and, if asked, the SHA-256 of data and holes (holes hashed as zeros)."""
 
-    _ZEROS = memoryview(bytes(1 << 20))
-
     def __init__(self, checksum: bool) -> None:
         self.hash = hashlib.sha256() if checksum else None
         self.data = 0
@@ -96,10 +94,9 @@ class _Digest:
 
     def hole(self, length: int) -> None:
         self.holes += length
-        while self.hash is not None and length:
-            step = min(length, len(self._ZEROS))
-            self.hash.update(self._ZEROS[:step])
-            length -= step
+        if self.hash is not None:
+            for view in sparsemod.zeros(length):
+                self.hash.update(view)
 
     def result(self, started: float) -> Transfer:
         digest = None if self.hash is None else self.hash.hexdigest()

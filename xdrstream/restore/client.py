@@ -61,7 +61,7 @@ from xdrstream.transport import sparse as sparsemod
 from xdrstream.transport.aio import AsyncConnection
 from xdrstream.transport.blocking import BlockingConnection
 from xdrstream.transport.options import Options
-from xdrstream.transport.stream import BlockingStream, Hole, Stream
+from xdrstream.transport.stream import BlockingStream, Hole, Stream, iter_items
 
 Source = str | os.PathLike[str] | BinaryIO | IO[bytes] | Iterable[Any]
 Dest = str | os.PathLike[str] | BinaryIO | IO[bytes] | Callable[[memoryview], Any]
@@ -148,11 +148,7 @@ def iter_source(source: Source, sparse: bool = True) -> Iterator[memoryview | Ho
             yield view[:count]
         return
     items: Iterable[Any] = source
-    for item in items:
-        if isinstance(item, Hole):
-            yield item
-        elif len(item):
-            yield memoryview(item)
+    yield from iter_items(items)
 
 
 def _length(result: Any) -> int:
@@ -160,7 +156,6 @@ def _length(result: Any) -> int:
 
 
 # --------------------------------------------------------------------------- shared, I/O-free
-_ZEROS = memoryview(bytes(1 << 20))  # a hole's content, fed to a digest
 _T = TypeVar("_T", bound="_Tally")
 
 
@@ -168,11 +163,8 @@ def _feed(digest: Digest, item: memoryview | Hole) -> None:
     if not isinstance(item, Hole):
         digest.update(item)
         return
-    left = item.length
-    while left:
-        step = min(left, len(_ZEROS))
-        digest.update(_ZEROS[:step])
-        left -= step
+    for view in sparsemod.zeros(item.length):
+        digest.update(view)
 
 
 class _Digester:
@@ -299,7 +291,6 @@ class _Sink(_Tally):
             raise TypeError(
                 f"cannot save into {type(dest).__name__}: need a path, file or callable"
             )
-        self._zeros = memoryview(bytes(1 << 16))
 
     def data(self, view: memoryview) -> None:
         if self._writer is not None:
@@ -322,10 +313,8 @@ class _Sink(_Tally):
         if self._writer is not None:
             self._writer.hole(length)
             return
-        while length:
-            step = min(length, len(self._zeros))
-            self.data(self._zeros[:step])
-            length -= step
+        for view in sparsemod.zeros(length):
+            self.data(view)
 
     def close(self, ok: bool) -> None:
         try:
@@ -347,7 +336,7 @@ class _Sink(_Tally):
 
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
         try:
-            self.digester.close()
+            super().__exit__(kind, *rest)
         finally:
             self.close(kind is None)
 
@@ -554,17 +543,18 @@ class AsyncClient(_Calls):
     ) -> TransferResult:
         """As :meth:`Client.restore`; ``source`` may also be an async iterable.  Reading a
         local file happens on the event loop (page-cache reads are short)."""
-        tally = _Tally(variant, progress, digest, threaded=False)  # hashes on the loop
         stream = await self.open_restore(variant, name, size_hint)
-        async with _AbortOnError(stream):
-            async for item in _aiter_source(source, sparse):
-                tally.digester.start(item)
-                if isinstance(item, Hole):
-                    await stream.send_hole(item.length)
-                else:
-                    await stream.send(item)
-                tally.count(item)
-            return tally.result(await stream.finish())
+        # hashes on the loop
+        with _Tally(variant, progress, digest, threaded=False) as tally:
+            async with _AbortOnError(stream):
+                async for item in _aiter_source(source, sparse):
+                    tally.digester.start(item)
+                    if isinstance(item, Hole):
+                        await stream.send_hole(item.length)
+                    else:
+                        await stream.send(item)
+                    tally.count(item)
+                return tally.result(await stream.finish())
 
     async def save(
         self,

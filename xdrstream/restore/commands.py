@@ -231,11 +231,8 @@ def _register_transfer(subparsers: Any, command: str) -> None:
         action=argparse.BooleanOptionalAction,
         default=False,
         help=(
-            "print the SHA-256 of what was sent, hashed on a thread of its own as it goes "
-            '(about 0.6-1 CPU s/GiB; default off: "sha256": null)'
-            if restore
-            else "print the SHA-256 of what was written, hashed on a thread of its own as it "
-            'goes (about 0.6-1 CPU s/GiB; default off: "sha256": null)'
+            f"print the SHA-256 of what was {'sent' if restore else 'written'}, hashed on a "
+            'thread of its own as it goes (about 0.6-1 CPU s/GiB; default off: "sha256": null)'
         ),
     )
     _tls_client_options(parser)
@@ -430,11 +427,12 @@ def _refused_program(exc: BaseException, args: argparse.Namespace) -> CommandErr
     (§4.4.2, "Cannot find program N version V"): say that restore.x is what was refused,
     and what the server answers instead when one probe call finds out."""
     from xdrstream.restore.server import PROGRAM, VERSION
+    from xdrstream.transport.drivers import UNKNOWN_PROGRAM
     from xdrstream.transport.errors import ERR_RPC, RemoteFailure
 
     if not isinstance(exc, RemoteFailure) or exc.code != ERR_RPC:
         return None
-    if not exc.message.startswith("Cannot find program"):
+    if not exc.message.startswith(UNKNOWN_PROGRAM):
         return None
     text = (
         f"{args.connect} does not serve restore.x (program {PROGRAM:#x} = {PROGRAM} version "

@@ -37,16 +37,6 @@ TLS_RAW = 256 * 1024
 """Ciphertext bytes one TLS channel receives per read (its one receive buffer)."""
 
 
-def peer_gone(sock: socket.socket) -> bool:
-    """Whether ``sock``'s peer hung up (Linux POLLRDHUP: even with unread data queued)."""
-    fd = sock.fileno()
-    if fd < 0:
-        return True
-    poller = select.poll()
-    poller.register(fd, _HANGUP)
-    return any(events & _HANGUP for _, events in poller.poll(0))
-
-
 def byte_views(buffers: Iterable[bytes | bytearray | memoryview]) -> list[memoryview]:
     """``buffers`` as flat byte views for ``sendmsg``, the empty ones left out."""
     return [memoryview(b).cast("B") for b in buffers if len(b)]
@@ -71,8 +61,14 @@ class SocketBase:
 
     def peer_gone(self) -> bool:
         """Whether the peer closed or reset the connection, even with unread data left
-        (checked while reading is paused, when end of input cannot be read)."""
-        return peer_gone(self.sock)
+        (checked while reading is paused, when end of input cannot be read; Linux
+        POLLRDHUP)."""
+        fd = self.sock.fileno()
+        if fd < 0:
+            return True
+        poller = select.poll()
+        poller.register(fd, _HANGUP)
+        return any(events & _HANGUP for _, events in poller.poll(0))
 
     def peer_certificate(self) -> dict[str, Any] | None:
         return None

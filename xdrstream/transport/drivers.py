@@ -22,6 +22,10 @@ from xdrstream.transport.errors import (
     remote_error,
 )
 
+UNKNOWN_PROGRAM = "Cannot find program"
+"""How libvirtd's answer to a program or version it does not serve begins (then "N version
+V"; virnetserverprogram.c): ours begin alike, and clients recognise it by it."""
+
 
 def connection_error(exc: BaseException) -> TransportError:
     """The error a connection's users see when ``exc`` ended it (the cause is the caller's
@@ -55,7 +59,7 @@ def unknown_procedure(call: Call, served: Iterable[Program] | None = None) -> Re
     if served is not None and (call.program, call.version) not in {
         (p.number, p.version) for p in served
     }:
-        message = f"Cannot find program {call.program} version {call.version}"
+        message = f"{UNKNOWN_PROGRAM} {call.program} version {call.version}"
         return remote_error(ERR_RPC, message, domain=FROM_RPC)
     return remote_error(
         ERR_NO_SUPPORT,
