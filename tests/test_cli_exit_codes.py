@@ -98,11 +98,17 @@ def test_more_commands_name_an_unreachable_peer_once_exit_3(
     assert "xdrstream trace: error: cannot connect to the upstream: no such socket" in err
     assert not Path(f"{tmp_path}/listen.sock").exists()  # nothing left listening
     nodir = f"unix:{tmp_path}/no/dir.sock"
-    for argv in (["conformance", "judge", "--listen", nodir, "--upstream", none],
-                 ["trace", "record", "--listen", nodir, "--upstream", none, "-o", "t"],
-                 ["conformance", "serve", "--listen", nodir]):  # fmt: skip
-        assert main(argv) == 3, argv  # could not listen (or connect upstream)
-    capsys.readouterr()
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as upstream:  # reachable: the listen is what fails
+        upstream.bind(f"{tmp_path}/up.sock")
+        upstream.listen()
+        up = f"unix:{tmp_path}/up.sock"
+        for argv in (["conformance", "judge", "--listen", nodir, "--upstream", up],
+                     ["trace", "record", "--listen", nodir, "--upstream", up, "-o", "t"],
+                     ["conformance", "serve", "--listen", nodir]):  # fmt: skip
+            assert main(argv) == 3, argv  # could not listen
+            assert f"{tmp_path}/no/dir.sock" in capsys.readouterr().err, argv
 
 
 def test_fuzz_resources_with_no_such_pid_is_exit_2(

@@ -259,3 +259,6 @@ def test_the_committed_libvirt_traces_replay_or_say_why_not(daemon: Libvirtd) ->
     assert all(r.ok for r in results), [r.detail for r in results if not r.ok]
     assert any(not r.skipped for r in results)  # the screenshot: test:///default's domain
     assert any("pool UUID" in r.detail for r in results if r.skipped)
+    from xdrstream.cli import main
+
+    assert main(["conformance", "replay", "--target", f"unix:{daemon.socket_path}"]) == 0

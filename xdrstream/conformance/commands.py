@@ -269,6 +269,22 @@ def _file_error(path: str | Path, exc: OSError, verb: str = "read") -> str:
     return f"cannot {verb} {exc.filename or path}: {exc.strerror or exc}"
 
 
+def _reach(context: Context, args: argparse.Namespace) -> int | None:
+    """The target's program (``--program auto``) and one connection to it: an unreachable
+    target is exit 3 before anything runs, not every case's or trace's failure."""
+    try:
+        context.program = detect_program(context) if args.program == "auto" else args.program
+    except OSError as exc:  # ssl.SSLError and ConnectError are OSErrors
+        return _fail(unreachable(args.target, exc), EXIT_CONNECT)
+    except Violation as exc:
+        return _fail(f"{args.target}: {exc}; choose --program", EXIT_CONNECT)
+    try:
+        context.open_peer().close()
+    except Violation as exc:
+        return _fail(str(exc), EXIT_CONNECT)
+    return None
+
+
 def _read_traces(paths: list[Path]) -> list[tuple[Path, Any]]:
     """Every trace file read up front: a missing or malformed one is a usage error (exit 2)
     naming it, not a failed row after the others ran. Raises _UsageError."""
@@ -357,16 +373,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         context = context_from_args(args)
     except (addresses.AddressError, tlsmod.TLSError, OSError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    try:
-        context.program = detect_program(context) if args.program == "auto" else args.program
-    except (OSError, ssl.SSLError, addresses.ConnectError) as exc:
-        return _fail(unreachable(args.target, exc), EXIT_CONNECT)
-    except Violation as exc:
-        return _fail(f"{args.target}: {exc}; choose --program", EXIT_CONNECT)
-    try:  # an unreachable target is no case's failure (exit 3, as with --program auto)
-        context.open_peer().close()
-    except Violation as exc:
-        return _fail(str(exc), EXIT_CONNECT)
+    if (failed := _reach(context, args)) is not None:
+        return failed
     from xdrstream.conformance.cases import identify
 
     context.implementation = identify(context)
@@ -428,16 +436,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except (addresses.AddressError, tlsmod.TLSError, OSError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    try:
-        context.program = detect_program(context) if args.program == "auto" else args.program
-    except (OSError, ssl.SSLError) as exc:
-        return _fail(unreachable(args.target, exc), EXIT_CONNECT)
-    except Violation as exc:
-        return _fail(f"{args.target}: {exc}; choose --program", EXIT_CONNECT)
-    try:  # unreachable is exit 3, not every trace's failure (as in `run`)
-        context.open_peer().close()
-    except Violation as exc:
-        return _fail(str(exc), EXIT_CONNECT)
+    if (failed := _reach(context, args)) is not None:
+        return failed
     if not given:
         given = _read_traces(replay.committed_traces(context.program))
     results = [replay.replay(trace, context, path.name) for path, trace in given]
@@ -451,9 +451,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     paths = [Path(p) for p in args.traces] or replay.committed_traces("restore")
     try:
-        _read_traces(paths)
+        given = _read_traces(paths)
         address = addresses.parse_address(args.listen)
-        server = replay.TraceServer(address, paths, timeout=args.timeout)
+        server = replay.TraceServer(address, given, timeout=args.timeout)
     except (_UsageError, addresses.AddressError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     except OSError as exc:  # ListenError: one line naming the address

@@ -477,12 +477,18 @@ def _call_key(raw: bytes) -> tuple[Any, ...]:
 class TraceServer:
     """Plays the server side of traces for a client under test (module docstring)."""
 
-    def __init__(self, address: addresses.Address, traces: Sequence[Path], timeout: float = 10.0):
+    def __init__(
+        self,
+        address: addresses.Address,
+        traces: Sequence[Path | tuple[Path, Trace]],
+        timeout: float = 10.0,
+    ):
+        """``traces``: files, or files already read with their traces."""
         self.traces: dict[tuple[Any, ...], tuple[str, Trace]] = {}
         # trace names by the procedure of their first call, for the unknown-call message
         self._by_procedure: dict[tuple[Any, ...], list[str]] = {}
-        for path in traces:
-            trace = read(path)
+        for item in traces:
+            path, trace = item if isinstance(item, tuple) else (item, read(item))
             first = _first_call(trace)
             if first is not None and trace.extra.get("client_testable", True):
                 key = _call_key(first)
