@@ -850,6 +850,7 @@ def compile_seconds(repeat: int) -> float:
 
     sources, options = _remote_protocol()
     best = float("inf")
+    before = os.environ.get("XDRSTREAM_NO_CODEC_CACHE")
     os.environ["XDRSTREAM_NO_CODEC_CACHE"] = "1"
     try:
         for _ in range(repeat):
@@ -857,8 +858,11 @@ def compile_seconds(repeat: int) -> float:
             start = time.perf_counter()
             compile_schema(sources, **options)
             best = min(best, time.perf_counter() - start)
-    finally:
-        del os.environ["XDRSTREAM_NO_CODEC_CACHE"]
+    finally:  # the user's own setting back
+        if before is None:
+            del os.environ["XDRSTREAM_NO_CODEC_CACHE"]
+        else:
+            os.environ["XDRSTREAM_NO_CODEC_CACHE"] = before
     return best
 
 

@@ -328,9 +328,8 @@ class FrameDecoder:
             # same buffer (buffer_updated): no zeroing, no copy of the first read.  A
             # connection that never did (an idle one, a flood of headers) holds no arena.
             want = max(size, _ARENA)
-            pooled = self._free_pooled(want)
-            self._scratch_kept = pooled is not None
-            scratch = pooled if pooled is not None else self._payload_buffer(want)
+            scratch = self._payload_buffer(want)  # from the pool, or a new one offered to it
+            self._scratch_kept = True  # so a frame received into it is not offered again
         else:
             scratch = bytearray(size)
             self._scratch_kept = False
