@@ -114,6 +114,15 @@ def raw(address: Any, rcvbuf: int | None = None) -> socket.socket:
     return sock
 
 
+def _sysctl_max(name: str) -> int:
+    """The largest buffer TCP autotuning gives (the third field of net.ipv4.NAME)."""
+    try:
+        with open(f"/proc/sys/net/ipv4/{name}") as file:
+            return int(file.read().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 32 << 20
+
+
 def ping_time(address: Any) -> float:
     start = time.monotonic()
     with Client.connect(str(address), options=Options(timeout=5)) as client:
@@ -191,11 +200,16 @@ def test_unread_replies_stop_reading_and_stay_bounded(serve: Any) -> None:
     opts = Options(max_client_requests=64, max_queued_output=256 << 10, memory_budget=64 << 20)
     server = serve(RestoreServer("tcp:127.0.0.1:0", options=opts))
     payload = struct.pack(">I", 65536) + bytes(65536)
+    frame_len = len(pack_frame(Header(PROGRAM, VERSION, PROC_ECHO, CALL, 1, 0), payload))
+    # more than the kernel can hold once the server stops reading: its receive buffer
+    # autotunes up to tcp_rmem's maximum (32 MiB here) and the flooder's send buffer to
+    # tcp_wmem's, so a smaller flood could all be "sent" to a server that stopped
+    kernel = _sysctl_max("tcp_rmem") + _sysctl_max("tcp_wmem")
+    count = (kernel + (8 << 20)) // frame_len
     frames = b"".join(
         pack_frame(Header(PROGRAM, VERSION, PROC_ECHO, CALL, serial, 0), payload)
-        for serial in range(1, 200)
+        for serial in range(1, count + 1)
     )
-    frame_len = len(frames) // 199
     # replies the kernel would take whole never queue in the server: cap what a flooder holds
     socks = [raw(server.address, rcvbuf=256 << 10) for _ in range(4)]
     try:
