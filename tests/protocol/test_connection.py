@@ -4,7 +4,10 @@ zero-copy sends, flow-control numbers, unknown procedures, and hostile input."""
 from __future__ import annotations
 
 import itertools
+import select
+import socket
 import struct
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -55,7 +58,7 @@ from xdrstream.protocol.events import (
     StreamHole,
     StreamRead,
 )
-from xdrstream.protocol.framing import MAX_FRAME, MIN_FRAME, Header, pack_frame
+from xdrstream.protocol.framing import MAX_FRAME, MIN_FRAME, FrameDecoder, Header, pack_frame
 
 
 def open_stream(kind: str, client: Connection, server: Connection) -> int:
@@ -223,6 +226,72 @@ def test_stream_data_of_wide_items_is_sent_as_its_bytes(kind: str) -> None:
     assert struct.unpack_from(">I", wire)[0] == len(wire) >= MIN_FRAME + 4000
     [event] = deliver(server, wire)
     assert isinstance(event, StreamData) and bytes(event.data) == words.tobytes()
+
+
+@pytest.mark.parametrize("kind", ["v2 upload", "v3 upload"])
+def test_data_frames_of_changing_sizes_each_carry_their_own_length(kind: str) -> None:
+    # the sender reuses the last data frame's 28 header bytes while the size stays the same
+    client, server = pair()
+    serial = open_stream(kind, client, server)
+    sizes = [5, 5, 7, 5, 5, 1, 7]
+    wire = b"".join(client.send(StreamData(serial, bytes([n]) * n)) for n in sizes)
+    events = deliver(server, wire)
+    assert [bytes(e.data) for e in events if isinstance(e, StreamData)] == [
+        bytes([n]) * n for n in sizes
+    ]
+
+
+def test_reused_data_headers_through_a_socket_with_partial_sends() -> None:
+    """Two streams on one connection, chunk sizes equal, then different, then equal again,
+    sent with send_buffers through a socket whose small send buffer forces partial sends:
+    every frame read back names its own stream, length and bytes (a reused header of the
+    wrong stream or size would shift or mislabel the frames after it)."""
+    client, server = pair()
+    serials = [open_stream("v2 upload", client, server), open_stream("v3 upload", client, server)]
+    sizes = [4096, 4096, 4096, 1000, 1000, 4096, 4096, 7, 4096]
+    sent = [
+        (serial, bytes([(index * 2 + number) % 251]) * size)
+        for index, size in enumerate(sizes)
+        for number, serial in enumerate(serials)
+    ]
+    writer, reader = socket.socketpair()
+    received = bytearray()
+    with writer, reader:
+        writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        writer.setblocking(False)
+
+        def read_all() -> None:
+            while chunk := reader.recv(1500):  # small reads: the writer stays blocked
+                received.extend(chunk)
+
+        thread = threading.Thread(target=read_all)
+        thread.start()
+        partial = 0
+        for serial, data in sent:
+            views = [memoryview(b).cast("B") for b in client.send_buffers(StreamData(serial, data))]
+            while views:
+                try:
+                    done = writer.sendmsg(views)
+                except BlockingIOError:
+                    select.select([], [writer], [], 5)
+                    continue
+                partial += done < sum(v.nbytes for v in views)
+                while views and done >= views[0].nbytes:
+                    done -= views.pop(0).nbytes
+                if views:
+                    views[0] = views[0][done:]
+        writer.shutdown(socket.SHUT_WR)
+        thread.join(10)
+    assert partial > 0  # the sends were cut, as intended
+    decoder = FrameDecoder()
+    decoder.feed(bytes(received))
+    frames = []
+    while (frame := decoder.next_frame()) is not None:
+        frames.append((frame.header.serial, frame.header.type, bytes(frame.payload)))
+    assert decoder.buffered == 0
+    assert frames == [(serial, T.STREAM, data) for serial, data in sent]
+    events = deliver(server, bytes(received))
+    assert [(e.serial, bytes(e.data)) for e in events if isinstance(e, StreamData)] == sent
 
 
 def test_received_data_is_a_view_of_the_received_bytes() -> None:

@@ -16,9 +16,11 @@ know its program:
 directions of one connection in wire order (e.g. the lines of a conformance trace).
 
 Messages of a capture come in the order Wireshark shows them: by the number of the packet
-that completes each frame.  A stream that cannot be decoded further (bad length word,
-bad header, bytes missing from the capture, a frame cut off at the end) yields a
-:class:`StreamFailure` naming the byte offset after the messages before it.
+that completes each frame (the one that made its bytes contiguous from the stream's
+start, so a segment captured out of order does not reorder frames).  A stream that
+cannot be decoded further (bad length word, bad header, bytes missing from the capture,
+a frame cut off at the end) yields a :class:`StreamFailure` naming the byte offset after
+the messages before it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import base64
 import bisect
 import dataclasses
 import enum
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,13 +372,19 @@ class Decoder:
         frames: list[_RawFrame] = []
         decoder.feed(data)
         starts = [] if stream is None else [start for start, _number in stream.packets]
+        # Wireshark hands a frame over when its bytes are contiguous from the stream's
+        # start: with segments captured out of order that is the highest packet number
+        # among all bytes up to the frame's end, not only the frame's own bytes.
+        completed = (
+            list(itertools.accumulate((n for _s, n in stream.packets), max)) if stream else []
+        )
         try:
             while (frame := decoder.next_frame()) is not None:
                 length = LEN_SIZE + 24 + len(frame.payload)
                 packet = (
                     None
                     if stream is None
-                    else _completing_packet(stream, starts, frame.offset, length)
+                    else _completing_packet(starts, completed, frame.offset + length)
                 )
                 frames.append(_RawFrame(frame.header, length, frame.offset, frame.payload, packet))
         except RemoteProtocolError as exc:
@@ -498,13 +507,9 @@ def _ends(flow: TcpFlow, direction: FlowDirection) -> tuple[str, str]:
     return str(flow.server), str(flow.client)
 
 
-def _completing_packet(
-    stream: TcpStream, starts: Sequence[int], offset: int, length: int
-) -> int | None:
-    """The packet whose arrival completed bytes [offset, offset+length): the highest packet
-    number among those that carried them (what Wireshark's reassembly reports).
-    ``starts``: the stream offsets of ``stream.packets``, for bisection."""
-    first = max(bisect.bisect_right(starts, offset) - 1, 0)
-    last = bisect.bisect_left(starts, offset + length)
-    numbers = [number for _start, number in stream.packets[first:last]]
-    return max(numbers) if numbers else None
+def _completing_packet(starts: Sequence[int], completed: Sequence[int], end: int) -> int | None:
+    """The packet whose arrival made stream bytes [0, end) contiguous (where Wireshark's
+    reassembly reports a frame ending at ``end``): ``completed[i]`` is the highest packet
+    number among ``stream.packets[: i + 1]``, ``starts`` their stream offsets."""
+    last = bisect.bisect_left(starts, end)
+    return completed[last - 1] if last else None

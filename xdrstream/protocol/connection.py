@@ -163,6 +163,7 @@ class Connection:
         self.limits = limits or Limits()
         self._registry = Registry.of(programs)
         self._decoder = FrameDecoder(self.limits.max_frame, self.limits.max_receive_buffer)
+        self._max_data = self.limits.max_frame - HEADER_SIZE  # largest payload of a frame
         if role is Role.SERVER:  # refuse oversized calls from their header (§3.6)
             self._decoder.call_bound = self._call_bound
         self._flow = FlowControl(self.limits.stream_buffer)
@@ -488,8 +489,12 @@ class Connection:
             if ex is not None and ex.sends_data:
                 data = event.data
                 size = data.nbytes if type(data) is memoryview else len(data)
-                if 0 < size <= self.limits.max_frame - HEADER_SIZE:
-                    return [_LEN.pack(MIN_FRAME + size) + ex.data_head, data]
+                if size == ex.data_size:
+                    return [ex.data_frame, data]
+                if 0 < size <= self._max_data:
+                    head = _LEN.pack(MIN_FRAME + size) + ex.data_head
+                    ex.data_size, ex.data_frame = size, head
+                    return [head, data]
         if isinstance(event, Call):
             return self._send_call(event)
         if isinstance(event, Message):

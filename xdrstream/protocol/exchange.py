@@ -42,7 +42,9 @@ class Exchange:
     """One call (and its stream, if any) as the engine sees it."""
 
     __slots__ = (
+        "data_frame",
         "data_head",
+        "data_size",
         "held",
         "held_bytes",
         "kind",
@@ -85,6 +87,10 @@ class Exchange:
         self.receives_data = False
         self.sends_data = False
         self.data_head = b""
+        # the length word + header of the last data frame sent, and its payload size: a
+        # stream's chunks are mostly of one size, so most frames reuse these 28 bytes
+        self.data_frame = b""
+        self.data_size = -1  # (none yet: no size matches)
         self.pending: deque[V1Call] = deque()  # V1: outstanding stream calls, oldest first
         self.unconsumed = 0  # bytes delivered, not yet reported consumed (§8.2)
         # stream events received before the reply (action "hold", §7.3.2), with their frames

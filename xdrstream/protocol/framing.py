@@ -171,7 +171,9 @@ class FrameDecoder:
     joined once.  Payload views stay valid: the decoder never writes to a buffer while a
     view of it is alive (buffers of frames received in place are reused only once every
     view of them is gone, see :meth:`get_buffer`).  After an error the decoder is
-    poisoned: every later call re-raises it.
+    poisoned: every later call re-raises it.  With ``max_buffered``, ``feed`` and
+    ``get_buffer`` refuse to hold more unread bytes (:class:`LocalProtocolError`, §8.1,
+    nothing changed): the engine's ``Limits.max_receive_buffer``.
     """
 
     __slots__ = (
