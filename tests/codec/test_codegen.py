@@ -233,6 +233,29 @@ def test_generated_source_is_in_linecache_and_tracebacks(schema: Schema) -> None
     assert "_S" in text and ".pack(v.x, v.y)" in text
 
 
+def test_functions_compile_on_first_call_and_keep_their_lines() -> None:
+    # compile_schema compiles each generated function at its first call (most of a big
+    # schema's compile time): the stub taken before then must run the real code, and a
+    # traceback from a function far down the module must show its own generated line.
+    text = "".join(f"struct s{i} {{ int a; hyper b{i}; }};\n" for i in range(30))
+    schema = compile_schema(text, filename="lazy.x")
+    pack_fn = schema._ns["p_s29"]
+    assert pack_fn.__kwdefaults__ is not None  # not compiled yet
+    value = schema["s29"](a=1, b29=2)
+    out = bytearray()
+    pack_fn(value, out)
+    assert out == struct.pack(">iq", 1, 2) == schema["s29"].pack(value)
+    assert schema._ns["p_s29"] is pack_fn and pack_fn.__kwdefaults__ is None
+    try:
+        schema._ns["p_s28"](object(), bytearray())
+    except AttributeError:
+        frame = traceback.extract_tb(sys.exc_info()[2])[-1]
+    line = linecache.getline(frame.filename, frame.lineno)
+    assert "v.b28" in line and line == schema.source.splitlines(True)[frame.lineno - 1]
+    assert frame.name == "p_s28"
+    assert schema["s0"].unpack(struct.pack(">iq", 3, 4)) == schema["s0"](a=3, b0=4)
+
+
 def test_two_compilations_do_not_share_linecache_entries() -> None:
     a = compile_schema("struct s { int a; };", filename="same.x")
     b = compile_schema("struct s { hyper a; int b; };", filename="same.x")

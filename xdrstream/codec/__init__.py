@@ -111,6 +111,10 @@ unions) is true nesting, limited by ``max_depth``.
 
 Generated code: see :mod:`xdrstream.codec.codegen`; ``xdrstream compile X.x -o mod.py``
 writes the same source as an importable module whose ``SCHEMA`` is the Schema.
+:func:`compile_schema` compiles each generated function at its first call (~0.1 ms each;
+Python's ``compile()`` of the whole module was most of a big schema's cost): until then the
+function is a stub that becomes the real function in place, so references taken before run
+the real code; line numbers and tracebacks are the full source's.
 
 Cache: :func:`compile_schema` keeps each generated module, compiled, in
 ``$XDG_CACHE_HOME/xdrstream/codec/`` (default ``~/.cache``), keyed by a SHA-256 of the
@@ -134,7 +138,7 @@ import marshal
 import os
 import threading
 import types
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
@@ -167,7 +171,7 @@ __all__ = [
 
 DEFAULT_MAX_DEPTH = 200
 CACHE_ENTRIES = 256  # generated modules kept in the on-disk cache
-_CACHE_FORMAT = 2  # (format, key, source, code)
+_CACHE_FORMAT = 3  # (format, key, source, code of the lazy module, function spans)
 
 Constants = Mapping[str, "int | str"]
 Sources = Sequence[tuple[str, str]]
@@ -255,7 +259,82 @@ def _cache_dir() -> Path | None:
     return Path(base) / "xdrstream" / "codec"
 
 
-def _cache_load(path: Path) -> tuple[str, types.CodeType] | None:
+Spans = list[tuple[str, int, int]]  # a top-level function: (name, first line, end line)
+
+
+def _lazy_module(lines: list[str]) -> tuple[str, Spans]:
+    """The generated module with each top-level function body left out, and where each
+    function is. ``compile()`` is most of a big schema's cost (remote_protocol.x: 0.31 of
+    0.5 s, 1678 functions): each function's line becomes ``name = _lazy(i)``, a stub whose
+    first call compiles the real function (:func:`_materialize`). The other lines blank
+    out, so line numbers are the full source's (tracebacks show it from linecache)."""
+    out = list(lines)
+    spans: Spans = []
+    i, n = 0, len(lines)
+    while i < n:
+        line = lines[i]
+        if line.startswith("def "):
+            # generated bodies are indented and hold no multi-line literals
+            j = i + 1
+            while j < n and lines[j][:1] in (" ", "\n"):
+                j += 1
+            out[i] = f"{line[4 : line.index('(')]} = _lazy({len(spans)})\n"
+            out[i + 1 : j] = ["\n"] * (j - i - 1)
+            spans.append((line[4 : line.index("(")], i, j))
+            i = j
+        else:
+            i += 1
+    return "".join(out), spans
+
+
+def _stub(*args: object, _load: Callable[[], Callable[..., object]], **kwargs: object) -> object:
+    """Code of a generated function not compiled yet (its ``_load`` is a keyword default)."""
+    return _load()(*args, **kwargs)
+
+
+def _shifted(code: types.CodeType, lines: int) -> types.CodeType:
+    """``code`` compiled from a slice of a module, placed ``lines`` lines further down."""
+    consts = tuple(
+        _shifted(c, lines) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_firstlineno=code.co_firstlineno + lines, co_consts=consts)
+
+
+def _lazy_factory(
+    namespace: dict[str, object], lines: list[str], spans: Spans, codename: str
+) -> Callable[[int], types.FunctionType]:
+    """The ``_lazy`` of a module from :func:`_lazy_module`: ``_lazy(i)`` is a stub of
+    function ``i`` whose first call compiles the function and gives the stub its code, so
+    every reference taken before (the Schema's wrappers, dispatch tables) runs it directly."""
+    template = _stub.__code__.replace(co_filename=codename)
+
+    def lazy(index: int) -> types.FunctionType:
+        name, start, end = spans[index]
+        stub = types.FunctionType(
+            template.replace(co_name=name, co_firstlineno=start + 1), namespace, name
+        )
+
+        def load() -> types.FunctionType:
+            if stub.__kwdefaults__ is not None:  # not loaded yet (or by another thread)
+                code = compile("".join(lines[start:end]), codename, "exec", dont_inherit=True)
+                exec(_shifted(code, start), namespace)  # defines the real function ...
+                real = namespace[name]
+                assert isinstance(real, types.FunctionType)
+                stub.__code__ = real.__code__
+                stub.__defaults__ = real.__defaults__
+                stub.__doc__ = real.__doc__
+                stub.__kwdefaults__ = None
+                namespace[name] = stub  # ... and the stub stays the one function object
+            return stub
+
+        stub.__kwdefaults__ = {"_load": load}
+        stub.__qualname__ = name
+        return stub
+
+    return lazy
+
+
+def _cache_load(path: Path) -> tuple[str, types.CodeType, Spans] | None:
     try:
         with path.open("rb") as file:
             # Code is run from it: only a file of this user's that no one else may write
@@ -268,17 +347,18 @@ def _cache_load(path: Path) -> tuple[str, types.CodeType] | None:
         return None
     if (
         isinstance(entry, tuple)
-        and len(entry) == 4
+        and len(entry) == 5
         and entry[0] == _CACHE_FORMAT
         and entry[1] == path.stem  # the key it was written for: a renamed entry is not run
         and isinstance(entry[2], str)
         and isinstance(entry[3], types.CodeType)
+        and isinstance(entry[4], list)
     ):
-        return entry[2], entry[3]
+        return entry[2], entry[3], entry[4]
     return None
 
 
-def _cache_store(path: Path, source: str, code: types.CodeType) -> None:
+def _cache_store(path: Path, source: str, code: types.CodeType, spans: Spans) -> None:
     """Write atomically (readers see the old file or the new one), then keep the newest
     ``CACHE_ENTRIES``. Best effort: a cache that cannot be written is no error."""
     try:
@@ -288,7 +368,7 @@ def _cache_store(path: Path, source: str, code: types.CodeType) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "wb") as file:
-                file.write(marshal.dumps((_CACHE_FORMAT, path.stem, source, code)))
+                file.write(marshal.dumps((_CACHE_FORMAT, path.stem, source, code, spans)))
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
@@ -339,24 +419,28 @@ def compile_schema(
     cached = _cache_load(path) if path is not None else None
     model: Model | None = None
     if cached is not None:
-        source, code = cached
+        source, code, spans = cached
+        lines = source.splitlines(True)
     else:
         model = build_model(sources, constants, **model_options)
         source = generate(model, sources, max_depth, constants)
+        lines = source.splitlines(True)
     label = " + ".join(name for name, _ in sources)  # as the model names the schema
     codename = f"<xdrstream generated {digest[:16]}: {label}>"
     if cached is None:
-        code = compile(source, codename, "exec", dont_inherit=True)
+        lazy_source, spans = _lazy_module(lines)
+        code = compile(lazy_source, codename, "exec", dont_inherit=True)
         if path is not None:
-            _cache_store(path, source, code)
+            _cache_store(path, source, code, spans)
     # Register the source so tracebacks, pdb and inspect show the generated code.
-    linecache.cache[codename] = (len(source), None, source.splitlines(True), codename)
-    namespace = {
+    linecache.cache[codename] = (len(source), None, lines, codename)
+    namespace: dict[str, object] = {
         "__name__": f"xdrstream.codec.generated_{next(_counter)}",
         "__file__": codename,
         "__xdr_model__": model,
         "__xdr_source__": source,
     }
+    namespace["_lazy"] = _lazy_factory(namespace, lines, spans, codename)
     exec(code, namespace)
     schema = namespace["SCHEMA"]
     assert isinstance(schema, Schema)
