@@ -29,6 +29,18 @@ def test_an_unreadable_input_file_is_exit_2_naming_it(
     assert "[Errno" not in err  # the reason once, not the exception's repr
 
 
+@pytest.mark.parametrize(
+    "command", [["compile", "{broken}"], ["decode", "--schema", "{broken}", "{broken}"]]
+)
+def test_a_schema_that_does_not_compile_is_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    broken = tmp_path / "broken.x"
+    broken.write_text("struct x { int a")
+    assert main([a.format(broken=broken) for a in command]) == 1
+    assert str(broken) in capsys.readouterr().err
+
+
 def test_trace_show_of_a_missing_file_is_exit_2(tmp_path: Path) -> None:
     assert main(["trace", "show", str(tmp_path / "missing.jsonl")]) == 2
 

@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"xdrstream decode: {text}", file=sys.stderr)
         return 2
     except (SchemaError, ValueError) as exc:
+        # content that fails is exit 1, as compile's (cli.EXIT_STATUS)
         print(f"xdrstream decode: bad schema: {exc}", file=sys.stderr)
-        return 2
+        return 1
     return print_messages(decoder, data, args.format, args.port, sys.stdout, sys.stderr)
 
 

@@ -14,7 +14,6 @@ from xdrstream.protocol.events import Call
 from xdrstream.transport import address as addresses
 from xdrstream.transport import tls as tlsmod
 from xdrstream.transport.errors import (
-    ERR_NO_SUPPORT,
     ERR_RPC,
     FROM_RPC,
     ConnectionLost,
@@ -25,6 +24,10 @@ from xdrstream.transport.errors import (
 UNKNOWN_PROGRAM = "Cannot find program"
 """How libvirtd's answer to a program or version it does not serve begins (then "N version
 V"; virnetserverprogram.c): ours begin alike, and clients recognise it by it."""
+
+UNKNOWN_PROCEDURE = "unknown procedure:"
+"""How libvirtd's answer to a procedure its program does not have begins (then "N";
+virnetserverprogram.c, VIR_ERR_RPC / VIR_FROM_RPC)."""
 
 
 def connection_error(exc: BaseException) -> TransportError:
@@ -61,10 +64,8 @@ def unknown_procedure(call: Call, served: Iterable[Program] | None = None) -> Re
     }:
         message = f"{UNKNOWN_PROGRAM} {call.program} version {call.version}"
         return remote_error(ERR_RPC, message, domain=FROM_RPC)
-    return remote_error(
-        ERR_NO_SUPPORT,
-        f"unknown procedure {call.procedure} of program {call.program:#x} version {call.version}",
-    )
+    # libvirtd's dispatcher's answer, code and text alike (virnetserverprogram.c)
+    return remote_error(ERR_RPC, f"{UNKNOWN_PROCEDURE} {call.procedure}", domain=FROM_RPC)
 
 
 def advance(views: list[memoryview], sent: int) -> list[memoryview]:
