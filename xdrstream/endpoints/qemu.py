@@ -69,6 +69,11 @@ class QMPClient:
         self._buffer = bytearray()
         self.events: list[dict[str, Any]] = []
         self.greeting = self._receive()
+        # QEMU 7.2 started with -incoming can emit MIGRATION/setup on a fresh connection
+        # before its greeting (seen in CI): keep such events, the greeting follows them
+        while "event" in self.greeting and "QMP" not in self.greeting:
+            self.events.append(self.greeting)
+            self.greeting = self._receive()
         if "QMP" not in self.greeting:
             raise QMPError(f"not a QMP greeting: {self.greeting!r}")
         self.execute("qmp_capabilities")
