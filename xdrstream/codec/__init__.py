@@ -420,11 +420,10 @@ def compile_schema(
     model: Model | None = None
     if cached is not None:
         source, code, spans = cached
-        lines = source.splitlines(True)
     else:
         model = build_model(sources, constants, **model_options)
         source = generate(model, sources, max_depth, constants)
-        lines = source.splitlines(True)
+    lines = source.splitlines(True)
     label = " + ".join(name for name, _ in sources)  # as the model names the schema
     codename = f"<xdrstream generated {digest[:16]}: {label}>"
     if cached is None:

@@ -90,7 +90,7 @@ from xdrstream.transport.aio import (
     AsyncTLSChannel,
     accept_clients,
 )
-from xdrstream.transport.drivers import resolve
+from xdrstream.transport.drivers import UNKNOWN_PROCEDURE, resolve
 from xdrstream.transport.limits import Admission, Budget
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import Hole, Stream
@@ -355,7 +355,7 @@ class StorageServer:
         proc = call.procedure
         handler = self._handlers.get(proc)
         if handler is None:  # as libvirtd's dispatcher answers (virnetserverprogram.c)
-            raise libvirt_error(VIR_ERR_RPC, VIR_FROM_RPC, f"unknown procedure: {proc}")
+            raise libvirt_error(VIR_ERR_RPC, VIR_FROM_RPC, f"{UNKNOWN_PROCEDURE} {proc}")
         if not session.opened and proc not in self._pre_open:
             raise libvirt_error(VIR_ERR_INTERNAL_ERROR, VIR_FROM_REMOTE, "connection not open")
         stream.call = dataclasses.replace(call, args=self.decode_args(proc, call.args))
