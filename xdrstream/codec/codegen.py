@@ -105,7 +105,6 @@ class Generator:
         self.fusable_cache: dict[int, bool] = {}
         self.weight_cache: dict[int, float] = {}
         self.direct: set[str] = set()  # idents of the types with a b_<ident> function
-        self.in_loop = 0  # > 0 while generating the code of an array's element
         self.out: list[str] = []
 
     # -- helpers -----------------------------------------------------------------------------
@@ -143,10 +142,10 @@ class Generator:
 
     def inlinable(self, t: m.Struct | m.Union_) -> bool:
         """Structs and unions generated inline (no call, no tuple): small ones that contain
-        no recursive type (whose depth count needs the call), as array elements only (where
-        a call per element costs most; inlining everywhere made libvirt's schema compile
-        0.15 s slower)."""
-        return self.in_loop > 0 and self.weight(t) <= _MAX_INLINE_WEIGHT
+        no recursive type (whose depth count needs the call).  Everywhere, now that each
+        function compiles at its first call (before, inlining outside arrays made libvirt's
+        schema compile 0.15 s slower)."""
+        return self.weight(t) <= _MAX_INLINE_WEIGHT
 
     def weight(self, t: XType) -> float:
         """Size of a type's inline code (infinite for recursive or linked types)."""
@@ -428,9 +427,7 @@ class Generator:
             return
         item = fn.tmp()
         fn.emit(ind, f"for {item} in {var}:")
-        self.in_loop += 1
         self.pack_seq(fn, [(t.element, item)], ind + 1)
-        self.in_loop -= 1
 
     def pack_other(self, fn: _Fn, t: XType, expr: str, ind: int) -> None:
         if isinstance(t, (m.Struct, m.Union_)):
@@ -675,9 +672,7 @@ class Generator:
         fn.emit(ind, f"if {bound}off + {count} * {least} > len(buf): raise _Invalid")
         fn.emit(ind, f"{var} = []")
         fn.emit(ind, f"for _ in range({count}):")
-        self.in_loop += 1
         (expr,) = self.unpack_values(fn, [elem], ind + 1)
-        self.in_loop -= 1
         fn.emit(ind + 1, f"{var}.append({expr})")
         return var
 
@@ -713,9 +708,7 @@ class Generator:
         fn.emit(1, "steps = 0")
         fn.emit(1, "span = 2")
         fn.emit(1, "while True:")
-        self.in_loop += 1  # a node is an array element: inline its small members
         self.pack_seq(fn, [(f.type, f"v.{f.py}") for f in body], 2)
-        self.in_loop -= 1
         fn.emit(2, f"v = v.{last.py}")
         fn.emit(2, "if v is None:")
         fn.emit(3, "out += _W0")
@@ -731,9 +724,7 @@ class Generator:
         fn = _Fn(True)
         fn.emit(1, "head = prev = None")
         fn.emit(1, "while True:")
-        self.in_loop += 1
         exprs = self.unpack_values(fn, [f.type for f in body], 2)
-        self.in_loop -= 1
         flag = fn.tmp()
         fn.emit(2, f"{flag}, = _S_I.unpack_from(buf, off)")
         fn.emit(2, "off += 4")
