@@ -812,6 +812,7 @@ def nfs_breakdown(repeat: int, budget: float, iterations: int | None) -> None:
     getfh_wire = bytes(Argop.pack(Argop(Op.OP_GETFH, None)))
     word = nfs.codec("unsigned int")
     word_wire = word.pack(7)
+    word_struct = struct.Struct(">I")
 
     def x3_read(data: bytes) -> Any:
         u = Unpacker(data)
@@ -824,6 +825,9 @@ def nfs_breakdown(repeat: int, budget: float, iterations: int | None) -> None:
         "  its READ4args alone": lambda: Read.unpack(read_wire),
         "  a GETFH operation (void arm)": lambda: Argop.unpack(getfh_wire),
         "  any top-level call: one unsigned int": lambda: word.unpack(word_wire),
+        "  the same by hand: one struct.unpack": lambda: word_struct.unpack(word_wire),
+        "  any top-level pack: one unsigned int": lambda: word.pack(7),
+        "  the same by hand: one struct.pack": lambda: word_struct.pack(7),
         "a READ operation, unpack (xdrlib3)": lambda: x3_read(op_wire),
     }
     timed = rates(fns, repeat, budget, iterations)
