@@ -8,7 +8,10 @@ them (tests/realschemas/realschemas_catalogue.py): libvirt 9.0.0's virnetprotoco
 remote_protocol.x, libnfs's nfs4.x (trixie). For each value, xdrlib3 Packer/Unpacker code
 written by hand builds the same bytes and the same Python value as ours; construct (its
 `.compile()`d form) builds the same bytes where a definition is given. All of that is
-checked before timing; a mismatch is an AssertionError.
+checked before timing; a mismatch is an AssertionError. Beside them the hand-written limit
+(codec_limit.py), and shenaniganfs (PyPI), another generator of Python XDR code: each file
+its rpcgen compiles (given the file as our catalogue gives it to us) is timed on the types
+of the table it has, each file it refuses is named with its reason.
 
 Prints pack and unpack ratios, MET/MISSED against issue 13's targets (>= 4x xdrlib3 on
 every real type, pack and unpack; unpack within 1.5x of pack), and where the typed-parameter
@@ -26,8 +29,10 @@ import sys
 import tempfile
 import time
 import timeit
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version as importlib_version
 from pathlib import Path
 from typing import Any
 
@@ -870,6 +875,126 @@ def typed_param_breakdown(lv: Any, repeat: int, budget: float, iterations: int |
         print(f"| {label} | {1e9 / rate:,.0f} |")
 
 
+# ---- shenaniganfs (PyPI): another generator of Python XDR code ------------------------------
+
+SHENANIGANFS_UNITS = (
+    (LIBVIRT, "src/rpc/virnetprotocol.x"),
+    (LIBVIRT, "src/remote/remote_protocol.x"),
+    (LIBNFS, "nfs4/nfs4.x"),
+)
+
+
+def shenaniganfs_module(project: Any, rel: str, workdir: Path) -> tuple[Any, str]:
+    """``rel`` compiled by shenaniganfs's rpcgen as well as it can be: the file's ``%`` lines
+    (C that rpcgen copies into its output) left out and the constants the build takes from C
+    given as ``const`` lines, as our catalogue gives them to us. Returns the imported module,
+    or None and the generator's own last line of complaint."""
+    import importlib.util
+    import re
+
+    u = unit(project, rel)
+    (path,) = u.paths()
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    # The constants on one first line and blank lines for the % lines: its line numbers
+    # are the file's, one further down.
+    text = " ".join(f"const {k} = {v};" for k, v in u.constants().items()) + "\n"
+    text += "".join("\n" if line.startswith("%") else line for line in lines)
+    source = workdir / Path(rel).name
+    source.write_text(text, encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "shenaniganfs.tools.rpcgen", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=workdir,
+    )
+    if run.returncode != 0:
+        complaint = (run.stderr.strip().splitlines() or ["no output"])[-1]
+        where = re.search(r"(\w+Error): LexToken\((\w+),'(.*?)',(\d+),", complaint)
+        if where is None:
+            return None, complaint[:160]
+        kind, _, token, line = where.groups()
+        return None, f"{kind} at {token!r}, line {int(line) - 1}: {lines[int(line) - 2].strip()}"
+    generated = workdir / f"shen_{Path(rel).stem}.py"
+    generated.write_text(run.stdout, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(generated.stem, generated)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, ""
+
+
+def shenaniganfs_table(
+    cases: list[Case], repeat: int, budget: float, iterations: int | None
+) -> None:
+    """Ours against shenaniganfs's generated code, on the real types of the files it compiles
+    (issue 13); the files it does not compile, with its reason."""
+    try:
+        with warnings.catch_warnings():  # xdrlib's DeprecationWarning: not ours to fix
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import xdrlib  # shenaniganfs's runtime (gone from the standard library in 3.13)
+
+            import shenaniganfs  # noqa: F401
+    except ImportError as exc:
+        print(f"shenaniganfs comparison skipped: {exc}")
+        return
+    version = importlib_version("shenaniganfs")
+    print()
+    print(f"Against shenaniganfs {version} (PyPI), on the files its rpcgen compiles:")
+    print()
+    header = next(c for c in cases if c.label == "libvirt message header")
+    fns: dict[str, Callable[[], object]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        modules = {}
+        for project, rel in SHENANIGANFS_UNITS:
+            module, complaint = shenaniganfs_module(project, rel, Path(tmp))
+            modules[rel] = module
+            verdict = "compiles" if module is not None else f"does not compile: {complaint}"
+            print(f"  {rel}: {verdict}")
+        net = modules["src/rpc/virnetprotocol.x"]
+        if net is None:
+            return
+        H = net.virNetMessageHeader
+        v = header.value
+        theirs = H(
+            prog=v.prog,
+            vers=v.vers,
+            proc=v.proc,
+            type=net.virNetMessageType(int(v.type)),
+            serial=v.serial,
+            status=net.virNetMessageStatus(int(v.status)),
+        )
+        wire = bytes(header.codec.pack(v))
+
+        def shen_pack() -> bytes:
+            p = xdrlib.Packer()
+            H.pack(p, theirs)
+            return p.get_buffer()
+
+        def shen_unpack() -> Any:
+            u = xdrlib.Unpacker(wire)
+            value = H.unpack(u)
+            u.done()
+            return value
+
+        assert shen_pack() == wire, "shenaniganfs packs different bytes"
+        assert shen_unpack() == theirs, "shenaniganfs unpacks another value"
+        fns = {
+            "ours/p": lambda: header.codec.pack(v),
+            "ours/u": lambda: header.codec.unpack(wire),
+            "shen/p": shen_pack,
+            "shen/u": shen_unpack,
+        }
+        timed = rates(fns, repeat, budget, iterations)
+    print()
+    print("| value | shenaniganfs pack µs | unpack µs | ours vs it pack | unpack |")
+    print("|---|---:|---:|---:|---:|")
+    print(
+        f"| {header.label} | {1e6 / timed['shen/p']:.2f} | {1e6 / timed['shen/u']:.2f} "
+        f"| {timed['ours/p'] / timed['shen/p']:.1f}x | {timed['ours/u'] / timed['shen/u']:.1f}x |"
+    )
+
+
 def _remote_protocol() -> tuple[list[tuple[str, str]], dict[str, Any]]:
     lv = unit(LIBVIRT, "src/remote/remote_protocol.x")
     paths = lv.paths()
@@ -1060,6 +1185,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  MISSED {m}: the hand-written limit reaches {limit:.2f}x (the generator's gap)"
             )
+    shenaniganfs_table(cases, repeat, budget, args.iterations)
+    print()
     repeat = 1 if args.iterations is not None else 3
     seconds = compile_seconds(repeat)
     print(

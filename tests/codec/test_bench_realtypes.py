@@ -61,3 +61,12 @@ def test_a_tiny_run_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None
     for line in ("compile of libvirt's", "import of the module", "loading the built-in schemas"):
         assert any(line in row and ("MET" in row or "MISSED" in row) for row in out.splitlines())
     assert "compile of libvirt's remote_protocol.x: " in out
+    # shenaniganfs (issue 13's other generator): every file named, with its verdict, and
+    # the header it compiles timed against ours
+    assert "src/rpc/virnetprotocol.x: compiles" in out, out
+    for name in ("src/remote/remote_protocol.x: ", "nfs4/nfs4.x: "):
+        assert name in out, out
+    lines = out.splitlines()
+    table = lines.index("| value | shenaniganfs pack µs | unpack µs | ours vs it pack | unpack |")
+    row = lines[table + 2].strip("| ").split(" | ")
+    assert row[0] == "libvirt message header" and all(c.endswith("x") for c in row[3:5]), out
