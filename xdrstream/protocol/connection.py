@@ -23,7 +23,9 @@ Usage, h11-style::
   need be, then report them with one ``buffer_updated``).
 * Received ``StreamData.data`` is a read-only view that stays valid for as long as it is
   held: receive buffers are reused only once no view of them is alive (§8.1), whatever
-  ``stream_consumed`` says (that is flow-control accounting only).
+  ``stream_consumed`` says (that is flow-control accounting only).  The pool of those
+  buffers follows the per-stream limit (``framing.pool_size_for``): a stream the
+  application keeps within it is received without allocating (``receive_allocations``).
 * ``next_serial()`` allocates a client serial (V1 stream calls use the same counter).
 * Flow control numbers (§8): ``buffered``, ``stream_info(serial)``,
   ``stream_consumed(serial, n)``, ``reading_paused``.
@@ -92,12 +94,14 @@ from xdrstream.protocol.framing import (
     LEN_SIZE,
     MAX_FRAME,
     MIN_FRAME,
+    STREAM_BUFFER,
     Frame,
     FrameDecoder,
     Header,
     MessageStatus,
     MessageType,
     pack_header,
+    pool_size_for,
 )
 from xdrstream.protocol.programs import Direction, Registry, Variant
 
@@ -132,7 +136,7 @@ class Limits:
 
     max_frame: int = MAX_FRAME
     max_receive_buffer: int = MAX_FRAME + LEN_SIZE + 4 * 1024 * 1024
-    stream_buffer: int | None = 4 * 1024 * 1024
+    stream_buffer: int | None = STREAM_BUFFER
     max_draining: int = 256
 
 
@@ -162,7 +166,11 @@ class Connection:
         self.role = role
         self.limits = limits or Limits()
         self._registry = Registry.of(programs)
-        self._decoder = FrameDecoder(self.limits.max_frame, self.limits.max_receive_buffer)
+        self._decoder = FrameDecoder(
+            self.limits.max_frame,
+            self.limits.max_receive_buffer,
+            pool_size_for(self.limits.stream_buffer),
+        )
         self._max_data = self.limits.max_frame - HEADER_SIZE  # largest payload of a frame
         if role is Role.SERVER:  # refuse oversized calls from their header (§3.6)
             self._decoder.call_bound = self._call_bound
@@ -190,6 +198,12 @@ class Connection:
         """True when the driver should stop reading the transport (§8.2): some stream
         holds ``limits.stream_buffer`` or more delivered, unconsumed bytes."""
         return self._flow.paused
+
+    @property
+    def receive_allocations(self) -> int:
+        """Receive buffers allocated so far for frames received in place (:meth:`get_buffer`):
+        a stream kept within its limit reuses pooled ones, so this stops growing (§8.1)."""
+        return self._decoder.allocations
 
     @property
     def frame_remaining(self) -> int:

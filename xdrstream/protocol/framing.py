@@ -52,6 +52,12 @@ MAX_FRAME = 33554432
 MAX_PAYLOAD = MAX_FRAME - HEADER_SIZE
 #: Stream payload per data message that libvirt sends (VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX).
 LEGACY_STREAM_PAYLOAD = 262120
+#: Default per-stream limit of delivered, unconsumed bytes (§8.2): two frames of libvirt's
+#: stream payload, so a stream at its limit holds two frames ahead of the one its
+#: application is writing out (more queue buys no throughput in a single-threaded
+#: driver: the kernel's socket and pipe buffers decouple the processes), and the
+#: decoder's pool of four buffers serves it without allocating (§8.1).
+STREAM_BUFFER = 2 * LEGACY_STREAM_PAYLOAD
 #: Longest string in an error body (VIR_NET_MESSAGE_STRING_MAX).
 STRING_MAX = 4194304
 
@@ -92,6 +98,11 @@ _LEN_HEADER = struct.Struct(">IIIiiIi")
 _LEN = struct.Struct(">I")
 _EMPTY = memoryview(b"")
 _SMALL = 4096  # reads below this size are gathered into one buffer
+
+IN_PLACE_MIN = 65536
+"""Smallest frame (length word included) that is received in place into a buffer of its
+own (an arena, or a buffer that grows with the payload): below it payloads are views of
+the reads."""
 
 
 class Header(NamedTuple):
@@ -173,7 +184,9 @@ class FrameDecoder:
     view of them is gone, see :meth:`get_buffer`).  After an error the decoder is
     poisoned: every later call re-raises it.  With ``max_buffered``, ``feed`` and
     ``get_buffer`` refuse to hold more unread bytes (:class:`LocalProtocolError`, §8.1,
-    nothing changed): the engine's ``Limits.max_receive_buffer``.
+    nothing changed): the engine's ``Limits.max_receive_buffer``.  ``pool_size``: payload
+    buffers of in-place frames kept for reuse (§8.1; the engine's :func:`pool_size_for`
+    sizes it to the frames one stream may hold before reading pauses, §8.2).
     """
 
     __slots__ = (
@@ -193,6 +206,7 @@ class FrameDecoder:
         "_need",
         "_next_head",
         "_pool",
+        "_pool_size",
         "_refused",
         "_scratch",
         "_scratch_kept",
@@ -200,13 +214,19 @@ class FrameDecoder:
         "_skip",
         "_stream_offset",
         "_tail",
+        "allocations",
         "call_bound",
         "discarded",
     )
 
-    def __init__(self, max_frame: int = MAX_FRAME, max_buffered: int | None = None) -> None:
+    def __init__(
+        self, max_frame: int = MAX_FRAME, max_buffered: int | None = None, pool_size: int = 4
+    ) -> None:
         if not HEADER_SIZE <= max_frame <= 0xFFFFFFFF - LEN_SIZE:
             raise ValueError(f"max_frame must be in [{HEADER_SIZE}, 2**32-5], got {max_frame}")
+        if not 0 <= pool_size <= POOL_MAX:
+            raise ValueError(f"pool_size must be in [0, {POOL_MAX}], got {pool_size}")
+        self._pool_size = pool_size
         self._max_frame = max_frame
         # feed refuses (LocalProtocolError, nothing changed) to hold more than this (§8.1)
         self._max_buffered = sys.maxsize if max_buffered is None else max_buffered
@@ -244,6 +264,9 @@ class FrameDecoder:
         self.call_bound: Callable[[int, int, int], int | None] | None = None
         #: payload bytes discarded of the frame next_raw returned last (0: none)
         self.discarded = 0
+        #: receive buffers of in-place frames allocated so far (arenas, a frame's own
+        #: buffer and its growth steps): the pool's misses (§8.1)
+        self.allocations = 0
         self._refused: RawFrame | None = None  # the refused call, due once _skip is 0
         self._skip = 0  # payload bytes of the refused call still to discard
 
@@ -401,7 +424,7 @@ class FrameDecoder:
             self._tail += memoryview(scratch)[:nbytes]
             self._avail += nbytes
 
-    _BIG = 65536
+    _BIG = IN_PLACE_MIN
 
     def _free_pooled(self, size: int) -> bytearray | None:
         """A pooled buffer of exactly ``size`` bytes that no view refers to any more."""
@@ -420,7 +443,7 @@ class FrameDecoder:
         for held in pool:
             if held is buffer:
                 return
-        if len(pool) < _POOL_SIZE:
+        if len(pool) < self._pool_size:
             pool.append(buffer)
             return
         for index in range(len(pool)):
@@ -435,6 +458,7 @@ class FrameDecoder:
         buffer = self._free_pooled(size)
         if buffer is None:
             buffer = bytearray(size)
+            self.allocations += 1
             self._keep(buffer)
         return buffer
 
@@ -449,6 +473,7 @@ class FrameDecoder:
         grown = self._free_pooled(capacity) if base == 0 else None
         if grown is None:
             grown = bytearray(capacity)
+            self.allocations += 1
         grown[:filled] = memoryview(big)[base : base + filled]
         self._big, self._big_base = grown, 0
         self._big_kept = False
@@ -474,7 +499,10 @@ class FrameDecoder:
         have = self._avail  # all buffered bytes belong to this frame's payload
         # a pooled buffer of the frame's size costs nothing; otherwise start with a step
         # and grow as the payload arrives (a header alone never costs the announced size)
-        big = self._free_pooled(size) or bytearray(min(size, max(have, _STEP)))
+        big = self._free_pooled(size)
+        if big is None:
+            big = bytearray(min(size, max(have, _STEP)))
+            self.allocations += 1
         if have:
             big[:have] = self._take(have)
         self._big, self._big_base, self._big_size, self._big_filled = big, 0, size, have
@@ -803,7 +831,22 @@ class FrameDecoder:
 RawFrame = tuple[int, int, int, int, int, int, memoryview, int]
 """What :meth:`FrameDecoder.next_raw` returns."""
 
-_POOL_SIZE = 4  # in-place payload buffers kept for reuse per decoder
+
+def pool_size_for(stream_buffer: int | None) -> int:
+    """The decoder pool that serves one stream at its limit without allocating (§8.1,
+    §8.2): reading continues while the stream holds fewer than ``stream_buffer``
+    unconsumed bytes, so it may hold ``ceil(stream_buffer / (IN_PLACE_MIN - MIN_FRAME))``
+    in-place frames (each in a buffer of its own), plus the one the application is writing out and
+    the one being received; at most :data:`POOL_MAX` (None: no accounting, the default 4).
+    A pooled buffer is only made when one is missing, so the pool never grows past what
+    the connection held at once."""
+    if stream_buffer is None:
+        return 4
+    return min(POOL_MAX, -(-stream_buffer // (IN_PLACE_MIN - MIN_FRAME)) + 2)
+
+
+POOL_MAX = 16
+"""Most in-place payload buffers one decoder keeps for reuse (§8.4): 16 arenas, 4.1 MiB."""
 _ARENA = 264 * 1024  # a read at a frame boundary: room for a frame of 256 KiB of data
 _POOL_BUFFER_MAX = 1 << 20  # larger payloads get a buffer of their own
 _STEP = 16 * 1024  # first buffer of a large frame whose payload has not arrived yet

@@ -63,6 +63,57 @@ Handler = Callable[[Stream], Awaitable[Any]]
 Buffers = list[bytes | bytearray | memoryview]
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Signal:
+    """``asyncio.Event``'s ``set``/``clear`` and a ``wait(timeout)`` that needs no Task:
+    the waiter resumes one loop iteration after :meth:`set` (``wait_for(event.wait(),
+    timeout)`` wraps the wait in a Task, so three: the event's future, the Task, then the
+    waiter), which the reader and a stream's task pay once per frame each."""
+
+    __slots__ = ("_flag", "_waiters")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Until set, or ``timeout`` seconds passed (None: no limit); whether it is set."""
+        if self._flag:
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        timer = None if timeout is None else waiter.get_loop().call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if waiter in self._waiters:  # timed out or cancelled
+                self._waiters.remove(waiter)
+        return self._flag
+
+
 class AsyncChannel(channels.SocketBase):
     """A plain non-blocking socket: ``recv_into`` a caller's buffer, ``send_all`` buffers
     with ``sendmsg``."""
@@ -190,7 +241,7 @@ class AsyncConnection(Endpoint[AsyncChannel]):
         core.kick = self._kick
         core.aborted = self._aborted
         self._write_lock = asyncio.Lock()
-        self._resume = asyncio.Event()
+        self._resume = Signal()
         self._closed = asyncio.Event()
         self._ponger: asyncio.Task[None] | None = None
         self._refuser: asyncio.Task[None] | None = None
@@ -305,7 +356,7 @@ class AsyncConnection(Endpoint[AsyncChannel]):
         self._spawn(self._handle(ex, Stream(self, ex, call)))
 
     def _equip(self, ex: Exchange) -> None:
-        ex.waker = asyncio.Event()
+        ex.waker = Signal()
         ex.abort_event = asyncio.Event()
         ex.on_consumed = self._consumed
 
@@ -335,8 +386,7 @@ class AsyncConnection(Endpoint[AsyncChannel]):
             if core.error is not None:
                 raise core.raised()
             ex.waker.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(ex.waker.wait(), core.wait_left(time.monotonic()))
+            await ex.waker.wait(core.wait_left(time.monotonic()))
 
     async def _send(self, event: Event) -> LocalProtocolError | None:
         """Send ``event``; what the engine said if it refused to (nothing was sent)."""
@@ -391,8 +441,7 @@ class AsyncConnection(Endpoint[AsyncChannel]):
             while core.drain():
                 while core.error is None and not core.may_read():
                     self._resume.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._resume.wait(), PAUSE_CHECK)
+                    await self._resume.wait(PAUSE_CHECK)
                     core.paused(time.monotonic(), channel.peer_gone())
                 if core.error is not None:
                     return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD
+from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD, STREAM_BUFFER
 from xdrstream.transport import limits as lim
 
 
@@ -22,7 +22,7 @@ class Options:
     ``chunk_size``: data bytes per stream frame sent; ``recv_buffer``: bytes asked for
     per read (the engine's ``get_buffer`` hint: large payloads are received in place);
     ``stream_buffer``: per-stream received bytes not yet taken by the application above
-    which reading stops (spec.md §8.2);
+    which reading stops (spec.md §8.2; default two frames of 262120 data bytes);
     ``max_calls``: exchanges one connection may have in progress (server: more are
     refused with an error reply).
     Server limits, libvirtd's defaults (spec.md §8.5, :mod:`~.limits`): ``max_clients``
@@ -39,7 +39,7 @@ class Options:
     idle_timeout: float | None = None
     chunk_size: int = LEGACY_STREAM_PAYLOAD
     recv_buffer: int = 16 * 1024  # small: a large payload's bulk then arrives in place
-    stream_buffer: int = 4 << 20
+    stream_buffer: int = STREAM_BUFFER
     max_calls: int = 256
     handshake_timeout: float = 10.0
     max_clients: int = lim.MAX_CLIENTS
