@@ -108,9 +108,27 @@ def test_data_after_a_held_end_is_refused_once_applied() -> None:
         deliver(client, raw(T.REPLY, S.OK, serial, b"\0" * 8, proc))
 
 
-def test_held_data_is_bounded_by_the_stream_buffer() -> None:
-    client, _server, serial = _called("v2 download", limits=Limits(stream_buffer=10))
+def test_held_data_is_bounded_by_max_held() -> None:
+    client, _server, serial = _called("v2 download", limits=Limits(max_held=10))
     proc = PROCS["v2 download"]
     deliver(client, raw(T.STREAM, S.CONTINUE, serial, b"x" * 10, proc))
     with pytest.raises(RemoteProtocolError, match="before the reply"):
         deliver(client, raw(T.STREAM, S.CONTINUE, serial, b"y", proc))
+
+
+def test_libvirtds_race_of_sixteen_chunks_is_held_past_the_stream_buffer() -> None:
+    """The default per-stream limit is two chunks; libvirtd's race (§7.3.2) may send more
+    before its reply, and they cannot wait in the socket: 16 are held, then applied; a 17th
+    is past max_held (4 MiB)."""
+    proc = PROCS["v2 download"]
+    chunk = bytes(262120)
+    assert 16 * len(chunk) > 2 * (Limits().stream_buffer or 0)
+    client, _server, serial = _called("v2 download")
+    early = b"".join(raw(T.STREAM, S.CONTINUE, serial, chunk, proc) for _ in range(16))
+    assert deliver(client, early) == []
+    events = deliver(client, raw(T.REPLY, S.OK, serial, b"\0" * 8, proc))
+    assert [type(e) for e in events] == [Reply] + [StreamData] * 16
+    assert sum(len(e.data) for e in events if isinstance(e, StreamData)) == 16 * len(chunk)
+    client, _server, serial = _called("v2 download")
+    with pytest.raises(RemoteProtocolError, match="before the reply"):
+        deliver(client, b"".join(raw(T.STREAM, S.CONTINUE, serial, chunk, proc) for _ in range(17)))

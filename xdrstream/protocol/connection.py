@@ -132,12 +132,16 @@ class Limits:
     ``None`` disables the accounting.
     ``max_draining``: failed or finished stream serials remembered to drop the peer's
     late messages (§10.2).
+    ``max_held``: bytes of download data one exchange may receive before its reply (§7.3.2).
+    They cannot wait in the socket (the reply is behind them), so this bound is its own,
+    larger than ``stream_buffer``: libvirtd's race can send several chunks first.
     """
 
     max_frame: int = MAX_FRAME
     max_receive_buffer: int = MAX_FRAME + LEN_SIZE + 4 * 1024 * 1024
     stream_buffer: int | None = STREAM_BUFFER
     max_draining: int = 256
+    max_held: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +183,7 @@ class Connection:
             role,
             self._flow,
             self.limits.max_draining,
-            self.limits.stream_buffer or self.limits.max_receive_buffer,
+            self.limits.max_held,
         )
         # events held before their reply (§7.3.2), to apply before reading more frames
         self._replay: deque[tuple[Exchange, ExchangeEvent, Frame]] = deque()

@@ -137,7 +137,7 @@ class Exchanges:
     """The exchanges of one connection, by primary serial, and what their ends release."""
 
     def __init__(
-        self, role: Role, flow: FlowControl, max_draining: int, max_held: int = 4 << 20
+        self, role: Role, flow: FlowControl, max_draining: int, max_held: int
     ) -> None:
         self.role = role
         self.flow = flow
