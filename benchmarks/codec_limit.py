@@ -114,7 +114,7 @@ def get_info(lv: Any) -> tuple[Pack, Unpack]:
 _STRING_MAX = 4194304  # libvirt's REMOTE_STRING_MAX
 
 
-def typed_params(lv: Any, limit: int) -> tuple[Callable[[list[Any], bytearray], None], Any]:
+def typed_params(lv: Any, limit: int) -> tuple[Callable[[list[Any], list[bytes]], None], Any]:
     """Pack and unpack of a ``remote_typed_param<limit>`` array (the unpack takes buf, off,
     end and returns the list and the offset)."""
     P, V = lv["remote_typed_param"], lv["remote_typed_param_value"]
@@ -127,31 +127,33 @@ def typed_params(lv: Any, limit: int) -> tuple[Callable[[list[Any], bytearray], 
     arm_unpack = {1: (_ui, 4), 2: (_uI, 4), 3: (_uq, 8), 4: (_uQ, 8), 5: (_ud, 8), 6: (_ui, 4)}
     disc_len = struct.Struct(">iI").pack
 
-    def pack(params: list[Any], out: bytearray) -> None:
+    def pack(params: list[Any], out: list[bytes]) -> None:
         if params.__class__ is not list or len(params) > limit:
             raise Invalid("params")
-        out += _I(len(params))
+        out.append(_I(len(params)))
         for p in params:
             name = p.field.encode()
             n = len(name)
             if n > _STRING_MAX:
                 raise Invalid("field")
-            out += _I(n)
-            out += name
-            out += _Z[-n & 3]
+            out.append(_I(n))
+            out.append(name)
+            if n & 3:
+                out.append(_Z[-n & 3])
             pv = p.value
             t = pv.type
             f = arm_pack.get(t)
             if f is not None:
-                out += f(t, pv.value)
+                out.append(f(t, pv.value))
             elif t == 7:
                 s = pv.value.encode()
                 n = len(s)
                 if n > _STRING_MAX:
                     raise Invalid("value")
-                out += disc_len(7, n)
-                out += s
-                out += _Z[-n & 3]
+                out.append(disc_len(7, n))
+                out.append(s)
+                if n & 3:
+                    out.append(_Z[-n & 3])
             else:
                 raise Invalid("type")
 
@@ -209,9 +211,9 @@ def scheduler_params(lv: Any) -> tuple[Pack, Unpack]:
     tp_pack, tp_unpack = typed_params(lv, 16)
 
     def pack(r: Any) -> bytes:
-        out = bytearray()
+        out: list[bytes] = []
         tp_pack(r.params, out)
-        return bytes(out)
+        return b"".join(out)
 
     def unpack(buf: bytes) -> Any:
         end = len(buf)
@@ -230,9 +232,9 @@ def job_stats(lv: Any) -> tuple[Pack, Unpack]:
     tp_pack, tp_unpack = typed_params(lv, 64)  # REMOTE_DOMAIN_JOB_STATS_MAX
 
     def pack(r: Any) -> bytes:
-        out = bytearray(struct.pack(">i", r.type))
+        out = [struct.pack(">i", r.type)]
         tp_pack(r.params, out)
-        return bytes(out)
+        return b"".join(out)
 
     def unpack(buf: bytes) -> Any:
         end = len(buf)
@@ -259,18 +261,19 @@ def cpu_stats(lv: Any) -> tuple[Pack, Unpack]:
         params = r.params
         if params.__class__ is not list or len(params) > limit:
             raise Invalid("params")
-        out = bytearray(_I(len(params)))
+        out = [_I(len(params))]
         for s in params:
             name = s.field.encode()
             n = len(name)
             if n > _STRING_MAX:
                 raise Invalid("field")
-            out += _I(n)
-            out += name
-            out += _Z[-n & 3]
-            out += qpack(s.value)
-        out += tail.pack(r.nparams)
-        return bytes(out)
+            out.append(_I(n))
+            out.append(name)
+            if n & 3:
+                out.append(_Z[-n & 3])
+            out.append(qpack(s.value))
+        out.append(tail.pack(r.nparams))
+        return b"".join(out)
 
     def unpack(buf: bytes) -> Any:
         end = len(buf)
@@ -380,7 +383,8 @@ def fattr(nfs: Any) -> tuple[Callable[[Any, list[bytes]], None], Any]:
         n = len(v)
         out.append(_I(n))
         out.append(v)
-        out.append(_Z[-n & 3])
+        if n & 3:
+            out.append(_Z[-n & 3])
 
     def unpack(buf: bytes, off: int, end: int) -> tuple[Any, int]:
         k = _uI(buf, off)[0]
@@ -463,7 +467,8 @@ def compound_args(nfs: Any) -> tuple[Pack, Unpack]:
                     raise Invalid("object")
                 append(op_len(t, n))
                 append(data)
-                append(_Z[-n & 3])
+                if n & 3:
+                    append(_Z[-n & 3])
             elif t == GETATTR:
                 mask = v.attr_request
                 append(struct.pack(f">iI{len(mask)}I", t, len(mask), *mask))
@@ -575,7 +580,8 @@ def compound_res(nfs: Any) -> tuple[Pack, Unpack]:
                 n = len(data)
                 append(read_head.pack(t, status, 1 if ok.eof else 0, n))
                 append(data)
-                append(_Z[-n & 3])
+                if n & 3:
+                    append(_Z[-n & 3])
             elif t == READDIR:
                 ok = v.value
                 verf = ok.cookieverf
@@ -589,7 +595,8 @@ def compound_res(nfs: Any) -> tuple[Pack, Unpack]:
                     n = len(name)
                     append(entry_head.pack(1, e.cookie, n))
                     append(name)
-                    append(_Z[-n & 3])
+                    if n & 3:
+                        append(_Z[-n & 3])
                     fpack(e.attrs, out)
                     e = e.nextentry
                 append(struct.pack(">II", 0, 1 if ok.reply.eof else 0))
@@ -735,7 +742,8 @@ def rich_message(schema: Any) -> tuple[Pack, Unpack]:
             out.append(_I(1))
             out.append(_I(n))
             out.append(name)
-            out.append(_Z[-n & 3])
+            if n & 3:
+                out.append(_Z[-n & 3])
             out.append(dpack(d.uuid, d.id))
         return b"".join(out)
 

@@ -94,7 +94,7 @@ def test_tracebacks_show_the_cached_generated_source(
     assert filename.endswith("demo.x>")
     assert "".join(linecache.getlines(filename)) == schema.source
     try:
-        pack_fn(object(), bytearray())
+        pack_fn(object(), [])
     except AttributeError:
         text = traceback.format_exc()
     assert filename in text and ".pack(v.x, v.y)" in text

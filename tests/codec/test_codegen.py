@@ -226,7 +226,7 @@ def test_generated_source_is_in_linecache_and_tracebacks(schema: Schema) -> None
     assert "".join(lines) == schema.source
     # A traceback through generated code shows the generated line.
     try:
-        pack_fn(object(), bytearray())
+        pack_fn(object(), [])
     except AttributeError:
         text = traceback.format_exc()
     assert filename in text
@@ -242,12 +242,12 @@ def test_functions_compile_on_first_call_and_keep_their_lines() -> None:
     pack_fn = schema._ns["p_s29"]
     assert pack_fn.__kwdefaults__ is not None  # not compiled yet
     value = schema["s29"](a=1, b29=2)
-    out = bytearray()
+    out: list[bytes] = []
     pack_fn(value, out)
-    assert out == struct.pack(">iq", 1, 2) == schema["s29"].pack(value)
+    assert b"".join(out) == struct.pack(">iq", 1, 2) == schema["s29"].pack(value)
     assert schema._ns["p_s29"] is pack_fn and pack_fn.__kwdefaults__ is None
     try:
-        schema._ns["p_s28"](object(), bytearray())
+        schema._ns["p_s28"](object(), [])
     except AttributeError:
         frame = traceback.extract_tb(sys.exc_info()[2])[-1]
     line = linecache.getline(frame.filename, frame.lineno)

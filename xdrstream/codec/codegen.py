@@ -1,7 +1,9 @@
 """Python source generation for a resolved schema model.
 
 Per struct/union/enum ``X`` the module defines the value class ``C_X`` and two functions:
-``p_X(v, out)`` appends the encoding of ``v`` to the bytearray ``out``; ``u_X(buf, off)``
+``p_X(v, out)`` appends the pieces of ``v``'s encoding to the list ``out`` (the caller joins
+them once: ``list.append`` is ~25 ns a piece cheaper than ``bytearray +=``, and the join is
+the only copy); ``u_X(buf, off)``
 returns ``(value, new_offset)``. Structs and unions that can contain themselves take a
 third argument, the nesting depth, checked against ``MAX_DEPTH``. Typedefs of other types
 get ``pt_<name>``/``ut_<name>``, built-in types ``pb_<name>``/``ub_<name>``. A fixed-layout
@@ -12,7 +14,8 @@ Speed comes from doing at generation time what an interpreter does per value: co
 fixed-size items (and the length/flag word of the item after them) are packed/unpacked by
 one precompiled ``struct.Struct``; nested fixed-size structs are flattened into that run;
 arrays of scalars are one ``struct`` call; opaque data is a slice of the input. Packing
-appends to one bytearray (measured a little faster than joining a list of parts).
+appends the pieces to a list joined once (measured 5-22% faster per pack on libvirt's and
+NFSv4's real types than ``+=`` on one bytearray, which also copied the result once more).
 
 The generated code validates everything but reports nothing itself: on invalid input it
 raises whatever is cheapest (``struct.error``, ``KeyError``, ``Invalid``...). The wrappers in
@@ -215,7 +218,7 @@ class Generator:
         def flush() -> None:
             if fmt:
                 s = self.struct_const(">" + "".join(fmt))
-                fn.emit(ind, f"out += {s}.pack({', '.join(args)})")
+                fn.emit(ind, f"out.append({s}.pack({', '.join(args)}))")
                 fmt.clear()
                 args.clear()
 
@@ -409,8 +412,8 @@ class Generator:
             fn.emit(ind, f"if {var} is not None:")
             self.pack_seq(fn, [(t.element, var)], ind + 1)
         elif isinstance(t, (m.String, m.Opaque)):
-            fn.emit(ind, f"out += {var}")
-            fn.emit(ind, f"if {head} & 3: out += _PAD[{head} & 3]")
+            fn.emit(ind, f"out.append({var})")
+            fn.emit(ind, f"if {head} & 3: out.append(_PAD[{head} & 3])")
         else:
             assert isinstance(t, m.Array)
             self.pack_elements(fn, t, var, head, ind)
@@ -421,9 +424,9 @@ class Generator:
             fmt = self.scalar_fmt(t.element)
             if t.fixed:
                 s = self.struct_const(f">{t.size}{fmt}")
-                fn.emit(ind, f"out += {s}.pack({star})")
+                fn.emit(ind, f"out.append({s}.pack({star}))")
             else:
-                fn.emit(ind, f"out += _SC_{fmt}[{count}].pack({star})")
+                fn.emit(ind, f"out.append(_SC_{fmt}[{count}].pack({star}))")
             return
         item = fn.tmp()
         fn.emit(ind, f"for {item} in {var}:")
@@ -439,9 +442,9 @@ class Generator:
                 ind, f"if {var}.__class__ is not bytes and not _is_bytes({var}): raise _Invalid"
             )
             fn.emit(ind, f"if len({var}) != {t.size}: raise _Invalid")
-            fn.emit(ind, f"out += {var}")
+            fn.emit(ind, f"out.append({var})")
             if t.size & 3:
-                fn.emit(ind, f"out += {bytes(4 - (t.size & 3))!r}")
+                fn.emit(ind, f"out.append({bytes(4 - (t.size & 3))!r})")
         else:
             assert isinstance(t, m.Array) and t.fixed
             var = fn.tmp()
@@ -711,7 +714,7 @@ class Generator:
         self.pack_seq(fn, [(f.type, f"v.{f.py}") for f in body], 2)
         fn.emit(2, f"v = v.{last.py}")
         fn.emit(2, "if v is None:")
-        fn.emit(3, "out += _W0")
+        fn.emit(3, "out.append(_W0)")
         fn.emit(3, "return")
         fn.emit(2, "if v is mark: raise _Invalid")
         fn.emit(2, "steps += 1")
@@ -719,7 +722,7 @@ class Generator:
         fn.emit(3, "mark = v")
         fn.emit(3, "steps = 0")
         fn.emit(3, "span += span")
-        fn.emit(2, "out += _W1")
+        fn.emit(2, "out.append(_W1)")
         self.function(f"p_{t.ident}", "v, out, d=1", fn, f"Pack the list struct {t.name}.")
         fn = _Fn(True)
         fn.emit(1, "head = prev = None")
@@ -834,6 +837,14 @@ class Generator:
         var: str = "v",
         pending: tuple[list[str], list[str]] | None = None,
     ) -> None:
+        if (
+            isinstance(dtype, m.Enum)
+            and arm.labels
+            and set(arm.labels) <= set(dtype.members.values())
+        ):
+            # The dispatch matched one of this arm's labels, all enum members: the enum's
+            # membership test would be a second one (~30 ns an operation in NFSv4's unions).
+            dtype = m.PRIMS["int"]
         items: list[tuple[XType, str]] = [(dtype, disc)]
         if arm.type is not None:
             items.append((arm.type, f"{var}.value"))

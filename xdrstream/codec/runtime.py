@@ -203,18 +203,21 @@ class Codec:
         return f"<xdrstream codec {self.name}>"
 
 
+_join = b"".join
+
+
 def _wrappers(
     schema: Schema, name: str, pack_fn: PackFn, unpack_fn: UnpackFn
 ) -> tuple[Callable[[Any], bytes], Callable[..., Any], Callable[..., tuple[Any, int]]]:
     # Closures, not methods: one call and no attribute lookups between the user and the
     # generated function.
     def pack(value: Any) -> bytes:
-        out = bytearray()
+        out: list[Any] = []  # the pieces (bytes-like), joined once
         try:
             pack_fn(value, out)
         except Exception as exc:
             raise schema.encode_error(name, value, exc) from None
-        return bytes(out)
+        return _join(out)
 
     def unpack(data: Any, zero_copy: bool = False) -> Any:
         buf: Any
