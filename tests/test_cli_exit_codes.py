@@ -32,13 +32,32 @@ def test_an_unreadable_input_file_is_exit_2_naming_it(
 @pytest.mark.parametrize(
     "command", [["compile", "{broken}"], ["decode", "--schema", "{broken}", "{broken}"]]
 )
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [(b"struct x { int a", ""), (b"/* caf\xe9 */ struct s { int x; };\n", "not UTF-8 text")],
+)
 def test_a_schema_that_does_not_compile_is_exit_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    content: bytes,
+    said: str,
 ) -> None:
+    """A file that was read but whose content fails, also one that is not UTF-8."""
     broken = tmp_path / "broken.x"
-    broken.write_text("struct x { int a")
+    broken.write_bytes(content)
     assert main([a.format(broken=broken) for a in command]) == 1
-    assert str(broken) in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert str(broken) in err and said in err
+
+
+def test_decode_with_a_bad_define_is_a_usage_error_before_the_file_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.bin"
+    assert main(["decode", "-D", "1x=2", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "-D 1x=2: '1x' is not a name" in err and "schema" not in err and "missing" not in err
 
 
 def test_trace_show_of_a_missing_file_is_exit_2(tmp_path: Path) -> None:
@@ -67,8 +86,8 @@ def test_compile_exit_status_input_output_and_content(
     )
     latin = tmp_path / "latin.x"
     latin.write_bytes(b"/* caf\xe9 */ struct s { int x; };\n")
-    assert main(["compile", str(latin)]) == 2
-    assert "not UTF-8 text" in capsys.readouterr().err
+    assert main(["compile", str(latin)]) == 1  # read, but not text: content, as decode's
+    assert f"xdrstream compile: {latin}: not UTF-8 text (byte 6)" in capsys.readouterr().err
     bad = tmp_path / "bad.x"
     bad.write_text("struct s { int x }\n")
     assert main(["compile", str(bad)]) == 1  # the input's content: the work failed
@@ -138,7 +157,7 @@ def test_fuzz_resources_with_no_such_pid_is_exit_2(
     assert "xdrstream fuzz: --pid 999999999: no such process" in capsys.readouterr().err
 
 
-def test_fuzz_replay_of_a_missing_or_bad_trace_is_exit_2_naming_it(
+def test_fuzz_replay_of_a_missing_trace_is_exit_2_of_a_bad_one_exit_1_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = f"unix:{tmp_path}/none.sock"  # never reached: the file is checked first
@@ -146,8 +165,43 @@ def test_fuzz_replay_of_a_missing_or_bad_trace_is_exit_2_naming_it(
     bad.write_bytes(b"\x89PNG\r\n")
     assert main(["fuzz", "--target", target, "--replay", str(missing)]) == 2
     assert f"cannot read {missing}: No such file or directory" in capsys.readouterr().err
-    assert main(["fuzz", "--target", target, "--replay", str(bad)]) == 2
+    assert main(["fuzz", "--target", target, "--replay", str(bad)]) == 1  # its content
     assert f"{bad}: not a trace (JSON Lines): byte 0 is not UTF-8" in capsys.readouterr().err
+    # A bad option beside the bad file is usage, said first.
+    for option in (["--duration", "soon"], ["--timeout=-1s"], ["--max-findings", "0"]):
+        assert main(["fuzz", "--target", target, *option, "--replay", str(bad)]) == 2, option
+        err = capsys.readouterr().err
+        assert option[0].split("=")[0] in err and "not a trace" not in err, err
+    broken = tmp_path / "broken.x"  # a --libvirt-schemas file that does not compile
+    broken.write_text("struct x { int a")
+    argv = ["fuzz", "--target", target, "--procedure", "CONNECT_OPEN"]
+    assert main([*argv, "--libvirt-schemas", str(broken)]) == 1
+    assert str(broken) in capsys.readouterr().err
+    assert main([*argv[:3], "--procedure", "NO_SUCH_PROCEDURE"]) == 2
+    assert "has no procedure 'NO_SUCH_PROCEDURE'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--campaign", "resources", "--pid", "999999999"], "--pid 999999999: no such process"),
+        (["--campaign", "resources"], "--campaign resources needs --spawn or --pid"),
+        (["--pid", "1"], "--pid goes with --campaign resources"),
+        (["--campaign", "resources", "--pid", "1", "--replay", "t"], "--replay sends"),
+        (["--campaign", "resources", "--connections", "0", "--pid", "1"], "--connections"),
+    ],
+)
+def test_fuzz_options_that_cannot_work_are_exit_2_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], said: str
+) -> None:
+    """Checked before the target is reached (it is not there: that would be exit 3) and
+    before --spawn's command runs (it would leave a file)."""
+    started = tmp_path / "started"
+    argv = ["fuzz", "--target", f"unix:{tmp_path}/none.sock", "--duration", "1s", *options]
+    assert main([*argv, "--spawn", f"touch {started}"] if "--pid" in options else argv) == 2
+    err = capsys.readouterr().err
+    assert f"xdrstream fuzz: {said}" in err and len(err.splitlines()) == 1, err
+    assert not started.exists()
 
 
 def test_decode_with_a_directory_that_is_no_libvirt_tree_says_so(

@@ -40,6 +40,12 @@ EXIT_STATUS = """exit status, every command:
 """
 
 
+def file_error(exc: OSError, path: object = None, verb: str = "read") -> str:
+    """``cannot VERB FILE: reason`` for a local file a command cannot use (exit 2): the file
+    the error names (else ``path``) and its reason once, without the errno's repr."""
+    return f"cannot {verb} {exc.filename or path}: {exc.strerror or exc}"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or with `command` only that command's part of it."""
     parser = argparse.ArgumentParser(
