@@ -69,7 +69,7 @@ def test_trace_show_of_a_binary_file_is_one_line_not_a_traceback(
 ) -> None:
     capture = tmp_path / "capture.pcapng"
     capture.write_bytes(bytes.fromhex("0a0d0d0a") + b"\xff" * 40)
-    assert main(["trace", "show", str(capture)]) == 2
+    assert main(["trace", "show", str(capture)]) == 1  # read, but not a trace: content
     err = capsys.readouterr().err
     assert f"{capture}: not a trace (JSON Lines): byte 4 is not UTF-8" in err
 
@@ -212,3 +212,63 @@ def test_decode_with_a_directory_that_is_no_libvirt_tree_says_so(
     assert main(["decode", "--libvirt-schemas", str(tmp_path), str(stream)]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path}: neither a libvirt source tree" in err and "None" not in err
+
+
+def _exit_status(argv: list[str]) -> int:
+    """main's status, also when argparse rejects a value (it exits 2 itself)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["conformance", "judge", "--listen", "{listen}", "--upstream", "tls:127.0.0.1:1"],
+         "a TLS session cannot be judged"),
+        (["conformance", "judge", "--listen", "tls:127.0.0.1:0", "--upstream", "{none}"],
+         "a TLS session cannot be judged"),
+        (["trace", "record", "--listen", "{listen}", "--upstream", "tls:127.0.0.1:1",
+          "-o", "{tmp}/t.jsonl"], "a TLS session cannot be recorded"),
+        (["conformance", "judge", "--listen", "{listen}", "--upstream", "{none}", "--count", "0"],
+         "argument --count: must be positive"),
+        (["conformance", "judge", "--listen", "{listen}", "--upstream", "{none}",
+          "--timeout", "0"], "argument --timeout: 0 is not a positive number of seconds"),
+        (["trace", "record", "--listen", "{listen}", "--upstream", "{none}", "--sessions", "0",
+          "-o", "{tmp}/t.jsonl"], "argument --sessions: must be positive"),
+        (["conformance", "serve", "--listen", "{listen}", "--count", "-1"],
+         "argument --count: -1 is negative"),
+        (["conformance", "serve", "--listen", "{listen}", "--timeout", "nan"],
+         "argument --timeout: nan is not a positive number"),
+        (["conformance", "run", "--target", "{none}", "--timeout", "-1"],
+         "argument --timeout: -1 is not a positive number"),
+        (["conformance", "replay", "--target", "{none}", "--timeout", "0"],
+         "argument --timeout: 0 is not a positive number"),
+        (["conformance", "exactness", "--connect", "{none}", "--timeout", "0"],
+         "argument --timeout: 0 is not a positive number"),
+    ],
+)  # fmt: skip
+def test_conformance_options_that_cannot_work_are_exit_2_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """Said before anything listens or connects: the upstream/target is not there (that
+    would be exit 3, or a traceback for a negative timeout) and no socket is made."""
+    listen = tmp_path / "listen.sock"
+    values = {"listen": f"unix:{listen}", "none": f"unix:{tmp_path}/none.sock", "tmp": tmp_path}
+    assert _exit_status([a.format(**values) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err, err
+    assert not listen.exists()
+
+
+def test_exactness_of_libvirt_schemas_that_do_not_compile_is_exit_1_unreadable_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken, missing = tmp_path / "remote_protocol.x", tmp_path / "missing.x"
+    broken.write_text("struct x { int a")
+    argv = ["conformance", "exactness", "--connect", f"unix:{tmp_path}/none.sock"]
+    assert main([*argv, "--libvirt-schemas", str(broken)]) == 1  # not reached: exit 3
+    assert f"cannot load the remote program: {broken}" in capsys.readouterr().err
+    assert main([*argv, "--libvirt-schemas", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err
