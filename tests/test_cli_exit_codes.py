@@ -189,6 +189,9 @@ def test_fuzz_replay_of_a_missing_trace_is_exit_2_of_a_bad_one_exit_1_naming_it(
         (["--pid", "1"], "--pid goes with --campaign resources"),
         (["--campaign", "resources", "--pid", "1", "--replay", "t"], "--replay sends"),
         (["--campaign", "resources", "--connections", "0", "--pid", "1"], "--connections"),
+        (["--spawn", "'unbalanced"], '--spawn "\'unbalanced": No closing quotation'),
+        (["--spawn", "/nonexistent/server --x"], "--spawn: '/nonexistent/server' is no program"),
+        (["--spawn", " "], "--spawn needs a command"),
     ],
 )
 def test_fuzz_options_that_cannot_work_are_exit_2_before_anything_starts(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,15 @@ def _check_options(args: argparse.Namespace) -> None:
         raise _Usage("--max-findings must be at least 1")
     if args.connections < 1:
         raise _Usage("--connections must be at least 1")
+    if args.spawn is not None:
+        try:
+            command = shlex.split(args.spawn)
+        except ValueError as exc:  # e.g. No closing quotation
+            raise _Usage(f"--spawn {args.spawn!r}: {exc}") from None
+        if not command:
+            raise _Usage("--spawn needs a command")
+        if shutil.which(command[0]) is None:
+            raise _Usage(f"--spawn: {command[0]!r} is no program that can be run")
     if args.campaign != "resources":
         if args.pid is not None:
             raise _Usage("--pid goes with --campaign resources")
