@@ -376,7 +376,7 @@ def _exchange_serial(frame: bytes) -> int:
 
 
 def _frame_serial(frame: bytes) -> int:
-    """The header serial of a whole frame (the sixth word after the length)."""
+    """The header serial of a whole frame (the fifth header word, after the length)."""
     return int.from_bytes(frame[LEN_SIZE + 16 : LEN_SIZE + 20], "big")
 
 
