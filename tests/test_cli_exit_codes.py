@@ -32,13 +32,32 @@ def test_an_unreadable_input_file_is_exit_2_naming_it(
 @pytest.mark.parametrize(
     "command", [["compile", "{broken}"], ["decode", "--schema", "{broken}", "{broken}"]]
 )
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [(b"struct x { int a", ""), (b"/* caf\xe9 */ struct s { int x; };\n", "not UTF-8 text")],
+)
 def test_a_schema_that_does_not_compile_is_exit_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    content: bytes,
+    said: str,
 ) -> None:
+    """A file that was read but whose content fails, also one that is not UTF-8."""
     broken = tmp_path / "broken.x"
-    broken.write_text("struct x { int a")
+    broken.write_bytes(content)
     assert main([a.format(broken=broken) for a in command]) == 1
-    assert str(broken) in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert str(broken) in err and said in err
+
+
+def test_decode_with_a_bad_define_is_a_usage_error_before_the_file_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.bin"
+    assert main(["decode", "-D", "1x=2", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "-D 1x=2: '1x' is not a name" in err and "schema" not in err and "missing" not in err
 
 
 def test_trace_show_of_a_missing_file_is_exit_2(tmp_path: Path) -> None:
@@ -50,7 +69,7 @@ def test_trace_show_of_a_binary_file_is_one_line_not_a_traceback(
 ) -> None:
     capture = tmp_path / "capture.pcapng"
     capture.write_bytes(bytes.fromhex("0a0d0d0a") + b"\xff" * 40)
-    assert main(["trace", "show", str(capture)]) == 2
+    assert main(["trace", "show", str(capture)]) == 1  # read, but not a trace: content
     err = capsys.readouterr().err
     assert f"{capture}: not a trace (JSON Lines): byte 4 is not UTF-8" in err
 
@@ -67,8 +86,8 @@ def test_compile_exit_status_input_output_and_content(
     )
     latin = tmp_path / "latin.x"
     latin.write_bytes(b"/* caf\xe9 */ struct s { int x; };\n")
-    assert main(["compile", str(latin)]) == 2
-    assert "not UTF-8 text" in capsys.readouterr().err
+    assert main(["compile", str(latin)]) == 1  # read, but not text: content, as decode's
+    assert f"xdrstream compile: {latin}: not UTF-8 text (byte 6)" in capsys.readouterr().err
     bad = tmp_path / "bad.x"
     bad.write_text("struct s { int x }\n")
     assert main(["compile", str(bad)]) == 1  # the input's content: the work failed
@@ -138,7 +157,7 @@ def test_fuzz_resources_with_no_such_pid_is_exit_2(
     assert "xdrstream fuzz: --pid 999999999: no such process" in capsys.readouterr().err
 
 
-def test_fuzz_replay_of_a_missing_or_bad_trace_is_exit_2_naming_it(
+def test_fuzz_replay_of_a_missing_trace_is_exit_2_of_a_bad_one_exit_1_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = f"unix:{tmp_path}/none.sock"  # never reached: the file is checked first
@@ -146,8 +165,46 @@ def test_fuzz_replay_of_a_missing_or_bad_trace_is_exit_2_naming_it(
     bad.write_bytes(b"\x89PNG\r\n")
     assert main(["fuzz", "--target", target, "--replay", str(missing)]) == 2
     assert f"cannot read {missing}: No such file or directory" in capsys.readouterr().err
-    assert main(["fuzz", "--target", target, "--replay", str(bad)]) == 2
+    assert main(["fuzz", "--target", target, "--replay", str(bad)]) == 1  # its content
     assert f"{bad}: not a trace (JSON Lines): byte 0 is not UTF-8" in capsys.readouterr().err
+    # A bad option beside the bad file is usage, said first.
+    for option in (["--duration", "soon"], ["--timeout=-1s"], ["--max-findings", "0"]):
+        assert main(["fuzz", "--target", target, *option, "--replay", str(bad)]) == 2, option
+        err = capsys.readouterr().err
+        assert option[0].split("=")[0] in err and "not a trace" not in err, err
+    broken = tmp_path / "broken.x"  # a --libvirt-schemas file that does not compile
+    broken.write_text("struct x { int a")
+    argv = ["fuzz", "--target", target, "--procedure", "CONNECT_OPEN"]
+    assert main([*argv, "--libvirt-schemas", str(broken)]) == 1
+    assert str(broken) in capsys.readouterr().err
+    assert main([*argv[:3], "--procedure", "NO_SUCH_PROCEDURE"]) == 2
+    assert "has no procedure 'NO_SUCH_PROCEDURE'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--campaign", "resources", "--pid", "999999999"], "--pid 999999999: no such process"),
+        (["--campaign", "resources"], "--campaign resources needs --spawn or --pid"),
+        (["--pid", "1"], "--pid goes with --campaign resources"),
+        (["--campaign", "resources", "--pid", "1", "--replay", "t"], "--replay sends"),
+        (["--campaign", "resources", "--connections", "0", "--pid", "1"], "--connections"),
+        (["--spawn", "'unbalanced"], '--spawn "\'unbalanced": No closing quotation'),
+        (["--spawn", "/nonexistent/server --x"], "--spawn: '/nonexistent/server' is no program"),
+        (["--spawn", " "], "--spawn needs a command"),
+    ],
+)
+def test_fuzz_options_that_cannot_work_are_exit_2_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], said: str
+) -> None:
+    """Checked before the target is reached (it is not there: that would be exit 3) and
+    before --spawn's command runs (it would leave a file)."""
+    started = tmp_path / "started"
+    argv = ["fuzz", "--target", f"unix:{tmp_path}/none.sock", "--duration", "1s", *options]
+    assert main([*argv, "--spawn", f"touch {started}"] if "--pid" in options else argv) == 2
+    err = capsys.readouterr().err
+    assert f"xdrstream fuzz: {said}" in err and len(err.splitlines()) == 1, err
+    assert not started.exists()
 
 
 def test_decode_with_a_directory_that_is_no_libvirt_tree_says_so(
@@ -158,3 +215,63 @@ def test_decode_with_a_directory_that_is_no_libvirt_tree_says_so(
     assert main(["decode", "--libvirt-schemas", str(tmp_path), str(stream)]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path}: neither a libvirt source tree" in err and "None" not in err
+
+
+def _exit_status(argv: list[str]) -> int:
+    """main's status, also when argparse rejects a value (it exits 2 itself)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["conformance", "judge", "--listen", "{listen}", "--upstream", "tls:127.0.0.1:1"],
+         "a TLS session cannot be judged"),
+        (["conformance", "judge", "--listen", "tls:127.0.0.1:0", "--upstream", "{none}"],
+         "a TLS session cannot be judged"),
+        (["trace", "record", "--listen", "{listen}", "--upstream", "tls:127.0.0.1:1",
+          "-o", "{tmp}/t.jsonl"], "a TLS session cannot be recorded"),
+        (["conformance", "judge", "--listen", "{listen}", "--upstream", "{none}", "--count", "0"],
+         "argument --count: must be positive"),
+        (["conformance", "judge", "--listen", "{listen}", "--upstream", "{none}",
+          "--timeout", "0"], "argument --timeout: 0 is not a positive number of seconds"),
+        (["trace", "record", "--listen", "{listen}", "--upstream", "{none}", "--sessions", "0",
+          "-o", "{tmp}/t.jsonl"], "argument --sessions: must be positive"),
+        (["conformance", "serve", "--listen", "{listen}", "--count", "-1"],
+         "argument --count: -1 is negative"),
+        (["conformance", "serve", "--listen", "{listen}", "--timeout", "nan"],
+         "argument --timeout: nan is not a positive number"),
+        (["conformance", "run", "--target", "{none}", "--timeout", "-1"],
+         "argument --timeout: -1 is not a positive number"),
+        (["conformance", "replay", "--target", "{none}", "--timeout", "0"],
+         "argument --timeout: 0 is not a positive number"),
+        (["conformance", "exactness", "--connect", "{none}", "--timeout", "0"],
+         "argument --timeout: 0 is not a positive number"),
+    ],
+)  # fmt: skip
+def test_conformance_options_that_cannot_work_are_exit_2_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """Said before anything listens or connects: the upstream/target is not there (that
+    would be exit 3, or a traceback for a negative timeout) and no socket is made."""
+    listen = tmp_path / "listen.sock"
+    values = {"listen": f"unix:{listen}", "none": f"unix:{tmp_path}/none.sock", "tmp": tmp_path}
+    assert _exit_status([a.format(**values) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err, err
+    assert not listen.exists()
+
+
+def test_exactness_of_libvirt_schemas_that_do_not_compile_is_exit_1_unreadable_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken, missing = tmp_path / "remote_protocol.x", tmp_path / "missing.x"
+    broken.write_text("struct x { int a")
+    argv = ["conformance", "exactness", "--connect", f"unix:{tmp_path}/none.sock"]
+    assert main([*argv, "--libvirt-schemas", str(broken)]) == 1  # not reached: exit 3
+    assert f"cannot load the remote program: {broken}" in capsys.readouterr().err
+    assert main([*argv, "--libvirt-schemas", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err

@@ -40,6 +40,40 @@ EXIT_STATUS = """exit status, every command:
 """
 
 
+def file_error(exc: OSError, path: object = None, verb: str = "read") -> str:
+    """``cannot VERB FILE: reason`` for a local file a command cannot use (exit 2): the file
+    the error names (else ``path``) and its reason once, without the errno's repr."""
+    return f"cannot {verb} {exc.filename or path}: {exc.strerror or exc}"
+
+
+# argparse types for values checked as the command line is read (exit 2 before any work)
+def positive_int(text: str) -> int:
+    value = nonnegative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or with `command` only that command's part of it."""
     parser = argparse.ArgumentParser(

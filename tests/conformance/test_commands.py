@@ -113,7 +113,7 @@ def test_an_unreachable_target_is_named_once(
         assert len(err.splitlines()) == 1, err  # one line, not a failed row per trace
 
 
-def test_replay_of_a_missing_or_bad_trace_is_a_usage_error_naming_it(
+def test_replay_of_a_missing_trace_is_a_usage_error_of_a_bad_one_exit_1_naming_it(
     reference_server: addresses.Address, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = str(replay.traces_dir() / "v3-upload.jsonl")
@@ -125,7 +125,9 @@ def test_replay_of_a_missing_or_bad_trace_is_a_usage_error_naming_it(
     assert "[Errno" not in captured.err and "replayed" not in captured.out  # nothing ran
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"format": \n')
-    assert main(["conformance", "replay", "--target", target, str(bad)]) == 2
+    assert main(["conformance", "replay", "--target", target, str(bad)]) == 1  # content
+    assert f"{bad}: trace line 1: not JSON" in capsys.readouterr().err
+    assert main(["conformance", "serve", "--listen", f"unix:{tmp_path}/s", str(bad)]) == 1
     assert f"{bad}: trace line 1: not JSON" in capsys.readouterr().err
     assert main(["conformance", "serve", "--listen", f"unix:{tmp_path}/s", str(missing)]) == 2
     assert f"cannot read {missing}" in capsys.readouterr().err
@@ -194,7 +196,9 @@ def test_trace_show_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert out_file.read_bytes()[:4] == bytes.fromhex("0a0d0d0a")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"xdrstream_trace": 9}\n')
-    assert main(["trace", "show", str(bad)]) == 2
+    assert main(["trace", "show", str(bad)]) == 1  # read, but not a trace (its content)
+    assert "line 1" in capsys.readouterr().err
+    assert main(["trace", "export", "--pcapng", str(out_file), str(bad)]) == 1
     assert "line 1" in capsys.readouterr().err
 
 

@@ -79,12 +79,12 @@ def test_columns_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         (b"\x89PNG\r\n", "{path}: byte 0 is not UTF-8"),
     ],
 )
-def test_columns_of_a_file_that_is_no_report_is_exit_2_naming_file_and_position(
+def test_columns_of_a_file_that_is_no_report_is_exit_1_naming_file_and_position(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, expected: str
 ) -> None:
     path = tmp_path / "report.json"
     path.write_bytes(content)
-    assert main(["conformance", "columns", f"ours={path}"]) == 2
+    assert main(["conformance", "columns", f"ours={path}"]) == 1  # content (cli.EXIT_STATUS)
     err = capsys.readouterr().err
     assert expected.format(path=path) in err and len(err.splitlines()) == 1, err
 

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from xdrstream.capture.decode import DecodedMessage, Decoder, StreamFailure
 from xdrstream.capture.pcap import CaptureError
+from xdrstream.cli import file_error
 from xdrstream.codec.commands import parse_define
 from xdrstream.codec.errors import SchemaError
 from xdrstream.protocol.framing import MessageStatus, MessageType
@@ -73,9 +74,14 @@ def _port(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        constants = dict(parse_define(d) for d in args.defines)
+    except ValueError as exc:  # an option, not a schema: usage (exit 2), as compile's -D
+        print(f"xdrstream decode: {exc}", file=sys.stderr)
+        return 2
+    try:
         data = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
     except OSError as exc:
-        print(f"xdrstream decode: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        print(f"xdrstream decode: {file_error(exc, args.file)}", file=sys.stderr)
         return 2
     try:
         programs = []
@@ -84,10 +90,9 @@ def run(args: argparse.Namespace) -> int:
             from xdrstream.libvirt import protocol as libvirt_protocol
 
             programs.append(libvirt_protocol.load(args.libvirt_schemas).program_definition())
-        constants = dict(parse_define(d) for d in args.defines)
         decoder = Decoder.with_schemas(extra=args.schema, programs=programs, constants=constants)
     except OSError as exc:  # a schema file, or a --libvirt-schemas tree that is none
-        text = f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        text = file_error(exc) if exc.filename else str(exc)
         print(f"xdrstream decode: {text}", file=sys.stderr)
         return 2
     except (SchemaError, ValueError) as exc:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from xdrstream.cli import file_error
 from xdrstream.codec import DEFAULT_MAX_DEPTH, generate_source
 from xdrstream.codec.errors import SchemaError
 from xdrstream.codec.lexer import tokenize
@@ -103,11 +104,11 @@ def run_compile(args: argparse.Namespace) -> int:
         try:
             sources.append((str(path), path.read_text(encoding="utf-8")))
         except OSError as exc:  # a local file: exit 2, the rule of every command (cli.py)
-            print(f"xdrstream compile: cannot read {path}: {exc.strerror}", file=sys.stderr)
+            print(f"xdrstream compile: {file_error(exc, path)}", file=sys.stderr)
             return 2
-        except UnicodeDecodeError as exc:
-            print(f"xdrstream compile: cannot read {path}: not UTF-8 text ({exc})", file=sys.stderr)
-            return 2
+        except UnicodeDecodeError as exc:  # read, but its content fails: exit 1, as decode
+            print(f"xdrstream compile: {path}: not UTF-8 text (byte {exc.start})", file=sys.stderr)
+            return 1
     try:
         source = generate_source(
             sources,
@@ -127,6 +128,6 @@ def run_compile(args: argparse.Namespace) -> int:
     try:
         args.output.write_text(source, encoding="utf-8")
     except OSError as exc:
-        print(f"xdrstream compile: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        print(f"xdrstream compile: {file_error(exc, args.output, 'write')}", file=sys.stderr)
         return 2
     return 0

@@ -14,10 +14,10 @@
     xdrstream trace record --listen ADDR --upstream ADDR -o FILE [--cases ...]
 
 Exit codes: 0 all cases passed (or were skipped, or showed a deviation allowed with
-``--allow-deviation``), 1 a case failed or showed a deviation not allowed, 2 usage or
-unreadable input, 3 the target cannot be reached. A deviation is a MUST that the target's
-implementation (asked of the target itself) is known to break: outcome ``deviation``,
-counted apart from failures.
+``--allow-deviation``), 1 a case failed or showed a deviation not allowed (or a trace file
+is not a trace), 2 usage or unreadable input, 3 the target cannot be reached. A deviation
+is a MUST that the target's implementation (asked of the target itself) is known to break:
+outcome ``deviation``, counted apart from failures.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 from rich.console import Console
 
+from xdrstream.cli import file_error, nonnegative_int, positive_int, positive_seconds
 from xdrstream.conformance import report
 from xdrstream.conformance.catalogue import (
     Context,
@@ -107,8 +108,8 @@ def register(subparsers: Any) -> None:
         "by length and SHA-256, error bodies by code and domain). Traces marked not "
         "replayable are skipped with their reason.",
         epilog="exit status: 0 every trace replayed identically or was skipped; 1 a trace "
-        "differed; 2 bad usage or a trace file that cannot be read; 3 the target cannot be "
-        "reached.",
+        "differed, or a file is not a trace; 2 bad usage or a trace file that cannot be read; "
+        "3 the target cannot be reached.",
     )
     _target_options(replay, required=True)
     replay.add_argument(
@@ -125,21 +126,22 @@ def register(subparsers: Any) -> None:
         description="Listen on --listen; each connection's first call picks the trace whose "
         "first call it is (same procedure and arguments), whose server side is played while "
         "the client's frames are compared with the recorded ones.",
-        epilog="exit status: 0 every client session matched its trace; 1 one did not; 2 bad "
-        "usage or a trace file that cannot be read; 3 cannot listen.",
+        epilog="exit status: 0 every client session matched its trace; 1 one did not, or a "
+        "file is not a trace; 2 bad usage or a trace file that cannot be read; 3 cannot "
+        "listen.",
     )
     serve.add_argument(
         "--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT to listen on"
     )
     serve.add_argument(
         "--count",
-        type=int,
+        type=nonnegative_int,
         default=0,
         help="stop after this many connections (0: until interrupted)",
     )
     serve.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=10.0,
         help="seconds to wait for each frame the client should send (default 10)",
     )
@@ -183,8 +185,8 @@ def register(subparsers: Any) -> None:
         help="relay one session byte for byte and record it",
         description="Listen on --listen, relay each connection byte for byte to --upstream and "
         "write the sessions as a trace once --sessions of them have ended.",
-        epilog="exit status: 0 written; 2 bad usage; 3 cannot listen, or the upstream cannot "
-        "be reached.",
+        epilog="exit status: 0 written; 2 bad usage (a tls: address: the bytes relayed would "
+        "be no frames); 3 cannot listen, or the upstream cannot be reached.",
     )
     record.add_argument(
         "--listen", required=True, metavar="ADDR", help="address the client under test connects to"
@@ -196,7 +198,10 @@ def register(subparsers: Any) -> None:
         "-o", "--output", required=True, metavar="FILE", help="trace file to write (.jsonl)"
     )
     record.add_argument(
-        "--sessions", type=int, default=1, help="connections to relay before writing the trace"
+        "--sessions",
+        type=positive_int,
+        default=1,
+        help="connections to relay before writing the trace",
     )
     record.add_argument("--description", default="", help="the trace header's description")
 
@@ -224,7 +229,10 @@ def _target_options(parser: argparse.ArgumentParser, required: bool) -> None:
         help="program the target serves (auto: ask it)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait for each expected answer"
+        "--timeout",
+        type=positive_seconds,
+        default=5.0,
+        help="seconds to wait for each expected answer",
     )
     parser.add_argument(
         "--tls-ca", metavar="FILE", help="CA that signed the server certificate (implies TLS)"
@@ -264,11 +272,6 @@ def _fail(message: str, code: int, command: str = "conformance") -> int:
     return code
 
 
-def _file_error(path: str | Path, exc: OSError, verb: str = "read") -> str:
-    """One line naming the local file and the reason (exit 2), without the errno repr."""
-    return f"cannot {verb} {exc.filename or path}: {exc.strerror or exc}"
-
-
 def _reach(context: Context, args: argparse.Namespace) -> int | None:
     """The target's program (``--program auto``) and one connection to it: an unreachable
     target is exit 3 before anything runs, not every case's or trace's failure."""
@@ -286,8 +289,9 @@ def _reach(context: Context, args: argparse.Namespace) -> int | None:
 
 
 def _read_traces(paths: list[Path]) -> list[tuple[Path, Any]]:
-    """Every trace file read up front: a missing or malformed one is a usage error (exit 2)
-    naming it, not a failed row after the others ran. Raises _UsageError."""
+    """Every trace file read up front, naming the one that fails before anything ran (not
+    a failed row after the others): one that cannot be read is exit 2, one that is not a
+    trace exit 1 (its content, cli.EXIT_STATUS). Raises _InputError."""
     from xdrstream.conformance.trace import TraceError, read
 
     out = []
@@ -295,14 +299,18 @@ def _read_traces(paths: list[Path]) -> list[tuple[Path, Any]]:
         try:
             out.append((path, read(path)))
         except OSError as exc:
-            raise _UsageError(_file_error(path, exc)) from None
+            raise _InputError(file_error(exc, path), EXIT_USAGE) from None
         except TraceError as exc:
-            raise _UsageError(str(exc)) from None
+            raise _InputError(str(exc), EXIT_FAILED) from None
     return out
 
 
-class _UsageError(Exception):
-    """A local input that cannot be used (exit 2); the message names it."""
+class _InputError(Exception):
+    """A local input that cannot be used; the message names it, ``code`` is the exit."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def context_from_args(args: argparse.Namespace) -> Context:
@@ -430,10 +438,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False)
     try:
-        given = _read_traces([Path(p) for p in args.traces])
         context = context_from_args(args)
-    except _UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        given = _read_traces([Path(p) for p in args.traces])
+    except _InputError as exc:
+        return _fail(str(exc), exc.code)
     except (addresses.AddressError, tlsmod.TLSError, OSError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     if (failed := _reach(context, args)) is not None:
@@ -451,10 +459,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     paths = [Path(p) for p in args.traces] or replay.committed_traces("restore")
     try:
-        given = _read_traces(paths)
         address = addresses.parse_address(args.listen)
+        given = _read_traces(paths)
         server = replay.TraceServer(address, given, timeout=args.timeout)
-    except (_UsageError, addresses.AddressError) as exc:
+    except _InputError as exc:
+        return _fail(str(exc), exc.code)
+    except addresses.AddressError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except OSError as exc:  # ListenError: one line naming the address
         return _fail(str(exc), EXIT_CONNECT)
@@ -479,8 +489,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     try:
         [(_, trace)] = _read_traces([Path(args.file)])
-    except _UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE, "trace")
+    except _InputError as exc:
+        return _fail(str(exc), exc.code, "trace")
     sys.stdout.write(ladder.render(trace))
     return EXIT_OK
 
@@ -491,10 +501,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         [(_, trace)] = _read_traces([Path(args.file)])
         Path(args.pcapng).write_bytes(ladder.to_pcapng(trace, args.port))
-    except _UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE, "trace")
+    except _InputError as exc:
+        return _fail(str(exc), exc.code, "trace")
     except OSError as exc:
-        return _fail(_file_error(args.pcapng, exc, "write"), EXIT_USAGE, "trace")
+        return _fail(file_error(exc, args.pcapng, "write"), EXIT_USAGE, "trace")
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE, "trace")
     return EXIT_OK
@@ -509,6 +519,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         upstream = addresses.parse_address(args.upstream)
     except addresses.AddressError as exc:
         return _fail(str(exc), EXIT_USAGE, "trace")
+    if listen.tls or upstream.tls:  # before anything listens or connects
+        message = "a TLS session cannot be recorded (its frames are encrypted): use unix: or tcp:"
+        return _fail(message, EXIT_USAGE, "trace")
     try:
         check_upstream(upstream)
         proxy = recorder.RecordingProxy(listen, upstream)

@@ -102,6 +102,13 @@ class Session:
 
 
 # ---- the proxy ---------------------------------------------------------------------------------
+def check_addresses(listen: addresses.Address, upstream: addresses.Address) -> None:
+    """ValueError unless both addresses carry frames in the clear (a TLS session's frames
+    cannot be judged): a command checks this before it listens or connects."""
+    if listen.tls or upstream.tls:
+        raise ValueError("a TLS session cannot be judged: use unix: or tcp: addresses")
+
+
 class JudgingProxy(RelayProxy):
     """Relays connections to ``upstream`` frame by frame, recording a :class:`Session` per
     connection (module docstring). ``ping`` injects the keepalive PING."""
@@ -109,8 +116,7 @@ class JudgingProxy(RelayProxy):
     def __init__(
         self, listen: addresses.Address, upstream: addresses.Address, *, ping: bool = True
     ) -> None:
-        if listen.tls or upstream.tls:
-            raise ValueError("a TLS session cannot be judged: use unix: or tcp: addresses")
+        check_addresses(listen, upstream)
         super().__init__(listen, upstream)
         self.ping = ping
         self.sessions: list[Session] = []

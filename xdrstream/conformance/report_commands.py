@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from xdrstream.cli import file_error, positive_int, positive_seconds
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_STALLED = 0, 1, 2, 3, 4
 
 
@@ -34,8 +36,9 @@ def register(sub: Any) -> None:
         description="Call every procedure of libvirt's remote program that only reads (its "
         "@acl), on each --uri, and decode each reply strictly per libvirt's own .x files; "
         "print how many were checked and every mismatch.",
-        epilog="exit status: 0 no mismatch; 1 a reply did not decode exactly; 2 bad usage or "
-        ".x files that cannot be loaded; 3 the server cannot be reached.",
+        epilog="exit status: 0 no mismatch; 1 a reply did not decode exactly, or .x files "
+        "that do not compile; 2 bad usage or .x files that cannot be read; 3 the server "
+        "cannot be reached.",
     )
     exact.add_argument(
         "--connect", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT"
@@ -54,7 +57,10 @@ def register(sub: Any) -> None:
         help="driver URI to open (repeatable, outcomes merged; default test:///default)",
     )
     exact.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)"
+        "--timeout",
+        type=positive_seconds,
+        default=30.0,
+        help="seconds to wait for each reply (default 30)",
     )
     exact.add_argument("--json", metavar="FILE", help="write every procedure's outcome as JSON")
     exact.add_argument("--verbose", action="store_true", help="print every procedure's outcome")
@@ -67,8 +73,9 @@ def register(sub: Any) -> None:
         "client's frames against the catalogue's client cases; with a command after --, run "
         "it and judge the sessions it opened, else wait for --count sessions.",
         epilog="exit status: 0 every case passed or skipped; 1 a case failed, a deviation was "
-        "not allowed, or the client opened no session; 2 bad usage; 3 cannot listen, or the "
-        "upstream cannot be reached; 4 the sessions did not end in --timeout.",
+        "not allowed, or the client opened no session; 2 bad usage (a tls: address: a TLS "
+        "session cannot be judged); 3 cannot listen, or the upstream cannot be reached; 4 the "
+        "sessions did not end in --timeout.",
     )
     judge.add_argument(
         "--listen", required=True, metavar="ADDR", help="address the client under test connects to"
@@ -76,10 +83,12 @@ def register(sub: Any) -> None:
     judge.add_argument(
         "--upstream", required=True, metavar="ADDR", help="the real server the calls go to"
     )
-    judge.add_argument("--count", type=int, default=1, help="sessions to wait for (no command)")
+    judge.add_argument(
+        "--count", type=positive_int, default=1, help="sessions to wait for (no command)"
+    )
     judge.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=60.0,
         help="seconds the client command or the sessions may take (default 60)",
     )
@@ -101,7 +110,8 @@ def register(sub: Any) -> None:
         help="print `conformance run --json` reports side by side (README's table)",
         description="Print a Markdown table of `conformance run --json` reports, one column "
         "per LABEL=FILE, one row per libvirt case of the first report.",
-        epilog="exit status: 0 printed; 2 a report that cannot be read or is not one.",
+        epilog="exit status: 0 printed; 1 a file that is not such a report; 2 bad usage or a "
+        "report that cannot be read.",
     )
     columns.add_argument(
         "reports",
@@ -126,8 +136,10 @@ def cmd_exactness(args: argparse.Namespace) -> int:
 
     try:
         remote = protocols.load(args.libvirt_schemas)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # a file, or a directory that is no libvirt tree
         return _fail(f"cannot load the remote program: {exc}", EXIT_USAGE)
+    except ValueError as exc:  # .x files that do not compile: their content (exit 1)
+        return _fail(f"cannot load the remote program: {exc}", EXIT_FAILED)
     reports = []
     for uri in args.uri or ["test:///default"]:
         try:
@@ -150,18 +162,20 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from xdrstream.conformance import report
-    from xdrstream.conformance.judge import JudgingProxy, judge
+    from xdrstream.conformance.judge import JudgingProxy, check_addresses, judge
     from xdrstream.conformance.relay import check_upstream
     from xdrstream.transport import address as addresses
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    try:
+    try:  # the addresses are checked before anything listens or connects
         listen = addresses.parse_address(args.listen)
         upstream = addresses.parse_address(args.upstream)
-        check_upstream(upstream)
-        proxy = JudgingProxy(listen, upstream)
+        check_addresses(listen, upstream)
     except (addresses.AddressError, ValueError) as exc:  # ValueError: a TLS address
         return _fail(str(exc), EXIT_USAGE)
+    try:
+        check_upstream(upstream)
+        proxy = JudgingProxy(listen, upstream)
     except OSError as exc:  # ConnectError, ListenError: one line naming the address
         return _fail(str(exc), EXIT_CONNECT)
     console = Console(highlight=False)
@@ -213,8 +227,8 @@ def cmd_columns(args: argparse.Namespace) -> int:
         try:
             documents.append((label, report.read_json(path)))
         except OSError as exc:
-            return _fail(f"cannot read {path}: {exc.strerror or exc}", EXIT_USAGE)
-        except report.ReportError as exc:
-            return _fail(str(exc), EXIT_USAGE)
+            return _fail(file_error(exc, path), EXIT_USAGE)
+        except report.ReportError as exc:  # read, but not a report: its content (exit 1)
+            return _fail(str(exc), EXIT_FAILED)
     print(report.server_columns(documents))
     return EXIT_OK

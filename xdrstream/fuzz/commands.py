@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from xdrstream.cli import file_error
 from xdrstream.fuzz import live
 
 
@@ -18,7 +21,9 @@ def register(subparsers: Any) -> None:
             "Send mutated restore.x/libvirt sessions to a server, one fresh connection per "
             "case, and report crashes, hangs, protocol violations in its answers and "
             "resource growth. Each finding is minimised and saved as a JSON Lines trace. "
-            "Exit status: 0 no finding, 1 findings, 2 bad arguments, 3 unreachable target."
+            "Exit status: 0 no finding, 1 findings (or a --replay or --libvirt-schemas file "
+            "whose content fails), 2 bad arguments or a file that cannot be read, 3 "
+            "unreachable target."
         ),
     )
     parser.add_argument("--target", required=True, help="unix:PATH, tcp:HOST:PORT or HOST:PORT")
@@ -71,12 +76,57 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run_fuzz)
 
 
-def run_fuzz(args: argparse.Namespace) -> int:
+class _Usage(Exception):
+    """An option that cannot be used (exit 2)."""
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Raise _Usage for options that cannot work together, before anything is started."""
+    if args.max_findings < 1:
+        raise _Usage("--max-findings must be at least 1")
+    if args.connections < 1:
+        raise _Usage("--connections must be at least 1")
+    if args.spawn is not None:
+        try:
+            command = shlex.split(args.spawn)
+        except ValueError as exc:  # e.g. No closing quotation
+            raise _Usage(f"--spawn {args.spawn!r}: {exc}") from None
+        if not command:
+            raise _Usage("--spawn needs a command")
+        if shutil.which(command[0]) is None:
+            raise _Usage(f"--spawn: {command[0]!r} is no program that can be run")
+    if args.campaign != "resources":
+        if args.pid is not None:
+            raise _Usage("--pid goes with --campaign resources")
+        return
+    if args.replay is not None:
+        raise _Usage("--replay sends a saved case: not with --campaign resources")
+    if args.pid is None and args.spawn is None:
+        raise _Usage("--campaign resources needs --spawn or --pid")
+    if args.pid is not None and (args.pid < 1 or not Path(f"/proc/{args.pid}").is_dir()):
+        raise _Usage(f"--pid {args.pid}: no such process")
+
+
+def _duration(option: str, text: str) -> float:
     try:
-        duration = live.parse_duration(args.duration)
-        timeout = live.parse_duration(args.timeout)
-        pace = 0.0 if args.pace in ("0", "0s") else live.parse_duration(args.pace)
+        return live.parse_duration(text)
+    except ValueError as exc:
+        raise _Usage(f"{option}: {exc}") from None
+
+
+def run_fuzz(args: argparse.Namespace) -> int:
+    # Options first (exit 2), then the input files (unreadable: 2; bad content: 1), all
+    # before a connection is made or a process started.
+    try:
+        duration = _duration("--duration", args.duration)
+        timeout = _duration("--timeout", args.timeout)
+        pace = 0.0 if args.pace in ("0", "0s") else _duration("--pace", args.pace)
         target = live.Target(args.target, args.spawn, timeout)
+        _check_options(args)
+    except (ValueError, _Usage) as exc:
+        print(f"xdrstream fuzz: {exc}", file=sys.stderr)
+        return 2
+    try:
         seeds = None
         if args.procedure is not None:
             from xdrstream.fuzz import libvirt as fuzzing
@@ -85,17 +135,19 @@ def run_fuzz(args: argparse.Namespace) -> int:
             remote = protocol.load(args.libvirt_schemas, lenient=True)
             seeds = fuzzing.procedure_seeds(remote, args.procedure, uri=args.uri, seed=args.seed)
             live.use_registry(fuzzing.judge_registry(remote))  # the whole program's replies
-        if args.replay is not None:  # a bad file is a usage error now, not a traceback later
+        if args.replay is not None:  # a bad file is said now, not as a traceback later
             from xdrstream.fuzz import trace
 
             trace.load(args.replay)
-    except OSError as exc:
-        text = f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc)
-        print(f"xdrstream fuzz: {text}", file=sys.stderr)
+    except OSError as exc:  # a file, or a --libvirt-schemas directory that is no tree
+        print(f"xdrstream fuzz: {file_error(exc) if exc.filename else exc}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError) as exc:  # TraceError is a ValueError: names the file
+    except KeyError as exc:  # --procedure names none of the program's procedures
         print(f"xdrstream fuzz: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # content that fails (TraceError, SchemaError): exit 1
+        print(f"xdrstream fuzz: {exc}", file=sys.stderr)
+        return 1
     if args.campaign == "resources":
         return _resources(target, args.pid, args.connections)
     try:
@@ -133,15 +185,9 @@ def _resources(target: live.Target, pid: int | None, connections: int) -> int:
     try:
         target.start()
         try:
-            if pid is None and target.process is not None:
+            if pid is None:  # checked before the start: --spawn was given
+                assert target.process is not None
                 pid = target.process.pid
-            if pid is None:
-                message = "--campaign resources needs --spawn or --pid"
-                print(f"xdrstream fuzz: {message}", file=sys.stderr)
-                return 2
-            if not Path(f"/proc/{pid}").is_dir():
-                print(f"xdrstream fuzz: --pid {pid}: no such process", file=sys.stderr)
-                return 2
             measures = resources.campaign(target, pid, connections)
         finally:
             target.stop()

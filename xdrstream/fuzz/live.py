@@ -320,7 +320,14 @@ def judge(sent: Sequence[bytes], answers: bytes, complete: bool = True) -> str |
     between. A
     RemoteProtocolError of the client is a violation. Judging stops (None) at the first of
     our frames that the client cannot send the same way: invalid, unknown procedure, or a
-    V1 stream call whose serial differs from what the client would choose.
+    V1 stream call whose serial differs from what the client would choose; and at a server
+    frame refused by the state table (§9) of an exchange that still has a frame of ours
+    the client could not send yet. The server had that frame from the start (all are sent
+    before any answer is read) and may have answered it where the client was not allowed
+    to send it: libvirtd 9.0 finishes a download at a ``StreamFinish`` that arrives before
+    its end of data and confirms it with ``STREAM/OK`` (``daemonStreamEvent`` in
+    remote_daemon_stream.c processes a queued finish or abort at once), which our client,
+    still OPEN, refuses.
     """
     client = Connection(Role.CLIENT, _registry())
     frames, rest = split_frames(answers)
@@ -341,10 +348,15 @@ def judge(sent: Sequence[bytes], answers: bytes, complete: bool = True) -> str |
                     pending.remove(own)
                 else:
                     blocked.add(serial)
-            client.receive_data(frame)
-            while (event := client.next_event()) is not NEED_DATA:
-                if isinstance(event, StreamData):
-                    client.stream_consumed(event.serial, len(event.data))
+            try:
+                client.receive_data(frame)
+                while (event := client.next_event()) is not NEED_DATA:
+                    if isinstance(event, StreamData):
+                        client.stream_consumed(event.serial, len(event.data))
+            except RemoteProtocolError as exc:
+                if exc.section.startswith("§9") and _frame_serial(frame) in blocked:
+                    return None  # an answer to a frame of ours that came too early
+                raise
         if complete and rest:
             client.receive_data(rest)
             client.receive_data(b"")
@@ -361,6 +373,11 @@ def _exchange_serial(frame: bytes) -> int:
     if not isinstance(event, ExchangeEvent):
         return -1
     return event.serial
+
+
+def _frame_serial(frame: bytes) -> int:
+    """The header serial of a whole frame (the fifth header word, after the length)."""
+    return int.from_bytes(frame[LEN_SIZE + 16 : LEN_SIZE + 20], "big")
 
 
 _STREAM_EVENTS = (StreamData, StreamHole, StreamFinish, StreamAbort, StreamRead)

@@ -55,6 +55,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from xdrstream.cli import file_error, nonnegative_int, positive_int, positive_seconds
 from xdrstream.endpoints.sink import EndpointLauncher, EndpointResult
 from xdrstream.protocol import ProtocolError, schemas
 from xdrstream.restore.progress import Meter, terminal_console
@@ -118,27 +119,6 @@ def _name(text: str) -> str:
     if not 0 < len(text.encode()) <= limit:
         raise argparse.ArgumentTypeError(f"an image name has 1 to {limit} bytes, not {len(text)}")
     return text
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _nonnegative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
-    return value
-
-
-def _nonnegative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
 
 
 # --- registration ---------------------------------------------------------------------------
@@ -218,7 +198,7 @@ def _register_transfer(subparsers: Any, command: str) -> None:
         )
     parser.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_seconds,
         default=60.0,
         metavar="SECONDS",
         help="give up when the server makes no progress for this long (default 60)",
@@ -307,20 +287,20 @@ def _register_serve(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_seconds,
         default=60.0,
         metavar="SECONDS",
         help="fail a stream whose client or endpoint makes no progress this long (default 60)",
     )
     parser.add_argument(
         "--idle-timeout",
-        type=_positive_float,
+        type=positive_seconds,
         metavar="SECONDS",
         help="close connections idle (no exchange, no input) this long (default: never)",
     )
     parser.add_argument(
         "--keepalive",
-        type=_positive_float,
+        type=positive_seconds,
         default=lim.KEEPALIVE_INTERVAL,
         metavar="SECONDS",
         help="ping a silent client after this long; 5 missed pings close it (default 5, "
@@ -329,14 +309,14 @@ def _register_serve(subparsers: Any) -> None:
     limits = parser.add_argument_group("limits (libvirtd's, spec.md §8.5)")
     limits.add_argument(
         "--max-clients",
-        type=_positive_int,
+        type=positive_int,
         default=lim.MAX_CLIENTS,
         metavar="N",
         help=f"stop accepting beyond N connections (default {lim.MAX_CLIENTS})",
     )
     limits.add_argument(
         "--max-client-requests",
-        type=_positive_int,
+        type=positive_int,
         default=lim.MAX_CLIENT_REQUESTS,
         metavar="N",
         help=f"stop reading a client with N calls unanswered (default {lim.MAX_CLIENT_REQUESTS})",
@@ -363,10 +343,10 @@ def _register_serve(subparsers: Any) -> None:
     )
     # defaults are None (applied in _launcher) so that a given option is told from an absent one
     faults.add_argument("--stub-check", choices=("full", "header"), help="(default full)")
-    faults.add_argument("--stub-fail-after", type=_nonnegative, metavar="N")
-    faults.add_argument("--stub-close-early", type=_nonnegative, metavar="N")
-    faults.add_argument("--stub-stall", type=_positive_float, metavar="SECONDS")
-    faults.add_argument("--stub-stall-after", type=_nonnegative, metavar="N", help="(default 0)")
+    faults.add_argument("--stub-fail-after", type=nonnegative_int, metavar="N")
+    faults.add_argument("--stub-close-early", type=nonnegative_int, metavar="N")
+    faults.add_argument("--stub-stall", type=positive_seconds, metavar="SECONDS")
+    faults.add_argument("--stub-stall-after", type=nonnegative_int, metavar="N", help="(default 0)")
     faults.add_argument("--stub-exit-code", type=int, metavar="C")
     parser.set_defaults(func=run_serve)
 
@@ -546,7 +526,7 @@ def run_restore(args: argparse.Namespace) -> int:
         # open now: a missing or unreadable FILE is a local error, before any connection
         os.close(os.open(args.file, os.O_RDONLY | os.O_CLOEXEC))
     except OSError as exc:
-        return _fail("restore", CommandError(f"cannot read {args.file}: {exc.strerror}", 2))
+        return _fail("restore", CommandError(file_error(exc, args.file), 2))
     size = info.st_size
     console = None if args.json else terminal_console()
     digest = hashlib.sha256() if args.sha256 else None
