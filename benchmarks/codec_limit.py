@@ -801,3 +801,7 @@ def rich_message(schema: Any) -> tuple[Pack, Unpack]:
         return m
 
     return pack, unpack
+
+
+if __name__ == "__main__":  # `make bench` runs every file here; this one is a library
+    print("codec_limit.py: the hand-written limit codecs, timed by codec.py and codec_realtypes.py")
