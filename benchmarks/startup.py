@@ -5,6 +5,9 @@
 The baseline commit's ``xdrstream`` package is extracted (``git archive``) into a temporary
 directory; each round then runs every probe once with the baseline and once with this
 checkout, interleaved (``PYTHONPATH`` picks the tree), so both see the same machine load.
+Both trees are byte-compiled first (``compileall``), as an installed package is: without
+``.pyc`` files (``PYTHONDONTWRITEBYTECODE``) every start compiles each module's source,
+which is not what users run.
 Probes: the in-process import time of ``xdrstream.restore.commands`` (what a restore, save
 or serve pays before it parses its arguments), and the wall time of whole processes:
 ``xdrstream save --help``, ``xdrstream --version`` and ``xdrstream -h``. Prints best and
@@ -71,6 +74,10 @@ def main() -> int:
         base = Path(tmp)
         extract(args.baseline, base)
         trees = {"baseline": base, "ours": ROOT}
+        for tree in trees.values():
+            subprocess.run(
+                [sys.executable, "-m", "compileall", "-q", str(tree / "xdrstream")], check=True
+            )
         for name, argv in PROBES.items():  # warm the page cache and .pyc files
             for tree in trees.values():
                 probe(tree, argv, name.startswith("import"))

@@ -143,7 +143,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from xdrstream.codec.ast import SchemaProcedure, SchemaProgram, SchemaVersion
-from xdrstream.codec.codegen import generate
 from xdrstream.codec.cpp import needs_preprocessing, preprocess
 from xdrstream.codec.errors import CodecError, DecodeError, EncodeError, SchemaError
 from xdrstream.codec.model import RPC_CONSTANTS, Model, build_model
@@ -230,6 +229,16 @@ def _prepare(
         "strict_enums": strict_enums,
         "lenient": lenient,
     }
+
+
+def generate(
+    model: Model, sources: Sources, max_depth: int, constants: Constants | None = None
+) -> str:
+    """:func:`.codegen.generate`, imported only for a schema not in the cache (start-up: a
+    cached load runs no code generator)."""
+    from xdrstream.codec import codegen
+
+    return codegen.generate(model, sources, max_depth, constants)
 
 
 def _generate(

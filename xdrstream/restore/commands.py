@@ -434,7 +434,7 @@ def _refused_program(exc: BaseException, args: argparse.Namespace) -> CommandErr
     """libvirtd's (and our servers') answer to a call of a program they do not serve
     (§4.4.2, "Cannot find program N version V"): say that restore.x is what was refused,
     and what the server answers instead when one probe call finds out."""
-    from xdrstream.restore.server import PROGRAM, VERSION
+    from xdrstream.restore.program import PROGRAM, VERSION
     from xdrstream.transport.drivers import UNKNOWN_PROGRAM
     from xdrstream.transport.errors import ERR_RPC, RemoteFailure
 
