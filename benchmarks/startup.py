@@ -10,7 +10,10 @@ Both trees are byte-compiled first (``compileall``), as an installed package is:
 which is not what users run.
 Probes: the in-process import time of ``xdrstream.restore.commands`` (what a restore, save
 or serve pays before it parses its arguments), and the wall time of whole processes:
-``xdrstream save --help``, ``xdrstream --version`` and ``xdrstream -h``. Prints best and
+``xdrstream save --help``, ``xdrstream --version``, ``xdrstream -h``, and a whole
+``xdrstream save --json`` of the stub's smallest stream from one ``xdrstream serve`` of this
+checkout (wall and CPU of the client process: what part 1b of streams.py's start-up line
+shows). Prints best and
 median of the rounds, the ratio baseline/ours of the bests, the load average, and the
 targets (issue 12's CPU columns include start-up) as MET or MISSED. Always exits 0.
 """
@@ -18,27 +21,38 @@ targets (issue 12's CPU columns include start-up) as MET or MISSED. Always exits
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from xdrstream.endpoints.qemu_stub import MIN_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = "from xdrstream.cli import main; import sys; sys.exit(main())"
 IMPORT = (
     "import time; t = time.perf_counter(); import xdrstream.restore.commands; "
-    "print(time.perf_counter() - t)"
+    "t = time.perf_counter() - t; import os, sys, xdrstream; "
+    "assert xdrstream.__file__.startswith(os.environ['PYTHONPATH']), xdrstream.__file__; "
+    "print(t)"
 )
+SAVE = "xdrstream save (tiny, --json)"
 PROBES: dict[str, list[str]] = {
     "import xdrstream.restore.commands": ["-c", IMPORT],
     "xdrstream save --help": ["-c", CLI, "save", "--help"],
     "xdrstream --version": ["-c", CLI, "--version"],
     "xdrstream -h": ["-c", CLI, "-h"],
+    # {out} and {sock}: a save of the stub's smallest stream from one server (ours, started
+    # once): the client's whole process, start-up included, as part 1b of streams.py runs it
+    SAVE: ["-c", CLI, "save", "{out}", "--connect", "unix:{sock}", "--json", "--size", "{size}"],
 }
 TARGETS = {"import xdrstream.restore.commands": 0.080, "xdrstream save --help": 0.120}
 
@@ -51,16 +65,40 @@ def extract(rev: str, into: Path) -> None:
         tar.extractall(into)
 
 
-def probe(tree: Path, argv: list[str], in_process: bool) -> float:
+def probe(tree: Path, argv: list[str], in_process: bool) -> tuple[float, float]:
+    """(seconds, CPU seconds) of one run: the import's own clock, else the process's wall."""
     env = dict(os.environ, PYTHONPATH=str(tree))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, *argv], env=env, capture_output=True, text=True, check=False
+    done = subprocess.run(  # cwd: `-c` puts the working directory first on sys.path
+        [sys.executable, *argv], env=env, cwd=tree, capture_output=True, text=True, check=False
     )
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         raise SystemExit(f"{argv} in {tree} failed: {done.stderr}")
-    return float(done.stdout.split()[-1]) if in_process else wall
+    return (float(done.stdout.split()[-1]) if in_process else wall), cpu
+
+
+@contextlib.contextmanager
+def server(work: Path) -> Iterator[Path]:
+    """``xdrstream serve`` of this checkout on a Unix socket in `work`."""
+    sock, log = work / "serve.sock", work / "serve.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-c", CLI, "serve", "--listen", f"unix:{sock}"]
+    with open(log, "w") as out:
+        child = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 30
+        while "listening" not in log.read_text():
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not start: {log.read_text()}")
+            time.sleep(0.05)
+        yield sock
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
 
 
 def main() -> int:
@@ -68,37 +106,47 @@ def main() -> int:
     parser.add_argument("--baseline", default="db2b1e5", help="git revision (default db2b1e5)")
     parser.add_argument("--rounds", type=int, default=10, help="paired rounds (default 10)")
     args = parser.parse_args()
-    results: dict[tuple[str, str], list[float]] = {}
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
+        work = Path(tmp)
+        base = work / "baseline"
         extract(args.baseline, base)
         trees = {"baseline": base, "ours": ROOT}
         for tree in trees.values():
             subprocess.run(
                 [sys.executable, "-m", "compileall", "-q", str(tree / "xdrstream")], check=True
             )
-        for name, argv in PROBES.items():  # warm the page cache and .pyc files
-            for tree in trees.values():
-                probe(tree, argv, name.startswith("import"))
-        for _ in range(args.rounds):
-            for name, argv in PROBES.items():
-                for label, tree in trees.items():
-                    seconds = probe(tree, argv, name.startswith("import"))
-                    results.setdefault((name, label), []).append(seconds)
+        with server(work) as sock:
+            fill = {"out": str(work / "saved"), "sock": str(sock), "size": str(MIN_SIZE)}
+            probes = {n: [a.format(**fill) for a in argv] for n, argv in PROBES.items()}
+            for name, argv in probes.items():  # warm the page cache
+                for tree in trees.values():
+                    probe(tree, argv, name.startswith("import"))
+            for _ in range(args.rounds):
+                for name, argv in probes.items():
+                    for label, tree in trees.items():
+                        measured = probe(tree, argv, name.startswith("import"))
+                        results.setdefault((name, label), []).append(measured)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     print(f"Python {sys.version.split()[0]}; baseline {args.baseline}; {args.rounds} rounds")
     print(f"load average before {' '.join(load_before)}, after {' '.join(load_after)}\n")
-    print("| probe | baseline best ms | ours best ms | baseline median | ours median | ratio |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| probe | baseline best ms | ours best ms | baseline median | ours median | ratio "
+        "| CPU ms best: baseline, ours |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     verdicts = []
     for name in PROBES:
-        base_runs, ours_runs = results[(name, "baseline")], results[(name, "ours")]
+        base_runs = [s for s, _ in results[(name, "baseline")]]
+        ours_runs = [s for s, _ in results[(name, "ours")]]
+        cpus = [min(c for _, c in results[(name, label)]) * 1e3 for label in trees]
         ratio = min(base_runs) / min(ours_runs)
+        cpu = "-" if name.startswith("import") else f"{cpus[0]:.0f}, {cpus[1]:.0f}"
         print(
             f"| {name} | {min(base_runs) * 1e3:.1f} | {min(ours_runs) * 1e3:.1f} "
             f"| {statistics.median(base_runs) * 1e3:.1f} "
-            f"| {statistics.median(ours_runs) * 1e3:.1f} | {ratio:.2f}x |"
+            f"| {statistics.median(ours_runs) * 1e3:.1f} | {ratio:.2f}x | {cpu} |"
         )
         if name in TARGETS:
             met = min(ours_runs) < TARGETS[name]
