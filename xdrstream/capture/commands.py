@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from xdrstream.capture.decode import DecodedMessage, Decoder, StreamFailure
-from xdrstream.capture.pcap import CaptureError
 from xdrstream.codec.commands import parse_define
 from xdrstream.codec.errors import SchemaError
-from xdrstream.protocol.framing import MessageStatus, MessageType
+
+if TYPE_CHECKING:  # start-up: `decode -h` needs neither the decoder nor the engine
+    from xdrstream.capture.decode import DecodedMessage, Decoder
 
 _TEXT_LIMIT = 160  # longest string shown in text output; JSON shows everything
 
@@ -72,6 +72,8 @@ def _port(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xdrstream.capture.decode import Decoder
+
     try:
         data = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
     except OSError as exc:
@@ -101,6 +103,9 @@ def print_messages(
     decoder: Decoder, data: bytes, fmt: str, port: int | None, out: TextIO, err: TextIO
 ) -> int:
     """Print every message; failures go to ``err``.  Returns the exit status."""
+    from xdrstream.capture.decode import StreamFailure
+    from xdrstream.capture.pcap import CaptureError
+
     status = 0
     try:
         for item in decoder.decode(data, port):
@@ -121,6 +126,8 @@ def print_messages(
 
 
 def _text(message: DecodedMessage) -> str:
+    from xdrstream.protocol.framing import MessageStatus, MessageType
+
     header = message.header
     where = f"@{message.offset}"
     if message.direction is not None:

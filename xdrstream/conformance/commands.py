@@ -23,27 +23,18 @@ counted apart from failures.
 from __future__ import annotations
 
 import argparse
-import ssl
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from xdrstream.conformance import report
-from xdrstream.conformance.catalogue import (
-    Context,
-    LibvirtSettings,
-    all_cases,
-    exit_status,
-    prepared,
-    run_case,
-    select,
-)
-from xdrstream.conformance.peer import Closed, Peer, Violation, unreachable
-from xdrstream.conformance.relay import check_upstream
 from xdrstream.transport import address as addresses
-from xdrstream.transport import tls as tlsmod
+
+# Start-up: `xdrstream -h` and `conformance -h` import neither the catalogue nor rich; each
+# command imports what it runs.
+if TYPE_CHECKING:
+    import ssl
+
+    from xdrstream.conformance.catalogue import Context
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
 
@@ -272,6 +263,8 @@ def _file_error(path: str | Path, exc: OSError, verb: str = "read") -> str:
 def _reach(context: Context, args: argparse.Namespace) -> int | None:
     """The target's program (``--program auto``) and one connection to it: an unreachable
     target is exit 3 before anything runs, not every case's or trace's failure."""
+    from xdrstream.conformance.peer import Violation, unreachable
+
     try:
         context.program = detect_program(context) if args.program == "auto" else args.program
     except OSError as exc:  # ssl.SSLError and ConnectError are OSErrors
@@ -307,6 +300,9 @@ class _UsageError(Exception):
 
 def context_from_args(args: argparse.Namespace) -> Context:
     """A :class:`Context` from the target options (raises AddressError / TLSError)."""
+    from xdrstream.conformance.catalogue import Context, LibvirtSettings
+    from xdrstream.transport import tls as tlsmod
+
     address = addresses.parse_address(args.target)
     tls: ssl.SSLContext | None = None
     if address.tls or args.tls_ca or args.tls_cert:
@@ -330,6 +326,7 @@ def detect_program(context: Context) -> str:
     """``restore`` if the target answers restore.x's PING, else ``libvirt`` if it answers
     libvirt's AUTH_LIST. Raises Violation when it answers neither."""
     from xdrstream.conformance.cases import LIBVIRT_PROG, LV_AUTH_LIST, PING, raw
+    from xdrstream.conformance.peer import Closed, Peer, Violation
     from xdrstream.protocol.framing import MessageStatus, MessageType
 
     for program, probe in (
@@ -359,6 +356,12 @@ def detect_program(context: Context) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from xdrstream.conformance import report
+    from xdrstream.conformance.catalogue import all_cases, exit_status, prepared, run_case, select
+    from xdrstream.transport import tls as tlsmod
+
     console = Console(stderr=False, highlight=False)
     cases = select(all_cases(), args.cases, args.exclude)
     if args.list:
@@ -426,7 +429,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from xdrstream.conformance import replay
+    from xdrstream.transport import tls as tlsmod
 
     console = Console(highlight=False)
     try:
@@ -446,6 +452,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from xdrstream.conformance import replay
 
     console = Console(highlight=False)
@@ -502,6 +510,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from xdrstream.conformance import recorder
+    from xdrstream.conformance.relay import check_upstream
     from xdrstream.conformance.trace import write
 
     try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xdrstream.fuzz import live
+if TYPE_CHECKING:  # start-up: `fuzz -h` needs no fuzzer
+    from xdrstream.fuzz import live
 
 
 def register(subparsers: Any) -> None:
@@ -72,6 +73,8 @@ def register(subparsers: Any) -> None:
 
 
 def run_fuzz(args: argparse.Namespace) -> int:
+    from xdrstream.fuzz import live
+
     try:
         duration = live.parse_duration(args.duration)
         timeout = live.parse_duration(args.timeout)
