@@ -7,7 +7,9 @@ directory; each round then runs every probe once with the baseline and once with
 checkout, interleaved (``PYTHONPATH`` picks the tree), so both see the same machine load.
 Both trees are byte-compiled first (``compileall``), as an installed package is: without
 ``.pyc`` files (``PYTHONDONTWRITEBYTECODE``) every start compiles each module's source,
-which is not what users run.
+which is not what users run. ``--no-pyc`` measures that case instead (both trees'
+``__pycache__`` removed, nothing written: how a checkout with ``PYTHONDONTWRITEBYTECODE=1``
+runs).
 Probes: the in-process import time of ``xdrstream.restore.commands`` (what a restore, save
 or serve pays before it parses its arguments), and the wall time of whole processes:
 ``xdrstream save --help``, ``xdrstream --version``, ``xdrstream -h``, and a whole
@@ -25,6 +27,7 @@ import contextlib
 import io
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +57,7 @@ PROBES: dict[str, list[str]] = {
     # once): the client's whole process, start-up included, as part 1b of streams.py runs it
     SAVE: ["-c", CLI, "save", "{out}", "--connect", "unix:{sock}", "--json", "--size", "{size}"],
 }
+EXTRA_ENV: dict[str, str] = {}
 TARGETS = {"import xdrstream.restore.commands": 0.080, "xdrstream save --help": 0.120}
 
 
@@ -67,7 +71,7 @@ def extract(rev: str, into: Path) -> None:
 
 def probe(tree: Path, argv: list[str], in_process: bool) -> tuple[float, float]:
     """(seconds, CPU seconds) of one run: the import's own clock, else the process's wall."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    env = dict(os.environ, PYTHONPATH=str(tree), **EXTRA_ENV)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(  # cwd: `-c` puts the working directory first on sys.path
@@ -105,6 +109,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="db2b1e5", help="git revision (default db2b1e5)")
     parser.add_argument("--rounds", type=int, default=10, help="paired rounds (default 10)")
+    parser.add_argument(
+        "--no-pyc", action="store_true", help="without .pyc files of xdrstream (see above)"
+    )
     args = parser.parse_args()
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     load_before = Path("/proc/loadavg").read_text().split()[:3]
@@ -114,9 +121,13 @@ def main() -> int:
         extract(args.baseline, base)
         trees = {"baseline": base, "ours": ROOT}
         for tree in trees.values():
-            subprocess.run(
-                [sys.executable, "-m", "compileall", "-q", str(tree / "xdrstream")], check=True
-            )
+            if args.no_pyc:
+                for cache in (tree / "xdrstream").rglob("__pycache__"):
+                    shutil.rmtree(cache)
+                EXTRA_ENV["PYTHONDONTWRITEBYTECODE"] = "1"
+            else:
+                compile_all = [sys.executable, "-m", "compileall", "-q", str(tree / "xdrstream")]
+                subprocess.run(compile_all, check=True)
         with server(work) as sock:
             fill = {"out": str(work / "saved"), "sock": str(sock), "size": str(MIN_SIZE)}
             probes = {n: [a.format(**fill) for a in argv] for n, argv in PROBES.items()}
@@ -129,7 +140,8 @@ def main() -> int:
                         measured = probe(tree, argv, name.startswith("import"))
                         results.setdefault((name, label), []).append(measured)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"Python {sys.version.split()[0]}; baseline {args.baseline}; {args.rounds} rounds")
+    pyc = "no .pyc" if args.no_pyc else "byte-compiled"
+    print(f"Python {sys.version.split()[0]}; baseline {args.baseline}; {args.rounds} rounds; {pyc}")
     print(f"load average before {' '.join(load_before)}, after {' '.join(load_after)}\n")
     print(
         "| probe | baseline best ms | ours best ms | baseline median | ours median | ratio "
