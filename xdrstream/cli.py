@@ -76,15 +76,36 @@ def positive_seconds(text: str) -> float:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or with `command` only that command's part of it."""
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    return _parser(modules)
+
+
+class _WholeHelp(argparse.Action):
+    """``xdrstream -h``: the whole command line's help, its commands' modules imported only
+    now (``--version`` and a usage error need none of them)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        build_parser().print_help()
+        parser.exit()
+
+
+def _parser(modules: list[str], *, whole_help: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xdrstream",
         description="libvirt's XDR RPC protocol with data streams: codec, engine, tools.",
         epilog=EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=not whole_help,
     )
+    if whole_help:
+        parser.add_argument(
+            "-h", "--help", action=_WholeHelp, help="show this help message and exit"
+        )
     parser.add_argument("--version", action="version", version=f"xdrstream {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
     for name in modules:
         importlib.import_module(name).register(subparsers)
     return parser
@@ -95,7 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the first word that is not an option names the command (the top level has no
     # option taking a value)
     command = next((word for word in argv if not word.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
+    # without a command (`--version`, `-h`, a usage error) no command module is imported
+    # unless `-h` asks for the whole help
+    parser = _parser([], whole_help=True) if command is None else build_parser(command)
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -6,14 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from xdrstream.capture.decode import DecodedMessage, Decoder, StreamFailure
-from xdrstream.capture.pcap import CaptureError
 from xdrstream.cli import file_error
 from xdrstream.codec.commands import parse_define
 from xdrstream.codec.errors import SchemaError
-from xdrstream.protocol.framing import MessageStatus, MessageType
+
+if TYPE_CHECKING:  # start-up: `decode -h` needs neither the decoder nor the engine
+    from xdrstream.capture.decode import DecodedMessage, Decoder
 
 _TEXT_LIMIT = 160  # longest string shown in text output; JSON shows everything
 
@@ -73,6 +73,8 @@ def _port(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xdrstream.capture.decode import Decoder
+
     try:
         constants = dict(parse_define(d) for d in args.defines)
     except ValueError as exc:  # an option, not a schema: usage (exit 2), as compile's -D
@@ -106,6 +108,9 @@ def print_messages(
     decoder: Decoder, data: bytes, fmt: str, port: int | None, out: TextIO, err: TextIO
 ) -> int:
     """Print every message; failures go to ``err``.  Returns the exit status."""
+    from xdrstream.capture.decode import StreamFailure
+    from xdrstream.capture.pcap import CaptureError
+
     status = 0
     try:
         for item in decoder.decode(data, port):
@@ -126,6 +131,8 @@ def print_messages(
 
 
 def _text(message: DecodedMessage) -> str:
+    from xdrstream.protocol.framing import MessageStatus, MessageType
+
     header = message.header
     where = f"@{message.offset}"
     if message.direction is not None:

@@ -140,17 +140,40 @@ import threading
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from xdrstream.codec.ast import SchemaProcedure, SchemaProgram, SchemaVersion
-from xdrstream.codec.codegen import generate
 from xdrstream.codec.cpp import needs_preprocessing, preprocess
 from xdrstream.codec.errors import CodecError, DecodeError, EncodeError, SchemaError
-from xdrstream.codec.model import RPC_CONSTANTS, Model, build_model
-from xdrstream.codec.runtime import Codec, Schema
 
 if TYPE_CHECKING:  # PEP 692 (typing.Unpack from Python 3.11); annotations are strings here
     from typing_extensions import Unpack
+
+    from xdrstream.codec.ast import SchemaProcedure, SchemaProgram, SchemaVersion
+    from xdrstream.codec.model import RPC_CONSTANTS, Model
+    from xdrstream.codec.runtime import Codec, Schema
+
+# Start-up: these names are imported at their first use (``from xdrstream.codec import
+# Schema`` included), so that a command's `--help` does not load the model and runtime.
+_LAZY = {
+    "SchemaProcedure": "xdrstream.codec.ast",
+    "SchemaProgram": "xdrstream.codec.ast",
+    "SchemaVersion": "xdrstream.codec.ast",
+    "RPC_CONSTANTS": "xdrstream.codec.model",
+    "Model": "xdrstream.codec.model",
+    "build_model": "xdrstream.codec.model",
+    "Codec": "xdrstream.codec.runtime",
+    "Schema": "xdrstream.codec.runtime",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "RPC_CONSTANTS",
@@ -232,12 +255,24 @@ def _prepare(
     }
 
 
+def generate(
+    model: Model, sources: Sources, max_depth: int, constants: Constants | None = None
+) -> str:
+    """:func:`.codegen.generate`, imported only for a schema not in the cache (start-up: a
+    cached load runs no code generator)."""
+    from xdrstream.codec import codegen
+
+    return codegen.generate(model, sources, max_depth, constants)
+
+
 def _generate(
     text: str | Sources, filename: str, max_depth: int, **options: Unpack[CompileOptions]
 ) -> tuple[Model, str]:
     """The model and the generated module source of a schema."""
     sources, model_options = _prepare(text, filename, max_depth, **options)
     constants = options.get("constants")
+    from xdrstream.codec.model import build_model
+
     model = build_model(sources, constants, **model_options)
     return model, generate(model, sources, max_depth, constants)
 
@@ -421,6 +456,8 @@ def compile_schema(
     if cached is not None:
         source, code, spans = cached
     else:
+        from xdrstream.codec.model import build_model
+
         model = build_model(sources, constants, **model_options)
         source = generate(model, sources, max_depth, constants)
     lines = source.splitlines(True)
@@ -442,6 +479,8 @@ def compile_schema(
     namespace["_lazy"] = _lazy_factory(namespace, lines, spans, codename)
     exec(code, namespace)
     schema = namespace["SCHEMA"]
+    from xdrstream.codec.runtime import Schema
+
     assert isinstance(schema, Schema)
     return schema
 

@@ -30,7 +30,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 
 from xdrstream.codec import model as m
-from xdrstream.codec.model import XType
+from xdrstream.codec.model import BUILTINS, XType
 
 Sources = Sequence[tuple[str, str]]
 
@@ -50,24 +50,6 @@ class _New:
 
 Expr = str | _New  # a decoded value: a Python expression, or a value to build
 
-
-BUILTINS: dict[str, XType] = {
-    "int": m.PRIMS["int"],
-    "unsigned int": m.PRIMS["unsigned int"],
-    "hyper": m.PRIMS["hyper"],
-    "unsigned hyper": m.PRIMS["unsigned hyper"],
-    "float": m.PRIMS["float"],
-    "double": m.PRIMS["double"],
-    "char": m.PRIMS["char"],
-    "unsigned char": m.PRIMS["unsigned char"],
-    "short": m.PRIMS["short"],
-    "unsigned short": m.PRIMS["unsigned short"],
-    "long": m.PRIMS["long"],
-    "unsigned long": m.PRIMS["unsigned long"],
-    "bool": m.BOOL,
-    "string": m.String(m.UINT_MAX),
-    "opaque": m.Opaque(False, m.UINT_MAX),
-}
 
 # Largest fixed array of scalars fused into a struct run (bigger ones get their own call).
 _MAX_FUSED_ARRAY = 32

@@ -247,6 +247,25 @@ struct authsys_parms {
 """
 
 
+# The types a schema may name without defining them (a definition of its own shadows one).
+BUILTINS: dict[str, XType] = {
+    "int": PRIMS["int"],
+    "unsigned int": PRIMS["unsigned int"],
+    "hyper": PRIMS["hyper"],
+    "unsigned hyper": PRIMS["unsigned hyper"],
+    "float": PRIMS["float"],
+    "double": PRIMS["double"],
+    "char": PRIMS["char"],
+    "unsigned char": PRIMS["unsigned char"],
+    "short": PRIMS["short"],
+    "unsigned short": PRIMS["unsigned short"],
+    "long": PRIMS["long"],
+    "unsigned long": PRIMS["unsigned long"],
+    "bool": BOOL,
+    "string": String(UINT_MAX),
+    "opaque": Opaque(False, UINT_MAX),
+}
+
 # Constants of libtirpc's <rpc/*.h> headers (auth.h, auth_unix.h, rpcsec_gss.h, xdr.h,
 # rpc_msg.h, pmap_prot.h) that .x files use as if they were their own (NFS-Ganesha's nfsv41.x,
 # libnfs's libnfs_nfs4.x): opt-in, ``rpc_constants=True`` / ``--rpc-constants``. A definition

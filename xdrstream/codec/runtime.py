@@ -284,13 +284,7 @@ def _direct(
     return pack, unpack
 
 
-def _builtin_names() -> tuple[str, ...]:
-    from xdrstream.codec.codegen import BUILTINS
-
-    return tuple(BUILTINS)
-
-
-BUILTIN_NAMES = _builtin_names()
+BUILTIN_NAMES = tuple(m.BUILTINS)
 
 
 class Schema(Mapping[str, Any]):
@@ -391,9 +385,7 @@ class Schema(Mapping[str, Any]):
     def xtype(self, name: str) -> m.XType:
         if name in self.model.types:
             return self.model.types[name]
-        from xdrstream.codec.codegen import BUILTINS
-
-        return BUILTINS[name]
+        return m.BUILTINS[name]
 
     def interpreter(self) -> Interpreter:
         classes = {id(t): self._ns[f"C_{t.ident}"] for t in self.model.compounds}

@@ -23,28 +23,19 @@ outcome ``deviation``, counted apart from failures.
 from __future__ import annotations
 
 import argparse
-import ssl
 import sys
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from xdrstream.cli import file_error, nonnegative_int, positive_int, positive_seconds
-from xdrstream.conformance import report
-from xdrstream.conformance.catalogue import (
-    Context,
-    LibvirtSettings,
-    all_cases,
-    exit_status,
-    prepared,
-    run_case,
-    select,
-)
-from xdrstream.conformance.peer import Closed, Peer, Violation, unreachable
-from xdrstream.conformance.relay import check_upstream
 from xdrstream.transport import address as addresses
-from xdrstream.transport import tls as tlsmod
+
+# Start-up: `xdrstream -h` and `conformance -h` import neither the catalogue nor rich; each
+# command imports what it runs.
+if TYPE_CHECKING:
+    import ssl
+
+    from xdrstream.conformance.catalogue import Context
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
 
@@ -275,6 +266,8 @@ def _fail(message: str, code: int, command: str = "conformance") -> int:
 def _reach(context: Context, args: argparse.Namespace) -> int | None:
     """The target's program (``--program auto``) and one connection to it: an unreachable
     target is exit 3 before anything runs, not every case's or trace's failure."""
+    from xdrstream.conformance.peer import Violation, unreachable
+
     try:
         context.program = detect_program(context) if args.program == "auto" else args.program
     except OSError as exc:  # ssl.SSLError and ConnectError are OSErrors
@@ -315,6 +308,9 @@ class _InputError(Exception):
 
 def context_from_args(args: argparse.Namespace) -> Context:
     """A :class:`Context` from the target options (raises AddressError / TLSError)."""
+    from xdrstream.conformance.catalogue import Context, LibvirtSettings
+    from xdrstream.transport import tls as tlsmod
+
     address = addresses.parse_address(args.target)
     tls: ssl.SSLContext | None = None
     if address.tls or args.tls_ca or args.tls_cert:
@@ -338,6 +334,7 @@ def detect_program(context: Context) -> str:
     """``restore`` if the target answers restore.x's PING, else ``libvirt`` if it answers
     libvirt's AUTH_LIST. Raises Violation when it answers neither."""
     from xdrstream.conformance.cases import LIBVIRT_PROG, LV_AUTH_LIST, PING, raw
+    from xdrstream.conformance.peer import Closed, Peer, Violation
     from xdrstream.protocol.framing import MessageStatus, MessageType
 
     for program, probe in (
@@ -367,6 +364,12 @@ def detect_program(context: Context) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from xdrstream.conformance import report
+    from xdrstream.conformance.catalogue import all_cases, exit_status, prepared, run_case, select
+    from xdrstream.transport import tls as tlsmod
+
     console = Console(stderr=False, highlight=False)
     cases = select(all_cases(), args.cases, args.exclude)
     if args.list:
@@ -434,7 +437,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from xdrstream.conformance import replay
+    from xdrstream.transport import tls as tlsmod
 
     console = Console(highlight=False)
     try:
@@ -454,6 +460,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from xdrstream.conformance import replay
 
     console = Console(highlight=False)
@@ -512,6 +520,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from xdrstream.conformance import recorder
+    from xdrstream.conformance.relay import check_upstream
     from xdrstream.conformance.trace import write
 
     try:

@@ -7,10 +7,12 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xdrstream.cli import file_error
-from xdrstream.fuzz import live
+
+if TYPE_CHECKING:  # start-up: `fuzz -h` needs no fuzzer
+    from xdrstream.fuzz import live
 
 
 def register(subparsers: Any) -> None:
@@ -108,6 +110,8 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _duration(option: str, text: str) -> float:
+    from xdrstream.fuzz import live
+
     try:
         return live.parse_duration(text)
     except ValueError as exc:
@@ -115,6 +119,8 @@ def _duration(option: str, text: str) -> float:
 
 
 def run_fuzz(args: argparse.Namespace) -> int:
+    from xdrstream.fuzz import live
+
     # Options first (exit 2), then the input files (unreadable: 2; bad content: 1), all
     # before a connection is made or a process started.
     try:

@@ -43,10 +43,10 @@ import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD
-from xdrstream.restore.server import (
+from xdrstream.restore.program import (
     PROC_ECHO,
     PROC_GET_INFO,
     PROC_PING,
@@ -58,10 +58,12 @@ from xdrstream.restore.server import (
 )
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse as sparsemod
-from xdrstream.transport.aio import AsyncConnection
 from xdrstream.transport.blocking import BlockingConnection
 from xdrstream.transport.options import Options
 from xdrstream.transport.stream import BlockingStream, Hole, Stream, iter_items
+
+if TYPE_CHECKING:  # the blocking Client runs without asyncio (start-up of the CLI)
+    from xdrstream.transport.aio import AsyncConnection
 
 Source = str | os.PathLike[str] | BinaryIO | IO[bytes] | Iterable[Any]
 Dest = str | os.PathLike[str] | BinaryIO | IO[bytes] | Callable[[memoryview], Any]
@@ -495,6 +497,8 @@ class AsyncClient(_Calls):
         server_hostname: str | None = None,
         options: Options | None = None,
     ) -> AsyncClient:
+        from xdrstream.transport.aio import AsyncConnection
+
         conn = await AsyncConnection.connect(
             target, [schema()], tls=tls, server_hostname=server_hostname, options=options
         )

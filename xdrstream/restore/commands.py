@@ -41,29 +41,27 @@ Errors are one line on stderr, ``xdrstream COMMAND: error: ...``, with these exi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import errno
-import hashlib
-import json
 import os
 import re
 import signal
-import ssl
 import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from xdrstream.cli import file_error, nonnegative_int, positive_int, positive_seconds
-from xdrstream.endpoints.sink import EndpointLauncher, EndpointResult
-from xdrstream.protocol import ProtocolError, schemas
 from xdrstream.restore.progress import Meter, terminal_console
 from xdrstream.transport import address as addresses
 from xdrstream.transport import limits as lim
-from xdrstream.transport import tls as tlsmod
 
+# Start-up: `-h`, a usage error and a run's argument parsing import only the above; the
+# engine, the event loop, TLS and rich are imported by the code that uses them.
 if TYPE_CHECKING:
+    import ssl
+
+    from xdrstream.endpoints.sink import EndpointLauncher, EndpointResult
     from xdrstream.transport.options import Options
 
 EXIT_OK = 0
@@ -115,6 +113,8 @@ def _address(text: str) -> addresses.Address:
 
 def _name(text: str) -> str:
     """An image name within restore.x's bound (XS_NAME_MAX), checked before connecting."""
+    from xdrstream.protocol import schemas
+
     limit = int(schemas.load("restore").constants["XS_NAME_MAX"])
     if not 0 < len(text.encode()) <= limit:
         raise argparse.ArgumentTypeError(f"an image name has 1 to {limit} bytes, not {len(text)}")
@@ -361,6 +361,10 @@ def _one_line(text: str) -> str:
 def classify(exc: BaseException) -> CommandError:
     """The message and exit code of a failure of a client command."""
     # imported here: the errors module pulls in the whole driver stack
+    import ssl
+
+    from xdrstream.protocol import ProtocolError
+    from xdrstream.transport import tls as tlsmod
     from xdrstream.transport.errors import ConnectionLost, PeerTimeout, RemoteFailure
 
     if isinstance(exc, CommandError):
@@ -392,6 +396,10 @@ def classify(exc: BaseException) -> CommandError:
 
 
 def _tls_cause(exc: BaseException) -> BaseException | None:
+    import ssl
+
+    from xdrstream.transport import tls as tlsmod
+
     seen: set[int] = set()
     cause = exc.__cause__ or exc.__context__
     while cause is not None and id(cause) not in seen:
@@ -406,7 +414,7 @@ def _refused_program(exc: BaseException, args: argparse.Namespace) -> CommandErr
     """libvirtd's (and our servers') answer to a call of a program they do not serve
     (§4.4.2, "Cannot find program N version V"): say that restore.x is what was refused,
     and what the server answers instead when one probe call finds out."""
-    from xdrstream.restore.server import PROGRAM, VERSION
+    from xdrstream.restore.program import PROGRAM, VERSION
     from xdrstream.transport.drivers import UNKNOWN_PROGRAM
     from xdrstream.transport.errors import ERR_RPC, RemoteFailure
 
@@ -429,7 +437,7 @@ def _refused_program(exc: BaseException, args: argparse.Namespace) -> CommandErr
 def _answers_libvirt(args: argparse.Namespace) -> bool:
     """Whether the server answers libvirt's AUTH_LIST (callable before any CONNECT_OPEN)."""
     from xdrstream.libvirt import remote
-    from xdrstream.protocol import programs_from_schema
+    from xdrstream.protocol import programs_from_schema, schemas
     from xdrstream.transport.blocking import BlockingConnection
     from xdrstream.transport.options import Options
 
@@ -457,6 +465,8 @@ def _fail(command: str, error: CommandError) -> int:
 
 
 def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    from xdrstream.transport import tls as tlsmod
+
     wanted = args.connect.tls or any((args.tls_ca, args.tls_cert, args.tls_key))
     if not wanted:
         return None
@@ -505,6 +515,8 @@ def _report(
             "mb_per_s": round(rate, 3),
             "sha256": sha256,
         }
+        import json
+
         print(json.dumps(record), file=out, flush=True)
         return
     verb = "restored" if direction == "restore" else "saved"
@@ -518,6 +530,15 @@ def _report(
     )
 
 
+def _digest(args: argparse.Namespace) -> Any:
+    """--sha256's running digest, else None."""
+    if not args.sha256:
+        return None
+    import hashlib
+
+    return hashlib.sha256()
+
+
 def run_restore(args: argparse.Namespace) -> int:
     try:
         info = os.stat(args.file)
@@ -529,7 +550,7 @@ def run_restore(args: argparse.Namespace) -> int:
         return _fail("restore", CommandError(file_error(exc, args.file), 2))
     size = info.st_size
     console = None if args.json else terminal_console()
-    digest = hashlib.sha256() if args.sha256 else None
+    digest = _digest(args)
     name = args.name or _default_name(args.file)
     try:
         with _connect(args) as client, Meter(f"restore V{args.variant}", size, console) as meter:
@@ -567,7 +588,7 @@ def run_save(args: argparse.Namespace) -> int:
     else:
         name = "image"
     console = None if args.json else terminal_console()
-    digest = hashlib.sha256() if args.sha256 else None
+    digest = _digest(args)
     try:
         client = _connect(args)
     except Exception as exc:
@@ -621,6 +642,8 @@ def _launcher(args: argparse.Namespace) -> EndpointLauncher:
 
 
 def _server_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    from xdrstream.transport import tls as tlsmod
+
     if args.tls_cert is None and args.tls_key is None:
         if args.listen.tls:
             raise CommandError("a tls: address needs --tls-cert and --tls-key", EXIT_USAGE)
@@ -646,6 +669,8 @@ def _shown_address(address: addresses.Address, tls: ssl.SSLContext | None) -> ad
 
 def _emit(record: dict[str, Any], text: str) -> None:
     """One line of ``serve``'s output: JSON unless stdout is a terminal."""
+    import json
+
     print(json.dumps(record) if not sys.stdout.isatty() else text, flush=True)
 
 
@@ -751,6 +776,8 @@ def _check_stub_options(args: argparse.Namespace) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from xdrstream.restore.server import RestoreServer
     from xdrstream.transport.options import Options
 

@@ -3,25 +3,22 @@
 `Meter` counts bytes as they pass (`advance(n)`), from any thread: rich's `Progress` keeps
 the counters under its own lock and redraws from its refresh thread, so a driver thread
 that calls `advance` per chunk never waits for the terminal. Without a terminal the meter
-only counts; the caller prints one machine-readable line at the end.
+only counts; the caller prints one machine-readable line at the end. rich is imported
+only for a terminal (start-up: a run with ``--json`` or a pipe never loads it).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 
 class Meter:
@@ -41,6 +38,15 @@ class Meter:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         if console is not None:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -85,5 +91,16 @@ class Meter:
 
 def terminal_console() -> Console | None:
     """A console on stdout when stdout is a terminal, else None (no progress output)."""
+    if "TTY_COMPATIBLE" not in os.environ and "FORCE_COLOR" not in os.environ:
+        # what rich decides without its overrides (a file that is no tty is no terminal),
+        # decided without importing rich
+        isatty = getattr(sys.stdout, "isatty", None)
+        try:
+            if isatty is None or not isatty():
+                return None
+        except ValueError:  # closed
+            return None
+    from rich.console import Console
+
     console = Console()
     return console if console.is_terminal else None

@@ -50,7 +50,21 @@ from xdrstream.endpoints.sink import (
     EndpointResult,
     StreamEndpoint,
 )
-from xdrstream.protocol import Registry, schemas
+from xdrstream.protocol import Registry
+from xdrstream.restore.program import (
+    PROC_ECHO,
+    PROC_GET_INFO,
+    PROC_PING,
+    PROC_RESTORE_DENSE,
+    PROC_SAVE_DENSE,
+    RESTORE_PROCS,
+    SAVE_PROCS,
+    schema,
+)
+
+# the program's numbers, which clients import from here too
+from xdrstream.restore.program import PROGRAM as PROGRAM
+from xdrstream.restore.program import VERSION as VERSION
 from xdrstream.transport import address as addresses
 from xdrstream.transport import sparse
 from xdrstream.transport import tls as tlsmod
@@ -71,26 +85,10 @@ from xdrstream.transport.stream import Hole, Stream
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# numbers from restore.x (issue 10: a fact is written once, in the schema)
-_C = schemas.load("restore").constants
-PROGRAM = int(_C["XS_RESTORE_PROGRAM"])
-VERSION = int(_C["XS_RESTORE_V1"])
-PROC_PING = int(_C["XS_PROC_PING"])
-PROC_ECHO = int(_C["XS_PROC_ECHO"])
-PROC_GET_INFO = int(_C["XS_PROC_GET_INFO"])
-RESTORE_PROCS = {v: int(_C[f"XS_PROC_RESTORE_V{v}"]) for v in (1, 2, 3)}
-SAVE_PROCS = {v: int(_C[f"XS_PROC_SAVE_V{v}"]) for v in (1, 2, 3)}
-PROC_RESTORE_DENSE = int(_C["XS_PROC_RESTORE_DENSE"])
-PROC_SAVE_DENSE = int(_C["XS_PROC_SAVE_DENSE"])
 _RESTORES = {*RESTORE_PROCS.values(), PROC_RESTORE_DENSE}
 _SAVES = {*SAVE_PROCS.values(), PROC_SAVE_DENSE}
 _NAME = re.compile(r"[A-Za-z0-9._+-]{1,255}")
 _SAVE_SPEC = re.compile(r"(\d+)(?::(-?\d+))?")
-
-
-def schema() -> Any:
-    """The compiled ``restore.x`` schema."""
-    return schemas.load("restore")
 
 
 class RestoreServer:

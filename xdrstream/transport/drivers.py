@@ -5,9 +5,9 @@ Only I/O-free decisions live here; each driver keeps its own waiting, locking an
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from xdrstream.protocol import Program, RemoteError
 from xdrstream.protocol.events import Call
@@ -28,6 +28,9 @@ V"; virnetserverprogram.c): ours begin alike, and clients recognise it by it."""
 UNKNOWN_PROCEDURE = "unknown procedure:"
 """How libvirtd's answer to a procedure its program does not have begins (then "N";
 virnetserverprogram.c, VIR_ERR_RPC / VIR_FROM_RPC)."""
+
+if TYPE_CHECKING:  # the blocking driver runs without asyncio
+    import asyncio
 
 
 def connection_error(exc: BaseException) -> TransportError:
