@@ -247,10 +247,11 @@ def test_thirty_second_campaign_against_a_real_libvirtd(tmp_path: Path) -> None:
         summary = fuzzer.run(30)
         status = daemon.process.poll()
     details = [f"{f.kind}: {f.detail} -> {f.path}" for f in summary.findings]
-    assert summary.execs > 100 and len(summary.states) > 10
-    if status is None:
+    if status is None:  # a whole campaign ran: many cases, many answer states, no finding
+        assert summary.execs > 100 and len(summary.states) > 10
         assert not summary.findings, details
-    else:
+    else:  # libvirtd died (after 24 to 762 cases in the README's runs): the campaign stops
+        assert summary.execs >= 1
         assert summary.findings, f"libvirtd exited with {status}, the fuzzer reported nothing"
         assert all(f.kind in ("crash", "hang") for f in summary.findings), details
         assert all(f.path is not None and f.path.exists() for f in summary.findings), details
