@@ -8,6 +8,7 @@ from __future__ import annotations
 import linecache
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,3 +167,26 @@ def test_an_entry_under_another_key_or_writable_by_others_is_not_run(cache: Path
     assert codec._cache_load(first) is None
     second.chmod(0o622)
     assert codec._cache_load(second) is None
+
+
+def test_a_written_module_knows_its_types_bounds_without_its_model() -> None:
+    """max_size answers from the generated module's table: a cached or written schema
+    rebuilds no model for the engine's call bounds (§3.6), and the table agrees with the
+    model's own computation for every type, bounded or not."""
+    from xdrstream.codec import generate_source
+    from xdrstream.codec.model import max_size
+
+    text = (
+        "struct pair { int a; hyper b; };\n"
+        "struct named { string name<16>; pair p; opaque id[5]; };\n"
+        "struct open { string any<>; };\n"
+        "struct node { int v; node *next; };\n"
+        "union u switch (int k) { case 1: pair p; case 2: void; default: int x; };\n"
+    )
+    namespace: dict[str, object] = {}
+    exec(compile(generate_source(text, "bounds.x"), "bounds.x", "exec"), namespace)
+    schema: Any = namespace["SCHEMA"]
+    sizes = {name: schema.max_size(name) for name in ("pair", "named", "open", "node", "u")}
+    assert schema._model is None  # answered from the table
+    assert sizes == {"pair": 12, "named": 4 + 16 + 12 + 8, "open": None, "node": None, "u": 16}
+    assert sizes == {name: max_size(schema.xtype(name)) for name in sizes}

@@ -1016,6 +1016,7 @@ class Generator:
             f"_DEFINED_BUILTINS = {tuple(n for n in BUILTINS if n in model.types)!r}",
             f"_ALL_CONSTANTS = {dict(model.constants)!r}",
             f"_PROGRAMS = {m.program_facts(model)!r}",
+            f"_MAX_SIZES = { ({n: m.max_size(t) for n, t in model.types.items()})!r}",
             "SCHEMA = _rt.build_schema(globals())",
             "",
         ]

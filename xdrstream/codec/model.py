@@ -1057,3 +1057,54 @@ def program_facts(model: Model) -> ProgramFacts:
         )
         for prog in model.programs
     )
+
+
+def max_size(t: XType | None, limit: int = 1 << 32) -> int | None:
+    """Largest XDR encoding of type ``t`` (None: void, 0), or None when it is unbounded
+    or above ``limit`` (a recursive type, an unbounded string, array or opaque)."""
+    if t is None:
+        return 0
+    seen: set[int] = set()
+
+    def of(t: XType) -> int | None:
+        if isinstance(t, Prim):
+            return t.size
+        if isinstance(t, (Bool, Enum)):
+            return 4
+        if isinstance(t, (Opaque, String)):
+            if t.size >= UINT_MAX:
+                return None
+            padded = (t.size + 3) // 4 * 4
+            return padded if isinstance(t, Opaque) and t.fixed else 4 + padded
+        if id(t) in seen:  # recursion: a list as long as its input allows
+            return None
+        seen.add(id(t))
+        try:
+            if isinstance(t, Optional):
+                inner = of(t.element)
+                return None if inner is None else 4 + inner
+            if isinstance(t, Array):
+                if t.size >= UINT_MAX:
+                    return None
+                inner = of(t.element)
+                if inner is None:
+                    return None
+                return t.size * inner + (0 if t.fixed else 4)
+            if isinstance(t, Struct):
+                total = 0
+                for f in t.fields:
+                    size = of(f.type)
+                    if size is None or total + size > limit:
+                        return None
+                    total += size
+                return total
+            arms = [a for a in (*t.arms, t.default) if a is not None]
+            sizes = [0 if a.type is None else of(a.type) for a in arms]
+            if any(size is None for size in sizes):
+                return None
+            return 4 + max((s for s in sizes if s is not None), default=0)
+        finally:
+            seen.discard(id(t))
+
+    size = of(t)
+    return None if size is None or size > limit else size

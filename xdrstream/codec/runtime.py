@@ -382,6 +382,16 @@ class Schema(Mapping[str, Any]):
 
     # -- errors ----------------------------------------------------------------------------
 
+    def max_size(self, name: str) -> int | None:
+        """Largest encoding of type ``name`` in bytes, None when unbounded (the engine's
+        bound on a call's arguments, §3.6). From the table the generated module carries, so
+        a cached schema answers without rebuilding its model (start-up)."""
+        sizes = self._ns.get("_MAX_SIZES")
+        if sizes is not None and name in sizes:
+            size: int | None = sizes[name]
+            return size
+        return m.max_size(self.xtype(name))
+
     def xtype(self, name: str) -> m.XType:
         if name in self.model.types:
             return self.model.types[name]

@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from xdrstream.codec import model as m
-
 
 class PayloadCodec(Protocol):
     """What the engine needs of a body codec (a generated class or an xdrstream.codec.Codec)."""
@@ -79,61 +77,10 @@ class Procedure:
     arg_max: int | None = None
 
 
-def max_size(t: m.XType | None, limit: int = 1 << 32) -> int | None:
-    """Largest XDR encoding of type ``t`` (None: void, 0), or None when it is unbounded
-    or above ``limit`` (a recursive type, an unbounded string, array or opaque)."""
-    if t is None:
-        return 0
-    seen: set[int] = set()
-
-    def of(t: m.XType) -> int | None:
-        if isinstance(t, m.Prim):
-            return t.size
-        if isinstance(t, (m.Bool, m.Enum)):
-            return 4
-        if isinstance(t, (m.Opaque, m.String)):
-            if t.size >= m.UINT_MAX:
-                return None
-            padded = (t.size + 3) // 4 * 4
-            return padded if isinstance(t, m.Opaque) and t.fixed else 4 + padded
-        if id(t) in seen:  # recursion: a list as long as its input allows
-            return None
-        seen.add(id(t))
-        try:
-            if isinstance(t, m.Optional):
-                inner = of(t.element)
-                return None if inner is None else 4 + inner
-            if isinstance(t, m.Array):
-                if t.size >= m.UINT_MAX:
-                    return None
-                inner = of(t.element)
-                if inner is None:
-                    return None
-                return t.size * inner + (0 if t.fixed else 4)
-            if isinstance(t, m.Struct):
-                total = 0
-                for f in t.fields:
-                    size = of(f.type)
-                    if size is None or total + size > limit:
-                        return None
-                    total += size
-                return total
-            arms = [a for a in (*t.arms, t.default) if a is not None]
-            sizes = [0 if a.type is None else of(a.type) for a in arms]
-            if any(size is None for size in sizes):
-                return None
-            return 4 + max((s for s in sizes if s is not None), default=0)
-        finally:
-            seen.discard(id(t))
-
-    size = of(t)
-    return None if size is None or size > limit else size
-
-
 def arg_bound(codec: Any) -> int | None:
     """Largest valid payload for a body codec: 0 for void (None), the type's
-    :func:`max_size` for a codec compiled by :mod:`xdrstream.codec` (it names its schema
-    and type), None when unknown."""
+    :meth:`~xdrstream.codec.Schema.max_size` for a codec compiled by :mod:`xdrstream.codec`
+    (it names its schema and type), None when unknown."""
     if codec is None:
         return 0
     schema = getattr(codec, "__xdr_schema__", None)
@@ -141,7 +88,8 @@ def arg_bound(codec: Any) -> int | None:
     if schema is None or not isinstance(name, str):
         return None
     try:
-        return max_size(schema.xtype(name))
+        size: int | None = schema.max_size(name)
+        return size
     except (KeyError, AttributeError):
         return None
 
