@@ -267,7 +267,7 @@ class AsyncConnection(Endpoint[AsyncChannel]):
     async def _secured(
         sock: socket.socket, setup: channels.TLSSetup | None, options: Options
     ) -> AsyncChannel:
-        channel = channels.channel_for(sock, setup, AsyncChannel, AsyncTLSChannel)
+        channel = channels.channel_for(sock, setup, options, AsyncChannel, AsyncTLSChannel)
         try:
             await channel.handshake(options.handshake_timeout)
         except BaseException:
