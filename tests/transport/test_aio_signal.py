@@ -87,3 +87,25 @@ def test_waits_share_one_timer_and_an_early_one_does_not_cut_a_longer_wait() -> 
         assert signal._timer is None and (timer is None or timer.cancelled())
 
     asyncio.run(main())
+
+
+def test_a_future_added_is_resolved_by_set_and_a_discarded_one_is_not_kept() -> None:
+    """What a server handler waiting on a full pipe uses to give up at the client's abort
+    with one future (Stream.notify_abort): no waiter may stay behind per wait."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        signal = Signal()
+        kept, dropped = loop.create_future(), loop.create_future()
+        signal.add_waiter(kept)
+        signal.add_waiter(dropped)
+        signal.discard(dropped)
+        assert signal._waiters == [kept]
+        signal.set()
+        assert kept.done() and not dropped.done()
+        late = loop.create_future()
+        signal.add_waiter(late)  # set already: at once
+        assert late.done() and not signal._waiters
+        signal.discard(late)  # not there: nothing to do
+
+    asyncio.run(main())

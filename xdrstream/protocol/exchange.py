@@ -136,9 +136,7 @@ class Exchange:
 class Exchanges:
     """The exchanges of one connection, by primary serial, and what their ends release."""
 
-    def __init__(
-        self, role: Role, flow: FlowControl, max_draining: int, max_held: int
-    ) -> None:
+    def __init__(self, role: Role, flow: FlowControl, max_draining: int, max_held: int) -> None:
         self.role = role
         self.flow = flow
         self.max_draining = max_draining

@@ -99,6 +99,18 @@ class Signal:
             self._timer.cancel()
             self._timer = None
 
+    def add_waiter(self, future: asyncio.Future[None]) -> None:
+        """Resolve ``future`` at the next :meth:`set` (at once if set; also at this
+        signal's timer, if a wait armed one); take it back with :meth:`discard`."""
+        if self._flag:
+            resolve(future)
+        else:
+            self._waiters.append(future)
+
+    def discard(self, future: asyncio.Future[None]) -> None:
+        if future in self._waiters:
+            self._waiters.remove(future)
+
     def _wake(self) -> None:
         waiters = self._waiters
         if waiters:
@@ -384,7 +396,7 @@ class AsyncConnection(Endpoint[AsyncChannel]):
 
     def _equip(self, ex: Exchange) -> None:
         ex.waker = Signal()
-        ex.abort_event = asyncio.Event()
+        ex.abort_event = Signal()
         ex.on_consumed = self._consumed
 
     def _consumed(self, serial: int, count: int) -> None:

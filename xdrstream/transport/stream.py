@@ -39,6 +39,7 @@ drivers run these generators with their own I/O (threads or asyncio).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
@@ -636,6 +637,10 @@ class _Base:
         return f"<{type(self).__name__} {self._ex!r}>"
 
 
+def _nothing() -> None:
+    return None
+
+
 class Stream(_Base):
     """An exchange on an asyncio connection (see the module docstring)."""
 
@@ -649,6 +654,18 @@ class Stream(_Base):
         if self.abort_requested:
             return
         await self._ex.abort_event.wait()
+
+    def notify_abort(self, future: asyncio.Future[None]) -> Callable[[], None]:
+        """Server: resolve ``future`` when the client's abort arrives (at once if it has),
+        so that a handler waits for something else and the abort with one future, no
+        Task; returns the function to call when done waiting, which takes it back."""
+        if self.abort_requested:
+            if not future.done():
+                future.set_result(None)
+            return _nothing
+        signal = self._ex.abort_event
+        signal.add_waiter(future)
+        return lambda: signal.discard(future)
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         ex = self._ex
