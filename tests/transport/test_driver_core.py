@@ -18,8 +18,10 @@ from xdrstream.protocol.events import (
     ErrorReply,
     KeepalivePing,
     Reply,
+    StreamAck,
     StreamConfirm,
     StreamData,
+    StreamFinish,
     StreamRead,
 )
 from xdrstream.protocol.framing import Header, pack_frame, pack_header
@@ -39,6 +41,9 @@ from xdrstream.transport.stream import (
     client_recv,
     make_exchange,
     server_conclude,
+    server_recv,
+    server_take_data,
+    server_takes_data,
 )
 
 CALL = 0
@@ -276,3 +281,49 @@ def test_received_goes_on_filling_a_frame_in_place_while_the_limits_allow() -> N
     # it stopped with the frame still due, once the budget was spent
     assert core.engine.frame_remaining and core.account.budget.exhausted
     assert core.engine.buffered < 2 * (64 << 10) and not core.may_read()
+
+
+def test_server_take_data_returns_what_server_recv_would_and_declines_the_rest() -> None:
+    """The driver's per-frame shortcut (no operation run for an upload's data) has
+    server_recv's effects where it applies (consumed counted, V1 ACK due), and leaves
+    everything else (not accepted, end of data, an ACK to send, an abort) to it."""
+    consumed: list[tuple[int, int]] = []
+
+    def upload(kind: EngineKind) -> Any:
+        ex = make_exchange(5, False, kind, False, 1024)
+        ex.on_consumed = lambda serial, n: consumed.append((serial, n))
+        return ex
+
+    ex = upload(EngineKind.V2_UPLOAD)
+    ex.inbox.append(StreamData(5, b"abc"))
+    assert not server_takes_data(ex) and server_take_data(ex) is None  # not accepted yet
+    ex.accepted = True
+    assert server_takes_data(ex)
+    data = server_take_data(ex)
+    assert data is not None and bytes(data) == b"abc" and consumed == [(5, 3)]
+    assert not ex.ack_due and server_take_data(ex) is None  # nothing routed
+    ex.inbox.append(StreamFinish(5))
+    assert server_take_data(ex) is None and len(ex.inbox) == 1  # the operation's to handle
+    steps = Steps(server_recv(ex))
+    assert steps.advance() is None and steps.value is None and ex.eof
+    assert not server_takes_data(ex)
+
+    v1 = upload(EngineKind.V1_UPLOAD)
+    v1.accepted = True
+    v1.inbox.extend([StreamData(5, b"x"), StreamData(5, b"y")])
+    first = server_take_data(v1)
+    assert first is not None and bytes(first) == b"x" and v1.ack_due
+    assert not server_takes_data(v1) and server_take_data(v1) is None  # the ACK goes first
+    steps = Steps(server_recv(v1))
+    ack = steps.advance()
+    assert isinstance(ack, StreamAck) and steps.advance() is None
+    assert steps.value is not None and bytes(steps.value) == b"y"
+
+    aborted = upload(EngineKind.V2_UPLOAD)
+    aborted.accepted = aborted.aborted = True
+    aborted.inbox.append(StreamData(5, b"z"))
+    assert server_take_data(aborted) is None
+    download = make_exchange(6, False, EngineKind.V2_DOWNLOAD, False, 1024)
+    download.accepted = True
+    download.inbox.append(StreamData(6, b"z"))
+    assert not server_takes_data(download) and server_take_data(download) is None

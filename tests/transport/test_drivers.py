@@ -33,6 +33,7 @@ from xdrstream.restore.server import (
     VERSION,
     schema,
 )
+from xdrstream.transport import channels
 from xdrstream.transport.aio import AsyncChannel, AsyncConnection
 from xdrstream.transport.blocking import BlockingConnection, SocketChannel, TLSChannel
 from xdrstream.transport.errors import (
@@ -687,3 +688,36 @@ def test_async_server_drops_a_v3_stream_to_an_unknown_procedure(
         await server.close()
 
     asyncio.run(main())
+
+
+def test_unix_sockets_get_the_send_buffer_of_the_options_and_tcp_keeps_autotuning() -> None:
+    """A Unix stream socket's bytes in flight are bounded by its sender's SO_SNDBUF: the
+    drivers size it (both ends, both drivers, in channel_for) to
+    ``Options.unix_send_buffer`` so that a 256 KiB frame fits; 0 leaves the system's
+    default; TCP sockets are not touched (autotuning)."""
+    size = 3 * MIB // 2
+    with open("/proc/sys/net/core/wmem_max") as limit:
+        granted = min(size, int(limit.read()))  # Linux caps it (and reports it doubled)
+
+    def sndbuf(sock: socket.socket) -> int:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+    assert Options().unix_send_buffer >= 4 * 262144  # four default frames in flight
+    a, b = socket.socketpair()
+    untouched = sndbuf(b)
+    channel = channels.channel_for(
+        a, None, Options(unix_send_buffer=size), SocketChannel, TLSChannel
+    )
+    assert isinstance(channel, SocketChannel) and sndbuf(a) >= granted
+    channels.size_buffers(b, Options(unix_send_buffer=0))
+    assert sndbuf(b) == untouched
+    a.close()
+    b.close()
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    tcp = socket.create_connection(listener.getsockname())
+    before = sndbuf(tcp)
+    channels.size_buffers(tcp, Options(unix_send_buffer=size))
+    assert sndbuf(tcp) == before
+    tcp.close()
+    listener.close()

@@ -264,24 +264,34 @@ class RestoreServer:
 
     async def _fd_ready(self, fd: int, write: bool, stream: Stream) -> None:
         """Wait until the pipe can move data; give up when the client aborts meanwhile
-        (a stalled endpoint must not delay the abort) or after ``options.timeout``."""
+        (a stalled endpoint must not delay the abort) or after ``options.timeout``: one
+        future resolved by whichever comes first (no Task: a slow endpoint makes the
+        server wait here for many frames of a stream)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        (loop.add_writer if write else loop.add_reader)(fd, resolve, future)
-        aborted = asyncio.ensure_future(stream.wait_abort_requested())
+        ready: asyncio.Future[None] = loop.create_future()
+        (loop.add_writer if write else loop.add_reader)(fd, resolve, ready)
+        forget_abort = stream.notify_abort(ready)
+        timeout = self.options.timeout
+        stalled: list[bool] = []
+
+        def stall() -> None:
+            stalled.append(True)
+            resolve(ready)
+
+        timer = None if timeout is None else loop.call_later(timeout, stall)
         try:
-            done, _ = await asyncio.wait(
-                {future, aborted}, timeout=self.options.timeout, return_when="FIRST_COMPLETED"
-            )
+            await ready
         finally:
             (loop.remove_writer if write else loop.remove_reader)(fd)
-            aborted.cancel()
-        if aborted in done:
+            forget_abort()
+            if timer is not None:
+                timer.cancel()
+        if stream.abort_requested:
             raise StreamAborted("the client aborted while the endpoint's pipe was blocked")
-        if not done:
+        if stalled:
             raise ServerError(
                 ERR_OPERATION_TIMEOUT,
-                f"the endpoint stalled: its pipe made no progress for {self.options.timeout} s",
+                f"the endpoint stalled: its pipe made no progress for {timeout} s",
             )
 
     async def _write_pipe(self, fd: int, data: memoryview, stream: Stream) -> None:

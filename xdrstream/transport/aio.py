@@ -63,28 +63,55 @@ Handler = Callable[[Stream], Awaitable[Any]]
 Buffers = list[bytes | bytearray | memoryview]
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 class Signal:
     """``asyncio.Event``'s ``set``/``clear`` and a ``wait(timeout)`` that needs no Task:
     the waiter resumes one loop iteration after :meth:`set` (``wait_for(event.wait(),
     timeout)`` wraps the wait in a Task, so three: the event's future, the Task, then the
-    waiter), which the reader and a stream's task pay once per frame each."""
+    waiter), which the reader and a stream's task pay once per frame each.
 
-    __slots__ = ("_flag", "_waiters")
+    The timeouts share one timer per signal, kept across waits: a wait whose deadline is
+    not before the timer's reuses it (a wait that is set in time, every frame's, leaves
+    it scheduled instead of cancelling it and making the next), and a wait woken by a
+    timer earlier than its own deadline waits on for the rest.  :meth:`close` cancels it
+    (the signal's owner is done with it)."""
+
+    __slots__ = ("_due", "_flag", "_timer", "_waiters")
 
     def __init__(self) -> None:
         self._flag = False
         self._waiters: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0  # loop time at which _timer fires
 
     def is_set(self) -> bool:
         return self._flag
 
     def set(self) -> None:
         self._flag = True
+        self._wake()
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def close(self) -> None:
+        """Cancel the timer (waiters still waiting wait on until set)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def add_waiter(self, future: asyncio.Future[None]) -> None:
+        """Resolve ``future`` at the next :meth:`set` (at once if set; also at this
+        signal's timer, if a wait armed one); take it back with :meth:`discard`."""
+        if self._flag:
+            resolve(future)
+        else:
+            self._waiters.append(future)
+
+    def discard(self, future: asyncio.Future[None]) -> None:
+        if future in self._waiters:
+            self._waiters.remove(future)
+
+    def _wake(self) -> None:
         waiters = self._waiters
         if waiters:
             self._waiters = []
@@ -92,8 +119,9 @@ class Signal:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def clear(self) -> None:
-        self._flag = False
+    def _expire(self) -> None:
+        self._timer = None
+        self._wake()
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Until set, or ``timeout`` seconds passed (None: no limit); whether it is set."""
@@ -101,17 +129,26 @@ class Signal:
             return True
         if timeout is not None and timeout <= 0:
             return False
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        timer = None if timeout is None else waiter.get_loop().call_later(timeout, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if waiter in self._waiters:  # timed out or cancelled
-                self._waiters.remove(waiter)
-        return self._flag
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            if deadline is not None and (self._timer is None or self._due > deadline):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(deadline, self._expire)
+                self._due = deadline
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:  # cancelled
+                    self._waiters.remove(waiter)
+            if self._flag:
+                return True
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            # woken by the timer of an earlier, shorter wait: on for the rest
 
 
 class AsyncChannel(channels.SocketBase):
@@ -267,7 +304,7 @@ class AsyncConnection(Endpoint[AsyncChannel]):
     async def _secured(
         sock: socket.socket, setup: channels.TLSSetup | None, options: Options
     ) -> AsyncChannel:
-        channel = channels.channel_for(sock, setup, AsyncChannel, AsyncTLSChannel)
+        channel = channels.channel_for(sock, setup, options, AsyncChannel, AsyncTLSChannel)
         try:
             await channel.handshake(options.handshake_timeout)
         except BaseException:
@@ -311,10 +348,12 @@ class AsyncConnection(Endpoint[AsyncChannel]):
         """The core ended the connection: stop the socket, wake every waiter."""
         self._channel.shutdown()
         self._resume.set()
+        self._resume.close()
         self._closed.set()
         for ex in self._core.exchanges.values():
             if ex.waker is not None:
                 ex.waker.set()
+                ex.waker.close()
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -357,7 +396,7 @@ class AsyncConnection(Endpoint[AsyncChannel]):
 
     def _equip(self, ex: Exchange) -> None:
         ex.waker = Signal()
-        ex.abort_event = asyncio.Event()
+        ex.abort_event = Signal()
         ex.on_consumed = self._consumed
 
     def _consumed(self, serial: int, count: int) -> None:
@@ -372,15 +411,18 @@ class AsyncConnection(Endpoint[AsyncChannel]):
             while (step := steps.advance(refused)) is not None:
                 refused = None
                 if isinstance(step, Wait):
-                    await self._wait(ex)
+                    await self.wait(ex)
                 else:
                     refused = await self._send(step)
             return steps.value
         finally:
             steps.close()
             self._core.forget(ex)
+            if ex.closed:
+                ex.waker.close()
 
-    async def _wait(self, ex: Exchange) -> None:
+    async def wait(self, ex: Exchange) -> None:
+        """Until an event is routed to ``ex`` (the connection's error raised instead)."""
         core = self._core
         while not ex.inbox:
             if core.error is not None:

@@ -198,7 +198,7 @@ class BlockingConnection(Endpoint[SocketChannel]):
     def _secured(
         sock: socket.socket, setup: channels.TLSSetup | None, options: Options
     ) -> SocketChannel:
-        channel = channels.channel_for(sock, setup, SocketChannel, TLSChannel)
+        channel = channels.channel_for(sock, setup, options, SocketChannel, TLSChannel)
         try:
             channel.handshake(options.handshake_timeout)
         except BaseException:

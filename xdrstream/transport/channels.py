@@ -170,13 +170,27 @@ def server_setup(keywords: Accepting) -> tuple[Options, str, TLSSetup | None]:
 P = TypeVar("P", bound=SocketBase)
 
 
+def size_buffers(sock: socket.socket, options: Options) -> None:
+    """Give a Unix socket ``options.unix_send_buffer`` of send buffer (0: leave it): what
+    bounds the bytes in flight on a Unix stream socket, so the receiver gets a whole frame
+    per read where the default (208 KiB on Linux) cannot hold one.  Other families are
+    left alone (TCP autotunes; a fixed size would turn that off)."""
+    size = options.unix_send_buffer
+    if size > 0 and sock.family == socket.AF_UNIX:
+        with contextlib.suppress(OSError):  # capped at net.core.wmem_max, never refused
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
 def channel_for(
     sock: socket.socket,
     setup: TLSSetup | None,
+    options: Options,
     plain: Callable[[socket.socket], P],
     secure: Callable[[socket.socket, ssl.SSLContext, bool, str | None, str], P],
 ) -> P:
-    """The driver's channel over ``sock``: ``plain``, or ``secure`` as ``setup`` says."""
+    """The driver's channel over ``sock`` (its buffers sized, :func:`size_buffers`):
+    ``plain``, or ``secure`` as ``setup`` says."""
+    size_buffers(sock, options)
     if setup is None:
         return plain(sock)
     return secure(sock, setup.context, setup.server_side, setup.server_hostname, setup.peer)

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from xdrstream.protocol.framing import LEGACY_STREAM_PAYLOAD, STREAM_BUFFER
 from xdrstream.transport import limits as lim
 
+UNIX_SEND_BUFFER = 1024 * 1024
+"""``Options.unix_send_buffer`` by default: four frames of 256 KiB in flight per direction."""
+
 
 @dataclass(frozen=True)
 class Options:
@@ -24,7 +27,11 @@ class Options:
     ``stream_buffer``: per-stream received bytes not yet taken by the application above
     which reading stops (spec.md §8.2; default two frames of 262120 data bytes);
     ``max_calls``: exchanges one connection may have in progress (server: more are
-    refused with an error reply).
+    refused with an error reply).  ``unix_send_buffer``: the ``SO_SNDBUF`` of a Unix
+    socket, both ends (a Unix stream socket's bytes in flight are bounded by the sender's
+    send buffer alone, by default 208 KiB on Linux: less than one 256 KiB frame, so the
+    receiver wakes two or three times per frame); 0 keeps the system's default.  TCP is
+    left to the kernel's autotuning.
     Server limits, libvirtd's defaults (spec.md §8.5, :mod:`~.limits`): ``max_clients``
     connections (beyond: stop accepting); ``max_client_requests`` calls unanswered per
     connection (beyond: stop reading it); ``max_queued_output`` reply bytes unsent per
@@ -41,6 +48,7 @@ class Options:
     recv_buffer: int = 16 * 1024  # small: a large payload's bulk then arrives in place
     stream_buffer: int = STREAM_BUFFER
     max_calls: int = 256
+    unix_send_buffer: int = UNIX_SEND_BUFFER
     handshake_timeout: float = 10.0
     max_clients: int = lim.MAX_CLIENTS
     max_client_requests: int = lim.MAX_CLIENT_REQUESTS

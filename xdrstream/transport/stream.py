@@ -39,6 +39,7 @@ drivers run these generators with their own I/O (threads or asyncio).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
@@ -419,6 +420,32 @@ def server_recv(ex: Exchange) -> Op[Chunk | None]:
     raise _unexpected(ex, event)
 
 
+def server_takes_data(ex: Exchange) -> bool:
+    """Whether :func:`server_recv`'s next step, were its chunk data already routed, would
+    need nothing sent and nothing checked but what this tests (an open, accepted upload,
+    no end of data yet, no V1 ACK due): the drivers then take the chunk with
+    :func:`server_take_data` (waiting for it themselves) instead of running the operation,
+    which a stream pays once per frame."""
+    return (
+        ex.kind is Kind.UPLOAD
+        and ex.accepted
+        and not (ex.ack_due or ex.eof or ex.closed or ex.aborted)
+    )
+
+
+def server_take_data(ex: Exchange) -> memoryview | None:
+    """What :func:`server_recv` returns for the data at the head of the inbox (with the
+    same effects: consumed, a V1 ACK due), if :func:`server_takes_data` and the next event
+    is data; None otherwise (anything else goes through the operation)."""
+    inbox = ex.inbox
+    if not inbox or type(inbox[0]) is not StreamData or not server_takes_data(ex):
+        return None
+    event = cast(StreamData, inbox.popleft())
+    ex.on_consumed(ex.serial, len(event.data))
+    ex.ack_due = ex.v1
+    return memoryview(event.data)
+
+
 def server_complete(ex: Exchange, result: Any) -> Op[None]:
     """Upload: the data is committed; confirm (V3: reply with ``result``)."""
     _must_be_open(ex, Kind.UPLOAD)
@@ -559,6 +586,8 @@ def error_body(exc: BaseException | None) -> RemoteError:
 class AsyncRunner(Protocol):
     async def run(self, ex: Exchange, op: Op[T]) -> T: ...
 
+    async def wait(self, ex: Exchange) -> None: ...
+
 
 class SyncRunner(Protocol):
     def run(self, ex: Exchange, op: Op[T]) -> T: ...
@@ -608,6 +637,10 @@ class _Base:
         return f"<{type(self).__name__} {self._ex!r}>"
 
 
+def _nothing() -> None:
+    return None
+
+
 class Stream(_Base):
     """An exchange on an asyncio connection (see the module docstring)."""
 
@@ -622,6 +655,18 @@ class Stream(_Base):
             return
         await self._ex.abort_event.wait()
 
+    def notify_abort(self, future: asyncio.Future[None]) -> Callable[[], None]:
+        """Server: resolve ``future`` when the client's abort arrives (at once if it has),
+        so that a handler waits for something else and the abort with one future, no
+        Task; returns the function to call when done waiting, which takes it back."""
+        if self.abort_requested:
+            if not future.done():
+                future.set_result(None)
+            return _nothing
+        signal = self._ex.abort_event
+        signal.add_waiter(future)
+        return lambda: signal.discard(future)
+
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         ex = self._ex
         await self._driver.run(ex, client_send(ex, data) if ex.client else server_send(ex, data))
@@ -633,7 +678,15 @@ class Stream(_Base):
 
     async def recv(self) -> Chunk | None:
         ex = self._ex
-        return await self._driver.run(ex, client_recv(ex) if ex.client else server_recv(ex))
+        if ex.client:
+            return await self._driver.run(ex, client_recv(ex))
+        if server_takes_data(ex):  # an upload's data: no operation to run per frame
+            if not ex.inbox:
+                await self._driver.wait(ex)
+            data = server_take_data(ex)
+            if data is not None:
+                return data
+        return await self._driver.run(ex, server_recv(ex))
 
     async def finish(self) -> Any:
         return await self._driver.run(self._ex, client_finish(self._ex))
