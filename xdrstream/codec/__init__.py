@@ -301,7 +301,7 @@ def _lazy_module(lines: list[str]) -> tuple[str, Spans]:
     """The generated module with each top-level function body left out, and where each
     function is. ``compile()`` is most of a big schema's cost (remote_protocol.x: 0.31 of
     0.5 s, 1678 functions): each function's line becomes ``name = _lazy(i)``, a stub whose
-    first call compiles the real function (:func:`_materialize`). The other lines blank
+    first call compiles the real function (:func:`_lazy_factory`). The other lines blank
     out, so line numbers are the full source's (tracebacks show it from linecache)."""
     out = list(lines)
     spans: Spans = []

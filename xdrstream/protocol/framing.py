@@ -56,7 +56,7 @@ LEGACY_STREAM_PAYLOAD = 262120
 #: stream payload, so a stream at its limit holds two frames ahead of the one its
 #: application is writing out (more queue buys no throughput in a single-threaded
 #: driver: the kernel's socket and pipe buffers decouple the processes), and the
-#: decoder's pool of four buffers serves it without allocating (§8.1).
+#: decoder's pool (:func:`pool_size_for`) serves it without allocating (§8.1).
 STREAM_BUFFER = 2 * LEGACY_STREAM_PAYLOAD
 #: Longest string in an error body (VIR_NET_MESSAGE_STRING_MAX).
 STRING_MAX = 4194304
@@ -103,6 +103,9 @@ IN_PLACE_MIN = 65536
 """Smallest frame (length word included) that is received in place into a buffer of its
 own (an arena, or a buffer that grows with the payload): below it payloads are views of
 the reads."""
+POOL_MAX = 16
+"""Most in-place payload buffers one decoder keeps for reuse (§8.4): 16 arenas, 4.1 MiB."""
+POOL_DEFAULT = 4  # a decoder's pool without per-stream accounting
 
 
 class Header(NamedTuple):
@@ -220,7 +223,10 @@ class FrameDecoder:
     )
 
     def __init__(
-        self, max_frame: int = MAX_FRAME, max_buffered: int | None = None, pool_size: int = 4
+        self,
+        max_frame: int = MAX_FRAME,
+        max_buffered: int | None = None,
+        pool_size: int = POOL_DEFAULT,
     ) -> None:
         if not HEADER_SIZE <= max_frame <= 0xFFFFFFFF - LEN_SIZE:
             raise ValueError(f"max_frame must be in [{HEADER_SIZE}, 2**32-5], got {max_frame}")
@@ -836,17 +842,16 @@ def pool_size_for(stream_buffer: int | None) -> int:
     """The decoder pool that serves one stream at its limit without allocating (§8.1,
     §8.2): reading continues while the stream holds fewer than ``stream_buffer``
     unconsumed bytes, so it may hold ``ceil(stream_buffer / (IN_PLACE_MIN - MIN_FRAME))``
-    in-place frames (each in a buffer of its own), plus the one the application is writing out and
-    the one being received; at most :data:`POOL_MAX` (None: no accounting, the default 4).
+    in-place frames (each in a buffer of its own), plus the one the application is writing
+    out and the one being received; at most :data:`POOL_MAX` (None: no accounting,
+    :data:`POOL_DEFAULT`).
     A pooled buffer is only made when one is missing, so the pool never grows past what
     the connection held at once."""
     if stream_buffer is None:
-        return 4
+        return POOL_DEFAULT
     return min(POOL_MAX, -(-stream_buffer // (IN_PLACE_MIN - MIN_FRAME)) + 2)
 
 
-POOL_MAX = 16
-"""Most in-place payload buffers one decoder keeps for reuse (§8.4): 16 arenas, 4.1 MiB."""
 _ARENA = 264 * 1024  # a read at a frame boundary: room for a frame of 256 KiB of data
 _POOL_BUFFER_MAX = 1 << 20  # larger payloads get a buffer of their own
 _STEP = 16 * 1024  # first buffer of a large frame whose payload has not arrived yet

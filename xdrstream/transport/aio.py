@@ -142,8 +142,7 @@ class Signal:
             try:
                 await waiter
             finally:
-                if waiter in self._waiters:  # cancelled
-                    self._waiters.remove(waiter)
+                self.discard(waiter)  # (still listed only if cancelled)
             if self._flag:
                 return True
             if deadline is not None and loop.time() >= deadline:

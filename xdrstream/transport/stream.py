@@ -182,10 +182,24 @@ class Exchange:
 def _pop(ex: Exchange) -> Op[Event]:
     while not ex.inbox:
         yield WAIT
+    return _take(ex)
+
+
+def _take(ex: Exchange) -> Event:
+    """The inbox's oldest event, its data counted as consumed (§8.2)."""
     event = ex.inbox.popleft()
     if type(event) is StreamData:
         ex.on_consumed(ex.serial, len(event.data))
     return event
+
+
+def _upload_chunk(ex: Exchange, event: StreamData | StreamHole) -> Chunk:
+    """What an upload's data or hole gives the application; V1 acknowledges it when the
+    application asks for the next one (§7.2.2)."""
+    ex.ack_due = ex.v1
+    if isinstance(event, StreamData):
+        return memoryview(event.data)
+    return Hole(event.length)
 
 
 def _engine(ex: Exchange) -> EngineExchange:
@@ -408,10 +422,7 @@ def server_recv(ex: Exchange) -> Op[Chunk | None]:
     event = yield from _pop(ex)
     kind = type(event)
     if isinstance(event, (StreamData, StreamHole)):
-        ex.ack_due = ex.v1
-        if isinstance(event, StreamData):
-            return memoryview(event.data)
-        return Hole(event.length)
+        return _upload_chunk(ex, event)
     if kind is StreamFinish:
         ex.eof = True
         return None
@@ -433,17 +444,14 @@ def server_takes_data(ex: Exchange) -> bool:
     )
 
 
-def server_take_data(ex: Exchange) -> memoryview | None:
+def server_take_data(ex: Exchange) -> Chunk | None:
     """What :func:`server_recv` returns for the data at the head of the inbox (with the
     same effects: consumed, a V1 ACK due), if :func:`server_takes_data` and the next event
     is data; None otherwise (anything else goes through the operation)."""
     inbox = ex.inbox
     if not inbox or type(inbox[0]) is not StreamData or not server_takes_data(ex):
         return None
-    event = cast(StreamData, inbox.popleft())
-    ex.on_consumed(ex.serial, len(event.data))
-    ex.ack_due = ex.v1
-    return memoryview(event.data)
+    return _upload_chunk(ex, cast(StreamData, _take(ex)))
 
 
 def server_complete(ex: Exchange, result: Any) -> Op[None]:
